@@ -1,0 +1,87 @@
+"""Environment parsing with one clear error line per bad variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+
+class ConfigError(ValueError):
+    """A bad or missing setting; the message names the variable."""
+
+
+def _raw(name: str, env: Mapping[str, str] | None) -> str | None:
+    value = (os.environ if env is None else env).get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def env_str(name: str, default: str | None = None, *, env: Mapping[str, str] | None = None) -> str:
+    value = _raw(name, env)
+    if value is None:
+        if default is None:
+            raise ConfigError(f"{name} is required but not set")
+        return default
+    return value
+
+
+def env_opt(name: str, *, env: Mapping[str, str] | None = None) -> str | None:
+    return _raw(name, env)
+
+
+def env_int(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    value = _raw(name, env)
+    if value is None:
+        return default
+    try:
+        result = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and result < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {result}")
+    if maximum is not None and result > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {result}")
+    return result
+
+
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, env: Mapping[str, str] | None = None
+) -> float:
+    value = _raw(name, env)
+    if value is None:
+        return default
+    try:
+        result = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if minimum is not None and result < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {result}")
+    return result
+
+
+def env_bool(name: str, default: bool, *, env: Mapping[str, str] | None = None) -> bool:
+    value = _raw(name, env)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false), got {value!r}")
+
+
+def env_hostport(name: str, default: str, *, env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    value = env_str(name, default, env=env)
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+    return host or "0.0.0.0", int(port)

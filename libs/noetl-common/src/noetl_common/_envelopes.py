@@ -1,0 +1,181 @@
+"""Wire shapes shared by every service (msgspec structs; JSON on the wire).
+
+Ids are JSON integers; inputs also accept decimal strings (``parse_id``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+JSON = dict[str, Any]
+
+
+class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One execution event: posted by workers, written by control-api, carried on
+    NOETL_EVENTS and projected into ``noetl.event``."""
+
+    execution_id: int
+    event_type: str
+    event_id: int | None = None
+    step: str | None = None
+    status: str | None = None
+    created_at: str | None = None  # RFC 3339, UTC
+    context: JSON | None = None
+    worker_id: str | None = None
+    meta: JSON | None = None  # {attempt, command_id, ...}
+    parent_execution_id: int | None = None
+    catalog_path: str | None = None
+
+
+class EventBatch(msgspec.Struct, kw_only=True):
+    events: list[Event]
+
+
+class EventsReply(msgspec.Struct, kw_only=True):
+    accepted: int
+    duplicates: int = 0
+
+
+class CommandNotification(msgspec.Struct, kw_only=True):
+    """The message on NOETL_COMMANDS; ``event_id`` is the command.issued id and claim key."""
+
+    execution_id: int
+    event_id: int
+    command_id: int
+    step: str
+    server_url: str
+    execution_pool: str
+
+
+class Rule(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One task rule, already normalised from `eval` or `spec.policy.rules`.
+
+    ``when`` None means the rule always matches (an `else` rule). ``set`` keys are
+    scoped names such as ``ctx.total`` or ``iter.page``.
+    """
+
+    do: str = "continue"  # continue | retry | jump | break | fail
+    when: str | None = None
+    attempts: int | None = None
+    backoff: str | None = None  # fixed | linear | exponential
+    delay: float | None = None
+    to: str | None = None
+    set: JSON | None = None
+
+
+class TaskSpec(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One task of a step's tool pipeline. ``config`` is the tool's own keys."""
+
+    name: str
+    kind: str
+    config: JSON = msgspec.field(default_factory=dict)
+    rules: list[Rule] = msgspec.field(default_factory=list)
+
+
+class CommandSpec(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """What a worker needs to run one step run: the pipeline and its template context."""
+
+    tasks: list[TaskSpec]
+    args: JSON = msgspec.field(default_factory=dict)
+    context: JSON = msgspec.field(default_factory=dict)
+    timeout_seconds: float | None = None
+
+
+class ClaimRequest(msgspec.Struct, kw_only=True):
+    worker_id: str
+
+
+class ClaimReply(msgspec.Struct, kw_only=True):
+    execution_id: int
+    event_id: int
+    command_id: int
+    step: str
+    attempt: int
+    lease_seconds: float
+    pool: str
+    tool_kind: str
+    command: CommandSpec
+    catalog_path: str | None = None
+
+
+class OutboxRow(msgspec.Struct, kw_only=True):
+    outbox_id: int
+    event_id: int
+    execution_id: int
+    subject: str
+    payload: JSON
+    attempts: int = 0
+
+
+class OutboxClaimRequest(msgspec.Struct, kw_only=True):
+    limit: int = 100
+    wait_ms: int = 0
+
+
+class OutboxClaimReply(msgspec.Struct, kw_only=True):
+    rows: list[OutboxRow]
+    claimed: int
+
+
+class MarkPublishedRequest(msgspec.Struct, kw_only=True):
+    outbox_ids: list[int]
+
+
+class MarkPublishedReply(msgspec.Struct, kw_only=True):
+    marked: int
+
+
+class MarkFailedRequest(msgspec.Struct, kw_only=True):
+    outbox_id: int
+    error: str
+    attempts: int
+    max_delay_seconds: float = 60.0
+
+
+class MarkFailedReply(msgspec.Struct, kw_only=True):
+    marked: int
+    available_at_in: float
+
+
+class PendingCountReply(msgspec.Struct, kw_only=True):
+    pending: int
+
+
+class ProjectRequest(msgspec.Struct, kw_only=True):
+    events: list[Event]
+
+
+class ProjectReply(msgspec.Struct, kw_only=True):
+    projected: int
+    duplicates: int
+
+
+class WorkerRegistration(msgspec.Struct, omit_defaults=True, kw_only=True):
+    worker_id: str
+    pool: str
+    capacity: int = 1
+    hostname: str | None = None
+    version: str | None = None
+    meta: JSON | None = None
+
+
+class WorkerHeartbeat(msgspec.Struct, omit_defaults=True, kw_only=True):
+    worker_id: str
+    pool: str | None = None
+    in_flight: int = 0
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The one error shape of every HTTP API in the suite."""
+
+    status_code: int
+    error: str  # short machine-readable code, e.g. "not_found", "invalid_playbook"
+    detail: str
+    extra: JSON | None = None
+
+
+def outbox_delay_seconds(attempts: int, max_delay_seconds: float) -> float:
+    """Backoff of a failed outbox row: min(max_delay, 2 ** min(8, max(0, attempts - 1)))."""
+    return float(min(max_delay_seconds, 2 ** min(8, max(0, attempts - 1))))

@@ -1,0 +1,1 @@
+"""NoETL control API: catalog, execute, orchestrator, events, claims."""

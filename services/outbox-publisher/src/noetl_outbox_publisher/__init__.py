@@ -1,0 +1,1 @@
+"""Relays the transactional outbox to JetStream."""

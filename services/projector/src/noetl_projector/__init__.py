@@ -1,0 +1,1 @@
+"""Projects NOETL_EVENTS into the noetl.event log."""

@@ -1,0 +1,1 @@
+"""JetStream pull worker that claims commands and runs tools."""

@@ -1,0 +1,1 @@
+"""Embedded dev stack: Postgres, nats-server and the suite on loopback."""
