@@ -1,0 +1,36 @@
+"""Secrets are redacted by key and by shape, whatever the key (ARCHITECTURE §10)."""
+
+from noetl_common import REDACTED, scrub, scrub_text
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----"
+
+
+def test_sensitive_keys_redact_whole_value() -> None:
+    data = {"password": "hunter2", "nested": {"api_key": {"a": 1}, "db_password": "x"}, "user": "bob"}
+    assert scrub(data) == {
+        "password": REDACTED,
+        "nested": {"api_key": REDACTED, "db_password": REDACTED},
+        "user": "bob",
+    }
+
+
+def test_secret_looking_values_redacted_under_any_key() -> None:
+    data = {
+        "note": f"header Bearer abcdefghijklmnop and {JWT}",
+        "items": [PEM, "ghp_" + "a" * 36, "AKIAABCDEFGHIJKLMNOP", "plain text"],
+        "url": "postgresql://noetl:s3cret@db:5432/noetl",
+    }
+    out = scrub(data)
+    assert "abcdefghijklmnop" not in out["note"] and JWT not in out["note"]
+    assert out["items"][:3] == [REDACTED, REDACTED, REDACTED]
+    assert out["items"][3] == "plain text"
+    assert "s3cret" not in out["url"] and out["url"].startswith("postgresql://")
+
+
+def test_scrub_does_not_mutate_and_keeps_types() -> None:
+    data = {"n": 1, "f": 1.5, "ok": True, "none": None, "token": "", "list": (1, 2)}
+    out = scrub(data)
+    assert out == {"n": 1, "f": 1.5, "ok": True, "none": None, "token": "", "list": [1, 2]}
+    assert data["list"] == (1, 2)
+    assert scrub_text("nothing to see") == "nothing to see"
