@@ -1,1 +1,7 @@
 """Relays the transactional outbox to JetStream."""
+
+from ._config import PublisherConfig, RelaySettings
+from ._ports import OutboxSource
+from ._relay import OutboxPublisher
+
+__all__ = ["OutboxPublisher", "OutboxSource", "PublisherConfig", "RelaySettings"]

@@ -1,0 +1,64 @@
+"""Publisher settings, read once from the environment (README lists each variable)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from noetl_common import env_float, env_hostport, env_int, env_opt, env_str
+
+DEFAULT_EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """How the relay loop batches, waits and backs off."""
+
+    batch_size: int = 500
+    wait_ms: int = 1000
+    ack_timeout_seconds: float = 10.0
+    max_retry_delay_seconds: float = 60.0
+    max_backoff_seconds: float = 30.0
+    events_max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherConfig:
+    """Everything ``noetl-outbox-publisher`` reads from its environment."""
+
+    server_url: str
+    internal_token: str
+    nats_url: str
+    nats_user: str | None
+    nats_password: str | None
+    log_level: str
+    metrics_host: str
+    metrics_port: int
+    relay: RelaySettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PublisherConfig:
+        """Parse the environment; a bad value raises ``ConfigError`` naming the variable."""
+        host, port = env_hostport("PUBLISHER_METRICS_BIND", "0.0.0.0:9091", env=env)
+        return cls(
+            server_url=env_str("NOETL_SERVER_URL", "http://127.0.0.1:8082", env=env),
+            internal_token=env_str("NOETL_INTERNAL_API_TOKEN", env=env),
+            nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222", env=env),
+            nats_user=env_opt("NATS_USER", env=env),
+            nats_password=env_opt("NATS_PASSWORD", env=env),
+            log_level=env_str("NOETL_LOG_LEVEL", "INFO", env=env),
+            metrics_host=host,
+            metrics_port=port,
+            relay=RelaySettings(
+                batch_size=env_int("OUTBOX_BATCH_SIZE", 500, minimum=1, maximum=4000, env=env),
+                wait_ms=env_int("OUTBOX_WAIT_MS", 1000, minimum=0, maximum=60_000, env=env),
+                ack_timeout_seconds=env_float("OUTBOX_ACK_TIMEOUT_SECONDS", 10.0, minimum=0.1, env=env),
+                max_retry_delay_seconds=env_float(
+                    "OUTBOX_MAX_RETRY_DELAY_SECONDS", 60.0, minimum=1.0, env=env
+                ),
+                max_backoff_seconds=env_float("OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1, env=env),
+                events_max_age_seconds=env_float(
+                    "NOETL_EVENTS_MAX_AGE_SECONDS", DEFAULT_EVENTS_MAX_AGE_SECONDS, minimum=1.0, env=env
+                ),
+            ),
+        )

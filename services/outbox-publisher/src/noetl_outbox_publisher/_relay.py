@@ -1,0 +1,250 @@
+"""The relay loop: claim outbox rows → publish to JetStream → mark published/failed.
+
+Shape (ARCHITECTURE §6, STYLE "worker loop"): one loop long-polls ``outbox_claim``;
+each batch is sent with ``publish_async`` (pipelined, one ack future per row) carrying
+``Nats-Msg-Id: <event_id>``; the batch is then *settled* — acks awaited, one
+``outbox_mark_published`` call for the batch, one ``outbox_mark_failed`` per failed
+row — in a task that overlaps the next claim. At most two batches are in flight: the
+loop awaits the previous settle before starting the next one.
+
+Delivery is at-least-once: a row whose ack or mark-published is lost stays IN_FLIGHT,
+is reclaimed after the server's lease and published again; JetStream drops the copy
+by its Msg-Id within the duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from noetl_common import MarkFailedRequest, OutboxRow, ensure_streams
+
+from . import _metrics as m
+from ._backoff import Backoff, wait_or_stop
+from ._config import RelaySettings
+from ._ports import OutboxSource
+
+_MARK_FAILED_CONCURRENCY = 16
+
+Outcome = asyncio.Future[PubAck] | BaseException
+
+
+def _age_seconds(payload: dict[str, Any], now: float) -> float | None:
+    """Seconds since the payload's ``created_at`` (events carry it; commands do not)."""
+    raw = payload.get("created_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return max(0.0, now - datetime.fromisoformat(raw).timestamp())
+    except ValueError:
+        return None
+
+
+class OutboxPublisher:
+    """Relays claimed outbox rows to JetStream until ``stop`` is set."""
+
+    def __init__(
+        self,
+        source: OutboxSource,
+        js: JetStreamContext,
+        settings: RelaySettings,
+        *,
+        connected: Callable[[], bool] = lambda: True,
+        log: Any = None,
+    ) -> None:
+        self._source = source
+        self._js = js
+        self._settings = settings
+        self._connected = connected
+        self._log = log if log is not None else structlog.get_logger(service=m.SERVICE)
+        self._encoder = msgspec.json.Encoder()
+        self._running = False
+        self._streams_ready = False
+        self._api_ok = False
+        self._last_progress = time.monotonic()
+
+    # -- health --------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """True while the loop runs, NATS is connected, the API answers and the loop moves."""
+        stalled_after = self._settings.wait_ms / 1000 + 60
+        return (
+            self._running
+            and self._streams_ready
+            and self._api_ok
+            and self._connected()
+            and time.monotonic() - self._last_progress < stalled_after
+        )
+
+    def details(self) -> dict[str, Any]:
+        """The loop state behind ``ready`` for ``/readyz``."""
+        return {
+            "running": self._running,
+            "streams_ready": self._streams_ready,
+            "api_ok": self._api_ok,
+            "nats_connected": self._connected(),
+            "seconds_since_progress": round(time.monotonic() - self._last_progress, 3),
+        }
+
+    # -- loop ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and relay until ``stop``; then finish the batch in hand and return."""
+        self._running = True
+        backoff = Backoff(self._settings.max_backoff_seconds)
+        settling: asyncio.Task[None] | None = None
+        try:
+            if not await self._ensure_streams(stop):
+                return
+            while not stop.is_set():
+                if not self._connected():
+                    # Claiming now would only lease rows we cannot publish.
+                    await wait_or_stop(stop, backoff.next())
+                    continue
+                try:
+                    reply = await self._source.outbox_claim(self._settings.batch_size, self._settings.wait_ms)
+                except Exception as exc:
+                    self._api_ok = False
+                    m.API_ERRORS.labels("claim").inc()
+                    delay = backoff.next()
+                    self._log.warning("outbox_claim_failed", error=str(exc), retry_in=round(delay, 2))
+                    await wait_or_stop(stop, delay)
+                    continue
+                self._api_ok = True
+                self._last_progress = time.monotonic()
+                backoff.reset()
+                if not reply.rows:
+                    continue
+                m.BATCH_SIZE.observe(len(reply.rows))
+                outcomes = await self._publish(reply.rows)
+                if settling is not None:
+                    await settling
+                settling = asyncio.create_task(self._settle(reply.rows, outcomes))
+        finally:
+            if settling is not None:
+                await settling
+            self._running = False
+
+    async def _ensure_streams(self, stop: asyncio.Event) -> bool:
+        backoff = Backoff(self._settings.max_backoff_seconds)
+        while not stop.is_set():
+            try:
+                await ensure_streams(self._js, self._settings.events_max_age_seconds)
+                self._streams_ready = True
+                return True
+            except Exception as exc:
+                delay = backoff.next()
+                self._log.warning("ensure_streams_failed", error=str(exc), retry_in=round(delay, 2))
+                await wait_or_stop(stop, delay)
+        return False
+
+    async def _publish(self, rows: list[OutboxRow]) -> list[Outcome]:
+        """Send every row without waiting for acks; one ack future (or the send error) per row."""
+        outcomes: list[Outcome] = []
+        for row in rows:
+            try:
+                future = await self._js.publish_async(
+                    row.subject,
+                    self._encoder.encode(row.payload),
+                    headers={"Nats-Msg-Id": str(row.event_id)},
+                    wait_stall=self._settings.ack_timeout_seconds,
+                )
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(future)
+        m.IN_FLIGHT.inc(len(rows))
+        return outcomes
+
+    async def _settle(self, rows: list[OutboxRow], outcomes: list[Outcome]) -> None:
+        """Await the acks, then record the batch's fate with the control-api. Never raises."""
+        started = time.monotonic()
+        try:
+            futures = [o for o in outcomes if isinstance(o, asyncio.Future)]
+            if futures:
+                _, pending = await asyncio.wait(futures, timeout=self._settings.ack_timeout_seconds)
+                for future in pending:
+                    future.cancel()
+            m.PUBLISH_TO_ACK.observe(time.monotonic() - started)
+            now = time.time()
+            published: list[int] = []
+            failed: list[tuple[OutboxRow, str]] = []
+            for row, outcome in zip(rows, outcomes, strict=True):
+                error = _error_of(outcome)
+                if error is not None:
+                    failed.append((row, error))
+                    continue
+                assert isinstance(outcome, asyncio.Future)
+                if outcome.result().duplicate:
+                    m.DUPLICATES.inc()
+                age = _age_seconds(row.payload, now)
+                if age is not None:
+                    m.COMMIT_TO_ACK.observe(age)
+                published.append(row.outbox_id)
+            if published:
+                await self._mark_published(published)
+            if failed:
+                await self._mark_failed(failed)
+        except Exception:
+            self._log.exception("outbox_settle_failed", rows=len(rows))
+        finally:
+            m.IN_FLIGHT.dec(len(rows))
+
+    async def _mark_published(self, outbox_ids: list[int]) -> None:
+        try:
+            await self._source.outbox_mark_published(outbox_ids)
+        except Exception as exc:
+            # The rows stay IN_FLIGHT; the server re-offers them after the lease and
+            # JetStream drops the re-publish by Msg-Id.
+            self._api_ok = False
+            m.API_ERRORS.labels("mark_published").inc()
+            self._log.warning("outbox_mark_published_failed", rows=len(outbox_ids), error=str(exc))
+            return
+        m.ROWS_PUBLISHED.inc(len(outbox_ids))
+
+    async def _mark_failed(self, failed: list[tuple[OutboxRow, str]]) -> None:
+        m.PUBLISH_FAILURES.inc(len(failed))
+        gate = asyncio.Semaphore(_MARK_FAILED_CONCURRENCY)
+
+        async def one(row: OutboxRow, error: str) -> None:
+            async with gate:
+                self._log.warning(
+                    "outbox_publish_failed",
+                    outbox_id=row.outbox_id,
+                    event_id=row.event_id,
+                    execution_id=row.execution_id,
+                    subject=row.subject,
+                    error=error,
+                )
+                try:
+                    await self._source.outbox_mark_failed(
+                        MarkFailedRequest(
+                            outbox_id=row.outbox_id,
+                            error=error[:1000],
+                            attempts=row.attempts + 1,
+                            max_delay_seconds=self._settings.max_retry_delay_seconds,
+                        )
+                    )
+                except Exception as exc:
+                    self._api_ok = False
+                    m.API_ERRORS.labels("mark_failed").inc()
+                    self._log.warning("outbox_mark_failed_failed", outbox_id=row.outbox_id, error=str(exc))
+
+        await asyncio.gather(*(one(row, error) for row, error in failed))
+
+
+def _error_of(outcome: Outcome) -> str | None:
+    """The failure of one row's publish, or None when JetStream acked it."""
+    if isinstance(outcome, BaseException):
+        return f"{type(outcome).__name__}: {outcome}"
+    if outcome.cancelled():
+        return "ack timeout"
+    exc = outcome.exception()
+    if exc is not None:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None

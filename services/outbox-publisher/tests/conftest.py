@@ -1,0 +1,70 @@
+"""An in-memory outbox standing in for the control-api's outbox routes (NATS stays real)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from noetl_common import MarkFailedReply, MarkFailedRequest, OutboxClaimReply, OutboxRow
+
+
+class MemoryOutbox:
+    """Implements ``OutboxSource`` over lists; every change notifies ``changed``."""
+
+    def __init__(self) -> None:
+        self.pending: list[OutboxRow] = []
+        self.published: set[int] = set()
+        self.mark_published_calls: list[list[int]] = []
+        self.mark_failed_calls: list[MarkFailedRequest] = []
+        self.claim_calls = 0
+        self.claim_failures_left = 0
+        self.claim_gate: asyncio.Event | None = None
+        self.changed = asyncio.Condition()
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def add(self, *rows: OutboxRow) -> None:
+        """Commit rows to the outbox (or re-offer them, as after an expired lease)."""
+        self.pending.extend(rows)
+        await self._notify()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
+
+    async def outbox_claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
+        self.claim_calls += 1
+        await self._notify()
+        if self.claim_failures_left > 0:
+            self.claim_failures_left -= 1
+            raise ConnectionError("control-api unreachable")
+        if self.claim_gate is not None:
+            await self.claim_gate.wait()
+        if not self.pending:
+            async with self.changed:
+                try:
+                    await asyncio.wait_for(self.changed.wait_for(lambda: bool(self.pending)), wait_ms / 1000)
+                except TimeoutError:
+                    return OutboxClaimReply(rows=[], claimed=0)
+        rows, self.pending = self.pending[:limit], self.pending[limit:]
+        return OutboxClaimReply(rows=rows, claimed=len(rows))
+
+    async def outbox_mark_published(self, outbox_ids: list[int]) -> int:
+        self.mark_published_calls.append(list(outbox_ids))
+        fresh = set(outbox_ids) - self.published
+        self.published |= fresh
+        await self._notify()
+        return len(fresh)
+
+    async def outbox_mark_failed(self, request: MarkFailedRequest) -> MarkFailedReply:
+        self.mark_failed_calls.append(request)
+        await self._notify()
+        return MarkFailedReply(marked=1, available_at_in=1.0)
+
+
+@pytest.fixture
+def outbox() -> MemoryOutbox:
+    return MemoryOutbox()

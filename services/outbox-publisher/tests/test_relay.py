@@ -1,0 +1,156 @@
+"""The relay loop against a real nats-server and an in-memory outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from noetl_common import COMMANDS_STREAM, EVENTS_STREAM, OutboxRow, event_subject
+from noetl_outbox_publisher import OutboxPublisher, RelaySettings
+from prometheus_client import REGISTRY
+
+SETTINGS = RelaySettings(batch_size=100, wait_ms=200, ack_timeout_seconds=5, max_backoff_seconds=0.2)
+
+
+def event_row(outbox_id: int, event_id: int, execution_id: int = 7, attempts: int = 0) -> OutboxRow:
+    payload = {
+        "execution_id": execution_id,
+        "event_id": event_id,
+        "event_type": "command.started",
+        "created_at": "2026-01-01T00:00:00.000000Z",
+    }
+    return OutboxRow(
+        outbox_id=outbox_id,
+        event_id=event_id,
+        execution_id=execution_id,
+        subject=event_subject(execution_id, 1),
+        payload=payload,
+        attempts=attempts,
+    )
+
+
+def metric(name: str) -> float:
+    return REGISTRY.get_sample_value(f"noetl_outbox_publisher_{name}") or 0.0
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    conn = await nats.connect(nats_url)
+    yield conn
+    await conn.close()
+
+
+class Running:
+    """A publisher loop in a task, stopped and awaited (bounded) at teardown."""
+
+    def __init__(self, publisher: OutboxPublisher) -> None:
+        self.publisher = publisher
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(publisher.run(self.stop))
+
+    async def finish(self, timeout: float = 10.0) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, timeout)
+
+
+@pytest.fixture
+async def running(nc: NATS, outbox: Any) -> AsyncIterator[Running]:
+    loop = Running(OutboxPublisher(outbox, nc.jetstream(), SETTINGS))
+    yield loop
+    await loop.finish()
+
+
+async def test_publishes_a_batch_with_msg_id_and_marks_it_once(
+    nc: NATS, outbox: Any, running: Running
+) -> None:
+    rows = [event_row(i, 1000 + i) for i in range(1, 6)]
+    command = OutboxRow(
+        outbox_id=6,
+        event_id=2000,
+        execution_id=7,
+        subject="noetl.commands.shared.7",
+        payload={"execution_id": 7, "event_id": 2000, "command_id": 3, "step": "a"},
+    )
+    await outbox.add(*rows, command)
+
+    await outbox.wait_for(lambda: outbox.published == {1, 2, 3, 4, 5, 6})
+
+    assert outbox.mark_published_calls == [[1, 2, 3, 4, 5, 6]]
+    assert outbox.mark_failed_calls == []
+    js = nc.jetstream()
+    for seq, row in enumerate(rows, start=1):
+        msg = await js.get_msg(EVENTS_STREAM, seq)
+        assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == str(row.event_id)
+        assert msg.subject == row.subject
+        assert msg.data is not None and msgspec.json.decode(msg.data) == row.payload
+    cmd = await js.get_msg(COMMANDS_STREAM, 1)
+    assert cmd.headers is not None and cmd.headers["Nats-Msg-Id"] == "2000"
+    assert running.publisher.ready()
+
+
+async def test_a_reclaimed_row_is_deduplicated_by_jetstream(nc: NATS, outbox: Any, running: Running) -> None:
+    row = event_row(1, 4242)
+    duplicates_before = metric("duplicates_total")
+    await outbox.add(row)
+    await outbox.wait_for(lambda: len(outbox.mark_published_calls) == 1)
+
+    # The lease expired before mark-published landed: the server offers the row again.
+    await outbox.add(row)
+    await outbox.wait_for(lambda: len(outbox.mark_published_calls) == 2)
+
+    info = await nc.jetstream().stream_info(EVENTS_STREAM)
+    assert info.state.messages == 1
+    assert outbox.mark_published_calls == [[1], [1]]
+    assert metric("duplicates_total") == duplicates_before + 1
+
+
+async def test_a_failed_publish_marks_the_row_failed_and_the_rest_published(
+    outbox: Any, running: Running
+) -> None:
+    good = event_row(1, 501)
+    orphan = OutboxRow(
+        outbox_id=2, event_id=502, execution_id=7, subject="noetl.nowhere.7", payload={"x": 1}, attempts=2
+    )
+    await outbox.add(good, orphan)
+
+    await outbox.wait_for(lambda: bool(outbox.mark_failed_calls) and bool(outbox.published))
+
+    assert outbox.published == {1}
+    [failed] = outbox.mark_failed_calls
+    assert failed.outbox_id == 2
+    assert failed.attempts == 3
+    assert failed.max_delay_seconds == SETTINGS.max_retry_delay_seconds
+    assert "NoStreamResponse" in failed.error
+
+
+async def test_claim_errors_back_off_then_recover(outbox: Any, running: Running) -> None:
+    outbox.claim_failures_left = 2
+    await outbox.wait_for(lambda: outbox.claim_calls >= 2)
+    assert not running.publisher.ready()
+
+    await outbox.add(event_row(1, 9001))
+    await outbox.wait_for(lambda: outbox.published == {1})
+    assert running.publisher.ready()
+    assert not running.task.done()
+
+
+async def test_stop_finishes_the_batch_in_hand_and_claims_no_more(nc: NATS, outbox: Any) -> None:
+    outbox.claim_gate = asyncio.Event()
+    loop = Running(OutboxPublisher(outbox, nc.jetstream(), SETTINGS))
+    await outbox.wait_for(lambda: outbox.claim_calls == 1)
+
+    loop.stop.set()  # SIGTERM arrives while a claim is in flight
+    await outbox.add(event_row(1, 77), event_row(2, 78))
+    outbox.claim_gate.set()
+    await asyncio.wait_for(loop.task, 10)
+
+    assert outbox.claim_calls == 1
+    assert outbox.mark_published_calls == [[1, 2]]
+    info = await nc.jetstream().stream_info(EVENTS_STREAM)
+    assert info.state.messages == 2
+    assert not loop.publisher.ready()
