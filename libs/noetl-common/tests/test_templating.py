@@ -1,0 +1,133 @@
+"""Template rendering: native types, key-before-attribute, the undefined rule, conditions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from noetl_common.templating import TemplateError, check_syntax, evaluate, has_template, render
+
+CONTEXT: dict[str, Any] = {
+    "message": "hi",
+    "workload": {"message": "hi", "n": 3, "nested": {"a": 1}},
+    "start": {"items": [1, 2], "n": 1, "values": "v"},
+    "wrapped": {"result": {"n": 9}},
+    "skipped": None,
+    "ctx": {"count": 2},
+    "args": {},
+    "execution_id": 42,
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ workload.n }}", 3),
+        ("{{ start.items }}", [1, 2]),
+        ("{{ start.values }}", "v"),
+        ("  {{ start }}\n", {"items": [1, 2], "n": 1, "values": "v"}),
+        ("{{ start.result.n }}", 1),
+        ("{{ wrapped.result.n }}", 9),
+        ("{{ execution_id }}", 42),
+        ("{{ ctx.count * 2 }}", 4),
+        ("{{ [start.n, ctx.count] }}", [1, 2]),
+        ("{{ workload.nested | default({}) }}", {"a": 1}),
+        ("{{ workload.absent | default('d') }}", "d"),
+        ("{{ unknown_name | default(0) }}", 0),
+        ("{{ message }}", "hi"),
+    ],
+)
+def test_single_expression_keeps_native_type(template: str, expected: Any) -> None:
+    assert render(template, CONTEXT) == expected
+
+
+def test_mixed_strings_render_to_text() -> None:
+    assert render("{{ execution_id }}:{{ start.n }}", CONTEXT) == "42:1"
+    assert render("n={{ workload.n }}", CONTEXT) == "n=3"
+    assert render("{{ start.n }}{{ start.n }}", CONTEXT) == "11"
+
+
+def test_render_recurses_and_passes_other_values_through() -> None:
+    value = {"a": ["{{ start.n }}", 5, None, {"b": "{{ message }}"}], "c": True, "d": "plain"}
+    assert render(value, CONTEXT) == {"a": [1, 5, None, {"b": "hi"}], "c": True, "d": "plain"}
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ctx.missing }}",
+        "{{ start.missing }}",
+        "{{ skipped }}",
+        "{{ skipped.category }}",
+        "{{ skipped.a.b.c }}",
+    ],
+)
+def test_run_produced_data_that_is_missing_is_none(template: str) -> None:
+    assert render(template, CONTEXT) is None
+
+
+def test_run_produced_missing_data_renders_empty_inside_text_and_false_in_tests() -> None:
+    assert render("x{{ ctx.missing }}y", CONTEXT) == "xy"
+    assert render("{{ skipped.category if skipped else 'low' }}", CONTEXT) == "low"
+    assert render("{{ ctx.missing == none }}", CONTEXT) is True
+
+
+@pytest.mark.parametrize(
+    ("template", "needle"),
+    [
+        ("{{ job.uuid }}", "job"),
+        ("{{ workload.absent }}", "absent"),
+        ("prefix {{ nowhere }}", "nowhere"),
+        ("{{ nowhere if true else 1 }}", "nowhere"),
+    ],
+)
+def test_names_fixed_before_the_run_raise(template: str, needle: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        render(template, CONTEXT)
+    assert needle in str(info.value)
+    assert info.value.expression == template
+
+
+def test_sandbox_blocks_unsafe_attributes() -> None:
+    with pytest.raises(TemplateError):
+        render("{{ start.__class__.__mro__[1].__subclasses__() }}", CONTEXT)
+
+
+def test_syntax_errors_name_the_template() -> None:
+    with pytest.raises(TemplateError, match="does not parse"):
+        check_syntax("{{ a + }}")
+    with pytest.raises(TemplateError, match="does not parse"):
+        check_syntax("x {% if %}")
+    check_syntax("{{ a.b | default(1) }}")
+    check_syntax("a > 1 and b")
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("{{ start.n == 1 }}", True),
+        ("start.n == 1", True),
+        ("{{ start.n > 5 }}", False),
+        (True, True),
+        (False, False),
+        ("{{ 'false' }}", False),
+        ("{{ ctx.missing }}", False),
+        ("{{ ctx.missing in [500, 502] }}", False),
+        ("{{ start.n }} and {{ ctx.count }}", True),
+        ("{{ ctx.missing == true }}", False),
+    ],
+)
+def test_evaluate(expr: Any, expected: bool) -> None:
+    assert evaluate(expr, CONTEXT) is expected
+
+
+def test_evaluate_raises_on_fixed_undefined_names() -> None:
+    with pytest.raises(TemplateError, match="threshold"):
+        evaluate("{{ start.n > threshold }}", CONTEXT)
+    with pytest.raises(TemplateError, match="threshold"):
+        evaluate("threshold > 1", CONTEXT)
+
+
+def test_has_template() -> None:
+    assert has_template("a {{ b }}") and has_template("{% if x %}{% endif %}")
+    assert not has_template("plain { text }")

@@ -1,0 +1,18 @@
+"""The playbook language: YAML → one validated model for both syntax generations."""
+
+from ._errors import PlaybookError
+from ._model import Arc, Loop, Next, Playbook, Step
+from ._parser import parse_playbook
+from ._validate import KNOWN_KINDS, is_system_path
+
+__all__ = [
+    "KNOWN_KINDS",
+    "Arc",
+    "Loop",
+    "Next",
+    "Playbook",
+    "PlaybookError",
+    "Step",
+    "is_system_path",
+    "parse_playbook",
+]

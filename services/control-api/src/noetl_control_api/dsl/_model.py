@@ -1,0 +1,76 @@
+"""The one internal playbook model both DSL generations parse into (msgspec structs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from noetl_common import TaskSpec
+
+NextMode = Literal["exclusive", "inclusive"]
+LoopMode = Literal["sequential", "parallel"]
+
+
+class Arc(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One outgoing transition. ``when`` None always holds; ``set`` keys are scoped (``ctx.k``)."""
+
+    step: str
+    when: str | None = None
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    set: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Next(msgspec.Struct, kw_only=True):
+    """A step's routing: ``exclusive`` fires the first arc that holds, ``inclusive`` all."""
+
+    mode: NextMode
+    arcs: list[Arc]
+
+
+class Loop(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """``loop: {in, iterator, spec: {mode, max_in_flight}}``; ``items`` is the ``in`` template."""
+
+    items: Any
+    iterator: str
+    mode: LoopMode = "sequential"
+    max_in_flight: int | None = None
+
+
+class Step(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One workflow step; ``tasks`` empty means no tool, ``next`` None means no explicit routing."""
+
+    name: str
+    tasks: list[TaskSpec] = msgspec.field(default_factory=list)
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    when: str | None = None
+    next: Next | None = None
+    loop: Loop | None = None
+    set: dict[str, Any] = msgspec.field(default_factory=dict)
+    desc: str | None = None
+
+    @property
+    def has_tool(self) -> bool:
+        """True when the step runs a command."""
+        return bool(self.tasks)
+
+
+class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A parsed, validated playbook; ``steps`` keep workflow order, ``start`` is the entry."""
+
+    name: str
+    path: str
+    steps: list[Step]
+    workload: dict[str, Any] = msgspec.field(default_factory=dict)
+    executor: dict[str, Any] | None = None
+    api_version: str = "noetl.io/v2"
+
+    def step(self, name: str) -> Step:
+        """The step called ``name``; KeyError when there is none."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def has_step(self, name: str) -> bool:
+        """True when the workflow has a step called ``name``."""
+        return any(step.name == name for step in self.steps)

@@ -1,0 +1,130 @@
+"""Register-time checks on a parsed playbook (DSL.md "Validation at register time")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noetl_common.templating import TemplateError, check_syntax, has_template
+
+from ._errors import PlaybookError
+from ._model import Playbook, Step
+
+#: Tool kinds a playbook may declare; ``system_*`` kinds are allowed only under ``system/``.
+KNOWN_KINDS = frozenset(
+    {
+        "python",
+        "http",
+        "postgres",
+        "duckdb",
+        "workbook",
+        "playbook",
+        "secrets",
+        "noop",
+        "nats",
+        "wasm",
+        "agent",
+    }
+)
+#: WASM host imports any playbook may be granted; the rest belong to system playbooks.
+USER_CAPABILITIES = frozenset({"event_publish", "result_put"})
+# Python source is handed to the interpreter as-is, so its braces are not templates.
+_UNRENDERED_KEYS = frozenset({"code"})
+
+
+def is_system_path(path: str) -> bool:
+    """True for catalog paths in the privileged ``system/`` namespace."""
+    return path.startswith("system/")
+
+
+def validate(playbook: Playbook) -> None:
+    """Raise :class:`PlaybookError` for the first rule of DSL.md the playbook breaks."""
+    names: set[str] = set()
+    for step in playbook.steps:
+        if step.name in names:
+            raise PlaybookError(f"duplicate step name {step.name!r}", step=step.name, field="step")
+        names.add(step.name)
+    if "start" not in names:
+        raise PlaybookError("the workflow needs an entry step named 'start'", field="workflow")
+    system = is_system_path(playbook.path)
+    _check_capabilities(playbook.executor, system, step=None, field="executor")
+    for step in playbook.steps:
+        _check_step(step, names, system)
+
+
+def _check_step(step: Step, names: set[str], system: bool) -> None:
+    if step.next is not None:
+        for i, arc in enumerate(step.next.arcs):
+            if arc.step not in names:
+                raise PlaybookError(
+                    f"arc to missing step {arc.step!r}", step=step.name, field=f"next[{i}].step"
+                )
+    for task in step.tasks:
+        field = f"tool.{task.name}"
+        if task.kind.startswith("system_"):
+            if not system:
+                raise PlaybookError(
+                    f"tool kind {task.kind!r} is reserved for system/ playbooks",
+                    step=step.name,
+                    field=f"{field}.kind",
+                )
+        elif task.kind not in KNOWN_KINDS:
+            raise PlaybookError(
+                f"unknown tool kind {task.kind!r}; known kinds: {', '.join(sorted(KNOWN_KINDS))}",
+                step=step.name,
+                field=f"{field}.kind",
+            )
+        if task.kind == "wasm":
+            _check_capabilities(task.config, system, step=step.name, field=field)
+        _check_templates(task.config, step.name, f"{field}")
+        for i, rule in enumerate(task.rules):
+            if rule.when is not None:
+                _check_condition(rule.when, step.name, f"{field}.rules[{i}].when")
+            _check_templates(rule.set or {}, step.name, f"{field}.rules[{i}].set")
+    _check_templates(step.args, step.name, "args")
+    _check_templates(step.set, step.name, "set")
+    if step.when is not None:
+        _check_condition(step.when, step.name, "when")
+    if step.loop is not None:
+        _check_templates(step.loop.items, step.name, "loop.in")
+    if step.next is not None:
+        for i, arc in enumerate(step.next.arcs):
+            if arc.when is not None:
+                _check_condition(arc.when, step.name, f"next[{i}].when")
+            _check_templates(arc.args, step.name, f"next[{i}].args")
+            _check_templates(arc.set, step.name, f"next[{i}].set")
+
+
+def _check_capabilities(config: dict[str, Any] | None, system: bool, *, step: str | None, field: str) -> None:
+    if not config or system:
+        return
+    capabilities = config.get("capabilities") or []
+    if not isinstance(capabilities, list):
+        raise PlaybookError("capabilities must be a list", step=step, field=f"{field}.capabilities")
+    denied = [str(c) for c in capabilities if str(c) not in USER_CAPABILITIES]
+    if denied:
+        raise PlaybookError(
+            f"capabilities {denied} are reserved for system/ playbooks; user playbooks may use "
+            f"{', '.join(sorted(USER_CAPABILITIES))}",
+            step=step,
+            field=f"{field}.capabilities",
+        )
+
+
+def _check_condition(expr: str, step: str, field: str) -> None:
+    try:
+        check_syntax(expr)
+    except TemplateError as exc:
+        raise PlaybookError(exc.message, step=step, field=field) from exc
+
+
+def _check_templates(value: Any, step: str, field: str) -> None:
+    if isinstance(value, str):
+        if has_template(value):
+            _check_condition(value, step, field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key not in _UNRENDERED_KEYS:
+                _check_templates(item, step, f"{field}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_templates(item, step, f"{field}[{i}]")

@@ -1,0 +1,19 @@
+"""The pure orchestrator: playbook + execution state + event → decision. No I/O."""
+
+from ._engine import apply_outcome, cancel_execution, start_execution
+from ._state import Decision, ExecutionState, state_from_json, state_to_json
+from ._types import CommandDraft, CommandOutcome, EventDraft, ExecutionStatus
+
+__all__ = [
+    "CommandDraft",
+    "CommandOutcome",
+    "Decision",
+    "EventDraft",
+    "ExecutionState",
+    "ExecutionStatus",
+    "apply_outcome",
+    "cancel_execution",
+    "start_execution",
+    "state_from_json",
+    "state_to_json",
+]

@@ -1,0 +1,79 @@
+"""The orchestrator's per-execution state and its decisions; plain data, JSON round-trippable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._types import CommandDraft, EventDraft, ExecutionStatus
+
+
+class InFlight(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A command issued and not yet reported; ``args`` are the step run's incoming args."""
+
+    step: str
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    iteration: int | None = None
+
+
+class Join(msgspec.Struct, kw_only=True):
+    """Tokens held at a fan-in barrier: the args each source step's arc delivered."""
+
+    arrivals: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+class LoopRun(msgspec.Struct, kw_only=True):
+    """A loop step in progress: its items, the next index to issue and results in input order."""
+
+    items: list[Any]
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    next_index: int = 0
+    done: int = 0
+    results: list[Any] = msgspec.field(default_factory=list)
+
+
+class ExecutionState(msgspec.Struct, kw_only=True):
+    """Everything the orchestrator knows about one execution between two events.
+
+    ``ctx`` and ``results`` (step name → latest result) are what the API shows.
+    ``in_flight`` is keyed by the command's ``meta.seq`` (as a string, for JSON).
+    """
+
+    execution_id: int
+    catalog_path: str
+    status: ExecutionStatus = "RUNNING"
+    workload: dict[str, Any] = msgspec.field(default_factory=dict)
+    ctx: dict[str, Any] = msgspec.field(default_factory=dict)
+    vars: dict[str, Any] = msgspec.field(default_factory=dict)
+    results: dict[str, Any] = msgspec.field(default_factory=dict)
+    runs: dict[str, int] = msgspec.field(default_factory=dict)
+    in_flight: dict[str, InFlight] = msgspec.field(default_factory=dict)
+    joins: dict[str, Join] = msgspec.field(default_factory=dict)
+    loops: dict[str, LoopRun] = msgspec.field(default_factory=dict)
+    seq: int = 0
+    last_step: str | None = None
+    result: Any = None
+    error: str | None = None
+
+
+class Decision(msgspec.Struct, kw_only=True):
+    """What the store must write after one orchestrator call, in one transaction."""
+
+    state: ExecutionState
+    events: list[EventDraft]
+    commands: list[CommandDraft]
+    status: ExecutionStatus
+    result: Any = None
+    error: str | None = None
+
+
+def state_to_json(state: ExecutionState) -> dict[str, Any]:
+    """The state as JSON-ready builtins (what the store keeps in ``execution.state``)."""
+    data: dict[str, Any] = msgspec.to_builtins(state)
+    return data
+
+
+def state_from_json(data: dict[str, Any]) -> ExecutionState:
+    """Rebuild a state written by :func:`state_to_json`."""
+    return msgspec.convert(data, ExecutionState)
