@@ -1,0 +1,78 @@
+"""A NATS connection that retries its first connect and reconnects forever after."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from ._backoff import Backoff, wait_or_stop
+
+
+class NatsLink:
+    """Owns the process's NATS connection; ``connected`` mirrors the client's real state."""
+
+    def __init__(
+        self, url: str, *, user: str | None, password: str | None, name: str, log: Any, max_backoff: float
+    ) -> None:
+        self._url = url
+        self._user = user
+        self._password = password
+        self._name = name
+        self._log = log
+        self._max_backoff = max_backoff
+        self.nc: NATS | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def connect(self, stop: asyncio.Event) -> NATS | None:
+        """Connect, retrying with backoff; None when ``stop`` was set first."""
+        backoff = Backoff(self._max_backoff)
+        while not stop.is_set():
+            try:
+                self.nc = await nats.connect(
+                    self._url,
+                    user=self._user,
+                    password=self._password,
+                    name=self._name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=5,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                )
+                self._log.info("nats_connected", url=self._url)
+                return self.nc
+            except Exception as exc:
+                delay = backoff.next()
+                self._log.warning(
+                    "nats_connect_failed", url=self._url, error=str(exc), retry_in=round(delay, 2)
+                )
+                if await wait_or_stop(stop, delay):
+                    break
+        return None
+
+    async def close(self) -> None:
+        """Flush pending acks/publishes and close; bounded so a dead server cannot hang shutdown."""
+        if self.nc is None or self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout=5)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+    async def _on_disconnected(self) -> None:
+        self._log.warning("nats_disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self._log.info("nats_reconnected")
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._log.warning("nats_error", error=str(exc))

@@ -1,0 +1,278 @@
+"""The projection loop: fetch a batch from NOETL_EVENTS → one project call → ack.
+
+Shape (ARCHITECTURE §4/§5.7, STYLE "worker loop"): a durable pull consumer
+``noetl_projector_<shard>``; each fetched batch is decoded to ``Event``s and sent to
+the control-api in one ``project_events`` call; the messages are acked only after a
+2xx. While the call runs, ``in_progress`` keeps the batch from redelivering.
+
+Failures never loop hot and never loop forever:
+
+* a message that does not decode is poison: it goes to ``NOETL_DLQ`` (original subject
+  and error in headers) and is terminated;
+* a batch the API rejects as invalid (400/413/422) is bisected until the offending
+  events are isolated; those go to the DLQ, the rest are projected;
+* any other failure (API down, 5xx, timeout) naks the batch with an exponential delay
+  and backs the loop off; a message on its last allowed delivery (``max_deliver``) is
+  parked in the DLQ instead of being dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from noetl_common import EVENTS_STREAM, ApiError, Event, dlq_subject, ensure_consumer, ensure_streams
+
+from . import _metrics as m
+from ._backoff import Backoff, wait_or_stop
+from ._config import ProjectorSettings
+from ._ports import EventSink
+
+#: Statuses meaning "this content is wrong", not "the API is unwell": bisect, don't retry.
+_REJECTED = frozenset({400, 413, 422})
+
+HEADER_ORIGINAL_SUBJECT = "Noetl-Original-Subject"
+HEADER_ERROR = "Noetl-Error"
+HEADER_REASON = "Noetl-Reason"
+HEADER_STREAM_SEQ = "Noetl-Stream-Seq"
+
+
+class Undecodable(ValueError):
+    """The message is not an ``Event`` this projector can store."""
+
+
+def _header_safe(text: str, limit: int = 1000) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def consumer_config(settings: ProjectorSettings) -> ConsumerConfig:
+    """The durable pull consumer of one projector shard."""
+    return ConsumerConfig(
+        durable_name=settings.consumer_name,
+        filter_subject=settings.filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=settings.ack_wait_seconds,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=max(1000, settings.batch_size * 4),
+    )
+
+
+class Projector:
+    """Projects NOETL_EVENTS (one shard) into the control-api until ``stop`` is set."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        js: JetStreamContext,
+        settings: ProjectorSettings,
+        *,
+        connected: Callable[[], bool] = lambda: True,
+        log: Any = None,
+    ) -> None:
+        self._sink = sink
+        self._js = js
+        self._settings = settings
+        self._connected = connected
+        self._log = log if log is not None else structlog.get_logger(service=m.SERVICE)
+        self._decoder = msgspec.json.Decoder(Event)
+        self._running = False
+        self._consumer_ready = False
+        self._sink_ok = True
+        self._last_progress = time.monotonic()
+
+    # -- health --------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """True while the loop runs on its consumer, NATS is connected and the API accepts."""
+        stalled_after = self._settings.fetch_timeout_seconds + 60
+        return (
+            self._running
+            and self._consumer_ready
+            and self._sink_ok
+            and self._connected()
+            and time.monotonic() - self._last_progress < stalled_after
+        )
+
+    def details(self) -> dict[str, Any]:
+        """The loop state behind ``ready`` for ``/readyz``."""
+        return {
+            "running": self._running,
+            "consumer": self._settings.consumer_name,
+            "filter_subject": self._settings.filter_subject,
+            "consumer_ready": self._consumer_ready,
+            "sink_ok": self._sink_ok,
+            "nats_connected": self._connected(),
+            "seconds_since_progress": round(time.monotonic() - self._last_progress, 3),
+        }
+
+    # -- loop ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and project until ``stop``; then finish the batch in hand and return."""
+        self._running = True
+        try:
+            sub = await self._subscribe(stop)
+            if sub is None:
+                return
+            backoff = Backoff(self._settings.max_backoff_seconds)
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(
+                        self._settings.batch_size, timeout=self._settings.fetch_timeout_seconds
+                    )
+                except (TimeoutError, nats.errors.TimeoutError):
+                    self._last_progress = time.monotonic()
+                    continue
+                except Exception as exc:
+                    delay = backoff.next()
+                    self._log.warning("projector_fetch_failed", error=str(exc), retry_in=round(delay, 2))
+                    await wait_or_stop(stop, delay)
+                    continue
+                self._last_progress = time.monotonic()
+                if await self._handle(msgs):
+                    backoff.reset()
+                else:
+                    await wait_or_stop(stop, backoff.next())
+        finally:
+            self._running = False
+
+    async def _subscribe(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
+        backoff = Backoff(self._settings.max_backoff_seconds)
+        while not stop.is_set():
+            try:
+                await ensure_streams(self._js, self._settings.events_max_age_seconds)
+                await ensure_consumer(self._js, EVENTS_STREAM, consumer_config(self._settings))
+                sub = await self._js.pull_subscribe_bind(self._settings.consumer_name, stream=EVENTS_STREAM)
+            except Exception as exc:
+                delay = backoff.next()
+                self._log.warning("projector_subscribe_failed", error=str(exc), retry_in=round(delay, 2))
+                await wait_or_stop(stop, delay)
+                continue
+            self._consumer_ready = True
+            self._log.info(
+                "projector_subscribed",
+                consumer=self._settings.consumer_name,
+                filter_subject=self._settings.filter_subject,
+            )
+            return sub
+        return None
+
+    # -- one batch -----------------------------------------------------------------------
+    async def _handle(self, msgs: list[Msg]) -> bool:
+        """Project one fetched batch; False when it was nak'ed for a later retry."""
+        m.BATCH_SIZE.observe(len(msgs))
+        good: list[Msg] = []
+        events: list[Event] = []
+        for msg in msgs:
+            metadata = msg.metadata
+            if metadata.num_delivered > 1:
+                m.REDELIVERED.inc()
+            if metadata.num_pending is not None:
+                m.PENDING.set(metadata.num_pending)
+            try:
+                events.append(self._decode(msg))
+            except Undecodable as exc:
+                await self._dead_letter(msg, str(exc), "undecodable")
+                continue
+            good.append(msg)
+        if not good:
+            return True
+        keepalive = asyncio.create_task(self._keep_in_progress(good))
+        try:
+            return await self._project(good, events)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+
+    def _decode(self, msg: Msg) -> Event:
+        try:
+            event = self._decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise Undecodable(f"not an Event: {exc}") from None
+        if event.event_id is None:
+            raise Undecodable("Event without event_id cannot be projected")
+        return event
+
+    async def _project(self, msgs: list[Msg], events: list[Event]) -> bool:
+        started = time.monotonic()
+        try:
+            reply = await self._sink.project_events(events)
+        except ApiError as exc:
+            if exc.status_code not in _REJECTED:
+                return await self._retry_later(msgs, exc, f"http_{exc.status_code}")
+            m.SINK_FAILURES.labels("rejected").inc()
+            if len(msgs) == 1:
+                await self._dead_letter(msgs[0], str(exc), "rejected")
+                return True
+            # Isolate the events the API refuses; the others are still projected.
+            half = len(msgs) // 2
+            left = await self._project(msgs[:half], events[:half])
+            right = await self._project(msgs[half:], events[half:])
+            return left and right
+        except Exception as exc:
+            return await self._retry_later(msgs, exc, "unavailable")
+        finally:
+            m.PROJECT_SECONDS.observe(time.monotonic() - started)
+        self._sink_ok = True
+        for msg in msgs:
+            await msg.ack()
+        m.MESSAGES_ACKED.inc(len(msgs))
+        m.EVENTS_PROJECTED.inc(reply.projected)
+        m.DUPLICATES.inc(reply.duplicates)
+        return True
+
+    async def _retry_later(self, msgs: list[Msg], exc: BaseException, kind: str) -> bool:
+        self._sink_ok = False
+        m.SINK_FAILURES.labels(kind).inc()
+        self._log.warning("projector_project_failed", messages=len(msgs), error=str(exc), kind=kind)
+        settings = self._settings
+        for msg in msgs:
+            delivered = msg.metadata.num_delivered
+            if delivered >= settings.max_deliver:
+                await self._dead_letter(msg, f"max_deliver ({delivered}) reached: {exc}", "max_deliver")
+                continue
+            delay = min(settings.nak_max_delay_seconds, settings.nak_delay_seconds * 2 ** (delivered - 1))
+            await msg.nak(delay=delay)
+            m.NAKS.inc()
+        return False
+
+    async def _dead_letter(self, msg: Msg, error: str, reason: str) -> None:
+        """Copy ``msg`` to NOETL_DLQ with its subject and error, then terminate it."""
+        seq = msg.metadata.sequence.stream
+        headers = {
+            HEADER_ORIGINAL_SUBJECT: msg.subject,
+            HEADER_ERROR: _header_safe(error),
+            HEADER_REASON: reason,
+            HEADER_STREAM_SEQ: str(seq),
+            # Dedup if this message is dead-lettered again before the term lands.
+            "Nats-Msg-Id": f"{EVENTS_STREAM}:{seq}",
+        }
+        try:
+            await self._js.publish(dlq_subject(msg.subject), msg.data, headers=headers)
+        except Exception as exc:
+            m.DLQ_FAILURES.inc()
+            self._log.error("projector_dlq_publish_failed", subject=msg.subject, seq=seq, error=str(exc))
+            await msg.nak(delay=self._settings.nak_max_delay_seconds)
+            return
+        await msg.term()
+        m.DEAD_LETTERED.labels(reason).inc()
+        self._log.warning("projector_dead_lettered", subject=msg.subject, seq=seq, reason=reason, error=error)
+
+    async def _keep_in_progress(self, msgs: list[Msg]) -> None:
+        """Extend the ack deadline of a batch whose project call outlives ``ack_wait``."""
+        interval = self._settings.ack_wait_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            for msg in msgs:
+                # Already settled (acked, nak'ed or dead-lettered during a bisection).
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.in_progress()

@@ -1,0 +1,110 @@
+"""The ``noetl-projector`` process: ops endpoints, no crash-loop, SIGTERM → exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import msgspec
+import nats
+from noetl_common import Event, ensure_streams, event_subject
+from noetl_dev import free_port
+
+
+def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "NATS_URL": nats_url,
+            # Nothing listens here: the control-api is down for the whole test.
+            "NOETL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+            "NOETL_INTERNAL_API_TOKEN": "test-token",
+            "PROJECTOR_METRICS_BIND": f"127.0.0.1:{metrics_port}",
+            "PROJECTOR_MAX_BACKOFF_SECONDS": "0.5",
+        }
+    )
+    return env
+
+
+def _get(url: str, timeout: float = 15.0) -> httpx.Response:
+    """GET ``url`` once it answers (bounded); connection refused means not up yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+async def _publish_one_event(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc.jetstream())
+        event = Event(execution_id=7, event_id=1, event_type="command.started")
+        await nc.jetstream().publish(event_subject(7, 1), msgspec.json.encode(event))
+    finally:
+        await nc.close()
+
+
+def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_url: str) -> None:
+    asyncio.run(_publish_one_event(nats_url))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noetl_projector"],
+        env=_env(nats_url, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert _get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        deadline = time.monotonic() + 30
+        while True:  # until the loop has tried to project the event; the API never answers
+            ready = _get(f"http://127.0.0.1:{port}/readyz")
+            if ready.json().get("sink_ok") is False or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert ready.status_code == 503
+        assert ready.json() | {"seconds_since_progress": 0} == {
+            "status": "not_ready",
+            "running": True,
+            "consumer": "noetl_projector_0",
+            "filter_subject": "noetl.events.>",
+            "consumer_ready": True,
+            "sink_ok": False,
+            "nats_connected": True,
+            "seconds_since_progress": 0,
+        }
+        metrics = _get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'noetl_projector_sink_failures_total{kind="unavailable"} 1.0' in metrics
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+        assert b"projector_stopped" in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_missing_token_fails_at_start_with_one_line_naming_it(nats_url: str) -> None:
+    env = _env(nats_url, free_port())
+    del env["NOETL_INTERNAL_API_TOKEN"]
+    result = subprocess.run(
+        [sys.executable, "-m", "noetl_projector"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        "configuration error: NOETL_INTERNAL_API_TOKEN is required but not set"
+    ]

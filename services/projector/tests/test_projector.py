@@ -1,0 +1,222 @@
+"""The projection loop against a real nats-server and an in-memory sink."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from noetl_common import DLQ_STREAM, EVENTS_STREAM, Event, dlq_subject, ensure_streams, event_subject
+from noetl_projector import (
+    HEADER_ERROR,
+    HEADER_ORIGINAL_SUBJECT,
+    HEADER_REASON,
+    Projector,
+    ProjectorSettings,
+)
+from prometheus_client import REGISTRY
+
+SETTINGS = ProjectorSettings(
+    batch_size=100,
+    fetch_timeout_seconds=0.2,
+    ack_wait_seconds=30,
+    max_deliver=5,
+    nak_delay_seconds=0.05,
+    nak_max_delay_seconds=0.2,
+    max_backoff_seconds=0.2,
+)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(f"noetl_projector_{name}", labels) or 0.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll an async condition until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def event(event_id: int, execution_id: int = 7) -> Event:
+    return Event(execution_id=execution_id, event_id=event_id, event_type="command.started", step="a")
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    conn = await nats.connect(nats_url)
+    await ensure_streams(conn.jetstream())
+    yield conn
+    await conn.close()
+
+
+async def publish(nc: NATS, *items: Event | bytes, execution_id: int = 7, shard_count: int = 1) -> None:
+    js = nc.jetstream()
+    for item in items:
+        data = item if isinstance(item, bytes) else msgspec.json.encode(item)
+        exec_id = execution_id if isinstance(item, bytes) else item.execution_id
+        await js.publish(event_subject(exec_id, shard_count), data)
+
+
+class Running:
+    """A projector loop in a task, stopped and awaited (bounded) at teardown."""
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(projector.run(self.stop))
+
+    async def finish(self, timeout: float = 10.0) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, timeout)
+
+
+@pytest.fixture
+async def start(nc: NATS, sink: Any) -> AsyncIterator[Callable[..., Running]]:
+    loops: list[Running] = []
+
+    def _start(settings: ProjectorSettings = SETTINGS) -> Running:
+        loops.append(Running(Projector(sink, nc.jetstream(), settings)))
+        return loops[-1]
+
+    yield _start
+    for loop in loops:
+        await loop.finish()
+
+
+async def settled(nc: NATS, consumer: str = "noetl_projector_0") -> bool:
+    info = await nc.jetstream().consumer_info(EVENTS_STREAM, consumer)
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_projects_a_batch_in_one_call_and_acks_it(nc: NATS, sink: Any, start: Any) -> None:
+    await publish(nc, *(event(i) for i in range(1, 6)))
+    start()
+
+    await sink.wait_for(lambda: len(sink.projected) == 5)
+    await eventually(lambda: settled(nc))
+
+    assert [[e.event_id for e in call] for call in sink.calls] == [[1, 2, 3, 4, 5]]
+
+
+async def test_acks_only_after_the_sink_accepted(nc: NATS, sink: Any, start: Any) -> None:
+    sink.gate = asyncio.Event()
+    await publish(nc, event(1), event(2), event(3))
+    loop = start()
+    await sink.wait_for(lambda: sink.entered == 1)
+
+    info = await nc.jetstream().consumer_info(EVENTS_STREAM, "noetl_projector_0")
+    assert info.num_ack_pending == 3
+    assert loop.projector.ready()
+
+    sink.gate.set()
+    await eventually(lambda: settled(nc))
+    assert set(sink.projected) == {1, 2, 3}
+
+
+async def test_a_failed_projection_is_nakd_and_really_redelivered(nc: NATS, sink: Any, start: Any) -> None:
+    sink.fail_next = 1
+    redelivered_before = metric("redelivered_total")
+    naks_before = metric("naks_total")
+    await publish(nc, event(11), event(12))
+    start()
+
+    await sink.wait_for(lambda: len(sink.projected) == 2)
+    await eventually(lambda: settled(nc))
+
+    first, second = sink.calls
+    assert [e.event_id for e in first] == [e.event_id for e in second] == [11, 12]
+    assert metric("naks_total") == naks_before + 2
+    # JetStream itself delivered the messages a second time (num_delivered > 1).
+    assert metric("redelivered_total") == redelivered_before + 2
+
+
+async def test_a_poison_message_goes_to_the_dlq_and_the_rest_is_projected(
+    nc: NATS, sink: Any, start: Any
+) -> None:
+    await publish(nc, event(21), b"{not json", event(22))
+    start()
+
+    await sink.wait_for(lambda: set(sink.projected) == {21, 22})
+    await eventually(lambda: settled(nc))
+
+    dead = await nc.jetstream().get_msg(DLQ_STREAM, 1)
+    original = event_subject(7, 1)
+    assert dead.subject == dlq_subject(original)
+    assert dead.data == b"{not json"
+    assert dead.headers is not None
+    assert dead.headers[HEADER_ORIGINAL_SUBJECT] == original
+    assert dead.headers[HEADER_REASON] == "undecodable"
+    assert "not an Event" in dead.headers[HEADER_ERROR]
+    assert (await nc.jetstream().stream_info(DLQ_STREAM)).state.messages == 1
+
+
+async def test_an_event_the_api_rejects_is_isolated_and_dead_lettered(
+    nc: NATS, sink: Any, start: Any
+) -> None:
+    sink.reject = lambda e: e.event_id == 33
+    await publish(nc, *(event(i) for i in range(31, 36)))
+    start()
+
+    await sink.wait_for(lambda: set(sink.projected) == {31, 32, 34, 35})
+    await eventually(lambda: settled(nc))
+
+    dead = await nc.jetstream().get_msg(DLQ_STREAM, 1)
+    assert dead.headers is not None and dead.headers[HEADER_REASON] == "rejected"
+    assert msgspec.json.decode(dead.data or b"", type=Event).event_id == 33
+    assert (await nc.jetstream().stream_info(DLQ_STREAM)).state.messages == 1
+
+
+async def test_the_last_allowed_delivery_parks_the_message_in_the_dlq(
+    nc: NATS, sink: Any, start: Any
+) -> None:
+    sink.always_fail = True
+    await publish(nc, event(41))
+    loop = start(dataclasses.replace(SETTINGS, max_deliver=2))
+
+    async def parked() -> bool:
+        return (await nc.jetstream().stream_info(DLQ_STREAM)).state.messages == 1
+
+    await eventually(parked)
+    await eventually(lambda: settled(nc))
+
+    assert len(sink.calls) == 2
+    dead = await nc.jetstream().get_msg(DLQ_STREAM, 1)
+    assert dead.headers is not None and dead.headers[HEADER_REASON] == "max_deliver"
+    assert "database down" in dead.headers[HEADER_ERROR]
+    assert not loop.projector.ready()
+
+
+async def test_a_shard_consumes_only_its_own_subjects(nc: NATS, sink: Any, start: Any) -> None:
+    await publish(nc, event(51, execution_id=3), event(52, execution_id=4), shard_count=2)
+    start(dataclasses.replace(SETTINGS, shard=1, shard_count=2))
+
+    await sink.wait_for(lambda: bool(sink.projected))
+    await eventually(lambda: settled(nc, "noetl_projector_1"))
+
+    assert list(sink.projected) == [51]
+    info = await nc.jetstream().consumer_info(EVENTS_STREAM, "noetl_projector_1")
+    assert info.config.filter_subject == "noetl.events.*.*.*.1"
+
+
+async def test_stop_finishes_the_batch_in_hand(nc: NATS, sink: Any) -> None:
+    sink.gate = asyncio.Event()
+    await publish(nc, event(61), event(62))
+    loop = Running(Projector(sink, nc.jetstream(), SETTINGS))
+    await sink.wait_for(lambda: sink.entered == 1)
+
+    loop.stop.set()  # SIGTERM arrives while the batch is with the API
+    sink.gate.set()
+    await asyncio.wait_for(loop.task, 10)
+
+    assert set(sink.projected) == {61, 62}
+    await eventually(lambda: settled(nc))
+    assert sink.entered == 1
