@@ -97,8 +97,18 @@ def _spawn(name: str, argv: list[str], log_path: Path, **kwargs: Any) -> Proc:
     return Proc(name=name, popen=popen, log=log)
 
 
-def start_postgres(state_dir: Path, port: int | None = None) -> tuple[Proc, str]:
-    """initdb (once) and start Postgres on 127.0.0.1; returns the process and its URL."""
+def start_postgres(
+    state_dir: Path,
+    port: int | None = None,
+    *,
+    log_path: Path | None = None,
+    new_session: bool = False,
+) -> tuple[Proc, str]:
+    """initdb (once) and start Postgres on 127.0.0.1; returns the process and its URL.
+
+    ``new_session`` puts the server in its own session and process group, so it outlives
+    the caller's terminal and can be stopped as a group by pid later.
+    """
     port = port or free_port()
     data = state_dir / "pgdata"
     sock_dir = state_dir / "pgsock"
@@ -133,7 +143,7 @@ def start_postgres(state_dir: Path, port: int | None = None) -> tuple[Proc, str]
             stderr=subprocess.PIPE,
             **creds,
         )
-    log_path = state_dir / "postgres.log"
+    log_path = log_path or state_dir / "postgres.log"
     log_path.touch()
     proc = _spawn(
         "postgres",
@@ -157,6 +167,7 @@ def start_postgres(state_dir: Path, port: int | None = None) -> tuple[Proc, str]
             "full_page_writes=off",
         ],
         log_path,
+        start_new_session=new_session,
         **creds,
     )
     proc.stop_signal = signal.SIGINT  # fast shutdown
@@ -192,7 +203,14 @@ def create_database(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def start_nats(state_dir: Path, port: int | None = None, monitor_port: int | None = None) -> tuple[Proc, str]:
+def start_nats(
+    state_dir: Path,
+    port: int | None = None,
+    monitor_port: int | None = None,
+    *,
+    log_path: Path | None = None,
+    new_session: bool = False,
+) -> tuple[Proc, str]:
     """Start nats-server with JetStream on 127.0.0.1; returns the process and its URL."""
     port = port or free_port()
     store = state_dir / "jetstream"
@@ -200,7 +218,7 @@ def start_nats(state_dir: Path, port: int | None = None, monitor_port: int | Non
     argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
     if monitor_port:
         argv += ["-m", str(monitor_port)]
-    proc = _spawn("nats", argv, state_dir / "nats.log")
+    proc = _spawn("nats", argv, log_path or state_dir / "nats.log", start_new_session=new_session)
     wait_for_port(port, 15, proc.popen)
     return proc, f"nats://127.0.0.1:{port}"
 

@@ -1,0 +1,68 @@
+# The suite's front door. `make up` then `noetl execute examples/hello --wait`; `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# uv on PATH, else the copy `pip install uv` put beside python3.
+UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PACKAGES := $(sort $(wildcard libs/*/ services/*/ tools/*/))
+PYTEST_DIRS := libs services tools tests
+
+.PHONY: help uv sync up down logs status test lint typecheck unit e2e bench
+
+help:
+	@echo "make up       start the whole suite locally (Postgres, NATS, 4 services), run examples/hello"
+	@echo "make down     stop everything 'make up' started"
+	@echo "make logs     follow the logs of every process (make logs NAMES='control-api projector')"
+	@echo "make status   pids and readiness of every process"
+	@echo "make test     sync, lint, type-check, then every package's tests and tests/e2e"
+	@echo "make lint     ruff"
+	@echo "make e2e      only the whole-system tests"
+	@echo "make bench    the benchmark (bench/run.py)"
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+		python3 -m pip install --quiet uv || python3 -m pip install --quiet --break-system-packages uv
+
+sync: uv
+	$(UV) sync
+
+up: sync
+	$(VENV)/bin/noetl-dev up
+
+down:
+	@if [ -x $(VENV)/bin/noetl-dev ]; then $(VENV)/bin/noetl-dev down; else echo "nothing to stop (no $(VENV))"; fi
+
+logs:
+	$(VENV)/bin/noetl-dev logs $(NAMES)
+
+status:
+	$(VENV)/bin/noetl-dev status
+
+lint: sync
+	$(VENV)/bin/ruff check .
+
+# One mypy run per package: every package has its own tests/ folder with the same module names.
+typecheck: sync
+	@failed=""; for pkg in $(PACKAGES) tests/e2e/; do \
+		dirs=""; \
+		for d in $${pkg}src $${pkg}tests; do \
+			if [ -n "$$(find $$d -name '*.py' 2>/dev/null | head -1)" ]; then dirs="$$dirs $$d"; fi; \
+		done; \
+		if [ "$$pkg" = "tests/e2e/" ] && [ -n "$$(find tests/e2e -name '*.py' | head -1)" ]; then dirs="tests/e2e"; fi; \
+		if [ -n "$$dirs" ]; then echo "mypy$$dirs"; $(VENV)/bin/mypy $$dirs || failed="$$failed $$pkg"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "mypy failed in:$$failed"; exit 1; fi
+
+unit: sync
+	$(PY) -m pytest libs services tools
+
+e2e: sync
+	$(PY) -m pytest tests/e2e
+
+test: lint typecheck
+	$(PY) -m pytest $(PYTEST_DIRS)
+
+bench: sync
+	@if [ -f bench/run.py ]; then $(PY) bench/run.py; else echo "bench/run.py is not written yet"; fi

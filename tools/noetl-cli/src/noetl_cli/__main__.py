@@ -1,0 +1,191 @@
+"""``noetl``: register playbooks, run them and read their state and events.
+
+Exit codes: 0 success; 1 API error or unreachable server (one line on stderr);
+2 usage error; 3 the execution FAILED; 4 it was CANCELLED; 5 ``--wait`` timed out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._api import DEFAULT_SERVER, Api, CliError, WaitTimeout
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+EXIT_CANCELLED = 4
+EXIT_TIMEOUT = 5
+STATUS_EXIT = {"COMPLETED": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
+
+
+def _print_json(value: Any, *, compact: bool = False) -> None:
+    text = json.dumps(value, separators=(",", ":")) if compact else json.dumps(value, indent=2)
+    print(text)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
+
+
+def _summary(execution: dict[str, Any]) -> dict[str, Any]:
+    keys = ("execution_id", "path", "version", "status", "result", "error")
+    return {key: execution.get(key) for key in keys}
+
+
+def _payload(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if raw.startswith("@"):
+        try:
+            raw = Path(raw[1:]).read_text()
+        except OSError as exc:
+            raise CliError(f"cannot read payload file {raw[1:]}: {exc.strerror or exc}") from None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--payload is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CliError("--payload must be a JSON object")
+    return value
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_register(api: Api, args: argparse.Namespace) -> int:
+    for name in args.files:
+        path = Path(name)
+        files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
+        for file in files:
+            reply = api.register_file(file)
+            print(f"registered {reply.get('path')} version {reply.get('version')} ({file})")
+    return EXIT_OK
+
+
+def cmd_list(api: Api, args: argparse.Namespace) -> int:
+    entries = api.catalog()
+    if args.json:
+        _print_json(entries)
+    else:
+        rows = [[str(e.get("path")), str(e.get("version")), str(e.get("name"))] for e in entries]
+        _table(rows, ["PATH", "VERSION", "NAME"])
+    return EXIT_OK
+
+
+def cmd_execute(api: Api, args: argparse.Namespace) -> int:
+    payload = _payload(args.payload)
+    target = args.path
+    if Path(target).is_file():
+        # A playbook file: register it (idempotent for unchanged content) and run that path.
+        registered = api.register_file(Path(target))
+        target = str(registered["path"])
+    started = api.execute(target, payload=payload, version=args.version)
+    if not args.wait:
+        _print_json(started)
+        return EXIT_OK
+    try:
+        final = api.wait(started["execution_id"], timeout=args.timeout)
+    except WaitTimeout as exc:
+        _print_json(_summary(exc.last))
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    _print_json(_summary(final))
+    return STATUS_EXIT.get(str(final.get("status")), EXIT_ERROR)
+
+
+def cmd_status(api: Api, args: argparse.Namespace) -> int:
+    execution = api.execution(args.execution_id)
+    _print_json(execution)
+    return EXIT_OK
+
+
+def cmd_events(api: Api, args: argparse.Namespace) -> int:
+    events = api.events(args.execution_id)
+    if args.json:
+        for event in events:
+            _print_json(event, compact=True)
+        return EXIT_OK
+    rows = [
+        [
+            str(e.get("event_id")),
+            str(e.get("created_at") or ""),
+            str(e.get("event_type")),
+            str(e.get("step") or ""),
+            str(e.get("status") or ""),
+        ]
+        for e in events
+    ]
+    _table(rows, ["EVENT_ID", "CREATED_AT", "TYPE", "STEP", "STATUS"])
+    return EXIT_OK
+
+
+def cmd_cancel(api: Api, args: argparse.Namespace) -> int:
+    _print_json(_summary(api.cancel(args.execution_id)))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="noetl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("NOETL_SERVER_URL") or DEFAULT_SERVER,
+        help=f"control-api base URL (env NOETL_SERVER_URL, default {DEFAULT_SERVER})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    catalog = sub.add_parser("catalog", help="register and list playbooks")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    register = catalog_sub.add_parser(
+        "register", help="register playbook files (or every *.yaml in a folder)"
+    )
+    register.add_argument("files", nargs="+", metavar="FILE")
+    register.set_defaults(func=cmd_register)
+    listing = catalog_sub.add_parser("list", help="latest version of every registered playbook")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_list)
+
+    execute = sub.add_parser("execute", help="run a playbook by catalog path (or a playbook file)")
+    execute.add_argument("path", metavar="PATH")
+    execute.add_argument("--payload", help="workload overrides: a JSON object, or @file.json")
+    execute.add_argument("--version", type=int, help="catalog version (default: latest)")
+    execute.add_argument("--wait", action="store_true", help="wait until the execution ends")
+    execute.add_argument("--timeout", type=float, default=120.0, help="seconds to --wait (default 120)")
+    execute.set_defaults(func=cmd_execute)
+
+    status = sub.add_parser("status", help="an execution's status, result and step results")
+    status.add_argument("execution_id", metavar="ID")
+    status.set_defaults(func=cmd_status)
+
+    events = sub.add_parser("events", help="an execution's recorded events")
+    events.add_argument("execution_id", metavar="ID")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(func=cmd_events)
+
+    cancel = sub.add_parser("cancel", help="cancel a running execution")
+    cancel.add_argument("execution_id", metavar="ID")
+    cancel.set_defaults(func=cmd_cancel)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with Api(args.server) as api:
+            code: int = args.func(api, args)
+            return code
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

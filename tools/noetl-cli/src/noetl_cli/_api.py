@@ -1,0 +1,159 @@
+"""A small synchronous client of the control-api's public routes, for the CLI and dev tools."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:8082"
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+class CliError(Exception):
+    """Anything the user should see as one line: an API error reply or an unreachable server."""
+
+    def __init__(self, message: str, status_code: int | None = None, error: str | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.error = error
+
+
+class WaitTimeout(CliError):
+    """The execution was still running when ``--timeout`` ran out."""
+
+    def __init__(self, message: str, last: dict[str, Any]):
+        super().__init__(message)
+        self.last = last
+
+
+def _error_from(response: httpx.Response) -> CliError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        code = str(body.get("error") or "error")
+        detail = " ".join(str(body["detail"]).split())
+        extra = body.get("extra")
+        suffix = f" {json.dumps(extra, sort_keys=True)}" if extra else ""
+        return CliError(f"HTTP {response.status_code} {code}: {detail}{suffix}", response.status_code, code)
+    text = " ".join(response.text.split())[:300]
+    return CliError(f"HTTP {response.status_code}: {text or response.reason_phrase}", response.status_code)
+
+
+class Api:
+    """The public control-api routes the CLI needs (sync httpx, JSON in and out)."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 30.0) -> None:
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(base_url=self.server, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body, params=params)
+        except httpx.TransportError as exc:
+            raise CliError(
+                f"cannot reach the control-api at {self.server}: {exc or type(exc).__name__}"
+            ) from None
+        if response.status_code >= 300:
+            raise _error_from(response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise CliError(f"HTTP {response.status_code}: reply is not JSON") from None
+
+    # -- catalog ------------------------------------------------------------------------------
+    def register(self, content: str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("POST", "/api/catalog/register", {"content": content})
+        return reply
+
+    def register_file(self, path: Path) -> dict[str, Any]:
+        try:
+            content = path.read_text()
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return self.register(content)
+
+    def catalog(self) -> list[dict[str, Any]]:
+        reply = self.request("GET", "/api/catalog/list")
+        entries: list[dict[str, Any]] = reply.get("entries", []) if isinstance(reply, dict) else []
+        return entries
+
+    # -- executions ---------------------------------------------------------------------------
+    def execute(
+        self, path: str, payload: dict[str, Any] | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"path": path}
+        if version is not None:
+            body["version"] = version
+        if payload is not None:
+            body["payload"] = payload
+        reply: dict[str, Any] = self.request("POST", "/api/execute", body)
+        return reply
+
+    def execution(self, execution_id: int | str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("GET", f"/api/executions/{execution_id}")
+        return reply
+
+    def executions(
+        self, *, path: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Executions, newest first, optionally filtered by catalog path and status."""
+        params: dict[str, Any] = {"limit": limit}
+        if path is not None:
+            params["path"] = path
+        if status is not None:
+            params["status"] = status
+        reply = self.request("GET", "/api/executions", params=params)
+        executions: list[dict[str, Any]] = reply.get("executions", []) if isinstance(reply, dict) else []
+        return executions
+
+    def events(self, execution_id: int | str, page: int = 500) -> list[dict[str, Any]]:
+        """Every event of an execution in ``event_id`` order, following ``after`` pages."""
+        events: list[dict[str, Any]] = []
+        after: int | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page}
+            if after is not None:
+                params["after"] = after
+            reply = self.request("GET", f"/api/executions/{execution_id}/events", params=params)
+            batch: list[dict[str, Any]] = reply.get("events", []) if isinstance(reply, dict) else []
+            events.extend(batch)
+            if len(batch) < page:
+                return events
+            after = int(batch[-1]["event_id"])
+
+    def cancel(self, execution_id: int | str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("POST", f"/api/executions/{execution_id}/cancel")
+        return reply
+
+    def wait(self, execution_id: int | str, timeout: float, interval: float = 0.2) -> dict[str, Any]:
+        """Poll GET /api/executions/{id} until its status is terminal or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            execution = self.execution(execution_id)
+            if execution.get("status") in TERMINAL:
+                return execution
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"execution {execution_id} still {execution.get('status')} after {timeout:g}s", execution
+                )
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,83 @@
+"""Find, signal and wait for process groups by pid, without being their parent.
+
+Every process the dev stack starts leads its own session, so its pid is also its
+process-group id. ``noetl-dev down`` runs in a different process from ``up``: it
+cannot ``waitpid`` the children, so it reads ``/proc`` to tell when a group is gone.
+A pid is only ours while its start time matches the one recorded at start, which
+guards against pid reuse after a reboot or a long pause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+_PROC = Path("/proc")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = (_PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses; split after it.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), None if gone."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def is_running(pid: int, started: int | None = None) -> bool:
+    """True if ``pid`` exists, is not a zombie and (if given) has the recorded start time."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return started is None or int(fields[19]) == started
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids whose process group is ``pgid``."""
+    members: list[int] = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Poll until no live member of ``pgid`` is left; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop_group(pgid: int, first_signal: int = signal.SIGTERM, grace: float = 15.0) -> list[int]:
+    """Signal a group, wait ``grace`` seconds, then SIGKILL what is left.
+
+    Returns the pids still alive afterwards (empty when the group is fully gone).
+    """
+    if not group_members(pgid):
+        return []
+    signal_group(pgid, first_signal)
+    if wait_group_gone(pgid, grace):
+        return []
+    signal_group(pgid, signal.SIGKILL)
+    wait_group_gone(pgid, 10.0)
+    return group_members(pgid)

@@ -1,0 +1,45 @@
+"""Helpers for whole-system tests: bounded condition waits and reads of the event log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+
+T = TypeVar("T")
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+def wait_until(condition: Callable[[], T | None], timeout: float = 30.0, message: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; AssertionError naming ``message`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
+        time.sleep(0.05)
+
+
+def recorded_events(db: Conn, execution_id: int) -> list[dict[str, Any]]:
+    """Rows of ``noetl.event`` (the projected read model) for one execution, in id order."""
+    return db.execute(
+        "select event_id, event_type, step, status, context, meta from noetl.event"
+        " where execution_id = %s order by event_id",
+        (execution_id,),
+    ).fetchall()
+
+
+def wait_for_event(
+    db: Conn, execution_id: int, event_type: str, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """Wait until the projector has written ``event_type`` for the execution; return all its events."""
+
+    def landed() -> list[dict[str, Any]] | None:
+        events = recorded_events(db, execution_id)
+        return events if any(e["event_type"] == event_type for e in events) else None
+
+    return wait_until(landed, timeout, f"{event_type} of execution {execution_id} in noetl.event")
