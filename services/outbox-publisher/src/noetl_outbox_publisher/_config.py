@@ -50,7 +50,7 @@ class PublisherConfig:
             metrics_host=host,
             metrics_port=port,
             relay=RelaySettings(
-                batch_size=env_int("OUTBOX_BATCH_SIZE", 500, minimum=1, maximum=4000, env=env),
+                batch_size=env_int("OUTBOX_BATCH_SIZE", 500, minimum=1, maximum=2000, env=env),
                 wait_ms=env_int("OUTBOX_WAIT_MS", 1000, minimum=0, maximum=60_000, env=env),
                 ack_timeout_seconds=env_float("OUTBOX_ACK_TIMEOUT_SECONDS", 10.0, minimum=0.1, env=env),
                 max_retry_delay_seconds=env_float(

@@ -152,7 +152,6 @@ class OutboxPublisher:
                     row.subject,
                     self._encoder.encode(row.payload),
                     headers={"Nats-Msg-Id": str(row.event_id)},
-                    wait_stall=self._settings.ack_timeout_seconds,
                 )
             except Exception as exc:
                 outcomes.append(exc)
