@@ -117,7 +117,7 @@ def python_worker(overrides: dict[str, Any] | None = None) -> Worker:
 
     It follows the contract documented in docs/orchestrator.md: render each task's config
     with ``spec.context`` + pipeline locals, inputs = ``spec.args`` overlaid with the
-    task's non-null ``args``, evaluate rules against ``output``/``outcome``.
+    task's ``args`` (YAML nulls excluded), evaluate rules against ``output``/``outcome``.
     """
     overrides = overrides or {}
 
@@ -131,7 +131,10 @@ def python_worker(overrides: dict[str, Any] | None = None) -> Worker:
         for task in spec.tasks:
             names = {**spec.context, **local, "_task": task.name, "_attempt": 1}
             config = render({k: v for k, v in task.config.items() if k != "code"}, names)
-            inputs = {**spec.args, **{k: v for k, v in (config.get("args") or {}).items() if v is not None}}
+            declared = task.config.get("args") or {}
+            # A null declared in YAML is a default the step's args override; a value rendered to none is not.
+            own = {k: v for k, v in (config.get("args") or {}).items() if declared.get(k) is not None}
+            inputs = {**spec.args, **own}
             assert task.kind == "python", f"python_worker cannot run {task.kind}"
             scope: dict[str, Any] = {"input_data": inputs, **inputs}
             exec(task.config["code"], scope)
@@ -432,3 +435,370 @@ def test_state_round_trips_through_json() -> None:
     second = apply_outcome(pb, first.state, outcome(first.commands[0], {"status": "ok"}))
     assert state_to_json(state_from_json(state_to_json(second.state))) == state_to_json(second.state)
     assert second.state.ctx == {} and second.state.results == {"start": {"status": "ok"}}
+
+
+# -- loops ---------------------------------------------------------------------------------
+
+
+LOOP = """
+workload: {xs: [10, 20, 30]}
+workflow:
+  - step: start
+    loop: {in: "{{ xs }}", iterator: x, spec: {mode: MODE, max_in_flight: 2}}
+    tool: {kind: python, input: {v: "{{ x }}", i: "{{ iter.index }}"}, code: "result = {'v': v * 2, 'i': i}"}
+    next: {arcs: [{step: end, args: {n: "{{ start.results | length }}"}}]}
+  - step: end
+    tool: {kind: python, code: "result = input_data"}
+"""
+
+
+def test_sequential_loop_issues_one_iteration_at_a_time_in_order() -> None:
+    pb = inline(LOOP.replace("MODE", "sequential"))
+    first = start_execution(pb, execution_id=1, payload={}, catalog_path="t")
+    assert len(first.commands) == 1
+    assert [e.event_type for e in first.events][-1] == "loop.started"
+    trace = drive(pb, python_worker())
+    loop_commands = [c for c in trace.commands if c.step == "start"]
+    assert [c.meta["iteration"] for c in loop_commands] == [0, 1, 2]
+    assert [c.spec.context["x"] for c in loop_commands] == [10, 20, 30]
+    assert loop_commands[1].spec.context["iter"] == {"x": 20, "index": 1}
+    assert trace.final.state.results["start"] == {
+        "results": [{"v": 20, "i": 0}, {"v": 40, "i": 1}, {"v": 60, "i": 2}]
+    }
+    assert trace.final.result == {"n": 3}
+    assert trace.types().count("loop.done") == 1 and trace.entered("start") == 1
+
+
+def test_parallel_loop_respects_max_in_flight_and_keeps_input_order() -> None:
+    pb = inline(LOOP.replace("MODE", "parallel"))
+    first = start_execution(pb, execution_id=1, payload={}, catalog_path="t")
+    assert [c.meta["iteration"] for c in first.commands] == [0, 1]
+    # Complete out of order: the aggregate must still follow the input order.
+    trace = drive(pb, python_worker(), lifo=True)
+    assert trace.final.state.results["start"]["results"] == [
+        {"v": 20, "i": 0},
+        {"v": 40, "i": 1},
+        {"v": 60, "i": 2},
+    ]
+    assert trace.final.status == "COMPLETED"
+
+
+def test_empty_loop_completes_with_no_commands() -> None:
+    pb = inline(LOOP.replace("MODE", "sequential"))
+    trace = drive(pb, python_worker(), {"xs": []})
+    assert [c.step for c in trace.commands] == ["end"]
+    assert trace.final.state.results["start"] == {"results": []}
+
+
+def test_failed_iteration_fails_the_playbook_naming_step_and_iteration() -> None:
+    pb = inline(LOOP.replace("MODE", "sequential"))
+
+    def worker(command: CommandDraft) -> CommandOutcome:
+        if command.meta.get("iteration") == 1:
+            return outcome(command, error="bad item")
+        return python_worker()(command)
+
+    trace = drive(pb, worker)
+    assert trace.final.status == "FAILED"
+    assert "'start' iteration 1" in (trace.final.error or "")
+    assert [c.meta.get("iteration") for c in trace.commands] == [0, 1]
+
+
+def test_loop_over_a_non_list_fails_the_step() -> None:
+    trace = drive(inline(LOOP.replace("MODE", "sequential")), python_worker(), {"xs": 5})
+    assert trace.final.status == "FAILED" and "loop.in" in (trace.final.error or "")
+
+
+def test_rule_ctx_writes_are_visible_to_the_next_sequential_iteration() -> None:
+    pb = inline(
+        """
+        workload: {xs: [1, 2, 3]}
+        workflow:
+          - step: start
+            set: {ctx.acc: []}
+            next: [sum]
+          - step: sum
+            loop: {in: "{{ xs }}", iterator: x}
+            tool:
+              kind: python
+              input: {acc: "{{ ctx.acc }}", x: "{{ x }}"}
+              code: "result = acc + [x]"
+              spec: {policy: {rules: [{else: {then: {set: {ctx.acc: "{{ output.data }}"}}}}]}}
+        """
+    )
+    trace = drive(pb, python_worker())
+    assert trace.final.state.ctx == {"acc": [1, 2, 3]}
+    assert trace.final.state.results["sum"]["results"] == [[1], [1, 2], [1, 2, 3]]
+
+
+# -- fan-in barrier -------------------------------------------------------------------------
+
+
+def test_barrier_merges_arc_args_in_workflow_order_of_sources() -> None:
+    pb = inline(
+        """
+        workflow:
+          - step: start
+            tool: {kind: noop}
+            next: {spec: {mode: inclusive}, arcs: [{step: b}, {step: a}]}
+          - {step: a, tool: {kind: noop}, next: [{step: join, args: {who: a, a: 1}}]}
+          - {step: b, tool: {kind: noop}, next: [{step: join, args: {who: b, b: 1}}]}
+          - {step: join, tool: {kind: noop}}
+        """
+    )
+    for lifo in (False, True):
+        trace = drive(pb, canned(), lifo=lifo)
+        joins = [c for c in trace.commands if c.step == "join"]
+        assert len(joins) == 1
+        assert joins[0].spec.args == {"who": "b", "a": 1, "b": 1}
+        assert trace.ran().index("join") == 3
+
+
+def test_barrier_does_not_wait_for_a_branch_that_can_no_longer_reach_it() -> None:
+    pb = inline(
+        """
+        workflow:
+          - step: start
+            tool: {kind: noop}
+            next: {spec: {mode: inclusive}, arcs: [{step: fast}, {step: slow}]}
+          - {step: fast, tool: {kind: noop}, next: [join]}
+          - step: slow
+            tool: {kind: noop}
+            next: {arcs: [{step: join, when: "{{ slow.go }}"}, {step: elsewhere}]}
+          - {step: elsewhere, tool: {kind: noop}}
+          - {step: join, tool: {kind: noop}}
+        """
+    )
+    trace = drive(pb, canned({"slow": {"go": False}}))
+    assert sorted(trace.ran()) == ["elsewhere", "fast", "join", "slow", "start"]
+    assert trace.entered("join") == 1 and trace.final.status == "COMPLETED"
+
+
+def test_barrier_waits_for_a_live_branch_still_running() -> None:
+    pb = load(UPSTREAM / "v10_fanout_reduce_phase6.yaml")
+    first = start_execution(pb, execution_id=1, payload={}, catalog_path=pb.path)
+    second = apply_outcome(pb, first.state, outcome(first.commands[0], {"status": "ok"}))
+    normalize, enrich = second.commands
+    third = apply_outcome(pb, second.state, outcome(normalize, {"normalized": True}))
+    assert third.commands == [] and third.status == "RUNNING"
+    assert "reduce_customer" in third.state.joins
+    fourth = apply_outcome(pb, third.state, outcome(enrich, {"enriched": True}))
+    assert [c.step for c in fourth.commands] == ["reduce_customer"]
+
+
+def test_cycles_route_back_through_a_join() -> None:
+    pb = load(FIXTURES / "test_pagination_offset.yaml")
+    pages = iter([True, True, False])
+
+    def check(command: CommandDraft) -> dict[str, Any]:
+        inputs = render(command.spec.tasks[0].config["args"], command.spec.context)
+        offset = inputs["current_offset"]
+        collected = inputs["collected"] + [offset]
+        return {"collected_users": collected, "has_more": next(pages), "next_offset": offset + 10}
+
+    trace = drive(pb, canned({"check_pagination": check}))
+    assert trace.ran() == ["start"] + ["fetch_page", "check_pagination"] * 3 + ["validate_results", "end"]
+    assert trace.final.state.ctx["collected_users"] == [0, 10, 20]
+    assert trace.final.state.ctx["offset"] == 30 and trace.final.state.ctx["has_more"] is False
+    assert trace.final.status == "COMPLETED"
+
+
+# -- conformance playbooks through the orchestrator -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["c2_hello_world", "v10_hello_world"])
+def test_hello_world(name: str) -> None:
+    trace = drive(load(UPSTREAM / f"{name}.yaml"), python_worker())
+    status = "success" if name.startswith("c2") else "ok"
+    assert trace.final.status == "COMPLETED"
+    assert trace.final.state.results["test_step"] == {"status": status, "data": {"message": "Hello World"}}
+    assert trace.final.result == {"status": "complete"}
+
+
+@pytest.mark.parametrize("name", ["c2_control_flow_workbook", "v10_control_flow_workbook"])
+def test_control_flow_workbook_hot_path(name: str) -> None:
+    trace = drive(load(UPSTREAM / f"{name}.yaml"), python_worker())
+    results = trace.final.state.results
+    assert trace.final.status == "COMPLETED"
+    assert results["eval_flag"] == {"is_hot": True, "message": "hot"}
+    assert results["hot_task_a"] == {"who": "A"} and results["hot_task_b"] == {"who": "B"}  # C12 for c2_
+    assert "cold_path" not in results and "cold_task" not in results
+    assert trace.entered("end") == 1  # C11 barrier
+    assert trace.ran()[-1] == "end"
+
+
+@pytest.mark.parametrize("name", ["c2_control_flow_workbook", "v10_control_flow_workbook"])
+def test_control_flow_workbook_cold_path(name: str) -> None:
+    trace = drive(load(UPSTREAM / f"{name}.yaml"), python_worker(), {"temperature_c": 20})
+    results = trace.final.state.results
+    assert results["eval_flag"]["is_hot"] is False
+    assert results["cold_task"] == {"who": "C"}
+    assert not any(step.startswith("hot_") for step in trace.ran())
+    assert trace.entered("end") == 1 and trace.final.status == "COMPLETED"
+
+
+@pytest.mark.parametrize("name", ["c2_test_args_passing", "v10_test_args_passing"])
+def test_args_passing_keeps_native_types(name: str) -> None:
+    trace = drive(load(UPSTREAM / f"{name}.yaml"), python_worker())
+    assert trace.final.status == "COMPLETED", trace.final.error
+    assert trace.final.state.results["use_vars"] == {"status": "success", "result": 300}
+    if name.startswith("v10"):
+        assert trace.final.state.ctx == {"test_var": 100, "computed": 200}
+
+
+@pytest.mark.parametrize("name", ["c2_test_loop_instance_isolation", "v10_test_loop_instance_isolation"])
+def test_loop_instance_isolation(name: str) -> None:
+    trace = drive(load(UPSTREAM / f"{name}.yaml"), python_worker())
+    results = trace.final.state.results
+    assert trace.final.status == "COMPLETED", trace.final.error
+    assert results["process_items_users"]["results"] == [
+        {"type": "user", "id": 1, "name": "Alice", "message": "Processed user Alice"},
+        {"type": "user", "id": 2, "name": "Bob", "message": "Processed user Bob"},
+    ]
+    assert [r["name"] for r in results["process_items_products"]["results"]] == ["Laptop", "Mouse"]
+    verify = results["verify_results"]
+    assert (verify["users_count"], verify["products_count"]) == (2, 2)
+    assert verify["verification"] == "Both loops completed independently"
+
+
+def test_user_profile_scorer() -> None:
+    trace = drive(load(UPSTREAM / "c2_user_profile_scorer.yaml"), python_worker())
+    results = trace.final.state.results
+    assert trace.final.status == "COMPLETED", trace.final.error
+    final = results["finalize_result"]
+    assert final["user_name"] == "TestUser" and final["score_category"] == "Junior"
+    assert final["profile_score"] == pytest.approx(15.8, abs=1e-9)
+    assert final["execution_id"] == "standalone_execution" and final["processing_status"] == "completed"
+    expected = {"experience": 6.0, "performance": 6.58, "department": 2.25, "age": 1.0}
+    assert final["score_breakdown"] == pytest.approx(expected, abs=1e-9)
+    assert results["score_experience"] == {"experience_score": 15.0, "experience_weight": 0.4}
+    assert trace.final.result == final
+
+
+def test_transient_ctx_updates_keep_other_keys() -> None:
+    trace = drive(load(UPSTREAM / "v10_test_transient.yaml"), python_worker())
+    results = trace.final.state.results
+    assert trace.final.status == "COMPLETED", trace.final.error
+    assert all(results["test_get_var"]["data"]["verification"].values())
+    assert results["verify_updates"]["all_checks_passed"] is True
+    assert trace.final.state.ctx == {
+        "counter": 1,
+        "status_var": "processing",
+        "config": {"timeout": 30, "retries": 3},
+    }
+    # execution_id is the execution's, not the workload's unrendered '{{ job.uuid }}'.
+    assert trace.commands[0].spec.context["execution_id"] == EXECUTION_ID
+
+
+def test_heavy_loop_aggregation() -> None:
+    trace = drive(load(UPSTREAM / "v10_heavy_loop_aggregation.yaml"), python_worker())
+    state = trace.final.state
+    assert trace.final.status == "COMPLETED", trace.final.error
+    assert [r["item_id"] for r in state.ctx["loop_results"]] == list(range(100))
+    aggregate = state.results["aggregate_results"]
+    assert aggregate["summary"] == {
+        "total_processed": 100,
+        "successful": 100,
+        "failed": 0,
+        "success_rate": 100.0,
+    }
+    metrics = aggregate["metrics"]
+    assert metrics["total_computed_value"] == 990000 and metrics["average_computed_value"] == 9900.0
+    assert metrics["even_items"] == 50 and set(metrics["by_category"].values()) == {10}
+    assert state.results["validate_results"]["all_checks_passed"] is True
+    assert trace.final.result == {
+        "status": "completed",
+        "test_name": "heavy_loop_aggregation",
+        "test_result": "validated",
+        "all_passed": True,
+    }
+
+
+def test_fanout_reduce_runs_reduce_once_after_both_branches() -> None:
+    trace = drive(load(UPSTREAM / "v10_fanout_reduce_phase6.yaml"), python_worker())
+    assert trace.final.status == "COMPLETED"
+    assert trace.entered("reduce_customer") == 1
+    assert trace.ran() == ["start", "normalize_customer", "enrich_customer", "reduce_customer"]
+    assert trace.final.state.results["reduce_customer"] == {"reduced": True}
+
+
+@pytest.mark.parametrize(("value", "path", "final"), [(15, "high", 30), (4, "low", 104), (10, "low", 110)])
+def test_comprehensive_routes_on_the_random_value(value: int, path: str, final: int) -> None:
+    start = {"status": "initialized", "random_value": value, "message": "Starting comprehensive test"}
+    trace = drive(load(UPSTREAM / "v10_comprehensive_test.yaml"), python_worker({"start": start}))
+    assert trace.final.status == "COMPLETED", trace.final.error
+    assert trace.ran() == ["start", f"process_{path}", "summarize", "end"]
+    summary = trace.final.state.results["summarize"]
+    assert (summary["original_value"], summary["processing_path"], summary["final_result"]) == (
+        value,
+        path,
+        final,
+    )
+
+
+def test_http_result_flows_through_step_inputs() -> None:
+    response = {"status_code": 200, "headers": {}, "body": {"status": "ok"}}
+    trace = drive(
+        load(UPSTREAM / "v10_http_test.yaml"), python_worker({"start": response}), {"api_url": "http://h"}
+    )
+    assert trace.commands[0].spec.tasks[0].config["url"] == "{{ api_url }}/health"
+    assert trace.commands[0].spec.context["api_url"] == "http://h"
+    results = trace.final.state.results
+    assert results["process"] == {"status": "ok", "status_code": 200, "body": {"status": "ok"}}
+    assert results["verify"] == {"verified": True, "status_code": 200, "status": "passed"}
+    assert trace.final.result == {"status": "completed", "test_passed": True}
+
+
+def test_http_retry_rules_travel_to_the_worker() -> None:
+    pb = load(UPSTREAM / "c2_http_retry_with_stop.yaml")
+    first = start_execution(pb, execution_id=1, payload={"test_url": "http://h/get"}, catalog_path=pb.path)
+    (task,) = first.commands[0].spec.tasks
+    assert [r.do for r in task.rules] == ["retry", "fail", "continue"]
+    assert task.rules[0].attempts == 3 and task.rules[0].backoff == "exponential"
+    trace = drive(pb, python_worker({"start": {"status_code": 200}}))
+    assert trace.final.status == "COMPLETED" and trace.final.result == {"status": "complete"}
+
+
+def test_playbook_composition_loop_binds_each_user() -> None:
+    pb = load(UPSTREAM / "c2_playbook_composition.yaml")
+    seen: list[Any] = []
+
+    def worker(command: CommandDraft) -> CommandOutcome:
+        if command.step == "process_users":
+            seen.append(command.spec.context["user"]["name"])
+            assert command.spec.context["iter"]["user"] == command.spec.context["user"]
+            assert [t.kind for t in command.spec.tasks] == ["playbook", "postgres"]
+            return outcome(command, {"profile_score": 16.0})
+        if command.spec.tasks[0].kind == "postgres":
+            return outcome(command, {"rows": []})
+        return python_worker()(command)
+
+    trace = drive(pb, worker)
+    assert trace.final.status == "COMPLETED", trace.final.error
+    assert seen == ["Alice", "Bob", "Charlie", "Diana"]
+    # C9: `process_users.data` is run-produced data that does not exist, so it reads as none.
+    assert trace.final.state.results["validate_results"]["status"] == "tracking"
+    assert trace.final.result["users_processed"] == 4
+
+
+PYTHON_ONLY_FIXTURES = [
+    "hello_world",
+    "simple_python",
+    "atomic_item_context",
+    "peer_three_step",
+    "test_simple_loop",
+    "test_implicit_end_routing",
+    "control_flow_workbook",
+]
+
+
+@pytest.mark.parametrize("name", PYTHON_ONLY_FIXTURES)
+def test_e2e_python_fixtures_complete(name: str) -> None:
+    trace = drive(load(FIXTURES / f"{name}.yaml"), python_worker())
+    assert trace.final.status == "COMPLETED", trace.final.error
+    assert trace.ran()[-1] == "end"
+
+
+def test_simple_loop_fixture_aggregates_in_order() -> None:
+    trace = drive(load(FIXTURES / "test_simple_loop.yaml"), python_worker())
+    assert [r["doubled"] for r in trace.final.state.results["loop_test"]["results"]] == [20, 40, 60]

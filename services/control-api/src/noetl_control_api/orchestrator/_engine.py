@@ -6,10 +6,10 @@ decision (a rolled-back transaction) still holds the old state untouched.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from typing import Any
 
+import msgspec
 from noetl_common import CommandSpec, pool_for
 from noetl_common.templating import TemplateError, evaluate, render
 
@@ -341,6 +341,11 @@ def _failure_message(step: str, iteration: int | None, error: dict[str, Any] | N
     return f"{where} failed{task}: {kind}{error.get('message', 'no error message')}"
 
 
+def _copy(state: ExecutionState) -> ExecutionState:
+    """A deep copy; msgpack round-trips plain data far faster than copy.deepcopy."""
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=ExecutionState)
+
+
 def _guarded(run: _Run, action: Any) -> Decision:
     try:
         action()
@@ -368,7 +373,7 @@ def start_execution(
 
 def apply_outcome(playbook: Playbook, state: ExecutionState, outcome: CommandOutcome) -> Decision:
     """Advance on a command's terminal report; duplicates and reports after the end are no-ops."""
-    run = _Run(playbook, copy.deepcopy(state))
+    run = _Run(playbook, _copy(state))
     if run.state.status != "RUNNING":
         return run.decision()
     return _guarded(run, lambda: run.on_outcome(outcome))
@@ -376,7 +381,7 @@ def apply_outcome(playbook: Playbook, state: ExecutionState, outcome: CommandOut
 
 def cancel_execution(playbook: Playbook, state: ExecutionState, reason: str) -> Decision:
     """Cancel on request: no new commands; in-flight ones are abandoned (the store cancels them)."""
-    run = _Run(playbook, copy.deepcopy(state))
+    run = _Run(playbook, _copy(state))
     current = run.state
     if current.status != "RUNNING":
         return run.decision()
