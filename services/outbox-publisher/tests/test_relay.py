@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -154,3 +155,15 @@ async def test_stop_finishes_the_batch_in_hand_and_claims_no_more(nc: NATS, outb
     info = await nc.jetstream().stream_info(EVENTS_STREAM)
     assert info.state.messages == 2
     assert not loop.publisher.ready()
+
+
+async def test_a_claim_that_outlives_the_shutdown_grace_is_abandoned(nc: NATS, outbox: Any) -> None:
+    outbox.claim_gate = asyncio.Event()  # never opened: the API hangs
+    settings = dataclasses.replace(SETTINGS, shutdown_grace_seconds=0.1)
+    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
+    await outbox.wait_for(lambda: outbox.claim_calls == 1)
+
+    await loop.finish()
+
+    assert outbox.claim_calls == 1
+    assert outbox.mark_published_calls == []

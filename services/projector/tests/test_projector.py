@@ -220,3 +220,23 @@ async def test_stop_finishes_the_batch_in_hand(nc: NATS, sink: Any) -> None:
     assert set(sink.projected) == {61, 62}
     await eventually(lambda: settled(nc))
     assert sink.entered == 1
+
+
+async def test_a_batch_that_outlives_the_shutdown_grace_is_handed_back(nc: NATS, sink: Any) -> None:
+    sink.gate = asyncio.Event()  # never opened: the API hangs
+    redelivered_before = metric("redelivered_total")
+    await publish(nc, event(71))
+    settings = dataclasses.replace(SETTINGS, shutdown_grace_seconds=0.1)
+    hung = Running(Projector(sink, nc.jetstream(), settings))
+    await sink.wait_for(lambda: sink.entered == 1)
+
+    await hung.finish()
+
+    # The nak makes the message available at once, long before its 30 s ack_wait.
+    sink.gate = None
+    successor = Running(Projector(sink, nc.jetstream(), SETTINGS))
+    try:
+        await sink.wait_for(lambda: set(sink.projected) == {71})
+    finally:
+        await successor.finish()
+    assert metric("redelivered_total") == redelivered_before + 1

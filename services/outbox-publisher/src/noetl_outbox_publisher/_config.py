@@ -20,6 +20,7 @@ class RelaySettings:
     max_retry_delay_seconds: float = 60.0
     max_backoff_seconds: float = 30.0
     events_max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS
+    shutdown_grace_seconds: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,9 @@ class PublisherConfig:
                 max_backoff_seconds=env_float("OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1, env=env),
                 events_max_age_seconds=env_float(
                     "NOETL_EVENTS_MAX_AGE_SECONDS", DEFAULT_EVENTS_MAX_AGE_SECONDS, minimum=1.0, env=env
+                ),
+                shutdown_grace_seconds=env_float(
+                    "PUBLISHER_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0, env=env
                 ),
             ),
         )

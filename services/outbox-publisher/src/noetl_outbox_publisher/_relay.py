@@ -27,9 +27,9 @@ from nats.js.api import PubAck
 from noetl_common import MarkFailedRequest, OutboxRow, ensure_streams
 
 from . import _metrics as m
-from ._backoff import Backoff, wait_or_stop
 from ._config import RelaySettings
 from ._ports import OutboxSource
+from ._waiting import Backoff, finish_within_grace, wait_or_stop
 
 _MARK_FAILED_CONCURRENCY = 16
 
@@ -107,7 +107,11 @@ class OutboxPublisher:
                     await wait_or_stop(stop, backoff.next())
                     continue
                 try:
-                    reply = await self._source.outbox_claim(self._settings.batch_size, self._settings.wait_ms)
+                    reply = await finish_within_grace(
+                        self._source.outbox_claim(self._settings.batch_size, self._settings.wait_ms),
+                        stop,
+                        self._settings.shutdown_grace_seconds,
+                    )
                 except Exception as exc:
                     self._api_ok = False
                     m.API_ERRORS.labels("claim").inc()
@@ -122,13 +126,21 @@ class OutboxPublisher:
                     continue
                 m.BATCH_SIZE.observe(len(reply.rows))
                 outcomes = await self._publish(reply.rows)
-                if settling is not None:
-                    await settling
+                await self._await_settled(settling, stop)
                 settling = asyncio.create_task(self._settle(reply.rows, outcomes))
         finally:
-            if settling is not None:
-                await settling
+            await self._await_settled(settling, stop)
             self._running = False
+
+    async def _await_settled(self, settling: asyncio.Task[None] | None, stop: asyncio.Event) -> None:
+        if settling is None:
+            return
+        try:
+            await finish_within_grace(settling, stop, self._settings.shutdown_grace_seconds)
+        except TimeoutError:
+            # Unmarked rows stay IN_FLIGHT; the server re-offers them after the lease and
+            # JetStream drops the copies of those already published.
+            self._log.warning("outbox_settle_abandoned_at_shutdown")
 
     async def _ensure_streams(self, stop: asyncio.Event) -> bool:
         backoff = Backoff(self._settings.max_backoff_seconds)

@@ -35,6 +35,7 @@ class ProjectorSettings:
     nak_max_delay_seconds: float = 60.0
     max_backoff_seconds: float = 30.0
     events_max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS
+    shutdown_grace_seconds: float = 20.0
 
     @property
     def consumer_name(self) -> str:
@@ -114,6 +115,9 @@ class ProjectorConfig:
                 max_backoff_seconds=env_float("PROJECTOR_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1, env=env),
                 events_max_age_seconds=env_float(
                     "NOETL_EVENTS_MAX_AGE_SECONDS", DEFAULT_EVENTS_MAX_AGE_SECONDS, minimum=1.0, env=env
+                ),
+                shutdown_grace_seconds=env_float(
+                    "PROJECTOR_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0, env=env
                 ),
             ),
         )

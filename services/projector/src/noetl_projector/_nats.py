@@ -9,7 +9,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
-from ._backoff import Backoff, wait_or_stop
+from ._waiting import Backoff, wait_or_stop
 
 
 class NatsLink:

@@ -33,9 +33,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from noetl_common import EVENTS_STREAM, ApiError, Event, dlq_subject, ensure_consumer, ensure_streams
 
 from . import _metrics as m
-from ._backoff import Backoff, wait_or_stop
 from ._config import ProjectorSettings
 from ._ports import EventSink
+from ._waiting import Backoff, finish_within_grace, wait_or_stop
 
 #: Statuses meaning "this content is wrong", not "the API is unwell": bisect, don't retry.
 _REJECTED = frozenset({400, 413, 422})
@@ -137,7 +137,14 @@ class Projector:
                     await wait_or_stop(stop, delay)
                     continue
                 self._last_progress = time.monotonic()
-                if await self._handle(msgs):
+                try:
+                    handled = await finish_within_grace(
+                        self._handle(msgs), stop, self._settings.shutdown_grace_seconds
+                    )
+                except TimeoutError:
+                    self._log.warning("projector_batch_released_at_shutdown", messages=len(msgs))
+                    break
+                if handled:
                     backoff.reset()
                 else:
                     await wait_or_stop(stop, backoff.next())
@@ -188,6 +195,12 @@ class Projector:
         keepalive = asyncio.create_task(self._keep_in_progress(good))
         try:
             return await self._project(good, events)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: hand the batch back for immediate redelivery.
+            for msg in good:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak()
+            raise
         finally:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,10 +1,14 @@
-"""Capped exponential backoff with jitter, interruptible by the stop event."""
+"""Waiting done right: capped backoff, stop-aware sleeps and the shutdown grace period."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Backoff:
@@ -30,3 +34,25 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     return stop.is_set()
+
+
+async def finish_within_grace(work: Awaitable[T], stop: asyncio.Event, grace: float) -> T:
+    """Await ``work``; once ``stop`` is set, give it ``grace`` seconds more, then cancel it.
+
+    The cancellation reaches ``work`` as ``CancelledError`` (so it can release what it
+    holds) and is re-raised here as ``TimeoutError``.
+    """
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise TimeoutError(f"unfinished {grace}s after stop")
+        return task.result()
+    finally:
+        stopping.cancel()
