@@ -131,3 +131,8 @@ def test_evaluate_raises_on_fixed_undefined_names() -> None:
 def test_has_template() -> None:
     assert has_template("a {{ b }}") and has_template("{% if x %}{% endif %}")
     assert not has_template("plain { text }")
+
+
+def test_whitespace_control_markers_still_give_native_values() -> None:
+    assert render("{{- start.items -}}", CONTEXT) == [1, 2]
+    assert render("{{ -start.n }}", CONTEXT) == -1

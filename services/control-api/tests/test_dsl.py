@@ -417,3 +417,12 @@ def test_every_conformance_playbook_parses(path: Path) -> None:
     pb = parse_playbook(text)
     assert pb.step("start").name == "start"
     assert all(task.kind != "workbook" for step in pb.steps for task in step.tasks)
+
+
+def test_admission_policy_is_rejected_rather_than_ignored() -> None:
+    rejects(
+        "workflow: [{step: start, spec: {policy: {admit: {rules: []}}}}]\n",
+        step="start",
+        field="spec.policy.admit",
+        match="admit",
+    )

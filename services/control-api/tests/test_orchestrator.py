@@ -802,3 +802,41 @@ def test_e2e_python_fixtures_complete(name: str) -> None:
 def test_simple_loop_fixture_aggregates_in_order() -> None:
     trace = drive(load(FIXTURES / "test_simple_loop.yaml"), python_worker())
     assert [r["doubled"] for r in trace.final.state.results["loop_test"]["results"]] == [20, 40, 60]
+
+
+def test_a_second_token_for_a_running_loop_waits_for_the_loop_to_finish() -> None:
+    pb = inline(
+        """
+        workload: {xs: [1, 2]}
+        workflow:
+          - step: start
+            tool: {kind: noop}
+            next: {spec: {mode: inclusive}, arcs: [{step: each, args: {n: 1}}, {step: each, args: {n: 2}}]}
+          - step: each
+            loop: {in: "{{ xs }}", iterator: x}
+            tool: {kind: noop}
+        """
+    )
+    trace = drive(pb, canned())
+    runs = [(c.spec.args["n"], c.meta["iteration"]) for c in trace.commands if c.step == "each"]
+    assert runs == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert trace.entered("each") == 2 and trace.final.status == "COMPLETED"
+
+
+def test_a_command_keeps_the_ctx_it_was_issued_with() -> None:
+    pb = inline(
+        """
+        workflow:
+          - step: start
+            tool: {kind: noop}
+            next: {spec: {mode: inclusive}, arcs: [{step: a}, {step: router}]}
+          - {step: a, tool: {kind: noop}}
+          - step: router
+            set: {ctx.late: 1, ctx.cfg.k: 2}
+        """
+    )
+    first = start_execution(pb, execution_id=1, payload={}, catalog_path="t")
+    decision = apply_outcome(pb, first.state, outcome(first.commands[0], {}))
+    (command,) = decision.commands
+    assert command.step == "a" and command.spec.context["ctx"] == {}
+    assert decision.state.ctx == {"late": 1, "cfg": {"k": 2}}

@@ -26,7 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 __all__ = ["TemplateError", "check_syntax", "evaluate", "has_template", "render"]
 
-_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
+_SINGLE_EXPR = re.compile(r"^\s*\{\{[-+]?(?P<expr>(?:(?!\{\{|\}\}).)*?)[-+]?\}\}\s*$", re.DOTALL)
 _FALSE_STRINGS = frozenset({"", "false", "no", "off", "0", "none", "null"})
 
 

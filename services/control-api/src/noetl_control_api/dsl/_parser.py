@@ -143,6 +143,12 @@ def _step(raw: Any, index: int, workbook: dict[str, dict[str, Any]]) -> Step:
         )
     desc = raw.get("desc")
     spec = _mapping(raw.get("spec"))
+    if "admit" in _mapping(spec.get("policy")):
+        raise PlaybookError(
+            "spec.policy.admit is not supported; guard the step with 'when' or with a 'when' on the arcs into it",
+            step=name,
+            field="spec.policy.admit",
+        )
     return Step(
         name=name,
         tasks=_tasks(raw.get("tool"), name, workbook),

@@ -41,7 +41,7 @@ class _Run:
         self.graph = Graph(playbook)
         self.events: list[EventDraft] = []
         self.commands: list[CommandDraft] = []
-        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._queue: deque[tuple[str, str, dict[str, Any]]] = deque()
         self._entries = 0
 
     # -- results -------------------------------------------------------------------------
@@ -111,38 +111,47 @@ class _Run:
         applied: dict[str, Any] = {}
         for key, value in scoped.items():
             scope, _, path = key.partition(".")
-            target = {"ctx": self.state.ctx, "vars": self.state.vars}.get(scope)
-            if target is None or not path:
+            if scope not in ("ctx", "vars") or not path:
                 continue  # iter.* writes live and die inside one command's pipeline
+            # Copy on write: commands issued earlier in this decision keep the ctx they saw.
+            root = node = dict(getattr(self.state, scope))
             *parents, leaf = path.split(".")
             for part in parents:
-                child = target.get(part)
-                if not isinstance(child, dict):
-                    child = target[part] = {}
-                target = child
-            target[leaf] = value
+                child = node.get(part)
+                child = dict(child) if isinstance(child, dict) else {}
+                node[part] = child
+                node = child
+            node[leaf] = value
+            setattr(self.state, scope, root)
             applied[key] = value
         if applied:
             self.emit("ctx.patched", step, set=applied, source=source)
 
     # -- token flow -----------------------------------------------------------------------
 
-    def enqueue(self, step: str, args: dict[str, Any]) -> None:
-        self._queue.append((step, args))
+    def enqueue(self, step: str, args: dict[str, Any], source: str = "") -> None:
+        self._queue.append((step, source, args))
 
     def deliver(self, target: str, source: str, args: dict[str, Any]) -> None:
         if self.graph.is_join(target):
-            join = self.state.joins.setdefault(target, Join())
-            join.arrivals[source] = {**join.arrivals.get(source, {}), **args}
+            self._hold(target, source, args)
         else:
-            self.enqueue(target, args)
+            self.enqueue(target, args, source)
+
+    def _hold(self, target: str, source: str, args: dict[str, Any]) -> None:
+        join = self.state.joins.setdefault(target, Join())
+        join.arrivals[source] = {**join.arrivals.get(source, {}), **args}
 
     def drain(self) -> None:
         """Run every runnable token, releasing barriers whose live upstream is done."""
         while True:
             while self._queue:
-                step, args = self._queue.popleft()
-                self.enter(step, args)
+                step, source, args = self._queue.popleft()
+                if step in self.state.loops:
+                    # A loop still iterating cannot take a second token yet; it waits like a join.
+                    self._hold(step, source, args)
+                else:
+                    self.enter(step, args)
             released = self._release_ready_joins()
             if not released and self.state.joins and not self.state.in_flight:
                 # Two barriers waiting on each other: nothing else can move, so let the earliest go.
@@ -154,6 +163,8 @@ class _Run:
     def _release_ready_joins(self) -> bool:
         live = {flight.step for flight in self.state.in_flight.values()} | set(self.state.joins)
         for target in sorted(self.state.joins, key=self.graph.order.__getitem__):
+            if target in self.state.loops:
+                continue
             if not any(source != target and self.graph.reaches(source, target) for source in live):
                 self._release(target)
                 return True
