@@ -13,7 +13,10 @@ from ._waiting import Backoff, wait_or_stop
 
 
 class NatsLink:
-    """Owns the process's NATS connection; ``connected`` mirrors the client's real state."""
+    """Owns the process's NATS connection; ``connected`` mirrors the client's real state.
+
+    ``url`` may list several servers of one cluster, comma-separated.
+    """
 
     def __init__(
         self, url: str, *, user: str | None, password: str | None, name: str, log: Any, max_backoff: float
@@ -36,7 +39,7 @@ class NatsLink:
         while not stop.is_set():
             try:
                 self.nc = await nats.connect(
-                    self._url,
+                    [url.strip() for url in self._url.split(",") if url.strip()],
                     user=self._user,
                     password=self._password,
                     name=self._name,
