@@ -1,1 +1,29 @@
-"""JetStream pull worker that claims commands and runs tools."""
+"""JetStream pull worker that claims commands and runs their tool pipelines.
+
+The same package serves the ``shared``, ``python`` and ``system`` pools; the pool is
+configuration (``WORKER_POOL_NAME``).
+"""
+
+from ._api import ClientPool, ControlPlane
+from ._config import WorkerConfig
+from ._pipeline import PipelineRunner, StepOutcome, backoff_delay
+from ._python_tool import PythonToolError, execute_python, run_python
+from ._tools import Tool, ToolRegistry, UnknownToolError, run_noop
+from ._worker import Worker
+
+__all__ = [
+    "ClientPool",
+    "ControlPlane",
+    "PipelineRunner",
+    "PythonToolError",
+    "StepOutcome",
+    "Tool",
+    "ToolRegistry",
+    "UnknownToolError",
+    "Worker",
+    "WorkerConfig",
+    "backoff_delay",
+    "execute_python",
+    "run_noop",
+    "run_python",
+]

@@ -1,0 +1,33 @@
+"""Entry point: ``noetl-system-worker`` (the same program serves every pool)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from noetl_common import configure_logging, run_service, serve_ops
+
+from ._api import ClientPool
+from ._config import WorkerConfig
+from ._worker import Worker
+
+
+async def serve(stop: asyncio.Event) -> None:
+    """Read the config, serve the ops endpoints and run the worker until ``stop``."""
+    config = WorkerConfig.from_env()
+    log = configure_logging("noetl-system-worker", config.log_level)
+    clients = ClientPool(config.server_url)
+    worker = Worker(config, api_for=clients.get, logger=log)
+    try:
+        async with serve_ops(config.metrics_host, config.metrics_port, worker.ready, worker.details):
+            await worker.run(stop)
+    finally:
+        await clients.aclose()
+
+
+def main() -> None:
+    """Run the worker; SIGTERM/SIGINT stop it gracefully; bad config exits 2 with one line."""
+    run_service(serve)
+
+
+if __name__ == "__main__":
+    main()

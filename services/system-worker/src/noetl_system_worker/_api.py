@@ -1,0 +1,71 @@
+"""The slice of the control-api the worker uses, as a protocol.
+
+``noetl_common.ControlPlaneClient`` implements it; tests use an in-memory fake of the
+same surface, so the loop is tested against our own contract without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from noetl_common import (
+    ClaimReply,
+    ControlPlaneClient,
+    Event,
+    EventsReply,
+    WorkerHeartbeat,
+    WorkerRegistration,
+)
+
+
+class ControlPlane(Protocol):
+    """Calls a worker makes; each raises ``noetl_common.ApiError`` on a non-2xx reply."""
+
+    async def claim_command(self, event_id: int, worker_id: str) -> ClaimReply:
+        """Take the command's lease: 200 reply, 409 taken/terminal, 404 unknown, 408/429/503 later."""
+        ...
+
+    async def post_events(self, events: list[Event]) -> EventsReply:
+        """Record events in order; idempotent per event_id; 409 ``stale_attempt``."""
+        ...
+
+    async def register_worker(self, registration: WorkerRegistration) -> None:
+        """Announce the worker and its capacity."""
+        ...
+
+    async def heartbeat_worker(self, heartbeat: WorkerHeartbeat) -> None:
+        """Refresh the worker's liveness."""
+        ...
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        """Remove the worker from its pool."""
+        ...
+
+
+class ClientPool:
+    """One ``ControlPlaneClient`` per control-api base URL.
+
+    Notifications carry ``server_url`` and the worker sends that command's follow-up calls
+    there (ARCHITECTURE §4); the configured ``NOETL_SERVER_URL`` serves registration and
+    notifications without a URL. Connections are reused across commands.
+    """
+
+    def __init__(self, default_url: str, factory: Callable[[str], ControlPlaneClient] | None = None) -> None:
+        self.default_url = default_url.rstrip("/")
+        self._factory = factory or (lambda url: ControlPlaneClient(url))
+        self._clients: dict[str, ControlPlaneClient] = {}
+
+    def get(self, server_url: str | None = None) -> ControlPlaneClient:
+        """The client for ``server_url`` (or the default URL when it is empty)."""
+        url = (server_url or self.default_url).rstrip("/")
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = self._factory(url)
+        return client
+
+    async def aclose(self) -> None:
+        """Close every client's connections."""
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()

@@ -1,0 +1,119 @@
+"""Worker configuration from the environment (ARCHITECTURE §9).
+
+Every setting is read once at start; a bad value raises :class:`ConfigError` whose
+message names the variable, which ``run_service`` prints as one line before exiting 2.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from noetl_common import (
+    COMMANDS_STREAM,
+    POOL_FILTER_MAP,
+    POOLS,
+    ConfigError,
+    Snowflake,
+    consumer_name,
+    env_float,
+    env_hostport,
+    env_int,
+    env_opt,
+    env_str,
+)
+
+#: JetStream redelivers an un-acked message after this long; heartbeats must be shorter.
+ACK_WAIT_SECONDS = 30.0
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes or not parsed.netloc:
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """Everything the worker reads from its environment."""
+
+    worker_id: str
+    pool: str
+    max_concurrent: int
+    heartbeat_interval: float
+    shutdown_grace_seconds: float
+    metrics_host: str
+    metrics_port: int
+    server_url: str
+    nats_url: str
+    nats_user: str | None
+    nats_password: str | None
+    stream: str
+    consumer: str
+    filter_subject: str
+    log_level: str
+    keychain_env_vars: tuple[str, ...] = ()
+    ack_wait_seconds: float = ACK_WAIT_SECONDS
+    max_deliver: int = 10
+    #: Longest blocking pull; bounds how late a stop request is noticed (ARCHITECTURE §5: ≤ 2 s).
+    fetch_timeout_seconds: float = 2.0
+    snowflake: Snowflake = field(default_factory=lambda: Snowflake(0), compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        """Parse and validate the worker's settings; raise ConfigError naming the variable."""
+        env = os.environ if env is None else env
+        worker_id = env_str("WORKER_ID", _default_worker_id(), env=env)
+        pool = env_str("WORKER_POOL_NAME", "shared", env=env)
+        if pool not in POOLS:
+            raise ConfigError(f"WORKER_POOL_NAME must be one of {', '.join(POOLS)}, got {pool!r}")
+        heartbeat = env_float("WORKER_HEARTBEAT_INTERVAL", 5.0, minimum=0.05, env=env)
+        if heartbeat >= ACK_WAIT_SECONDS:
+            # A slower heartbeat would let JetStream redeliver a command that is still running.
+            raise ConfigError(
+                f"WORKER_HEARTBEAT_INTERVAL must be < {ACK_WAIT_SECONDS:g} (the consumer ack wait), got {heartbeat:g}"
+            )
+        host, port = env_hostport("WORKER_METRICS_BIND", "0.0.0.0:9090", env=env)
+        user = env_opt("NATS_USER", env=env)
+        password = env_opt("NATS_PASSWORD", env=env)
+        if (user is None) != (password is None):
+            raise ConfigError("NATS_USER and NATS_PASSWORD must be set together")
+        keychain = env_opt("NOETL_KEYCHAIN_ENV_VARS", env=env) or ""
+        names = tuple(n.strip() for n in keychain.split(",") if n.strip())
+        for name in names:
+            if not name.replace("_", "").isalnum():
+                raise ConfigError(f"NOETL_KEYCHAIN_ENV_VARS holds an invalid variable name {name!r}")
+        try:
+            snowflake = Snowflake.from_env({**env, "WORKER_ID": worker_id})
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        log_level = env_str("NOETL_LOG_LEVEL", "INFO", env=env).upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"NOETL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        return cls(
+            worker_id=worker_id,
+            pool=pool,
+            max_concurrent=env_int("WORKER_MAX_CONCURRENT", 8, minimum=1, maximum=1024, env=env),
+            heartbeat_interval=heartbeat,
+            shutdown_grace_seconds=env_float("WORKER_SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0, env=env),
+            metrics_host=host,
+            metrics_port=port,
+            server_url=_url("NOETL_SERVER_URL", env_str("NOETL_SERVER_URL", env=env), ("http", "https")),
+            nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222", env=env),
+            nats_user=user,
+            nats_password=password,
+            stream=env_str("NATS_STREAM", COMMANDS_STREAM, env=env),
+            consumer=env_str("NATS_CONSUMER", consumer_name(pool), env=env),
+            filter_subject=env_str("NATS_FILTER_SUBJECT", POOL_FILTER_MAP[pool], env=env),
+            log_level=log_level,
+            keychain_env_vars=names,
+            snowflake=snowflake,
+        )

@@ -1,0 +1,26 @@
+"""The worker's prometheus metrics (``noetl_system_worker_*``), one set per process."""
+
+from __future__ import annotations
+
+from noetl_common import counter, gauge, histogram
+
+SERVICE = "system_worker"
+
+COMMANDS = counter(
+    SERVICE,
+    "commands_total",
+    "Command messages handled, by outcome (completed, failed, conflict, not_found, "
+    "retry_later, undecodable, stale_attempt, released, rejected)",
+    ["outcome"],
+)
+DISPATCH_SECONDS = histogram(
+    SERVICE,
+    "dispatch_duration_seconds",
+    "Wall time of one tool call, by tool kind",
+    ["tool_kind"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+IN_FLIGHT = gauge(SERVICE, "in_flight", "Commands being handled by this worker right now")
+EVENT_POST_RETRIES = counter(
+    SERVICE, "event_post_retries_total", "Retried POST /api/events calls (the API was unavailable)"
+)

@@ -1,0 +1,252 @@
+"""Runs a step's task pipeline as one command (DSL.md "Steps, pipelines, routing").
+
+For each task, in order: render its config over the command's context plus the pipeline
+locals, run its tool, then apply its rules (first match wins; ``when`` None is the else):
+``continue | retry | jump | break | fail``, each optionally with ``set`` writes. A task
+without rules continues on success and fails the step on error. The step result is the
+last task's result, or the result of the task whose rule said ``break``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from noetl_common import CommandSpec, Rule, TaskSpec
+from noetl_common.templating import TemplateError, evaluate, render
+
+from ._metrics import DISPATCH_SECONDS
+from ._python_tool import PythonToolError
+from ._tools import ToolRegistry, UnknownToolError
+
+DEFAULT_RETRY_ATTEMPTS = 3
+DEFAULT_RETRY_DELAY = 1.0
+#: Upper bound of one backoff sleep, so a typo'd delay cannot park a command for hours.
+MAX_RETRY_DELAY = 300.0
+#: Task runs per command before a jump/retry cycle is declared runaway.
+DEFAULT_MAX_TASK_RUNS = 10_000
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class StepOutcome:
+    """What a pipeline run produced: the terminal status, result or error, and ``set`` patch."""
+
+    status: str  # "completed" | "failed"
+    result: Any = None
+    error: dict[str, Any] | None = None  # {message, type, task}
+    set: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None  # the task that ended the pipeline
+    task_runs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+def backoff_delay(rule: Rule, attempt: int) -> float:
+    """Delay before attempt ``attempt + 1``: fixed d, linear d*n, exponential d*2^(n-1)."""
+    delay = DEFAULT_RETRY_DELAY if rule.delay is None else max(0.0, float(rule.delay))
+    mode = (rule.backoff or "fixed").lower()
+    if mode == "linear":
+        delay *= attempt
+    elif mode == "exponential":
+        delay *= 2 ** (attempt - 1)
+    return min(delay, MAX_RETRY_DELAY)
+
+
+def _apply_set(context: dict[str, Any], key: str, value: Any) -> None:
+    """Make a ``set`` write (``ctx.k.j``) visible to later tasks of the same pipeline."""
+    parts = key.split(".")
+    if len(parts) < 2:
+        context[key] = value
+        return
+    scope = context.get(parts[0])
+    node: dict[str, Any] = dict(scope) if isinstance(scope, Mapping) else {}
+    context[parts[0]] = node
+    for part in parts[1:-1]:
+        child = node.get(part)
+        child = dict(child) if isinstance(child, Mapping) else {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _error(exc: BaseException, task: str) -> dict[str, Any]:
+    type_name = exc.type_name if isinstance(exc, PythonToolError) else type(exc).__name__
+    return {"message": str(exc) or type_name, "type": type_name, "task": task}
+
+
+def _task_inputs(spec: CommandSpec, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Step-level args, overridden by the task's own ``args`` / ``input`` (both forms)."""
+    inputs = dict(spec.args)
+    for key in ("args", "input"):
+        own = config.get(key)
+        if isinstance(own, Mapping):
+            inputs.update(own)
+    return inputs
+
+
+class PipelineRunner:
+    """Runs ``CommandSpec.tasks`` with the tools of a :class:`ToolRegistry`."""
+
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        max_task_runs: int = DEFAULT_MAX_TASK_RUNS,
+    ) -> None:
+        self.registry = registry
+        self._sleep = sleep
+        self.max_task_runs = max_task_runs
+
+    def _base_context(self, spec: CommandSpec) -> dict[str, Any]:
+        context = dict(spec.context)
+        context["args"] = dict(spec.args)
+        context.setdefault("input", context["args"])
+        context.update({"_prev": None, "_task": None, "_attempt": 1})
+        # Tasks that have not run yet read as none, like a step that did not run.
+        for task in spec.tasks:
+            context.setdefault(task.name, None)
+        return context
+
+    async def run(self, spec: CommandSpec) -> StepOutcome:
+        """Run the pipeline to its end, a ``break``, or a failure. Never raises for task errors."""
+        tasks = spec.tasks
+        positions: dict[str, int] = {}
+        for i, task in enumerate(tasks):
+            positions.setdefault(task.name, i)
+        context = self._base_context(spec)
+        patch: dict[str, Any] = {}
+        index, attempt, runs = 0, 1, 0
+        result: Any = None
+        last_task: str | None = None
+
+        def failed(error: dict[str, Any]) -> StepOutcome:
+            return StepOutcome("failed", None, error, patch, error.get("task"), runs)
+
+        while index < len(tasks):
+            task = tasks[index]
+            runs += 1
+            if runs > self.max_task_runs:
+                return failed(
+                    {
+                        "message": f"pipeline exceeded {self.max_task_runs} task runs (a retry/jump cycle?)",
+                        "type": "PipelineLimitError",
+                        "task": task.name,
+                    }
+                )
+            context.update({"_task": task.name, "_attempt": attempt})
+            last_task = task.name
+            try:
+                config = render(task.config, context)
+                tool = self.registry.get(task.kind)
+            except (TemplateError, UnknownToolError) as exc:
+                # Fixed before the tool runs, so no rule can repair it: fail the step.
+                return failed(_error(exc, task.name))
+            if not isinstance(config, dict):
+                config = {}
+            output = await self._call(task, tool, config, _task_inputs(spec, config), context, attempt)
+            rule_context = {**context, "outcome": output, "output": output}
+            try:
+                rule = self._match(task, rule_context)
+                if rule is not None and rule.set:
+                    for key, value in render(rule.set, rule_context).items():
+                        patch[key] = value
+                        _apply_set(context, key, value)
+            except TemplateError as exc:
+                return failed(_error(exc, task.name))
+            result = output["result"]
+            context[task.name] = result
+            context["_prev"] = result
+            action = rule.do if rule is not None else ("continue" if output["status"] == "ok" else "fail")
+
+            if action == "continue":
+                index, attempt = index + 1, 1
+            elif action == "break":
+                return StepOutcome("completed", result, None, patch, task.name, runs)
+            elif action == "fail":
+                error = dict(
+                    output["error"]
+                    or {"message": f"task {task.name!r} failed by rule", "type": "RuleFailure"}
+                )
+                error["task"] = task.name
+                return failed(error)
+            elif action == "retry":
+                limit = (
+                    rule.attempts
+                    if rule is not None and rule.attempts is not None
+                    else DEFAULT_RETRY_ATTEMPTS
+                )
+                if attempt >= limit:
+                    cause = (output["error"] or {}).get("message")
+                    message = f"task {task.name!r}: retries exhausted after {attempt} attempt(s)"
+                    return failed(
+                        {
+                            "message": f"{message}: {cause}" if cause else message,
+                            "type": (output["error"] or {}).get("type", "RetriesExhausted"),
+                            "task": task.name,
+                        }
+                    )
+                assert rule is not None
+                await self._sleep(backoff_delay(rule, attempt))
+                attempt += 1
+            elif action == "jump":
+                target = rule.to if rule is not None else None
+                if target not in positions:
+                    return failed(
+                        {
+                            "message": f"jump to unknown task {target!r}",
+                            "type": "RuleError",
+                            "task": task.name,
+                        }
+                    )
+                assert target is not None
+                index, attempt = positions[target], 1
+            else:
+                return failed(
+                    {"message": f"unknown rule action {action!r}", "type": "RuleError", "task": task.name}
+                )
+
+        return StepOutcome("completed", result, None, patch, last_task, runs)
+
+    async def _call(
+        self,
+        task: TaskSpec,
+        tool: Any,
+        config: dict[str, Any],
+        inputs: dict[str, Any],
+        context: Mapping[str, Any],
+        attempt: int,
+    ) -> dict[str, Any]:
+        """Run one tool call and describe it as the ``outcome`` / ``output`` rules see."""
+        started = time.perf_counter()
+        try:
+            value = await tool(config, inputs, context)
+            status, error = "ok", None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            value, status = None, "error"
+            error = {"message": str(exc) or type(exc).__name__, "type": _error(exc, task.name)["type"]}
+        elapsed = time.perf_counter() - started
+        DISPATCH_SECONDS.labels(task.kind).observe(elapsed)
+        return {
+            "status": status,
+            "result": value,
+            "data": value,
+            "error": error,
+            "meta": {"task": task.name, "kind": task.kind, "attempt": attempt, "duration_seconds": elapsed},
+        }
+
+    @staticmethod
+    def _match(task: TaskSpec, context: Mapping[str, Any]) -> Rule | None:
+        for rule in task.rules:
+            if rule.when is None or evaluate(rule.when, context):
+                return rule
+        return None

@@ -1,0 +1,525 @@
+"""The worker loop: pull command notifications, claim, run the pipeline, report, ack.
+
+Shape (STYLE.md, after temporalio's worker): one poller that fetches only as many
+messages as there are free slots, a bounded set of in-flight command tasks, and a
+graceful stop — stop fetching, let in-flight commands finish within a grace period,
+then nak what is left so another worker takes it over.
+
+A message is acked only after its terminal event was accepted by the control-api
+(ARCHITECTURE §5): until then ``msg.in_progress()`` keeps JetStream from redelivering
+it and ``command.heartbeat`` events renew the claim's lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import httpx
+import msgspec
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from noetl_common import (
+    ApiError,
+    ClaimReply,
+    CommandNotification,
+    CommandSpec,
+    Event,
+    WorkerHeartbeat,
+    WorkerRegistration,
+    ensure_consumer,
+    ensure_streams,
+    pool_consumer_config,
+    utc_now_iso,
+)
+
+from ._api import ControlPlane
+from ._config import WorkerConfig
+from ._metrics import COMMANDS, EVENT_POST_RETRIES, IN_FLIGHT
+from ._pipeline import PipelineRunner, StepOutcome
+from ._tools import ToolRegistry
+
+#: Redelivery delay after a retryable claim failure that named no Retry-After.
+DEFAULT_NAK_DELAY_SECONDS = 2.0
+#: Backoff of a retried event POST: starts here, doubles, capped at the maximum.
+POST_RETRY_INITIAL_SECONDS = 0.2
+POST_RETRY_MAX_SECONDS = 10.0
+#: Claim statuses that mean "not now, try later" (besides any 5xx).
+_RETRY_LATER = frozenset({408, 425, 429})
+
+ApiFor = Callable[[str | None], ControlPlane]
+
+
+def _package_version() -> str | None:
+    try:
+        return version("noetl-system-worker")
+    except PackageNotFoundError:
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    """Task results are arbitrary Python; events must be JSON. Unknown types become str."""
+    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=str))
+
+
+class StaleAttemptError(Exception):
+    """The control-api answered 409: another attempt owns this command now."""
+
+
+class EventRejectedError(Exception):
+    """The control-api refused an event for good (a 4xx other than 409)."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.status_code in _RETRY_LATER or exc.status_code >= 500
+    return isinstance(exc, httpx.TransportError | OSError | asyncio.TimeoutError)
+
+
+class Worker:
+    """A pool worker: one JetStream pull consumer, up to ``max_concurrent`` commands at once."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        api_for: ApiFor,
+        registry: ToolRegistry | None = None,
+        runner: PipelineRunner | None = None,
+        logger: Any = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self._api_for = api_for
+        self.runner = runner or PipelineRunner(registry or ToolRegistry.default())
+        self.log = logger or structlog.get_logger(service="noetl-system-worker")
+        self._log = self.log.bind(worker_id=config.worker_id, pool=config.pool)
+        self._sleep = sleep
+        self._in_flight: dict[asyncio.Task[None], Msg] = {}
+        self._slot_freed = asyncio.Event()
+        self._connected = False
+        self._running = False
+
+    # -- health --------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """True only while connected to NATS and the fetch loop is running."""
+        return self._connected and self._running
+
+    def details(self) -> dict[str, Any]:
+        """Extra fields of ``/readyz``."""
+        return {
+            "worker_id": self.config.worker_id,
+            "pool": self.config.pool,
+            "nats_connected": self._connected,
+            "loop_running": self._running,
+            "in_flight": len(self._in_flight),
+            "max_concurrent": self.config.max_concurrent,
+        }
+
+    @property
+    def in_flight(self) -> int:
+        """Commands being handled right now."""
+        return len(self._in_flight)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully and return."""
+        nc = await self._connect(stop)
+        if nc is None:
+            return
+        presence: asyncio.Task[None] | None = None
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            consumer = dataclasses.replace(
+                pool_consumer_config(
+                    self.config.pool,
+                    ack_wait_seconds=self.config.ack_wait_seconds,
+                    max_deliver=self.config.max_deliver,
+                ),
+                durable_name=self.config.consumer,
+                filter_subject=self.config.filter_subject,
+            )
+            await ensure_consumer(js, self.config.stream, consumer)
+            sub = await js.pull_subscribe_bind(durable=self.config.consumer, stream=self.config.stream)
+            presence = asyncio.create_task(self._presence())
+            self._running = True
+            self._log.info(
+                "worker started",
+                consumer=self.config.consumer,
+                filter_subject=self.config.filter_subject,
+                max_concurrent=self.config.max_concurrent,
+            )
+            try:
+                await self._fetch_loop(sub, stop)
+            finally:
+                self._running = False
+                await self._drain_in_flight()
+        finally:
+            if presence is not None:
+                presence.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await presence
+                await self._deregister()
+            # flush + close rather than drain: drain waits on the pull subscription's
+            # internal queue, which fetch never marks done, for the whole drain timeout.
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await nc.close()
+            self._connected = False
+            self._log.info("worker stopped")
+
+    async def _connect(self, stop: asyncio.Event) -> NatsClient | None:
+        """Connect to NATS, retrying with backoff until connected or asked to stop."""
+
+        async def disconnected() -> None:
+            self._connected = False
+            self._log.warning("nats disconnected")
+
+        async def reconnected() -> None:
+            self._connected = True
+            self._log.info("nats reconnected")
+
+        async def errored(exc: Exception) -> None:
+            self._log.warning("nats error", error=str(exc))
+
+        servers = [s.strip() for s in self.config.nats_url.split(",") if s.strip()]
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                nc = await nats.connect(
+                    servers=servers,
+                    user=self.config.nats_user,
+                    password=self.config.nats_password,
+                    name=f"noetl-system-worker:{self.config.worker_id}",
+                    max_reconnect_attempts=-1,
+                    connect_timeout=5,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=errored,
+                )
+            except Exception as exc:
+                self._log.warning("nats connect failed; retrying", error=str(exc), retry_in=delay)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._connected = True
+            return nc
+        return None
+
+    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.config.max_concurrent - len(self._in_flight)
+                if free <= 0:
+                    # Fetch nothing while full: un-fetched messages stay available to other workers.
+                    self._slot_freed.clear()
+                    slot = asyncio.ensure_future(self._slot_freed.wait())
+                    await asyncio.wait({slot, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    slot.cancel()
+                    continue
+                try:
+                    messages = await sub.fetch(batch=free, timeout=self.config.fetch_timeout_seconds)
+                except nats.errors.TimeoutError:
+                    continue
+                except Exception as exc:
+                    self._log.warning("fetch failed", error=repr(exc))
+                    await asyncio.wait({stop_wait}, timeout=1.0)
+                    continue
+                for msg in messages:
+                    if stop.is_set():
+                        # Pulled while stopping: give it straight back for another worker.
+                        with contextlib.suppress(Exception):
+                            await msg.nak()
+                        continue
+                    self._spawn(msg)
+        finally:
+            stop_wait.cancel()
+
+    def _spawn(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle(msg))
+        self._in_flight[task] = msg
+        IN_FLIGHT.inc()
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        IN_FLIGHT.dec()
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("command handler crashed", error=repr(task.exception()))
+
+    async def _drain_in_flight(self) -> None:
+        """Let in-flight commands finish within the grace period; release the rest."""
+        tasks = set(self._in_flight)
+        if not tasks:
+            return
+        self._log.info(
+            "waiting for in-flight commands", count=len(tasks), grace=self.config.shutdown_grace_seconds
+        )
+        _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
+        for task in pending:
+            task.cancel()  # each handler naks its own message when cancelled
+        if pending:
+            self._log.warning("grace period over; releasing commands", count=len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- presence --------------------------------------------------------------------------
+    async def _presence(self) -> None:
+        """Register, then heartbeat every interval; re-register when the API forgot us."""
+        api = self._api_for(None)
+        registered = False
+        while True:
+            try:
+                if not registered:
+                    await api.register_worker(
+                        WorkerRegistration(
+                            worker_id=self.config.worker_id,
+                            pool=self.config.pool,
+                            capacity=self.config.max_concurrent,
+                            hostname=socket.gethostname(),
+                            version=_package_version(),
+                            meta={
+                                "consumer": self.config.consumer,
+                                "filter_subject": self.config.filter_subject,
+                            },
+                        )
+                    )
+                    registered = True
+                    self._log.info("worker registered")
+                else:
+                    await api.heartbeat_worker(
+                        WorkerHeartbeat(
+                            worker_id=self.config.worker_id,
+                            pool=self.config.pool,
+                            in_flight=len(self._in_flight),
+                        )
+                    )
+            except ApiError as exc:
+                if exc.status_code == 404:
+                    registered = False
+                self._log.warning("worker registration/heartbeat failed", error=str(exc))
+            except Exception as exc:
+                self._log.warning("worker registration/heartbeat failed", error=repr(exc))
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    async def _deregister(self) -> None:
+        try:
+            await asyncio.wait_for(self._api_for(None).deregister_worker(self.config.worker_id), 5.0)
+        except Exception as exc:
+            self._log.warning("deregister failed", error=repr(exc))
+
+    # -- one command -----------------------------------------------------------------------
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            await self._handle_message(msg)
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: hand the command to another worker now
+            # rather than after the ack wait. Its lease expiry lets the next claim in.
+            try:
+                await msg.nak()
+            except Exception as exc:
+                self._log.warning("nak of a released command failed", error=repr(exc))
+            COMMANDS.labels("released").inc()
+            self._log.info("command released for redelivery", subject=msg.subject)
+            raise
+
+    async def _handle_message(self, msg: Msg) -> None:
+        try:
+            note = msgspec.json.decode(msg.data, type=CommandNotification)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._log.error(
+                "undecodable command notification; terminated", subject=msg.subject, error=str(exc)
+            )
+            await msg.term()
+            COMMANDS.labels("undecodable").inc()
+            return
+        log = self._log.bind(execution_id=note.execution_id, event_id=note.event_id, step=note.step)
+        api = self._api_for(note.server_url)
+        try:
+            claim = await api.claim_command(note.event_id, self.config.worker_id)
+        except Exception as exc:
+            await self._claim_failed(msg, exc, log)
+            return
+        await self._run_claimed(msg, claim, api, log.bind(attempt=claim.attempt, command_id=claim.command_id))
+
+    async def _claim_failed(self, msg: Msg, exc: Exception, log: Any) -> None:
+        status = exc.status_code if isinstance(exc, ApiError) else None
+        if status == 409:
+            log.info("command already claimed or finished; dropped")
+            await msg.ack()
+            COMMANDS.labels("conflict").inc()
+        elif status == 404:
+            log.warning("command unknown to the control-api; dropped")
+            await msg.ack()
+            COMMANDS.labels("not_found").inc()
+        elif _retryable(exc):
+            retry_after = exc.retry_after if isinstance(exc, ApiError) else None
+            delay = retry_after if retry_after is not None else DEFAULT_NAK_DELAY_SECONDS
+            log.info("claim deferred; redelivery requested", status=status, delay=delay, error=str(exc))
+            await msg.nak(delay=delay)
+            COMMANDS.labels("retry_later").inc()
+        else:
+            # A 4xx the claim will never get past (bad request): retrying cannot help.
+            log.error("claim refused; dropped", status=status, error=str(exc))
+            await msg.ack()
+            COMMANDS.labels("rejected").inc()
+
+    async def _run_claimed(self, msg: Msg, claim: ClaimReply, api: ControlPlane, log: Any) -> None:
+        meta = {"attempt": claim.attempt, "command_id": claim.command_id}
+
+        def event(event_type: str, status: str, context: dict[str, Any] | None = None) -> Event:
+            # event_id is minted once per event, so a retried POST of the same object is idempotent.
+            return Event(
+                execution_id=claim.execution_id,
+                event_type=event_type,
+                event_id=self.config.snowflake.next_id(),
+                step=claim.step,
+                status=status,
+                created_at=utc_now_iso(),
+                context=context,
+                worker_id=self.config.worker_id,
+                meta=meta,
+            )
+
+        lease_lost = asyncio.Event()
+        keepalive = [
+            asyncio.create_task(self._keep_in_progress(msg, log)),
+            asyncio.create_task(self._heartbeat_events(api, event, lease_lost, log)),
+        ]
+        try:
+            await self._post(api, [event("command.started", "RUNNING", {"tool_kind": claim.tool_kind})], log)
+            outcome = await self._run_pipeline(claim.command, lease_lost)
+            if outcome is None:
+                raise StaleAttemptError("lease lost while the pipeline ran")
+            if outcome.ok:
+                context: dict[str, Any] = {"result": _jsonable(outcome.result)}
+                if outcome.set:
+                    context["set"] = _jsonable(outcome.set)
+                terminal = [
+                    event("call.done", "COMPLETED", {"result": context["result"]}),
+                    event("command.completed", "COMPLETED", context),
+                ]
+            else:
+                terminal = self._failure_events(event, outcome.error or {})
+            try:
+                await self._post(api, terminal, log)
+            except EventRejectedError as exc:
+                if not outcome.ok:
+                    raise
+                # The result itself was refused (e.g. too large): report the step as failed
+                # rather than leaving the command to be redelivered and rerun.
+                error = {"message": f"control-api refused the result: {exc}", "type": "EventRejected"}
+                await self._post(api, self._failure_events(event, error), log)
+                outcome = StepOutcome("failed", error=error)
+            await msg.ack_sync()
+            COMMANDS.labels(outcome.status).inc()
+            log.info("command finished", status=outcome.status, task_runs=outcome.task_runs)
+        except StaleAttemptError as exc:
+            log.warning("stale attempt; another worker owns the command; dropped", reason=str(exc))
+            await msg.ack()
+            COMMANDS.labels("stale_attempt").inc()
+        except EventRejectedError as exc:
+            log.error("control-api refused the terminal event; redelivery requested", error=str(exc))
+            await msg.nak(delay=DEFAULT_NAK_DELAY_SECONDS)
+            COMMANDS.labels("rejected").inc()
+        finally:
+            for task in keepalive:
+                task.cancel()
+            await asyncio.gather(*keepalive, return_exceptions=True)
+
+    @staticmethod
+    def _failure_events(event: Callable[..., Event], error: dict[str, Any]) -> list[Event]:
+        error = _jsonable(error)
+        return [
+            event("call.error", "FAILED", {"error": error}),
+            event("command.failed", "FAILED", {"error": error}),
+        ]
+
+    async def _run_pipeline(self, spec: CommandSpec, lease_lost: asyncio.Event) -> StepOutcome | None:
+        """Run the pipeline; None when the lease was lost meanwhile (the run is abandoned)."""
+        run = asyncio.ensure_future(self.runner.run(spec))
+        lost = asyncio.ensure_future(lease_lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {run, lost}, timeout=spec.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            if run in done:
+                return run.result()
+            if lost in done:
+                return None
+            return StepOutcome(
+                "failed",
+                error={
+                    "message": f"command timed out after {spec.timeout_seconds:g} s",
+                    "type": "TimeoutError",
+                },
+            )
+        finally:
+            for fut in (run, lost):
+                fut.cancel()
+            await asyncio.gather(run, lost, return_exceptions=True)
+
+    async def _post(self, api: ControlPlane, events: list[Event], log: Any) -> None:
+        """POST events until accepted; retries reuse the same event ids (idempotent)."""
+        delay = POST_RETRY_INITIAL_SECONDS
+        while True:
+            try:
+                await api.post_events(events)
+                return
+            except ApiError as exc:
+                if exc.status_code == 409:
+                    raise StaleAttemptError(str(exc)) from exc
+                if not _retryable(exc):
+                    raise EventRejectedError(str(exc)) from exc
+                wait = exc.retry_after if exc.retry_after is not None else delay
+                error = str(exc)
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                wait, error = delay, repr(exc)
+            EVENT_POST_RETRIES.inc()
+            log.warning(
+                "event post failed; retrying",
+                error=error,
+                retry_in=wait,
+                events=[e.event_type for e in events],
+            )
+            await self._sleep(wait)  # backoff between retries, not synchronisation
+            delay = min(delay * 2, POST_RETRY_MAX_SECONDS)
+
+    async def _keep_in_progress(self, msg: Msg, log: Any) -> None:
+        """Tell JetStream the message is still being worked on, so it is not redelivered."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                await msg.in_progress()
+            except Exception as exc:
+                log.warning("in_progress failed", error=repr(exc))
+
+    async def _heartbeat_events(
+        self, api: ControlPlane, event: Callable[..., Event], lease_lost: asyncio.Event, log: Any
+    ) -> None:
+        """Renew the claim's lease with ``command.heartbeat`` events; a 409 means it is lost."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                await api.post_events([event("command.heartbeat", "RUNNING")])
+            except ApiError as exc:
+                if exc.status_code == 409:
+                    lease_lost.set()
+                    return
+                log.warning("heartbeat event failed", error=str(exc))
+            except Exception as exc:
+                log.warning("heartbeat event failed", error=repr(exc))

@@ -1,0 +1,237 @@
+"""An in-memory fake of OUR control-api contract, and a JetStream test helper.
+
+NATS is always a real nats-server (``nats_url`` from noetl_dev's plugin); only the
+HTTP API is faked, by an object with the ``ControlPlane`` protocol's methods that keeps
+the contract's rules (claim leases and attempts, 409 on stale attempts, idempotent
+event ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from noetl_common import (
+    ApiError,
+    ClaimReply,
+    CommandNotification,
+    CommandSpec,
+    ErrorBody,
+    Event,
+    EventsReply,
+    TaskSpec,
+    WorkerHeartbeat,
+    WorkerRegistration,
+    command_subject,
+)
+
+TERMINAL = ("command.completed", "command.failed")
+
+
+def api_error(status: int, code: str, retry_after: float | None = None) -> ApiError:
+    """An ApiError as ControlPlaneClient raises it for a non-2xx reply."""
+    body = ErrorBody(status_code=status, error=code, detail=f"fake {code}")
+    return ApiError(status, body, "", retry_after)
+
+
+@dataclass
+class FakeCommand:
+    """One command row of the fake control-api."""
+
+    event_id: int
+    command_id: int
+    execution_id: int
+    step: str
+    spec: CommandSpec
+    status: str = "PENDING"
+    attempt: int = 0
+    worker_id: str | None = None
+
+
+PostHook = Callable[[list[Event]], Awaitable[ApiError | None]]
+
+
+@dataclass
+class FakeControlPlane:
+    """In-memory control-api: commands, claims, events, worker registry."""
+
+    commands: dict[int, FakeCommand] = field(default_factory=dict)
+    claims: list[tuple[int, str, float]] = field(default_factory=list)
+    claim_errors: dict[int, list[ApiError]] = field(default_factory=dict)
+    posts: list[list[Event]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    post_hook: PostHook | None = None
+    registrations: list[WorkerRegistration] = field(default_factory=list)
+    heartbeats: list[WorkerHeartbeat] = field(default_factory=list)
+    deregistered: list[str] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1000))
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def add_command(
+        self,
+        tasks: list[TaskSpec],
+        *,
+        step: str = "start",
+        args: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> CommandNotification:
+        """Issue a command (as control-api would) and return its notification."""
+        event_id, command_id, execution_id = next(self._ids), next(self._ids), next(self._ids)
+        spec = CommandSpec(
+            tasks=tasks, args=args or {}, context=context or {}, timeout_seconds=timeout_seconds
+        )
+        self.commands[event_id] = FakeCommand(event_id, command_id, execution_id, step, spec)
+        return CommandNotification(
+            execution_id=execution_id,
+            event_id=event_id,
+            command_id=command_id,
+            step=step,
+            server_url="http://fake-control-api",
+            execution_pool="shared",
+        )
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds after some API call; fail after ``timeout``."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+
+    def events_of(self, event_id: int, *, heartbeats: bool = False) -> list[Event]:
+        """Accepted events of the command issued as ``event_id``, in arrival order."""
+        command = self.commands[event_id]
+        return [
+            e
+            for e in self.events
+            if e.meta
+            and e.meta.get("command_id") == command.command_id
+            and (heartbeats or e.event_type != "command.heartbeat")
+        ]
+
+    def terminal(self, event_id: int) -> bool:
+        return self.commands[event_id].status in ("COMPLETED", "FAILED")
+
+    # -- the ControlPlane protocol -------------------------------------------------------
+    async def claim_command(self, event_id: int, worker_id: str) -> ClaimReply:
+        self.claims.append((event_id, worker_id, time.monotonic()))
+        try:
+            scripted = self.claim_errors.get(event_id)
+            if scripted:
+                raise scripted.pop(0)
+            command = self.commands.get(event_id)
+            if command is None:
+                raise api_error(404, "not_found")
+            if command.status in ("COMPLETED", "FAILED", "CANCELLED"):
+                raise api_error(409, "conflict")
+            if command.status == "CLAIMED" and command.worker_id != worker_id:
+                raise api_error(409, "conflict")
+            command.status, command.worker_id = "CLAIMED", worker_id
+            command.attempt += 1
+            return ClaimReply(
+                execution_id=command.execution_id,
+                event_id=command.event_id,
+                command_id=command.command_id,
+                step=command.step,
+                attempt=command.attempt,
+                lease_seconds=30.0,
+                pool="shared",
+                tool_kind=command.spec.tasks[0].kind if command.spec.tasks else "noop",
+                command=command.spec,
+            )
+        finally:
+            await self._notify()
+
+    async def post_events(self, events: list[Event]) -> EventsReply:
+        self.posts.append(list(events))
+        try:
+            if self.post_hook is not None:
+                error = await self.post_hook(events)
+                if error is not None:
+                    raise error
+            by_command = {c.command_id: c for c in self.commands.values()}
+            for event in events:
+                command = by_command.get((event.meta or {}).get("command_id", -1))
+                if command is not None and (event.meta or {}).get("attempt") != command.attempt:
+                    raise api_error(409, "stale_attempt")
+            seen = {e.event_id for e in self.events}
+            accepted = duplicates = 0
+            for event in events:
+                if event.event_id in seen:
+                    duplicates += 1
+                    continue
+                self.events.append(event)
+                accepted += 1
+                command = by_command.get((event.meta or {}).get("command_id", -1))
+                if command is not None and event.event_type in TERMINAL:
+                    command.status = "COMPLETED" if event.event_type == "command.completed" else "FAILED"
+            return EventsReply(accepted=accepted, duplicates=duplicates)
+        finally:
+            await self._notify()
+
+    async def register_worker(self, registration: WorkerRegistration) -> None:
+        self.registrations.append(registration)
+        await self._notify()
+
+    async def heartbeat_worker(self, heartbeat: WorkerHeartbeat) -> None:
+        self.heartbeats.append(heartbeat)
+        await self._notify()
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        self.deregistered.append(worker_id)
+        await self._notify()
+
+
+class Bus:
+    """The test's own JetStream client: publishes notifications, inspects ack state."""
+
+    def __init__(self, nc: nats.NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+
+    async def publish(self, note: CommandNotification, pool: str = "shared") -> None:
+        await self.js.publish(command_subject(pool, note.execution_id), msgspec.json.encode(note))
+
+    async def publish_raw(self, data: bytes, pool: str = "shared") -> None:
+        await self.js.publish(command_subject(pool, 1), data)
+
+    async def stream_messages(self) -> int:
+        """Messages still in NOETL_COMMANDS (work-queue: an acked message is removed)."""
+        info = await self.js.stream_info("NOETL_COMMANDS")
+        return info.state.messages
+
+    async def consumer(self, pool: str = "shared") -> tuple[int, int]:
+        """(num_ack_pending, num_pending) of the pool's durable consumer."""
+        info = await self.js.consumer_info("NOETL_COMMANDS", f"noetl_worker_pool_{pool}")
+        return info.num_ack_pending, info.num_pending
+
+    async def fetch_one(self, pool: str = "shared", timeout: float = 5.0) -> Msg:
+        """Pull one message from the pool's consumer as another worker would."""
+        sub = await self.js.pull_subscribe_bind(durable=f"noetl_worker_pool_{pool}", stream="NOETL_COMMANDS")
+        try:
+            (msg,) = await sub.fetch(1, timeout=timeout)
+            return msg
+        finally:
+            await sub.unsubscribe()
+
+    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+        """Poll JetStream state until ``check`` holds; fail after ``timeout``.
+
+        JetStream pushes no change notification for ack state, so this polls, briefly
+        and bounded; it waits on a condition, it does not guess a duration.
+        """
+        deadline = time.monotonic() + timeout
+        while not await check():
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached within timeout")
+            await asyncio.sleep(0.02)
