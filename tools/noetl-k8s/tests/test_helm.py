@@ -1,0 +1,147 @@
+"""The Helm chart stays consistent with the renderer (checked as text; no helm binary here)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from noetl_k8s import base_profile, build_manifests, gke_profile
+from noetl_k8s._helm import (
+    CHART_DIR,
+    Chart,
+    check_actions,
+    check_chart,
+    check_template_shapes,
+    check_values_refs,
+    load_chart,
+    profile_from_values,
+    values_from_profile,
+)
+from noetl_k8s._render import render_tree
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / CHART_DIR
+
+
+def test_chart_passes_every_offline_check() -> None:
+    assert check_chart(CHART) == []
+
+
+def test_chart_metadata_and_templates_exist() -> None:
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert (meta["apiVersion"], meta["name"]) == ("v2", "noetl")
+    chart = load_chart(CHART)
+    assert set(chart.templates) == {
+        "secrets.yaml",
+        "rbac.yaml",
+        "control-api.yaml",
+        "outbox-publisher.yaml",
+        "projector.yaml",
+        "worker-pools.yaml",
+        "scaledobjects.yaml",
+    }
+
+
+def test_default_values_leave_the_system_pool_disabled_and_unrendered() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["workerPools"]["system"]["enabled"] is False
+    assert values["workerPools"]["shared"]["enabled"] is True
+    docs = [d for ds in build_manifests(profile_from_values(values)).values() for d in ds]
+    names = {d["metadata"]["name"] for d in docs}
+    assert not {n for n in names if "system" in n}
+    assert "noetl-worker-shared" in names
+
+
+def test_values_with_the_system_pool_enabled_render_exactly_the_base_tree() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    values["workerPools"]["system"]["enabled"] = True
+    assert render_tree(profile_from_values(values)) == render_tree(base_profile())
+
+
+@pytest.mark.parametrize("profile", [base_profile(), gke_profile()], ids=["base", "gke"])
+def test_values_round_trip_to_the_same_profile(profile: object) -> None:
+    assert isinstance(profile, type(base_profile()))
+    back = profile_from_values(values_from_profile(profile), name=profile.name)
+    assert back == profile
+
+
+def test_values_change_is_visible_in_the_rendering() -> None:
+    values = values_from_profile(base_profile())
+    values["workerPools"]["system"]["keda"]["maxReplicas"] = 7
+    so = next(
+        d
+        for d in build_manifests(profile_from_values(values))["keda.yaml"]
+        if d["metadata"]["name"] == "noetl-worker-system-scaler"
+    )
+    assert so["spec"]["maxReplicaCount"] == 7
+
+
+# --- broken templates are caught ------------------------------------------------------
+
+
+def _chart_with(template: str, old: str, new: str) -> Chart:
+    chart = load_chart(CHART)
+    text = chart.templates[template]
+    assert old in text, old
+    templates = dict(chart.templates)
+    templates[template] = text.replace(old, new, 1)
+    return replace(chart, templates=templates)
+
+
+def test_a_misspelt_yaml_key_is_caught() -> None:
+    chart = _chart_with("scaledobjects.yaml", "minReplicaCount:", "minReplicaCont:")
+    problems = check_template_shapes(chart)
+    assert any("lacks: ['minReplicaCount']" in p for p in problems)
+    assert any("never emits: ['minReplicaCont']" in p for p in problems)
+
+
+def test_a_missing_env_var_is_caught() -> None:
+    chart = _chart_with("worker-pools.yaml", "- name: NATS_FILTER_SUBJECT", "- name: NATS_FILTER")
+    (problem,) = [p for p in check_template_shapes(chart) if "env names" in p]
+    assert (
+        "only in template ['NATS_FILTER']" in problem
+        and "only in renderer ['NATS_FILTER_SUBJECT']" in problem
+    )
+
+
+def test_a_dropped_kind_is_caught() -> None:
+    chart = _chart_with("control-api.yaml", "kind: HorizontalPodAutoscaler", "kind: HPA")
+    assert any("kinds" in p for p in check_template_shapes(chart))
+
+
+def test_unknown_values_paths_are_caught() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    text = "{{ .Values.controlApi.autoscaling.maxReplica }}\n{{- range $k, $p := .Values.workerPools }}{{ $p.keda.lag }}{{ end }}"
+    text += "\n{{- $api := .Values.controlApi }}{{ $api.claimLease }}"
+    problems = check_values_refs("t.yaml", text, values)
+    assert problems == [
+        "t.yaml: .Values.controlApi.autoscaling.maxReplica is not in values.yaml",
+        "t.yaml: $api.claimLease (controlApi) is not in values.yaml",
+        "t.yaml: $p.keda.lag missing for 'shared' in values.yaml",
+        "t.yaml: $p.keda.lag missing for 'system' in values.yaml",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{- if .Values.a }}\nx: 1\n", "unclosed block(s) ['if']"),
+        ("x: 1\n{{- end }}\n", "'end' without an open block"),
+        ("x: {{ .Values.a | toYml }}\n", "unknown function or keyword 'toYml'"),
+        ("x: {{ .Values.a }\n", "unbalanced"),
+    ],
+)
+def test_malformed_actions_are_caught(text: str, expected: str) -> None:
+    problems = check_actions("t.yaml", text)
+    assert any(expected in p for p in problems), problems
+
+
+def test_every_checked_in_template_balances() -> None:
+    chart = load_chart(CHART)
+    for name, text in chart.templates.items():
+        assert check_actions(name, text) == []
+    broken = copy.deepcopy(chart.templates["worker-pools.yaml"]).rsplit("{{- end }}", 1)[0]
+    assert check_actions("worker-pools.yaml", broken) == ["worker-pools.yaml: unclosed block(s) ['range']"]
