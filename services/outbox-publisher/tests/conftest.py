@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import msgspec
 import pytest
 from noetl_common import MarkFailedReply, MarkFailedRequest, OutboxClaimReply, OutboxRow
 
@@ -20,6 +21,8 @@ class MemoryOutbox:
         self.claim_calls = 0
         self.claim_failures_left = 0
         self.claim_gate: asyncio.Event | None = None
+        self.reoffer_failed = False
+        self.claimed: dict[int, OutboxRow] = {}
         self.changed = asyncio.Condition()
 
     async def _notify(self) -> None:
@@ -50,6 +53,7 @@ class MemoryOutbox:
                 except TimeoutError:
                     return OutboxClaimReply(rows=[], claimed=0)
         rows, self.pending = self.pending[:limit], self.pending[limit:]
+        self.claimed.update((row.outbox_id, row) for row in rows)
         return OutboxClaimReply(rows=rows, claimed=len(rows))
 
     async def outbox_mark_published(self, outbox_ids: list[int]) -> int:
@@ -61,6 +65,9 @@ class MemoryOutbox:
 
     async def outbox_mark_failed(self, request: MarkFailedRequest) -> MarkFailedReply:
         self.mark_failed_calls.append(request)
+        if self.reoffer_failed:  # as if available_at had already passed
+            row = self.claimed[request.outbox_id]
+            self.pending.append(msgspec.structs.replace(row, attempts=request.attempts))
         await self._notify()
         return MarkFailedReply(marked=1, available_at_in=1.0)
 

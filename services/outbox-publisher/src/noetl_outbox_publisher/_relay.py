@@ -32,6 +32,7 @@ from ._ports import OutboxSource
 from ._waiting import Backoff, finish_within_grace, wait_or_stop
 
 _MARK_FAILED_CONCURRENCY = 16
+_RECONNECT_CHECK_SECONDS = 0.5
 
 Outcome = asyncio.Future[PubAck] | BaseException
 
@@ -103,8 +104,9 @@ class OutboxPublisher:
                 return
             while not stop.is_set():
                 if not self._connected():
-                    # Claiming now would only lease rows we cannot publish.
-                    await wait_or_stop(stop, backoff.next())
+                    # Claiming now would only lease rows we cannot publish. Short checks
+                    # (the client reconnects on its own) so the loop resumes promptly.
+                    await wait_or_stop(stop, min(_RECONNECT_CHECK_SECONDS, backoff.next()))
                     continue
                 try:
                     reply = await finish_within_grace(

@@ -1,6 +1,7 @@
 """Projects NOETL_EVENTS into the noetl.event log."""
 
 from ._config import ProjectorConfig, ProjectorSettings, resolve_shard
+from ._nats import NatsLink
 from ._ports import EventSink
 from ._projector import (
     HEADER_ERROR,
@@ -17,6 +18,7 @@ __all__ = [
     "HEADER_REASON",
     "HEADER_STREAM_SEQ",
     "EventSink",
+    "NatsLink",
     "Projector",
     "ProjectorConfig",
     "ProjectorSettings",
