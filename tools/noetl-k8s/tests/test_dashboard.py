@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -17,18 +18,37 @@ def _exprs() -> list[str]:
     return [t["expr"] for p in build_dashboard()["panels"] for t in p["targets"]]
 
 
-def _declared_in_sources() -> set[str]:
-    """``noetl_<service>_<name>`` for every counter/gauge/histogram the services declare."""
-    found: set[str] = set()
+def _declared_in_sources() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """name → (kind, labels) of every ``counter/gauge/histogram(SERVICE, ...)`` a service declares."""
+    found: dict[str, tuple[str, tuple[str, ...]]] = {}
     for path in ROOT.glob("services/*/src/*/_metrics.py"):
-        text = path.read_text()
-        service = re.search(r'SERVICE = "([\w-]+)"', text)
-        if service is None:
+        tree = ast.parse(path.read_text())
+        service = next(
+            (
+                node.value.value
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "SERVICE" for t in node.targets)
+                and isinstance(node.value, ast.Constant)
+            ),
+            None,
+        )
+        if not isinstance(service, str):
             continue
-        prefix = f"noetl_{service.group(1).replace('-', '_')}_"
-        found |= {
-            prefix + name for name in re.findall(r'(?:counter|gauge|histogram)\(\s*SERVICE,\s*"(\w+)"', text)
-        }
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+                continue
+            if call.func.id not in ("counter", "gauge", "histogram") or len(call.args) < 2:
+                continue
+            name = call.args[1]
+            assert isinstance(name, ast.Constant) and isinstance(name.value, str)
+            labels_node = call.args[3] if len(call.args) > 3 else None
+            for kw in call.keywords:
+                if kw.arg == "labels":
+                    labels_node = kw.value
+            labels = tuple(ast.literal_eval(labels_node)) if labels_node is not None else ()
+            full = f"noetl_{service.replace('-', '_')}_{name.value}"
+            found[full] = (call.func.id, labels)
     return found
 
 
@@ -51,11 +71,23 @@ def test_every_queried_metric_is_in_the_metric_table_and_every_entry_is_queried(
     assert used == table
 
 
-def test_non_provisional_metrics_are_declared_by_a_service() -> None:
+def test_non_provisional_metrics_are_declared_by_a_service_with_the_same_type_and_labels() -> None:
     declared = _declared_in_sources()
     assert declared, "no services/*/src/*/_metrics.py found"
-    missing = [m.name for m in METRICS if not m.provisional and m.name not in declared]
-    assert missing == []
+    for metric in METRICS:
+        if metric.provisional:
+            assert metric.name not in declared, f"{metric.name} is exported now: mark it provisional=False"
+            continue
+        assert metric.name in declared, metric.name
+        assert declared[metric.name] == (metric.kind, metric.labels), metric.name
+
+
+def test_grouping_labels_exist_on_the_metrics_queried() -> None:
+    table = {m.name: set(m.labels) | {"le"} for m in METRICS}
+    for expr in _exprs():
+        for by, metric in re.findall(r"by \(([^)]*)\) \(\w*\(?(noetl_[a-z_]+)", expr):
+            labels = {label.strip() for label in by.split(",")}
+            assert labels <= table[_SUFFIX.sub("", metric)], (expr, labels)
 
 
 def test_provisional_metrics_are_listed_in_the_deploy_doc() -> None:

@@ -63,25 +63,35 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "noetl_system_worker_commands_total",
         "counter",
-        ("outcome",),
+        ("pool", "outcome"),
         "command messages by claim/run outcome",
         False,
     ),
     Metric(
         "noetl_system_worker_dispatch_duration_seconds", "histogram", ("tool_kind",), "tool run time", False
     ),
-    Metric("noetl_system_worker_in_flight", "gauge", (), "commands running now", False),
-    Metric("noetl_system_worker_consumer_pending", "gauge", (), "messages pending on the pool's consumer"),
+    Metric("noetl_system_worker_in_flight", "gauge", ("pool",), "commands running now", False),
+    Metric(
+        "noetl_system_worker_consumer_pending",
+        "gauge",
+        ("pool",),
+        "messages of the pool's consumer not yet delivered",
+        False,
+    ),
+    Metric(
+        "noetl_system_worker_consumer_ack_pending",
+        "gauge",
+        ("pool",),
+        "messages delivered but not yet acked",
+        False,
+    ),
     Metric(
         "noetl_system_worker_plugin_load_seconds",
         "histogram",
-        ("source",),
+        ("pool", "source"),
         "WASM module load (cache|registry)",
     ),
 )
-
-#: Label Prometheus should copy from the pod label ``noetl.io/pool`` (see the deploy doc).
-POOL_LABEL = "pool"
 
 
 def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -118,7 +128,9 @@ def build_dashboard() -> dict[str, Any]:
             "short",
             [
                 ("max(noetl_control_api_outbox_pending)", "outbox pending"),
-                ("sum by (pool) (noetl_system_worker_consumer_pending)", "commands pending {{pool}}"),
+                # Every worker of a pool reports the same consumer, hence max, not sum.
+                ("max by (pool) (noetl_system_worker_consumer_pending)", "commands pending {{pool}}"),
+                ("max by (pool) (noetl_system_worker_consumer_ack_pending)", "commands in progress {{pool}}"),
                 ("sum(noetl_projector_consumer_pending)", "events pending (projector)"),
             ],
         ),
@@ -166,7 +178,12 @@ def build_dashboard() -> dict[str, Any]:
         (
             "Plug-in load time p95 (cache vs registry)",
             "s",
-            [(_quantile(0.95, "noetl_system_worker_plugin_load_seconds", "source"), "{{source}}")],
+            [
+                (
+                    _quantile(0.95, "noetl_system_worker_plugin_load_seconds", "pool, source"),
+                    "{{pool}} {{source}}",
+                )
+            ],
         ),
         (
             "Projector throughput and latency",
