@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from noetl_common import Event, Rule, TaskSpec
 from noetl_system_worker import ToolRegistry, Worker, WorkerConfig
+from prometheus_client import REGISTRY
 from system_worker_fakes import Bus, FakeControlPlane, api_error
 
 
@@ -50,6 +51,7 @@ def config_for(nats_url: str, **env: str) -> WorkerConfig:
         "WORKER_HEARTBEAT_INTERVAL": "0.1",
         "WORKER_METRICS_BIND": "127.0.0.1:9999",
         "NOETL_SNOWFLAKE_NODE_ID": "7",
+        "WORKER_NATS_LAG_POLL_INTERVAL": "0.1",
     }
     # A short pull keeps each test's shutdown quick; production uses the 2 s default.
     return dataclasses.replace(WorkerConfig.from_env({**base, **env}), fetch_timeout_seconds=0.25)
@@ -89,6 +91,11 @@ async def start_worker(nats_url: str, fake_api: FakeControlPlane) -> AsyncIterat
         running.stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(running.task, 15.0)
+
+
+def sample(name: str, **labels: str) -> float | None:
+    """Current value of one of the worker's metrics (process-wide registry)."""
+    return REGISTRY.get_sample_value(f"noetl_system_worker_{name}", labels)
 
 
 def types(events: list[Event]) -> list[str]:
@@ -258,11 +265,17 @@ async def test_bounded_concurrency(fake_api: FakeControlPlane, bus: Bus, start_w
     await bus.until(lambda: _is(bus.consumer(), (2, 3)))
     assert running.worker.in_flight == 2
     assert gate.running == 2
+    await bus.until(lambda: _bool(sample("consumer_pending", pool="shared") == 3))
+    assert sample("in_flight", pool="shared") == 2
+    completed_before = sample("commands_total", pool="shared", outcome="completed") or 0
 
     gate.opened.set()
     await fake_api.wait_for(lambda: all(fake_api.terminal(n.event_id) for n in notes))
     assert gate.started == 5
     assert gate.max_running == 2
+    await bus.until(
+        lambda: _bool(sample("commands_total", pool="shared", outcome="completed") == completed_before + 5)
+    )
     await bus.until(lambda: _is(bus.stream_messages(), 0))
 
 
@@ -438,5 +451,50 @@ async def test_system_pool_runs_only_system_subjects(
     await bus.publish(shared, pool="shared")
     await bus.publish(system, pool="system")
     await fake_api.wait_for(lambda: fake_api.terminal(system.event_id))
+    # The system command is acked (after its terminal event); the shared one waits for a shared worker.
+    await bus.until(lambda: _is(bus.stream_messages(), 1))
+    assert await bus.consumer("system") == (0, 0)
     assert [c[0] for c in fake_api.claims] == [system.event_id]
-    assert await bus.stream_messages() == 1  # the shared one waits for a shared worker
+
+
+async def test_command_timeout_fails_the_step(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    gate = Gate()
+    registry = ToolRegistry.default()
+    registry.register("gate", gate)
+    await start_worker(registry)
+    note = fake_api.add_command([TaskSpec(name="g", kind="gate")], timeout_seconds=0.3)
+    await bus.publish(note)
+    await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+    error = (fake_api.events_of(note.event_id)[-1].context or {})["error"]
+    assert error["type"] == "TimeoutError" and "0.3" in error["message"]
+    await bus.until(lambda: _is(bus.stream_messages(), 0))
+
+
+async def test_results_that_are_not_json_become_strings(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    await start_worker()
+    code = "import decimal\nresult = {'d': decimal.Decimal('1.5'), 'obj': object.__name__, 'n': 1}"
+    note = fake_api.add_command([TaskSpec(name="t", kind="python", config={"code": code})])
+    await bus.publish(note)
+    await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+    assert fake_api.events_of(note.event_id)[-1].context == {"result": {"d": "1.5", "obj": "object", "n": 1}}
+
+
+async def test_result_refused_by_the_api_is_reported_as_failed(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    async def hook(events: list[Event]) -> Any:
+        return api_error(413, "payload_too_large") if "command.completed" in types(events) else None
+
+    fake_api.post_hook = hook
+    await start_worker()
+    note = fake_api.add_command(NOOP, args={"a": 1, "b": 1})
+    await bus.publish(note)
+    await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+    events = fake_api.events_of(note.event_id)
+    assert types(events) == ["command.started", "call.error", "command.failed"]
+    assert (events[-1].context or {})["error"]["type"] == "EventRejected"
+    await bus.until(lambda: _is(bus.stream_messages(), 0))

@@ -15,7 +15,9 @@ async def serve(stop: asyncio.Event) -> None:
     """Read the config, serve the ops endpoints and run the worker until ``stop``."""
     config = WorkerConfig.from_env()
     log = configure_logging("noetl-system-worker", config.log_level)
-    clients = ClientPool(config.server_url)
+    clients = ClientPool(
+        config.server_url, allowed=config.allowed_server_urls, internal_token=config.internal_token
+    )
     worker = Worker(config, api_for=clients.get, logger=log)
     try:
         async with serve_ops(config.metrics_host, config.metrics_port, worker.ready, worker.details):

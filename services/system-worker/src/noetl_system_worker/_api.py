@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+import structlog
 from noetl_common import (
     ClaimReply,
     ControlPlaneClient,
@@ -47,18 +48,42 @@ class ClientPool:
     """One ``ControlPlaneClient`` per control-api base URL.
 
     Notifications carry ``server_url`` and the worker sends that command's follow-up calls
-    there (ARCHITECTURE §4); the configured ``NOETL_SERVER_URL`` serves registration and
-    notifications without a URL. Connections are reused across commands.
+    there (ARCHITECTURE §4), but only when the URL is ``NOETL_SERVER_URL`` itself or listed
+    in ``WORKER_ALLOWED_SERVER_URLS``: a message on NATS must not be able to send the
+    worker's results and bearer token to a host of its choosing. Any other URL falls back
+    to ``NOETL_SERVER_URL`` (the same API under another name, e.g. its public address).
+    Connections are reused across commands.
     """
 
-    def __init__(self, default_url: str, factory: Callable[[str], ControlPlaneClient] | None = None) -> None:
+    def __init__(
+        self,
+        default_url: str,
+        *,
+        allowed: tuple[str, ...] = (),
+        internal_token: str | None = None,
+        factory: Callable[[str], ControlPlaneClient] | None = None,
+    ) -> None:
         self.default_url = default_url.rstrip("/")
-        self._factory = factory or (lambda url: ControlPlaneClient(url))
+        self.allowed = frozenset(u.rstrip("/") for u in allowed) | {self.default_url}
+        self._factory = factory or (lambda url: ControlPlaneClient(url, internal_token=internal_token))
         self._clients: dict[str, ControlPlaneClient] = {}
+        self.refused: set[str] = set()
+
+    def resolve(self, server_url: str | None) -> str:
+        """The base URL to call for a notification's ``server_url``."""
+        url = (server_url or self.default_url).rstrip("/")
+        if url in self.allowed:
+            return url
+        if url not in self.refused:
+            self.refused.add(url)
+            structlog.get_logger(service="noetl-system-worker").warning(
+                "server_url not allowed; using NOETL_SERVER_URL", server_url=url, default=self.default_url
+            )
+        return self.default_url
 
     def get(self, server_url: str | None = None) -> ControlPlaneClient:
-        """The client for ``server_url`` (or the default URL when it is empty)."""
-        url = (server_url or self.default_url).rstrip("/")
+        """The client for ``server_url`` (the default client when it is empty or not allowed)."""
+        url = self.resolve(server_url)
         client = self._clients.get(url)
         if client is None:
             client = self._clients[url] = self._factory(url)

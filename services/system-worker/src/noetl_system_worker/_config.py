@@ -60,6 +60,9 @@ class WorkerConfig:
     consumer: str
     filter_subject: str
     log_level: str
+    lag_poll_interval: float = 10.0
+    internal_token: str | None = None
+    allowed_server_urls: tuple[str, ...] = ()
     keychain_env_vars: tuple[str, ...] = ()
     ack_wait_seconds: float = ACK_WAIT_SECONDS
     max_deliver: int = 10
@@ -115,5 +118,12 @@ class WorkerConfig:
             filter_subject=env_str("NATS_FILTER_SUBJECT", POOL_FILTER_MAP[pool], env=env),
             log_level=log_level,
             keychain_env_vars=names,
+            lag_poll_interval=env_float("WORKER_NATS_LAG_POLL_INTERVAL", 10.0, minimum=0.1, env=env),
+            internal_token=env_opt("NOETL_INTERNAL_API_TOKEN", env=env),
+            allowed_server_urls=tuple(
+                _url("WORKER_ALLOWED_SERVER_URLS", u.strip(), ("http", "https")).rstrip("/")
+                for u in (env_opt("WORKER_ALLOWED_SERVER_URLS", env=env) or "").split(",")
+                if u.strip()
+            ),
             snowflake=snowflake,
         )

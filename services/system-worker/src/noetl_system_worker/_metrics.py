@@ -11,7 +11,7 @@ COMMANDS = counter(
     "commands_total",
     "Command messages handled, by outcome (completed, failed, conflict, not_found, "
     "retry_later, undecodable, stale_attempt, released, rejected)",
-    ["outcome"],
+    ["pool", "outcome"],
 )
 DISPATCH_SECONDS = histogram(
     SERVICE,
@@ -20,7 +20,13 @@ DISPATCH_SECONDS = histogram(
     ["tool_kind"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-IN_FLIGHT = gauge(SERVICE, "in_flight", "Commands being handled by this worker right now")
+IN_FLIGHT = gauge(SERVICE, "in_flight", "Commands being handled by this worker right now", ["pool"])
 EVENT_POST_RETRIES = counter(
-    SERVICE, "event_post_retries_total", "Retried POST /api/events calls (the API was unavailable)"
+    SERVICE, "event_post_retries_total", "Retried POST /api/events calls (the API was unavailable)", ["pool"]
+)
+CONSUMER_PENDING = gauge(
+    SERVICE, "consumer_pending", "Messages of the pool's consumer not yet delivered to any worker", ["pool"]
+)
+CONSUMER_ACK_PENDING = gauge(
+    SERVICE, "consumer_ack_pending", "Messages of the pool's consumer delivered but not yet acked", ["pool"]
 )

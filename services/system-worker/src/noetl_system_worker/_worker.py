@@ -43,7 +43,7 @@ from noetl_common import (
 
 from ._api import ControlPlane
 from ._config import WorkerConfig
-from ._metrics import COMMANDS, EVENT_POST_RETRIES, IN_FLIGHT
+from ._metrics import COMMANDS, CONSUMER_ACK_PENDING, CONSUMER_PENDING, EVENT_POST_RETRIES, IN_FLIGHT
 from ._pipeline import PipelineRunner, StepOutcome
 from ._tools import ToolRegistry
 
@@ -108,6 +108,9 @@ class Worker:
         self._connected = False
         self._running = False
 
+    def _commands(self, outcome: str) -> Any:
+        return COMMANDS.labels(self.config.pool, outcome)
+
     # -- health --------------------------------------------------------------------------
     def ready(self) -> bool:
         """True only while connected to NATS and the fetch loop is running."""
@@ -135,7 +138,7 @@ class Worker:
         nc = await self._connect(stop)
         if nc is None:
             return
-        presence: asyncio.Task[None] | None = None
+        presence: asyncio.Future[Any] | None = None
         try:
             js = nc.jetstream()
             await ensure_streams(js)
@@ -150,7 +153,7 @@ class Worker:
             )
             await ensure_consumer(js, self.config.stream, consumer)
             sub = await js.pull_subscribe_bind(durable=self.config.consumer, stream=self.config.stream)
-            presence = asyncio.create_task(self._presence())
+            presence = asyncio.gather(self._presence(), self._poll_lag(sub))
             self._running = True
             self._log.info(
                 "worker started",
@@ -250,12 +253,12 @@ class Worker:
     def _spawn(self, msg: Msg) -> None:
         task = asyncio.create_task(self._handle(msg))
         self._in_flight[task] = msg
-        IN_FLIGHT.inc()
+        IN_FLIGHT.labels(self.config.pool).inc()
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
-        IN_FLIGHT.dec()
+        IN_FLIGHT.labels(self.config.pool).dec()
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             self._log.error("command handler crashed", error=repr(task.exception()))
@@ -314,6 +317,17 @@ class Worker:
                 self._log.warning("worker registration/heartbeat failed", error=repr(exc))
             await asyncio.sleep(self.config.heartbeat_interval)
 
+    async def _poll_lag(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Publish the consumer's backlog as gauges (an autoscaling and alerting signal)."""
+        while True:
+            try:
+                info = await sub.consumer_info()
+                CONSUMER_PENDING.labels(self.config.pool).set(info.num_pending or 0)
+                CONSUMER_ACK_PENDING.labels(self.config.pool).set(info.num_ack_pending or 0)
+            except Exception as exc:
+                self._log.debug("consumer info failed", error=repr(exc))
+            await asyncio.sleep(self.config.lag_poll_interval)
+
     async def _deregister(self) -> None:
         try:
             await asyncio.wait_for(self._api_for(None).deregister_worker(self.config.worker_id), 5.0)
@@ -331,7 +345,7 @@ class Worker:
                 await msg.nak()
             except Exception as exc:
                 self._log.warning("nak of a released command failed", error=repr(exc))
-            COMMANDS.labels("released").inc()
+            self._commands("released").inc()
             self._log.info("command released for redelivery", subject=msg.subject)
             raise
 
@@ -343,7 +357,7 @@ class Worker:
                 "undecodable command notification; terminated", subject=msg.subject, error=str(exc)
             )
             await msg.term()
-            COMMANDS.labels("undecodable").inc()
+            self._commands("undecodable").inc()
             return
         log = self._log.bind(execution_id=note.execution_id, event_id=note.event_id, step=note.step)
         api = self._api_for(note.server_url)
@@ -359,22 +373,22 @@ class Worker:
         if status == 409:
             log.info("command already claimed or finished; dropped")
             await msg.ack()
-            COMMANDS.labels("conflict").inc()
+            self._commands("conflict").inc()
         elif status == 404:
             log.warning("command unknown to the control-api; dropped")
             await msg.ack()
-            COMMANDS.labels("not_found").inc()
+            self._commands("not_found").inc()
         elif _retryable(exc):
             retry_after = exc.retry_after if isinstance(exc, ApiError) else None
             delay = retry_after if retry_after is not None else DEFAULT_NAK_DELAY_SECONDS
             log.info("claim deferred; redelivery requested", status=status, delay=delay, error=str(exc))
             await msg.nak(delay=delay)
-            COMMANDS.labels("retry_later").inc()
+            self._commands("retry_later").inc()
         else:
             # A 4xx the claim will never get past (bad request): retrying cannot help.
             log.error("claim refused; dropped", status=status, error=str(exc))
             await msg.ack()
-            COMMANDS.labels("rejected").inc()
+            self._commands("rejected").inc()
 
     async def _run_claimed(self, msg: Msg, claim: ClaimReply, api: ControlPlane, log: Any) -> None:
         meta = {"attempt": claim.attempt, "command_id": claim.command_id}
@@ -424,16 +438,16 @@ class Worker:
                 await self._post(api, self._failure_events(event, error), log)
                 outcome = StepOutcome("failed", error=error)
             await msg.ack_sync()
-            COMMANDS.labels(outcome.status).inc()
+            self._commands(outcome.status).inc()
             log.info("command finished", status=outcome.status, task_runs=outcome.task_runs)
         except StaleAttemptError as exc:
             log.warning("stale attempt; another worker owns the command; dropped", reason=str(exc))
             await msg.ack()
-            COMMANDS.labels("stale_attempt").inc()
+            self._commands("stale_attempt").inc()
         except EventRejectedError as exc:
             log.error("control-api refused the terminal event; redelivery requested", error=str(exc))
             await msg.nak(delay=DEFAULT_NAK_DELAY_SECONDS)
-            COMMANDS.labels("rejected").inc()
+            self._commands("rejected").inc()
         finally:
             for task in keepalive:
                 task.cancel()
@@ -489,7 +503,7 @@ class Worker:
                 if not _retryable(exc):
                     raise
                 wait, error = delay, repr(exc)
-            EVENT_POST_RETRIES.inc()
+            EVENT_POST_RETRIES.labels(self.config.pool).inc()
             log.warning(
                 "event post failed; retrying",
                 error=error,
