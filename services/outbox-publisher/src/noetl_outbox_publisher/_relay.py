@@ -29,7 +29,7 @@ from noetl_common import MarkFailedRequest, OutboxRow, ensure_streams
 from . import _metrics as m
 from ._config import RelaySettings
 from ._ports import OutboxSource
-from ._waiting import Backoff, finish_within_grace, wait_or_stop
+from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 _MARK_FAILED_CONCURRENCY = 16
 _RECONNECT_CHECK_SECONDS = 0.5
@@ -114,6 +114,10 @@ class OutboxPublisher:
                         stop,
                         self._settings.shutdown_grace_seconds,
                     )
+                except GraceExpired:
+                    # Rows the server may have leased to that call are re-offered after the lease.
+                    self._log.warning("outbox_claim_abandoned_at_shutdown")
+                    break
                 except Exception as exc:
                     self._api_ok = False
                     m.API_ERRORS.labels("claim").inc()
@@ -139,7 +143,7 @@ class OutboxPublisher:
             return
         try:
             await finish_within_grace(settling, stop, self._settings.shutdown_grace_seconds)
-        except TimeoutError:
+        except GraceExpired:
             # Unmarked rows stay IN_FLIGHT; the server re-offers them after the lease and
             # JetStream drops the copies of those already published.
             self._log.warning("outbox_settle_abandoned_at_shutdown")

@@ -11,6 +11,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+class GraceExpired(Exception):
+    """Work still running ``grace`` seconds after stop was requested; it was cancelled."""
+
+
 class Backoff:
     """Delays 0.1 s, 0.2 s, ... up to ``maximum``, with up to 50 % jitter; ``reset`` on success."""
 
@@ -40,7 +44,7 @@ async def finish_within_grace(work: Awaitable[T], stop: asyncio.Event, grace: fl
     """Await ``work``; once ``stop`` is set, give it ``grace`` seconds more, then cancel it.
 
     The cancellation reaches ``work`` as ``CancelledError`` (so it can release what it
-    holds) and is re-raised here as ``TimeoutError``.
+    holds); the caller gets ``GraceExpired``.
     """
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
@@ -52,7 +56,7 @@ async def finish_within_grace(work: Awaitable[T], stop: asyncio.Event, grace: fl
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                raise TimeoutError(f"unfinished {grace}s after stop")
+                raise GraceExpired(f"unfinished {grace}s after stop")
         return task.result()
     finally:
         stopping.cancel()

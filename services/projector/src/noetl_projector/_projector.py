@@ -35,7 +35,7 @@ from noetl_common import EVENTS_STREAM, ApiError, Event, dlq_subject, ensure_con
 from . import _metrics as m
 from ._config import ProjectorSettings
 from ._ports import EventSink
-from ._waiting import Backoff, finish_within_grace, wait_or_stop
+from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 #: Statuses meaning "this content is wrong", not "the API is unwell": bisect, don't retry.
 _REJECTED = frozenset({400, 413, 422})
@@ -141,9 +141,14 @@ class Projector:
                     handled = await finish_within_grace(
                         self._handle(msgs), stop, self._settings.shutdown_grace_seconds
                     )
-                except TimeoutError:
+                except GraceExpired:
                     self._log.warning("projector_batch_released_at_shutdown", messages=len(msgs))
                     break
+                except Exception:
+                    # An ack/nak/term that could not be sent (connection closed mid-batch):
+                    # the unsettled messages come back after ack_wait; keep the loop alive.
+                    self._log.exception("projector_batch_failed", messages=len(msgs))
+                    handled = False
                 if handled:
                     backoff.reset()
                 else:
