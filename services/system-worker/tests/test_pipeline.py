@@ -108,6 +108,12 @@ async def test_v10_input_key_and_step_args_feed_the_task() -> None:
     assert outcome.result == {"m": "hello", "n": 2}
 
 
+async def test_null_task_inputs_are_defaults_that_step_args_fill() -> None:
+    task = py("t", "result = {'t': temperature_c, 'u': unit}", args={"temperature_c": None, "unit": None})
+    outcome = await run(task, args={"temperature_c": 30})
+    assert outcome.result == {"t": 30, "u": None}
+
+
 async def test_pipeline_locals_and_earlier_results_by_name() -> None:
     first = py("first", "result = {'n': 1}")
     second = py(

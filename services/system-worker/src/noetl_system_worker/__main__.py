@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from noetl_common import configure_logging, run_service, serve_ops
 
@@ -15,6 +16,12 @@ async def serve(stop: asyncio.Event) -> None:
     """Read the config, serve the ops endpoints and run the worker until ``stop``."""
     config = WorkerConfig.from_env()
     log = configure_logging("noetl-system-worker", config.log_level)
+    # python tasks run in the loop's default executor: size it to the concurrency so every
+    # slot gets a thread (the stdlib default is min(32, cpus + 4)), plus spares for
+    # threads still finishing after their command timed out.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=config.max_concurrent + 4, thread_name_prefix="noetl-task")
+    )
     clients = ClientPool(
         config.server_url, allowed=config.allowed_server_urls, internal_token=config.internal_token
     )

@@ -81,13 +81,26 @@ def _error(exc: BaseException, task: str) -> dict[str, Any]:
     return {"message": str(exc) or type_name, "type": type_name, "task": task}
 
 
-def _task_inputs(spec: CommandSpec, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Step-level args, overridden by the task's own ``args`` / ``input`` (both forms)."""
+def _task_inputs(spec: CommandSpec, raw: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Step-level args, overridden by the task's own ``args`` / ``input`` (both forms).
+
+    A task input written as a literal null is a default (conformance C6): it does not
+    hide a step-level arg of the same name.
+    """
     inputs = dict(spec.args)
     for key in ("args", "input"):
-        own = config.get(key)
-        if isinstance(own, Mapping):
-            inputs.update(own)
+        own, written = config.get(key), raw.get(key)
+        if not isinstance(own, Mapping):
+            continue
+        for name, value in own.items():
+            if (
+                value is None
+                and name in inputs
+                and isinstance(written, Mapping)
+                and written.get(name) is None
+            ):
+                continue
+            inputs[name] = value
     return inputs
 
 
@@ -151,7 +164,9 @@ class PipelineRunner:
                 return failed(_error(exc, task.name))
             if not isinstance(config, dict):
                 config = {}
-            output = await self._call(task, tool, config, _task_inputs(spec, config), context, attempt)
+            output = await self._call(
+                task, tool, config, _task_inputs(spec, task.config, config), context, attempt
+            )
             rule_context = {**context, "outcome": output, "output": output}
             try:
                 rule = self._match(task, rule_context)

@@ -437,7 +437,11 @@ class Worker:
                 error = {"message": f"control-api refused the result: {exc}", "type": "EventRejected"}
                 await self._post(api, self._failure_events(event, error), log)
                 outcome = StepOutcome("failed", error=error)
-            await msg.ack_sync()
+            try:
+                await msg.ack_sync()
+            except Exception as exc:
+                # The command is recorded; a redelivery will meet a 409 at claim and be dropped.
+                log.warning("ack failed after the terminal event was accepted", error=repr(exc))
             self._commands(outcome.status).inc()
             log.info("command finished", status=outcome.status, task_runs=outcome.task_runs)
         except StaleAttemptError as exc:
