@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from noetl_k8s import base_profile, build_manifests, gke_profile
+from noetl_k8s import Profile, base_profile, build_manifests, gke_profile, kind_profile, validate_documents
 from noetl_k8s._helm import (
     CHART_DIR,
     Chart,
@@ -16,8 +17,10 @@ from noetl_k8s._helm import (
     check_chart,
     check_template_shapes,
     check_values_refs,
+    compare_chart,
     load_chart,
     profile_from_values,
+    render_chart,
     values_from_profile,
 )
 from noetl_k8s._render import render_tree
@@ -145,3 +148,50 @@ def test_every_checked_in_template_balances() -> None:
         assert check_actions(name, text) == []
     broken = copy.deepcopy(chart.templates["worker-pools.yaml"]).rsplit("{{- end }}", 1)[0]
     assert check_actions("worker-pools.yaml", broken) == ["worker-pools.yaml: unclosed block(s) ['range']"]
+
+
+# --- executing the chart (with the project's Go-template interpreter) -----------------
+
+
+def _variants() -> list[tuple[str, dict[str, Any], Profile]]:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    kind_without_infra = replace(kind_profile(), dev_infra=False)
+    return [
+        ("defaults", defaults, profile_from_values(defaults)),
+        ("all-pools", values_from_profile(base_profile()), base_profile()),
+        ("gke", values_from_profile(gke_profile()), gke_profile()),
+        ("kind", values_from_profile(kind_without_infra), kind_without_infra),
+    ]
+
+
+@pytest.mark.parametrize("variant", range(4), ids=["defaults", "all-pools", "gke", "kind"])
+def test_chart_output_equals_the_renderer(variant: int) -> None:
+    _, values, profile = _variants()[variant]
+    docs = render_chart(CHART, values)
+    assert compare_chart(docs, profile) == []
+    assert validate_documents(docs) == []
+
+
+def test_chart_defaults_render_no_system_pool_object() -> None:
+    docs = render_chart(CHART, yaml.safe_load((CHART / "values.yaml").read_text()))
+    assert [d["metadata"]["name"] for d in docs if "system" in d["metadata"]["name"]] == []
+    assert any(d["metadata"]["name"] == "noetl-worker-shared-scaler" for d in docs)
+
+
+def test_a_wrong_value_in_a_template_is_caught_only_by_executing_it() -> None:
+    chart = _chart_with(
+        "scaledobjects.yaml", "{{ $spec.keda.minReplicas }}", "{{ $spec.keda.cooldownPeriod }}"
+    )
+    assert check_template_shapes(chart) == []
+    problems = compare_chart(render_chart(chart, values_from_profile(base_profile())), base_profile())
+    assert problems == [
+        "ScaledObject/noetl-worker-shared-scaler.spec.minReplicaCount: chart 120 != renderer 1",
+        "ScaledObject/noetl-worker-system-scaler.spec.minReplicaCount: chart 120 != renderer 1",
+    ]
+
+
+def test_a_dropped_guard_renders_the_disabled_pool_and_is_caught() -> None:
+    chart = _chart_with("worker-pools.yaml", "{{- if $spec.enabled }}", "{{- if true }}")
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    problems = compare_chart(render_chart(chart, defaults), profile_from_values(defaults))
+    assert "Deployment/noetl-worker-system: rendered by the chart only" in problems
