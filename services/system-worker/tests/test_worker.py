@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -498,3 +499,17 @@ async def test_result_refused_by_the_api_is_reported_as_failed(
     assert types(events) == ["command.started", "call.error", "command.failed"]
     assert (events[-1].context or {})["error"]["type"] == "EventRejected"
     await bus.until(lambda: _is(bus.stream_messages(), 0))
+
+
+async def test_stop_while_nats_is_unreachable_returns(fake_api: FakeControlPlane) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    worker = Worker(config_for(f"nats://127.0.0.1:{port}"), api_for=lambda _url: fake_api)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait({task}, timeout=0.5)  # give the connect attempt time to be under way
+    assert not task.done() and not worker.ready()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert fake_api.registrations == []

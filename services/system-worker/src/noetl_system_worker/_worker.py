@@ -197,28 +197,42 @@ class Worker:
 
         servers = [s.strip() for s in self.config.nats_url.split(",") if s.strip()]
         delay = 0.5
-        while not stop.is_set():
-            try:
-                nc = await nats.connect(
-                    servers=servers,
-                    user=self.config.nats_user,
-                    password=self.config.nats_password,
-                    name=f"noetl-system-worker:{self.config.worker_id}",
-                    max_reconnect_attempts=-1,
-                    connect_timeout=5,
-                    disconnected_cb=disconnected,
-                    reconnected_cb=reconnected,
-                    error_cb=errored,
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                # With unlimited reconnects nats-py retries even the first connect forever,
+                # so race it against stop: a SIGTERM before NATS is reachable still exits.
+                connect = asyncio.ensure_future(
+                    nats.connect(
+                        servers=servers,
+                        user=self.config.nats_user,
+                        password=self.config.nats_password,
+                        name=f"noetl-system-worker:{self.config.worker_id}",
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=1,
+                        connect_timeout=5,
+                        disconnected_cb=disconnected,
+                        reconnected_cb=reconnected,
+                        error_cb=errored,
+                    )
                 )
-            except Exception as exc:
-                self._log.warning("nats connect failed; retrying", error=str(exc), retry_in=delay)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            self._connected = True
-            return nc
-        return None
+                await asyncio.wait({connect, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not connect.done():
+                    connect.cancel()
+                    await asyncio.gather(connect, return_exceptions=True)
+                    return None
+                try:
+                    nc = connect.result()
+                except Exception as exc:
+                    self._log.warning("nats connect failed; retrying", error=str(exc), retry_in=delay)
+                    await asyncio.wait({stop_wait}, timeout=delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                self._connected = True
+                return nc
+            return None
+        finally:
+            stop_wait.cancel()
 
     async def _fetch_loop(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
         stop_wait = asyncio.ensure_future(stop.wait())
