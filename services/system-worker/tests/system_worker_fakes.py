@@ -69,6 +69,7 @@ class FakeControlPlane:
     posts: list[list[Event]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     post_hook: PostHook | None = None
+    lease_seconds: float = 30.0
     registrations: list[WorkerRegistration] = field(default_factory=list)
     heartbeats: list[WorkerHeartbeat] = field(default_factory=list)
     deregistered: list[str] = field(default_factory=list)
@@ -144,7 +145,7 @@ class FakeControlPlane:
                 command_id=command.command_id,
                 step=command.step,
                 attempt=command.attempt,
-                lease_seconds=30.0,
+                lease_seconds=self.lease_seconds,
                 pool="shared",
                 tool_kind=command.spec.tasks[0].kind if command.spec.tasks else "noop",
                 command=command.spec,

@@ -76,6 +76,11 @@ async def test_sys_exit_in_task_code_fails_the_task_only() -> None:
     assert outcome.error is not None and outcome.error["type"] == "SystemExit"
 
 
+async def test_syntax_error_is_a_task_error() -> None:
+    outcome = await run(py("t", "result = (1,"))
+    assert outcome.status == "failed" and outcome.error["type"] == "SyntaxError"
+
+
 async def test_code_b64_is_accepted() -> None:
     encoded = base64.b64encode(b"result = {'via': 'b64'}").decode()
     task = TaskSpec(name="t", kind="python", config={"code_b64": encoded})

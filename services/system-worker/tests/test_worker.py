@@ -309,6 +309,25 @@ async def test_heartbeats_while_running(
     assert set(kinds[1:-2]) == {"command.heartbeat"}
 
 
+async def test_heartbeats_follow_a_short_lease(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    gate = Gate()
+    registry = ToolRegistry.default()
+    registry.register("gate", gate)
+    fake_api.lease_seconds = 0.3
+    await start_worker(registry, WORKER_HEARTBEAT_INTERVAL="5")
+    note = fake_api.add_command([TaskSpec(name="g", kind="gate")])
+    await bus.publish(note)
+    # Two renewals well within one 5 s interval: the lease, not the interval, sets the pace.
+    await fake_api.wait_for(
+        lambda: types(fake_api.events_of(note.event_id, heartbeats=True)).count("command.heartbeat") >= 2,
+        timeout=3,
+    )
+    gate.opened.set()
+    await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+
+
 async def test_stale_attempt_on_terminal_post_stops_acks_and_drops(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:

@@ -424,7 +424,7 @@ class Worker:
         lease_lost = asyncio.Event()
         keepalive = [
             asyncio.create_task(self._keep_in_progress(msg, log)),
-            asyncio.create_task(self._heartbeat_events(api, event, lease_lost, log)),
+            asyncio.create_task(self._heartbeat_events(api, event, lease_lost, claim.lease_seconds, log)),
         ]
         try:
             await self._post(api, [event("command.started", "RUNNING", {"tool_kind": claim.tool_kind})], log)
@@ -541,11 +541,18 @@ class Worker:
                 log.warning("in_progress failed", error=repr(exc))
 
     async def _heartbeat_events(
-        self, api: ControlPlane, event: Callable[..., Event], lease_lost: asyncio.Event, log: Any
+        self,
+        api: ControlPlane,
+        event: Callable[..., Event],
+        lease_lost: asyncio.Event,
+        lease_seconds: float,
+        log: Any,
     ) -> None:
         """Renew the claim's lease with ``command.heartbeat`` events; a 409 means it is lost."""
+        # A server with a lease shorter than our interval still gets ~3 renewals per lease.
+        interval = min(self.config.heartbeat_interval, max(0.05, lease_seconds / 3))
         while True:
-            await asyncio.sleep(self.config.heartbeat_interval)
+            await asyncio.sleep(interval)
             try:
                 await api.post_events([event("command.heartbeat", "RUNNING")])
             except ApiError as exc:
