@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import yaml
 from noetl_k8s import Profile, base_profile, build_manifests, gke_profile, kind_profile, validate_documents
+from noetl_k8s._gotemplate import ChartFailed
 from noetl_k8s._helm import (
     CHART_DIR,
     Chart,
+    allow_placeholders,
     check_actions,
     check_chart,
     check_template_shapes,
@@ -157,9 +159,9 @@ def _variants() -> list[tuple[str, dict[str, Any], Profile]]:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     kind_without_infra = replace(kind_profile(), dev_infra=False)
     return [
-        ("defaults", defaults, profile_from_values(defaults)),
-        ("all-pools", values_from_profile(base_profile()), base_profile()),
-        ("gke", values_from_profile(gke_profile()), gke_profile()),
+        ("defaults", allow_placeholders(defaults), profile_from_values(defaults)),
+        ("all-pools", allow_placeholders(values_from_profile(base_profile())), base_profile()),
+        ("gke", allow_placeholders(values_from_profile(gke_profile())), gke_profile()),
         ("kind", values_from_profile(kind_without_infra), kind_without_infra),
     ]
 
@@ -172,8 +174,22 @@ def test_chart_output_equals_the_renderer(variant: int) -> None:
     assert validate_documents(docs) == []
 
 
+def test_chart_refuses_to_install_placeholder_secrets() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    with pytest.raises(ChartFailed, match="CHANGE-ME placeholders"):
+        render_chart(CHART, defaults)
+    real = copy.deepcopy(defaults)
+    real["secrets"]["values"] = {key: f"real-{key.lower()}" for key in defaults["secrets"]["values"]}
+    (secret,) = [d for d in render_chart(CHART, real) if d["kind"] == "Secret"]
+    assert secret["metadata"]["annotations"]["noetl.io/placeholder"] == "false"
+    assert secret["stringData"]["NOETL_INTERNAL_API_TOKEN"] == "real-noetl_internal_api_token"
+    no_secret = copy.deepcopy(defaults)
+    no_secret["secrets"]["create"] = False
+    assert not [d for d in render_chart(CHART, no_secret) if d["kind"] == "Secret"]
+
+
 def test_chart_defaults_render_no_system_pool_object() -> None:
-    docs = render_chart(CHART, yaml.safe_load((CHART / "values.yaml").read_text()))
+    docs = render_chart(CHART, allow_placeholders(yaml.safe_load((CHART / "values.yaml").read_text())))
     assert [d["metadata"]["name"] for d in docs if "system" in d["metadata"]["name"]] == []
     assert any(d["metadata"]["name"] == "noetl-worker-shared-scaler" for d in docs)
 
@@ -183,7 +199,9 @@ def test_a_wrong_value_in_a_template_is_caught_only_by_executing_it() -> None:
         "scaledobjects.yaml", "{{ $spec.keda.minReplicas }}", "{{ $spec.keda.cooldownPeriod }}"
     )
     assert check_template_shapes(chart) == []
-    problems = compare_chart(render_chart(chart, values_from_profile(base_profile())), base_profile())
+    problems = compare_chart(
+        render_chart(chart, allow_placeholders(values_from_profile(base_profile()))), base_profile()
+    )
     assert problems == [
         "ScaledObject/noetl-worker-shared-scaler.spec.minReplicaCount: chart 120 != renderer 1",
         "ScaledObject/noetl-worker-system-scaler.spec.minReplicaCount: chart 120 != renderer 1",
@@ -192,6 +210,6 @@ def test_a_wrong_value_in_a_template_is_caught_only_by_executing_it() -> None:
 
 def test_a_dropped_guard_renders_the_disabled_pool_and_is_caught() -> None:
     chart = _chart_with("worker-pools.yaml", "{{- if $spec.enabled }}", "{{- if true }}")
-    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    defaults = allow_placeholders(yaml.safe_load((CHART / "values.yaml").read_text()))
     problems = compare_chart(render_chart(chart, defaults), profile_from_values(defaults))
     assert "Deployment/noetl-worker-system: rendered by the chart only" in problems

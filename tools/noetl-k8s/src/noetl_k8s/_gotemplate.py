@@ -138,7 +138,16 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "lower": lambda s: str(s).lower(),
     "replace": lambda old, new, s: str(s).replace(old, new),
     "index": lambda d, *keys: _index(d, keys),
+    "fail": lambda message: _fail(message),
 }
+
+
+class ChartFailed(TemplateError):
+    """The chart called ``fail``: Helm would refuse to render with these values."""
+
+
+def _fail(message: Any) -> Any:
+    raise ChartFailed(go_str(message))
 
 
 def _index(value: Any, keys: tuple[Any, ...]) -> Any:

@@ -17,6 +17,7 @@ What this does *not* do: run Helm. The interpreter implements the subset the cha
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -102,7 +103,13 @@ def values_from_profile(profile: Profile, *, disabled_pools: frozenset[str] = fr
             "monitoringEndpoint": profile.nats.monitoring_endpoint,
             "account": profile.nats.account,
         },
-        "secrets": {"create": True, "name": profile.secret_name, "values": dict(profile.secret_values)},
+        "secrets": {
+            "create": True,
+            # The chart refuses to install CHANGE-ME values unless this is set.
+            "allowPlaceholders": False,
+            "name": profile.secret_name,
+            "values": dict(profile.secret_values),
+        },
         "podDisruptionBudgets": {"enabled": profile.pdbs},
         "controlApi": {
             "replicas": api.replicas,
@@ -202,6 +209,13 @@ def default_values() -> dict[str, Any]:
     return values_from_profile(base_profile(), disabled_pools=frozenset({"system"}))
 
 
+def allow_placeholders(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` that lets the chart render the placeholder Secret (for checks)."""
+    out = copy.deepcopy(values)
+    out["secrets"]["allowPlaceholders"] = True
+    return out
+
+
 def render_values() -> str:
     return VALUES_HEADER + yaml.safe_dump(
         default_values(), sort_keys=False, default_flow_style=False, width=120
@@ -227,7 +241,7 @@ KNOWN_FUNCTIONS = frozenset(
         "if", "else", "end", "range", "define", "include", "template", "with",
         "toYaml", "nindent", "indent", "quote", "default", "printf", "trunc", "trimSuffix",
         "eq", "ne", "and", "or", "not", "required", "int", "toString", "b64enc", "list", "dict",
-        "hasKey", "lower", "replace", "index", "empty", "ternary", "contains", "add", "append",
+        "hasKey", "lower", "replace", "index", "empty", "ternary", "contains", "add", "append", "fail",
     }
 )  # fmt: skip
 
@@ -408,12 +422,12 @@ def check_chart(chart_dir: Path) -> list[str]:
     if problems:
         return problems
     # Execute the chart: defaults, and every pool enabled, against the renderer.
-    defaults = chart.values
+    defaults = allow_placeholders(chart.values)
     problems += [
         f"chart (default values): {p}"
         for p in compare_chart(render_chart(chart_dir, defaults), profile_from_values(defaults))
     ]
-    everything = values_from_profile(base_profile())
+    everything = allow_placeholders(values_from_profile(base_profile()))
     problems += [
         f"chart (all pools): {p}" for p in compare_chart(render_chart(chart_dir, everything), base_profile())
     ]
