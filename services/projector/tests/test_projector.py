@@ -139,10 +139,11 @@ async def test_a_failed_projection_is_nakd_and_really_redelivered(nc: NATS, sink
     assert metric("redelivered_total") == redelivered_before + 2
 
 
-async def test_a_poison_message_goes_to_the_dlq_and_the_rest_is_projected(
+async def test_poison_messages_go_to_the_dlq_and_the_rest_is_projected(
     nc: NATS, sink: Any, start: Any
 ) -> None:
-    await publish(nc, event(21), b"{not json", event(22))
+    no_id = msgspec.json.encode({"execution_id": 7, "event_type": "command.started"})
+    await publish(nc, event(21), b"{not json", event(22), no_id)
     start()
 
     await sink.wait_for(lambda: set(sink.projected) == {21, 22})
@@ -156,7 +157,10 @@ async def test_a_poison_message_goes_to_the_dlq_and_the_rest_is_projected(
     assert dead.headers[HEADER_ORIGINAL_SUBJECT] == original
     assert dead.headers[HEADER_REASON] == "undecodable"
     assert "not an Event" in dead.headers[HEADER_ERROR]
-    assert (await nc.jetstream().stream_info(DLQ_STREAM)).state.messages == 1
+    without_id = await nc.jetstream().get_msg(DLQ_STREAM, 2)
+    assert without_id.data == no_id
+    assert without_id.headers is not None and "without event_id" in without_id.headers[HEADER_ERROR]
+    assert (await nc.jetstream().stream_info(DLQ_STREAM)).state.messages == 2
 
 
 async def test_an_event_the_api_rejects_is_isolated_and_dead_lettered(
