@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -95,15 +95,13 @@ class Worker:
         registry: ToolRegistry | None = None,
         runner: PipelineRunner | None = None,
         logger: Any = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self._api_for = api_for
         self.runner = runner or PipelineRunner(registry or ToolRegistry.default())
-        self.log = logger or structlog.get_logger(service="noetl-system-worker")
-        self._log = self.log.bind(worker_id=config.worker_id, pool=config.pool)
-        self._sleep = sleep
-        self._in_flight: dict[asyncio.Task[None], Msg] = {}
+        log = logger or structlog.get_logger(service="noetl-system-worker")
+        self._log = log.bind(worker_id=config.worker_id, pool=config.pool)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._connected = False
         self._running = False
@@ -266,12 +264,12 @@ class Worker:
 
     def _spawn(self, msg: Msg) -> None:
         task = asyncio.create_task(self._handle(msg))
-        self._in_flight[task] = msg
+        self._in_flight.add(task)
         IN_FLIGHT.labels(self.config.pool).inc()
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        self._in_flight.discard(task)
         IN_FLIGHT.labels(self.config.pool).dec()
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
@@ -528,7 +526,7 @@ class Worker:
                 retry_in=wait,
                 events=[e.event_type for e in events],
             )
-            await self._sleep(wait)  # backoff between retries, not synchronisation
+            await asyncio.sleep(wait)  # backoff between retries
             delay = min(delay * 2, POST_RETRY_MAX_SECONDS)
 
     async def _keep_in_progress(self, msg: Msg, log: Any) -> None:
