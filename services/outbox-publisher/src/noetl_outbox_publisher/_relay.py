@@ -131,9 +131,10 @@ class OutboxPublisher:
                 if not reply.rows:
                     continue
                 m.BATCH_SIZE.observe(len(reply.rows))
+                sent_at = time.monotonic()
                 outcomes = await self._publish(reply.rows)
                 await self._await_settled(settling, stop)
-                settling = asyncio.create_task(self._settle(reply.rows, outcomes))
+                settling = asyncio.create_task(self._settle(reply.rows, outcomes, sent_at))
         finally:
             await self._await_settled(settling, stop)
             self._running = False
@@ -178,16 +179,16 @@ class OutboxPublisher:
         m.IN_FLIGHT.inc(len(rows))
         return outcomes
 
-    async def _settle(self, rows: list[OutboxRow], outcomes: list[Outcome]) -> None:
+    async def _settle(self, rows: list[OutboxRow], outcomes: list[Outcome], sent_at: float) -> None:
         """Await the acks, then record the batch's fate with the control-api. Never raises."""
-        started = time.monotonic()
         try:
             futures = [o for o in outcomes if isinstance(o, asyncio.Future)]
             if futures:
-                _, pending = await asyncio.wait(futures, timeout=self._settings.ack_timeout_seconds)
+                deadline = sent_at + self._settings.ack_timeout_seconds
+                _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
                 for future in pending:
                     future.cancel()
-            m.PUBLISH_TO_ACK.observe(time.monotonic() - started)
+            m.PUBLISH_TO_ACK.observe(time.monotonic() - sent_at)
             now = time.time()
             published: list[int] = []
             failed: list[tuple[OutboxRow, str]] = []
