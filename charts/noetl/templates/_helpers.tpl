@@ -84,3 +84,19 @@ readinessProbe:
   emptyDir:
     sizeLimit: 64Mi
 {{- end }}
+
+{{/* Prefer replicas on different nodes and zones; never block scheduling for it. */}}
+{{- define "noetl.spread" -}}
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "noetl.selector" . | nindent 6 }}
+- maxSkew: 1
+  topologyKey: topology.kubernetes.io/zone
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "noetl.selector" . | nindent 6 }}
+{{- end }}

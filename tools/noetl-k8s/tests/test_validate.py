@@ -162,13 +162,16 @@ def test_pod_rules_catch_selector_secret_security_and_volume_mistakes() -> None:
     container["volumeMounts"].append({"name": "wasm-cache", "mountPath": "/x"})
     container["env"][7]["valueFrom"]["secretKeyRef"]["key"] = "NOETL_INTERNAL_TOKEN"
     del files["projector.yaml"][1]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    spread = files["outbox-publisher.yaml"][0]["spec"]["template"]["spec"]["topologySpreadConstraints"][1]
+    spread["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] = "noetl-projector"
     problems = lint_documents(_flat(files))
     assert any("selector.matchLabels does not match" in p for p in problems)
     assert any("readOnlyRootFilesystem must be true" in p for p in problems)
     assert any("mounts undefined volume 'wasm-cache'" in p for p in problems)
     assert any("missing secret key noetl-secrets/NOETL_INTERNAL_TOKEN" in p for p in problems)
     assert any("projector container projector: needs resource requests and limits" in p for p in problems)
-    assert len(problems) == 5, problems
+    assert any("outbox-publisher: topologySpreadConstraints select other pods" in p for p in problems)
+    assert len(problems) == 6, problems
 
 
 def test_shard_count_must_follow_projector_replicas() -> None:

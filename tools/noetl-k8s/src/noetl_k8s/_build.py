@@ -101,6 +101,19 @@ def _probes(port: str) -> dict[str, Any]:
     }
 
 
+def _spread(name: str) -> list[dict[str, Any]]:
+    """Prefer replicas on different nodes and zones; never block scheduling for it."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": _selector(name)},
+        }
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    ]
+
+
 _TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
 _TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 
@@ -147,6 +160,7 @@ def _pod_template(
         "automountServiceAccountToken": False,
         "securityContext": _pod_security(),
         "terminationGracePeriodSeconds": grace_seconds,
+        "topologySpreadConstraints": _spread(name),
     }
     if init_containers:
         spec["initContainers"] = init_containers

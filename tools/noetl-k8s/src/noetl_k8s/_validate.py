@@ -158,6 +158,10 @@ def _lint_pods(docs: list[Manifest]) -> list[str]:
         labels = doc["spec"].get("template", {}).get("metadata", {}).get("labels", {})
         if not selector or any(labels.get(k) != v for k, v in selector.items()):
             problems.append(f"{where}: selector.matchLabels does not match the pod template labels")
+        for spread in pod.get("topologySpreadConstraints", []):
+            wanted = spread.get("labelSelector", {}).get("matchLabels", {})
+            if any(labels.get(k) != v for k, v in wanted.items()):
+                problems.append(f"{where}: topologySpreadConstraints select other pods than its own")
         dev = labels.get("app.kubernetes.io/component") == "dev-infra"
         account = pod.get("serviceAccountName")
         if not dev and account not in accounts:
