@@ -426,3 +426,18 @@ def test_admission_policy_is_rejected_rather_than_ignored() -> None:
         field="spec.policy.admit",
         match="admit",
     )
+
+
+def test_reserved_names_and_tool_less_loops() -> None:
+    rejects(
+        "workflow: [{step: start, next: [ctx]}, {step: ctx}]\n", step="ctx", field="step", match="reserved"
+    )
+    rejects(
+        "workflow: [{step: start, loop: {in: [1], iterator: workload}, tool: {kind: noop}}]\n",
+        step="start",
+        field="loop.iterator",
+        match="reserved",
+    )
+    rejects(
+        "workflow: [{step: start, loop: {in: [1], iterator: x}}]\n", step="start", field="loop", match="tool"
+    )

@@ -23,6 +23,7 @@ from noetl_control_api.orchestrator import (
     EventDraft,
     apply_outcome,
     cancel_execution,
+    replay,
     start_execution,
     state_from_json,
     state_to_json,
@@ -46,6 +47,7 @@ class Trace:
     final: Decision
     events: list[EventDraft] = field(default_factory=list)
     commands: list[CommandDraft] = field(default_factory=list)
+    outcomes: list[CommandOutcome] = field(default_factory=list)
 
     def entered(self, step: str) -> int:
         return sum(
@@ -77,7 +79,9 @@ def drive(
     while queue:
         command = queue.pop() if lifo else queue.popleft()
         msgspec.json.encode(command)  # every command must be JSON on the wire
-        decision = apply_outcome(pb, _wire(state), worker(command))
+        reported = worker(command)
+        trace.outcomes.append(reported)
+        decision = apply_outcome(pb, _wire(state), reported)
         state = decision.state
         trace.final = decision
         trace.events.extend(decision.events)
@@ -840,3 +844,21 @@ def test_a_command_keeps_the_ctx_it_was_issued_with() -> None:
     (command,) = decision.commands
     assert command.step == "a" and command.spec.context["ctx"] == {}
     assert decision.state.ctx == {"late": 1, "cfg": {"k": 2}}
+
+
+def test_a_non_object_payload_fails_the_execution_cleanly() -> None:
+    pb = inline("workflow: [{step: start, tool: {kind: noop}}]\n")
+    decision = start_execution(pb, execution_id=1, payload=[1, 2], catalog_path="t")  # type: ignore[arg-type]
+    assert decision.status == "FAILED" and decision.commands == []
+    assert "payload" in (decision.error or "")
+
+
+@pytest.mark.parametrize(
+    "name", ["v10_test_transient", "c2_test_loop_instance_isolation", "v10_control_flow_workbook"]
+)
+def test_replaying_the_outcomes_rebuilds_the_same_state(name: str) -> None:
+    pb = load(UPSTREAM / f"{name}.yaml")
+    trace = drive(pb, python_worker(), lifo=True)
+    rebuilt = replay(pb, execution_id=EXECUTION_ID, payload={}, catalog_path=pb.path, outcomes=trace.outcomes)
+    assert state_to_json(rebuilt) == state_to_json(trace.final.state)
+    assert rebuilt.status == "COMPLETED"

@@ -27,6 +27,8 @@ KNOWN_KINDS = frozenset(
 )
 #: WASM host imports any playbook may be granted; the rest belong to system playbooks.
 USER_CAPABILITIES = frozenset({"event_publish", "result_put"})
+#: Template names the runtime binds itself; a step or iterator of that name would be shadowed.
+RESERVED_NAMES = frozenset({"workload", "ctx", "vars", "iter", "args", "input", "execution_id"})
 # Python source is handed to the interpreter as-is, so its braces are not templates.
 _UNRENDERED_KEYS = frozenset({"code"})
 
@@ -42,6 +44,12 @@ def validate(playbook: Playbook) -> None:
     for step in playbook.steps:
         if step.name in names:
             raise PlaybookError(f"duplicate step name {step.name!r}", step=step.name, field="step")
+        if step.name in RESERVED_NAMES:
+            raise PlaybookError(
+                f"step name {step.name!r} is a reserved template name ({', '.join(sorted(RESERVED_NAMES))})",
+                step=step.name,
+                field="step",
+            )
         names.add(step.name)
     if "start" not in names:
         raise PlaybookError("the workflow needs an entry step named 'start'", field="workflow")
@@ -52,6 +60,15 @@ def validate(playbook: Playbook) -> None:
 
 
 def _check_step(step: Step, names: set[str], system: bool) -> None:
+    if step.loop is not None:
+        if not step.has_tool:
+            raise PlaybookError("a loop needs a tool to run for each item", step=step.name, field="loop")
+        if step.loop.iterator in RESERVED_NAMES:
+            raise PlaybookError(
+                f"iterator {step.loop.iterator!r} is a reserved template name",
+                step=step.name,
+                field="loop.iterator",
+            )
     if step.next is not None:
         for i, arc in enumerate(step.next.arcs):
             if arc.step not in names:

@@ -1,6 +1,6 @@
 """The pure orchestrator: playbook + execution state + event → decision. No I/O."""
 
-from ._engine import apply_outcome, cancel_execution, start_execution
+from ._engine import apply_outcome, cancel_execution, replay, start_execution
 from ._state import Decision, ExecutionState, state_from_json, state_to_json
 from ._types import CommandDraft, CommandOutcome, EventDraft, ExecutionStatus
 
@@ -13,6 +13,7 @@ __all__ = [
     "ExecutionStatus",
     "apply_outcome",
     "cancel_execution",
+    "replay",
     "start_execution",
     "state_from_json",
     "state_to_json",

@@ -7,6 +7,7 @@ decision (a rolled-back transaction) still holds the old state untouched.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -373,9 +374,17 @@ def start_execution(
     playbook: Playbook, *, execution_id: int, payload: dict[str, Any], catalog_path: str
 ) -> Decision:
     """Begin an execution: merge ``payload`` over the workload and enter ``start``."""
-    workload = {**playbook.workload, **(payload or {})}
+    if not isinstance(payload, dict):
+        payload = {}
+        error = "the execute payload must be a JSON object"
+    else:
+        error = None
+    workload = {**playbook.workload, **payload}
     state = ExecutionState(execution_id=execution_id, catalog_path=catalog_path, workload=workload)
     run = _Run(playbook, state)
+    if error is not None:
+        run.fail(None, error)
+        return run.decision()
     run.emit(
         "playbook.started", status="RUNNING", name=playbook.name, catalog_path=catalog_path, workload=workload
     )
@@ -402,3 +411,28 @@ def cancel_execution(playbook: Playbook, state: ExecutionState, reason: str) -> 
     current.in_flight, current.joins, current.loops = {}, {}, {}
     run.emit("playbook.cancelled", status="CANCELLED", reason=reason, abandoned_steps=abandoned)
     return run.decision()
+
+
+def replay(
+    playbook: Playbook,
+    *,
+    execution_id: int,
+    payload: dict[str, Any],
+    catalog_path: str,
+    outcomes: Iterable[CommandOutcome],
+    cancel_reason: str | None = None,
+) -> ExecutionState:
+    """Rebuild an execution's state from its recorded inputs, in the order they were applied.
+
+    The orchestrator is deterministic, so folding the same outcomes (their ``meta`` as
+    issued) over ``start_execution`` gives the stored state back; a difference means the
+    event log and the state tables disagree.
+    """
+    state = start_execution(
+        playbook, execution_id=execution_id, payload=payload, catalog_path=catalog_path
+    ).state
+    for outcome in outcomes:
+        state = apply_outcome(playbook, state, outcome).state
+    if cancel_reason is not None:
+        state = cancel_execution(playbook, state, cancel_reason).state
+    return state
