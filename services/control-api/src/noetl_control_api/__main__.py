@@ -1,0 +1,52 @@
+"""``noetl-control-api [serve|migrate]``: run the API under granian, or apply migrations and exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from noetl_common import ConfigError, configure_logging
+
+from ._settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``noetl-control-api`` script."""
+    parser = argparse.ArgumentParser(prog="noetl-control-api", description=__doc__)
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log = configure_logging("control-api", settings.log_level)
+
+    from .store import apply_migrations
+
+    try:
+        applied = asyncio.run(apply_migrations(settings.database_url))
+    except Exception as exc:
+        log.error("migrations failed", error=str(exc))
+        raise SystemExit(1) from None
+    log.info("migrations applied", versions=applied)
+    if args.command == "migrate":
+        return
+
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(
+        "noetl_control_api.http:app_from_env",
+        factory=True,
+        address=settings.bind_host,
+        port=settings.bind_port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        log_access=False,
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

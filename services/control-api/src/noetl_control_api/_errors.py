@@ -1,0 +1,61 @@
+"""Domain errors of the control-api; the HTTP layer maps each to one ErrorBody."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every expected failure; carries the HTTP status and the short error code."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class ValidationFailed(DomainError):
+    """The request is well-formed JSON but its content is not acceptable."""
+
+    status_code = 400
+    code = "validation_error"
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    code = "conflict"
+
+
+class StaleAttempt(DomainError):
+    """An event from an attempt that no longer holds the command."""
+
+    status_code = 409
+    code = "stale_attempt"
+
+
+class InvalidPlaybook(DomainError):
+    status_code = 422
+    code = "invalid_playbook"
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Forbidden(DomainError):
+    status_code = 403
+    code = "forbidden"
+
+
+class Unavailable(DomainError):
+    status_code = 503
+    code = "unavailable"

@@ -1,0 +1,22 @@
+"""Prometheus metrics of the control-api (``noetl_control_api_*``), one registry per process."""
+
+from __future__ import annotations
+
+from noetl_common import counter, gauge, histogram
+
+SERVICE = "control-api"
+
+REQUEST_LATENCY = histogram(
+    SERVICE,
+    "request_duration_seconds",
+    "HTTP request latency by route template",
+    ["method", "route", "status"],
+)
+OUTBOX_PENDING = gauge(SERVICE, "outbox_pending", "Outbox rows not yet published (PENDING or IN_FLIGHT)")
+CLAIMS = counter(SERVICE, "command_claims_total", "Command claim attempts by outcome", ["outcome"])
+EVENTS = counter(SERVICE, "events_total", "Worker events received by outcome", ["outcome"])
+OUTBOX_CLAIMED = counter(SERVICE, "outbox_claimed_rows_total", "Outbox rows handed to publishers")
+PROJECTED = counter(
+    SERVICE, "projected_events_total", "Events written to the read model by outcome", ["outcome"]
+)
+OUTBOX_WAITERS = gauge(SERVICE, "outbox_claim_waiters", "Outbox claims currently long-polling for new rows")

@@ -1,0 +1,53 @@
+"""Configuration of the control-api, read once from the environment at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+from noetl_common import ConfigError, env_float, env_hostport, env_int, env_opt, env_str
+
+MiB = 1024 * 1024
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Every setting the control-api reads; see the package README for the why of each default."""
+
+    database_url: str
+    internal_api_token: str | None = None
+    bind_host: str = "0.0.0.0"
+    bind_port: int = 8082
+    server_url: str = "http://localhost:8082"
+    command_lease_seconds: float = 30.0
+    outbox_lease_seconds: float = 60.0
+    event_shard_count: int = 1
+    event_result_context_max_bytes: int = 100 * 1024
+    db_pool_size: int = 10
+    request_max_body_bytes: int = 10 * MiB
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the environment; raises ConfigError naming the bad variable."""
+        host, port = env_hostport("NOETL_API_BIND", "0.0.0.0:8082", env=env)
+        log_level = env_str("NOETL_LOG_LEVEL", "INFO", env=env).upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(
+                f"NOETL_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}"
+            )
+        return cls(
+            database_url=env_str("NOETL_DATABASE_URL", env=env),
+            internal_api_token=env_opt("NOETL_INTERNAL_API_TOKEN", env=env),
+            bind_host=host,
+            bind_port=port,
+            server_url=env_str("NOETL_SERVER_URL", f"http://localhost:{port}", env=env).rstrip("/"),
+            command_lease_seconds=env_float("NOETL_COMMAND_CLAIM_LEASE_SECONDS", 30.0, minimum=1.0, env=env),
+            outbox_lease_seconds=env_float("NOETL_OUTBOX_CLAIM_LEASE_SECONDS", 60.0, minimum=1.0, env=env),
+            event_shard_count=env_int("NOETL_EVENT_SHARD_COUNT", 1, minimum=1, maximum=1024, env=env),
+            event_result_context_max_bytes=env_int(
+                "NOETL_EVENT_RESULT_CONTEXT_MAX_BYTES", 100 * 1024, minimum=1024, env=env
+            ),
+            db_pool_size=env_int("NOETL_DB_POOL_SIZE", 10, minimum=2, maximum=500, env=env),
+            request_max_body_bytes=env_int("NOETL_REQUEST_MAX_BODY_BYTES", 10 * MiB, minimum=1024, env=env),
+            log_level=log_level,
+        )

@@ -1,0 +1,59 @@
+"""Use cases of the playbook catalog."""
+
+from __future__ import annotations
+
+import re
+
+from psycopg_pool import AsyncConnectionPool
+
+from .. import store
+from .._errors import InvalidPlaybook, NotFound
+from ._playbooks import PlaybookCache, parse
+from ._views import CatalogList, CatalogListEntry, RegisterReply, ResourceReply
+
+_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,511}$")
+
+
+class CatalogService:
+    """Register, list and fetch playbooks."""
+
+    def __init__(self, pool: AsyncConnectionPool, playbooks: PlaybookCache) -> None:
+        self._pool = pool
+        self._playbooks = playbooks
+
+    async def register(self, content: str) -> RegisterReply:
+        """Validate and store ``content``; identical content keeps its version."""
+        playbook = parse(content)
+        if not _PATH.match(playbook.path) or "//" in playbook.path or ".." in playbook.path:
+            raise InvalidPlaybook(
+                f"metadata.path {playbook.path[:100]!r} must be a relative path of letters, digits, '_', '-', '.', '/'",
+                {"step": None, "field": "metadata.path"},
+            )
+        async with self._pool.connection() as conn, conn.transaction():
+            entry, _created = await store.catalog.register(conn, playbook.path, playbook.name, content)
+        self._playbooks.put(entry.path, entry.version, playbook)
+        return RegisterReply(path=entry.path, version=entry.version, name=entry.name)
+
+    async def list_entries(self) -> CatalogList:
+        async with self._pool.connection() as conn:
+            entries = await store.catalog.list_latest(conn)
+        return CatalogList(
+            entries=[
+                CatalogListEntry(path=e.path, version=e.version, name=e.name, created_at=e.created_at)
+                for e in entries
+            ]
+        )
+
+    async def resource(self, path: str, version: int | None) -> ResourceReply:
+        async with self._pool.connection() as conn:
+            entry = await store.catalog.get(conn, path, version)
+        if entry is None:
+            which = f"version {version}" if version is not None else "any version"
+            raise NotFound(f"no catalog entry for path {path[:200]!r} ({which})")
+        return ResourceReply(
+            path=entry.path,
+            version=entry.version,
+            name=entry.name,
+            content=entry.content,
+            created_at=entry.created_at,
+        )

@@ -1,0 +1,94 @@
+"""The command claim protocol (ARCHITECTURE §5): leases, attempts, ``command.claimed``."""
+
+from __future__ import annotations
+
+import msgspec
+from noetl_common import ClaimReply, CommandSpec
+from psycopg_pool import AsyncConnectionPool
+
+from .. import store
+from .._errors import Conflict, NotFound, ValidationFailed
+from .._metrics import CLAIMS
+from ._recorder import ExecutionRef, Recorder
+from ._views import CommandView
+
+
+class ClaimService:
+    """Hands out command leases and reports command status."""
+
+    def __init__(self, pool: AsyncConnectionPool, recorder: Recorder, *, lease_seconds: float) -> None:
+        self._pool = pool
+        self._recorder = recorder
+        self._lease = lease_seconds
+
+    async def claim(self, event_id: int, worker_id: str) -> ClaimReply:
+        """Take the lease, or raise 409 (finished, cancelled, held by a live lease) / 404."""
+        if not worker_id or len(worker_id) > 200:
+            raise ValidationFailed("worker_id must be a non-empty string of at most 200 characters")
+        async with self._pool.connection() as conn, conn.transaction():
+            command = await store.commands.claim(conn, event_id, worker_id, self._lease)
+            if command is None:
+                current = await store.commands.get_by_event(conn, event_id)
+                if current is None:
+                    CLAIMS.labels("not_found").inc()
+                    raise NotFound(f"no command with event_id {event_id}")
+                CLAIMS.labels("conflict").inc()
+                if current.status == "CLAIMED":
+                    raise Conflict(
+                        f"command {current.command_id} is held by worker {current.worker_id!r} until"
+                        f" {current.lease_expires_at}",
+                        {"status": current.status, "attempt": current.attempt},
+                    )
+                raise Conflict(
+                    f"command {current.command_id} is {current.status}",
+                    {"status": current.status, "attempt": current.attempt},
+                )
+            execution = await store.executions.get(conn, command.execution_id)
+            assert execution is not None
+            ref = ExecutionRef(
+                execution_id=execution.execution_id,
+                catalog_path=execution.path,
+                parent_execution_id=execution.parent_execution_id,
+            )
+            claimed = self._recorder.new_event(
+                ref,
+                "command.claimed",
+                step=command.step,
+                status="CLAIMED",
+                worker_id=worker_id,
+                meta={"command_id": command.command_id, "attempt": command.attempt, "pool": command.pool},
+            )
+            await self._recorder.write_events(conn, [claimed])
+        CLAIMS.labels("claimed").inc()
+        return ClaimReply(
+            execution_id=command.execution_id,
+            event_id=command.event_id,
+            command_id=command.command_id,
+            step=command.step,
+            attempt=command.attempt,
+            lease_seconds=self._lease,
+            pool=command.pool,
+            tool_kind=command.tool_kind,
+            # the worker's input, not a display: scrubbing it would change what runs
+            command=msgspec.convert(command.spec, CommandSpec),
+            catalog_path=execution.path,
+        )
+
+    async def get(self, event_id: int) -> CommandView:
+        async with self._pool.connection() as conn:
+            command = await store.commands.get_by_event(conn, event_id)
+        if command is None:
+            raise NotFound(f"no command with event_id {event_id}")
+        return CommandView(
+            event_id=command.event_id,
+            command_id=command.command_id,
+            execution_id=command.execution_id,
+            step=command.step,
+            status=command.status,
+            attempt=command.attempt,
+            worker_id=command.worker_id,
+            pool=command.pool,
+            tool_kind=command.tool_kind,
+            lease_expires_at=command.lease_expires_at,
+            started_at=command.started_at,
+        )

@@ -1,0 +1,161 @@
+"""Use cases of executions: start, read, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noetl_common import Event, scrub
+from psycopg_pool import AsyncConnectionPool
+
+from .. import store
+from .._errors import NotFound, ValidationFailed
+from ..orchestrator import cancel_execution, start_execution, state_from_json
+from ..store._executions import ExecutionRow
+from ._ids import optional_id
+from ._playbooks import PlaybookCache
+from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
+from ._views import ExecuteReply, ExecutionList, ExecutionView
+
+STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+MAX_VERSION = 2**31 - 1
+
+
+def check_version(version: int | None) -> int | None:
+    """Catalog versions are positive 32-bit integers."""
+    if version is not None and not 0 < version <= MAX_VERSION:
+        raise ValidationFailed(f"version must be within 1..{MAX_VERSION}, got {version}")
+    return version
+
+
+def view(row: ExecutionRow) -> ExecutionView:
+    """The public shape of an execution, scrubbed; ``ctx``/``results`` come from the state."""
+    state = row.state or {}
+    return ExecutionView(
+        execution_id=row.execution_id,
+        path=row.path,
+        version=row.version,
+        status=row.status,
+        result=scrub(row.result),
+        error=None if row.error is None else scrub(row.error),
+        ctx=scrub(state.get("ctx") or {}),
+        results=scrub(state.get("results") or {}),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        parent_execution_id=row.parent_execution_id,
+    )
+
+
+class ExecutionService:
+    """Starts executions and answers questions about them."""
+
+    def __init__(self, pool: AsyncConnectionPool, playbooks: PlaybookCache, recorder: Recorder) -> None:
+        self._pool = pool
+        self._playbooks = playbooks
+        self._recorder = recorder
+
+    async def execute(
+        self, path: str, version: int | None, payload: dict[str, Any] | None, parent_execution_id: object
+    ) -> ExecuteReply:
+        """Create the execution and everything its start decides, in one transaction."""
+        check_version(version)
+        parent = optional_id(parent_execution_id, "parent_execution_id")
+        payload = payload or {}
+        async with self._pool.connection() as conn:
+            entry = await store.catalog.get(conn, path, version)
+        if entry is None:
+            which = f"version {version}" if version is not None else "any version"
+            raise NotFound(f"no catalog entry for path {path[:200]!r} ({which})")
+        playbook = self._playbooks.get(entry.path, entry.version, entry.content)
+        execution_id = self._recorder.ids.next_id()
+        ref = ExecutionRef(execution_id=execution_id, catalog_path=entry.path, parent_execution_id=parent)
+        decision = start_execution(
+            playbook, execution_id=execution_id, payload=payload, catalog_path=entry.path
+        )
+        requested = self._recorder.new_event(
+            ref,
+            "playbook.execution_requested",
+            status="RUNNING",
+            context={"path": entry.path, "version": entry.version, "payload": payload},
+        )
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._recorder.write_decision(
+                conn,
+                ref,
+                decision,
+                leading=[requested],
+                insert_execution={"version": entry.version, "payload": payload},
+            )
+        return ExecuteReply(
+            execution_id=execution_id, status=decision.status, path=entry.path, version=entry.version
+        )
+
+    async def get(self, execution_id: int) -> ExecutionView:
+        async with self._pool.connection() as conn:
+            row = await store.executions.get(conn, execution_id)
+        if row is None:
+            raise NotFound(f"execution {execution_id} not found")
+        return view(row)
+
+    async def list_recent(self, *, limit: int, status: str | None, path: str | None) -> ExecutionList:
+        if status is not None and status.upper() not in STATUSES:
+            raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}, got {status[:40]!r}")
+        if not 1 <= limit <= 1000:
+            raise ValidationFailed(f"limit must be within 1..1000, got {limit}")
+        async with self._pool.connection() as conn:
+            rows = await store.executions.list_recent(
+                conn, limit=limit, status=status.upper() if status else None, path=path
+            )
+        return ExecutionList(executions=[view(r) for r in rows])
+
+    async def events(self, execution_id: int, *, after: int, limit: int) -> list[Event]:
+        """Projected events; empty for an execution whose events are not projected yet."""
+        if not 1 <= limit <= 10000:
+            raise ValidationFailed(f"limit must be within 1..10000, got {limit}")
+        if not 0 <= after < 2**63:
+            raise ValidationFailed(f"after must be a non-negative 63-bit id, got {after}")
+        async with self._pool.connection() as conn:
+            if await store.executions.get(conn, execution_id) is None:
+                raise NotFound(f"execution {execution_id} not found")
+            events = await store.events.list_events(conn, execution_id, after, limit)
+        return [scrub_event(e) for e in events]
+
+    async def cancel(self, execution_id: int, reason: str | None) -> ExecutionView:
+        """Cancel a running execution; cancelling a finished one returns it unchanged."""
+        async with self._pool.connection() as conn, conn.transaction():
+            rows = await store.executions.lock(conn, [execution_id], "UPDATE")
+            row = rows.get(execution_id)
+            if row is None:
+                raise NotFound(f"execution {execution_id} not found")
+            if row.status not in TERMINAL_STATUSES:
+                entry = await store.catalog.get(conn, row.path, row.version)
+                assert entry is not None  # the foreign key guarantees it
+                playbook = self._playbooks.get(entry.path, entry.version, entry.content)
+                decision = cancel_execution(
+                    playbook, state_from_json(row.state), reason or "cancelled by request"
+                )
+                ref = ExecutionRef(
+                    execution_id=execution_id,
+                    catalog_path=row.path,
+                    parent_execution_id=row.parent_execution_id,
+                )
+                await self._recorder.write_decision(conn, ref, decision)
+                row = await store.executions.get(conn, execution_id)
+                assert row is not None
+        return view(row)
+
+
+def scrub_event(event: Event) -> Event:
+    """An event with its free-form fields scrubbed, for responses."""
+    return Event(
+        execution_id=event.execution_id,
+        event_type=event.event_type,
+        event_id=event.event_id,
+        step=event.step,
+        status=event.status,
+        created_at=event.created_at,
+        context=scrub(event.context),
+        worker_id=event.worker_id,
+        meta=scrub(event.meta),
+        parent_execution_id=event.parent_execution_id,
+        catalog_path=event.catalog_path,
+    )

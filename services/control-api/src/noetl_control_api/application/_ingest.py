@@ -1,0 +1,211 @@
+"""``POST /api/events``: worker events, idempotent per event_id, advancing executions.
+
+A batch is one transaction. Execution rows are locked first (in id order), then command
+rows (in id order): the same order as every other writer, so batches cannot deadlock.
+Rows are locked ``FOR UPDATE`` when the batch carries a terminal event (the orchestrator
+will change the execution), ``FOR SHARE`` otherwise so heartbeats do not queue behind
+each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from noetl_common import Event, EventsReply, utc_now_iso
+from psycopg_pool import AsyncConnectionPool
+
+from .. import store
+from .._errors import NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
+from .._metrics import EVENTS
+from ..orchestrator import CommandOutcome, apply_outcome, state_from_json
+from ..store._commands import TERMINAL, CommandRow
+from ._ids import client_id
+from ._playbooks import PlaybookCache
+from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
+
+MAX_BATCH = 1000
+_COMMAND_EVENTS = frozenset({"command.started", "command.heartbeat", "command.completed", "command.failed"})
+_TERMINAL_EVENTS = {"command.completed": "COMPLETED", "command.failed": "FAILED"}
+
+
+@dataclass
+class _Incoming:
+    event: Event
+    command_id: int | None
+    attempt: int | None
+
+
+def _attempt(meta: dict[str, Any]) -> int | None:
+    raw = meta.get("attempt")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ValidationFailed(f"meta.attempt must be an integer, got {raw!r:.40}")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed(f"meta.attempt must be an integer, got {raw!r:.40}") from None
+    if not 0 <= value < 2**31:
+        raise ValidationFailed(f"meta.attempt out of range: {value}")
+    return value
+
+
+class EventIngest:
+    """Accepts worker events and applies terminal outcomes through the orchestrator."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        playbooks: PlaybookCache,
+        recorder: Recorder,
+        *,
+        lease_seconds: float,
+        context_max_bytes: int,
+    ) -> None:
+        self._pool = pool
+        self._playbooks = playbooks
+        self._recorder = recorder
+        self._lease = lease_seconds
+        self._context_max = context_max_bytes
+
+    def _validate(self, events: Sequence[Event]) -> list[_Incoming]:
+        if not events:
+            raise ValidationFailed("events must not be empty")
+        if len(events) > MAX_BATCH:
+            raise ValidationFailed(f"at most {MAX_BATCH} events per batch, got {len(events)}")
+        incoming: list[_Incoming] = []
+        for i, event in enumerate(events):
+            client_id(event.execution_id, f"events[{i}].execution_id")
+            if event.event_id is not None:
+                client_id(event.event_id, f"events[{i}].event_id")
+            if not event.event_type or len(event.event_type) > 200:
+                raise ValidationFailed(f"events[{i}].event_type must be a non-empty name")
+            if event.context is not None:
+                size = len(msgspec.json.encode(event.context))
+                if size > self._context_max:
+                    raise PayloadTooLarge(
+                        f"events[{i}].context is {size} bytes, over NOETL_EVENT_RESULT_CONTEXT_MAX_BYTES="
+                        f"{self._context_max}; store the result with PUT /api/result and send a reference",
+                    )
+            meta = event.meta or {}
+            raw_command = meta.get("command_id")
+            command_id = (
+                None if raw_command is None else client_id(raw_command, f"events[{i}].meta.command_id")
+            )
+            attempt = _attempt(meta)
+            if event.event_type in _COMMAND_EVENTS and (command_id is None or attempt is None):
+                raise ValidationFailed(
+                    f"events[{i}]: {event.event_type} needs meta.command_id and meta.attempt"
+                )
+            incoming.append(_Incoming(event, command_id, attempt))
+        return incoming
+
+    async def ingest(self, events: Sequence[Event]) -> EventsReply:
+        """Record a batch; duplicates (same event_id, or a finished command) are counted, not applied."""
+        incoming = self._validate(events)
+        mode: Literal["UPDATE", "SHARE"] = (
+            "UPDATE" if any(i.event.event_type in _TERMINAL_EVENTS for i in incoming) else "SHARE"
+        )
+        accepted = duplicates = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            executions = await store.executions.lock(conn, [i.event.execution_id for i in incoming], mode)
+            for item in incoming:
+                if item.event.execution_id not in executions:
+                    raise NotFound(f"execution {item.event.execution_id} not found")
+            commands = await store.commands.lock_many(
+                conn, [i.command_id for i in incoming if i.command_id is not None]
+            )
+            for item in incoming:
+                execution = executions[item.event.execution_id]
+                ref = ExecutionRef(
+                    execution_id=execution.execution_id,
+                    catalog_path=execution.path,
+                    parent_execution_id=execution.parent_execution_id,
+                )
+                command = None
+                if item.command_id is not None:
+                    command = commands.get(item.command_id)
+                    if command is None:
+                        raise NotFound(f"command {item.command_id} not found")
+                    if command.execution_id != execution.execution_id:
+                        raise ValidationFailed(
+                            f"command {command.command_id} belongs to execution {command.execution_id},"
+                            f" not {execution.execution_id}"
+                        )
+                    if command.status in TERMINAL:
+                        duplicates += 1
+                        continue
+                    if item.attempt is not None and item.attempt != command.attempt:
+                        raise StaleAttempt(
+                            f"command {command.command_id} is at attempt {command.attempt};"
+                            f" event from attempt {item.attempt} rejected",
+                            {"command_id": command.command_id, "attempt": command.attempt},
+                        )
+                event = self._complete(item.event, ref)
+                if not await self._recorder.write_events(conn, [event]):
+                    duplicates += 1
+                    continue
+                accepted += 1
+                if command is not None:
+                    await self._apply(conn, ref, command, event)
+        EVENTS.labels("accepted").inc(accepted)
+        EVENTS.labels("duplicate").inc(duplicates)
+        return EventsReply(accepted=accepted, duplicates=duplicates)
+
+    def _complete(self, event: Event, ref: ExecutionRef) -> Event:
+        """Fill what the server knows: an id when the worker sent none, time, catalog path."""
+        return msgspec.structs.replace(
+            event,
+            event_id=event.event_id if event.event_id is not None else self._recorder.ids.next_id(),
+            created_at=event.created_at or utc_now_iso(),
+            catalog_path=ref.catalog_path,
+            parent_execution_id=ref.parent_execution_id,
+        )
+
+    async def _apply(self, conn: Any, ref: ExecutionRef, command: CommandRow, event: Event) -> None:
+        kind = event.event_type
+        if kind == "command.started":
+            await store.commands.mark_started(conn, command.command_id, self._lease)
+        elif kind == "command.heartbeat":
+            await store.commands.renew_lease(conn, command.command_id, self._lease)
+        elif kind in _TERMINAL_EVENTS:
+            status = _TERMINAL_EVENTS[kind]
+            await store.commands.finish(conn, command.command_id, status)
+            command.status = status  # later events of this batch for it are duplicates
+            await self._advance(conn, ref, command, event, "completed" if status == "COMPLETED" else "failed")
+
+    async def _advance(
+        self,
+        conn: Any,
+        ref: ExecutionRef,
+        command: CommandRow,
+        event: Event,
+        status: Literal["completed", "failed"],
+    ) -> None:
+        """Feed the outcome to the orchestrator under the execution lock and write its decision."""
+        row = await store.executions.get(conn, ref.execution_id)
+        assert row is not None
+        if row.status in TERMINAL_STATUSES:
+            return  # finished (e.g. cancelled) meanwhile: the outcome changes nothing
+        entry = await store.catalog.get(conn, row.path, row.version)
+        assert entry is not None
+        playbook = self._playbooks.get(entry.path, entry.version, entry.content)
+        context = event.context or {}
+        error = context.get("error")
+        if error is not None and not isinstance(error, dict):
+            error = {"message": str(error)}
+        set_ = context.get("set")
+        outcome = CommandOutcome(
+            command_id=command.command_id,
+            step=command.step,
+            status=status,
+            meta=command.meta or {},
+            result=context.get("result"),
+            error=error if status == "failed" else None,
+            set=set_ if isinstance(set_, dict) else None,
+        )
+        decision = apply_outcome(playbook, state_from_json(row.state), outcome)
+        await self._recorder.write_decision(conn, ref, decision)

@@ -1,0 +1,120 @@
+"""Use cases of the internal API: the outbox relay's claim/mark calls and the projection."""
+
+from __future__ import annotations
+
+import asyncio
+
+from noetl_common import (
+    Event,
+    MarkFailedReply,
+    OutboxClaimReply,
+    ProjectReply,
+    outbox_delay_seconds,
+)
+from psycopg_pool import AsyncConnectionPool
+
+from .. import store
+from .._errors import ValidationFailed
+from .._metrics import OUTBOX_CLAIMED, OUTBOX_PENDING, OUTBOX_WAITERS, PROJECTED
+from ..store import OutboxNotifier
+from ._ids import client_id
+
+MAX_CLAIM = 10_000
+MAX_WAIT_MS = 120_000
+MAX_PROJECT = 50_000
+# when the listener is down, re-check this often instead of trusting a wake-up that may not come
+_FALLBACK_POLL_SECONDS = 1.0
+
+
+class OutboxService:
+    """Claims outbox rows for publishers, long-polling on LISTEN/NOTIFY when there are none."""
+
+    def __init__(self, pool: AsyncConnectionPool, notifier: OutboxNotifier, *, lease_seconds: float) -> None:
+        self._pool = pool
+        self._notifier = notifier
+        self._lease = lease_seconds
+        self.waiting = 0
+        #: notified whenever a claim parks to wait; lets callers observe parked pollers
+        self.parked = asyncio.Condition()
+
+    async def claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
+        """Claim up to ``limit`` rows; with none ready, wait up to ``wait_ms`` for an insert."""
+        if not 1 <= limit <= MAX_CLAIM:
+            raise ValidationFailed(f"limit must be within 1..{MAX_CLAIM}, got {limit}")
+        if not 0 <= wait_ms <= MAX_WAIT_MS:
+            raise ValidationFailed(f"wait_ms must be within 0..{MAX_WAIT_MS}, got {wait_ms}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_ms / 1000
+        while True:
+            # taken before the query: a NOTIFY after it (even before we wait) still wakes us
+            wake = self._notifier.current()
+            async with self._pool.connection() as conn, conn.transaction():
+                rows = await store.outbox.claim_outbox(conn, limit, self._lease)
+            remaining = deadline - loop.time()
+            if rows or remaining <= 0:
+                OUTBOX_CLAIMED.inc(len(rows))
+                return OutboxClaimReply(rows=rows, claimed=len(rows))
+            timeout = remaining if self._notifier.connected else min(remaining, _FALLBACK_POLL_SECONDS)
+            await self._park(wake, timeout)
+
+    async def _park(self, wake: asyncio.Event, timeout: float) -> None:
+        self.waiting += 1
+        OUTBOX_WAITERS.inc()
+        async with self.parked:
+            self.parked.notify_all()
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self.waiting -= 1
+            OUTBOX_WAITERS.dec()
+
+    async def mark_published(self, outbox_ids: list[int]) -> int:
+        ids = [client_id(v, "outbox_ids[]") for v in outbox_ids]
+        if len(ids) > MAX_CLAIM:
+            raise ValidationFailed(f"at most {MAX_CLAIM} outbox_ids per call, got {len(ids)}")
+        async with self._pool.connection() as conn, conn.transaction():
+            return await store.outbox.mark_published(conn, ids)
+
+    async def mark_failed(
+        self, outbox_id: int, error: str, attempts: int, max_delay_seconds: float
+    ) -> MarkFailedReply:
+        client_id(outbox_id, "outbox_id")
+        if not 0 <= attempts < 2**31:
+            raise ValidationFailed(f"attempts must be within 0..{2**31 - 1}, got {attempts}")
+        if not 0 <= max_delay_seconds <= 86_400:
+            raise ValidationFailed(f"max_delay_seconds must be within 0..86400, got {max_delay_seconds}")
+        delay = outbox_delay_seconds(attempts, max_delay_seconds)
+        async with self._pool.connection() as conn, conn.transaction():
+            marked = await store.outbox.mark_failed(conn, outbox_id, error, attempts, delay)
+        return MarkFailedReply(marked=marked, available_at_in=delay)
+
+    async def pending_count(self) -> int:
+        async with self._pool.connection() as conn:
+            pending = await store.outbox.pending_count(conn)
+        OUTBOX_PENDING.set(pending)
+        return pending
+
+
+class ProjectionService:
+    """Writes the read model ``noetl.event`` from the events the projector consumed."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def project(self, events: list[Event]) -> ProjectReply:
+        if len(events) > MAX_PROJECT:
+            raise ValidationFailed(f"at most {MAX_PROJECT} events per call, got {len(events)}")
+        for i, event in enumerate(events):
+            client_id(event.execution_id, f"events[{i}].execution_id")
+            if event.event_id is None:
+                raise ValidationFailed(f"events[{i}].event_id is required to project an event")
+            client_id(event.event_id, f"events[{i}].event_id")
+            if event.parent_execution_id is not None:
+                client_id(event.parent_execution_id, f"events[{i}].parent_execution_id")
+        async with self._pool.connection() as conn, conn.transaction():
+            projected = await store.events.project_events(conn, events)
+        PROJECTED.labels("projected").inc(projected)
+        PROJECTED.labels("duplicate").inc(len(events) - projected)
+        return ProjectReply(projected=projected, duplicates=len(events) - projected)

@@ -1,0 +1,100 @@
+"""Request and reply bodies of the control-api's own routes (docs/contracts.md).
+
+The bodies shared with other services live in ``noetl_common``; these are the ones only
+clients of the public API see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class RegisterRequest(msgspec.Struct, kw_only=True):
+    content: str
+
+
+class RegisterReply(msgspec.Struct, kw_only=True):
+    path: str
+    version: int
+    name: str
+    kind: str = "Playbook"
+
+
+class CatalogListEntry(msgspec.Struct, kw_only=True):
+    path: str
+    version: int
+    name: str
+    created_at: str | None
+
+
+class CatalogList(msgspec.Struct, kw_only=True):
+    entries: list[CatalogListEntry]
+
+
+class ResourceRequest(msgspec.Struct, kw_only=True):
+    path: str
+    version: int | None = None
+
+
+class ResourceReply(msgspec.Struct, kw_only=True):
+    path: str
+    version: int
+    name: str
+    content: str
+    created_at: str | None
+
+
+class ExecuteRequest(msgspec.Struct, kw_only=True):
+    path: str
+    version: int | None = None
+    payload: dict[str, Any] | None = None
+    parent_execution_id: int | str | None = None
+
+
+class ExecuteReply(msgspec.Struct, kw_only=True):
+    execution_id: int
+    status: str
+    path: str
+    version: int
+
+
+class ExecutionView(msgspec.Struct, kw_only=True):
+    execution_id: int
+    path: str
+    version: int
+    status: str
+    result: Any
+    error: str | None
+    ctx: dict[str, Any]
+    results: dict[str, Any]
+    created_at: str | None
+    updated_at: str | None
+    parent_execution_id: int | None
+
+
+class ExecutionList(msgspec.Struct, kw_only=True):
+    executions: list[ExecutionView]
+
+
+class CancelRequest(msgspec.Struct, kw_only=True):
+    reason: str | None = None
+
+
+class CommandView(msgspec.Struct, kw_only=True):
+    event_id: int
+    command_id: int
+    execution_id: int
+    step: str
+    status: str
+    attempt: int
+    worker_id: str | None
+    pool: str
+    tool_kind: str
+    lease_expires_at: str | None
+    started_at: str | None
+
+
+class WorkerRef(msgspec.Struct, kw_only=True):
+    worker_id: str

@@ -1,0 +1,129 @@
+"""The Litestar application factory: wires settings → store → application → controllers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from noetl_common import Snowflake
+
+from .. import store
+from .._settings import Settings
+from ..application import (
+    CatalogService,
+    ClaimService,
+    EventIngest,
+    ExecutionService,
+    OutboxService,
+    PlaybookCache,
+    ProjectionService,
+    Recorder,
+    WorkerService,
+)
+from ._errors import EXCEPTION_HANDLERS
+from ._internal import InternalController
+from ._middleware import latency_middleware
+from ._ops import OPS_HANDLERS
+from ._public import (
+    CatalogController,
+    CommandController,
+    EventController,
+    ExecutionController,
+    WorkerPoolController,
+)
+
+
+def _version() -> str:
+    try:
+        return version("noetl-control-api")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _provider(name: str) -> Provide:
+    def provide(state: State) -> Any:
+        return getattr(state, name)
+
+    return Provide(provide, sync_to_thread=False)
+
+
+def create_app(
+    settings: Settings, *, apply_migrations: bool = True, ids: Snowflake | None = None
+) -> Litestar:
+    """Build the app; the pool opens (and migrations run) in the app's lifespan."""
+    pool = store.create_pool(settings.database_url, settings.db_pool_size)
+    notifier = store.OutboxNotifier(settings.database_url)
+    playbooks = PlaybookCache()
+    recorder = Recorder(
+        ids or Snowflake.from_env(), shard_count=settings.event_shard_count, server_url=settings.server_url
+    )
+    services: dict[str, Any] = {
+        "settings": settings,
+        "pool": pool,
+        "notifier": notifier,
+        "catalog": CatalogService(pool, playbooks),
+        "executions": ExecutionService(pool, playbooks, recorder),
+        "ingest": EventIngest(
+            pool,
+            playbooks,
+            recorder,
+            lease_seconds=settings.command_lease_seconds,
+            context_max_bytes=settings.event_result_context_max_bytes,
+        ),
+        "claims": ClaimService(pool, recorder, lease_seconds=settings.command_lease_seconds),
+        "outbox": OutboxService(pool, notifier, lease_seconds=settings.outbox_lease_seconds),
+        "projection": ProjectionService(pool),
+        "workers": WorkerService(pool),
+    }
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar | None = None) -> AsyncIterator[None]:
+        """Migrate, open the pool, start the outbox listener; undo on the way out."""
+        if apply_migrations:
+            await store.apply_migrations(settings.database_url)
+        await pool.open(wait=True, timeout=30.0)
+        try:
+            await notifier.start()
+            yield
+        finally:
+            await notifier.stop()
+            await pool.close()
+
+    # exposed so an embedding host (or a test in its own event loop) can run it directly
+    services["lifespan"] = lifespan
+
+    return Litestar(
+        route_handlers=[
+            *OPS_HANDLERS,
+            CatalogController,
+            ExecutionController,
+            EventController,
+            CommandController,
+            WorkerPoolController,
+            InternalController,
+        ],
+        dependencies={
+            name: _provider(name)
+            for name in services
+            if name not in ("settings", "pool", "notifier", "lifespan")
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[latency_middleware],
+        lifespan=[lifespan],
+        state=State(services),
+        request_max_body_size=settings.request_max_body_bytes,
+        openapi_config=OpenAPIConfig(title="NoETL control API", version=_version(), path="/schema"),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for granian: settings from the environment."""
+    return create_app(Settings.from_env())

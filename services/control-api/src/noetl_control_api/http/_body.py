@@ -1,0 +1,31 @@
+"""Decoding of bodies the handlers read themselves (union bodies, YAML uploads)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from .._errors import ValidationFailed
+
+T = TypeVar("T")
+
+
+def decode_json(body: bytes, kind: type[T]) -> T:
+    """Decode JSON into ``kind``; ids given as strings are accepted (strict=False)."""
+    try:
+        raw: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationFailed("malformed JSON: nested too deeply") from None
+    return convert(raw, kind)
+
+
+def convert(raw: Any, kind: type[T]) -> T:
+    try:
+        return msgspec.convert(raw, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(f"invalid body: {exc}") from None
+    except RecursionError:
+        raise ValidationFailed("invalid body: nested too deeply") from None

@@ -1,0 +1,57 @@
+"""Internal routes (``/api/internal/*``), all behind the bearer-token guard."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from noetl_common import (
+    MarkFailedReply,
+    MarkFailedRequest,
+    MarkPublishedReply,
+    MarkPublishedRequest,
+    OutboxClaimReply,
+    OutboxClaimRequest,
+    PendingCountReply,
+    ProjectReply,
+    ProjectRequest,
+)
+
+from ..application import OutboxService, ProjectionService
+from ._auth import internal_guard
+
+
+class InternalController(Controller):
+    """The outbox relay's and the projector's calls."""
+
+    path = "/api/internal"
+    guards = [internal_guard]
+    tags = ["internal"]
+
+    @post("/outbox/claim", status_code=200)
+    async def outbox_claim(
+        self, data: JSONBody[OutboxClaimRequest], outbox: NamedDependency[OutboxService]
+    ) -> OutboxClaimReply:
+        return await outbox.claim(data.limit, data.wait_ms)
+
+    @post("/outbox/mark-published", status_code=200)
+    async def mark_published(
+        self, data: JSONBody[MarkPublishedRequest], outbox: NamedDependency[OutboxService]
+    ) -> MarkPublishedReply:
+        return MarkPublishedReply(marked=await outbox.mark_published(data.outbox_ids))
+
+    @post("/outbox/mark-failed", status_code=200)
+    async def mark_failed(
+        self, data: JSONBody[MarkFailedRequest], outbox: NamedDependency[OutboxService]
+    ) -> MarkFailedReply:
+        return await outbox.mark_failed(data.outbox_id, data.error, data.attempts, data.max_delay_seconds)
+
+    @get("/outbox/pending-count")
+    async def pending_count(self, outbox: NamedDependency[OutboxService]) -> PendingCountReply:
+        return PendingCountReply(pending=await outbox.pending_count())
+
+    @post("/events/project", status_code=200)
+    async def project(
+        self, data: JSONBody[ProjectRequest], projection: NamedDependency[ProjectionService]
+    ) -> ProjectReply:
+        return await projection.project(data.events)

@@ -1,0 +1,198 @@
+"""Public routes: catalog, executions, events, commands, worker pool (docs/contracts.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
+from noetl_common import (
+    ClaimReply,
+    ClaimRequest,
+    Event,
+    EventBatch,
+    EventsReply,
+    WorkerHeartbeat,
+    WorkerRegistration,
+    scrub_text,
+)
+
+from .._errors import ValidationFailed
+from ..application import CatalogService, ClaimService, EventIngest, ExecutionService, WorkerService
+from ..application._ids import client_id
+from ..application._views import (
+    CancelRequest,
+    CatalogList,
+    CommandView,
+    ExecuteReply,
+    ExecuteRequest,
+    ExecutionList,
+    ExecutionView,
+    RegisterReply,
+    RegisterRequest,
+    ResourceReply,
+    ResourceRequest,
+    WorkerRef,
+)
+from ._body import convert, decode_json
+
+
+class EventList(msgspec.Struct, kw_only=True):
+    events: list[Event]
+
+
+class CatalogController(Controller):
+    """Register, list and fetch playbooks."""
+
+    path = "/api/catalog"
+    tags = ["catalog"]
+
+    @post("/register", status_code=201)
+    async def register(
+        self, request: Request[Any, Any, Any], catalog: NamedDependency[CatalogService]
+    ) -> RegisterReply:
+        """Body: ``{"content": "<yaml>"}`` as JSON, or the YAML text itself (any other content type)."""
+        body = await request.body()
+        if "json" in request.headers.get("content-type", ""):
+            content = decode_json(body, RegisterRequest).content
+        else:
+            try:
+                content = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValidationFailed("the playbook must be UTF-8 text") from None
+        return await catalog.register(content)
+
+    @get("/list")
+    async def list_entries(self, catalog: NamedDependency[CatalogService]) -> CatalogList:
+        return await catalog.list_entries()
+
+    @post("/resource", status_code=200)
+    async def resource(
+        self, data: JSONBody[ResourceRequest], catalog: NamedDependency[CatalogService]
+    ) -> ResourceReply:
+        reply = await catalog.resource(data.path, data.version)
+        reply.content = scrub_text(reply.content)
+        return reply
+
+
+class ExecutionController(Controller):
+    """Start, inspect and cancel executions."""
+
+    tags = ["executions"]
+
+    @post("/api/execute", status_code=201)
+    async def execute(
+        self, data: JSONBody[ExecuteRequest], executions: NamedDependency[ExecutionService]
+    ) -> ExecuteReply:
+        return await executions.execute(data.path, data.version, data.payload, data.parent_execution_id)
+
+    @get("/api/executions")
+    async def list_executions(
+        self,
+        executions: NamedDependency[ExecutionService],
+        limit: FromQuery[int] = 100,
+        status: FromQuery[str | None] = None,
+        path: FromQuery[str | None] = None,
+    ) -> ExecutionList:
+        return await executions.list_recent(limit=limit, status=status, path=path)
+
+    @get("/api/executions/{execution_id:str}")
+    async def get_execution(
+        self, execution_id: FromPath[str], executions: NamedDependency[ExecutionService]
+    ) -> ExecutionView:
+        return await executions.get(client_id(execution_id, "execution_id"))
+
+    @get("/api/executions/{execution_id:str}/events")
+    async def execution_events(
+        self,
+        execution_id: FromPath[str],
+        executions: NamedDependency[ExecutionService],
+        after: FromQuery[int] = 0,
+        limit: FromQuery[int] = 1000,
+    ) -> EventList:
+        events = await executions.events(client_id(execution_id, "execution_id"), after=after, limit=limit)
+        return EventList(events=events)
+
+    @post("/api/executions/{execution_id:str}/cancel", status_code=200)
+    async def cancel(
+        self,
+        execution_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        executions: NamedDependency[ExecutionService],
+    ) -> ExecutionView:
+        """Body optional: ``{"reason": "..."}``."""
+        body = await request.body()
+        reason = decode_json(body, CancelRequest).reason if body.strip() else None
+        return await executions.cancel(client_id(execution_id, "execution_id"), reason)
+
+
+class EventController(Controller):
+    """Worker events."""
+
+    tags = ["events"]
+
+    @post("/api/events", status_code=200)
+    async def post_events(
+        self, request: Request[Any, Any, Any], ingest: NamedDependency[EventIngest]
+    ) -> EventsReply:
+        """Body: one ``Event`` or an ``EventBatch {events}``."""
+        raw = decode_json(await request.body(), object)
+        if isinstance(raw, dict) and "events" in raw and "event_type" not in raw:
+            events = convert(raw, EventBatch).events
+        else:
+            events = [convert(raw, Event)]
+        return await ingest.ingest(events)
+
+
+class CommandController(Controller):
+    """Command status and the claim lease."""
+
+    path = "/api/commands"
+    tags = ["commands"]
+
+    @get("/{event_id:str}")
+    async def get_command(
+        self, event_id: FromPath[str], claims: NamedDependency[ClaimService]
+    ) -> CommandView:
+        return await claims.get(client_id(event_id, "event_id"))
+
+    @post("/{event_id:str}/claim", status_code=200)
+    async def claim(
+        self, event_id: FromPath[str], data: JSONBody[ClaimRequest], claims: NamedDependency[ClaimService]
+    ) -> ClaimReply:
+        return await claims.claim(client_id(event_id, "event_id"), data.worker_id)
+
+
+class WorkerPoolController(Controller):
+    """The worker registry."""
+
+    path = "/api/worker/pool"
+    tags = ["workers"]
+
+    @post("/register", status_code=204)
+    async def register(
+        self, data: JSONBody[WorkerRegistration], workers: NamedDependency[WorkerService]
+    ) -> None:
+        await workers.register(data)
+
+    @post("/heartbeat", status_code=204)
+    async def heartbeat(
+        self, data: JSONBody[WorkerHeartbeat], workers: NamedDependency[WorkerService]
+    ) -> None:
+        await workers.heartbeat(data)
+
+    @post("/deregister", status_code=204)
+    async def deregister(self, data: JSONBody[WorkerRef], workers: NamedDependency[WorkerService]) -> None:
+        await workers.deregister(data.worker_id)
+
+    @delete("/deregister", status_code=204)
+    async def deregister_delete(
+        self, request: Request[Any, Any, Any], workers: NamedDependency[WorkerService]
+    ) -> None:
+        """DELETE takes the worker id as a JSON body or as ``?worker_id=``."""
+        worker_id = request.query_params.get("worker_id")
+        if worker_id is None:
+            worker_id = decode_json(await request.body(), WorkerRef).worker_id
+        await workers.deregister(worker_id)

@@ -1,0 +1,26 @@
+"""Postgres adapters: every SQL statement of the control-api lives in this package."""
+
+from . import _catalog as catalog
+from . import _commands as commands
+from . import _events as events
+from . import _executions as executions
+from . import _outbox as outbox
+from . import _workers as workers
+from ._db import configure_json, create_pool
+from ._migrate import apply_migrations, load_migrations
+from ._notifier import OUTBOX_CHANNEL, OutboxNotifier
+
+__all__ = [
+    "OUTBOX_CHANNEL",
+    "OutboxNotifier",
+    "apply_migrations",
+    "catalog",
+    "commands",
+    "configure_json",
+    "create_pool",
+    "events",
+    "executions",
+    "load_migrations",
+    "outbox",
+    "workers",
+]

@@ -1,0 +1,80 @@
+"""Catalog rows: immutable (path, version) playbook texts."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+
+from ._time import iso
+
+
+class CatalogEntry(msgspec.Struct, kw_only=True):
+    """One registered playbook version."""
+
+    path: str
+    version: int
+    name: str
+    content: str
+    created_at: str | None
+
+
+def _entry(row: Any) -> CatalogEntry:
+    return CatalogEntry(path=row[0], version=row[1], name=row[2], content=row[3], created_at=iso(row[4]))
+
+
+async def register(
+    conn: AsyncConnection[Any], path: str, name: str, content: str
+) -> tuple[CatalogEntry, bool]:
+    """Store ``content`` under ``path``; returns (entry, created).
+
+    Identical content to the latest version returns that version. A transaction-scoped
+    advisory lock on the path serialises concurrent registrations of one path, so two
+    writers never compute the same next version.
+    """
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (path,))
+    cur = await conn.execute(
+        "SELECT path, version, name, content, created_at, content_sha256 FROM noetl.catalog"
+        " WHERE path = %s ORDER BY version DESC LIMIT 1",
+        (path,),
+    )
+    latest = await cur.fetchone()
+    if latest is not None and latest[5] == digest:
+        return _entry(latest), False
+    version = 1 if latest is None else latest[1] + 1
+    cur = await conn.execute(
+        "INSERT INTO noetl.catalog (path, version, name, content, content_sha256)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING path, version, name, content, created_at",
+        (path, version, name, content, digest),
+    )
+    row = await cur.fetchone()
+    return _entry(row), True
+
+
+async def get(conn: AsyncConnection[Any], path: str, version: int | None) -> CatalogEntry | None:
+    """A given version, or the latest when ``version`` is None."""
+    if version is None:
+        cur = await conn.execute(
+            "SELECT path, version, name, content, created_at FROM noetl.catalog"
+            " WHERE path = %s ORDER BY version DESC LIMIT 1",
+            (path,),
+        )
+    else:
+        cur = await conn.execute(
+            "SELECT path, version, name, content, created_at FROM noetl.catalog WHERE path = %s AND version = %s",
+            (path, version),
+        )
+    row = await cur.fetchone()
+    return None if row is None else _entry(row)
+
+
+async def list_latest(conn: AsyncConnection[Any]) -> list[CatalogEntry]:
+    """The latest version of every path, ordered by path (content left empty)."""
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (path) path, version, name, '', created_at FROM noetl.catalog"
+        " ORDER BY path, version DESC"
+    )
+    return [_entry(row) for row in await cur.fetchall()]

@@ -1,0 +1,153 @@
+"""Command rows and the claim lease (ARCHITECTURE §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from ._time import iso
+
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+_COLUMNS = (
+    "command_id, event_id, execution_id, step, pool, tool_kind, spec, meta, status, attempt, worker_id,"
+    " lease_expires_at, started_at"
+)
+
+
+class CommandRow(msgspec.Struct, kw_only=True):
+    """One ``noetl.command`` row."""
+
+    command_id: int
+    event_id: int
+    execution_id: int
+    step: str
+    pool: str
+    tool_kind: str
+    spec: Any
+    meta: Any
+    status: str
+    attempt: int
+    worker_id: str | None
+    lease_expires_at: str | None
+    started_at: str | None
+
+
+class NewCommand(msgspec.Struct, kw_only=True):
+    """A command to insert (status PENDING, attempt 0)."""
+
+    command_id: int
+    event_id: int
+    execution_id: int
+    step: str
+    pool: str
+    tool_kind: str
+    spec: Any
+    meta: Any
+
+
+def _row(r: Any) -> CommandRow:
+    return CommandRow(
+        command_id=r[0],
+        event_id=r[1],
+        execution_id=r[2],
+        step=r[3],
+        pool=r[4],
+        tool_kind=r[5],
+        spec=r[6],
+        meta=r[7],
+        status=r[8],
+        attempt=r[9],
+        worker_id=r[10],
+        lease_expires_at=iso(r[11]),
+        started_at=iso(r[12]),
+    )
+
+
+async def insert_many(conn: AsyncConnection[Any], commands: Sequence[NewCommand]) -> None:
+    if not commands:
+        return
+    await conn.execute(
+        "INSERT INTO noetl.command (command_id, event_id, execution_id, step, pool, tool_kind, spec, meta)"
+        " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],"
+        " %b::jsonb[], %b::jsonb[])",
+        (
+            [c.command_id for c in commands],
+            [c.event_id for c in commands],
+            [c.execution_id for c in commands],
+            [c.step for c in commands],
+            [c.pool for c in commands],
+            [c.tool_kind for c in commands],
+            [Jsonb(c.spec) for c in commands],
+            [Jsonb(c.meta) for c in commands],
+        ),
+    )
+
+
+async def get_by_event(conn: AsyncConnection[Any], event_id: int) -> CommandRow | None:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM noetl.command WHERE event_id = %s", (event_id,))
+    row = await cur.fetchone()
+    return None if row is None else _row(row)
+
+
+async def lock_many(conn: AsyncConnection[Any], command_ids: Sequence[int]) -> dict[int, CommandRow]:
+    """Lock command rows in id order; returns those found."""
+    if not command_ids:
+        return {}
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM noetl.command WHERE command_id = ANY(%s) ORDER BY command_id FOR UPDATE",
+        (sorted(set(command_ids)),),
+    )
+    return {r[0]: _row(r) for r in await cur.fetchall()}
+
+
+async def claim(
+    conn: AsyncConnection[Any], event_id: int, worker_id: str, lease_seconds: float
+) -> CommandRow | None:
+    """Take the lease when the command is PENDING or its lease expired; None otherwise."""
+    cur = await conn.execute(
+        "UPDATE noetl.command SET status = 'CLAIMED', attempt = attempt + 1, worker_id = %s,"
+        " lease_expires_at = now() + %s, started_at = NULL, updated_at = now()"
+        " WHERE event_id = %s AND (status = 'PENDING' OR (status = 'CLAIMED' AND lease_expires_at < now()))"
+        f" RETURNING {_COLUMNS}",
+        (worker_id, timedelta(seconds=lease_seconds), event_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _row(row)
+
+
+async def mark_started(conn: AsyncConnection[Any], command_id: int, lease_seconds: float) -> None:
+    await conn.execute(
+        "UPDATE noetl.command SET started_at = coalesce(started_at, now()), lease_expires_at = now() + %s,"
+        " updated_at = now() WHERE command_id = %s",
+        (timedelta(seconds=lease_seconds), command_id),
+    )
+
+
+async def renew_lease(conn: AsyncConnection[Any], command_id: int, lease_seconds: float) -> None:
+    await conn.execute(
+        "UPDATE noetl.command SET lease_expires_at = now() + %s, updated_at = now() WHERE command_id = %s",
+        (timedelta(seconds=lease_seconds), command_id),
+    )
+
+
+async def finish(conn: AsyncConnection[Any], command_id: int, status: str) -> None:
+    await conn.execute(
+        "UPDATE noetl.command SET status = %s, lease_expires_at = NULL, updated_at = now()"
+        " WHERE command_id = %s",
+        (status, command_id),
+    )
+
+
+async def cancel_open(conn: AsyncConnection[Any], execution_id: int) -> int:
+    """Cancel every PENDING or CLAIMED command of an execution that reached a final status."""
+    cur = await conn.execute(
+        "UPDATE noetl.command SET status = 'CANCELLED', lease_expires_at = NULL, updated_at = now()"
+        " WHERE execution_id = %s AND status IN ('PENDING', 'CLAIMED')",
+        (execution_id,),
+    )
+    return cur.rowcount

@@ -1,0 +1,89 @@
+"""The read model ``noetl.event``: written only by the projection, read by the API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from noetl_common import Event
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from ._time import iso
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    # a naive timestamp is taken as UTC, the suite's only zone
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) -> int:
+    """Insert events in one set-based statement; returns how many were new.
+
+    Every event must carry an event_id (the caller checks). An unparseable ``created_at``
+    falls back to the projection time rather than losing the event.
+    """
+    if not events:
+        return 0
+    cur = await conn.execute(
+        "INSERT INTO noetl.event (event_id, execution_id, event_type, step, status, created_at,"
+        " context, meta, worker_id, parent_execution_id, catalog_path)"
+        " SELECT e.event_id, e.execution_id, e.event_type, e.step, e.status, coalesce(e.created_at, now()),"
+        " e.context, e.meta, e.worker_id, e.parent_execution_id, e.catalog_path"
+        " FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],"
+        " %b::jsonb[], %b::jsonb[], %b::text[], %b::bigint[], %b::text[])"
+        " AS e(event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
+        " parent_execution_id, catalog_path)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        (
+            [e.event_id for e in events],
+            [e.execution_id for e in events],
+            [e.event_type for e in events],
+            [e.step for e in events],
+            [e.status for e in events],
+            [_timestamp(e.created_at) for e in events],
+            [_json(e.context) for e in events],
+            [_json(e.meta) for e in events],
+            [e.worker_id for e in events],
+            [e.parent_execution_id for e in events],
+            [e.catalog_path for e in events],
+        ),
+    )
+    return cur.rowcount
+
+
+async def list_events(conn: AsyncConnection[Any], execution_id: int, after: int, limit: int) -> list[Event]:
+    """Projected events of one execution with ``event_id > after``, in id order."""
+    cur = await conn.execute(
+        "SELECT event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
+        " parent_execution_id, catalog_path FROM noetl.event"
+        " WHERE execution_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",
+        (execution_id, after, limit),
+    )
+    return [
+        Event(
+            event_id=r[0],
+            execution_id=r[1],
+            event_type=r[2],
+            step=r[3],
+            status=r[4],
+            created_at=iso(r[5]),
+            context=r[6],
+            meta=r[7],
+            worker_id=r[8],
+            parent_execution_id=r[9],
+            catalog_path=r[10],
+        )
+        for r in await cur.fetchall()
+    ]

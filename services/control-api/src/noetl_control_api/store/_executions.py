@@ -1,0 +1,123 @@
+"""Execution rows: status, payload and the orchestrator's state as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from ._time import iso
+
+_COLUMNS = (
+    "execution_id, path, version, status, payload, state, result, error, parent_execution_id,"
+    " created_at, updated_at"
+)
+
+
+class ExecutionRow(msgspec.Struct, kw_only=True):
+    """One ``noetl.execution`` row as the application layer sees it."""
+
+    execution_id: int
+    path: str
+    version: int
+    status: str
+    payload: Any
+    state: Any
+    result: Any
+    error: str | None
+    parent_execution_id: int | None
+    created_at: str | None
+    updated_at: str | None
+
+
+def _row(r: Any) -> ExecutionRow:
+    return ExecutionRow(
+        execution_id=r[0],
+        path=r[1],
+        version=r[2],
+        status=r[3],
+        payload=r[4],
+        state=r[5],
+        result=r[6],
+        error=r[7],
+        parent_execution_id=r[8],
+        created_at=iso(r[9]),
+        updated_at=iso(r[10]),
+    )
+
+
+async def insert(
+    conn: AsyncConnection[Any],
+    *,
+    execution_id: int,
+    path: str,
+    version: int,
+    status: str,
+    payload: Any,
+    state: Any,
+    result: Any,
+    error: str | None,
+    parent_execution_id: int | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO noetl.execution (execution_id, path, version, status, payload, state, result, error,"
+        " parent_execution_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            execution_id,
+            path,
+            version,
+            status,
+            Jsonb(payload),
+            Jsonb(state),
+            Jsonb(result),
+            error,
+            parent_execution_id,
+        ),
+    )
+
+
+async def get(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM noetl.execution WHERE execution_id = %s", (execution_id,)
+    )
+    row = await cur.fetchone()
+    return None if row is None else _row(row)
+
+
+async def lock(
+    conn: AsyncConnection[Any], execution_ids: Sequence[int], mode: Literal["UPDATE", "SHARE"]
+) -> dict[int, ExecutionRow]:
+    """Lock execution rows in id order (a fixed order cannot deadlock); returns those found."""
+    clause = "FOR UPDATE" if mode == "UPDATE" else "FOR SHARE"
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM noetl.execution WHERE execution_id = ANY(%s) ORDER BY execution_id {clause}",
+        (sorted(set(execution_ids)),),
+    )
+    return {r[0]: _row(r) for r in await cur.fetchall()}
+
+
+async def update(
+    conn: AsyncConnection[Any], execution_id: int, *, status: str, state: Any, result: Any, error: str | None
+) -> None:
+    await conn.execute(
+        "UPDATE noetl.execution SET status = %s, state = %s, result = %s, error = %s, updated_at = now()"
+        " WHERE execution_id = %s",
+        (status, Jsonb(state), Jsonb(result), error, execution_id),
+    )
+
+
+async def list_recent(
+    conn: AsyncConnection[Any], *, limit: int, status: str | None, path: str | None
+) -> list[ExecutionRow]:
+    """Newest first (snowflake ids grow with time), optionally filtered."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM noetl.execution"
+        " WHERE (%(status)s::text IS NULL OR status = %(status)s)"
+        " AND (%(path)s::text IS NULL OR path = %(path)s)"
+        " ORDER BY execution_id DESC LIMIT %(limit)s",
+        {"status": status, "path": path, "limit": limit},
+    )
+    return [_row(r) for r in await cur.fetchall()]

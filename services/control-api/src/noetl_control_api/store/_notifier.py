@@ -1,0 +1,77 @@
+"""One LISTEN connection per process, fanning outbox wake-ups out to long-poll waiters.
+
+Writers ``NOTIFY`` on :data:`OUTBOX_CHANNEL` in the transaction that inserts outbox rows,
+so the notification is delivered exactly when the rows become visible. Each wake-up
+sets the current :class:`asyncio.Event` and replaces it with a fresh one. A waiter takes
+the current event *before* it looks for rows, so a notification that lands between its
+empty query and its wait is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import psycopg
+import structlog
+
+OUTBOX_CHANNEL = "noetl_outbox"
+log = structlog.get_logger(__name__)
+
+
+class OutboxNotifier:
+    """Owns the listening connection and reconnects it when it drops."""
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self.connected = False
+
+    def current(self) -> asyncio.Event:
+        """The event the next notification will set; take it before querying."""
+        return self._event
+
+    def wake(self) -> None:
+        """Wake every waiter (also used when this process itself inserted rows)."""
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Start listening; returns once LISTEN is active (or after ``timeout``)."""
+        self._task = asyncio.create_task(self._run(), name="outbox-notifier")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.wake()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                conn: Any = await psycopg.AsyncConnection.connect(self._database_url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+                    self.connected = True
+                    self._listening.set()
+                    backoff = 0.1
+                    # rows may have been inserted while we were disconnected
+                    self.wake()
+                    async for _ in conn.notifies():
+                        self.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox listener disconnected", error=str(exc), retry_in=backoff)
+            finally:
+                self.connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(5.0, backoff * 2)

@@ -1,0 +1,95 @@
+"""The transactional outbox: rows written with state changes, claimed by the publisher."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from noetl_common import OutboxRow
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from ._notifier import OUTBOX_CHANNEL
+
+OutboxInsert = tuple[int, int, str, Any]  # execution_id, event_id, subject, payload
+
+
+async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]) -> set[int]:
+    """Insert rows, skipping (execution_id, event_id) duplicates; returns the event ids inserted.
+
+    The NOTIFY rides in the caller's transaction, so publishers wake exactly at commit.
+    """
+    if not rows:
+        return set()
+    cur = await conn.execute(
+        "INSERT INTO noetl.outbox (execution_id, event_id, subject, payload)"
+        " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[])"
+        " ON CONFLICT (execution_id, event_id) DO NOTHING RETURNING event_id",
+        (
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [Jsonb(r[3]) for r in rows],
+        ),
+    )
+    inserted = {row[0] for row in await cur.fetchall()}
+    if inserted:
+        await conn.execute("SELECT pg_notify(%s, '')", (OUTBOX_CHANNEL,))
+    return inserted
+
+
+async def claim_outbox(conn: AsyncConnection[Any], limit: int, lease_seconds: float) -> list[OutboxRow]:
+    """Lock up to ``limit`` publishable rows as IN_FLIGHT, oldest first.
+
+    Publishable: PENDING and due, or IN_FLIGHT whose lock is older than the lease (the
+    publisher that took it died). SKIP LOCKED lets several publishers claim side by side.
+    """
+    cur = await conn.execute(
+        "UPDATE noetl.outbox o SET status = 'IN_FLIGHT', locked_at = now(), updated_at = now()"
+        " FROM (SELECT outbox_id FROM noetl.outbox"
+        "       WHERE (status = 'PENDING' AND available_at <= now())"
+        "          OR (status = 'IN_FLIGHT' AND locked_at < now() - %s)"
+        "       ORDER BY outbox_id LIMIT %s FOR UPDATE SKIP LOCKED) c"
+        " WHERE o.outbox_id = c.outbox_id"
+        " RETURNING o.outbox_id, o.event_id, o.execution_id, o.subject, o.payload, o.attempts",
+        (timedelta(seconds=lease_seconds), limit),
+    )
+    rows = [
+        OutboxRow(outbox_id=r[0], event_id=r[1], execution_id=r[2], subject=r[3], payload=r[4], attempts=r[5])
+        for r in await cur.fetchall()
+    ]
+    rows.sort(key=lambda r: r.outbox_id)  # RETURNING has no order of its own
+    return rows
+
+
+async def mark_published(conn: AsyncConnection[Any], outbox_ids: Sequence[int]) -> int:
+    """Mark rows PUBLISHED; rows already published are left alone (idempotent)."""
+    if not outbox_ids:
+        return 0
+    cur = await conn.execute(
+        "UPDATE noetl.outbox SET status = 'PUBLISHED', published_at = now(), locked_at = NULL,"
+        " updated_at = now() WHERE outbox_id = ANY(%b::bigint[]) AND status <> 'PUBLISHED'",
+        (list(outbox_ids),),
+    )
+    return cur.rowcount
+
+
+async def mark_failed(
+    conn: AsyncConnection[Any], outbox_id: int, error: str, attempts: int, delay_seconds: float
+) -> int:
+    """Put an unpublished row back to PENDING, due after ``delay_seconds``."""
+    cur = await conn.execute(
+        "UPDATE noetl.outbox SET status = 'PENDING', locked_at = NULL, last_error = %s,"
+        " attempts = GREATEST(attempts, %s), available_at = now() + %s, updated_at = now()"
+        " WHERE outbox_id = %s AND status <> 'PUBLISHED'",
+        (error[:4000], attempts, timedelta(seconds=delay_seconds), outbox_id),
+    )
+    return cur.rowcount
+
+
+async def pending_count(conn: AsyncConnection[Any]) -> int:
+    """Rows not yet published (pending or in flight)."""
+    cur = await conn.execute("SELECT count(*) FROM noetl.outbox WHERE status IN ('PENDING', 'IN_FLIGHT')")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,47 @@
+"""The worker registry ``noetl.worker``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noetl_common import WorkerHeartbeat, WorkerRegistration
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+
+async def register(conn: AsyncConnection[Any], reg: WorkerRegistration) -> None:
+    await conn.execute(
+        "INSERT INTO noetl.worker (worker_id, pool, capacity, hostname, version, status, meta)"
+        " VALUES (%s, %s, %s, %s, %s, 'ACTIVE', %s)"
+        " ON CONFLICT (worker_id) DO UPDATE SET pool = excluded.pool, capacity = excluded.capacity,"
+        " hostname = excluded.hostname, version = excluded.version, status = 'ACTIVE',"
+        " meta = excluded.meta, registered_at = now(), heartbeat_at = now(), in_flight = 0",
+        (reg.worker_id, reg.pool, reg.capacity, reg.hostname, reg.version, Jsonb(reg.meta)),
+    )
+
+
+async def heartbeat(conn: AsyncConnection[Any], beat: WorkerHeartbeat) -> bool:
+    """Record a heartbeat; a worker unknown here (e.g. after a database restore) is re-added
+    when the heartbeat names its pool. Returns False when the worker is unknown and cannot be."""
+    if beat.pool is not None:
+        cur = await conn.execute(
+            "INSERT INTO noetl.worker (worker_id, pool, in_flight) VALUES (%s, %s, %s)"
+            " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), in_flight = excluded.in_flight,"
+            " pool = excluded.pool, status = 'ACTIVE'",
+            (beat.worker_id, beat.pool, beat.in_flight),
+        )
+    else:
+        cur = await conn.execute(
+            "UPDATE noetl.worker SET heartbeat_at = now(), in_flight = %s, status = 'ACTIVE'"
+            " WHERE worker_id = %s",
+            (beat.in_flight, beat.worker_id),
+        )
+    return cur.rowcount > 0
+
+
+async def deregister(conn: AsyncConnection[Any], worker_id: str) -> None:
+    await conn.execute(
+        "UPDATE noetl.worker SET status = 'DEREGISTERED', in_flight = 0, heartbeat_at = now()"
+        " WHERE worker_id = %s",
+        (worker_id,),
+    )

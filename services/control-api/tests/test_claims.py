@@ -1,0 +1,81 @@
+"""The claim lease: attempts, 409 for terminal/held commands, 404 for unknown ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+async def _started(api: Any) -> tuple[int, dict[str, Any]]:
+    await api.register()
+    execution_id = await api.execute()
+    (command,) = await api.open_commands(execution_id)
+    return execution_id, command
+
+
+async def test_claim_takes_lease_and_records_event(api: Any) -> None:
+    execution_id, command = await _started(api)
+    reply = await api.claim(command["event_id"], "worker-a")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["attempt"] == 1 and body["lease_seconds"] == 30.0
+    assert body["command_id"] == command["command_id"] and body["execution_id"] == execution_id
+    assert body["step"] == "start" and body["pool"] == "shared" and body["tool_kind"] == "python"
+    assert body["catalog_path"] == "tests/linear"
+    assert body["command"]["tasks"][0]["config"]["code"] == "result = {'n': 1}"
+
+    claimed = [
+        r["payload"]
+        for r in await api.outbox(execution_id)
+        if r["payload"].get("event_type") == "command.claimed"
+    ]
+    assert len(claimed) == 1
+    assert claimed[0]["worker_id"] == "worker-a"
+    assert claimed[0]["meta"]["attempt"] == 1
+
+    status = (await api.client.get(f"/api/commands/{command['event_id']}")).json()
+    assert status["status"] == "CLAIMED" and status["worker_id"] == "worker-a" and status["attempt"] == 1
+    assert status["event_id"] == command["event_id"]
+
+
+async def test_live_lease_is_409_and_expired_lease_is_reclaimed(api: Any) -> None:
+    _execution_id, command = await _started(api)
+    assert (await api.claim(command["event_id"], "worker-a")).status_code == 200
+    held = await api.claim(command["event_id"], "worker-b")
+    assert held.status_code == 409 and held.json()["error"] == "conflict"
+    assert "worker-a" in held.json()["detail"]
+
+    # the first worker died: let its lease run out
+    await api.db.execute(
+        "UPDATE noetl.command SET lease_expires_at = now() - interval '1 second' WHERE event_id = %s",
+        (command["event_id"],),
+    )
+    again = await api.claim(command["event_id"], "worker-b")
+    assert again.status_code == 200
+    assert again.json()["attempt"] == 2
+    status = (await api.client.get(f"/api/commands/{command['event_id']}")).json()
+    assert status["worker_id"] == "worker-b" and status["attempt"] == 2
+
+
+async def test_claim_terminal_command_is_409(api: Any) -> None:
+    execution_id, command = await _started(api)
+    await api.run_command(execution_id, {"n": 1})
+    reply = await api.claim(command["event_id"], "worker-b")
+    assert reply.status_code == 409
+    assert reply.json()["extra"]["status"] == "COMPLETED"
+
+
+async def test_claim_unknown_and_bad_ids(api: Any) -> None:
+    unknown = await api.claim(123456789, "w")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+    assert (await api.client.get("/api/commands/123456789")).status_code == 404
+    assert (await api.claim("not-an-id", "w")).status_code == 400
+    assert (await api.client.post("/api/commands/1/claim", json={})).status_code == 400
+    assert (await api.client.post("/api/commands/1/claim", json={"worker_id": ""})).status_code == 400
+
+
+async def test_concurrent_claims_have_one_winner(api: Any) -> None:
+    import asyncio
+
+    _execution_id, command = await _started(api)
+    replies = await asyncio.gather(*(api.claim(command["event_id"], f"w{i}") for i in range(6)))
+    assert sorted(r.status_code for r in replies) == [200] + [409] * 5

@@ -1,0 +1,48 @@
+"""Every internal route needs the bearer token: unset on the server → 503, wrong → 403."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from noetl_control_api import Settings
+
+ROUTES = [
+    ("POST", "/api/internal/outbox/claim", {"limit": 1}),
+    ("POST", "/api/internal/outbox/mark-published", {"outbox_ids": [1]}),
+    ("POST", "/api/internal/outbox/mark-failed", {"outbox_id": 1, "error": "e", "attempts": 1}),
+    ("GET", "/api/internal/outbox/pending-count", None),
+    ("POST", "/api/internal/events/project", {"events": []}),
+]
+
+
+@pytest.fixture
+async def tokenless(database_url: str, serve_app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_app(Settings(database_url=database_url), node_id=2) as http:
+        yield http
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+async def test_unset_token_is_503(tokenless: httpx.AsyncClient, method: str, path: str, body: Any) -> None:
+    reply = await tokenless.request(method, path, json=body, headers={"authorization": "Bearer anything"})
+    assert reply.status_code == 503
+    assert reply.json()["error"] == "unavailable"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+async def test_missing_or_wrong_token_is_403(api: Any, method: str, path: str, body: Any) -> None:
+    for headers in (
+        {},
+        {"authorization": "Bearer wrong"},
+        {"authorization": api.auth["authorization"][7:]},
+        {"authorization": "Basic " + api.auth["authorization"][7:]},
+    ):
+        reply = await api.client.request(method, path, json=body, headers=headers)
+        assert reply.status_code == 403, headers
+        assert reply.json()["error"] == "forbidden"
+    ok = await api.client.request(method, path, json=body, headers=api.auth)
+    assert ok.status_code == 200, ok.text
+    msgspec.json.decode(ok.content)
