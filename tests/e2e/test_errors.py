@@ -11,12 +11,12 @@ import pytest
 from noetl_cli import Api
 from noetl_dev import Stack
 
-NO_START = """\
+BAD_ARC = """\
 apiVersion: noetl.io/v2
 kind: Playbook
 metadata: {name: e2e_bad, path: e2e/bad}
 workflow:
-  - step: first
+  - step: start
     tool: {kind: python, code: "result = 1"}
     next: {spec: {mode: exclusive}, arcs: [{step: nowhere}]}
 """
@@ -31,7 +31,7 @@ CASES: list[tuple[str, str, str, Any, set[int], str | None]] = [
         {400, 422},
         None,
     ),
-    ("invalid-playbook", "POST", "/api/catalog/register", {"content": NO_START}, {422}, "invalid_playbook"),
+    ("invalid-playbook", "POST", "/api/catalog/register", {"content": BAD_ARC}, {422}, "invalid_playbook"),
     ("unknown-path", "POST", "/api/execute", {"path": "no/such/playbook"}, {404}, "not_found"),
     ("unknown-resource", "POST", "/api/catalog/resource", {"path": "no/such/playbook"}, {404}, "not_found"),
     ("execute-no-path", "POST", "/api/execute", {"payload": {}}, {400, 422}, None),
@@ -64,10 +64,14 @@ def test_bad_requests_get_4xx_in_one_shape(
 
 
 def test_an_invalid_playbook_error_names_the_step(stack: Stack) -> None:
-    reply = httpx.post(f"{stack.api_url}/api/catalog/register", json={"content": NO_START}, timeout=10)
+    reply = httpx.post(f"{stack.api_url}/api/catalog/register", json={"content": BAD_ARC}, timeout=10)
 
     assert reply.status_code == 422
-    assert "first" in reply.text or "start" in reply.text
+    error = reply.json()
+    assert error["error"] == "invalid_playbook"
+    assert error["extra"]["step"] == "start"
+    assert error["extra"]["field"].startswith("next")
+    assert "nowhere" in error["detail"]
 
 
 def test_a_raw_non_json_body_is_a_4xx(stack: Stack) -> None:
@@ -90,7 +94,7 @@ def test_the_cli_prints_api_errors_as_one_line(cli: Callable[..., Any], tmp_path
     assert unknown.stderr.count("\n") == 1
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(NO_START)
+    bad.write_text(BAD_ARC)
     rejected = cli("catalog", "register", str(bad))
     assert rejected.code == 1
     assert rejected.stderr.startswith("error: HTTP 422 invalid_playbook: ")

