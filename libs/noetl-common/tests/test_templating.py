@@ -136,3 +136,11 @@ def test_has_template() -> None:
 def test_whitespace_control_markers_still_give_native_values() -> None:
     assert render("{{- start.items -}}", CONTEXT) == [1, 2]
     assert render("{{ -start.n }}", CONTEXT) == -1
+
+
+def test_keys_shadow_dict_methods_but_methods_remain_without_a_key() -> None:
+    context = {"r": {"keys": 1, "items": [3], "n": 2}}
+    assert render("{{ r.keys }}", context) == 1
+    assert render("{{ r.items }}", context) == [3]
+    assert render("{{ r.get('n') }}", context) == 2
+    assert render("{{ r.values() | list | length }}", context) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import random
 import textwrap
 from collections import deque
 from collections.abc import Callable
@@ -862,3 +863,45 @@ def test_replaying_the_outcomes_rebuilds_the_same_state(name: str) -> None:
     rebuilt = replay(pb, execution_id=EXECUTION_ID, payload={}, catalog_path=pb.path, outcomes=trace.outcomes)
     assert state_to_json(rebuilt) == state_to_json(trace.final.state)
     assert rebuilt.status == "COMPLETED"
+
+
+def _random_dag(rng: random.Random, size: int) -> Playbook:
+    names = ["start"] + [f"s{i}" for i in range(1, size)]
+    steps = []
+    for i, name in enumerate(names):
+        later = names[i + 1 :]
+        targets = sorted(rng.sample(later, k=min(len(later), rng.randint(0, 3))), key=names.index)
+        arcs = "".join(f"\n        - step: {t}" for t in targets)
+        nxt = f"\n    next:\n      spec: {{mode: inclusive}}\n      arcs:{arcs}" if targets else ""
+        steps.append(f"  - step: {name}\n    tool: {{kind: noop}}{nxt}")
+    return parse_playbook(HEADER + "workflow:\n" + "\n".join(steps) + "\n")
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_barrier_runs_every_reachable_step_once_after_all_its_live_predecessors(seed: int) -> None:
+    rng = random.Random(seed)
+    pb = _random_dag(rng, rng.randint(4, 12))
+    decision = start_execution(pb, execution_id=1, payload={}, catalog_path="t")
+    pending, state, finished = list(decision.commands), decision.state, []
+    while pending:
+        command = pending.pop(rng.randrange(len(pending)))
+        predecessors = {s.name for s in pb.steps if s.next and command.step in {a.step for a in s.next.arcs}}
+        reachable = {s for s in predecessors if s == "start" or s in _reachable_from_start(pb)}
+        assert reachable <= set(finished), f"{command.step} ran before {reachable - set(finished)}"
+        decision = apply_outcome(pb, state, outcome(command, {}))
+        finished.append(command.step)
+        state = decision.state
+        pending.extend(decision.commands)
+    assert decision.status == "COMPLETED"
+    assert sorted(finished) == sorted(_reachable_from_start(pb))
+
+
+def _reachable_from_start(pb: Playbook) -> set[str]:
+    seen, queue = {"start"}, ["start"]
+    while queue:
+        step = pb.step(queue.pop())
+        for arc in step.next.arcs if step.next else []:
+            if arc.step not in seen:
+                seen.add(arc.step)
+                queue.append(arc.step)
+    return seen

@@ -93,7 +93,10 @@ def _check_header(doc: dict[str, Any]) -> None:
             field="apiVersion",
         )
     if api_version != API_VERSION:
-        raise PlaybookError(f"apiVersion must be {API_VERSION}, got {api_version!r}", field="apiVersion")
+        raise PlaybookError(
+            f"apiVersion must be {API_VERSION}, got {api_version!r}; a playbook looks like:\n{_V2_EXAMPLE}",
+            field="apiVersion",
+        )
     if doc.get("kind") != "Playbook":
         raise PlaybookError(f"kind must be Playbook, got {doc.get('kind')!r}", field="kind")
 

@@ -63,7 +63,7 @@ def _check_step(step: Step, names: set[str], system: bool) -> None:
     if step.loop is not None:
         if not step.has_tool:
             raise PlaybookError("a loop needs a tool to run for each item", step=step.name, field="loop")
-        if step.loop.iterator in RESERVED_NAMES:
+        if step.loop.iterator in RESERVED_NAMES | {"index"}:
             raise PlaybookError(
                 f"iterator {step.loop.iterator!r} is a reserved template name",
                 step=step.name,

@@ -201,14 +201,10 @@ class _Run:
             self.complete(step, args, None, ran=False)
 
     def issue(self, step: Step, args: dict[str, Any], *, iteration: int | None = None) -> None:
-        loop, item = step.loop, None
-        if loop is not None and iteration is not None:
+        binding: dict[str, Any] = {}
+        if step.loop is not None and iteration is not None:
             item = self.state.loops[step.name].items[iteration]
-        binding: dict[str, Any] = (
-            {"iterator": loop.iterator, "item": item, "index": iteration}
-            if loop is not None and iteration is not None
-            else {}
-        )
+            binding = {"iterator": step.loop.iterator, "item": item, "index": iteration}
         inputs = self._render(step.name, "args", step.args, self.context(args, **binding))
         spec_args = {**args, **inputs}
         state = self.state
