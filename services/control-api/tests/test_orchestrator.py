@@ -882,7 +882,8 @@ def test_barrier_runs_every_reachable_step_once_after_all_its_live_predecessors(
     rng = random.Random(seed)
     pb = _random_dag(rng, rng.randint(4, 12))
     decision = start_execution(pb, execution_id=1, payload={}, catalog_path="t")
-    pending, state, finished = list(decision.commands), decision.state, []
+    pending, state = list(decision.commands), decision.state
+    finished: list[str] = []
     while pending:
         command = pending.pop(rng.randrange(len(pending)))
         predecessors = {s.name for s in pb.steps if s.next and command.step in {a.step for a in s.next.arcs}}
