@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import msgspec
-from noetl_common import ConfigError, env_float, env_hostport, env_int, env_opt, env_str
+from noetl_common import ConfigError, env_float, env_hostport, env_int, env_opt, env_str, node_id_from_env
 
 MiB = 1024 * 1024
+
+
+def _epoch(env: Mapping[str, str] | None) -> int | None:
+    if env_opt("NOETL_SNOWFLAKE_EPOCH_MS", env=env) is None:
+        return None
+    return env_int("NOETL_SNOWFLAKE_EPOCH_MS", 0, minimum=0, env=env)
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -25,6 +31,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     db_pool_size: int = 10
     request_max_body_bytes: int = 10 * MiB
     log_level: str = "INFO"
+    snowflake_node_id: int = 0
+    snowflake_epoch_ms: int | None = None  # None: the suite's epoch, 2024-01-01Z
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -35,6 +43,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ConfigError(
                 f"NOETL_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}"
             )
+        try:
+            node_id = node_id_from_env(env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             database_url=env_str("NOETL_DATABASE_URL", env=env),
             internal_api_token=env_opt("NOETL_INTERNAL_API_TOKEN", env=env),
@@ -50,4 +62,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             db_pool_size=env_int("NOETL_DB_POOL_SIZE", 10, minimum=2, maximum=500, env=env),
             request_max_body_bytes=env_int("NOETL_REQUEST_MAX_BODY_BYTES", 10 * MiB, minimum=1024, env=env),
             log_level=log_level,
+            snowflake_node_id=node_id,
+            snowflake_epoch_ms=_epoch(env),
         )

@@ -11,7 +11,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from noetl_common import Snowflake
+from noetl_common import Snowflake, configure_logging
 
 from .. import store
 from .._settings import Settings
@@ -60,8 +60,13 @@ def create_app(
     pool = store.create_pool(settings.database_url, settings.db_pool_size)
     notifier = store.OutboxNotifier(settings.database_url)
     playbooks = PlaybookCache()
+    if ids is None:
+        epoch, node = settings.snowflake_epoch_ms, settings.snowflake_node_id
+        ids = Snowflake(node) if epoch is None else Snowflake(node, epoch)
     recorder = Recorder(
-        ids or Snowflake.from_env(), shard_count=settings.event_shard_count, server_url=settings.server_url
+        ids,
+        shard_count=settings.event_shard_count,
+        server_url=settings.server_url,
     )
     services: dict[str, Any] = {
         "settings": settings,
@@ -125,5 +130,7 @@ def create_app(
 
 
 def app_from_env() -> Litestar:
-    """Factory for granian: settings from the environment."""
-    return create_app(Settings.from_env())
+    """Factory for granian: settings from the environment, JSON logs in the worker process."""
+    settings = Settings.from_env()
+    configure_logging("control-api", settings.log_level)
+    return create_app(settings)
