@@ -144,3 +144,15 @@ def test_keys_shadow_dict_methods_but_methods_remain_without_a_key() -> None:
     assert render("{{ r.items }}", context) == [3]
     assert render("{{ r.get('n') }}", context) == 2
     assert render("{{ r.values() | list | length }}", context) == 3
+
+
+@pytest.mark.parametrize("template", ["{{ 'x' * 10**9 }}", "{{ [1] * 100000000 }}", "{{ 10 ** 100000 }}"])
+def test_expressions_that_would_exhaust_memory_are_refused(template: str) -> None:
+    with pytest.raises(TemplateError):
+        render(template, {})
+
+
+def test_ordinary_arithmetic_still_works() -> None:
+    assert render("{{ 'ab' * 3 }}", {}) == "ababab"
+    assert render("{{ 2 ** 10 }}", {}) == 1024
+    assert render("{{ 1.5 * 2 }}", {}) == 3.0

@@ -441,3 +441,28 @@ def test_reserved_names_and_tool_less_loops() -> None:
     rejects(
         "workflow: [{step: start, loop: {in: [1], iterator: x}}]\n", step="start", field="loop", match="tool"
     )
+
+
+def test_alias_bombs_and_deep_nesting_are_rejected() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)
+    ]
+    bomb = HEADER + "workload:\n" + "\n".join("  " + line for line in lines) + "\nworkflow: [{step: start}]\n"
+    with pytest.raises(PlaybookError, match="YAML nodes"):
+        parse_playbook(bomb)
+    deep = HEADER + "workload: " + "[" * 150 + "]" * 150 + "\nworkflow: [{step: start}]\n"
+    with pytest.raises(PlaybookError, match="deeper"):
+        parse_playbook(deep)
+
+
+def test_yaml_anchors_within_limits_are_fine() -> None:
+    pb = parse(
+        """
+        workload:
+          defaults: &d {retries: 3}
+          job: {<<: *d, name: x}
+        workflow: [{step: start}]
+        """
+    )
+    assert pb.workload["job"] == {"retries": 3, "name": "x"}

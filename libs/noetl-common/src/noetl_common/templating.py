@@ -21,12 +21,15 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Undefined, missing
 from jinja2.sandbox import SandboxedEnvironment
 
 __all__ = ["TemplateError", "check_syntax", "evaluate", "has_template", "render"]
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{[-+]?(?P<expr>(?:(?!\{\{|\}\}).)*?)[-+]?\}\}\s*$", re.DOTALL)
+MAX_SEQUENCE = 10_000_000
+MAX_EXPONENT = 10_000
 _FALSE_STRINGS = frozenset({"", "false", "no", "off", "0", "none", "null"})
 
 
@@ -114,7 +117,23 @@ class _Undefined(Undefined):
 
 
 class _Environment(SandboxedEnvironment):
-    """Sandboxed Jinja2 where mapping keys win over attributes."""
+    """Sandboxed Jinja2 where mapping keys win over attributes.
+
+    ``*`` and ``**`` are checked so one expression cannot allocate gigabytes in the
+    control plane (``{{ 'x' * 10**10 }}``).
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    if len(seq) * times > MAX_SEQUENCE:
+                        raise SecurityError(f"repetition would build more than {MAX_SEQUENCE} items")
+        elif isinstance(right, int) and isinstance(left, int) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping):

@@ -18,6 +18,9 @@ from ._model import Arc, Loop, Next, Playbook, Step
 from ._validate import validate
 
 API_VERSION = "noetl.io/v2"
+#: Limits on the parsed tree (after alias expansion), far above any real playbook.
+MAX_NODES = 200_000
+MAX_DEPTH = 100
 
 _V2_EXAMPLE = (
     "apiVersion: noetl.io/v2\n"
@@ -47,6 +50,7 @@ def parse_playbook(text: str) -> Playbook:
         raise PlaybookError(f"malformed YAML: {exc}") from exc
     if not isinstance(doc, dict):
         raise PlaybookError("a playbook must be a YAML mapping")
+    _check_size(doc)
     _check_header(doc)
     metadata = doc.get("metadata")
     if not isinstance(metadata, dict):
@@ -83,6 +87,23 @@ def parse_playbook(text: str) -> Playbook:
     )
     validate(playbook)
     return playbook
+
+
+def _check_size(doc: Any) -> None:
+    """Bound the expanded document: YAML aliases can make a small text a huge tree."""
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise PlaybookError(f"the playbook expands to more than {MAX_NODES} YAML nodes")
+        if depth > MAX_DEPTH:
+            raise PlaybookError(f"the playbook nests deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def _check_header(doc: dict[str, Any]) -> None:
