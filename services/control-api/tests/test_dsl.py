@@ -466,3 +466,8 @@ def test_yaml_anchors_within_limits_are_fine() -> None:
         """
     )
     assert pb.workload["job"] == {"retries": 3, "name": "x"}
+
+
+def test_unnamed_pipeline_items_get_upstream_synthetic_labels() -> None:
+    pb = parse("workflow: [{step: start, tool: [{kind: noop}, {kind: noop}]}]\n")
+    assert [t.name for t in pb.step("start").tasks] == ["task_0", "task_1"]

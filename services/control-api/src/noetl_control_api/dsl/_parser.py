@@ -225,7 +225,7 @@ def _tasks(raw: Any, step: str, workbook: dict[str, dict[str, Any]]) -> list[Tas
         field = f"tool[{i}]"
         if isinstance(item, dict) and "kind" in item:
             name = item.get("name")
-            label = name if isinstance(name, str) else f"task_{i + 1}"
+            label = name if isinstance(name, str) else f"task_{i}"  # upstream numbers from 0
             tasks.append(_task(item, label, step, field, workbook, pipeline=True))
         elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), dict):
             label, body = next(iter(item.items()))
