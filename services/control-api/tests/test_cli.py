@@ -45,3 +45,44 @@ def test_migrate_applies_and_exits(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM noetl.schema_migrations").fetchone()[0] >= 1  # type: ignore[index]
     assert _run(["migrate"], {"NOETL_DATABASE_URL": database_url}).returncode == 0
+
+
+def test_serve_answers_and_stops_cleanly_on_sigterm(database_url: str) -> None:
+    import signal
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
+    env = {**base, "NOETL_DATABASE_URL": database_url, "NOETL_API_BIND": f"127.0.0.1:{port}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noetl_control_api", "serve"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = []
+        # the worker logs "Started worker-1" once the app's lifespan has run
+        for line in proc.stderr:
+            lines.append(line)
+            if "Started worker" in line:
+                break
+        else:
+            raise AssertionError("".join(lines))
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        internal = httpx.get(f"http://127.0.0.1:{port}/api/internal/outbox/pending-count", timeout=5)
+        assert internal.status_code == 503  # no token configured
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert all(line.startswith("{") for line in lines)  # JSON lines only
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

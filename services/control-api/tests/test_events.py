@@ -134,3 +134,21 @@ async def test_event_errors_are_client_errors(api: Any) -> None:
     (row,) = [r for r in await api.outbox(execution_id) if r["event_id"] == secret["event_id"]]
     assert row["payload"]["context"] == {"api_key": "[REDACTED]", "note": "[REDACTED]"}
     assert command["status"] == "PENDING"
+
+
+async def test_events_for_an_unclaimed_command_are_409(api: Any) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    (command,) = await api.open_commands(execution_id)
+    meta = {"command_id": command["command_id"], "attempt": 0}
+    reply = await api.post_events(_event(api, execution_id, "command.completed", meta, context={"result": 1}))
+    assert reply.status_code == 409 and reply.json()["error"] == "conflict"
+    assert [c["status"] for c in await api.open_commands(execution_id)] == ["PENDING"]
+
+
+async def test_events_after_cancel_are_duplicates(api: Any) -> None:
+    execution_id, _command, meta = await _claimed(api)
+    assert (await api.client.post(f"/api/executions/{execution_id}/cancel")).status_code == 200
+    late = _event(api, execution_id, "command.completed", meta, context={"result": 1})
+    assert (await api.post_events(late)).json() == {"accepted": 0, "duplicates": 1}
+    assert (await api.client.get(f"/api/executions/{execution_id}")).json()["status"] == "CANCELLED"

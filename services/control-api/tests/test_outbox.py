@@ -158,3 +158,10 @@ async def test_claim_request_bounds(api: Any) -> None:
         reply = await api.client.post("/api/internal/outbox/claim", json=body, headers=api.auth)
         assert reply.status_code == 400, body
         assert reply.json()["error"] == "validation_error"
+
+
+async def test_shutdown_releases_parked_long_polls(api: Any) -> None:
+    waiter = asyncio.create_task(_claim(api, wait_ms=60_000))
+    await _parked(api)
+    api.client.app.state.outbox.close()
+    assert await asyncio.wait_for(waiter, timeout=10) == {"rows": [], "claimed": 0}

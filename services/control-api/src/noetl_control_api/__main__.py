@@ -8,6 +8,7 @@ import sys
 
 from noetl_common import ConfigError, configure_logging
 
+from ._logjson import granian_log_config
 from ._settings import Settings
 
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         interface=Interfaces.ASGI,
         workers=1,
         log_access=False,
+        log_dictconfig=granian_log_config(),
     ).serve()
 
 

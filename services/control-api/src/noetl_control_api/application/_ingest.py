@@ -18,7 +18,7 @@ from noetl_common import Event, EventsReply, utc_now_iso
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
+from .._errors import Conflict, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
 from .._metrics import EVENTS
 from ..orchestrator import CommandOutcome, apply_outcome, state_from_json
 from ..store._commands import TERMINAL, CommandRow
@@ -138,6 +138,11 @@ class EventIngest:
                     if command.status in TERMINAL:
                         duplicates += 1
                         continue
+                    if command.status == "PENDING":
+                        raise Conflict(
+                            f"command {command.command_id} has not been claimed; claim it first",
+                            {"status": command.status, "attempt": command.attempt},
+                        )
                     if item.attempt is not None and item.attempt != command.attempt:
                         raise StaleAttempt(
                             f"command {command.command_id} is at attempt {command.attempt};"

@@ -34,6 +34,7 @@ class OutboxService:
         self._notifier = notifier
         self._lease = lease_seconds
         self.waiting = 0
+        self._closing = False
         #: notified whenever a claim parks to wait; lets callers observe parked pollers
         self.parked = asyncio.Condition()
 
@@ -51,11 +52,18 @@ class OutboxService:
             async with self._pool.connection() as conn, conn.transaction():
                 rows = await store.outbox.claim_outbox(conn, limit, self._lease)
             remaining = deadline - loop.time()
-            if rows or remaining <= 0:
+            if rows or remaining <= 0 or self._closing:
                 OUTBOX_CLAIMED.inc(len(rows))
                 return OutboxClaimReply(rows=rows, claimed=len(rows))
             timeout = remaining if self._notifier.connected else min(remaining, _FALLBACK_POLL_SECONDS)
             await self._park(wake, timeout)
+            if self._closing:
+                return OutboxClaimReply(rows=[], claimed=0)
+
+    def close(self) -> None:
+        """Stop long-polls: parked claims return at once (empty) so shutdown need not wait."""
+        self._closing = True
+        self._notifier.wake()
 
     async def _park(self, wake: asyncio.Event, timeout: float) -> None:
         self.waiting += 1

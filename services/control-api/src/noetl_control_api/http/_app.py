@@ -97,6 +97,7 @@ def create_app(
             await notifier.start()
             yield
         finally:
+            services["outbox"].close()
             await notifier.stop()
             await pool.close()
 
