@@ -906,3 +906,14 @@ def _reachable_from_start(pb: Playbook) -> set[str]:
                 seen.add(arc.step)
                 queue.append(arc.step)
     return seen
+
+
+def test_results_with_big_integers_survive_and_nothing_escapes() -> None:
+    pb = inline("workflow: [{step: start, tool: {kind: noop}, next: [b]}, {step: b, tool: {kind: noop}}]\n")
+    first = start_execution(pb, execution_id=1, payload={}, catalog_path="t")
+    second = apply_outcome(pb, first.state, outcome(first.commands[0], {"n": 2**70}))
+    assert second.status == "RUNNING" and second.state.results["start"] == {"n": 2**70}
+    broken = msgspec.structs.replace(second.state, results={"start": object()})
+    decision = apply_outcome(pb, broken, outcome(second.commands[0], {}))
+    assert decision.status == "FAILED" and decision.commands == []
+    assert broken.status == "RUNNING"

@@ -350,8 +350,20 @@ def _failure_message(step: str, iteration: int | None, error: dict[str, Any] | N
 
 
 def _copy(state: ExecutionState) -> ExecutionState:
-    """A deep copy; msgpack round-trips plain data far faster than copy.deepcopy."""
-    return msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=ExecutionState)
+    """A deep copy through JSON (the state's own format), far faster than copy.deepcopy."""
+    return msgspec.json.decode(msgspec.json.encode(state), type=ExecutionState)
+
+
+def _working_copy(playbook: Playbook, state: ExecutionState) -> _Run | Decision:
+    """A run over a copy of ``state``, or a FAILED decision if the state cannot be copied."""
+    try:
+        return _Run(playbook, _copy(state))
+    except Exception as exc:
+        failed = msgspec.structs.replace(
+            state, status="FAILED", error=f"orchestrator error: state is not JSON data: {exc}"
+        )
+        event = EventDraft(event_type="playbook.failed", status="FAILED", context={"error": failed.error})
+        return Decision(state=failed, events=[event], commands=[], status="FAILED", error=failed.error)
 
 
 def _guarded(run: _Run, action: Any) -> Decision:
@@ -389,15 +401,17 @@ def start_execution(
 
 def apply_outcome(playbook: Playbook, state: ExecutionState, outcome: CommandOutcome) -> Decision:
     """Advance on a command's terminal report; duplicates and reports after the end are no-ops."""
-    run = _Run(playbook, _copy(state))
-    if run.state.status != "RUNNING":
-        return run.decision()
+    run = _working_copy(playbook, state)
+    if isinstance(run, Decision) or run.state.status != "RUNNING":
+        return run if isinstance(run, Decision) else run.decision()
     return _guarded(run, lambda: run.on_outcome(outcome))
 
 
 def cancel_execution(playbook: Playbook, state: ExecutionState, reason: str) -> Decision:
     """Cancel on request: no new commands; in-flight ones are abandoned (the store cancels them)."""
-    run = _Run(playbook, _copy(state))
+    run = _working_copy(playbook, state)
+    if isinstance(run, Decision):
+        return run
     current = run.state
     if current.status != "RUNNING":
         return run.decision()
