@@ -917,3 +917,12 @@ def test_results_with_big_integers_survive_and_nothing_escapes() -> None:
     decision = apply_outcome(pb, broken, outcome(second.commands[0], {}))
     assert decision.status == "FAILED" and decision.commands == []
     assert broken.status == "RUNNING"
+
+
+def test_an_outcome_without_meta_is_matched_by_step() -> None:
+    pb = inline("workflow: [{step: start, tool: {kind: noop}, next: [b]}, {step: b, tool: {kind: noop}}]\n")
+    first = start_execution(pb, execution_id=1, payload={}, catalog_path="t")
+    bare = CommandOutcome(command_id=1, step="start", status="completed", result={"ok": True})
+    second = apply_outcome(pb, first.state, bare)
+    assert [c.step for c in second.commands] == ["b"]
+    assert apply_outcome(pb, second.state, bare).commands == []

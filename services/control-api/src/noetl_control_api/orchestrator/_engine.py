@@ -298,7 +298,18 @@ class _Run:
     # -- outcomes ---------------------------------------------------------------------------
 
     def on_outcome(self, outcome: CommandOutcome) -> None:
-        flight = self.state.in_flight.pop(str(outcome.meta.get("seq")), None)
+        key = str(outcome.meta.get("seq"))
+        if "seq" not in outcome.meta:
+            # A report without our meta: match the oldest command of that step (and iteration).
+            key = next(
+                (
+                    k
+                    for k, f in self.state.in_flight.items()
+                    if f.step == outcome.step and f.iteration == outcome.meta.get("iteration")
+                ),
+                key,
+            )
+        flight = self.state.in_flight.pop(key, None)
         if flight is None:
             return  # a duplicate or unknown report; the command already counted
         step = self.playbook.step(flight.step)
