@@ -16,6 +16,8 @@ ROUTES = [
     ("POST", "/api/internal/outbox/mark-failed", {"outbox_id": 1, "error": "e", "attempts": 1}),
     ("GET", "/api/internal/outbox/pending-count", None),
     ("POST", "/api/internal/events/project", {"events": []}),
+    ("POST", "/api/internal/cleanup/purge", {}),
+    ("POST", "/api/internal/cleanup/sweep", {}),
 ]
 
 

@@ -165,3 +165,29 @@ async def test_shutdown_releases_parked_long_polls(api: Any) -> None:
     await _parked(api)
     api.client.app.state.outbox.close()
     assert await asyncio.wait_for(waiter, timeout=10) == {"rows": [], "claimed": 0}
+
+
+async def test_purge_deletes_only_old_published_rows(api: Any) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    rows = (await _claim(api))["rows"]
+    published = [r["outbox_id"] for r in rows[:2]]
+    await api.client.post(
+        "/api/internal/outbox/mark-published", json={"outbox_ids": published}, headers=api.auth
+    )
+    await api.db.execute(
+        "UPDATE noetl.outbox SET published_at = now() - interval '2 days' WHERE outbox_id = %s",
+        (published[0],),
+    )
+    reply = await api.client.post("/api/internal/cleanup/purge", json={}, headers=api.auth)
+    assert reply.status_code == 200 and reply.json() == {"outbox_deleted": 1}
+    remaining = [r["outbox_id"] for r in await api.outbox(execution_id)]
+    assert published[0] not in remaining and published[1] in remaining and len(remaining) == len(rows) - 1
+    sweep = await api.client.post(
+        "/api/internal/cleanup/sweep", json={"outbox_published_older_than_seconds": 0}, headers=api.auth
+    )
+    assert sweep.json() == {"outbox_deleted": 1}
+    assert (
+        await api.client.post("/api/internal/cleanup/purge", json={"limit": 0}, headers=api.auth)
+    ).status_code == 400
+    assert (await api.client.post("/api/internal/cleanup/purge", json={})).status_code == 403

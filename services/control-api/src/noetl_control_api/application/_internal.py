@@ -18,6 +18,7 @@ from .._errors import ValidationFailed
 from .._metrics import OUTBOX_CLAIMED, OUTBOX_PENDING, OUTBOX_WAITERS, PROJECTED
 from ..store import OutboxNotifier
 from ._ids import client_id
+from ._views import PurgeReply
 
 MAX_CLAIM = 10_000
 MAX_WAIT_MS = 120_000
@@ -97,6 +98,16 @@ class OutboxService:
         async with self._pool.connection() as conn, conn.transaction():
             marked = await store.outbox.mark_failed(conn, outbox_id, error, attempts, delay)
         return MarkFailedReply(marked=marked, available_at_in=delay)
+
+    async def purge(self, older_than_seconds: float, limit: int) -> PurgeReply:
+        """Delete published rows past their retention, at most ``limit`` per call."""
+        if not 0 <= older_than_seconds <= 10 * 365 * 86_400:
+            raise ValidationFailed(f"outbox_published_older_than_seconds out of range: {older_than_seconds}")
+        if not 1 <= limit <= 1_000_000:
+            raise ValidationFailed(f"limit must be within 1..1000000, got {limit}")
+        async with self._pool.connection() as conn, conn.transaction():
+            deleted = await store.outbox.purge_published(conn, older_than_seconds, limit)
+        return PurgeReply(outbox_deleted=deleted)
 
     async def pending_count(self) -> int:
         async with self._pool.connection() as conn:

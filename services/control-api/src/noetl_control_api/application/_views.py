@@ -98,3 +98,14 @@ class CommandView(msgspec.Struct, kw_only=True):
 
 class WorkerRef(msgspec.Struct, kw_only=True):
     worker_id: str
+
+
+class PurgeRequest(msgspec.Struct, kw_only=True):
+    """Retention settings of one sweep."""
+
+    outbox_published_older_than_seconds: float = 86_400.0
+    limit: int = 10_000
+
+
+class PurgeReply(msgspec.Struct, kw_only=True):
+    outbox_deleted: int

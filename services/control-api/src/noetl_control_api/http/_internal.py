@@ -18,6 +18,7 @@ from noetl_common import (
 )
 
 from ..application import OutboxService, ProjectionService
+from ..application._views import PurgeReply, PurgeRequest
 from ._auth import internal_guard
 
 
@@ -49,6 +50,11 @@ class InternalController(Controller):
     @get("/outbox/pending-count")
     async def pending_count(self, outbox: NamedDependency[OutboxService]) -> PendingCountReply:
         return PendingCountReply(pending=await outbox.pending_count())
+
+    @post(["/cleanup/purge", "/cleanup/sweep"], status_code=200)
+    async def purge(self, data: JSONBody[PurgeRequest], outbox: NamedDependency[OutboxService]) -> PurgeReply:
+        """Retention: delete published outbox rows older than the given age."""
+        return await outbox.purge(data.outbox_published_older_than_seconds, data.limit)
 
     @post("/events/project", status_code=200)
     async def project(

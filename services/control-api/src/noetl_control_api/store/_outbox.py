@@ -93,3 +93,18 @@ async def pending_count(conn: AsyncConnection[Any]) -> int:
     cur = await conn.execute("SELECT count(*) FROM noetl.outbox WHERE status IN ('PENDING', 'IN_FLIGHT')")
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def purge_published(conn: AsyncConnection[Any], older_than_seconds: float, limit: int) -> int:
+    """Delete up to ``limit`` PUBLISHED rows published more than ``older_than_seconds`` ago.
+
+    Deleting a row also forgets its (execution_id, event_id) key; a worker event re-posted
+    after that is recorded again, which is harmless: commands that finished count later
+    events as duplicates, and the read model is keyed by event_id.
+    """
+    cur = await conn.execute(
+        "DELETE FROM noetl.outbox WHERE outbox_id IN (SELECT outbox_id FROM noetl.outbox"
+        " WHERE status = 'PUBLISHED' AND published_at < now() - %s LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (timedelta(seconds=older_than_seconds), limit),
+    )
+    return cur.rowcount
