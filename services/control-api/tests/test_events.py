@@ -152,3 +152,27 @@ async def test_events_after_cancel_are_duplicates(api: Any) -> None:
     late = _event(api, execution_id, "command.completed", meta, context={"result": 1})
     assert (await api.post_events(late)).json() == {"accepted": 0, "duplicates": 1}
     assert (await api.client.get(f"/api/executions/{execution_id}")).json()["status"] == "CANCELLED"
+
+
+async def test_batch_dedupes_within_itself_and_after_a_terminal_event(api: Any) -> None:
+    execution_id, _command, meta = await _claimed(api)
+    call = _event(api, execution_id, "call.done", meta)
+    done = _event(api, execution_id, "command.completed", meta, context={"result": {"n": 1}})
+    after = _event(api, execution_id, "step.exit", meta)
+    reply = await api.post_events({"events": [call, call, done, after]})
+    assert reply.json() == {"accepted": 2, "duplicates": 2}
+    assert [c["step"] for c in await api.open_commands(execution_id)] == ["second"]
+    recorded = {r["event_id"] for r in await api.outbox(execution_id)}
+    assert call["event_id"] in recorded and done["event_id"] in recorded and after["event_id"] not in recorded
+
+
+async def test_batch_spans_executions_and_is_all_or_nothing(api: Any) -> None:
+    execution_id, _command, meta = await _claimed(api)
+    other = await api.execute()
+    ok = [_event(api, execution_id, "call.done", meta), _event(api, other, "note", {})]
+    assert (await api.post_events({"events": ok})).json() == {"accepted": 2, "duplicates": 0}
+    before = len(await api.outbox())
+    stale = {**meta, "attempt": meta["attempt"] + 1}
+    mixed = [_event(api, other, "note", {}), _event(api, execution_id, "command.started", stale)]
+    assert (await api.post_events({"events": mixed})).status_code == 409
+    assert len(await api.outbox()) == before

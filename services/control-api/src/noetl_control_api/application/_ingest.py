@@ -109,7 +109,6 @@ class EventIngest:
         mode: Literal["UPDATE", "SHARE"] = (
             "UPDATE" if any(i.event.event_type in _TERMINAL_EVENTS for i in incoming) else "SHARE"
         )
-        accepted = duplicates = 0
         async with self._pool.connection() as conn, conn.transaction():
             executions = await store.executions.lock(conn, [i.event.execution_id for i in incoming], mode)
             for item in incoming:
@@ -118,6 +117,11 @@ class EventIngest:
             commands = await store.commands.lock_many(
                 conn, [i.command_id for i in incoming if i.command_id is not None]
             )
+            # decide every event first, then write all new ones in one statement: the batch
+            # costs a handful of round trips, not one per event
+            kept: list[tuple[Event, ExecutionRef, CommandRow | None]] = []
+            seen: set[tuple[int, int]] = set()
+            finishing: set[int] = set()  # commands a terminal event of this batch finishes
             for item in incoming:
                 execution = executions[item.event.execution_id]
                 ref = ExecutionRef(
@@ -125,40 +129,56 @@ class EventIngest:
                     catalog_path=execution.path,
                     parent_execution_id=execution.parent_execution_id,
                 )
-                command = None
-                if item.command_id is not None:
-                    command = commands.get(item.command_id)
-                    if command is None:
-                        raise NotFound(f"command {item.command_id} not found")
-                    if command.execution_id != execution.execution_id:
-                        raise ValidationFailed(
-                            f"command {command.command_id} belongs to execution {command.execution_id},"
-                            f" not {execution.execution_id}"
-                        )
-                    if command.status in TERMINAL:
-                        duplicates += 1
-                        continue
-                    if command.status == "PENDING":
-                        raise Conflict(
-                            f"command {command.command_id} has not been claimed; claim it first",
-                            {"status": command.status, "attempt": command.attempt},
-                        )
-                    if item.attempt is not None and item.attempt != command.attempt:
-                        raise StaleAttempt(
-                            f"command {command.command_id} is at attempt {command.attempt};"
-                            f" event from attempt {item.attempt} rejected",
-                            {"command_id": command.command_id, "attempt": command.attempt},
-                        )
+                command = self._check_command(item, commands, execution.execution_id)
+                if command is not None and (command.status in TERMINAL or command.command_id in finishing):
+                    continue  # the command is finished: a late or repeated event changes nothing
                 event = self._complete(item.event, ref)
-                if not await self._recorder.write_events(conn, [event]):
-                    duplicates += 1
+                assert event.event_id is not None
+                key = (event.execution_id, event.event_id)
+                if key in seen:
                     continue
-                accepted += 1
-                if command is not None:
+                seen.add(key)
+                if command is not None and event.event_type in _TERMINAL_EVENTS:
+                    finishing.add(command.command_id)
+                kept.append((event, ref, command))
+            new_keys = await self._recorder.write_events(conn, [event for event, _, _ in kept])
+            for event, ref, command in kept:
+                if command is not None and (event.execution_id, event.event_id) in new_keys:
                     await self._apply(conn, ref, command, event)
+        accepted = len(new_keys)
+        duplicates = len(incoming) - accepted
         EVENTS.labels("accepted").inc(accepted)
         EVENTS.labels("duplicate").inc(duplicates)
         return EventsReply(accepted=accepted, duplicates=duplicates)
+
+    @staticmethod
+    def _check_command(
+        item: _Incoming, commands: dict[int, CommandRow], execution_id: int
+    ) -> CommandRow | None:
+        """The event's command, or an error when the event may not be recorded for it."""
+        if item.command_id is None:
+            return None
+        command = commands.get(item.command_id)
+        if command is None:
+            raise NotFound(f"command {item.command_id} not found")
+        if command.execution_id != execution_id:
+            raise ValidationFailed(
+                f"command {command.command_id} belongs to execution {command.execution_id}, not {execution_id}"
+            )
+        if command.status in TERMINAL:
+            return command
+        if command.status == "PENDING":
+            raise Conflict(
+                f"command {command.command_id} has not been claimed; claim it first",
+                {"status": command.status, "attempt": command.attempt},
+            )
+        if item.attempt is not None and item.attempt != command.attempt:
+            raise StaleAttempt(
+                f"command {command.command_id} is at attempt {command.attempt};"
+                f" event from attempt {item.attempt} rejected",
+                {"command_id": command.command_id, "attempt": command.attempt},
+            )
+        return command
 
     def _complete(self, event: Event, ref: ExecutionRef) -> Event:
         """Fill what the server knows: an id when the worker sent none, time, catalog path."""

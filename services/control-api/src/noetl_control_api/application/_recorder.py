@@ -99,8 +99,8 @@ class Recorder:
             scrub(msgspec.to_builtins(event)),
         )
 
-    async def write_events(self, conn: AsyncConnection[Any], events: Sequence[Event]) -> set[int]:
-        """Write events to the outbox; returns the ids that were new."""
+    async def write_events(self, conn: AsyncConnection[Any], events: Sequence[Event]) -> set[tuple[int, int]]:
+        """Write events to the outbox; returns the (execution_id, event_id) keys that were new."""
         return await store.outbox.insert_outbox(conn, [self.event_row(e) for e in events])
 
     async def write_decision(

@@ -15,8 +15,8 @@ from ._notifier import OUTBOX_CHANNEL
 OutboxInsert = tuple[int, int, str, Any]  # execution_id, event_id, subject, payload
 
 
-async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]) -> set[int]:
-    """Insert rows, skipping (execution_id, event_id) duplicates; returns the event ids inserted.
+async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]) -> set[tuple[int, int]]:
+    """Insert rows, skipping duplicates; returns the (execution_id, event_id) keys inserted.
 
     The NOTIFY rides in the caller's transaction, so publishers wake exactly at commit.
     """
@@ -25,7 +25,7 @@ async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]
     cur = await conn.execute(
         "INSERT INTO noetl.outbox (execution_id, event_id, subject, payload)"
         " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[])"
-        " ON CONFLICT (execution_id, event_id) DO NOTHING RETURNING event_id",
+        " ON CONFLICT (execution_id, event_id) DO NOTHING RETURNING execution_id, event_id",
         (
             [r[0] for r in rows],
             [r[1] for r in rows],
@@ -33,7 +33,7 @@ async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]
             [Jsonb(r[3]) for r in rows],
         ),
     )
-    inserted = {row[0] for row in await cur.fetchall()}
+    inserted = {(row[0], row[1]) for row in await cur.fetchall()}
     if inserted:
         await conn.execute("SELECT pg_notify(%s, '')", (OUTBOX_CHANNEL,))
     return inserted
