@@ -17,6 +17,9 @@ import psycopg
 import structlog
 
 OUTBOX_CHANNEL = "noetl_outbox"
+_PROBE_SECONDS = 30.0
+#: how the listening connection shows up in pg_stat_activity
+LISTENER_APPLICATION_NAME = "noetl-control-api-listener"
 log = structlog.get_logger(__name__)
 
 
@@ -57,7 +60,9 @@ class OutboxNotifier:
         backoff = 0.1
         while True:
             try:
-                conn: Any = await psycopg.AsyncConnection.connect(self._database_url, autocommit=True)
+                conn: Any = await psycopg.AsyncConnection.connect(
+                    self._database_url, autocommit=True, application_name=LISTENER_APPLICATION_NAME
+                )
                 async with conn:
                     await conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
                     self.connected = True
@@ -65,8 +70,12 @@ class OutboxNotifier:
                     backoff = 0.1
                     # rows may have been inserted while we were disconnected
                     self.wake()
-                    async for _ in conn.notifies():
-                        self.wake()
+                    while True:
+                        async for _ in conn.notifies(timeout=_PROBE_SECONDS):
+                            self.wake()
+                        # a quiet period: prove the connection is alive (a silently dropped
+                        # TCP connection would otherwise leave waiters to their timeouts forever)
+                        await conn.execute("SELECT 1")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
