@@ -123,6 +123,8 @@ async def test_event_errors_are_client_errors(api: Any) -> None:
     )
     assert bad_attempt.status_code == 400
     assert (await api.post_events({"events": []})).status_code == 400
+    spoof = await api.post_events(_event(api, execution_id, "playbook.completed", {}))
+    assert spoof.status_code == 400 and "server only" in spoof.json()["detail"]
     assert (await api.post_events({"execution_id": execution_id})).status_code == 400
     huge = _event(api, execution_id, "call.done", meta, context={"result": "x" * 200_000})
     too_large = await api.post_events(huge)

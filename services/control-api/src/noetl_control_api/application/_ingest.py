@@ -25,10 +25,29 @@ from ..store._commands import TERMINAL, CommandRow
 from ._ids import client_id
 from ._playbooks import PlaybookCache
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
+from ._results import ResultService
 
 MAX_BATCH = 1000
 _COMMAND_EVENTS = frozenset({"command.started", "command.heartbeat", "command.completed", "command.failed"})
 _TERMINAL_EVENTS = {"command.completed": "COMPLETED", "command.failed": "FAILED"}
+# written only by the server: accepting them from clients would let the event log disagree
+# with the state tables it must be able to rebuild
+_SERVER_EVENTS = frozenset(
+    {
+        "playbook.execution_requested",
+        "playbook.started",
+        "playbook.completed",
+        "playbook.failed",
+        "playbook.cancelled",
+        "step.enter",
+        "command.issued",
+        "command.claimed",
+        "next.evaluated",
+        "ctx.patched",
+        "loop.started",
+        "loop.done",
+    }
+)
 
 
 @dataclass
@@ -83,6 +102,8 @@ class EventIngest:
                 client_id(event.event_id, f"events[{i}].event_id")
             if not event.event_type or len(event.event_type) > 200:
                 raise ValidationFailed(f"events[{i}].event_type must be a non-empty name")
+            if event.event_type in _SERVER_EVENTS:
+                raise ValidationFailed(f"events[{i}]: {event.event_type} is recorded by the server only")
             if event.context is not None:
                 size = len(msgspec.json.encode(event.context))
                 if size > self._context_max:
@@ -228,7 +249,8 @@ class EventIngest:
             step=command.step,
             status=status,
             meta=command.meta or {},
-            result=context.get("result"),
+            # a result offloaded to the result store arrives as a reference: templates read the data
+            result=await ResultService.resolve_refs(conn, context.get("result")),
             error=error if status == "failed" else None,
             set=set_ if isinstance(set_, dict) else None,
         )
