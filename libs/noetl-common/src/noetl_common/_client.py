@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -57,6 +59,16 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class PluginFetch:
+    """A plug-in registry reply: ``data`` is None when the module was not modified (304)."""
+
+    path: str
+    version: int
+    digest: str
+    data: bytes | None
+
+
 class ControlPlaneClient:
     """Thin typed wrapper over the control-api routes the other services use."""
 
@@ -102,6 +114,19 @@ class ControlPlaneClient:
         retries: int | None = None,
     ) -> T | None:
         content = msgspec.json.encode(body) if body is not None else None
+        return await self._send(method, path, content, reply_type, timeout=timeout, retries=retries)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        reply_type: type[T] | None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> T | None:
         attempts = self.retries if retries is None else retries
         delay = 0.1
         for attempt in range(attempts + 1):
@@ -110,6 +135,7 @@ class ControlPlaneClient:
                     method,
                     path,
                     content=content,
+                    headers=headers,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError:
@@ -202,3 +228,77 @@ class ControlPlaneClient:
 
     async def deregister_worker(self, worker_id: str) -> None:
         await self.request("POST", "/api/worker/pool/deregister", {"worker_id": worker_id}, retries=1)
+
+    # -- result store and credentials (worker) --------------------------------------------
+    async def put_result(self, execution_id: int, data: bytes, media_type: str) -> dict[str, Any]:
+        """Store a result; returns its reference ``{"$ref": {store, key, size, media_type}}``."""
+        reply = await self._send(
+            "PUT", f"/api/result/{execution_id}", data, dict, headers={"content-type": media_type}
+        )
+        assert reply is not None
+        return reply
+
+    async def resolve_result(self, key: str) -> Any:
+        """The stored value of a reference key (Arrow results come back as rows)."""
+        response = await self._http.get("/api/result/resolve", params={"key": key, "format": "json"})
+        if response.status_code >= 300:
+            try:
+                error = msgspec.json.decode(response.content, type=ErrorBody)
+            except msgspec.DecodeError:
+                error = None
+            raise ApiError(response.status_code, error, response.text, _retry_after(response))
+        return msgspec.json.decode(response.content)
+
+    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+        """Clear data of named credentials (internal route): ``{name: {credential_type, data}}``."""
+        reply = await self.request(
+            "POST",
+            "/api/internal/credentials/resolve",
+            {"names": names, "execution_id": execution_id},
+            dict,
+        )
+        assert reply is not None
+        return dict(reply.get("credentials") or {})
+
+    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+        """Clear values of keychain entries (internal route); the execution's entry wins."""
+        reply = await self.request(
+            "POST",
+            "/api/internal/keychain/resolve",
+            {"names": names, "execution_id": execution_id},
+            dict,
+        )
+        assert reply is not None
+        return dict(reply.get("values") or {})
+
+    # -- plug-in registry and object store (WASM host) -------------------------------------
+    async def _raise_for(self, response: httpx.Response) -> None:
+        if response.status_code < 300 or response.status_code == 304:
+            return
+        try:
+            error = msgspec.json.decode(response.content, type=ErrorBody)
+        except msgspec.DecodeError:
+            error = None
+        raise ApiError(response.status_code, error, response.text, _retry_after(response))
+
+    async def get_plugin(self, path: str, version: int | None = None, etag: str | None = None) -> PluginFetch:
+        """``GET /api/internal/plugins/{path}``; with ``etag`` an unchanged module answers 304."""
+        headers = {"if-none-match": f'"{etag}"'} if etag else {}
+        params = {"version": str(version)} if version is not None else {}
+        response = await self._http.get(
+            f"/api/internal/plugins/{quote(path, safe='/')}", params=params, headers=headers
+        )
+        await self._raise_for(response)
+        digest = response.headers.get("etag", "").strip('"') or (etag or "")
+        found = int(response.headers.get("x-plugin-version") or (version or 0))
+        data = None if response.status_code == 304 else response.content
+        return PluginFetch(path=path, version=found, digest=digest, data=data)
+
+    async def put_object(self, key: str, data: bytes, media_type: str = "application/octet-stream") -> None:
+        """``PUT /api/internal/objects/{key}`` (create or replace)."""
+        response = await self._http.put(
+            f"/api/internal/objects/{quote(key, safe='/')}",
+            content=data,
+            headers={"content-type": media_type},
+        )
+        await self._raise_for(response)

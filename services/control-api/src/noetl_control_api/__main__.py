@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     log.info("migrations applied", versions=applied)
     if args.command == "migrate":
         return
+    from .application import check_key_present
+
+    try:
+        asyncio.run(check_key_present(settings.database_url, settings.credentials_key))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     from granian import Granian
     from granian.constants import Interfaces

@@ -33,6 +33,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: str = "INFO"
     snowflake_node_id: int = 0
     snowflake_epoch_ms: int | None = None  # None: the suite's epoch, 2024-01-01Z
+    credentials_key: str | None = None  # Fernet key(s); None disables credentials/keychain (503)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +48,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             node_id = node_id_from_env(env)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        credentials_key = env_opt("NOETL_CREDENTIALS_KEY", env=env)
+        if credentials_key:
+            from .application._secrets import parse_keys
+
+            parse_keys(credentials_key)  # a malformed key fails at start, naming the variable
         return cls(
             database_url=env_str("NOETL_DATABASE_URL", env=env),
             internal_api_token=env_opt("NOETL_INTERNAL_API_TOKEN", env=env),
@@ -64,4 +70,5 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             log_level=log_level,
             snowflake_node_id=node_id,
             snowflake_epoch_ms=_epoch(env),
+            credentials_key=credentials_key,
         )

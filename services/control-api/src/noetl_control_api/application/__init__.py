@@ -8,16 +8,23 @@ from ._ingest import EventIngest
 from ._internal import OutboxService, ProjectionService
 from ._playbooks import PlaybookCache
 from ._recorder import Recorder
+from ._results import ResultService
+from ._secrets import CredentialService, KeychainService, SecretBox, check_key_present
 from ._workers import WorkerService
 
 __all__ = [
     "CatalogService",
     "ClaimService",
+    "CredentialService",
     "EventIngest",
     "ExecutionService",
+    "KeychainService",
     "OutboxService",
     "PlaybookCache",
     "ProjectionService",
     "Recorder",
+    "ResultService",
+    "SecretBox",
     "WorkerService",
+    "check_key_present",
 ]

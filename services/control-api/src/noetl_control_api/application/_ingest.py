@@ -25,6 +25,7 @@ from ..store._commands import TERMINAL, CommandRow
 from ._ids import client_id
 from ._playbooks import PlaybookCache
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
+from ._results import ResultService
 
 MAX_BATCH = 1000
 _COMMAND_EVENTS = frozenset({"command.started", "command.heartbeat", "command.completed", "command.failed"})
@@ -248,7 +249,8 @@ class EventIngest:
             step=command.step,
             status=status,
             meta=command.meta or {},
-            result=context.get("result"),
+            # a result offloaded to the result store arrives as a reference: templates read the data
+            result=await ResultService.resolve_refs(conn, context.get("result")),
             error=error if status == "failed" else None,
             set=set_ if isinstance(set_, dict) else None,
         )

@@ -18,12 +18,16 @@ from .._settings import Settings
 from ..application import (
     CatalogService,
     ClaimService,
+    CredentialService,
     EventIngest,
     ExecutionService,
+    KeychainService,
     OutboxService,
     PlaybookCache,
     ProjectionService,
     Recorder,
+    ResultService,
+    SecretBox,
     WorkerService,
 )
 from ._errors import EXCEPTION_HANDLERS
@@ -36,6 +40,12 @@ from ._public import (
     EventController,
     ExecutionController,
     WorkerPoolController,
+)
+from ._secrets import (
+    CredentialController,
+    InternalSecretsController,
+    KeychainController,
+    ResultController,
 )
 
 
@@ -85,6 +95,9 @@ def create_app(
         "outbox": OutboxService(pool, notifier, lease_seconds=settings.outbox_lease_seconds),
         "projection": ProjectionService(pool),
         "workers": WorkerService(pool),
+        "credentials": CredentialService(pool, box := SecretBox(settings.credentials_key)),
+        "keychain": KeychainService(pool, box),
+        "results": ResultService(pool),
     }
 
     @asynccontextmanager
@@ -113,6 +126,10 @@ def create_app(
             CommandController,
             WorkerPoolController,
             InternalController,
+            CredentialController,
+            KeychainController,
+            ResultController,
+            InternalSecretsController,
         ],
         dependencies={
             name: _provider(name)

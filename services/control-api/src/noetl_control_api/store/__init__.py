@@ -5,6 +5,8 @@ from . import _commands as commands
 from . import _events as events
 from . import _executions as executions
 from . import _outbox as outbox
+from . import _results as results
+from . import _secrets as secrets
 from . import _workers as workers
 from ._db import configure_json, create_pool
 from ._migrate import apply_migrations, load_migrations
@@ -22,5 +24,7 @@ __all__ = [
     "executions",
     "load_migrations",
     "outbox",
+    "results",
+    "secrets",
     "workers",
 ]

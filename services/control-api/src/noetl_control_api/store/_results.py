@@ -1,0 +1,35 @@
+"""``noetl.result_store``: step results too large for an event (ARCHITECTURE §5.6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+
+@dataclass
+class StoredResult:
+    """One stored result."""
+
+    key: str
+    execution_id: int
+    media_type: str
+    size: int
+    data: bytes
+
+
+async def put(conn: AsyncConnection[Any], key: str, execution_id: int, media_type: str, data: bytes) -> None:
+    await conn.execute(
+        "INSERT INTO noetl.result_store (key, execution_id, media_type, size, data)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
+        (key, execution_id, media_type, len(data), data),
+    )
+
+
+async def get(conn: AsyncConnection[Any], key: str) -> StoredResult | None:
+    cur = await conn.execute(
+        "SELECT key, execution_id, media_type, size, data FROM noetl.result_store WHERE key = %s", (key,)
+    )
+    row = await cur.fetchone()
+    return StoredResult(row[0], row[1], row[2], row[3], bytes(row[4])) if row else None
