@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PACKAGES := $(sort $(wildcard libs/*/ services/*/ tools/*/))
 PYTEST_DIRS := libs services tools tests
+# A hung test dumps every thread's stack after 5 min; the whole run is cut at 20 min.
+PYTEST := timeout --signal=INT 1200 $(PY) -m pytest -o faulthandler_timeout=300
 
 .PHONY: help uv sync up down logs status test lint typecheck unit e2e bench
 
@@ -56,13 +58,13 @@ typecheck: sync
 	if [ -n "$$failed" ]; then echo "mypy failed in:$$failed"; exit 1; fi
 
 unit: sync
-	$(PY) -m pytest libs services tools
+	$(PYTEST) libs services tools
 
 e2e: sync
-	$(PY) -m pytest tests/e2e
+	$(PYTEST) tests/e2e
 
 test: lint typecheck
-	$(PY) -m pytest $(PYTEST_DIRS)
+	$(PYTEST) $(PYTEST_DIRS)
 
 bench: sync
 	@if [ -f bench/run.py ]; then $(PY) bench/run.py; else echo "bench/run.py is not written yet"; fi

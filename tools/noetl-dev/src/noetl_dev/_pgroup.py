@@ -73,11 +73,23 @@ def stop_group(pgid: int, first_signal: int = signal.SIGTERM, grace: float = 15.
 
     Returns the pids still alive afterwards (empty when the group is fully gone).
     """
-    if not group_members(pgid):
-        return []
-    signal_group(pgid, first_signal)
-    if wait_group_gone(pgid, grace):
-        return []
-    signal_group(pgid, signal.SIGKILL)
-    wait_group_gone(pgid, 10.0)
-    return group_members(pgid)
+    return stop_groups([(pgid, first_signal)], grace)
+
+
+def stop_groups(targets: list[tuple[int, int]], grace: float = 15.0) -> list[int]:
+    """Stop several groups at once: each gets its signal, then one shared ``grace``
+    before SIGKILL. Returns the pids still alive afterwards."""
+    live = [(pgid, sig) for pgid, sig in targets if group_members(pgid)]
+    for pgid, sig in live:
+        signal_group(pgid, sig)
+    deadline = time.monotonic() + grace
+    pending = [pgid for pgid, _ in live]
+    while pending and time.monotonic() < deadline:
+        pending = [pgid for pgid in pending if group_members(pgid)]
+        if pending:
+            time.sleep(0.05)
+    for pgid in pending:
+        signal_group(pgid, signal.SIGKILL)
+    for pgid in pending:
+        wait_group_gone(pgid, 10.0)
+    return [pid for pgid in pending for pid in group_members(pgid)]

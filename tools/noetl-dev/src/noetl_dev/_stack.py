@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from ._pgroup import is_running, start_time, stop_group
+from ._pgroup import group_members, is_running, start_time, stop_group, stop_groups
 from ._procs import Proc, create_database, free_port, start_nats, start_postgres
 
 STATE_FILE = "stack.json"
@@ -80,6 +80,15 @@ def service_env(name: str, *, port: int, database_url: str) -> dict[str, str]:
         env["WORKER_ID"] = f"dev-{pool}-1"
         env["WORKER_POOL_NAME"] = pool
     return env
+
+
+#: Stop order: what consumes first (in parallel), then the API, then NATS, then Postgres.
+STOP_WAVES: tuple[tuple[str, ...], ...] = (
+    ("worker-shared", "worker-system", "projector", "outbox-publisher"),
+    ("control-api",),
+    ("nats",),
+    ("postgres",),
+)
 
 
 class StackError(RuntimeError):
@@ -376,22 +385,21 @@ class Stack:
 
     def stop(self, grace: float = 15.0) -> list[str]:
         """Stop every service, then NATS and Postgres; returns names of anything left alive."""
+        procs: dict[str, tuple[Proc, int]] = {
+            name: (service.proc, signal.SIGTERM) for name, service in self.services.items() if service.proc
+        }
+        if self.nats is not None:
+            procs["nats"] = (self.nats, signal.SIGTERM)
+        if self.postgres is not None:
+            procs["postgres"] = (self.postgres, self.postgres.stop_signal)
         leftovers: list[str] = []
-        for name in reversed(list(self.services)):
-            service = self.services[name]
-            if service.proc is None:
-                continue
-            if stop_group(service.proc.pid, signal.SIGTERM, grace):
-                leftovers.append(name)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                service.proc.popen.wait(5)
-        for label, proc in (("nats", self.nats), ("postgres", self.postgres)):
-            if proc is None:
-                continue
-            if stop_group(proc.pid, proc.stop_signal, grace):
-                leftovers.append(label)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(5)
+        for wave in STOP_WAVES:
+            names = [name for name in wave if name in procs]
+            left = stop_groups([(procs[n][0].pid, procs[n][1]) for n in names], grace)
+            leftovers += [n for n in names if procs[n][0].pid in left or group_members(procs[n][0].pid)]
+            for name in names:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    procs[name][0].popen.wait(5)
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / STATE_FILE).unlink()
         return leftovers
@@ -478,17 +486,18 @@ def stop_recorded(state_dir: Path, grace: float = 15.0) -> tuple[list[str], list
     state = read_state(state_dir)
     if state is None:
         return [], []
-    entries = list(recorded_processes(state))
-    infra = [e for e in entries if e[0] in ("nats", "postgres")]
-    services = [e for e in entries if e[0] not in ("nats", "postgres")]
-    order = list(reversed(services)) + sorted(infra, key=lambda e: e[0] != "nats")
+    entries = dict(recorded_processes(state))
+    known = {name for wave in STOP_WAVES for name in wave}
+    others = tuple(name for name in entries if name not in known)
     stopped: list[str] = []
     leftovers: list[str] = []
-    for name, entry in order:
-        if not running(entry):
-            continue
-        left = stop_group(int(entry["pid"]), int(entry.get("signal", signal.SIGTERM)), grace)
-        (leftovers if left else stopped).append(name)
+    for wave in (others, *STOP_WAVES):
+        names = [name for name in wave if name in entries and running(entries[name])]
+        stop_groups(
+            [(int(entries[n]["pid"]), int(entries[n].get("signal", signal.SIGTERM))) for n in names], grace
+        )
+        for name in names:
+            (leftovers if group_members(int(entries[name]["pid"])) else stopped).append(name)
     if not leftovers:
         (state_dir / STATE_FILE).unlink()
     return stopped, leftovers
