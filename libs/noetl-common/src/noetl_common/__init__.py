@@ -1,6 +1,6 @@
 """Shared contracts of the NoETL suite: envelopes, ids, subjects, scrub, config."""
 
-from ._client import ApiError, ControlPlaneClient
+from ._client import ApiError, ControlPlaneClient, PluginFetch
 from ._config import ConfigError, env_bool, env_float, env_hostport, env_int, env_opt, env_str
 from ._envelopes import (
     ClaimReply,
@@ -29,6 +29,7 @@ from ._envelopes import (
 )
 from ._logging import configure_logging
 from ._metrics import counter, gauge, histogram, metric_name
+from ._nats_link import NatsLink
 from ._ops import serve_ops
 from ._runner import run_service
 from ._scrub import REDACTED, scrub, scrub_text
@@ -49,6 +50,7 @@ from ._subjects import (
     pool_for,
 )
 from ._time import utc_now_iso
+from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 __all__ = [
     "COMMANDS_STREAM",
@@ -58,6 +60,7 @@ __all__ = [
     "POOL_FILTER_MAP",
     "REDACTED",
     "ApiError",
+    "Backoff",
     "ClaimReply",
     "ClaimRequest",
     "CommandNotification",
@@ -68,14 +71,17 @@ __all__ = [
     "Event",
     "EventBatch",
     "EventsReply",
+    "GraceExpired",
     "MarkFailedReply",
     "MarkFailedRequest",
     "MarkPublishedReply",
     "MarkPublishedRequest",
+    "NatsLink",
     "OutboxClaimReply",
     "OutboxClaimRequest",
     "OutboxRow",
     "PendingCountReply",
+    "PluginFetch",
     "ProjectReply",
     "ProjectRequest",
     "Rule",
@@ -99,6 +105,7 @@ __all__ = [
     "event_shard",
     "event_shard_filter",
     "event_subject",
+    "finish_within_grace",
     "gauge",
     "histogram",
     "metric_name",
@@ -112,4 +119,5 @@ __all__ = [
     "scrub_text",
     "serve_ops",
     "utc_now_iso",
+    "wait_or_stop",
 ]

@@ -1,7 +1,8 @@
 """Relays the transactional outbox to JetStream."""
 
+from noetl_common import NatsLink
+
 from ._config import PublisherConfig, RelaySettings
-from ._nats import NatsLink
 from ._ports import OutboxSource
 from ._relay import OutboxPublisher
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from noetl_common import ControlPlaneClient, configure_logging, run_service, serve_ops
+from noetl_common import ControlPlaneClient, NatsLink, configure_logging, run_service, serve_ops
 
 from ._config import PublisherConfig
 from ._metrics import SERVICE
-from ._nats import NatsLink
 from ._relay import OutboxPublisher
 
 

@@ -24,12 +24,19 @@ import msgspec
 import structlog
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from noetl_common import MarkFailedRequest, OutboxRow, ensure_streams
+from noetl_common import (
+    Backoff,
+    GraceExpired,
+    MarkFailedRequest,
+    OutboxRow,
+    ensure_streams,
+    finish_within_grace,
+    wait_or_stop,
+)
 
 from . import _metrics as m
 from ._config import RelaySettings
 from ._ports import OutboxSource
-from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 _MARK_FAILED_CONCURRENCY = 16
 _RECONNECT_CHECK_SECONDS = 0.5

@@ -1,7 +1,8 @@
 """Projects NOETL_EVENTS into the noetl.event log."""
 
+from noetl_common import NatsLink
+
 from ._config import ProjectorConfig, ProjectorSettings, resolve_shard
-from ._nats import NatsLink
 from ._ports import EventSink
 from ._projector import (
     HEADER_ERROR,

@@ -30,12 +30,22 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from noetl_common import EVENTS_STREAM, ApiError, Event, dlq_subject, ensure_consumer, ensure_streams
+from noetl_common import (
+    EVENTS_STREAM,
+    ApiError,
+    Backoff,
+    Event,
+    GraceExpired,
+    dlq_subject,
+    ensure_consumer,
+    ensure_streams,
+    finish_within_grace,
+    wait_or_stop,
+)
 
 from . import _metrics as m
 from ._config import ProjectorSettings
 from ._ports import EventSink
-from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 #: Statuses meaning "this content is wrong", not "the API is unwell": bisect, don't retry.
 _REJECTED = frozenset({400, 413, 422})
