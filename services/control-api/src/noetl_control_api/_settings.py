@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import msgspec
@@ -14,6 +15,13 @@ def _epoch(env: Mapping[str, str] | None) -> int | None:
     if env_opt("NOETL_SNOWFLAKE_EPOCH_MS", env=env) is None:
         return None
     return env_int("NOETL_SNOWFLAKE_EPOCH_MS", 0, minimum=0, env=env)
+
+
+def _seed_dir(env: Mapping[str, str] | None) -> str | None:
+    raw = env_opt("NOETL_PLUGIN_SEED_DIR", env=env)
+    if raw is not None and not os.path.isdir(raw):
+        raise ConfigError(f"NOETL_PLUGIN_SEED_DIR must be a directory, got {raw!r}")
+    return raw
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -34,6 +42,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     snowflake_node_id: int = 0
     snowflake_epoch_ms: int | None = None  # None: the suite's epoch, 2024-01-01Z
     credentials_key: str | None = None  # Fernet key(s); None disables credentials/keychain (503)
+    plugin_seed_dir: str | None = None  # built-in WASM plug-ins published at start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,4 +80,5 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             snowflake_node_id=node_id,
             snowflake_epoch_ms=_epoch(env),
             credentials_key=credentials_key,
+            plugin_seed_dir=_seed_dir(env),
         )

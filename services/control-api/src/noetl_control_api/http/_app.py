@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
@@ -30,10 +31,12 @@ from ..application import (
     SecretBox,
     WorkerService,
 )
+from ..application._plugins import PluginService
 from ._errors import EXCEPTION_HANDLERS
 from ._internal import InternalController
 from ._middleware import latency_middleware
 from ._ops import OPS_HANDLERS
+from ._plugins import PluginController
 from ._public import (
     CatalogController,
     CommandController,
@@ -98,6 +101,7 @@ def create_app(
         "credentials": CredentialService(pool, box := SecretBox(settings.credentials_key)),
         "keychain": KeychainService(pool, box),
         "results": ResultService(pool),
+        "plugins": PluginService(pool),
     }
 
     @asynccontextmanager
@@ -107,6 +111,8 @@ def create_app(
             await store.apply_migrations(settings.database_url)
         await pool.open(wait=True, timeout=30.0)
         try:
+            if settings.plugin_seed_dir:
+                await services["plugins"].seed(Path(settings.plugin_seed_dir))
             await notifier.start()
             yield
         finally:
@@ -130,6 +136,7 @@ def create_app(
             KeychainController,
             ResultController,
             InternalSecretsController,
+            PluginController,
         ],
         dependencies={
             name: _provider(name)

@@ -5,6 +5,7 @@ from . import _commands as commands
 from . import _events as events
 from . import _executions as executions
 from . import _outbox as outbox
+from . import _plugins as plugins
 from . import _results as results
 from . import _secrets as secrets
 from . import _workers as workers
@@ -24,6 +25,7 @@ __all__ = [
     "executions",
     "load_migrations",
     "outbox",
+    "plugins",
     "results",
     "secrets",
     "workers",
