@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,36 @@ def nats_server_binary() -> str:
     return found
 
 
+def world_searchable(path: Path) -> bool:
+    """True if any user can reach ``path``: every folder on the way has o+x."""
+    path = path.resolve()
+    return all(folder.stat().st_mode & 0o001 for folder in (path, *path.parents) if folder.is_dir())
+
+
+def reachable_pg_bin_dir() -> Path:
+    """Postgres binaries the unprivileged user can execute.
+
+    When the venv sits under a folder only root may enter (say /root), copy the install
+    once to a world-readable temporary folder and run it from there.
+    """
+    bin_dir = pg_bin_dir()
+    if world_searchable(bin_dir):
+        return bin_dir
+    install = bin_dir.parent
+    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"noetl-pginstall-{digest}"
+    if not (target / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="noetl-pginstall-"))
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / part, symlinks=True)
+        staging.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race; use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "bin"
+
+
 def _spawn(name: str, argv: list[str], log_path: Path, **kwargs: Any) -> Proc:
     log = open(log_path, "ab")
     popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)
@@ -123,7 +155,7 @@ def start_postgres(
         path.mkdir(parents=True, exist_ok=True)
         if ids is not None:
             os.chown(path, *ids)
-    bin_dir = pg_bin_dir()
+    bin_dir = pg_bin_dir() if ids is None else reachable_pg_bin_dir()
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         if ids is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from typing import Any
 import httpx
 
 from ._pgroup import group_members, is_running, start_time, stop_group, stop_groups
-from ._procs import Proc, create_database, free_port, start_nats, start_postgres
+from ._procs import Proc, create_database, free_port, start_nats, start_postgres, world_searchable
 
 STATE_FILE = "stack.json"
 DEFAULT_API_PORT = 8082
@@ -188,6 +190,21 @@ class Stack:
     def api_url(self) -> str:
         return self.services["control-api"].url
 
+    @property
+    def pg_dir(self) -> Path:
+        """Postgres data and socket folder: in the state dir when the server's user can reach it.
+
+        As root, Postgres runs as ``nobody``; a state dir under a folder only root may enter
+        (a checkout in /root) gets its database in a world-searchable temporary folder instead.
+        """
+        if os.geteuid() != 0 or world_searchable(self.state_dir.parent):
+            return self.state_dir / "pg"
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
+        outside = Path(tempfile.gettempdir()) / f"noetl-dev-{digest}"
+        outside.mkdir(mode=0o755, exist_ok=True)
+        outside.chmod(0o755)
+        return outside / "pg"
+
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 
@@ -217,7 +234,7 @@ class Stack:
     def _start_infrastructure(self) -> None:
         if self.database_url is None:
             proc, admin_url = start_postgres(
-                self.state_dir / "pg",
+                self.pg_dir,
                 log_path=self.log_path("postgres"),
                 new_session=True,
             )
@@ -442,6 +459,7 @@ class Stack:
             }
         return {
             "state_dir": str(self.state_dir),
+            "pg_dir": str(self.pg_dir) if self.postgres is not None else None,
             "api_url": f"http://127.0.0.1:{self.api_port}" if self.api_port else None,
             "database_url": self.database_url,
             "admin_url": self.admin_url,
