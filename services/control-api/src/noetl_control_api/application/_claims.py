@@ -26,8 +26,8 @@ class ClaimService:
         if not worker_id or len(worker_id) > 200:
             raise ValidationFailed("worker_id must be a non-empty string of at most 200 characters")
         async with self._pool.connection() as conn, conn.transaction():
-            command = await store.commands.claim(conn, event_id, worker_id, self._lease)
-            if command is None:
+            claimed_row = await store.commands.claim(conn, event_id, worker_id, self._lease)
+            if claimed_row is None:
                 current = await store.commands.get_by_event(conn, event_id)
                 if current is None:
                     CLAIMS.labels("not_found").inc()
@@ -43,12 +43,11 @@ class ClaimService:
                     f"command {current.command_id} is {current.status}",
                     {"status": current.status, "attempt": current.attempt},
                 )
-            execution = await store.executions.get(conn, command.execution_id)
-            assert execution is not None
+            command, catalog_path, parent_execution_id = claimed_row
             ref = ExecutionRef(
-                execution_id=execution.execution_id,
-                catalog_path=execution.path,
-                parent_execution_id=execution.parent_execution_id,
+                execution_id=command.execution_id,
+                catalog_path=catalog_path,
+                parent_execution_id=parent_execution_id,
             )
             claimed = self._recorder.new_event(
                 ref,
@@ -71,7 +70,7 @@ class ClaimService:
             tool_kind=command.tool_kind,
             # the worker's input, not a display: scrubbing it would change what runs
             command=msgspec.convert(command.spec, CommandSpec),
-            catalog_path=execution.path,
+            catalog_path=catalog_path,
         )
 
     async def get(self, event_id: int) -> CommandView:

@@ -236,9 +236,11 @@ class EventIngest:
         assert row is not None
         if row.status in TERMINAL_STATUSES:
             return  # finished (e.g. cancelled) meanwhile: the outcome changes nothing
-        entry = await store.catalog.get(conn, row.path, row.version)
-        assert entry is not None
-        playbook = self._playbooks.get(entry.path, entry.version, entry.content)
+        playbook = self._playbooks.cached(row.path, row.version)
+        if playbook is None:
+            entry = await store.catalog.get(conn, row.path, row.version)
+            assert entry is not None  # the foreign key guarantees it
+            playbook = self._playbooks.get(entry.path, entry.version, entry.content)
         context = event.context or {}
         error = context.get("error")
         if error is not None and not isinstance(error, dict):

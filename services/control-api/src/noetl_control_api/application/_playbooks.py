@@ -47,6 +47,13 @@ class PlaybookCache:
             self._items.popitem(last=False)
         return playbook
 
+    def cached(self, path: str, version: int) -> Playbook | None:
+        """The parsed playbook if it is in the cache (saves reading the catalog row)."""
+        found = self._items.get((path, version))
+        if found is not None:
+            self._items.move_to_end((path, version))
+        return found
+
     def put(self, path: str, version: int, playbook: Any) -> None:
         self._items[(path, version)] = playbook
         if len(self._items) > self._size:

@@ -107,17 +107,22 @@ async def lock_many(conn: AsyncConnection[Any], command_ids: Sequence[int]) -> d
 
 async def claim(
     conn: AsyncConnection[Any], event_id: int, worker_id: str, lease_seconds: float
-) -> CommandRow | None:
-    """Take the lease when the command is PENDING or its lease expired; None otherwise."""
+) -> tuple[CommandRow, str, int | None] | None:
+    """Take the lease when the command is PENDING or its lease expired; None otherwise.
+
+    Returns the command with its execution's catalog path and parent (one round trip).
+    """
+    columns = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
     cur = await conn.execute(
-        "UPDATE noetl.command SET status = 'CLAIMED', attempt = attempt + 1, worker_id = %s,"
+        "UPDATE noetl.command c SET status = 'CLAIMED', attempt = c.attempt + 1, worker_id = %s,"
         " lease_expires_at = now() + %s, started_at = NULL, updated_at = now()"
-        " WHERE event_id = %s AND (status = 'PENDING' OR (status = 'CLAIMED' AND lease_expires_at < now()))"
-        f" RETURNING {_COLUMNS}",
+        " FROM noetl.execution e WHERE c.event_id = %s AND e.execution_id = c.execution_id"
+        " AND (c.status = 'PENDING' OR (c.status = 'CLAIMED' AND c.lease_expires_at < now()))"
+        f" RETURNING {columns}, e.path, e.parent_execution_id",
         (worker_id, timedelta(seconds=lease_seconds), event_id),
     )
     row = await cur.fetchone()
-    return None if row is None else _row(row)
+    return None if row is None else (_row(row), row[13], row[14])
 
 
 async def mark_started(conn: AsyncConnection[Any], command_id: int, lease_seconds: float) -> None:

@@ -22,21 +22,22 @@ async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]
     """
     if not rows:
         return set()
+    # one round trip: the CTE notifies once, and only when a row was actually inserted
     cur = await conn.execute(
-        "INSERT INTO noetl.outbox (execution_id, event_id, subject, payload)"
+        "WITH ins AS (INSERT INTO noetl.outbox (execution_id, event_id, subject, payload)"
         " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[])"
-        " ON CONFLICT (execution_id, event_id) DO NOTHING RETURNING execution_id, event_id",
+        " ON CONFLICT (execution_id, event_id) DO NOTHING RETURNING execution_id, event_id),"
+        " woke AS (SELECT pg_notify(%b, '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_row)"
+        " SELECT ins.execution_id, ins.event_id FROM ins, woke",
         (
             [r[0] for r in rows],
             [r[1] for r in rows],
             [r[2] for r in rows],
             [Jsonb(r[3]) for r in rows],
+            OUTBOX_CHANNEL,
         ),
     )
-    inserted = {(row[0], row[1]) for row in await cur.fetchall()}
-    if inserted:
-        await conn.execute("SELECT pg_notify(%s, '')", (OUTBOX_CHANNEL,))
-    return inserted
+    return {(row[0], row[1]) for row in await cur.fetchall()}
 
 
 async def claim_outbox(conn: AsyncConnection[Any], limit: int, lease_seconds: float) -> list[OutboxRow]:
