@@ -20,7 +20,7 @@ from noetl_common.templating import TemplateError, evaluate, render
 
 from ._metrics import DISPATCH_SECONDS
 from ._python_tool import PythonToolError
-from ._tools import ToolRegistry, UnknownToolError
+from ._tools import ToolError, ToolRegistry, UnknownToolError
 
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -77,7 +77,7 @@ def _apply_set(context: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _error(exc: BaseException, task: str) -> dict[str, Any]:
-    type_name = exc.type_name if isinstance(exc, PythonToolError) else type(exc).__name__
+    type_name = exc.type_name if isinstance(exc, PythonToolError | ToolError) else type(exc).__name__
     return {"message": str(exc) or type_name, "type": type_name, "task": task}
 
 
@@ -102,6 +102,21 @@ def _task_inputs(spec: CommandSpec, raw: Mapping[str, Any], config: Mapping[str,
                 continue
             inputs[name] = value
     return inputs
+
+
+#: Config keys of a python task that are source code, never templates (``{{`` is valid python).
+_SOURCE_KEYS = frozenset({"code", "code_b64", "code_base64"})
+
+
+def _render_config(task: TaskSpec, context: Mapping[str, Any]) -> Any:
+    """Render the task's config over ``context``, except a python task's source."""
+    if task.kind != "python":
+        return render(task.config, context)
+    rest = {k: v for k, v in task.config.items() if k not in _SOURCE_KEYS}
+    rendered = render(rest, context)
+    if not isinstance(rendered, dict):
+        return rendered
+    return {**rendered, **{k: v for k, v in task.config.items() if k in _SOURCE_KEYS}}
 
 
 class PipelineRunner:
@@ -157,7 +172,7 @@ class PipelineRunner:
             context.update({"_task": task.name, "_attempt": attempt})
             last_task = task.name
             try:
-                config = render(task.config, context)
+                config = _render_config(task, context)
                 tool = self.registry.get(task.kind)
             except (TemplateError, UnknownToolError) as exc:
                 # Fixed before the tool runs, so no rule can repair it: fail the step.
@@ -247,17 +262,22 @@ class PipelineRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            value, status = None, "error"
+            # a ToolError keeps its result (an http error response) for the rules to read
+            value, status = (exc.result if isinstance(exc, ToolError) else None), "error"
             error = {"message": str(exc) or type(exc).__name__, "type": _error(exc, task.name)["type"]}
         elapsed = time.perf_counter() - started
         DISPATCH_SECONDS.labels(task.kind).observe(elapsed)
-        return {
+        output = {
             "status": status,
             "result": value,
             "data": value,
             "error": error,
             "meta": {"task": task.name, "kind": task.kind, "attempt": attempt, "duration_seconds": elapsed},
         }
+        helper = self.registry.helper(task.kind)
+        if helper is not None:
+            output[task.kind] = helper(value)
+        return output
 
     @staticmethod
     def _match(task: TaskSpec, context: Mapping[str, Any]) -> Rule | None:

@@ -1,7 +1,10 @@
 """Tool registry: ``kind -> async callable(config, args, ctx) -> result``.
 
 A tool raises to report an error; the pipeline turns the exception into the task's
-error outcome (``{message, type}``), so a tool never needs to build events itself.
+error outcome (``{message, type}``), so a tool never needs to build events itself. A
+:class:`ToolError` may carry a ``result`` that rules still see (an http 503 response).
+A kind may also have a *helper*: ``result -> dict`` exposed to rules as
+``outcome.<kind>.*`` (``outcome.http.status``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,17 @@ from ._python_tool import run_python
 
 #: A tool: rendered task config, the task's inputs, the render context → result.
 Tool = Callable[[dict[str, Any], dict[str, Any], Mapping[str, Any]], Awaitable[Any]]
+#: A kind helper: the task's result (None when it failed without one) → ``outcome.<kind>``.
+Helper = Callable[[Any], dict[str, Any]]
+
+
+class ToolError(Exception):
+    """A tool's error outcome that still has a result for rules (``outcome.result``)."""
+
+    def __init__(self, message: str, *, result: Any = None, type_name: str | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+        self.type_name = type_name or type(self).__name__
 
 
 class UnknownToolError(LookupError):
@@ -29,15 +43,28 @@ class ToolRegistry:
 
     def __init__(self, tools: Mapping[str, Tool] | None = None) -> None:
         self._tools: dict[str, Tool] = dict(tools or {})
+        self._helpers: dict[str, Helper] = {}
 
     @classmethod
     def default(cls) -> ToolRegistry:
-        """The tools this worker ships: ``python`` and ``noop``."""
-        return cls({"python": run_python, "noop": run_noop})
+        """The tools this worker ships: python, noop, http, postgres, duckdb, nats, secrets."""
+        from .tools import register_builtin
 
-    def register(self, kind: str, tool: Tool) -> None:
-        """Add or replace the tool for ``kind``."""
+        registry = cls({"python": run_python, "noop": run_noop})
+        register_builtin(registry)
+        return registry
+
+    def register(self, kind: str, tool: Tool, helper: Helper | None = None) -> None:
+        """Add or replace the tool for ``kind`` (and its ``outcome.<kind>`` helper)."""
         self._tools[kind] = tool
+        if helper is not None:
+            self._helpers[kind] = helper
+        else:
+            self._helpers.pop(kind, None)
+
+    def helper(self, kind: str) -> Helper | None:
+        """The ``outcome.<kind>`` helper of ``kind``, if it has one."""
+        return self._helpers.get(kind)
 
     def get(self, kind: str) -> Tool:
         """The tool for ``kind``; UnknownToolError naming the kind when there is none."""

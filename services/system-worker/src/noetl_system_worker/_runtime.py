@@ -1,0 +1,179 @@
+"""What a tool may reach besides its config and inputs: credentials, keychain, NATS settings.
+
+The worker sets one :class:`ToolRuntime` per claimed command (a context variable, so the
+tool signature stays ``(config, args, ctx)``). Credentials and keychain entries are
+resolved through the control-api's internal routes only when a task asks for them, right
+before it runs, and are cached for the rest of the command. Every secret value resolved
+is remembered so the worker can redact it from the command's events
+(:meth:`ToolRuntime.redact`): a secret may flow between the tasks of one pipeline, but it
+never leaves the worker in clear.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from noetl_common import REDACTED, scrub
+
+#: Secret strings shorter than this are not redacted by value (they would match everywhere).
+MIN_REDACT_LENGTH = 4
+
+
+class SecretSource(Protocol):
+    """The control-api calls the runtime makes (``ControlPlaneClient`` implements them)."""
+
+    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+        """``{name: {name, credential_type, data}}``; raises ``ApiError`` 404 for unknown names."""
+        ...
+
+    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+        """``{name: value}``; the execution's entry wins over a global one."""
+        ...
+
+
+class CredentialError(LookupError):
+    """A task named a credential or secret that cannot be resolved here."""
+
+
+def auth_name(auth: Any) -> str | None:
+    """The credential an ``auth:`` value names: a string, or ``{credential|key|name: ...}``.
+
+    ``auth: {}`` and other mappings without a name are tolerated (conformance C7).
+    """
+    if isinstance(auth, str):
+        return auth.strip() or None
+    if isinstance(auth, Mapping):
+        for key in ("credential", "key", "name"):
+            value = auth.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    return None
+
+
+def _secret_strings(value: Any, *, sensitive_only: bool) -> Iterable[str]:
+    """The string leaves of ``value``; with ``sensitive_only``, only under sensitive keys."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            hidden = isinstance(key, str) and scrub({key: "x"})[key] == REDACTED
+            if hidden and isinstance(item, str | int | float) and not isinstance(item, bool):
+                yield str(item)
+            else:
+                yield from _secret_strings(item, sensitive_only=sensitive_only)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _secret_strings(item, sensitive_only=sensitive_only)
+    elif isinstance(value, str) and not sensitive_only:
+        yield value
+
+
+@dataclass
+class ToolRuntime:
+    """Per-command services for tools; ``api`` None means nothing can be resolved remotely."""
+
+    api: SecretSource | None = None
+    execution_id: int | None = None
+    keychain_env_vars: tuple[str, ...] = ()
+    nats_url: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    secrets: set[str] = field(default_factory=set)
+    _credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def remember(self, value: Any, *, sensitive_only: bool = False) -> None:
+        """Mark the string leaves of ``value`` as secrets to redact from events."""
+        for text in _secret_strings(value, sensitive_only=sensitive_only):
+            if len(text) >= MIN_REDACT_LENGTH:
+                self.secrets.add(text)
+
+    async def credential(self, name: str) -> dict[str, Any]:
+        """``{name, credential_type, data}`` of a named credential, resolved once per command."""
+        cached = self._credentials.get(name)
+        if cached is not None:
+            return cached
+        if self.api is None:
+            raise CredentialError(f"credential {name!r}: this worker has no control-api to resolve it")
+        try:
+            found = await self.api.resolve_credentials([name], self.execution_id)
+        except Exception as exc:
+            raise CredentialError(f"credential {name!r} cannot be resolved: {exc}") from None
+        entry = found.get(name)
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("data"), Mapping):
+            raise CredentialError(f"credential {name!r} not found")
+        resolved = {
+            "name": name,
+            "credential_type": str(entry.get("credential_type") or "generic"),
+            "data": dict(entry["data"]),
+        }
+        # only the sensitive fields: redacting a host name or port everywhere would garble results
+        self.remember(resolved["data"], sensitive_only=True)
+        self._credentials[name] = resolved
+        return resolved
+
+    async def keychain(self, name: str) -> Any:
+        """A keychain value: an allow-listed environment variable, else the control-api's entry."""
+        if name in self.keychain_env_vars and name in self.env:
+            value: Any = self.env[name]
+        else:
+            if self.api is None:
+                raise CredentialError(f"keychain entry {name!r}: this worker has no control-api")
+            try:
+                found = await self.api.resolve_keychain([name], self.execution_id)
+            except Exception as exc:
+                raise CredentialError(f"keychain entry {name!r} cannot be resolved: {exc}") from None
+            if name not in found:
+                raise CredentialError(f"keychain entry {name!r} not found")
+            value = found[name]
+        self.remember(value)
+        return value
+
+    def env_var(self, name: str) -> str:
+        """An environment variable, only when ``NOETL_KEYCHAIN_ENV_VARS`` allows it."""
+        if name not in self.keychain_env_vars:
+            raise CredentialError(
+                f"environment variable {name!r} is not in NOETL_KEYCHAIN_ENV_VARS on this worker"
+            )
+        if name not in self.env:
+            raise CredentialError(f"environment variable {name!r} is not set on this worker")
+        value = self.env[name]
+        self.remember(value)
+        return value
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with every remembered secret replaced by ``[REDACTED]`` (strings, keys kept)."""
+        if not self.secrets:
+            return value
+        ordered = sorted(self.secrets, key=len, reverse=True)
+
+        def walk(item: Any) -> Any:
+            if isinstance(item, str):
+                for secret in ordered:
+                    if secret in item:
+                        item = item.replace(secret, REDACTED)
+                return item
+            if isinstance(item, Mapping):
+                return {k: walk(v) for k, v in item.items()}
+            if isinstance(item, list | tuple):
+                return [walk(v) for v in item]
+            return item
+
+        return walk(value)
+
+
+#: Set by the worker around each claimed command's pipeline.
+current_runtime: contextvars.ContextVar[ToolRuntime | None] = contextvars.ContextVar(
+    "noetl_tool_runtime", default=None
+)
+
+
+def runtime() -> ToolRuntime:
+    """The current command's runtime; outside a command, one that cannot resolve anything."""
+    found = current_runtime.get()
+    if found is None:
+        found = ToolRuntime()
+        current_runtime.set(found)
+    return found

@@ -1,0 +1,41 @@
+"""The worker's built-in tools besides ``python`` and ``noop``; one module per kind.
+
+Each module exposes ``run_<kind>(config, args, ctx)`` and, where rules benefit,
+``<kind>_helper(result)`` for ``outcome.<kind>.*``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._duckdb import duckdb_helper, run_duckdb
+from ._http import HttpStatusError, http_helper, run_http
+from ._nats import run_nats
+from ._postgres import postgres_helper, run_postgres
+from ._secrets import run_secrets
+
+if TYPE_CHECKING:
+    from .._tools import ToolRegistry
+
+
+def register_builtin(registry: ToolRegistry) -> None:
+    """Add http, postgres, duckdb, nats and secrets to ``registry``."""
+    registry.register("http", run_http, http_helper)
+    registry.register("postgres", run_postgres, postgres_helper)
+    registry.register("duckdb", run_duckdb, duckdb_helper)
+    registry.register("nats", run_nats)
+    registry.register("secrets", run_secrets)
+
+
+__all__ = [
+    "HttpStatusError",
+    "duckdb_helper",
+    "http_helper",
+    "postgres_helper",
+    "register_builtin",
+    "run_duckdb",
+    "run_http",
+    "run_nats",
+    "run_postgres",
+    "run_secrets",
+]
