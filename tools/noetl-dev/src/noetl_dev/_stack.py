@@ -10,6 +10,7 @@ another process.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import hashlib
@@ -74,6 +75,8 @@ def service_env(name: str, *, port: int, database_url: str) -> dict[str, str]:
     if name == "control-api":
         # Only the control-api opens a database connection (ARCHITECTURE §1).
         env["NOETL_DATABASE_URL"] = database_url
+        # A throw-away Fernet key (32 random bytes, url-safe base64) so credentials work in dev.
+        env["NOETL_CREDENTIALS_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
     if name == "projector":
         # One replica consumes every shard; never let a HOSTNAME ordinal pick another.
         env["PROJECTOR_SHARD"] = "0"
