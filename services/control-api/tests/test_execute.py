@@ -119,3 +119,39 @@ async def test_cancel_stops_execution_and_its_commands(api: Any) -> None:
     assert again.status_code == 200 and again.json()["status"] == "CANCELLED"
     assert [r["payload"].get("event_type") for r in await api.outbox(execution_id)] == types
     assert (await api.client.post("/api/executions/42/cancel")).status_code == 404
+
+
+async def test_cancel_cascades_to_running_descendants(api: Any) -> None:
+    await api.register()
+
+    async def start(parent: int | None) -> int:
+        body: dict[str, Any] = {"path": "tests/linear", "parent_execution_id": parent}
+        reply = await api.client.post("/api/execute", json=body)
+        assert reply.status_code == 201
+        return int(reply.json()["execution_id"])
+
+    root = await start(None)
+    child = await start(root)
+    grandchild = await start(child)
+    finished = await start(root)
+    for n in (1, 2, 3):
+        await api.run_command(finished, {"n": n})
+    other = await start(None)
+
+    assert (
+        await api.client.post(f"/api/executions/{root}/cancel", json={"reason": "stop"})
+    ).status_code == 200
+
+    async def status(execution_id: int) -> str:
+        return str((await api.client.get(f"/api/executions/{execution_id}")).json()["status"])
+
+    assert [await status(e) for e in (root, child, grandchild, finished, other)] == [
+        "CANCELLED", "CANCELLED", "CANCELLED", "COMPLETED", "RUNNING",
+    ]  # fmt: skip
+    assert await api.open_commands(grandchild) == []
+    cancelled = [
+        r["payload"]
+        for r in await api.outbox(grandchild)
+        if r["payload"].get("event_type") == "playbook.cancelled"
+    ]
+    assert len(cancelled) == 1

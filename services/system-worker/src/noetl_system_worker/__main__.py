@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from noetl_common import configure_logging, run_service, serve_ops
+from noetl_common import configure_logging, env_opt, run_service, serve_ops
 
 from ._api import ClientPool
 from ._config import WorkerConfig
+from ._tools import ToolRegistry
 from ._worker import Worker
+from .wasm import ModuleCache, PluginHost, WasmLimits, WasmTool
+
+
+def wasm_cache_dir() -> Path | None:
+    """``WASM_MODULE_CACHE_DIR``: where compiled plug-ins are serialized (unset: memory only)."""
+    raw = env_opt("WASM_MODULE_CACHE_DIR")
+    return Path(raw) if raw else None
 
 
 async def serve(stop: asyncio.Event) -> None:
@@ -25,12 +34,16 @@ async def serve(stop: asyncio.Event) -> None:
     clients = ClientPool(
         config.server_url, allowed=config.allowed_server_urls, internal_token=config.internal_token
     )
-    worker = Worker(config, api_for=clients.get, logger=log)
+    host = PluginHost(WasmLimits.from_env())
+    registry = ToolRegistry.default()
+    registry.register("wasm", WasmTool(ModuleCache(host, wasm_cache_dir()), pool=config.pool))
+    worker = Worker(config, api_for=clients.get, registry=registry, logger=log)
     try:
         async with serve_ops(config.metrics_host, config.metrics_port, worker.ready, worker.details):
             await worker.run(stop)
     finally:
         await clients.aclose()
+        host.close()
 
 
 def main() -> None:

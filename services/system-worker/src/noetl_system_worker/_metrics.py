@@ -30,3 +30,18 @@ CONSUMER_PENDING = gauge(
 CONSUMER_ACK_PENDING = gauge(
     SERVICE, "consumer_ack_pending", "Messages of the pool's consumer delivered but not yet acked", ["pool"]
 )
+PLUGIN_DOWNLOADS = counter(
+    SERVICE,
+    "plugin_downloads_total",
+    "WASM plug-in modules downloaded from the registry (a 304 revalidation is not counted)",
+    ["path"],
+)
+PLUGIN_LOAD_SECONDS = histogram(
+    SERVICE,
+    "plugin_load_seconds",
+    "Time to fetch and compile (or deserialize) a changed WASM plug-in module",
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+WASM_CALLS = counter(
+    SERVICE, "wasm_calls_total", "WASM plug-in calls by outcome (ok or the error type)", ["outcome"]
+)

@@ -46,6 +46,7 @@ from ._config import WorkerConfig
 from ._metrics import COMMANDS, CONSUMER_ACK_PENDING, CONSUMER_PENDING, EVENT_POST_RETRIES, IN_FLIGHT
 from ._pipeline import PipelineRunner, StepOutcome
 from ._tools import ToolRegistry
+from .wasm import CommandScope, current_command
 
 #: Redelivery delay after a retryable claim failure that named no Retry-After.
 DEFAULT_NAK_DELAY_SECONDS = 2.0
@@ -426,7 +427,12 @@ class Worker:
         ]
         try:
             await self._post(api, [event("command.started", "RUNNING", {"tool_kind": claim.tool_kind})], log)
-            outcome = await self._run_pipeline(claim.command, lease_lost)
+            # tools that report through the API (the wasm tool's intents) find the command here
+            scope = current_command.set(CommandScope(api, claim.execution_id, claim.step, event))
+            try:
+                outcome = await self._run_pipeline(claim.command, lease_lost)
+            finally:
+                current_command.reset(scope)
             if outcome is None:
                 raise StaleAttemptError("lease lost while the pipeline ran")
             if outcome.ok:

@@ -120,28 +120,38 @@ class ExecutionService:
         return [scrub_event(e) for e in events]
 
     async def cancel(self, execution_id: int, reason: str | None) -> ExecutionView:
-        """Cancel a running execution; cancelling a finished one returns it unchanged."""
+        """Cancel a running execution and its running child executions (a child outliving its
+        parent would be an orphan nobody waits for); a finished execution is returned unchanged."""
+        reason = reason or "cancelled by request"
         async with self._pool.connection() as conn, conn.transaction():
             rows = await store.executions.lock(conn, [execution_id], "UPDATE")
             row = rows.get(execution_id)
             if row is None:
                 raise NotFound(f"execution {execution_id} not found")
             if row.status not in TERMINAL_STATUSES:
-                entry = await store.catalog.get(conn, row.path, row.version)
-                assert entry is not None  # the foreign key guarantees it
-                playbook = self._playbooks.get(entry.path, entry.version, entry.content)
-                decision = cancel_execution(
-                    playbook, state_from_json(row.state), reason or "cancelled by request"
-                )
-                ref = ExecutionRef(
-                    execution_id=execution_id,
-                    catalog_path=row.path,
-                    parent_execution_id=row.parent_execution_id,
-                )
-                await self._recorder.write_decision(conn, ref, decision)
+                descendants = await store.executions.running_descendants(conn, execution_id)
+                children = await store.executions.lock(conn, descendants, "UPDATE")
+                await self._cancel_one(conn, row, reason)
+                for child in children.values():
+                    if child.status not in TERMINAL_STATUSES:
+                        await self._cancel_one(
+                            conn, child, f"parent execution {execution_id} cancelled: {reason}"
+                        )
                 row = await store.executions.get(conn, execution_id)
                 assert row is not None
         return view(row)
+
+    async def _cancel_one(self, conn: Any, row: ExecutionRow, reason: str) -> None:
+        playbook = self._playbooks.cached(row.path, row.version)
+        if playbook is None:
+            entry = await store.catalog.get(conn, row.path, row.version)
+            assert entry is not None  # the foreign key guarantees it
+            playbook = self._playbooks.get(entry.path, entry.version, entry.content)
+        decision = cancel_execution(playbook, state_from_json(row.state), reason)
+        ref = ExecutionRef(
+            execution_id=row.execution_id, catalog_path=row.path, parent_execution_id=row.parent_execution_id
+        )
+        await self._recorder.write_decision(conn, ref, decision)
 
 
 def scrub_event(event: Event) -> Event:

@@ -121,3 +121,16 @@ async def list_recent(
         {"status": status, "path": path, "limit": limit},
     )
     return [_row(r) for r in await cur.fetchall()]
+
+
+async def running_descendants(conn: AsyncConnection[Any], execution_id: int) -> list[int]:
+    """Ids of RUNNING executions below ``execution_id`` (children, grandchildren, ...)."""
+    cur = await conn.execute(
+        "WITH RECURSIVE tree AS ("
+        " SELECT execution_id, status FROM noetl.execution WHERE parent_execution_id = %s"
+        " UNION SELECT e.execution_id, e.status FROM noetl.execution e"
+        " JOIN tree t ON e.parent_execution_id = t.execution_id)"
+        " SELECT execution_id FROM tree WHERE status = 'RUNNING'",
+        (execution_id,),
+    )
+    return [r[0] for r in await cur.fetchall()]

@@ -1,0 +1,69 @@
+"""The WASM plug-in host (ARCHITECTURE §8): guest ABI v1, capability ring, limits, cache.
+
+``PluginHost`` compiles and calls modules; ``ModuleCache`` keeps them compiled by
+``(path, version, digest)``; ``WasmTool`` is the ``wasm`` entry of the tool registry.
+Design and decisions: docs/wasm.md.
+"""
+
+from ._cache import Loaded, ModuleCache, PluginModule
+from ._capabilities import (
+    ALL_CAPABILITIES,
+    STATUS_DENIED,
+    STATUS_NO_MEMORY,
+    STATUS_OK,
+    STATUS_OUT_OF_BOUNDS,
+    SYSTEM_CAPABILITIES,
+    USER_CAPABILITIES,
+    CapabilityError,
+    parse_grants,
+    pool_capabilities,
+)
+from ._host import (
+    CallResult,
+    Intent,
+    PluginHost,
+    WasmAbiError,
+    WasmError,
+    WasmLinkError,
+    WasmMemoryLimit,
+    WasmOutOfFuel,
+    WasmOutputTooLarge,
+    WasmTimeout,
+    WasmTrap,
+)
+from ._limits import WasmLimits
+from ._tool import CommandScope, WasmConfigError, WasmTool, current_command, decode_output, encode_input
+
+__all__ = [
+    "ALL_CAPABILITIES",
+    "STATUS_DENIED",
+    "STATUS_NO_MEMORY",
+    "STATUS_OK",
+    "STATUS_OUT_OF_BOUNDS",
+    "SYSTEM_CAPABILITIES",
+    "USER_CAPABILITIES",
+    "CallResult",
+    "CapabilityError",
+    "CommandScope",
+    "Intent",
+    "Loaded",
+    "ModuleCache",
+    "PluginHost",
+    "PluginModule",
+    "WasmAbiError",
+    "WasmConfigError",
+    "WasmError",
+    "WasmLimits",
+    "WasmLinkError",
+    "WasmMemoryLimit",
+    "WasmOutOfFuel",
+    "WasmOutputTooLarge",
+    "WasmTimeout",
+    "WasmTool",
+    "WasmTrap",
+    "current_command",
+    "decode_output",
+    "encode_input",
+    "parse_grants",
+    "pool_capabilities",
+]

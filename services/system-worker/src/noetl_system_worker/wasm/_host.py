@@ -1,0 +1,356 @@
+"""The WASM host: one wasmtime engine, guest ABI v1, capability linking, per-call limits.
+
+Guest ABI v1 (ARCHITECTURE §8): exports ``memory``, ``alloc(i32) -> i32`` and an entry
+(default ``run``) ``(i32 ptr, i32 len) -> i64`` returning ``(out_ptr << 32) | out_len``.
+Host imports live in module ``noetl``; each returns a status (0 ok, 1 no memory, 2 out
+of bounds, 3 denied) and only *buffers an intent*: the worker flushes intents through
+the control-plane API after the call returned, so a guest never blocks on the network
+and a trapped call leaves nothing half-written.
+
+Each call gets a fresh ``Store`` (fuel, epoch deadline, memory cap) and a fresh instance,
+so nothing leaks from one call into the next. One ticker thread per engine advances the
+epoch; a store's deadline is ``timeout / tick`` ticks ahead of the epoch at call start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import wasmtime
+
+from ._capabilities import (
+    ALL_CAPABILITIES,
+    IMPORT_MODULE,
+    STATUS_DENIED,
+    STATUS_NO_MEMORY,
+    STATUS_OK,
+    STATUS_OUT_OF_BOUNDS,
+)
+from ._limits import WasmLimits
+
+PAGE = 65536
+_U32 = 0xFFFF_FFFF
+
+
+class WasmError(Exception):
+    """A plug-in call failed; the subclass names the cause (it becomes the error ``type``)."""
+
+
+class WasmLinkError(WasmError):
+    """The module imports something it was not granted, or is not a valid module."""
+
+
+class WasmAbiError(WasmError):
+    """The module breaks guest ABI v1 (missing export, bad pointers)."""
+
+
+class WasmTrap(WasmError):
+    """The guest trapped (``unreachable``, out-of-bounds access, division by zero ...)."""
+
+
+class WasmOutOfFuel(WasmError):
+    """The call used its whole instruction budget (``WASM_FUEL_PER_CALL``)."""
+
+
+class WasmTimeout(WasmError):
+    """The call ran past its wall-clock limit (``WASM_CALL_TIMEOUT_SECONDS``)."""
+
+
+class WasmMemoryLimit(WasmError):
+    """The guest hit the linear-memory cap (``WASM_MEMORY_LIMIT_BYTES``)."""
+
+
+class WasmOutputTooLarge(WasmError):
+    """The call returned more than ``WASM_OUTPUT_LIMIT_BYTES``."""
+
+
+@dataclass
+class Intent:
+    """One host call a guest made, buffered until the call returned."""
+
+    capability: str  # event_publish | result_put | object_put
+    key: str | None
+    data: bytes
+
+
+@dataclass
+class CallResult:
+    """What one call produced: its output bytes and buffered intents."""
+
+    output: bytes
+    intents: list[Intent] = field(default_factory=list)
+    fuel_used: int | None = None
+
+
+class _CallState:
+    """Per-call state the host functions reach through a thread-local."""
+
+    __slots__ = ("denied", "intent_budget", "intents")
+
+    def __init__(self, denied: frozenset[str], intent_budget: int) -> None:
+        self.denied = denied
+        self.intent_budget = intent_budget
+        self.intents: list[Intent] = []
+
+
+_current = threading.local()
+
+
+def _read(caller: wasmtime.Caller, ptr: int, length: int) -> bytes | None:
+    """Guest bytes ``[ptr, ptr + length)``; None when out of bounds."""
+    memory = caller.get("memory")
+    if not isinstance(memory, wasmtime.Memory):
+        return None
+    ptr &= _U32
+    length &= _U32
+    if ptr + length > memory.data_len(caller):
+        return None
+    base = ctypes.addressof(memory.data_ptr(caller).contents)
+    return ctypes.string_at(base + ptr, length)
+
+
+def _buffer(
+    capability: str, caller: wasmtime.Caller, key: tuple[int, int] | None, data: tuple[int, int]
+) -> int:
+    state: _CallState | None = getattr(_current, "state", None)
+    if state is None:
+        return STATUS_DENIED
+    if capability in state.denied:
+        return STATUS_DENIED
+    key_text: str | None = None
+    if key is not None:
+        raw_key = _read(caller, *key)
+        if raw_key is None:
+            return STATUS_OUT_OF_BOUNDS
+        key_text = raw_key.decode("utf-8", "replace")
+    payload = _read(caller, *data)
+    if payload is None:
+        return STATUS_OUT_OF_BOUNDS
+    cost = len(payload) + len(key_text or "")
+    if cost > state.intent_budget:
+        return STATUS_NO_MEMORY
+    state.intent_budget -= cost
+    state.intents.append(Intent(capability, key_text, payload))
+    return STATUS_OK
+
+
+def _event_publish(caller: wasmtime.Caller, ptr: int, length: int) -> int:
+    return _buffer("event_publish", caller, None, (ptr, length))
+
+
+def _result_put(caller: wasmtime.Caller, kptr: int, klen: int, dptr: int, dlen: int) -> int:
+    return _buffer("result_put", caller, (kptr, klen), (dptr, dlen))
+
+
+def _object_put(caller: wasmtime.Caller, kptr: int, klen: int, dptr: int, dlen: int) -> int:
+    return _buffer("object_put", caller, (kptr, klen), (dptr, dlen))
+
+
+_I32 = wasmtime.ValType.i32()
+_HOST_FUNCS: dict[str, tuple[wasmtime.FuncType, Callable[..., int]]] = {
+    "event_publish": (wasmtime.FuncType([_I32, _I32], [_I32]), _event_publish),
+    "result_put": (wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32]), _result_put),
+    "object_put": (wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32]), _object_put),
+}
+
+
+class PluginHost:
+    """Compiles, links and calls plug-ins under limits. Thread-safe; one per process."""
+
+    def __init__(self, limits: WasmLimits | None = None) -> None:
+        self.limits = limits or WasmLimits()
+        config = wasmtime.Config()
+        config.consume_fuel = True
+        config.epoch_interruption = True
+        self.engine = wasmtime.Engine(config)
+        self._linkers: dict[frozenset[str], wasmtime.Linker] = {}
+        # id(module) -> (module, grants -> linked form); holding the module keeps its id unique
+        self._pres: dict[int, tuple[wasmtime.Module, dict[frozenset[str], wasmtime.InstancePre]]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="noetl-wasm-epoch", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        # One ticker serves every store of the engine: deadlines are counted in its ticks.
+        while not self._stop.wait(self.limits.tick_seconds):
+            self.engine.increment_epoch()
+
+    def close(self) -> None:
+        """Stop the epoch ticker."""
+        self._stop.set()
+        self._ticker.join(timeout=1.0)
+
+    # -- modules ------------------------------------------------------------------------------
+    def compile(self, wasm: bytes) -> wasmtime.Module:
+        """Compile module bytes (or WAT text); WasmLinkError when they are not a module."""
+        try:
+            return wasmtime.Module(self.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise WasmLinkError(f"not a valid WebAssembly module: {_first_line(exc)}") from None
+
+    def deserialize(self, data: bytes) -> wasmtime.Module:
+        """A module from ``Module.serialize()`` bytes of this engine's configuration."""
+        return wasmtime.Module.deserialize(self.engine, data)
+
+    def _linker(self, grants: frozenset[str]) -> wasmtime.Linker:
+        with self._lock:
+            linker = self._linkers.get(grants)
+            if linker is None:
+                linker = wasmtime.Linker(self.engine)
+                for name in sorted(grants & ALL_CAPABILITIES):
+                    ty, func = _HOST_FUNCS[name]
+                    linker.define_func(IMPORT_MODULE, name, ty, func, access_caller=True)
+                self._linkers[grants] = linker
+            return linker
+
+    def _pre(self, module: wasmtime.Module, grants: frozenset[str]) -> wasmtime.InstancePre:
+        entry = self._pres.get(id(module))
+        pre = entry[1].get(grants) if entry is not None else None
+        if pre is not None:
+            return pre
+        self.check_imports(module, grants)
+        try:
+            pre = self._linker(grants).instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise WasmLinkError(f"cannot link the module: {_first_line(exc)}") from None
+        with self._lock:
+            self._pres.setdefault(id(module), (module, {}))[1][grants] = pre
+        return pre
+
+    def forget(self, module: wasmtime.Module) -> None:
+        """Drop the linked forms of a module that was replaced (hot reload)."""
+        with self._lock:
+            self._pres.pop(id(module), None)
+
+    @staticmethod
+    def check_imports(module: wasmtime.Module, grants: frozenset[str]) -> None:
+        """WasmLinkError naming every import the grants do not cover (deny by default)."""
+        missing = []
+        for item in module.imports:
+            name = item.name or ""
+            if item.module != IMPORT_MODULE or name not in grants:
+                missing.append(f"{item.module}.{name}")
+        if missing:
+            granted = ", ".join(sorted(grants)) or "none"
+            raise WasmLinkError(
+                f"the module imports {', '.join(missing)} which this step does not grant "
+                f"(granted: {granted}); declare it in the step's capabilities"
+            )
+
+    # -- calls --------------------------------------------------------------------------------
+    def call(
+        self,
+        module: wasmtime.Module,
+        data: bytes,
+        *,
+        grants: frozenset[str] = frozenset(),
+        denied: frozenset[str] = frozenset(),
+        entry: str = "run",
+        limits: WasmLimits | None = None,
+    ) -> CallResult:
+        """Instantiate ``module`` in a fresh store and call ``entry`` with ``data``.
+
+        ``denied``: granted capabilities this call answers with status 3. Raises a
+        :class:`WasmError` subclass naming the cause; never leaves state behind.
+        """
+        limits = limits or self.limits
+        pre = self._pre(module, grants)
+        store = wasmtime.Store(self.engine)
+        store.set_limits(memory_size=limits.memory_bytes)
+        fuel = limits.fuel or 2**62
+        store.set_fuel(fuel)
+        store.set_epoch_deadline(limits.epoch_ticks)
+        state = _CallState(denied | limits.denied, limits.intent_bytes)
+        memory: wasmtime.Memory | None = None
+        _current.state = state
+        try:
+            instance = pre.instantiate(store)
+            exports = instance.exports(store)
+            memory, alloc, run = _abi_exports(exports, store, entry)
+            ptr = alloc(store, len(data)) if data else 0
+            if not isinstance(ptr, int) or (
+                data and (ptr <= 0 or (ptr & _U32) + len(data) > memory.data_len(store))
+            ):
+                raise WasmMemoryLimit(
+                    f"alloc({len(data)}) gave no room for the input (returned {ptr}); "
+                    f"the linear-memory cap is {limits.memory_bytes} bytes"
+                )
+            if data:
+                base = ctypes.addressof(memory.data_ptr(store).contents)
+                ctypes.memmove(base + (ptr & _U32), data, len(data))
+            packed = run(store, ptr & _U32, len(data))
+            if not isinstance(packed, int):
+                raise WasmAbiError(f"{entry} must return an i64 (out_ptr << 32 | out_len), got {packed!r}")
+            packed &= 0xFFFF_FFFF_FFFF_FFFF
+            out_ptr, out_len = packed >> 32, packed & _U32
+            if out_len > limits.output_bytes:
+                raise WasmOutputTooLarge(
+                    f"the plug-in returned {out_len} bytes, over the output cap of {limits.output_bytes} bytes"
+                )
+            size = memory.data_len(store)
+            if out_ptr + out_len > size:
+                raise WasmAbiError(
+                    f"output [{out_ptr}, {out_ptr + out_len}) is outside the guest's {size}-byte memory"
+                )
+            base = ctypes.addressof(memory.data_ptr(store).contents)
+            output = ctypes.string_at(base + out_ptr, out_len)
+            return CallResult(output, state.intents, fuel - store.get_fuel())
+        except wasmtime.Trap as trap:
+            raise _from_trap(trap, store, memory, limits) from None
+        except wasmtime.WasmtimeError as exc:
+            if "exceeds memory limits" in str(exc):
+                raise WasmMemoryLimit(
+                    f"the module's initial memory is over the {limits.memory_bytes}-byte cap: {_first_line(exc)}"
+                ) from None
+            raise WasmLinkError(f"cannot instantiate the module: {_first_line(exc)}") from None
+        finally:
+            _current.state = None
+
+
+def _abi_exports(
+    exports: Any, store: wasmtime.Store, entry: str
+) -> tuple[wasmtime.Memory, wasmtime.Func, wasmtime.Func]:
+    found = {name: exports.get(name) for name in ("memory", "alloc", entry)}
+    missing = [name for name, value in found.items() if value is None]
+    if missing:
+        raise WasmAbiError(f"the module does not export {', '.join(missing)} (guest ABI v1)")
+    memory, alloc, run = found["memory"], found["alloc"], found[entry]
+    if not isinstance(memory, wasmtime.Memory):
+        raise WasmAbiError("export 'memory' is not a memory")
+    if not isinstance(alloc, wasmtime.Func) or not isinstance(run, wasmtime.Func):
+        raise WasmAbiError(f"exports 'alloc' and {entry!r} must be functions")
+    return memory, alloc, run
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _from_trap(
+    trap: wasmtime.Trap, store: wasmtime.Store, memory: wasmtime.Memory | None, limits: WasmLimits
+) -> WasmError:
+    code = trap.trap_code
+    if code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return WasmOutOfFuel(f"out of fuel: the call used its budget of {limits.fuel} instructions")
+    if code == wasmtime.TrapCode.INTERRUPT:
+        return WasmTimeout(
+            f"interrupted: the call ran past its {limits.timeout_seconds:g} s wall-clock limit"
+        )
+    if memory is not None:
+        try:
+            size = memory.data_len(store)
+        except wasmtime.WasmtimeError:
+            size = 0
+        if size + PAGE > limits.memory_bytes:
+            # memory.grow was refused (it returns -1 at the cap) and the guest then trapped
+            return WasmMemoryLimit(
+                f"linear-memory cap of {limits.memory_bytes} bytes reached ({size} bytes in use); "
+                f"the guest trapped after memory.grow was refused: {_first_line(trap)}"
+            )
+    name = code.name.lower() if code is not None else "trap"
+    return WasmTrap(f"the plug-in trapped ({name}): {_first_line(trap)}")

@@ -1,0 +1,66 @@
+"""Per-call limits of the WASM host, per pool from the environment (ARCHITECTURE §8)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from noetl_common import ConfigError, env_float, env_int, env_opt
+
+from ._capabilities import ALL_CAPABILITIES
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class WasmLimits:
+    """What one plug-in call may use. ``fuel`` 0 means no instruction budget."""
+
+    #: Instructions (wasmtime fuel units) per call; 1e9 is about 0.2 s of a tight loop.
+    fuel: int = 1_000_000_000
+    #: Wall-clock limit of one call, enforced by epoch interruption.
+    timeout_seconds: float = 5.0
+    #: Linear-memory cap (Store.set_limits); memory.grow past it returns -1 in the guest.
+    memory_bytes: int = 64 * MiB
+    #: Largest output a call may return.
+    output_bytes: int = 16 * MiB
+    #: Bytes of buffered intents (events, results, objects) per call.
+    intent_bytes: int = 16 * MiB
+    #: Epoch ticker period: the resolution of the wall-clock limit.
+    tick_seconds: float = 0.005
+    #: Capabilities linked but answered with status 3 on this worker.
+    denied: frozenset[str] = frozenset()
+
+    @property
+    def epoch_ticks(self) -> int:
+        """Epoch deadline of one call, in ticker periods (at least 1)."""
+        return max(1, math.ceil(self.timeout_seconds / self.tick_seconds))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WasmLimits:
+        """Read ``WASM_*`` limits; ConfigError names the bad variable."""
+        env = os.environ if env is None else env
+        denied = frozenset(
+            item.strip()
+            for item in (env_opt("WASM_DENIED_CAPABILITIES", env=env) or "").split(",")
+            if item.strip()
+        )
+        unknown = sorted(denied - ALL_CAPABILITIES)
+        if unknown:
+            raise ConfigError(
+                f"WASM_DENIED_CAPABILITIES names unknown capabilities {unknown}; "
+                f"known: {', '.join(sorted(ALL_CAPABILITIES))}"
+            )
+        return cls(
+            fuel=env_int("WASM_FUEL_PER_CALL", cls.fuel, minimum=0, env=env),
+            timeout_seconds=env_float(
+                "WASM_CALL_TIMEOUT_SECONDS", cls.timeout_seconds, minimum=0.001, env=env
+            ),
+            memory_bytes=env_int("WASM_MEMORY_LIMIT_BYTES", cls.memory_bytes, minimum=64 * 1024, env=env),
+            output_bytes=env_int("WASM_OUTPUT_LIMIT_BYTES", cls.output_bytes, minimum=1, env=env),
+            intent_bytes=env_int("WASM_INTENT_LIMIT_BYTES", cls.intent_bytes, minimum=0, env=env),
+            tick_seconds=env_float("WASM_EPOCH_TICK_SECONDS", cls.tick_seconds, minimum=0.001, env=env),
+            denied=denied,
+        )
