@@ -471,3 +471,30 @@ def test_yaml_anchors_within_limits_are_fine() -> None:
 def test_unnamed_pipeline_items_get_upstream_synthetic_labels() -> None:
     pb = parse("workflow: [{step: start, tool: [{kind: noop}, {kind: noop}]}]\n")
     assert [t.name for t in pb.step("start").tasks] == ["task_0", "task_1"]
+
+
+def test_wasm_opt_ins_lower_to_one_task_shape() -> None:
+    pb = parse(
+        "executor: {runtime: wasm, plugin: {path: acme/echo, version: 2}, capabilities: [event_publish]}\n"
+        "workflow: [{step: start, tool: {kind: wasm, format: arrow-ipc}},"
+        " {step: other, tool: {kind: wasm, plugin: {path: acme/own}, capabilities: []}}]\n"
+    )
+    start, other = pb.step("start").tasks[0], pb.step("other").tasks[0]
+    assert start.config["plugin"] == {"path": "acme/echo", "version": 2}
+    assert start.config["capabilities"] == ["event_publish"]
+    assert other.config["plugin"] == {"path": "acme/own"} and other.config["capabilities"] == []
+    rejects(
+        "workflow: [{step: start, tool: {kind: wasm}}]\n",
+        step="start",
+        field="tool.start.plugin",
+        match="plugin",
+    )
+
+
+def test_user_wasm_task_asking_for_system_capabilities_is_rejected() -> None:
+    rejects(
+        "workflow: [{step: start, tool: {kind: wasm, plugin: {path: system/materialiser}, capabilities: [object_put]}}]\n",
+        step="start",
+        field="tool.start.capabilities",
+        match="reserved for system/",
+    )

@@ -77,6 +77,7 @@ def parse_playbook(text: str) -> Playbook:
     if not isinstance(workflow, list) or not workflow:
         raise PlaybookError("workflow must be a non-empty list of steps", field="workflow")
     steps = [_step(raw, i, workbook) for i, raw in enumerate(workflow)]
+    _lower_wasm(executor, steps)
     playbook = Playbook(
         name=name,
         path=path,
@@ -87,6 +88,33 @@ def parse_playbook(text: str) -> Playbook:
     )
     validate(playbook)
     return playbook
+
+
+def _lower_wasm(executor: dict[str, Any] | None, steps: list[Step]) -> None:
+    """Lower both WASM opt-ins to one task shape (ARCHITECTURE §8).
+
+    ``executor: {runtime: wasm, plugin, capabilities}`` is the playbook's default for its
+    ``wasm`` tasks: a task without its own ``plugin`` / ``capabilities`` takes them from it.
+    Every ``wasm`` task must end up naming a plug-in path.
+    """
+    wasm_default = executor if executor is not None and executor.get("runtime") == "wasm" else None
+    for step in steps:
+        for task in step.tasks:
+            if task.kind != "wasm":
+                continue
+            if wasm_default is not None:
+                if wasm_default.get("plugin") is not None:
+                    task.config.setdefault("plugin", wasm_default["plugin"])
+                if "capabilities" in wasm_default:
+                    task.config.setdefault("capabilities", wasm_default["capabilities"])
+            plugin = task.config.get("plugin")
+            path = plugin.get("path") if isinstance(plugin, dict) else plugin
+            if not isinstance(path, str) or not path:
+                raise PlaybookError(
+                    "a wasm task needs plugin: {path, version?, entry?} (or executor.runtime wasm with a plugin)",
+                    step=step.name,
+                    field=f"tool.{task.name}.plugin",
+                )
 
 
 def _check_size(doc: Any) -> None:
