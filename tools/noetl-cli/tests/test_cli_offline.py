@@ -58,3 +58,11 @@ def test_usage_errors_exit_2() -> None:
     done = subprocess.run([sys.executable, "-m", "noetl_cli"], capture_output=True, text=True, check=False)
     assert done.returncode == EXIT_USAGE
     assert "usage: noetl" in done.stderr
+
+
+def test_plugin_commands_need_the_internal_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NOETL_INTERNAL_API_TOKEN", raising=False)
+    assert main(["--server", "http://127.0.0.1:9", "plugin", "list"]) == EXIT_ERROR
+    assert "NOETL_INTERNAL_API_TOKEN" in capsys.readouterr().err

@@ -131,6 +131,30 @@ def cmd_cancel(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plugin_publish(api: Api, args: argparse.Namespace) -> int:
+    try:
+        module = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    reply = api.publish_plugin(args.path, module, args.version)
+    state = "published" if reply.get("changed") else "unchanged"
+    print(f"{state} {reply.get('path')} version {reply.get('version')} digest {reply.get('digest')}")
+    return EXIT_OK
+
+
+def cmd_plugin_list(api: Api, args: argparse.Namespace) -> int:
+    plugins = api.plugins(args.path)
+    if args.json:
+        _print_json(plugins)
+    else:
+        rows = [
+            [str(p.get("path")), str(p.get("version")), str(p.get("size")), str(p.get("digest"))[:16]]
+            for p in plugins
+        ]
+        _table(rows, ["PATH", "VERSION", "BYTES", "DIGEST"])
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="noetl", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -171,13 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a running execution")
     cancel.add_argument("execution_id", metavar="ID")
     cancel.set_defaults(func=cmd_cancel)
+
+    plugin = sub.add_parser("plugin", help="WASM plug-in registry (needs NOETL_INTERNAL_API_TOKEN)")
+    plugin_sub = plugin.add_subparsers(dest="plugin_command", required=True)
+    publish = plugin_sub.add_parser("publish", help="publish a .wasm module as PATH (re-publish replaces)")
+    publish.add_argument("path", metavar="PATH")
+    publish.add_argument("file", metavar="FILE")
+    publish.add_argument("--version", type=int, help="version to publish (default: the next one)")
+    publish.set_defaults(func=cmd_plugin_publish)
+    plugins = plugin_sub.add_parser("list", help="published plug-in versions")
+    plugins.add_argument("--path", help="only this plug-in path")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.set_defaults(func=cmd_plugin_list)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with Api(args.server) as api:
+        with Api(args.server, internal_token=os.environ.get("NOETL_INTERNAL_API_TOKEN") or None) as api:
             code: int = args.func(api, args)
             return code
     except CliError as exc:

@@ -49,9 +49,13 @@ def _error_from(response: httpx.Response) -> CliError:
 class Api:
     """The public control-api routes the CLI needs (sync httpx, JSON in and out)."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 30.0) -> None:
+    def __init__(
+        self, server: str = DEFAULT_SERVER, timeout: float = 30.0, internal_token: str | None = None
+    ) -> None:
         self.server = server.rstrip("/")
         self._http = httpx.Client(base_url=self.server, timeout=timeout)
+        #: bearer token of /api/internal/* (the plug-in registry); None: those calls fail with 403/503
+        self.internal_token = internal_token
 
     def close(self) -> None:
         self._http.close()
@@ -64,9 +68,25 @@ class Api:
     ) -> None:
         self.close()
 
-    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         try:
-            response = self._http.request(method, path, json=body, params=params)
+            response = self._http.request(
+                method,
+                path,
+                json=body if content is None else None,
+                content=content,
+                params=params,
+                headers=headers,
+            )
         except httpx.TransportError as exc:
             raise CliError(
                 f"cannot reach the control-api at {self.server}: {exc or type(exc).__name__}"
@@ -157,3 +177,25 @@ class Api:
                     f"execution {execution_id} still {execution.get('status')} after {timeout:g}s", execution
                 )
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+    # -- plug-in registry (internal routes) ----------------------------------------------------
+    def _internal(self) -> dict[str, str]:
+        if not self.internal_token:
+            raise CliError("the plug-in registry is an internal route: set NOETL_INTERNAL_API_TOKEN")
+        return {"authorization": f"Bearer {self.internal_token}"}
+
+    def publish_plugin(self, path: str, module: bytes, version: int | None = None) -> dict[str, Any]:
+        """``POST /api/internal/plugins/{path}``: the module bytes; no version = the next one."""
+        params = {"version": version} if version is not None else None
+        headers = {**self._internal(), "content-type": "application/wasm"}
+        reply: dict[str, Any] = self.request(
+            "POST", f"/api/internal/plugins/{path}", params=params, content=module, headers=headers
+        )
+        return reply
+
+    def plugins(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Every published plug-in version (of ``path`` when given)."""
+        params = {"path": path} if path else None
+        reply = self.request("GET", "/api/internal/plugins", params=params, headers=self._internal())
+        found: list[dict[str, Any]] = reply.get("plugins", []) if isinstance(reply, dict) else []
+        return found
