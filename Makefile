@@ -52,7 +52,7 @@ typecheck: sync
 		for d in $${pkg}src $${pkg}tests; do \
 			if [ -n "$$(find $$d -name '*.py' 2>/dev/null | head -1)" ]; then dirs="$$dirs $$d"; fi; \
 		done; \
-		if [ "$$pkg" = "tests/e2e/" ] && [ -n "$$(find tests/e2e -name '*.py' | head -1)" ]; then dirs="tests/e2e"; fi; \
+		if [ "$$pkg" = "tests/e2e/" ] && [ -n "$$(find tests/e2e -name '*.py' | head -1)" ]; then dirs=" tests/e2e"; fi; \
 		if [ -n "$$dirs" ]; then echo "mypy$$dirs"; $(VENV)/bin/mypy $$dirs || failed="$$failed $$pkg"; fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "mypy failed in:$$failed"; exit 1; fi
