@@ -9,6 +9,7 @@ event ids).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -73,6 +74,10 @@ class FakeControlPlane:
     registrations: list[WorkerRegistration] = field(default_factory=list)
     heartbeats: list[WorkerHeartbeat] = field(default_factory=list)
     deregistered: list[str] = field(default_factory=list)
+    results: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    credentials: dict[str, Any] = field(default_factory=dict)
+    keychain: dict[str, Any] = field(default_factory=dict)
+    resolved: list[tuple[list[str], int | None]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -191,6 +196,23 @@ class FakeControlPlane:
     async def deregister_worker(self, worker_id: str) -> None:
         self.deregistered.append(worker_id)
         await self._notify()
+
+    async def put_result(self, execution_id: int, data: bytes, media_type: str) -> dict[str, Any]:
+        """The result store: content-addressed keys, as the real one."""
+        key = f"{execution_id}/{hashlib.sha256(data).hexdigest()}"
+        self.results[key] = (data, media_type)
+        return {"$ref": {"store": "noetl.result", "key": key, "size": len(data), "media_type": media_type}}
+
+    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+        missing = [n for n in names if n not in self.credentials]
+        if missing:
+            raise api_error(404, "not_found")
+        self.resolved.append((names, execution_id))
+        return {n: self.credentials[n] for n in names}
+
+    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+        self.resolved.append((names, execution_id))
+        return {n: self.keychain[n] for n in names if n in self.keychain}
 
 
 class Bus:

@@ -7,7 +7,7 @@ same surface, so the loop is tested against our own contract without a server.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from noetl_common import (
@@ -41,6 +41,18 @@ class ControlPlane(Protocol):
 
     async def deregister_worker(self, worker_id: str) -> None:
         """Remove the worker from its pool."""
+        ...
+
+    async def put_result(self, execution_id: int, data: bytes, media_type: str) -> dict[str, Any]:
+        """Store a big result; returns the reference the event carries instead."""
+        ...
+
+    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+        """Clear data of named credentials (internal route)."""
+        ...
+
+    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+        """Clear keychain values (internal route)."""
         ...
 
 

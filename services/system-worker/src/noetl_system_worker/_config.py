@@ -64,6 +64,8 @@ class WorkerConfig:
     internal_token: str | None = None
     allowed_server_urls: tuple[str, ...] = ()
     keychain_env_vars: tuple[str, ...] = ()
+    #: A step result whose event context would exceed this goes to the result store.
+    result_inline_max_bytes: int = 100 * 1024
     ack_wait_seconds: float = ACK_WAIT_SECONDS
     max_deliver: int = 10
     #: Longest blocking pull; bounds how late a stop request is noticed (ARCHITECTURE §5: ≤ 2 s).
@@ -118,6 +120,9 @@ class WorkerConfig:
             filter_subject=env_str("NATS_FILTER_SUBJECT", POOL_FILTER_MAP[pool], env=env),
             log_level=log_level,
             keychain_env_vars=names,
+            result_inline_max_bytes=env_int(
+                "NOETL_EVENT_RESULT_CONTEXT_MAX_BYTES", 100 * 1024, minimum=1024, env=env
+            ),
             lag_poll_interval=env_float("WORKER_NATS_LAG_POLL_INTERVAL", 10.0, minimum=0.1, env=env),
             internal_token=env_opt("NOETL_INTERNAL_API_TOKEN", env=env),
             allowed_server_urls=tuple(

@@ -40,11 +40,13 @@ from noetl_common import (
     pool_consumer_config,
     utc_now_iso,
 )
+from noetl_common.results import encode_result
 
 from ._api import ControlPlane
 from ._config import WorkerConfig
 from ._metrics import COMMANDS, CONSUMER_ACK_PENDING, CONSUMER_PENDING, EVENT_POST_RETRIES, IN_FLIGHT
 from ._pipeline import PipelineRunner, StepOutcome
+from ._runtime import ToolRuntime, current_runtime
 from ._tools import ToolRegistry
 from .wasm import CommandScope, current_command
 
@@ -429,22 +431,33 @@ class Worker:
             await self._post(api, [event("command.started", "RUNNING", {"tool_kind": claim.tool_kind})], log)
             # tools that report through the API (the wasm tool's intents) find the command here
             scope = current_command.set(CommandScope(api, claim.execution_id, claim.step, event))
+            # credentials, keychain and secret redaction for this command's tools
+            runtime = self._runtime(api, claim.execution_id)
+            runtime_token = current_runtime.set(runtime)
             try:
                 outcome = await self._run_pipeline(claim.command, lease_lost)
             finally:
+                current_runtime.reset(runtime_token)
                 current_command.reset(scope)
             if outcome is None:
                 raise StaleAttemptError("lease lost while the pipeline ran")
+            context: dict[str, Any] | None = None
             if outcome.ok:
-                context: dict[str, Any] = {"result": _jsonable(outcome.result)}
-                if outcome.set:
-                    context["set"] = _jsonable(outcome.set)
+                try:
+                    context = await self._completed_context(api, claim.execution_id, outcome, runtime)
+                except ApiError as exc:
+                    error = {
+                        "message": f"the result store refused the result: {exc}",
+                        "type": "ResultStoreError",
+                    }
+                    outcome = StepOutcome("failed", error=error, task_runs=outcome.task_runs)
+            if context is not None:
                 terminal = [
                     event("call.done", "COMPLETED", {"result": context["result"]}),
                     event("command.completed", "COMPLETED", context),
                 ]
             else:
-                terminal = self._failure_events(event, outcome.error or {})
+                terminal = self._failure_events(event, runtime.redact(outcome.error or {}))
             try:
                 await self._post(api, terminal, log)
             except EventRejectedError as exc:
@@ -474,6 +487,32 @@ class Worker:
             for task in keepalive:
                 task.cancel()
             await asyncio.gather(*keepalive, return_exceptions=True)
+
+    def _runtime(self, api: ControlPlane, execution_id: int) -> ToolRuntime:
+        return ToolRuntime(
+            api=api,
+            execution_id=execution_id,
+            keychain_env_vars=self.config.keychain_env_vars,
+            nats_url=self.config.nats_url,
+            nats_user=self.config.nats_user,
+            nats_password=self.config.nats_password,
+        )
+
+    async def _completed_context(
+        self, api: ControlPlane, execution_id: int, outcome: StepOutcome, runtime: ToolRuntime
+    ) -> dict[str, Any]:
+        """``{result, set?}`` with secrets redacted; a result too big for an event is stored
+        (ARCHITECTURE §5.6) and the event carries its reference instead (tabular → Arrow IPC)."""
+        value = outcome.result
+        if type(value).__module__.startswith("pyarrow") and hasattr(value, "to_pylist"):
+            value = value.to_pylist()  # a pyarrow Table: rows, stored again as Arrow when big
+        context: dict[str, Any] = {"result": runtime.redact(_jsonable(value))}
+        if outcome.set:
+            context["set"] = runtime.redact(_jsonable(outcome.set))
+        if len(msgspec.json.encode(context)) > self.config.result_inline_max_bytes:
+            data, media_type = encode_result(context["result"])
+            context["result"] = await api.put_result(execution_id, data, media_type)
+        return context
 
     @staticmethod
     def _failure_events(event: Callable[..., Event], error: dict[str, Any]) -> list[Event]:
