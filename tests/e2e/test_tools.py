@@ -1,0 +1,73 @@
+"""Tools through the real stack: a credential-authenticated postgres step writes rows and a big
+result reaches the next steps through the result store."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import psycopg
+from noetl_cli import Api
+from noetl_dev import Stack
+from noetl_dev.testing import wait_for_event
+
+Conn = psycopg.Connection[dict[str, Any]]
+PASSWORD = "e2e-cred-pw-8812"  # the embedded Postgres trusts local users; the value must only never leak
+
+
+def _pg_local(stack: Stack) -> dict[str, Any]:
+    assert stack.database_url is not None
+    info = psycopg.conninfo.conninfo_to_dict(stack.database_url)
+    return {
+        "name": "pg_local",
+        "credential_type": "postgres",
+        "data": {
+            "db_host": info.get("host", "127.0.0.1"),
+            "db_port": str(info.get("port", "5432")),
+            "db_user": info.get("user", "postgres"),
+            "db_password": PASSWORD,
+            "db_name": info["dbname"],
+        },
+    }
+
+
+def test_postgres_with_auth_writes_rows_and_a_big_result_flows_on(stack: Stack, api: Api, db: Conn) -> None:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as http:
+        created = http.post("/api/credentials", json=_pg_local(stack))
+        assert created.status_code in (200, 201), created.text
+        assert PASSWORD not in created.text
+
+        started = api.execute("e2e/pg_big_result")
+        final = api.wait(started["execution_id"], timeout=120)
+
+        assert final["status"] == "COMPLETED", final
+        assert final["results"]["check"] == {
+            "row_count": 2000,
+            "rows": 2000,
+            "last": "row-2000",
+            "id_sum": 2000 * 2001 // 2,
+        }
+        execution_id = int(started["execution_id"])
+        events = wait_for_event(db, execution_id, "playbook.completed")
+        completed = {e["step"]: e for e in events if e["event_type"] == "command.completed"}
+        read_ref = completed["read"]["context"]["result"]["$ref"]
+        rows_ref = completed["rows"]["context"]["result"]["$ref"]
+        assert read_ref["media_type"] == "application/json" and read_ref["size"] > 100 * 1024
+        assert rows_ref["media_type"] == "application/vnd.apache.arrow.stream"
+        assert completed["start"]["context"]["result"]["row_count"] == 2000  # small: inline
+        resolved = http.get("/api/result/resolve", params={"key": rows_ref["key"]}).json()
+        assert len(resolved) == 2000 and resolved[0] == {"id": 1, "name": "row-1", "pad": "x" * 100}
+
+        # the credential's secret is in no event, no outbox row, no reply
+        assert PASSWORD not in json.dumps(events)
+        outbox = db.execute(
+            "SELECT count(*) AS n FROM noetl.outbox WHERE execution_id = %s AND payload::text LIKE %s",
+            (execution_id, f"%{PASSWORD}%"),
+        ).fetchone()
+        assert outbox is not None and outbox["n"] == 0
+        assert PASSWORD not in http.get("/api/credentials/pg_local").text
+        assert PASSWORD not in http.get(f"/api/executions/{execution_id}").text
+
+    count = db.execute("SELECT count(*) AS n FROM public.e2e_big_rows").fetchone()
+    assert count is not None and count["n"] == 2000
