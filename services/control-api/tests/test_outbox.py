@@ -180,13 +180,13 @@ async def test_purge_deletes_only_old_published_rows(api: Any) -> None:
         (published[0],),
     )
     reply = await api.client.post("/api/internal/cleanup/purge", json={}, headers=api.auth)
-    assert reply.status_code == 200 and reply.json() == {"outbox_deleted": 1}
+    assert reply.status_code == 200 and reply.json()["outbox_deleted"] == 1
     remaining = [r["outbox_id"] for r in await api.outbox(execution_id)]
     assert published[0] not in remaining and published[1] in remaining and len(remaining) == len(rows) - 1
     sweep = await api.client.post(
         "/api/internal/cleanup/sweep", json={"outbox_published_older_than_seconds": 0}, headers=api.auth
     )
-    assert sweep.json() == {"outbox_deleted": 1}
+    assert sweep.json()["outbox_deleted"] == 1
     assert (
         await api.client.post("/api/internal/cleanup/purge", json={"limit": 0}, headers=api.auth)
     ).status_code == 400

@@ -18,7 +18,7 @@ from .._errors import ValidationFailed
 from .._metrics import OUTBOX_CLAIMED, OUTBOX_PENDING, OUTBOX_WAITERS, PROJECTED
 from ..store import OutboxNotifier
 from ._ids import client_id
-from ._views import PurgeReply
+from ._views import PurgeReply, PurgeRequest
 
 MAX_CLAIM = 10_000
 MAX_WAIT_MS = 120_000
@@ -99,15 +99,38 @@ class OutboxService:
             marked = await store.outbox.mark_failed(conn, outbox_id, error, attempts, delay)
         return MarkFailedReply(marked=marked, available_at_in=delay)
 
-    async def purge(self, older_than_seconds: float, limit: int) -> PurgeReply:
-        """Delete published rows past their retention, at most ``limit`` per call."""
-        if not 0 <= older_than_seconds <= 10 * 365 * 86_400:
-            raise ValidationFailed(f"outbox_published_older_than_seconds out of range: {older_than_seconds}")
+    async def purge(self, request: PurgeRequest) -> PurgeReply:
+        """Retention: published outbox rows, then old terminal executions and events, ``limit`` each."""
+        ages = {
+            "outbox_published_older_than_seconds": request.outbox_published_older_than_seconds,
+            "executions_older_than_seconds": request.executions_older_than_seconds,
+            "events_older_than_seconds": request.events_older_than_seconds,
+        }
+        for name, age in ages.items():
+            if age is not None and not 0 <= age <= 10 * 365 * 86_400:
+                raise ValidationFailed(f"{name} out of range: {age}")
+        limit = request.limit
         if not 1 <= limit <= 1_000_000:
             raise ValidationFailed(f"limit must be within 1..1000000, got {limit}")
+        purged = store.retention.Purged()
+        events = 0
         async with self._pool.connection() as conn, conn.transaction():
-            deleted = await store.outbox.purge_published(conn, older_than_seconds, limit)
-        return PurgeReply(outbox_deleted=deleted)
+            deleted = await store.outbox.purge_published(
+                conn, request.outbox_published_older_than_seconds, limit
+            )
+            if request.executions_older_than_seconds is not None:
+                purged = await store.retention.purge_executions(
+                    conn, request.executions_older_than_seconds, limit
+                )
+            if request.events_older_than_seconds is not None:
+                events = await store.retention.purge_events(conn, request.events_older_than_seconds, limit)
+        return PurgeReply(
+            outbox_deleted=deleted + purged.outbox,
+            executions_deleted=purged.executions,
+            events_deleted=purged.events + events,
+            commands_deleted=purged.commands,
+            results_deleted=purged.results,
+        )
 
     async def pending_count(self) -> int:
         async with self._pool.connection() as conn:

@@ -101,11 +101,19 @@ class WorkerRef(msgspec.Struct, kw_only=True):
 
 
 class PurgeRequest(msgspec.Struct, kw_only=True):
-    """Retention settings of one sweep."""
+    """Retention settings of one sweep; an age left out skips that part."""
 
     outbox_published_older_than_seconds: float = 86_400.0
+    #: terminal executions (and their events, commands, outbox rows, results) older than this
+    executions_older_than_seconds: float | None = None
+    #: read-model events of terminal executions older than this (the executions stay)
+    events_older_than_seconds: float | None = None
     limit: int = 10_000
 
 
 class PurgeReply(msgspec.Struct, kw_only=True):
     outbox_deleted: int
+    executions_deleted: int = 0
+    events_deleted: int = 0
+    commands_deleted: int = 0
+    results_deleted: int = 0

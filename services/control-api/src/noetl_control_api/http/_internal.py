@@ -53,8 +53,8 @@ class InternalController(Controller):
 
     @post(["/cleanup/purge", "/cleanup/sweep"], status_code=200)
     async def purge(self, data: JSONBody[PurgeRequest], outbox: NamedDependency[OutboxService]) -> PurgeReply:
-        """Retention: delete published outbox rows older than the given age."""
-        return await outbox.purge(data.outbox_published_older_than_seconds, data.limit)
+        """Retention: published outbox rows, terminal executions and old events past their ages."""
+        return await outbox.purge(data)
 
     @post("/events/project", status_code=200)
     async def project(

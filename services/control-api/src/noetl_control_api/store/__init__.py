@@ -7,6 +7,7 @@ from . import _executions as executions
 from . import _outbox as outbox
 from . import _plugins as plugins
 from . import _results as results
+from . import _retention as retention
 from . import _secrets as secrets
 from . import _workers as workers
 from ._db import configure_json, create_pool
@@ -27,6 +28,7 @@ __all__ = [
     "outbox",
     "plugins",
     "results",
+    "retention",
     "secrets",
     "workers",
 ]
