@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 
+import httpx
 import psycopg
 
 
@@ -47,17 +54,14 @@ def test_migrate_applies_and_exits(database_url: str) -> None:
     assert _run(["migrate"], {"NOETL_DATABASE_URL": database_url}).returncode == 0
 
 
-def test_serve_answers_and_stops_cleanly_on_sigterm(database_url: str) -> None:
-    import signal
-    import socket
-
-    import httpx
-
+@contextlib.contextmanager
+def _serving(database_url: str, **extra: str) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
+    """Run ``noetl-control-api serve``; yields (process, base URL, stderr lines so far)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     base = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
-    env = {**base, "NOETL_DATABASE_URL": database_url, "NOETL_API_BIND": f"127.0.0.1:{port}"}
+    env = {**base, "NOETL_DATABASE_URL": database_url, "NOETL_API_BIND": f"127.0.0.1:{port}", **extra}
     proc = subprocess.Popen(
         [sys.executable, "-m", "noetl_control_api", "serve"],
         env=env,
@@ -67,7 +71,7 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(database_url: str) -> None:
     )
     try:
         assert proc.stderr is not None
-        lines = []
+        lines: list[str] = []
         # the worker logs "Started worker-1" once the app's lifespan has run
         for line in proc.stderr:
             lines.append(line)
@@ -75,14 +79,41 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(database_url: str) -> None:
                 break
         else:
             raise AssertionError("".join(lines))
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-        assert ready.status_code == 200 and ready.json()["status"] == "ready"
-        internal = httpx.get(f"http://127.0.0.1:{port}/api/internal/outbox/pending-count", timeout=5)
-        assert internal.status_code == 503  # no token configured
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        assert all(line.startswith("{") for line in lines)  # JSON lines only
+        yield proc, f"http://127.0.0.1:{port}", lines
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_answers_and_stops_cleanly_on_sigterm(database_url: str) -> None:
+    with _serving(database_url) as (proc, url, lines):
+        ready = httpx.get(f"{url}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        internal = httpx.get(f"{url}/api/internal/outbox/pending-count", timeout=5)
+        assert internal.status_code == 503  # no token configured
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert all(line.startswith("{") for line in lines)  # JSON lines only
+
+
+def test_sigterm_releases_a_parked_long_poll(database_url: str) -> None:
+    with _serving(database_url, NOETL_INTERNAL_API_TOKEN="tok") as (proc, url, _lines):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            poll = pool.submit(
+                httpx.post,
+                f"{url}/api/internal/outbox/claim",
+                json={"limit": 10, "wait_ms": 60_000},
+                headers={"authorization": "Bearer tok"},
+                timeout=90,
+            )
+            deadline = time.monotonic() + 20
+            # wait for the condition (one parked claim), not for a guessed time
+            while "noetl_control_api_outbox_claim_waiters 1.0" not in httpx.get(f"{url}/metrics").text:
+                assert time.monotonic() < deadline and not poll.done()
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            assert time.monotonic() - started < 10  # not the 60 s the long-poll asked for
+            reply = poll.result(timeout=10)
+        assert reply.status_code == 200 and reply.json() == {"rows": [], "claimed": 0}

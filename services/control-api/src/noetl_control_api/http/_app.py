@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from ._secrets import (
     KeychainController,
     ResultController,
 )
+from ._shutdown import release_long_polls_on_signal
 
 
 def _version() -> str:
@@ -158,4 +160,6 @@ def app_from_env() -> Litestar:
     """Factory for granian: settings from the environment, JSON logs in the worker process."""
     settings = Settings.from_env()
     configure_logging("control-api", settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    app.on_startup.append(partial(release_long_polls_on_signal, app.state.outbox))
+    return app
