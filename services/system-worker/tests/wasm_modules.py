@@ -94,3 +94,13 @@ RESULT_PUT = module(
     f"  (local.set $s (call $put (i32.const 16) (i32.const 3) (local.get $p) (local.get $n))) {_STATUS_OUT})",
     imports='(import "noetl" "result_put" (func $put (param i32 i32 i32 i32) (result i32)))',
 )
+
+
+def constant(text: str) -> bytes:
+    """A module whose ``run`` returns ``text`` whatever its input (a stand-in for a new release)."""
+    data = text.encode()
+    escaped = "".join(f"\\{byte:02x}" for byte in data)
+    return module(
+        f'(data (i32.const 16) "{escaped}")'
+        f'(func (export "run") (param i32 i32) (result i64) {_packed("(i32.const 16)", f"(i32.const {len(data)})")})'
+    )
