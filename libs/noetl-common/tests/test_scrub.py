@@ -34,3 +34,24 @@ def test_scrub_does_not_mutate_and_keeps_types() -> None:
     assert out == {"n": 1, "f": 1.5, "ok": True, "none": None, "token": "", "list": [1, 2]}
     assert data["list"] == (1, 2)
     assert scrub_text("nothing to see") == "nothing to see"
+
+
+def test_words_that_merely_start_with_pass_are_not_sensitive() -> None:
+    data = {
+        "test_passed": True,
+        "passenger": "ann",
+        "all_passed": 3,
+        "dbPassword": "x",
+        "pass": "y",
+        "passphrase": "z",
+        "passwords": ["p"],
+    }
+    assert scrub(data) == {
+        "test_passed": True,
+        "passenger": "ann",
+        "all_passed": 3,
+        "dbPassword": REDACTED,
+        "pass": REDACTED,
+        "passphrase": REDACTED,
+        "passwords": REDACTED,
+    }

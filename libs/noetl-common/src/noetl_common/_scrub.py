@@ -7,8 +7,10 @@ from typing import Any
 
 REDACTED = "[REDACTED]"
 
+# ``pass`` must end the word or continue as password/passwd/passphrase: ``test_passed`` and
+# ``passenger`` are not secrets (upstream fixtures return ``test_passed: true``).
 _SENSITIVE_KEY = re.compile(
-    r"(pass(word|wd)?|secret|token|api[_-]?key|apikey|private[_-]?key|credential|"
+    r"(pass(word|wd|phrase)?s?(?![a-z])|secret|token|api[_-]?key|apikey|private[_-]?key|credential|"
     r"authorization|auth[_-]?header|cookie|session[_-]?key|client[_-]?secret|dsn|"
     r"connection[_-]?string|access[_-]?key)",
     re.IGNORECASE,
