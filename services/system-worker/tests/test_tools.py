@@ -444,3 +444,21 @@ async def test_tools_run_concurrently_without_sharing_runtimes(use_runtime: Any)
         return (await run_secrets({"env": "T"}, {}, {}))["value"]
 
     assert await asyncio.gather(one("aaaa1"), one("bbbb2")) == ["aaaa1", "bbbb2"]
+
+
+async def test_python_libs_are_imported_as_globals_but_not_inputs() -> None:
+    code = "result = {'dumped': json.dumps({'a': 1}), 'root': m.sqrt(16), 'inputs': sorted(input_data)}"
+    task = TaskSpec(
+        name="t",
+        kind="python",
+        config={"code": code, "libs": {"json": "json", "m": "math"}, "args": {"x": 1}},
+    )
+    bad = TaskSpec(
+        name="t", kind="python", config={"code": "result = 1", "libs": {"nope": "no_such_module_xyz"}}
+    )
+
+    out = await run_pipeline(task)
+    failed = await run_pipeline(bad)
+
+    assert out.ok and out.result == {"dumped": '{"a": 1}', "root": 4.0, "inputs": ["x"]}
+    assert not failed.ok and "no_such_module_xyz" in failed.error["message"]

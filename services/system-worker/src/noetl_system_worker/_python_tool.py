@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -61,10 +62,11 @@ def _main_kwargs(main: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def execute_python(code: str, inputs: Mapping[str, Any]) -> Any:
-    """Run ``code`` with ``inputs`` as globals and return its output (blocking)."""
+def execute_python(code: str, inputs: Mapping[str, Any], modules: Mapping[str, Any] | None = None) -> Any:
+    """Run ``code`` with ``inputs`` (and ``libs`` ``modules``) as globals; return its output (blocking)."""
     values = dict(inputs)
     namespace: dict[str, Any] = {"__name__": "__noetl_task__", "__builtins__": __builtins__}
+    namespace.update(modules or {})
     namespace["input_data"] = dict(values)
     # Inputs go in after input_data so that an input literally named input_data wins.
     namespace.update(values)
@@ -76,19 +78,38 @@ def execute_python(code: str, inputs: Mapping[str, Any]) -> Any:
     return namespace.get("result")
 
 
-def _guarded(code: str, inputs: Mapping[str, Any]) -> tuple[bool, Any]:
+def _guarded(code: str, inputs: Mapping[str, Any], modules: Mapping[str, Any]) -> tuple[bool, Any]:
     # BaseException: SystemExit or KeyboardInterrupt raised by task code must fail the
     # task, not end the worker thread silently.
     try:
-        return True, execute_python(code, inputs)
+        return True, execute_python(code, inputs, modules)
     except BaseException as exc:
         return False, exc
 
 
+def _libs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Upstream's ``libs: {alias: module}``: modules imported and given to the code as globals."""
+    libs = config.get("libs")
+    if not isinstance(libs, Mapping):
+        return {}
+    modules: dict[str, Any] = {}
+    for alias, name in libs.items():
+        if not isinstance(alias, str) or not alias.isidentifier():
+            raise ValueError(f"python tool: libs alias {alias!r} is not a python name")
+        try:
+            modules[alias] = importlib.import_module(str(name or alias))
+        except ImportError as exc:
+            raise ValueError(f"python tool: libs.{alias}: cannot import {name!r}: {exc}") from None
+    return modules
+
+
 async def run_python(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any]) -> Any:
-    """The ``python`` tool: run the task's code in a thread with ``args`` as its inputs."""
+    """The ``python`` tool: run the task's code in a thread with ``args`` as its inputs.
+
+    ``libs`` modules are globals too (not in ``input_data``); an input of the same name wins.
+    """
     code = _source(config)
-    ok, value = await asyncio.to_thread(_guarded, code, args)
+    ok, value = await asyncio.to_thread(_guarded, code, args, _libs(config))
     if ok:
         return value
     message = str(value) or type(value).__name__
