@@ -88,6 +88,32 @@ async def test_a_reference_in_command_completed_is_resolved_before_templates_rea
     assert any(e["context"]["result"] == reference for e in events)  # the event keeps the small reference
 
 
+async def test_a_referenced_last_result_stays_a_reference_in_playbook_completed(api: Any) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    await api.run_command(execution_id, {"n": 1})
+    await api.run_command(execution_id, {"n": 2})
+    stored = await api.client.put(f"/api/result/{execution_id}", json={"n": 3, "pad": "p" * 200_000})
+
+    await api.run_command(execution_id, stored.json())
+
+    view = (await api.client.get(f"/api/executions/{execution_id}")).json()
+    assert view["status"] == "COMPLETED" and view["result"]["n"] == 3
+    cur = await api.db.execute(
+        "SELECT payload FROM noetl.outbox WHERE execution_id = %s AND payload->>'event_type' = 'playbook.completed'",
+        (execution_id,),
+    )
+    (completed,) = [row[0] for row in await cur.fetchall()]
+    assert completed["context"]["result"] == stored.json()
+
+
+async def test_resolve_refs_keeps_the_object_without_references(api: Any) -> None:
+    from noetl_control_api.application import ResultService
+
+    plain = {"a": [1, {"b": 2}], "c": "d"}
+    assert await ResultService.resolve_refs(api.db, plain) is plain
+
+
 async def test_a_dangling_reference_is_refused(api: Any) -> None:
     await api.register()
     execution_id = await api.execute()

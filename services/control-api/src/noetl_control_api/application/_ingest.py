@@ -246,15 +246,22 @@ class EventIngest:
         if error is not None and not isinstance(error, dict):
             error = {"message": str(error)}
         set_ = context.get("set")
+        reference = context.get("result")
+        resolved = await ResultService.resolve_refs(conn, reference)
         outcome = CommandOutcome(
             command_id=command.command_id,
             step=command.step,
             status=status,
             meta=command.meta or {},
             # a result offloaded to the result store arrives as a reference: templates read the data
-            result=await ResultService.resolve_refs(conn, context.get("result")),
+            result=resolved,
             error=error if status == "failed" else None,
             set=set_ if isinstance(set_, dict) else None,
         )
         decision = apply_outcome(playbook, state_from_json(row.state), outcome)
+        if resolved is not reference:
+            # events keep the small reference (playbook.completed carries the last result)
+            for draft in decision.events:
+                if draft.context and draft.context.get("result") == resolved:
+                    draft.context = {**draft.context, "result": reference}
         await self._recorder.write_decision(conn, ref, decision)

@@ -79,17 +79,26 @@ class ResultService:
 
     @staticmethod
     async def resolve_refs(conn: AsyncConnection[Any], value: Any, _depth: int = 0) -> Any:
-        """``value`` with every result-store reference replaced by the stored value."""
+        """``value`` with every result-store reference replaced by the stored value.
+
+        Returns ``value`` itself (the same object) when it holds no reference.
+        """
         key = ref_key(value)
         if key is not None:
             found = await store.results.get(conn, key)
             if found is None:
                 raise NotFound(f"result reference {key!r} not found in the result store")
             return decode_result(found.data, found.media_type)
-        if _depth >= MAX_REF_DEPTH:
+        if _depth >= MAX_REF_DEPTH or not isinstance(value, dict | list):
+            return value
+        items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+        changed: dict[Any, Any] = {}
+        for k, v in items:
+            new = await ResultService.resolve_refs(conn, v, _depth + 1)
+            if new is not v:
+                changed[k] = new
+        if not changed:
             return value
         if isinstance(value, dict):
-            return {k: await ResultService.resolve_refs(conn, v, _depth + 1) for k, v in value.items()}
-        if isinstance(value, list):
-            return [await ResultService.resolve_refs(conn, v, _depth + 1) for v in value]
-        return value
+            return {**value, **changed}
+        return [changed.get(i, v) for i, v in enumerate(value)]
