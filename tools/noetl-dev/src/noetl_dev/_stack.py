@@ -36,6 +36,8 @@ from ._pgroup import group_members, is_running, start_time, stop_group, stop_gro
 from ._procs import Proc, create_database, free_port, start_nats, start_postgres, world_searchable
 
 STATE_FILE = "stack.json"
+#: plugins/wasm of this checkout (noetl-dev runs from the workspace)
+BUILTIN_PLUGINS = Path(__file__).resolve().parents[4] / "plugins" / "wasm"
 DEFAULT_API_PORT = 8082
 
 #: Service name -> (console script, extra argv). Order is start order; stop is the reverse.
@@ -75,6 +77,9 @@ def service_env(name: str, *, port: int, database_url: str) -> dict[str, str]:
     if name == "control-api":
         # Only the control-api opens a database connection (ARCHITECTURE §1).
         env["NOETL_DATABASE_URL"] = database_url
+        if BUILTIN_PLUGINS.is_dir():
+            # the built-in WASM plug-ins (system/echo ...), as the image seeds them
+            env["NOETL_PLUGIN_SEED_DIR"] = str(BUILTIN_PLUGINS)
         # A throw-away Fernet key (32 random bytes, url-safe base64) so credentials work in dev.
         env["NOETL_CREDENTIALS_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
     if name == "projector":
