@@ -74,6 +74,7 @@ services:
       <<: *env
       NOETL_DATABASE_URL: postgresql://x
       NOETL_API_BIND: 0.0.0.0:8082
+      NOETL_CREDENTIALS_KEY: k
       NOETL_EVENT_SHARD_COUNT: "1"
       NOETL_LOG_LEVEL: INFO
   outbox-publisher:

@@ -144,6 +144,7 @@ def test_secrets_are_placeholders_outside_kind() -> None:
         assert set(secret["stringData"]) == {
             "NOETL_DATABASE_URL",
             "NOETL_INTERNAL_API_TOKEN",
+            "NOETL_CREDENTIALS_KEY",
             "NATS_USER",
             "NATS_PASSWORD",
         }

@@ -75,6 +75,8 @@ def control_api_env(profile: Profile) -> list[EnvVar]:
     return [
         _secret(profile, "NOETL_DATABASE_URL"),
         _secret(profile, "NOETL_INTERNAL_API_TOKEN"),
+        # Encrypts credentials and keychain values at rest.
+        _secret(profile, "NOETL_CREDENTIALS_KEY"),
         _value("NOETL_API_BIND", f"0.0.0.0:{CONTROL_API_PORT}"),
         # Put into every command notification; workers call back on this URL.
         _value("NOETL_SERVER_URL", profile.server_url),

@@ -171,11 +171,19 @@ class Profile:
 PLACEHOLDER = "CHANGE-ME"
 
 #: Keys of the one Secret every workload reads from.
-SECRET_KEYS = ("NOETL_DATABASE_URL", "NOETL_INTERNAL_API_TOKEN", "NATS_USER", "NATS_PASSWORD")
+SECRET_KEYS = (
+    "NOETL_DATABASE_URL",
+    "NOETL_INTERNAL_API_TOKEN",
+    "NOETL_CREDENTIALS_KEY",
+    "NATS_USER",
+    "NATS_PASSWORD",
+)
 
 _PLACEHOLDER_SECRETS = (
     ("NOETL_DATABASE_URL", f"postgresql://noetl:{PLACEHOLDER}@postgres.example.internal:5432/noetl"),
     ("NOETL_INTERNAL_API_TOKEN", f"{PLACEHOLDER}-generate-with-openssl-rand-hex-32"),
+    # a Fernet key: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'
+    ("NOETL_CREDENTIALS_KEY", f"{PLACEHOLDER}-generate-a-fernet-key"),
     ("NATS_USER", f"{PLACEHOLDER}-nats-user"),
     ("NATS_PASSWORD", f"{PLACEHOLDER}-nats-password"),
 )
@@ -257,6 +265,8 @@ def kind_profile() -> Profile:
                 f"postgresql://noetl:noetl-kind-only@postgres.{ns}.svc.cluster.local:5432/noetl",
             ),
             ("NOETL_INTERNAL_API_TOKEN", "kind-only-internal-token"),
+            # base64url of the 32 bytes "kind-only-credentials-key-32byte": a dev-only Fernet key
+            ("NOETL_CREDENTIALS_KEY", "a2luZC1vbmx5LWNyZWRlbnRpYWxzLWtleS0zMmJ5dGU="),
             ("NATS_USER", ""),
             ("NATS_PASSWORD", ""),
         ),
