@@ -14,7 +14,7 @@ import pytest
 from noetl_common import TaskSpec
 from noetl_common.results import ARROW_MEDIA_TYPE, JSON_MEDIA_TYPE, decode_result
 from noetl_system_worker import Worker, WorkerConfig
-from system_worker_fakes import Bus, FakeControlPlane
+from system_worker_fakes import Bus, FakeControlPlane, api_error
 
 SECRET = "pw-very-secret-4711"
 
@@ -142,3 +142,18 @@ async def test_an_unknown_credential_fails_the_step(
 
     error = got["command.failed"].context["error"]
     assert error["type"] == "CredentialError" and "nope" in error["message"]
+
+
+async def test_a_result_the_store_refuses_fails_the_step(
+    fake_api: FakeControlPlane, bus: Bus, worker: Worker
+) -> None:
+    async def refuse(execution_id: int, data: bytes, media_type: str) -> dict[str, Any]:
+        raise api_error(413, "payload_too_large")
+
+    fake_api.put_result = refuse  # type: ignore[method-assign]
+
+    got = await run(fake_api, bus, [py("result = {'blob': 'x' * 10000}")])
+
+    error = got["command.failed"].context["error"]
+    assert error["type"] == "ResultStoreError" and "413" in error["message"]
+    assert "command.completed" not in got

@@ -445,7 +445,7 @@ class Worker:
             if outcome.ok:
                 try:
                     context = await self._completed_context(api, claim.execution_id, outcome, runtime)
-                except ApiError as exc:
+                except Exception as exc:  # refused (e.g. 413 over the API's body limit) or unreachable
                     error = {
                         "message": f"the result store refused the result: {exc}",
                         "type": "ResultStoreError",
