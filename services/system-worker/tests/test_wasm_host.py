@@ -297,3 +297,14 @@ def test_committed_plugins_equal_a_fresh_build() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_hosts_link_the_same_capability_independently() -> None:
+    # regression: a host function type shared between linkers was freed by the first one
+    for _ in range(2):
+        fresh = PluginHost()
+        try:
+            result = fresh.call(fresh.compile(wm.PUBLISH), b"x", grants=frozenset({"event_publish"}))
+            assert status(result.output) == STATUS_OK
+        finally:
+            fresh.close()

@@ -9,6 +9,7 @@ effect on the next claim without a restart. Compiled modules are also serialized
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -84,10 +85,8 @@ class ModuleCache:
             raise ValueError(
                 f"plug-in {path}@{fetched.version}: digest mismatch ({digest} != {fetched.digest})"
             )
-        module = self._from_disk(path, fetched.version, digest)
-        if module is None:
-            module = self.host.compile(fetched.data)
-            self._to_disk(path, fetched.version, digest, module)
+        # compiling takes milliseconds and touches the disk: keep it off the event loop
+        module = await asyncio.to_thread(self._materialise, path, fetched.version, digest, fetched.data)
         loaded = Loaded(path, fetched.version, digest, module)
         with self._lock:
             old = self._entries.get(key)
@@ -96,6 +95,13 @@ class ModuleCache:
             self.host.forget(old.module)
         PLUGIN_LOAD_SECONDS.observe(time.perf_counter() - started)
         return loaded
+
+    def _materialise(self, path: str, version: int, digest: str, data: bytes) -> wasmtime.Module:
+        module = self._from_disk(path, version, digest)
+        if module is None:
+            module = self.host.compile(data)
+            self._to_disk(path, version, digest, module)
+        return module
 
     def _from_disk(self, path: str, version: int, digest: str) -> wasmtime.Module | None:
         file = self._file(path, version, digest)

@@ -150,12 +150,18 @@ def _object_put(caller: wasmtime.Caller, kptr: int, klen: int, dptr: int, dlen: 
     return _buffer("object_put", caller, (kptr, klen), (dptr, dlen))
 
 
-_I32 = wasmtime.ValType.i32()
-_HOST_FUNCS: dict[str, tuple[wasmtime.FuncType, Callable[..., int]]] = {
-    "event_publish": (wasmtime.FuncType([_I32, _I32], [_I32]), _event_publish),
-    "result_put": (wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32]), _result_put),
-    "object_put": (wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32]), _object_put),
+#: capability -> (number of i32 parameters, host function); every import returns an i32 status
+_HOST_FUNCS: dict[str, tuple[int, Callable[..., int]]] = {
+    "event_publish": (2, _event_publish),
+    "result_put": (4, _result_put),
+    "object_put": (4, _object_put),
 }
+
+
+def _func_type(params: int) -> wasmtime.FuncType:
+    # a fresh FuncType per definition: wasmtime-py hands the type's native handle to the
+    # linker, so one FuncType object shared by two linkers is used after it was freed
+    return wasmtime.FuncType([wasmtime.ValType.i32()] * params, [wasmtime.ValType.i32()])
 
 
 class PluginHost:
@@ -203,8 +209,8 @@ class PluginHost:
             if linker is None:
                 linker = wasmtime.Linker(self.engine)
                 for name in sorted(grants & ALL_CAPABILITIES):
-                    ty, func = _HOST_FUNCS[name]
-                    linker.define_func(IMPORT_MODULE, name, ty, func, access_caller=True)
+                    params, func = _HOST_FUNCS[name]
+                    linker.define_func(IMPORT_MODULE, name, _func_type(params), func, access_caller=True)
                 self._linkers[grants] = linker
             return linker
 
