@@ -71,3 +71,21 @@ def test_postgres_with_auth_writes_rows_and_a_big_result_flows_on(stack: Stack, 
 
     count = db.execute("SELECT count(*) AS n FROM public.e2e_big_rows").fetchone()
     assert count is not None and count["n"] == 2000
+
+
+def test_credentials_through_the_cli_never_print_the_secret(cli: Any, tmp_path: Any) -> None:
+    data = tmp_path / "cred.json"
+    data.write_text(json.dumps({"token": "cli-secret-token-9931", "header": "x-api-key"}))
+
+    added = cli("credential", "add", "e2e_cli_api", "--type", "header", "--data", f"@{data}")
+    listed = cli("credential", "list")
+    shown = cli("credential", "show", "e2e_cli_api")
+    deleted = cli("credential", "delete", "e2e_cli_api")
+    gone = cli("credential", "show", "e2e_cli_api")
+
+    for done in (added, listed, shown, deleted):
+        assert done.code == 0, done.stderr
+        assert "cli-secret-token-9931" not in done.stdout + done.stderr
+    assert json.loads(shown.stdout)["data"] == {"token": "[REDACTED]", "header": "[REDACTED]"}
+    assert "e2e_cli_api" in listed.stdout and "header" in listed.stdout
+    assert gone.code == 1 and "not found" in gone.stderr

@@ -155,6 +155,49 @@ def cmd_plugin_list(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _json_object(raw: str, what: str) -> dict[str, Any]:
+    """A JSON object given inline or as ``@file.json``."""
+    if raw.startswith("@"):
+        try:
+            raw = Path(raw[1:]).read_text()
+        except OSError as exc:
+            raise CliError(f"cannot read {what} file {raw[1:]}: {exc.strerror or exc}") from None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CliError(f"{what} must be a JSON object")
+    return value
+
+
+def cmd_credential_add(api: Api, args: argparse.Namespace) -> int:
+    data = _json_object(args.data, "--data")
+    _print_json(api.put_credential(args.name, args.type, data, args.description))
+    return EXIT_OK
+
+
+def cmd_credential_list(api: Api, args: argparse.Namespace) -> int:
+    found = api.credentials()
+    if args.json:
+        _print_json(found)
+    else:
+        rows = [[str(c.get("name")), str(c.get("credential_type")), str(c.get("updated_at"))] for c in found]
+        _table(rows, ["NAME", "TYPE", "UPDATED_AT"])
+    return EXIT_OK
+
+
+def cmd_credential_show(api: Api, args: argparse.Namespace) -> int:
+    _print_json(api.credential(args.name))
+    return EXIT_OK
+
+
+def cmd_credential_delete(api: Api, args: argparse.Namespace) -> int:
+    api.delete_credential(args.name)
+    print(f"deleted {args.name}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="noetl", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -207,6 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--path", help="only this plug-in path")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(func=cmd_plugin_list)
+
+    credential = sub.add_parser("credential", help="credentials for auth: (values are never shown)")
+    credential_sub = credential.add_subparsers(dest="credential_command", required=True)
+    add = credential_sub.add_parser("add", help="create or replace a credential")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument(
+        "--type", default="generic", help="credential_type, e.g. postgres, bearer (default generic)"
+    )
+    add.add_argument("--data", required=True, help="the secret data: a JSON object, or @file.json")
+    add.add_argument("--description", help="free text")
+    add.set_defaults(func=cmd_credential_add)
+    credentials = credential_sub.add_parser("list", help="names and types")
+    credentials.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    credentials.set_defaults(func=cmd_credential_list)
+    show = credential_sub.add_parser("show", help="one credential, its values redacted")
+    show.add_argument("name", metavar="NAME")
+    show.set_defaults(func=cmd_credential_show)
+    remove = credential_sub.add_parser("delete", help="delete a credential")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(func=cmd_credential_delete)
     return parser
 
 

@@ -178,6 +178,27 @@ class Api:
                 )
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
+    # -- credentials -------------------------------------------------------------------------
+    def put_credential(
+        self, name: str, credential_type: str, data: dict[str, Any], description: str | None = None
+    ) -> dict[str, Any]:
+        """Create or replace a credential; the reply shows its data redacted."""
+        body = {"name": name, "credential_type": credential_type, "data": data, "description": description}
+        reply: dict[str, Any] = self.request("POST", "/api/credentials", body)
+        return reply
+
+    def credentials(self) -> list[dict[str, Any]]:
+        reply = self.request("GET", "/api/credentials")
+        found: list[dict[str, Any]] = reply.get("credentials", []) if isinstance(reply, dict) else []
+        return found
+
+    def credential(self, name: str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("GET", f"/api/credentials/{name}")
+        return reply
+
+    def delete_credential(self, name: str) -> None:
+        self.request("DELETE", f"/api/credentials/{name}")
+
     # -- plug-in registry (internal routes) ----------------------------------------------------
     def _internal(self) -> dict[str, str]:
         if not self.internal_token:
