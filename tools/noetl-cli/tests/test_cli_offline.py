@@ -66,3 +66,16 @@ def test_plugin_commands_need_the_internal_token(
     monkeypatch.delenv("NOETL_INTERNAL_API_TOKEN", raising=False)
     assert main(["--server", "http://127.0.0.1:9", "plugin", "list"]) == EXIT_ERROR
     assert "NOETL_INTERNAL_API_TOKEN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [("{oops", "--data is not valid JSON"), ('"text"', "--data must be a JSON object")],
+)
+def test_bad_credential_data_is_rejected_before_any_request(
+    data: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--server", _closed_server(), "credential", "add", "x", "--data", data])
+
+    assert code == EXIT_ERROR
+    assert capsys.readouterr().err.startswith(f"error: {message}")
