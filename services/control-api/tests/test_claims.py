@@ -37,12 +37,16 @@ async def test_claim_takes_lease_and_records_event(api: Any) -> None:
     assert status["event_id"] == command["event_id"]
 
 
-async def test_live_lease_is_409_and_expired_lease_is_reclaimed(api: Any) -> None:
+async def test_live_lease_says_retry_later_and_expired_lease_is_reclaimed(api: Any) -> None:
     _execution_id, command = await _started(api)
     assert (await api.claim(command["event_id"], "worker-a")).status_code == 200
+    # not 409: a redelivery that meets a live lease must come back, or a dead holder's
+    # command would be dropped for good
     held = await api.claim(command["event_id"], "worker-b")
-    assert held.status_code == 409 and held.json()["error"] == "conflict"
-    assert "worker-a" in held.json()["detail"]
+    assert held.status_code == 429 and held.json()["error"] == "lease_held"
+    assert held.json()["extra"]["worker_id"] == "worker-a"
+    assert 1 <= int(held.headers["retry-after"]) <= 30
+    assert (await api.claim(command["event_id"], "worker-a")).status_code == 429  # same worker too
 
     # the first worker died: let its lease run out
     await api.db.execute(
@@ -78,4 +82,4 @@ async def test_concurrent_claims_have_one_winner(api: Any) -> None:
 
     _execution_id, command = await _started(api)
     replies = await asyncio.gather(*(api.claim(command["event_id"], f"w{i}") for i in range(6)))
-    assert sorted(r.status_code for r in replies) == [200] + [409] * 5
+    assert sorted(r.status_code for r in replies) == [200] + [429] * 5

@@ -11,10 +11,13 @@ class DomainError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, detail: str, extra: dict[str, Any] | None = None, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        self.retry_after = retry_after  # seconds; sent as Retry-After when set
 
 
 class ValidationFailed(DomainError):
@@ -39,6 +42,18 @@ class StaleAttempt(DomainError):
 
     status_code = 409
     code = "stale_attempt"
+
+
+class LeaseHeld(DomainError):
+    """A claim on a command whose lease is still live: come back when it expires.
+
+    Not 409: a redelivery meets a live lease when the holder died (its lease runs out)
+    or lost NATS; answering "retry later" lets the redelivered message claim the command
+    once the lease expires, instead of being dropped and losing the command.
+    """
+
+    status_code = 429
+    code = "lease_held"
 
 
 class InvalidPlaybook(DomainError):

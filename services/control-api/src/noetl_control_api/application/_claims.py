@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import msgspec
 from noetl_common import ClaimReply, CommandSpec
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Conflict, NotFound, ValidationFailed
+from .._errors import Conflict, LeaseHeld, NotFound, ValidationFailed
 from .._metrics import CLAIMS
 from ._recorder import ExecutionRef, Recorder
 from ._views import CommandView
+
+
+def _until(timestamp: str | None) -> float:
+    """Seconds from now until an RFC 3339 timestamp (0 when unknown or past)."""
+    if timestamp is None:
+        return 0.0
+    return max(0.0, (datetime.fromisoformat(timestamp) - datetime.now(UTC)).total_seconds())
 
 
 class ClaimService:
@@ -32,12 +41,18 @@ class ClaimService:
                 if current is None:
                     CLAIMS.labels("not_found").inc()
                     raise NotFound(f"no command with event_id {event_id}")
-                CLAIMS.labels("conflict").inc()
+                CLAIMS.labels("lease_held" if current.status == "CLAIMED" else "conflict").inc()
                 if current.status == "CLAIMED":
-                    raise Conflict(
+                    raise LeaseHeld(
                         f"command {current.command_id} is held by worker {current.worker_id!r} until"
-                        f" {current.lease_expires_at}",
-                        {"status": current.status, "attempt": current.attempt},
+                        f" {current.lease_expires_at}; retry after the lease",
+                        {
+                            "status": current.status,
+                            "attempt": current.attempt,
+                            "worker_id": current.worker_id,
+                            "lease_expires_at": current.lease_expires_at,
+                        },
+                        retry_after=_until(current.lease_expires_at),
                     )
                 raise Conflict(
                     f"command {current.command_id} is {current.status}",

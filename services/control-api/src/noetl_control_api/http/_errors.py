@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import psycopg
@@ -45,7 +46,10 @@ def error_response(
 
 
 def on_domain_error(_request: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorBody]:
-    return error_response(exc.status_code, exc.code, exc.detail, exc.extra)
+    headers = None
+    if exc.retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return error_response(exc.status_code, exc.code, exc.detail, exc.extra, headers)
 
 
 def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
