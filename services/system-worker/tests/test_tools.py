@@ -20,6 +20,7 @@ from noetl_system_worker import PipelineRunner, ToolRegistry
 from noetl_system_worker._runtime import CredentialError, ToolRuntime, current_runtime
 from noetl_system_worker.tools import (
     HttpStatusError,
+    nats_helper,
     run_duckdb,
     run_http,
     run_nats,
@@ -370,6 +371,13 @@ async def test_nats_publish_core_and_jetstream(nats_url: str, use_runtime: Any) 
         await nc.close()
 
     assert json.loads(msg.data) == {"id": 1} and msg.headers == {"x-k": "v"}
+    assert nats_helper(first) == {
+        "subject": "app.js.a",
+        "published": True,
+        "stream": "APP",
+        "seq": 1,
+        "duplicate": False,
+    }
     assert core == {"subject": "app.orders", "published": True, "size": len(msg.data)}
     assert first["stream"] == "APP" and first["seq"] == 1 and not first["duplicate"]
     assert again["duplicate"] and info.state.messages == 1
@@ -426,8 +434,13 @@ async def test_secrets_refuses_env_vars_not_allowed(use_runtime: Any) -> None:
 
 async def test_secrets_in_a_pipeline_reach_the_next_task(use_runtime: Any) -> None:
     use_runtime(keychain_env_vars=("MY_TOKEN",), env={"MY_TOKEN": "env-tok-555"})
+    seen = Rule(
+        when="{{ outcome.secrets.found and outcome.secrets.provider == 'env' }}",
+        do="continue",
+        set={"ctx.secret_name": "{{ outcome.secrets.name }}", "ctx.helper": "{{ outcome.secrets }}"},
+    )
     out = await run_pipeline(
-        TaskSpec(name="s", kind="secrets", config={"env": "MY_TOKEN"}),
+        TaskSpec(name="s", kind="secrets", config={"env": "MY_TOKEN"}, rules=[seen]),
         TaskSpec(
             name="use",
             kind="python",
@@ -436,6 +449,7 @@ async def test_secrets_in_a_pipeline_reach_the_next_task(use_runtime: Any) -> No
     )
 
     assert out.ok and out.result == {"len": len("env-tok-555")}
+    assert out.set["ctx.secret_name"] == "MY_TOKEN" and "env-tok-555" not in str(out.set["ctx.helper"])
 
 
 async def test_tools_run_concurrently_without_sharing_runtimes(use_runtime: Any) -> None:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from ._duckdb import duckdb_helper, run_duckdb
 from ._http import HttpStatusError, http_helper, run_http
-from ._nats import run_nats
+from ._nats import nats_helper, run_nats
 from ._postgres import postgres_helper, run_postgres
-from ._secrets import run_secrets
+from ._secrets import run_secrets, secrets_helper
 
 if TYPE_CHECKING:
     from .._tools import ToolRegistry
@@ -23,14 +23,15 @@ def register_builtin(registry: ToolRegistry) -> None:
     registry.register("http", run_http, http_helper)
     registry.register("postgres", run_postgres, postgres_helper)
     registry.register("duckdb", run_duckdb, duckdb_helper)
-    registry.register("nats", run_nats)
-    registry.register("secrets", run_secrets)
+    registry.register("nats", run_nats, nats_helper)
+    registry.register("secrets", run_secrets, secrets_helper)
 
 
 __all__ = [
     "HttpStatusError",
     "duckdb_helper",
     "http_helper",
+    "nats_helper",
     "postgres_helper",
     "register_builtin",
     "run_duckdb",
@@ -38,4 +39,5 @@ __all__ = [
     "run_nats",
     "run_postgres",
     "run_secrets",
+    "secrets_helper",
 ]

@@ -82,3 +82,10 @@ async def run_nats(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[st
         return result
     finally:
         await nc.close()
+
+
+def nats_helper(result: Any) -> dict[str, Any]:
+    """``outcome.nats``: ``subject``, ``published``, and with JetStream ``stream``, ``seq``, ``duplicate``."""
+    found = result if isinstance(result, Mapping) else {}
+    keys = ("subject", "published", "stream", "seq", "duplicate")
+    return {k: found.get(k) for k in keys} | {"published": bool(found.get("published"))}

@@ -42,3 +42,9 @@ async def run_secrets(config: dict[str, Any], args: dict[str, Any], ctx: Mapping
     if provider not in ("", "keychain"):
         raise ValueError(f"secrets tool: unknown provider {provider!r} (keychain, env, credential)")
     return {"name": name, "provider": "keychain", "value": await rt.keychain(name)}
+
+
+def secrets_helper(result: Any) -> dict[str, Any]:
+    """``outcome.secrets``: ``name``, ``provider`` and ``found`` — never the value."""
+    found = result if isinstance(result, Mapping) else {}
+    return {"name": found.get("name"), "provider": found.get("provider"), "found": "value" in found}
