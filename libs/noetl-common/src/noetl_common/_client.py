@@ -238,17 +238,6 @@ class ControlPlaneClient:
         assert reply is not None
         return reply
 
-    async def resolve_result(self, key: str) -> Any:
-        """The stored value of a reference key (Arrow results come back as rows)."""
-        response = await self._http.get("/api/result/resolve", params={"key": key, "format": "json"})
-        if response.status_code >= 300:
-            try:
-                error = msgspec.json.decode(response.content, type=ErrorBody)
-            except msgspec.DecodeError:
-                error = None
-            raise ApiError(response.status_code, error, response.text, _retry_after(response))
-        return msgspec.json.decode(response.content)
-
     async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
         """Clear data of named credentials (internal route): ``{name: {credential_type, data}}``."""
         reply = await self.request(
