@@ -61,11 +61,28 @@ def test_up_runs_hello_and_down_stops_every_process(state_dir: Path) -> None:
         status = _dev(state_dir, "status")
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("readyz 200") == 5
+
+        killed = _dev(state_dir, "kill", "worker-system")
+        assert killed.returncode == 0 and "killed worker-system" in killed.stdout
+        assert not is_running(processes["worker-system"]["pid"], processes["worker-system"]["started"])
+        assert _dev(state_dir, "status").returncode == 1
+        for name, flags in (("worker-system", []), ("projector", []), ("worker-shared", ["--hard"])):
+            restarted = _dev(state_dir, "restart", name, *flags)
+            assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        assert _dev(state_dir, "restart", "nosuch").stderr.startswith("error: unknown service 'nosuch'")
+        now = read_state(state_dir)
+        assert now is not None
+        for name in ("worker-system", "projector", "worker-shared"):
+            assert now["processes"][name]["pid"] != processes[name]["pid"]
+            assert is_running(now["processes"][name]["pid"], now["processes"][name]["started"])
+            assert not is_running(processes[name]["pid"], processes[name]["started"])
+        assert _dev(state_dir, "status").returncode == 0
+        restarted_processes = now["processes"]
     finally:
         down = _dev(state_dir, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "the stack is down" in down.stdout
-    for name, entry in processes.items():
+    for name, entry in [*processes.items(), *restarted_processes.items()]:
         assert not is_running(entry["pid"], entry["started"]), name
         assert group_members(entry["pid"]) == [], name
     assert not (state_dir / "stack.json").exists()

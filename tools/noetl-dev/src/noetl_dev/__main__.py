@@ -1,4 +1,4 @@
-"""``noetl-dev up|down|status|logs``: the whole suite on this machine, no Docker needed.
+"""``noetl-dev up|down|status|logs|kill|restart``: the whole suite on this machine, no Docker needed.
 
 ``up`` starts Postgres, nats-server, control-api, outbox-publisher, projector and two
 workers (pools ``shared`` and ``system``) detached under the state dir (default
@@ -24,8 +24,10 @@ from ._stack import (
     DEFAULT_API_PORT,
     Stack,
     StackError,
+    kill_recorded,
     read_state,
     recorded_processes,
+    restart_recorded,
     running,
     stop_recorded,
 )
@@ -177,6 +179,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def cmd_kill(args: argparse.Namespace) -> int:
+    try:
+        killed = kill_recorded(args.state_dir, args.name)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"killed {args.name}" if killed else f"{args.name} was not running")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    try:
+        pid = restart_recorded(args.state_dir, args.name, hard=args.hard, grace=args.grace)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name} restarted (pid {pid}) and ready")
+    return 0
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     logs = args.state_dir / "logs"
     names: list[str] = args.names
@@ -217,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="pids, liveness and readiness of every process")
     status.set_defaults(func=cmd_status)
+
+    kill = sub.add_parser("kill", help="SIGKILL one service (a crash); `restart` brings it back")
+    kill.add_argument("name", metavar="NAME")
+    kill.set_defaults(func=cmd_kill)
+
+    restart = sub.add_parser("restart", help="stop and start one service with its recorded settings")
+    restart.add_argument("name", metavar="NAME")
+    restart.add_argument("--hard", action="store_true", help="SIGKILL instead of SIGTERM")
+    restart.set_defaults(func=cmd_restart)
 
     logs = sub.add_parser("logs", help="tail the logs (all, or the named services)")
     logs.add_argument("names", nargs="*", metavar="NAME")

@@ -150,6 +150,11 @@ class Service:
     started: int | None = None
 
     @property
+    def own_env(self) -> dict[str, str]:
+        """The variables the stack set or changed (what a restart from another shell needs)."""
+        return {key: value for key, value in self.env.items() if os.environ.get(key) != value}
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -464,6 +469,8 @@ class Stack:
                 "url": service.url,
                 "ready_url": f"{service.url}/readyz",
                 "log": str(service.log_path),
+                "argv": service.argv,
+                "env": service.own_env,
             }
         return {
             "state_dir": str(self.state_dir),
@@ -527,3 +534,71 @@ def stop_recorded(state_dir: Path, grace: float = 15.0) -> tuple[list[str], list
     if not leftovers:
         (state_dir / STATE_FILE).unlink()
     return stopped, leftovers
+
+
+def _write_recorded(state_dir: Path, state: Mapping[str, Any]) -> None:
+    path = state_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _recorded_service(state_dir: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    state = read_state(state_dir)
+    if state is None:
+        raise StackError(f"no stack recorded in {state_dir / STATE_FILE}")
+    entry = state.get("processes", {}).get(name)
+    if entry is None or "argv" not in entry:
+        services = [n for n, e in state.get("processes", {}).items() if "argv" in e]
+        raise StackError(f"unknown service {name!r}; one of: {', '.join(services)}")
+    return state, entry
+
+
+def kill_recorded(state_dir: Path, name: str) -> bool:
+    """SIGKILL one recorded service's process group (a crash). False if it was not running."""
+    _, entry = _recorded_service(state_dir, name)
+    if not running(entry):
+        return False
+    stop_group(int(entry["pid"]), signal.SIGKILL, 5.0)
+    return True
+
+
+def restart_recorded(
+    state_dir: Path, name: str, *, hard: bool = False, grace: float = 15.0, ready_timeout: float = 90.0
+) -> int:
+    """Stop (SIGTERM, or SIGKILL with ``hard``) and start one recorded service with its
+    recorded argv and variables; wait for its /readyz. Returns the new pid."""
+    state, entry = _recorded_service(state_dir, name)
+    if running(entry):
+        stop_group(int(entry["pid"]), signal.SIGKILL if hard else signal.SIGTERM, grace)
+    log_path = Path(entry["log"])
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            entry["argv"],
+            env={**os.environ, **entry["env"]},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    entry["pid"] = popen.pid
+    entry["started"] = start_time(popen.pid)
+    _write_recorded(state_dir, state)
+    deadline = time.monotonic() + ready_timeout
+    with httpx.Client(timeout=2.0) as http:
+        while True:
+            if popen.poll() is not None:
+                raise StackError(
+                    f"{name} exited with code {popen.returncode} before it was ready; "
+                    f"last lines of {log_path}:\n{tail(log_path)}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get(entry["ready_url"]).status_code == 200:
+                    return popen.pid
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"{name} not ready on {entry['ready_url']} after {ready_timeout:.0f}s; "
+                    f"last lines of {log_path}:\n{tail(log_path)}"
+                )
+            time.sleep(0.1)
