@@ -1,0 +1,304 @@
+"""The suite's benchmark: `make bench` (not part of `make test`).
+
+Starts its own stack (Postgres, nats-server, the four services, two worker pools) on free
+loopback ports, measures, and writes JSON + a markdown table to bench/results/. Every
+figure is a median (or a percentile) over repeated runs; the raw limits of this machine
+are measured in the same run so that ratios compare like with like.
+
+    .venv/bin/python bench/run.py                 # everything, default sizes
+    .venv/bin/python bench/run.py --quick         # small sizes, a smoke run
+    .venv/bin/python bench/run.py --only raw,pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import nats
+import psycopg
+from noetl_common import EVENTS_STREAM
+from noetl_dev import Stack
+
+sys.path.insert(0, str(Path(__file__).parent))
+import raw  # noqa: E402
+import wasm  # noqa: E402
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+SECTIONS = ("raw", "pipeline", "latency", "playbook", "wasm")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Bench:
+    def __init__(self, stack: Stack, args: argparse.Namespace) -> None:
+        self.stack = stack
+        self.args = args
+        self.figures: dict[str, Any] = {}
+        self.http = httpx.AsyncClient(base_url=stack.api_url, timeout=60)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def db(self) -> psycopg.Connection[Any]:
+        assert self.stack.database_url
+        return psycopg.connect(self.stack.database_url, autocommit=True)
+
+    async def register(self, file: Path) -> None:
+        reply = await self.http.post("/api/catalog/register", json={"content": file.read_text()})
+        reply.raise_for_status()
+
+    async def execute(self, path: str) -> int:
+        reply = await self.http.post("/api/execute", json={"path": path})
+        reply.raise_for_status()
+        return int(reply.json()["execution_id"])
+
+    async def wait_terminal(self, execution_id: int, poll: float = 0.002, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = await self.http.get(f"/api/executions/{execution_id}")
+            body: dict[str, Any] = reply.json()
+            if body["status"] != "RUNNING":
+                return body
+            await asyncio.sleep(poll)
+        raise TimeoutError(f"execution {execution_id} still running after {timeout}s")
+
+    def projected(self, execution_id: int, event_type: str) -> int:
+        with self.db() as conn:
+            row = conn.execute(
+                "select count(*) from noetl.event where execution_id = %s and event_type = %s",
+                (execution_id, event_type),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def post_events(self, execution_id: int, event_type: str, count: int) -> None:
+        events = [
+            {"execution_id": execution_id, "event_type": event_type, "step": "start",
+             "context": {"i": i, "pad": "x" * 100}}
+            for i in range(count)
+        ]
+        reply = await self.http.post("/api/events", content=msgspec.json.encode({"events": events}))
+        reply.raise_for_status()
+
+    # -- sections -----------------------------------------------------------------------------
+    async def section_raw(self) -> None:
+        n = self.args.raw_messages
+        assert self.stack.nats_url and self.stack.database_url
+        pub = [await raw.nats_publish_async_rate(self.stack.nats_url, n) for _ in range(self.args.runs)]
+        pull = [await raw.nats_pull_ack_rate(self.stack.nats_url, n) for _ in range(self.args.runs)]
+        pg = [raw.pg_unnest_insert_rate(self.stack.database_url, n) for _ in range(self.args.runs)]
+        self.figures["raw"] = {
+            "jetstream_publish_async_msgs_per_s": statistics.median(pub),
+            "jetstream_pull_ack_msgs_per_s": statistics.median(pull),
+            "postgres_unnest_insert_rows_per_s": statistics.median(pg),
+            "runs": {"publish": pub, "pull": pull, "pg": pg},
+        }
+
+    async def section_pipeline(self) -> None:
+        """N events through POST /api/events → outbox → JetStream → projector → noetl.event."""
+        await self.register(HERE / "playbooks" / "idle.yaml")
+        total, batch, posters = self.args.events, 1000, 4
+        rates, ingest_rates = [], []
+        for _ in range(self.args.runs):
+            execution_id = await self.execute("bench/idle")
+            await self.wait_terminal(execution_id, poll=0.02)
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for offset in range(0, total, batch):
+                queue.put_nowait(min(batch, total - offset))
+
+            async def poster(eid: int = execution_id) -> None:
+                while not queue.empty():
+                    await self.post_events(eid, "bench.pipeline", queue.get_nowait())
+
+            start = time.perf_counter()
+            await asyncio.gather(*(poster() for _ in range(posters)))
+            ingested = time.perf_counter() - start
+            while self.projected(execution_id, "bench.pipeline") < total:
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - start
+            ingest_rates.append(total / ingested)
+            rates.append(total / elapsed)
+        self.figures["pipeline"] = {
+            "events": total,
+            "events_per_s": statistics.median(rates),
+            "ingest_events_per_s": statistics.median(ingest_rates),
+            "runs": rates,
+        }
+
+    async def section_latency(self) -> None:
+        """Outbox commit → JetStream ack at a steady rate (default 1,000 events/s)."""
+        rate, seconds, per_tick = self.args.latency_rate, self.args.latency_seconds, 10
+        execution_id = await self.execute("bench/idle")
+        await self.wait_terminal(execution_id, poll=0.02)
+        interval = per_tick / rate
+        ticks = int(seconds * rate / per_tick)
+        start = time.perf_counter()
+        for tick in range(ticks):
+            await self.post_events(execution_id, "bench.latency", per_tick)
+            delay = start + (tick + 1) * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        achieved = ticks * per_tick / (time.perf_counter() - start)
+        total = ticks * per_tick
+        while self.projected(execution_id, "bench.latency") < total:
+            await asyncio.sleep(0.05)
+        latencies = await self._stream_latencies(execution_id, "bench.latency", total)
+        self.figures["latency"] = {
+            "target_events_per_s": rate,
+            "achieved_events_per_s": achieved,
+            "events": total,
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies),
+        }
+
+    async def _stream_latencies(self, execution_id: int, event_type: str, total: int) -> list[float]:
+        """Stream store time minus the event's created_at (written in the outbox transaction)."""
+        assert self.stack.nats_url
+        nc = await nats.connect(self.stack.nats_url)
+        latencies: list[float] = []
+        try:
+            js = nc.jetstream()
+            sub = await js.subscribe(
+                f"noetl.events.*.*.{execution_id}.*", stream=EVENTS_STREAM, ordered_consumer=True
+            )
+            while len(latencies) < total:
+                msg = await sub.next_msg(timeout=10)
+                body = msgspec.json.decode(msg.data)
+                if body.get("event_type") != event_type:
+                    continue
+                created = datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
+                stored = msg.metadata.timestamp
+                latencies.append((stored - created).total_seconds() * 1000)
+            await sub.unsubscribe()
+        finally:
+            await nc.close()
+        return latencies
+
+    async def section_playbook(self) -> None:
+        """End-to-end wall time of a 3-step python playbook, sequential runs."""
+        await self.register(HERE / "playbooks" / "three_step.yaml")
+        for _ in range(5):  # warm the catalog cache, the workers' imports and connections
+            await self.wait_terminal(await self.execute("bench/three_step"))
+        client_ms, server_ms = [], []
+        for _ in range(self.args.playbook_runs):
+            start = time.perf_counter()
+            execution_id = await self.execute("bench/three_step")
+            body = await self.wait_terminal(execution_id)
+            client_ms.append((time.perf_counter() - start) * 1000)
+            if body["status"] != "COMPLETED":
+                raise RuntimeError(f"bench playbook ended {body['status']}: {body.get('error')}")
+            created = datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
+            updated = datetime.fromisoformat(body["updated_at"].replace("Z", "+00:00"))
+            server_ms.append((updated - created).total_seconds() * 1000)
+        self.figures["playbook"] = {
+            "runs": len(client_ms),
+            "client_p50_ms": percentile(client_ms, 50),
+            "client_p99_ms": percentile(client_ms, 99),
+            "server_p50_ms": percentile(server_ms, 50),
+            "server_p99_ms": percentile(server_ms, 99),
+        }
+
+
+    async def section_wasm(self) -> None:
+        """The WASM host in-process (bench/wasm.py); needs no stack."""
+        self.figures["wasm"] = await asyncio.to_thread(wasm.measure, self.args.quick)
+
+
+def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [f"# Bench {meta['started_at']}", "", f"`{meta['command']}` on {meta['machine']}", ""]
+    lines += ["| figure | value | target | ratio to raw |", "|---|---|---|---|"]
+    rawf = figures.get("raw", {})
+    if rawf:
+        lines.append(f"| raw JetStream publish_async (+Msg-Id) | {rawf['jetstream_publish_async_msgs_per_s']:,.0f} msg/s | | |")
+        lines.append(f"| raw JetStream pull + ack | {rawf['jetstream_pull_ack_msgs_per_s']:,.0f} msg/s | | |")
+        lines.append(f"| raw Postgres unnest insert | {rawf['postgres_unnest_insert_rows_per_s']:,.0f} rows/s | | |")
+    if "pipeline" in figures:
+        p = figures["pipeline"]
+        limit = min(rawf.get("jetstream_publish_async_msgs_per_s", 0) or float("inf"),
+                    rawf.get("postgres_unnest_insert_rows_per_s", 0) or float("inf"))
+        ratio = f"{p['events_per_s'] / limit:.2f} of min(raw publish, raw insert)" if limit != float("inf") else ""
+        lines.append(f"| event pipeline, {p['events']:,} events API → noetl.event | {p['events_per_s']:,.0f} events/s | ≥ 5,000 | {ratio} |")
+        lines.append(f"| of which API ingest alone | {p['ingest_events_per_s']:,.0f} events/s | | |")
+    if "latency" in figures:
+        lt = figures["latency"]
+        lines.append(f"| publish latency commit → JetStream ack at {lt['achieved_events_per_s']:,.0f} ev/s, p50 | {lt['p50_ms']:.2f} ms | | |")
+        lines.append(f"| same, p99 | {lt['p99_ms']:.2f} ms | ≤ 20 ms | |")
+    if "playbook" in figures:
+        pb = figures["playbook"]
+        lines.append(f"| 3-step python playbook, client wall time p50 ({pb['runs']} runs) | {pb['client_p50_ms']:.1f} ms | ≤ 50 ms | |")
+        lines.append(f"| same, p99 | {pb['client_p99_ms']:.1f} ms | | |")
+        lines.append(f"| same, server-side (execution created → finished) p50 / p99 | {pb['server_p50_ms']:.1f} / {pb['server_p99_ms']:.1f} ms | | |")
+    if "wasm" in figures:
+        lines += wasm.markdown_rows(figures["wasm"])
+    return "\n".join(lines) + "\n"
+
+
+async def amain(args: argparse.Namespace) -> int:
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    with tempfile.TemporaryDirectory(prefix="noetl-bench-") as tmp:
+        os.chmod(tmp, 0o755)
+        stack = Stack(Path(tmp) / "stack", ready_timeout=120.0)
+        stack.start()
+        bench = Bench(stack, args)
+        try:
+            for section in SECTIONS:
+                if section in only:
+                    print(f"bench: {section} ...", flush=True)
+                    await getattr(bench, f"section_{section}")()
+                    print(json.dumps(bench.figures[section], default=str), flush=True)
+        finally:
+            await bench.http.aclose()
+            stack.stop(grace=10.0)
+    meta = {
+        "started_at": started,
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load1_after": os.getloadavg()[0],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{started}.json").write_text(json.dumps({"meta": meta, "figures": bench.figures}, indent=2))
+    table = markdown(bench.figures, meta)
+    (RESULTS / f"{started}.md").write_text(table)
+    (RESULTS / "latest.md").write_text(table)
+    print(table)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--raw-messages", type=int, default=50_000)
+    parser.add_argument("--latency-rate", type=int, default=1000)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--playbook-runs", type=int, default=200)
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.events, args.raw_messages = 1, 5_000, 5_000
+        args.latency_seconds, args.playbook_runs = 2.0, 20
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
