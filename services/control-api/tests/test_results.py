@@ -135,3 +135,44 @@ async def test_a_dangling_reference_is_refused(api: Any) -> None:
 
     assert reply.status_code == 404
     assert "missing" in reply.json()["detail"]
+
+
+async def test_a_referenced_set_value_is_resolved_into_ctx_and_the_event_keeps_the_reference(
+    api: Any,
+) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    (command,) = await api.open_commands(execution_id)
+    claim = await api.claim(command["event_id"])
+    meta = {"command_id": command["command_id"], "attempt": claim.json()["attempt"]}
+    stored = await api.client.put(f"/api/result/{execution_id}", json={"rows": ["r" * 100] * 2000})
+    reference = stored.json()
+    events = [
+        {
+            "execution_id": execution_id,
+            "event_type": "command.started",
+            "step": "start",
+            "meta": meta,
+            "event_id": api.ids.next_id(),
+        },
+        {
+            "execution_id": execution_id,
+            "event_type": "command.completed",
+            "step": "start",
+            "meta": meta,
+            "context": {"result": {"n": 1}, "set": {"ctx.big": reference, "ctx.small": 7}},
+            "event_id": api.ids.next_id(),
+        },
+    ]
+
+    reply = await api.post_events({"events": events})
+
+    assert reply.status_code == 200, reply.text
+    view = (await api.client.get(f"/api/executions/{execution_id}")).json()
+    assert len(view["ctx"]["big"]["rows"]) == 2000 and view["ctx"]["small"] == 7
+    cur = await api.db.execute(
+        "SELECT payload FROM noetl.outbox WHERE execution_id = %s AND payload->>'event_type' = 'ctx.patched'",
+        (execution_id,),
+    )
+    (patched,) = [row[0] for row in await cur.fetchall()]
+    assert patched["context"]["set"] == {"ctx.big": reference, "ctx.small": 7}

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from noetl_common import TaskSpec
+from noetl_common import Rule, TaskSpec
 from noetl_common.results import ARROW_MEDIA_TYPE, JSON_MEDIA_TYPE, decode_result
 from noetl_system_worker import Worker, WorkerConfig
 from system_worker_fakes import Bus, FakeControlPlane, api_error
@@ -157,3 +157,27 @@ async def test_a_result_the_store_refuses_fails_the_step(
     error = got["command.failed"].context["error"]
     assert error["type"] == "ResultStoreError" and "413" in error["message"]
     assert "command.completed" not in got
+
+
+async def test_a_big_set_value_is_stored_and_iter_writes_stay_in_the_worker(
+    fake_api: FakeControlPlane, bus: Bus, worker: Worker
+) -> None:
+    rule = Rule(
+        when=None,
+        do="continue",
+        set={"ctx.big": "{{ output.data.blob }}", "ctx.small": 1, "iter.local": "{{ output.data.blob }}"},
+    )
+    task = TaskSpec(
+        name="t", kind="python", config={"code": "result = {'blob': 'y' * 8000, 'n': 1}"}, rules=[rule]
+    )
+
+    got = await run(fake_api, bus, [task])
+
+    context = got["command.completed"].context
+    assert set(context["set"]) == {"ctx.big", "ctx.small"}
+    ref = context["set"]["ctx.big"]["$ref"]
+    assert decode_result(*fake_api.results[ref["key"]]) == "y" * 8000
+    assert context["set"]["ctx.small"] == 1
+    # the result went first (the biggest piece), then the set value
+    assert "$ref" in context["result"] and len(fake_api.results) == 2
+    assert len(msgspec.json.encode(context)) < 4096

@@ -501,17 +501,32 @@ class Worker:
     async def _completed_context(
         self, api: ControlPlane, execution_id: int, outcome: StepOutcome, runtime: ToolRuntime
     ) -> dict[str, Any]:
-        """``{result, set?}`` with secrets redacted; a result too big for an event is stored
-        (ARCHITECTURE §5.6) and the event carries its reference instead (tabular → Arrow IPC)."""
+        """``{result, set?}`` with secrets redacted; while the context is too big for an event,
+        its largest piece (the result, or one ``set`` value) is stored (ARCHITECTURE §5.6) and
+        the event carries the reference instead (tabular → Arrow IPC)."""
         value = outcome.result
         if type(value).__module__.startswith("pyarrow") and hasattr(value, "to_pylist"):
             value = value.to_pylist()  # a pyarrow Table: rows, stored again as Arrow when big
         context: dict[str, Any] = {"result": runtime.redact(_jsonable(value))}
-        if outcome.set:
-            context["set"] = runtime.redact(_jsonable(outcome.set))
-        if len(msgspec.json.encode(context)) > self.config.result_inline_max_bytes:
-            data, media_type = encode_result(context["result"])
-            context["result"] = await api.put_result(execution_id, data, media_type)
+        # iter.* writes are the pipeline's own; the orchestrator ignores them, so they stay here
+        patch = {k: v for k, v in outcome.set.items() if not k.startswith("iter.")}
+        if patch:
+            context["set"] = runtime.redact(_jsonable(patch))
+        stored: set[tuple[str, str | None]] = set()
+        while len(msgspec.json.encode(context)) > self.config.result_inline_max_bytes:
+            pieces = [(("result", None), context["result"])]
+            pieces += [(("set", k), v) for k, v in context.get("set", {}).items()]
+            sizes = [(len(msgspec.json.encode(v)), where, v) for where, v in pieces if where not in stored]
+            if not sizes:
+                break  # everything is a reference already; the API will say what is too big
+            _, where, piece = max(sizes, key=lambda item: item[0])
+            data, media_type = encode_result(piece)
+            ref = await api.put_result(execution_id, data, media_type)
+            if where[1] is None:
+                context["result"] = ref
+            else:
+                context["set"][where[1]] = ref
+            stored.add(where)
         return context
 
     @staticmethod

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from .. import store
 from .._errors import Conflict, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
 from .._metrics import EVENTS
-from ..orchestrator import CommandOutcome, apply_outcome, state_from_json
+from ..orchestrator import CommandOutcome, EventDraft, apply_outcome, state_from_json
 from ..store._commands import TERMINAL, CommandRow
 from ._ids import client_id
 from ._playbooks import PlaybookCache
@@ -70,6 +70,31 @@ def _attempt(meta: dict[str, Any]) -> int | None:
     if not 0 <= value < 2**31:
         raise ValidationFailed(f"meta.attempt out of range: {value}")
     return value
+
+
+def _keep_references(
+    drafts: list[EventDraft], reference: Any, resolved: Any, raw_set: Any, resolved_set: Any
+) -> None:
+    """Events keep the small result-store references, not the data they stand for:
+    ``playbook.completed`` (the last result) and the ``ctx.patched`` of the worker's ``set``."""
+    for draft in drafts:
+        context = draft.context
+        if not context:
+            continue
+        if resolved is not reference and context.get("result") == resolved:
+            draft.context = {**context, "result": reference}
+        elif (
+            draft.event_type == "ctx.patched"
+            and context.get("source") == "rules"
+            and isinstance(context.get("set"), dict)
+            and isinstance(raw_set, dict)
+            and isinstance(resolved_set, dict)
+        ):
+            patched = {
+                key: raw_set[key] if key in raw_set and value == resolved_set.get(key) else value
+                for key, value in context["set"].items()
+            }
+            draft.context = {**context, "set": patched}
 
 
 class EventIngest:
@@ -245,7 +270,8 @@ class EventIngest:
         error = context.get("error")
         if error is not None and not isinstance(error, dict):
             error = {"message": str(error)}
-        set_ = context.get("set")
+        raw_set = context.get("set")
+        set_ = await ResultService.resolve_refs(conn, raw_set) if isinstance(raw_set, dict) else None
         reference = context.get("result")
         resolved = await ResultService.resolve_refs(conn, reference)
         outcome = CommandOutcome(
@@ -256,12 +282,9 @@ class EventIngest:
             # a result offloaded to the result store arrives as a reference: templates read the data
             result=resolved,
             error=error if status == "failed" else None,
-            set=set_ if isinstance(set_, dict) else None,
+            set=set_,
         )
         decision = apply_outcome(playbook, state_from_json(row.state), outcome)
-        if resolved is not reference:
-            # events keep the small reference (playbook.completed carries the last result)
-            for draft in decision.events:
-                if draft.context and draft.context.get("result") == resolved:
-                    draft.context = {**draft.context, "result": reference}
+        if resolved is not reference or set_ is not raw_set:
+            _keep_references(decision.events, reference, resolved, raw_set, set_)
         await self._recorder.write_decision(conn, ref, decision)
