@@ -204,3 +204,12 @@ def test_key_rotation_old_ciphertext_still_opens(key: str) -> None:
     rotated = SecretBox(f"{Fernet.generate_key().decode()},{key}")
     assert rotated.open(sealed) == {"a": 1}
     assert msgspec.json.decode(Fernet(key.encode()).decrypt(sealed)) == {"a": 1}
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "has space", "x" * 201, "tab\there"])
+async def test_names_must_be_path_segments(http: httpx.AsyncClient, name: str) -> None:
+    reply = await http.post("/api/credentials", json={**PG_LOCAL, "name": name})
+    keychain = await http.post("/api/keychain", json={"name": name, "value": "v"})
+
+    assert reply.status_code == 400 and reply.json()["error"] == "validation_error"
+    assert keychain.status_code == 400

@@ -9,6 +9,7 @@ the worker calls right before it runs a task that names a credential.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -139,9 +140,15 @@ class KeychainList(msgspec.Struct, kw_only=True):
     entries: list[KeychainView]
 
 
+#: Names are path segments (``GET /api/credentials/{name}``): no slash, space or control character.
+_NAME = re.compile(r"[A-Za-z0-9_.:@-]+")
+
+
 def _name(name: str, what: str = "name") -> str:
-    if not name or len(name) > MAX_NAME or name != name.strip():
-        raise ValidationFailed(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
+    if not name or len(name) > MAX_NAME or not _NAME.fullmatch(name):
+        raise ValidationFailed(
+            f"{what} must be 1..{MAX_NAME} characters of letters, digits and _ . : @ -, got {name[:60]!r}"
+        )
     return name
 
 
