@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,3 +49,30 @@ async def test_missing_or_wrong_token_is_403(api: Any, method: str, path: str, b
     ok = await api.client.request(method, path, json=body, headers=api.auth)
     assert ok.status_code == 200, ok.text
     msgspec.json.decode(ok.content)
+
+
+def _internal_routes(app: Any) -> list[tuple[str, str]]:
+    """Every (method, concrete path) of the app under /api/internal, path parameters filled in."""
+    found: list[tuple[str, str]] = []
+    for route in app.routes:
+        if not route.path.startswith("/api/internal"):
+            continue
+        path = re.sub(r"\{[^}]+\}", "1", route.path)
+        for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
+            found.append((method, path))
+    return found
+
+
+async def test_every_internal_route_of_the_app_is_guarded(api: Any, tokenless: httpx.AsyncClient) -> None:
+    """Enumerates the app's routes, so a route added later without the guard fails here."""
+    routes = _internal_routes(api.client.app)
+    # the outbox, projection, cleanup, credentials, keychain, plug-in, object and command routes
+    assert len(routes) >= 12, routes
+    for method, path in routes:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "wrong"}):
+            reply = await api.client.request(method, path, content=b"{}", headers=headers)
+            assert reply.status_code == 403, (method, path, headers, reply.text)
+            assert reply.json()["error"] == "forbidden"
+        unset = await tokenless.request(method, path, content=b"{}", headers={"authorization": "Bearer x"})
+        assert unset.status_code == 503, (method, path, unset.text)
+        assert unset.json()["error"] == "unavailable"

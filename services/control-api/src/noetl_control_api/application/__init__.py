@@ -3,6 +3,7 @@ and the pure orchestrator; the HTTP layer only parses, calls one of these and re
 
 from ._catalog import CatalogService
 from ._claims import ClaimService
+from ._deadletter import CommandFailReply, CommandFailRequest, DeadLetterService
 from ._executions import ExecutionService
 from ._ingest import EventIngest
 from ._internal import OutboxService, ProjectionService
@@ -15,7 +16,10 @@ from ._workers import WorkerService
 __all__ = [
     "CatalogService",
     "ClaimService",
+    "CommandFailReply",
+    "CommandFailRequest",
     "CredentialService",
+    "DeadLetterService",
     "EventIngest",
     "ExecutionService",
     "KeychainService",

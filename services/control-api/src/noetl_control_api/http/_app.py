@@ -21,6 +21,7 @@ from ..application import (
     CatalogService,
     ClaimService,
     CredentialService,
+    DeadLetterService,
     EventIngest,
     ExecutionService,
     KeychainService,
@@ -105,6 +106,8 @@ def create_app(
         "results": ResultService(pool),
         "plugins": PluginService(pool),
     }
+
+    services["deadletter"] = DeadLetterService(pool, services["claims"], services["ingest"])
 
     @asynccontextmanager
     async def lifespan(_app: Litestar | None = None) -> AsyncIterator[None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from noetl_common import (
     MarkFailedReply,
     MarkFailedRequest,
@@ -17,7 +17,14 @@ from noetl_common import (
     ProjectRequest,
 )
 
-from ..application import OutboxService, ProjectionService
+from ..application import (
+    CommandFailReply,
+    CommandFailRequest,
+    DeadLetterService,
+    OutboxService,
+    ProjectionService,
+)
+from ..application._ids import client_id
 from ..application._views import PurgeReply, PurgeRequest
 from ._auth import internal_guard
 
@@ -61,3 +68,13 @@ class InternalController(Controller):
         self, data: JSONBody[ProjectRequest], projection: NamedDependency[ProjectionService]
     ) -> ProjectReply:
         return await projection.project(data.events)
+
+    @post("/commands/{event_id:str}/fail", status_code=200)
+    async def fail_command(
+        self,
+        event_id: FromPath[str],
+        data: JSONBody[CommandFailRequest],
+        deadletter: NamedDependency[DeadLetterService],
+    ) -> CommandFailReply:
+        """Fail a command whose notification was dead-lettered (past max_deliver, or undecodable)."""
+        return await deadletter.fail(client_id(event_id, "event_id"), data)

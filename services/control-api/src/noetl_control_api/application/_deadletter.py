@@ -1,0 +1,99 @@
+"""``POST /api/internal/commands/{event_id}/fail``: fail a command whose message was dead-lettered.
+
+A worker that parks a command notification in ``NOETL_DLQ`` (past ``max_deliver``, or one
+it could not run at all) calls this so the execution does not wait forever for a command
+no worker will ever deliver again (ARCHITECTURE §5.7). The command is failed through the
+same ingest path a worker's ``command.failed`` takes, so the orchestrator advances the
+execution (on_error arcs, or the execution fails) and the event log records why.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from noetl_common import Event, utc_now_iso
+from psycopg_pool import AsyncConnectionPool
+
+from .. import store
+from .._errors import Conflict, LeaseHeld, NotFound, StaleAttempt, ValidationFailed
+from ..store._commands import TERMINAL
+from ._claims import ClaimService
+from ._ingest import EventIngest
+
+#: Longest reason kept (the rest is cut): the reason is an error text, not a payload.
+MAX_REASON_CHARS = 4000
+#: Tries when the command moves (claimed, a new attempt) between our read and our write.
+_TRIES = 3
+
+
+class CommandFailRequest(msgspec.Struct, kw_only=True):
+    """Why the command is failed, and who says so (the worker that dead-lettered it)."""
+
+    reason: str
+    worker_id: str = "dead-letter"
+
+
+class CommandFailReply(msgspec.Struct, kw_only=True):
+    """``failed`` is False when the command had already finished (then nothing changed)."""
+
+    event_id: int
+    command_id: int
+    execution_id: int
+    failed: bool
+    status: str
+
+
+class DeadLetterService:
+    """Fails a command for good, whatever state its lease is in."""
+
+    def __init__(self, pool: AsyncConnectionPool, claims: ClaimService, ingest: EventIngest) -> None:
+        self._pool = pool
+        self._claims = claims
+        self._ingest = ingest
+
+    async def fail(self, event_id: int, request: CommandFailRequest) -> CommandFailReply:
+        """Record ``command.failed {type: DeadLettered}`` for the command; idempotent."""
+        if not request.worker_id or len(request.worker_id) > 200:
+            raise ValidationFailed("worker_id must be a non-empty string of at most 200 characters")
+        if not request.reason.strip():
+            raise ValidationFailed("reason must not be empty")
+        reason = request.reason[:MAX_REASON_CHARS]
+        for _ in range(_TRIES):
+            async with self._pool.connection() as conn:
+                command = await store.commands.get_by_event(conn, event_id)
+            if command is None:
+                raise NotFound(f"no command with event_id {event_id}")
+            reply = CommandFailReply(
+                event_id=event_id,
+                command_id=command.command_id,
+                execution_id=command.execution_id,
+                failed=False,
+                status=command.status,
+            )
+            if command.status in TERMINAL:
+                return reply
+            attempt = command.attempt
+            if command.status == "PENDING":
+                # events are accepted only for a claimed command: take the lease first
+                try:
+                    attempt = (await self._claims.claim(event_id, request.worker_id)).attempt
+                except (LeaseHeld, Conflict):
+                    continue
+            event = Event(
+                execution_id=command.execution_id,
+                event_type="command.failed",
+                step=command.step,
+                status="FAILED",
+                created_at=utc_now_iso(),
+                context={"error": {"message": reason, "type": "DeadLettered"}},
+                worker_id=request.worker_id,
+                meta={"command_id": command.command_id, "attempt": attempt},
+            )
+            try:
+                accepted = (await self._ingest.ingest([event])).accepted
+            except (StaleAttempt, Conflict):
+                continue  # claimed again meanwhile: read it again
+            if not accepted:
+                continue  # finished meanwhile: the next read reports its status
+            reply.failed, reply.status = True, "FAILED"
+            return reply
+        raise Conflict(f"command with event_id {event_id} kept changing; try again")
