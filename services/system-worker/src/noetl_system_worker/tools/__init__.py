@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ._duckdb import duckdb_helper, run_duckdb
 from ._http import HttpStatusError, http_helper, run_http
 from ._nats import nats_helper, run_nats
+from ._playbook import playbook_helper, run_playbook
 from ._postgres import postgres_helper, run_postgres
 from ._secrets import run_secrets, secrets_helper
 
@@ -19,12 +20,13 @@ if TYPE_CHECKING:
 
 
 def register_builtin(registry: ToolRegistry) -> None:
-    """Add http, postgres, duckdb, nats and secrets to ``registry``."""
+    """Add http, postgres, duckdb, nats, secrets and playbook to ``registry``."""
     registry.register("http", run_http, http_helper)
     registry.register("postgres", run_postgres, postgres_helper)
     registry.register("duckdb", run_duckdb, duckdb_helper)
     registry.register("nats", run_nats, nats_helper)
     registry.register("secrets", run_secrets, secrets_helper)
+    registry.register("playbook", run_playbook, playbook_helper)
 
 
 __all__ = [
@@ -32,11 +34,13 @@ __all__ = [
     "duckdb_helper",
     "http_helper",
     "nats_helper",
+    "playbook_helper",
     "postgres_helper",
     "register_builtin",
     "run_duckdb",
     "run_http",
     "run_nats",
+    "run_playbook",
     "run_postgres",
     "run_secrets",
     "secrets_helper",

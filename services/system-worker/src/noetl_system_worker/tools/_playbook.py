@@ -1,0 +1,80 @@
+"""The ``playbook`` tool: run a catalog playbook as a child execution and wait for it.
+
+Config: ``path`` (catalog path, required), ``version`` (optional), ``return_step``
+(optional). The task's rendered ``args`` / ``input`` are the child's payload.
+
+The task starts the child through the public ``POST /api/execute`` with
+``parent_execution_id`` set to the running execution, so the link is recorded in the
+child's ``playbook.started`` event and in ``noetl.execution``. It then waits for the
+child's terminal state (``GET /api/executions/{id}``, polled with a capped backoff; the
+command's lease is kept alive meanwhile like any long task, and the step ``timeout``
+bounds the wait). A COMPLETED child gives the result of its ``return_step`` when set
+(else the child's final result); a FAILED or CANCELLED child fails the task with the
+child's error, naming the child execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from .._runtime import runtime
+from .._tools import ToolError
+
+#: Terminal execution statuses, as ``GET /api/executions/{id}`` reports them.
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+#: Backoff between two looks at the child's status: from the first to the cap, doubling.
+POLL_FIRST_SECONDS = 0.05
+POLL_CAP_SECONDS = 1.0
+
+
+async def run_playbook(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any]) -> Any:
+    """Start the child execution, wait for it, return its ``return_step`` result."""
+    path = config.get("path")
+    if not isinstance(path, str) or not path:
+        raise ValueError("playbook tool: set 'path' (the child's catalog path)")
+    rt = runtime()
+    api = rt.api
+    request = getattr(api, "request", None)
+    if request is None:
+        raise ToolError("playbook tool: this worker has no control-api to start a child execution")
+    body: dict[str, Any] = {"path": path, "payload": dict(args)}
+    if config.get("version") is not None:
+        body["version"] = config["version"]
+    if rt.execution_id is not None:
+        body["parent_execution_id"] = str(rt.execution_id)
+    started = await request("POST", "/api/execute", body, dict)
+    child_id = str(started["execution_id"])
+    delay = POLL_FIRST_SECONDS
+    while True:
+        current = await request("GET", f"/api/executions/{child_id}", None, dict)
+        if current is not None and current.get("status") in TERMINAL:
+            break
+        await asyncio.sleep(delay)
+        delay = min(POLL_CAP_SECONDS, delay * 2)
+    status = current["status"]
+    if status != "COMPLETED":
+        error = current.get("error")
+        raise ToolError(
+            f"child execution {child_id} ({path}) ended {status}: {error}",
+            result={"execution_id": child_id, "status": status, "error": error},
+            type_name="ChildExecutionFailed",
+        )
+    return_step = config.get("return_step")
+    results = current.get("results") or {}
+    if isinstance(return_step, str) and return_step:
+        if return_step not in results:
+            raise ToolError(
+                f"child execution {child_id} ({path}) completed without running return_step {return_step!r}",
+                result={"execution_id": child_id, "status": status},
+                type_name="ReturnStepMissing",
+            )
+        return results[return_step]
+    return current.get("result")
+
+
+def playbook_helper(result: Any) -> dict[str, Any]:
+    """``outcome.playbook``: the child's ``execution_id`` and ``status`` when the task failed."""
+    found = result if isinstance(result, Mapping) else {}
+    return {"execution_id": found.get("execution_id"), "status": found.get("status")}
