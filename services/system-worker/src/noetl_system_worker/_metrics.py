@@ -39,7 +39,9 @@ PLUGIN_DOWNLOADS = counter(
 PLUGIN_LOAD_SECONDS = histogram(
     SERVICE,
     "plugin_load_seconds",
-    "Time to fetch and compile (or deserialize) a changed WASM plug-in module",
+    "Time to load a changed WASM plug-in module: fetch + deserialize (source=cache, from "
+    "WASM_MODULE_CACHE_DIR) or fetch + compile (source=registry)",
+    ["pool", "source"],
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 WASM_CALLS = counter(

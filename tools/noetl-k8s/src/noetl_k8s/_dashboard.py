@@ -90,6 +90,7 @@ METRICS: tuple[Metric, ...] = (
         "histogram",
         ("pool", "source"),
         "WASM module load (cache|registry)",
+        False,
     ),
 )
 

@@ -77,6 +77,8 @@ def control_api_env(profile: Profile) -> list[EnvVar]:
         _secret(profile, "NOETL_INTERNAL_API_TOKEN"),
         # Encrypts credentials and keychain values at rest.
         _secret(profile, "NOETL_CREDENTIALS_KEY"),
+        # The built-in WASM plug-ins the image ships (plugins/wasm), published at start.
+        _value("NOETL_PLUGIN_SEED_DIR", "/opt/noetl/plugins"),
         _value("NOETL_API_BIND", f"0.0.0.0:{CONTROL_API_PORT}"),
         # Put into every command notification; workers call back on this URL.
         _value("NOETL_SERVER_URL", profile.server_url),

@@ -52,9 +52,10 @@ class Loaded:
 class ModuleCache:
     """In-memory + on-disk cache of compiled modules; one entry per ``(path, version)``."""
 
-    def __init__(self, host: PluginHost, cache_dir: Path | None = None) -> None:
+    def __init__(self, host: PluginHost, cache_dir: Path | None = None, *, pool: str = "shared") -> None:
         self.host = host
         self.cache_dir = cache_dir
+        self.pool = pool
         self._entries: dict[tuple[str, int | None], Loaded] = {}
         self._lock = threading.Lock()
         if cache_dir is not None:
@@ -86,22 +87,26 @@ class ModuleCache:
                 f"plug-in {path}@{fetched.version}: digest mismatch ({digest} != {fetched.digest})"
             )
         # compiling takes milliseconds and touches the disk: keep it off the event loop
-        module = await asyncio.to_thread(self._materialise, path, fetched.version, digest, fetched.data)
+        module, source = await asyncio.to_thread(
+            self._materialise, path, fetched.version, digest, fetched.data
+        )
         loaded = Loaded(path, fetched.version, digest, module)
         with self._lock:
             old = self._entries.get(key)
             self._entries[key] = loaded
         if old is not None and old.module is not module:
             self.host.forget(old.module)
-        PLUGIN_LOAD_SECONDS.observe(time.perf_counter() - started)
+        PLUGIN_LOAD_SECONDS.labels(self.pool, source).observe(time.perf_counter() - started)
         return loaded
 
-    def _materialise(self, path: str, version: int, digest: str, data: bytes) -> wasmtime.Module:
+    def _materialise(self, path: str, version: int, digest: str, data: bytes) -> tuple[wasmtime.Module, str]:
+        """The compiled module and where it came from: ``cache`` (disk) or ``registry`` (compiled)."""
         module = self._from_disk(path, version, digest)
-        if module is None:
-            module = self.host.compile(data)
-            self._to_disk(path, version, digest, module)
-        return module
+        if module is not None:
+            return module, "cache"
+        module = self.host.compile(data)
+        self._to_disk(path, version, digest, module)
+        return module, "registry"
 
     def _from_disk(self, path: str, version: int, digest: str) -> wasmtime.Module | None:
         file = self._file(path, version, digest)
