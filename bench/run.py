@@ -34,7 +34,7 @@ from noetl_dev import Stack
 
 sys.path.insert(0, str(Path(__file__).parent))
 import raw  # noqa: E402
-import wasm  # noqa: E402
+import wasm
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
