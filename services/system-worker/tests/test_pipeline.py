@@ -46,6 +46,14 @@ def test_input_literally_named_input_data_wins() -> None:
     assert out == {"mine": True}
 
 
+def test_top_level_return_is_the_output() -> None:
+    code = "rows = input_data.get('rows', [])\nif rows:\n    return {'n': len(rows), 'a': a}\nreturn {'n': 0}\n"
+    assert execute_python(code, {"rows": [1, 2], "a": 3}) == {"n": 2, "a": 3}
+    assert execute_python(code, {"a": 3}) == {"n": 0}
+    with pytest.raises(SyntaxError):
+        execute_python("return (", {})
+
+
 def test_main_called_with_the_inputs_it_accepts() -> None:
     code = "def main(a, c=5):\n    return {'a': a, 'c': c}\n"
     assert execute_python(code, {"a": 1, "b": 2}) == {"a": 1, "c": 5}

@@ -4,7 +4,8 @@
   An input literally named ``input_data`` wins over that dict.
 * The output is the global ``result`` after the code ran; or, when the code defines
   ``main``, what ``main`` returns. ``main`` is called with the inputs it accepts as
-  keyword arguments (all of them when it takes ``**kwargs``).
+  keyword arguments (all of them when it takes ``**kwargs``). Code with a top-level
+  ``return`` runs as a function body and its return value is the output.
 
 The code runs in a worker thread so the event loop keeps heart-beating meanwhile. It runs
 with the worker's own privileges: see ``docs/worker.md`` for the trust model.
@@ -70,7 +71,15 @@ def execute_python(code: str, inputs: Mapping[str, Any], modules: Mapping[str, A
     namespace["input_data"] = dict(values)
     # Inputs go in after input_data so that an input literally named input_data wins.
     namespace.update(values)
-    compiled = compile(code, "<python task>", "exec")
+    try:
+        compiled = compile(code, "<python task>", "exec")
+    except SyntaxError as exc:
+        if exc.msg != "'return' outside function":
+            raise
+        # upstream runs top-level code as a function body: its `return` is the output
+        body = "def __noetl_body__():\n" + "".join(f"    {line}" for line in code.splitlines(True))
+        exec(compile(body, "<python task>", "exec"), namespace)
+        return namespace["__noetl_body__"]()
     exec(compiled, namespace)
     main = namespace.get("main")
     if inspect.isfunction(main):
