@@ -78,6 +78,8 @@ class FakeControlPlane:
     credentials: dict[str, Any] = field(default_factory=dict)
     keychain: dict[str, Any] = field(default_factory=dict)
     resolved: list[tuple[list[str], int | None]] = field(default_factory=list)
+    failed: list[tuple[int, str, str]] = field(default_factory=list)
+    fail_errors: list[ApiError] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -182,6 +184,21 @@ class FakeControlPlane:
                 if command is not None and event.event_type in TERMINAL:
                     command.status = "COMPLETED" if event.event_type == "command.completed" else "FAILED"
             return EventsReply(accepted=accepted, duplicates=duplicates)
+        finally:
+            await self._notify()
+
+    async def fail_command(self, event_id: int, reason: str, worker_id: str) -> dict[str, Any]:
+        try:
+            if self.fail_errors:
+                raise self.fail_errors.pop(0)
+            command = self.commands.get(event_id)
+            if command is None:
+                raise api_error(404, "not_found")
+            finished = command.status in ("COMPLETED", "FAILED", "CANCELLED")
+            if not finished:
+                command.status = "FAILED"
+                self.failed.append((event_id, reason, worker_id))
+            return {"event_id": event_id, "failed": not finished, "status": command.status}
         finally:
             await self._notify()
 

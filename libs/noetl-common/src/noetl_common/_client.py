@@ -220,6 +220,18 @@ class ControlPlaneClient:
         assert reply is not None
         return reply
 
+    async def fail_command(self, event_id: int, reason: str, worker_id: str) -> dict[str, Any]:
+        """Fail a dead-lettered command (internal route): ``{failed, status, command_id, ...}``;
+        ``failed`` is False when the command had already finished."""
+        reply = await self.request(
+            "POST",
+            f"/api/internal/commands/{event_id}/fail",
+            {"reason": reason, "worker_id": worker_id},
+            dict,
+        )
+        assert reply is not None
+        return dict(reply)
+
     async def register_worker(self, registration: WorkerRegistration) -> None:
         await self.request("POST", "/api/worker/pool/register", registration)
 

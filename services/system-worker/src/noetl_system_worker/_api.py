@@ -31,6 +31,10 @@ class ControlPlane(Protocol):
         """Record events in order; idempotent per event_id; 409 ``stale_attempt``."""
         ...
 
+    async def fail_command(self, event_id: int, reason: str, worker_id: str) -> dict[str, Any]:
+        """Fail a command whose notification is dead-lettered (internal route); idempotent."""
+        ...
+
     async def register_worker(self, registration: WorkerRegistration) -> None:
         """Announce the worker and its capacity."""
         ...

@@ -35,6 +35,7 @@ from noetl_common import (
     Event,
     WorkerHeartbeat,
     WorkerRegistration,
+    dlq_subject,
     ensure_consumer,
     ensure_streams,
     pool_consumer_config,
@@ -52,6 +53,14 @@ from .wasm import CommandScope, current_command
 
 #: Redelivery delay after a retryable claim failure that named no Retry-After.
 DEFAULT_NAK_DELAY_SECONDS = 2.0
+#: Redelivery delay of a message handed back at shutdown (every nak carries a delay: no hot loop).
+RELEASE_NAK_DELAY_SECONDS = 1.0
+#: How long a dead-lettering worker keeps trying to fail the command through the API.
+DEAD_LETTER_FAIL_TIMEOUT_SECONDS = 60.0
+#: Headers of a message parked in NOETL_DLQ (the projector uses the same names).
+HEADER_ORIGINAL_SUBJECT = "Noetl-Original-Subject"
+HEADER_ERROR = "Noetl-Error"
+HEADER_REASON = "Noetl-Reason"
 #: Backoff of a retried event POST: starts here, doubles, capped at the maximum.
 POST_RETRY_INITIAL_SECONDS = 0.2
 POST_RETRY_MAX_SECONDS = 10.0
@@ -71,6 +80,30 @@ def _package_version() -> str | None:
 def _jsonable(value: Any) -> Any:
     """Task results are arbitrary Python; events must be JSON. Unknown types become str."""
     return msgspec.json.decode(msgspec.json.encode(value, enc_hook=str))
+
+
+def _delivered(msg: Msg) -> int:
+    """JetStream's delivery count of ``msg`` (1 on the first delivery)."""
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except Exception:
+        return 1
+
+
+def _event_id_of(data: bytes) -> tuple[int, str | None] | None:
+    """The claim key of a notification that did not decode as a whole, when it still names one."""
+    try:
+        raw = msgspec.json.decode(data)
+    except Exception:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    event_id = raw.get("event_id")
+    if isinstance(event_id, str) and event_id.isdigit():
+        event_id = int(event_id)
+    if isinstance(event_id, bool) or not isinstance(event_id, int) or not 0 < event_id < 2**63:
+        return None
+    return event_id, None  # its server_url is not trusted: the default API is asked
 
 
 class StaleAttemptError(Exception):
@@ -108,6 +141,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._connected = False
         self._running = False
+        self._js: JetStreamContext | None = None
 
     def _commands(self, outcome: str) -> Any:
         return COMMANDS.labels(self.config.pool, outcome)
@@ -141,7 +175,7 @@ class Worker:
             return
         presence: asyncio.Future[Any] | None = None
         try:
-            js = nc.jetstream()
+            js = self._js = nc.jetstream()
             await ensure_streams(js)
             consumer = dataclasses.replace(
                 pool_consumer_config(
@@ -259,7 +293,7 @@ class Worker:
                     if stop.is_set():
                         # Pulled while stopping: give it straight back for another worker.
                         with contextlib.suppress(Exception):
-                            await msg.nak()
+                            await msg.nak(delay=RELEASE_NAK_DELAY_SECONDS)
                         continue
                     self._spawn(msg)
         finally:
@@ -357,7 +391,7 @@ class Worker:
             # Shutdown past the grace period: hand the command to another worker now
             # rather than after the ack wait. Its lease expiry lets the next claim in.
             try:
-                await msg.nak()
+                await msg.nak(delay=RELEASE_NAK_DELAY_SECONDS)
             except Exception as exc:
                 self._log.warning("nak of a released command failed", error=repr(exc))
             self._commands("released").inc()
@@ -368,13 +402,22 @@ class Worker:
         try:
             note = msgspec.json.decode(msg.data, type=CommandNotification)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._log.error(
-                "undecodable command notification; terminated", subject=msg.subject, error=str(exc)
-            )
-            await msg.term()
             self._commands("undecodable").inc()
+            await self._dead_letter(
+                msg, f"undecodable command notification: {exc}", "undecodable", _event_id_of(msg.data)
+            )
             return
         log = self._log.bind(execution_id=note.execution_id, event_id=note.event_id, step=note.step)
+        delivered = _delivered(msg)
+        if delivered >= self.config.max_deliver:
+            # JetStream delivers it no more after this one: were it run (and crashed the worker
+            # again) or nak'd, the command would stay open forever. Fail it and park the message.
+            reason = (
+                f"command notification delivered {delivered} times (max_deliver"
+                f" {self.config.max_deliver}) without the command finishing"
+            )
+            await self._dead_letter(msg, reason, "max_deliver", (note.event_id, note.server_url), log)
+            return
         api = self._api_for(note.server_url)
         try:
             claim = await api.claim_command(note.event_id, self.config.worker_id)
@@ -382,6 +425,86 @@ class Worker:
             await self._claim_failed(msg, exc, log)
             return
         await self._run_claimed(msg, claim, api, log.bind(attempt=claim.attempt, command_id=claim.command_id))
+
+    async def _dead_letter(
+        self,
+        msg: Msg,
+        error: str,
+        reason: str,
+        command: tuple[int, str | None] | None,
+        log: Any = None,
+    ) -> None:
+        """Fail the command through the API, copy ``msg`` to NOETL_DLQ, terminate it.
+
+        ``command`` is ``(event_id, server_url)`` when known. A command that had finished
+        meanwhile is just acked: nothing is lost, nothing to park.
+        """
+        log = log or self._log
+        failed = "unknown command"
+        if command is not None:
+            keepalive = asyncio.create_task(self._keep_in_progress(msg, log))
+            try:
+                failed = await self._fail_command(command[0], command[1], error, log)
+            finally:
+                keepalive.cancel()
+                await asyncio.gather(keepalive, return_exceptions=True)
+            if failed == "finished":
+                log.info("dead-letter candidate had finished meanwhile; acked", reason=reason)
+                await msg.ack()
+                self._commands("conflict").inc()
+                return
+        headers = {
+            HEADER_ORIGINAL_SUBJECT: msg.subject,
+            HEADER_ERROR: " ".join(error.split())[:1000],
+            HEADER_REASON: reason,
+        }
+        try:
+            seq = msg.metadata.sequence.stream
+            headers["Nats-Msg-Id"] = f"NOETL_COMMANDS:{seq}"  # dedup a second parking of the same message
+        except Exception:
+            seq = None
+        try:
+            assert self._js is not None
+            await self._js.publish(dlq_subject(msg.subject), msg.data, headers=headers)
+        except Exception as exc:
+            # the command is failed (or unknown); losing the copy must not loop the message
+            log.error("dead-letter publish failed", subject=msg.subject, error=repr(exc))
+        await msg.term()
+        self._commands("dead_lettered").inc()
+        log.error(
+            "command notification dead-lettered",
+            subject=msg.subject,
+            seq=seq,
+            reason=reason,
+            error=error,
+            command=failed,
+        )
+
+    async def _fail_command(self, event_id: int, server_url: str | None, error: str, log: Any) -> str:
+        """``failed`` | ``finished`` | why it could not be reported (retried with backoff, bounded)."""
+        api = self._api_for(server_url)
+        delay = POST_RETRY_INITIAL_SECONDS
+        deadline = asyncio.get_running_loop().time() + DEAD_LETTER_FAIL_TIMEOUT_SECONDS
+        while True:
+            try:
+                reply = await api.fail_command(event_id, error, self.config.worker_id)
+                return "failed" if reply.get("failed") else "finished"
+            except ApiError as exc:
+                if exc.status_code == 404:
+                    return "unknown command"
+                if not _retryable(exc):
+                    log.error("the control-api refused to fail the command", error=str(exc))
+                    return f"refused: {exc}"
+                wait = exc.retry_after if exc.retry_after is not None else delay
+                last = str(exc)
+            except Exception as exc:
+                wait, last = delay, repr(exc)
+            if asyncio.get_running_loop().time() + wait > deadline:
+                log.error("could not fail the dead-lettered command", error=last)
+                return f"unreported: {last}"
+            log.warning("failing the dead-lettered command failed; retrying", error=last, retry_in=wait)
+            await asyncio.sleep(wait)  # backoff between retries
+            delay = min(delay * 2, POST_RETRY_MAX_SECONDS)
 
     async def _claim_failed(self, msg: Msg, exc: Exception, log: Any) -> None:
         status = exc.status_code if isinstance(exc, ApiError) else None
