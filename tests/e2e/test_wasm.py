@@ -207,6 +207,19 @@ def test_arrow_filter_sum_plugin_matches_pyarrow_compute(api: Api) -> None:
     }
 
 
+def test_the_executor_form_lowers_to_a_wasm_task(api: Api) -> None:
+    api.register(
+        "apiVersion: noetl.io/v2\nkind: Playbook\n"
+        "metadata: {name: e2e_executor, path: system/e2e_executor}\n"
+        "executor: {runtime: wasm, plugin: {path: system/echo, version: 1}, capabilities: []}\n"
+        "workflow:\n"
+        "  - step: start\n    tool: {kind: wasm}\n    args: {via: executor}\n"
+    )
+    final = run(api, "system/e2e_executor")
+    assert final["status"] == "COMPLETED", final
+    assert final["results"]["start"] == {"via": "executor"}
+
+
 # -- the capability ring ------------------------------------------------------------------------
 def test_ungranted_import_fails_at_instantiate(api: Api, db: Conn, wasm_stack: Stack, tmp_path: Path) -> None:
     publish(wasm_stack, tmp_path, "e2e/publish", wm.PUBLISH)
