@@ -498,3 +498,13 @@ def test_user_wasm_task_asking_for_system_capabilities_is_rejected() -> None:
         field="tool.start.capabilities",
         match="reserved for system/",
     )
+
+
+def test_unknown_capabilities_are_rejected_even_for_system_playbooks() -> None:
+    system = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: s, path: system/s}\n"
+    with pytest.raises(PlaybookError, match="unknown capabilities") as caught:
+        parse(
+            "workflow: [{step: start, tool: {kind: wasm, plugin: {path: system/echo}, capabilities: [fs_write]}}]\n",
+            header=system,
+        )
+    assert (caught.value.step, caught.value.field) == ("start", "tool.start.capabilities")

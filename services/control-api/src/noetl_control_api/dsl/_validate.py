@@ -27,6 +27,8 @@ KNOWN_KINDS = frozenset(
 )
 #: WASM host imports any playbook may be granted; the rest belong to system playbooks.
 USER_CAPABILITIES = frozenset({"event_publish", "result_put"})
+#: Every host import of guest ABI v1 (docs/wasm.md).
+ALL_CAPABILITIES = USER_CAPABILITIES | {"object_put"}
 #: Template names the runtime binds itself; a step or iterator of that name would be shadowed.
 RESERVED_NAMES = frozenset({"workload", "ctx", "vars", "iter", "args", "input", "execution_id"})
 # Python source is handed to the interpreter as-is, so its braces are not templates.
@@ -112,11 +114,20 @@ def _check_step(step: Step, names: set[str], system: bool) -> None:
 
 
 def _check_capabilities(config: dict[str, Any] | None, system: bool, *, step: str | None, field: str) -> None:
-    if not config or system:
+    if not config:
         return
     capabilities = config.get("capabilities") or []
     if not isinstance(capabilities, list):
         raise PlaybookError("capabilities must be a list", step=step, field=f"{field}.capabilities")
+    unknown = [str(c) for c in capabilities if str(c) not in ALL_CAPABILITIES]
+    if unknown:
+        raise PlaybookError(
+            f"unknown capabilities {unknown}; the WASM host has {', '.join(sorted(ALL_CAPABILITIES))}",
+            step=step,
+            field=f"{field}.capabilities",
+        )
+    if system:
+        return
     denied = [str(c) for c in capabilities if str(c) not in USER_CAPABILITIES]
     if denied:
         raise PlaybookError(
