@@ -1,4 +1,4 @@
-"""Use cases of executions: start, read, list, cancel."""
+"""Use cases of executions: start, read, list, cancel, replay."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..store._executions import ExecutionRow
 from ._ids import optional_id
 from ._playbooks import PlaybookCache
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
+from ._replay import ReplayReply, replay_execution
 from ._views import ExecuteReply, ExecutionList, ExecutionView
 
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
@@ -118,6 +119,11 @@ class ExecutionService:
                 raise NotFound(f"execution {execution_id} not found")
             events = await store.events.list_events(conn, execution_id, after, limit)
         return [scrub_event(e) for e in events]
+
+    async def replay(self, execution_id: int) -> ReplayReply:
+        """Rebuild the execution's state from its projected events and diff it with the stored one."""
+        async with self._pool.connection() as conn:
+            return await replay_execution(conn, self._playbooks, execution_id)
 
     async def cancel(self, execution_id: int, reason: str | None) -> ExecutionView:
         """Cancel a running execution and its running child executions (a child outliving its

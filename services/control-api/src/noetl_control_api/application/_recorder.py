@@ -127,7 +127,13 @@ class Recorder:
                 "command.issued",
                 step=draft.step,
                 status="PENDING",
-                meta={"command_id": command_id, "pool": draft.pool, "tool_kind": draft.tool_kind},
+                meta={
+                    "command_id": command_id,
+                    "pool": draft.pool,
+                    "tool_kind": draft.tool_kind,
+                    # the orchestrator meta (seq, iteration): what a replay feeds back
+                    "command_meta": draft.meta,
+                },
             )
             assert issued.event_id is not None
             events.append(issued)

@@ -22,6 +22,7 @@ from noetl_common import (
 from .._errors import ValidationFailed
 from ..application import CatalogService, ClaimService, EventIngest, ExecutionService, WorkerService
 from ..application._ids import client_id
+from ..application._replay import ReplayReply
 from ..application._views import (
     CancelRequest,
     CatalogList,
@@ -114,6 +115,13 @@ class ExecutionController(Controller):
     ) -> EventList:
         events = await executions.events(client_id(execution_id, "execution_id"), after=after, limit=limit)
         return EventList(events=events)
+
+    @get("/api/executions/{execution_id:str}/replay")
+    async def replay(
+        self, execution_id: FromPath[str], executions: NamedDependency[ExecutionService]
+    ) -> ReplayReply:
+        """The state rebuilt from ``noetl.event`` alone and its differences with the stored state."""
+        return await executions.replay(client_id(execution_id, "execution_id"))
 
     @post("/api/executions/{execution_id:str}/cancel", status_code=200)
     async def cancel(
