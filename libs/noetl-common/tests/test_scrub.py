@@ -55,3 +55,29 @@ def test_words_that_merely_start_with_pass_are_not_sensitive() -> None:
         "passphrase": REDACTED,
         "passwords": REDACTED,
     }
+
+
+def test_the_marker_prefilter_never_skips_a_secret() -> None:
+    # scrub_text only runs the regex on strings holding a marker; every form must still match
+    from noetl_common._scrub import _SECRET_VALUE
+
+    samples = [
+        "Bearer abcdefghijk",
+        "auth: Basic dXNlcjpwYXNzd29yZA==",
+        JWT,
+        PEM,
+        "-----BEGIN PRIVATE KEY-----\nMIIE",
+        "sk_live_" + "a" * 12,
+        "rk_test_" + "b" * 12,
+        "sk-" + "c" * 24,
+        "gho_" + "d" * 24,
+        "github_pat_" + "e" * 24,
+        "xoxb-" + "1" * 12,
+        "AKIAABCDEFGHIJKLMNOP",
+        "AIza" + "f" * 35,
+        "glpat-" + "g" * 24,
+        "https://u:p@h",
+    ]
+    for text in samples:
+        assert _SECRET_VALUE.search(text), text
+        assert scrub_text(text) == _SECRET_VALUE.sub(REDACTED, text) != text
