@@ -114,6 +114,12 @@ class EventRejectedError(Exception):
     """The control-api refused an event for good (a 4xx other than 409)."""
 
 
+def _stop_on_stale(task: asyncio.Task[None], lease_lost: asyncio.Event) -> None:
+    """A ``command.started`` refused as stale: abandon the pipeline it runs beside."""
+    if not task.cancelled() and isinstance(task.exception(), StaleAttemptError):
+        lease_lost.set()
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, ApiError):
         return exc.status_code in _RETRY_LATER or exc.status_code >= 500
@@ -550,8 +556,13 @@ class Worker:
             asyncio.create_task(self._keep_in_progress(msg, log)),
             asyncio.create_task(self._heartbeat_events(api, event, lease_lost, claim.lease_seconds, log)),
         ]
+        # command.started is posted while the tool runs (it saves a round trip per step); the
+        # terminal batch waits for it, so the API still records started before the outcome.
+        started = asyncio.create_task(
+            self._post(api, [event("command.started", "RUNNING", {"tool_kind": claim.tool_kind})], log)
+        )
+        started.add_done_callback(lambda task: _stop_on_stale(task, lease_lost))
         try:
-            await self._post(api, [event("command.started", "RUNNING", {"tool_kind": claim.tool_kind})], log)
             # tools that report through the API (the wasm tool's intents) find the command here
             scope = current_command.set(CommandScope(api, claim.execution_id, claim.step, event))
             # credentials, keychain and secret redaction for this command's tools
@@ -562,6 +573,7 @@ class Worker:
             finally:
                 current_runtime.reset(runtime_token)
                 current_command.reset(scope)
+            await started  # raises StaleAttemptError / EventRejectedError as the awaited POST did
             if outcome is None:
                 raise StaleAttemptError("lease lost while the pipeline ran")
             context: dict[str, Any] | None = None
@@ -607,9 +619,9 @@ class Worker:
             await msg.nak(delay=DEFAULT_NAK_DELAY_SECONDS)
             self._commands("rejected").inc()
         finally:
-            for task in keepalive:
+            for task in (*keepalive, started):
                 task.cancel()
-            await asyncio.gather(*keepalive, return_exceptions=True)
+            await asyncio.gather(*keepalive, started, return_exceptions=True)
 
     def _runtime(self, api: ControlPlane, execution_id: int) -> ToolRuntime:
         return ToolRuntime(
