@@ -118,3 +118,13 @@ async def test_client_pool_reuses_one_client_per_allowed_url() -> None:
         assert isinstance(api, ControlPlaneClient)
     finally:
         await pool.aclose()
+
+
+def test_consumer_ack_wait_and_max_deliver() -> None:
+    default = WorkerConfig.from_env(REQUIRED)
+    assert (default.ack_wait_seconds, default.max_deliver) == (30.0, 10)
+    config = WorkerConfig.from_env({**REQUIRED, "WORKER_ACK_WAIT_SECONDS": "12.5", "WORKER_MAX_DELIVER": "20"})
+    assert (config.ack_wait_seconds, config.max_deliver) == (12.5, 20)
+    for variable, value in (("WORKER_ACK_WAIT_SECONDS", "0"), ("WORKER_MAX_DELIVER", "1")):
+        with pytest.raises(ConfigError, match=variable):
+            WorkerConfig.from_env({**REQUIRED, variable: value})

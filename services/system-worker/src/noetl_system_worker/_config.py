@@ -131,4 +131,6 @@ class WorkerConfig:
                 if u.strip()
             ),
             snowflake=snowflake,
+            ack_wait_seconds=env_float("WORKER_ACK_WAIT_SECONDS", ACK_WAIT_SECONDS, minimum=1.0, env=env),
+            max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),
         )
