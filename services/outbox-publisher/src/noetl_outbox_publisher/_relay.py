@@ -4,8 +4,10 @@ Shape (ARCHITECTURE §6, STYLE "worker loop"): one loop long-polls ``outbox_clai
 each batch is sent with ``publish_async`` (pipelined, one ack future per row) carrying
 ``Nats-Msg-Id: <event_id>``; the batch is then *settled* — acks awaited, one
 ``outbox_mark_published`` call for the batch, one ``outbox_mark_failed`` per failed
-row — in a task that overlaps the next claim. At most two batches are in flight: the
-loop awaits the previous settle before starting the next one.
+row — in a task that overlaps the next claims. At most two batch sizes of rows are in
+flight: a batch that would exceed that waits for earlier settles first. A small batch
+never waits for the previous one's mark-published, so a row committed meanwhile is
+claimed and published at once (commit → ack latency at low rates).
 
 Delivery is at-least-once: a row whose ack or mark-published is lost stays IN_FLIGHT,
 is reclaimed after the server's lease and published again; JetStream drops the copy
@@ -105,7 +107,7 @@ class OutboxPublisher:
         """Claim and relay until ``stop``; then finish the batch in hand and return."""
         self._running = True
         backoff = Backoff(self._settings.max_backoff_seconds)
-        settling: asyncio.Task[None] | None = None
+        settling: dict[asyncio.Task[None], int] = {}  # settle task → its row count
         try:
             if not await self._ensure_streams(stop):
                 return
@@ -138,19 +140,28 @@ class OutboxPublisher:
                 if not reply.rows:
                     continue
                 m.BATCH_SIZE.observe(len(reply.rows))
+                await self._make_room(settling, len(reply.rows))
                 sent_at = time.monotonic()
                 outcomes = await self._publish(reply.rows)
-                await self._await_settled(settling, stop)
-                settling = asyncio.create_task(self._settle(reply.rows, outcomes, sent_at))
+                task = asyncio.create_task(self._settle(reply.rows, outcomes, sent_at))
+                settling[task] = len(reply.rows)
+                task.add_done_callback(lambda done: settling.pop(done, None))
         finally:
-            await self._await_settled(settling, stop)
+            await self._await_settled(set(settling), stop)
             self._running = False
 
-    async def _await_settled(self, settling: asyncio.Task[None] | None, stop: asyncio.Event) -> None:
-        if settling is None:
+    async def _make_room(self, settling: dict[asyncio.Task[None], int], rows: int) -> None:
+        """Wait for earlier settles until ``rows`` more stay within two batch sizes in flight
+        (inside nats-py's pending window of 4000 with OUTBOX_BATCH_SIZE ≤ 2000)."""
+        limit = 2 * self._settings.batch_size
+        while settling and sum(settling.values()) + rows > limit:
+            await asyncio.wait(set(settling), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _await_settled(self, settling: set[asyncio.Task[None]], stop: asyncio.Event) -> None:
+        if not settling:
             return
         try:
-            await finish_within_grace(settling, stop, self._settings.shutdown_grace_seconds)
+            await finish_within_grace(asyncio.gather(*settling), stop, self._settings.shutdown_grace_seconds)
         except GraceExpired:
             # Unmarked rows stay IN_FLIGHT; the server re-offers them after the lease and
             # JetStream drops the copies of those already published.
