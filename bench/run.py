@@ -33,7 +33,7 @@ from noetl_common import EVENTS_STREAM
 from noetl_dev import Stack
 
 sys.path.insert(0, str(Path(__file__).parent))
-import raw  # noqa: E402
+import raw
 import wasm
 
 HERE = Path(__file__).parent
@@ -62,7 +62,8 @@ class Bench:
         return psycopg.connect(self.stack.database_url, autocommit=True)
 
     async def register(self, file: Path) -> None:
-        reply = await self.http.post("/api/catalog/register", json={"content": file.read_text()})
+        content = await asyncio.to_thread(file.read_text)
+        reply = await self.http.post("/api/catalog/register", json={"content": content})
         reply.raise_for_status()
 
     async def execute(self, path: str) -> int:
@@ -70,7 +71,9 @@ class Bench:
         reply.raise_for_status()
         return int(reply.json()["execution_id"])
 
-    async def wait_terminal(self, execution_id: int, poll: float = 0.002, timeout: float = 60) -> dict[str, Any]:
+    async def wait_terminal(
+        self, execution_id: int, poll: float = 0.002, timeout: float = 60
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             reply = await self.http.get(f"/api/executions/{execution_id}")
@@ -88,10 +91,24 @@ class Bench:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    async def wait_projected(
+        self, execution_id: int, event_type: str, total: int, timeout: float = 600
+    ) -> None:
+        """Poll noetl.event until ``total`` events of ``event_type`` landed (the bench's clock stops here)."""
+        deadline = time.monotonic() + timeout
+        while self.projected(execution_id, event_type) < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{event_type}: fewer than {total} events projected after {timeout}s")
+            await asyncio.sleep(0.05)
+
     async def post_events(self, execution_id: int, event_type: str, count: int) -> None:
         events = [
-            {"execution_id": execution_id, "event_type": event_type, "step": "start",
-             "context": {"i": i, "pad": "x" * 100}}
+            {
+                "execution_id": execution_id,
+                "event_type": event_type,
+                "step": "start",
+                "context": {"i": i, "pad": "x" * 100},
+            }
             for i in range(count)
         ]
         reply = await self.http.post("/api/events", content=msgspec.json.encode({"events": events}))
@@ -123,15 +140,14 @@ class Bench:
             for offset in range(0, total, batch):
                 queue.put_nowait(min(batch, total - offset))
 
-            async def poster(eid: int = execution_id) -> None:
-                while not queue.empty():
-                    await self.post_events(eid, "bench.pipeline", queue.get_nowait())
+            async def poster(eid: int = execution_id, batches: asyncio.Queue[int] = queue) -> None:
+                while not batches.empty():
+                    await self.post_events(eid, "bench.pipeline", batches.get_nowait())
 
             start = time.perf_counter()
             await asyncio.gather(*(poster() for _ in range(posters)))
             ingested = time.perf_counter() - start
-            while self.projected(execution_id, "bench.pipeline") < total:
-                await asyncio.sleep(0.05)
+            await self.wait_projected(execution_id, "bench.pipeline", total)
             elapsed = time.perf_counter() - start
             ingest_rates.append(total / ingested)
             rates.append(total / elapsed)
@@ -145,6 +161,7 @@ class Bench:
     async def section_latency(self) -> None:
         """Outbox commit → JetStream ack at a steady rate (default 1,000 events/s)."""
         rate, seconds, per_tick = self.args.latency_rate, self.args.latency_seconds, 10
+        await self.register(HERE / "playbooks" / "idle.yaml")  # idempotent; --only latency needs it
         execution_id = await self.execute("bench/idle")
         await self.wait_terminal(execution_id, poll=0.02)
         interval = per_tick / rate
@@ -157,8 +174,7 @@ class Bench:
                 await asyncio.sleep(delay)
         achieved = ticks * per_tick / (time.perf_counter() - start)
         total = ticks * per_tick
-        while self.projected(execution_id, "bench.latency") < total:
-            await asyncio.sleep(0.05)
+        await self.wait_projected(execution_id, "bench.latency", total)
         latencies = await self._stream_latencies(execution_id, "bench.latency", total)
         self.figures["latency"] = {
             "target_events_per_s": rate,
@@ -216,7 +232,6 @@ class Bench:
             "server_p99_ms": percentile(server_ms, 99),
         }
 
-
     async def section_wasm(self) -> None:
         """The WASM host in-process (bench/wasm.py); needs no stack."""
         self.figures["wasm"] = await asyncio.to_thread(wasm.measure, self.args.quick)
@@ -227,25 +242,43 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += ["| figure | value | target | ratio to raw |", "|---|---|---|---|"]
     rawf = figures.get("raw", {})
     if rawf:
-        lines.append(f"| raw JetStream publish_async (+Msg-Id) | {rawf['jetstream_publish_async_msgs_per_s']:,.0f} msg/s | | |")
+        lines.append(
+            f"| raw JetStream publish_async (+Msg-Id) | {rawf['jetstream_publish_async_msgs_per_s']:,.0f} msg/s | | |"
+        )
         lines.append(f"| raw JetStream pull + ack | {rawf['jetstream_pull_ack_msgs_per_s']:,.0f} msg/s | | |")
-        lines.append(f"| raw Postgres unnest insert | {rawf['postgres_unnest_insert_rows_per_s']:,.0f} rows/s | | |")
+        lines.append(
+            f"| raw Postgres unnest insert | {rawf['postgres_unnest_insert_rows_per_s']:,.0f} rows/s | | |"
+        )
     if "pipeline" in figures:
         p = figures["pipeline"]
-        limit = min(rawf.get("jetstream_publish_async_msgs_per_s", 0) or float("inf"),
-                    rawf.get("postgres_unnest_insert_rows_per_s", 0) or float("inf"))
-        ratio = f"{p['events_per_s'] / limit:.2f} of min(raw publish, raw insert)" if limit != float("inf") else ""
-        lines.append(f"| event pipeline, {p['events']:,} events API → noetl.event | {p['events_per_s']:,.0f} events/s | ≥ 5,000 | {ratio} |")
+        limit = min(
+            rawf.get("jetstream_publish_async_msgs_per_s", 0) or float("inf"),
+            rawf.get("postgres_unnest_insert_rows_per_s", 0) or float("inf"),
+        )
+        ratio = (
+            f"{p['events_per_s'] / limit:.2f} of min(raw publish, raw insert)"
+            if limit != float("inf")
+            else ""
+        )
+        lines.append(
+            f"| event pipeline, {p['events']:,} events API → noetl.event | {p['events_per_s']:,.0f} events/s | ≥ 5,000 | {ratio} |"
+        )
         lines.append(f"| of which API ingest alone | {p['ingest_events_per_s']:,.0f} events/s | | |")
     if "latency" in figures:
         lt = figures["latency"]
-        lines.append(f"| publish latency commit → JetStream ack at {lt['achieved_events_per_s']:,.0f} ev/s, p50 | {lt['p50_ms']:.2f} ms | | |")
+        lines.append(
+            f"| publish latency commit → JetStream ack at {lt['achieved_events_per_s']:,.0f} ev/s, p50 | {lt['p50_ms']:.2f} ms | | |"
+        )
         lines.append(f"| same, p99 | {lt['p99_ms']:.2f} ms | ≤ 20 ms | |")
     if "playbook" in figures:
         pb = figures["playbook"]
-        lines.append(f"| 3-step python playbook, client wall time p50 ({pb['runs']} runs) | {pb['client_p50_ms']:.1f} ms | ≤ 50 ms | |")
+        lines.append(
+            f"| 3-step python playbook, client wall time p50 ({pb['runs']} runs) | {pb['client_p50_ms']:.1f} ms | ≤ 50 ms | |"
+        )
         lines.append(f"| same, p99 | {pb['client_p99_ms']:.1f} ms | | |")
-        lines.append(f"| same, server-side (execution created → finished) p50 / p99 | {pb['server_p50_ms']:.1f} / {pb['server_p99_ms']:.1f} ms | | |")
+        lines.append(
+            f"| same, server-side (execution created → finished) p50 / p99 | {pb['server_p50_ms']:.1f} / {pb['server_p99_ms']:.1f} ms | | |"
+        )
     if "wasm" in figures:
         lines += wasm.markdown_rows(figures["wasm"])
     return "\n".join(lines) + "\n"
@@ -284,7 +317,9 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--runs", type=int, default=3)
