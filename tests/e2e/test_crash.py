@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-import pytest
 from noetl_cli import Api
 from noetl_dev import Stack
 from noetl_dev.testing import recorded_events, wait_for_event, wait_until
@@ -13,15 +12,6 @@ from noetl_dev.testing import recorded_events, wait_for_event, wait_until
 Conn = psycopg.Connection[dict[str, Any]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug: JetStream redelivers after its 30 s ack wait, while the dead worker's 30 s lease "
-        "is still live; the claim answers 409 and the worker acks and drops the message, so the "
-        "command is never run again (worker log: 'command already claimed or finished; dropped'). "
-        "A live lease should answer 503/429 with Retry-After (nak with delay), not 409."
-    ),
-)
 def test_a_killed_worker_s_command_is_redelivered_and_completes_once(
     stack: Stack, api: Api, db: Conn
 ) -> None:
@@ -32,7 +22,8 @@ def test_a_killed_worker_s_command_is_redelivered_and_completes_once(
     stack.kill("worker-shared")  # SIGKILL while the step's python is running
     stack.start_service("worker-shared")
 
-    # Redelivery waits for the consumer's ack wait and the dead worker's lease (30 s each).
+    # Redelivery waits for the consumer's ack wait (30 s); a claim that still meets the dead
+    # worker's lease is told to come back (429 + Retry-After), never dropped.
     final = api.wait(execution_id, timeout=90)
     assert final["status"] == "COMPLETED", final
     assert final["results"]["start"] == {"slept": 3}
