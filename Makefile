@@ -47,12 +47,12 @@ lint: sync
 
 # One mypy run per package: every package has its own tests/ folder with the same module names.
 typecheck: sync
-	@failed=""; for pkg in $(PACKAGES) tests/e2e/; do \
+	@failed=""; for pkg in $(PACKAGES) tests/e2e/ tests/conformance/; do \
 		dirs=""; \
 		for d in $${pkg}src $${pkg}tests; do \
 			if [ -n "$$(find $$d -name '*.py' 2>/dev/null | head -1)" ]; then dirs="$$dirs $$d"; fi; \
 		done; \
-		if [ "$$pkg" = "tests/e2e/" ] && [ -n "$$(find tests/e2e -name '*.py' | head -1)" ]; then dirs=" tests/e2e"; fi; \
+		case "$$pkg" in tests/*) dirs=""; if [ -n "$$(find $$pkg -name '*.py' | head -1)" ]; then dirs=" $${pkg%/}"; fi;; esac; \
 		if [ -n "$$dirs" ]; then echo "mypy$$dirs"; $(VENV)/bin/mypy $$dirs || failed="$$failed $$pkg"; fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "mypy failed in:$$failed"; exit 1; fi

@@ -27,12 +27,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conformance_support import CONFORMANCE, OWN, PAGED_USERS, Conn
 
+#: set when the local HTTP server stops: releases requests parked on ``/slow/<seconds>``
+SLOW_RELEASE = threading.Event()
+
 
 class _Paged(BaseHTTPRequestHandler):
-    """Mixed before ``echo_server.Handler``: ``GET /api/v1/users?offset=&limit=`` pages 35 users."""
+    """Mixed before ``echo_server.Handler``: ``GET /api/v1/users?offset=&limit=`` pages 35 users,
+    ``GET /slow/<seconds>`` answers late."""
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
+        if url.path.startswith("/slow/"):
+            # a slow endpoint: answers after N seconds, or at once when the server shuts down
+            SLOW_RELEASE.wait(float(url.path.removeprefix("/slow/")))
+            self._handle()  # type: ignore[attr-defined]
+            return
         if url.path != "/api/v1/users":
             self._handle()  # type: ignore[attr-defined]  # echo_server.Handler's
             return
@@ -48,25 +57,45 @@ class _Paged(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class _PlainEcho(BaseHTTPRequestHandler):
+    """Stands in for ``echo_server.Handler`` when the shared set is absent: 200 ``{path, method}``."""
+
+    def _handle(self) -> None:
+        data = json.dumps({"path": urlparse(self.path).path, "method": self.command}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
 def echo() -> Iterator[tuple[str, Any]]:
-    """The set's ``support/echo_server.py`` (plus a paginated route) in a thread: (URL, its call counter)."""
+    """The set's ``support/echo_server.py`` (plus a paged and a slow route) in a thread: (URL, its call counter)."""
     import importlib.util
+    from collections import Counter
 
     source = CONFORMANCE / "support" / "echo_server.py"
-    if not source.is_file():
-        pytest.skip(f"{source} is not on this machine")
-    spec = importlib.util.spec_from_file_location("echo_server", source)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    handler = type("Handler", (_Paged, module.Handler), {})
+    base: type[BaseHTTPRequestHandler] = _PlainEcho
+    calls: Any = Counter()
+    if source.is_file():
+        spec = importlib.util.spec_from_file_location("echo_server", source)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        base, calls = module.Handler, module.CALLS
+    handler = type("Handler", (_Paged, base), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", module.CALLS
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
     finally:
+        SLOW_RELEASE.set()
         server.shutdown()
         server.server_close()
 
@@ -80,6 +109,8 @@ def stack(noetl_state_dir: Path) -> Iterator[Stack]:
     running = Stack(
         noetl_state_dir / "conformance-stack",
         database_url=database_url,
+        # a cancelled command's worker learns it at its next heartbeat (409): keep that short
+        service_overrides={"worker-shared": {"WORKER_HEARTBEAT_INTERVAL": "0.2"}},
         nats_url=os.environ.get("NOETL_TEST_NATS_URL") or None,
         ready_timeout=90.0,
     )

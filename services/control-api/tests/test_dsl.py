@@ -508,3 +508,37 @@ def test_unknown_capabilities_are_rejected_even_for_system_playbooks() -> None:
             header=system,
         )
     assert (caught.value.step, caught.value.field) == ("start", "tool.start.capabilities")
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("2", 2.0), ("0.5", 0.5), ("'500ms'", 0.5), ("'30s'", 30.0), ("'2m'", 120.0)]
+)
+def test_step_timeout_in_seconds(raw: str, seconds: float) -> None:
+    playbook = parse(
+        f"""
+        workflow:
+          - step: start
+            timeout: {raw}
+            tool: {{kind: noop}}
+          - step: other
+            spec: {{timeout: 3}}
+            tool: {{kind: noop}}
+        """
+    )
+    assert playbook.step("start").timeout == seconds
+    assert playbook.step("other").timeout == 3.0
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "'soon'", "true", "'9999999s'"])
+def test_a_bad_step_timeout_is_rejected_naming_the_step(raw: str) -> None:
+    rejects(
+        f"""
+        workflow:
+          - step: start
+            timeout: {raw}
+            tool: {{kind: noop}}
+        """,
+        step="start",
+        field="timeout",
+        match="timeout must be",
+    )

@@ -156,6 +156,15 @@ async def test_events_after_cancel_are_duplicates(api: Any) -> None:
     assert (await api.client.get(f"/api/executions/{execution_id}")).json()["status"] == "CANCELLED"
 
 
+async def test_a_heartbeat_of_a_cancelled_command_gets_409_so_the_worker_stops(api: Any) -> None:
+    execution_id, _command, meta = await _claimed(api)
+    assert (await api.client.post(f"/api/executions/{execution_id}/cancel")).status_code == 200
+    beat = await api.post_events(_event(api, execution_id, "command.heartbeat", meta))
+    assert beat.status_code == 409 and "cancelled" in beat.text
+    late = _event(api, execution_id, "command.failed", meta, context={"error": {"message": "stopped"}})
+    assert (await api.post_events(late)).status_code == 200
+
+
 async def test_batch_dedupes_within_itself_and_after_a_terminal_event(api: Any) -> None:
     execution_id, _command, meta = await _claimed(api)
     call = _event(api, execution_id, "call.done", meta)

@@ -22,7 +22,12 @@ async def test_execute_writes_state_command_and_outbox_in_one_transaction(api: A
     assert [e["event_id"] for e in events] == sorted(e["event_id"] for e in events)
     assert events[0]["payload"]["context"]["payload"]["password"] == "[REDACTED]"
     issued = events[-1]["payload"]
-    assert issued["meta"] == {"command_id": command["command_id"], "pool": "shared", "tool_kind": "python"}
+    assert issued["meta"] == {
+        "command_id": command["command_id"],
+        "pool": "shared",
+        "tool_kind": "python",
+        "command_meta": {"run": 1, "seq": 1, "step": "start"},  # what a replay feeds back
+    }
 
     (notification,) = commands
     assert notification["subject"] == f"noetl.commands.shared.{execution_id}"

@@ -211,6 +211,12 @@ class EventIngest:
             raise ValidationFailed(
                 f"command {command.command_id} belongs to execution {command.execution_id}, not {execution_id}"
             )
+        if command.status == "CANCELLED" and item.event.event_type not in _TERMINAL_EVENTS:
+            # a heartbeat or progress event of a cancelled execution: the worker stops the task
+            raise Conflict(
+                f"command {command.command_id} was cancelled with its execution; stop the task",
+                {"command_id": command.command_id, "status": command.status},
+            )
         if command.status in TERMINAL:
             return command
         if command.status == "PENDING":

@@ -47,6 +47,8 @@ class Step(msgspec.Struct, omit_defaults=True, kw_only=True):
     loop: Loop | None = None
     set: dict[str, Any] = msgspec.field(default_factory=dict)
     desc: str | None = None
+    #: wall-clock bound of one run of the step's pipeline (``timeout:`` or ``spec.timeout``), seconds
+    timeout: float | None = None
 
     @property
     def has_tool(self) -> bool:

@@ -210,7 +210,35 @@ def _step(raw: Any, index: int, workbook: dict[str, dict[str, Any]]) -> Step:
         loop=_loop(raw.get("loop"), name),
         set=_scoped_set(raw, name, "set", allowed=frozenset({"ctx", "vars"})),
         desc=desc if isinstance(desc, str) else None,
+        timeout=_timeout(raw.get("timeout", spec.get("timeout")), name),
     )
+
+
+#: ``timeout`` units: a bare number is seconds; ``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``
+_TIMEOUT_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _timeout(raw: Any, step: str) -> float | None:
+    """A step's timeout in seconds: a positive number, or a string with a unit (ms, s, m, h)."""
+    if raw is None:
+        return None
+    value: float | None = None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        text = raw.strip().lower()
+        unit = next((u for u in ("ms", "s", "m", "h") if text.endswith(u)), "")
+        try:
+            value = float(text[: len(text) - len(unit)]) * _TIMEOUT_UNITS.get(unit, 1.0)
+        except ValueError:
+            value = None
+    if value is None or not 0 < value < 7 * 86400:
+        raise PlaybookError(
+            f"timeout must be a positive number of seconds (or '30s', '2m', '500ms') under 7 days, got {raw!r}",
+            step=step,
+            field="timeout",
+        )
+    return value
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -219,7 +219,10 @@ class _Run:
                 pool=pool_for(kinds, state.catalog_path),
                 tool_kind=kinds[0],
                 spec=CommandSpec(
-                    tasks=step.tasks, args=spec_args, context=self.context(spec_args, **binding)
+                    tasks=step.tasks,
+                    args=spec_args,
+                    context=self.context(spec_args, **binding),
+                    timeout_seconds=step.timeout,
                 ),
                 meta=meta,
             )
