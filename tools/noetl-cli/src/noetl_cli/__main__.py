@@ -1,7 +1,8 @@
 """``noetl``: register playbooks, run them and read their state and events.
 
 Exit codes: 0 success; 1 API error or unreachable server (one line on stderr);
-2 usage error; 3 the execution FAILED; 4 it was CANCELLED; 5 ``--wait`` timed out.
+2 usage error; 3 the execution FAILED; 4 it was CANCELLED; 5 ``--wait``/``--watch`` timed
+out; 6 ``replay`` found the replayed state different from the stored one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._api import DEFAULT_SERVER, Api, CliError, WaitTimeout
+from ._watch import watch
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -22,6 +24,7 @@ EXIT_USAGE = 2
 EXIT_FAILED = 3
 EXIT_CANCELLED = 4
 EXIT_TIMEOUT = 5
+EXIT_REPLAY_DIFFERS = 6
 STATUS_EXIT = {"COMPLETED": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
 
 
@@ -87,6 +90,18 @@ def cmd_execute(api: Api, args: argparse.Namespace) -> int:
         registered = api.register_file(Path(target))
         target = str(registered["path"])
     started = api.execute(target, payload=payload, version=args.version)
+    if args.watch:
+        try:
+            final = watch(
+                api, started["execution_id"], sys.stdout, live=sys.stdout.isatty(), timeout=args.timeout
+            )
+        except TimeoutError:
+            print(
+                f"error: execution {started['execution_id']} still running after {args.timeout:g}s",
+                file=sys.stderr,
+            )
+            return EXIT_TIMEOUT
+        return STATUS_EXIT.get(str(final.get("status")), EXIT_ERROR)
     if not args.wait:
         _print_json(started)
         return EXIT_OK
@@ -124,6 +139,26 @@ def cmd_events(api: Api, args: argparse.Namespace) -> int:
     ]
     _table(rows, ["EVENT_ID", "CREATED_AT", "TYPE", "STEP", "STATUS"])
     return EXIT_OK
+
+
+def cmd_replay(api: Api, args: argparse.Namespace) -> int:
+    """Rebuild the state from the event log on the server; exit 0 when it equals the stored state."""
+    report = api.request("GET", f"/api/executions/{args.execution_id}/replay")
+    if args.json:
+        _print_json(report)
+    else:
+        print(
+            f"execution {report['execution_id']} ({report['stored_status']}): {report['events']} events,"
+            f" {report['outcomes']} outcomes replayed"
+        )
+        if not report["log_complete"]:
+            print("note: the event log does not reach the stored state yet (projection lag); retry shortly")
+        if report["matches"]:
+            print("replayed state == stored state")
+        for name, diff in report["differences"].items():
+            print(f"differs: {name}\n  stored:   {json.dumps(diff['stored'])[:2000]}")
+            print(f"  replayed: {json.dumps(diff['replayed'])[:2000]}")
+    return EXIT_OK if report["matches"] else EXIT_REPLAY_DIFFERS
 
 
 def cmd_cancel(api: Api, args: argparse.Namespace) -> int:
@@ -223,7 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("--payload", help="workload overrides: a JSON object, or @file.json")
     execute.add_argument("--version", type=int, help="catalog version (default: latest)")
     execute.add_argument("--wait", action="store_true", help="wait until the execution ends")
-    execute.add_argument("--timeout", type=float, default=120.0, help="seconds to --wait (default 120)")
+    execute.add_argument(
+        "--watch",
+        action="store_true",
+        help="show steps as they start and finish (live on a terminal, plain lines otherwise); exit with the status",
+    )
+    execute.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to --wait/--watch (default 120)"
+    )
     execute.set_defaults(func=cmd_execute)
 
     status = sub.add_parser("status", help="an execution's status, result and step results")
@@ -234,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("execution_id", metavar="ID")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.set_defaults(func=cmd_events)
+
+    replay = sub.add_parser("replay", help="rebuild an execution's state from its events and compare")
+    replay.add_argument("execution_id", metavar="ID")
+    replay.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    replay.set_defaults(func=cmd_replay)
 
     cancel = sub.add_parser("cancel", help="cancel a running execution")
     cancel.add_argument("execution_id", metavar="ID")

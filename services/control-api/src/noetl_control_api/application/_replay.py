@@ -156,4 +156,3 @@ async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: in
         differences=differences,
         replayed=rebuilt,
     )
-

@@ -34,6 +34,7 @@ from ..application import (
     WorkerService,
 )
 from ..application._plugins import PluginService
+from ..application._stream import EventStreamService
 from ._errors import EXCEPTION_HANDLERS
 from ._internal import InternalController
 from ._middleware import latency_middleware
@@ -53,6 +54,7 @@ from ._secrets import (
     ResultController,
 )
 from ._shutdown import release_long_polls_on_signal
+from ._stream import StreamController
 
 
 def _version() -> str:
@@ -75,6 +77,7 @@ def create_app(
     """Build the app; the pool opens (and migrations run) in the app's lifespan."""
     pool = store.create_pool(settings.database_url, settings.db_pool_size)
     notifier = store.OutboxNotifier(settings.database_url)
+    event_notifier = store.OutboxNotifier(settings.database_url, store.EVENT_CHANNEL)
     playbooks = PlaybookCache()
     if ids is None:
         epoch, node = settings.snowflake_epoch_ms, settings.snowflake_node_id
@@ -88,6 +91,8 @@ def create_app(
         "settings": settings,
         "pool": pool,
         "notifier": notifier,
+        "event_notifier": event_notifier,
+        "streams": EventStreamService(pool, event_notifier),
         "catalog": CatalogService(pool, playbooks),
         "executions": ExecutionService(pool, playbooks, recorder),
         "ingest": EventIngest(
@@ -119,9 +124,11 @@ def create_app(
             if settings.plugin_seed_dir:
                 await services["plugins"].seed(Path(settings.plugin_seed_dir))
             await notifier.start()
+            await event_notifier.start()
             yield
         finally:
             services["outbox"].close()
+            await event_notifier.stop()
             await notifier.stop()
             await pool.close()
 
@@ -133,6 +140,7 @@ def create_app(
             *OPS_HANDLERS,
             CatalogController,
             ExecutionController,
+            StreamController,
             EventController,
             CommandController,
             WorkerPoolController,
@@ -146,7 +154,7 @@ def create_app(
         dependencies={
             name: _provider(name)
             for name in services
-            if name not in ("settings", "pool", "notifier", "lifespan")
+            if name not in ("settings", "pool", "notifier", "event_notifier", "lifespan")
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[latency_middleware],

@@ -10,6 +10,7 @@ from noetl_common import Event
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from ._notifier import EVENT_CHANNEL
 from ._time import iso
 
 
@@ -32,7 +33,8 @@ async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) ->
     """Insert events in one set-based statement; returns how many were new.
 
     Every event must carry an event_id (the caller checks). An unparseable ``created_at``
-    falls back to the projection time rather than losing the event.
+    falls back to the projection time rather than losing the event. New rows notify
+    :data:`EVENT_CHANNEL` (at the caller's commit) for ``GET /api/executions/{id}/stream``.
     """
     if not events:
         return 0
@@ -60,7 +62,11 @@ async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) ->
             [e.catalog_path for e in events],
         ),
     )
-    return cur.rowcount
+    projected = cur.rowcount
+    if projected:
+        # delivered at the caller's commit, when the rows become visible to the streams
+        await conn.execute("SELECT pg_notify(%s, '')", (EVENT_CHANNEL,))
+    return projected
 
 
 async def list_events(conn: AsyncConnection[Any], execution_id: int, after: int, limit: int) -> list[Event]:
@@ -87,3 +93,70 @@ async def list_events(conn: AsyncConnection[Any], execution_id: int, after: int,
         )
         for r in await cur.fetchall()
     ]
+
+
+async def projected_since(
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    since: datetime | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[tuple[datetime, Event]]:
+    """Projected events in projection order (``projected_at``, then ``event_id``), with their
+    ``projected_at``: those projected at or after ``since``, after the keyset ``after``."""
+    cur = await conn.execute(
+        "SELECT projected_at, event_id, execution_id, event_type, step, status, created_at, context, meta,"
+        " worker_id, parent_execution_id, catalog_path FROM noetl.event"
+        " WHERE execution_id = %s AND (%s::timestamptz IS NULL OR projected_at >= %s)"
+        " AND (%s::timestamptz IS NULL OR (projected_at, event_id) > (%s, %s))"
+        " ORDER BY projected_at, event_id LIMIT %s",
+        (
+            execution_id,
+            since,
+            since,
+            after[0] if after else None,
+            after[0] if after else None,
+            after[1] if after else 0,
+            limit,
+        ),
+    )
+    return [
+        (
+            r[0],
+            Event(
+                event_id=r[1],
+                execution_id=r[2],
+                event_type=r[3],
+                step=r[4],
+                status=r[5],
+                created_at=iso(r[6]),
+                context=r[7],
+                meta=r[8],
+                worker_id=r[9],
+                parent_execution_id=r[10],
+                catalog_path=r[11],
+            ),
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+async def projected_at(conn: AsyncConnection[Any], execution_id: int, event_id: int) -> datetime | None:
+    """When ``event_id`` of the execution was projected; None when it is not (yet)."""
+    cur = await conn.execute(
+        "SELECT projected_at FROM noetl.event WHERE execution_id = %s AND event_id = %s",
+        (execution_id, event_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def has_terminal_event(conn: AsyncConnection[Any], execution_id: int, projected_by: datetime) -> bool:
+    """True when the execution's ``playbook.completed|failed|cancelled`` was projected at or
+    before ``projected_by``."""
+    cur = await conn.execute(
+        "SELECT 1 FROM noetl.event WHERE execution_id = %s AND projected_at <= %s"
+        " AND event_type IN ('playbook.completed', 'playbook.failed', 'playbook.cancelled') LIMIT 1",
+        (execution_id, projected_by),
+    )
+    return await cur.fetchone() is not None

@@ -1,4 +1,7 @@
-"""One LISTEN connection per process, fanning outbox wake-ups out to long-poll waiters.
+"""One LISTEN connection per process and channel, fanning wake-ups out to long-poll waiters.
+
+Two channels: :data:`OUTBOX_CHANNEL` (publishers' claims) and :data:`EVENT_CHANNEL`
+(execution event streams, notified by the ``noetl.event`` projection).
 
 Writers ``NOTIFY`` on :data:`OUTBOX_CHANNEL` in the transaction that inserts outbox rows,
 so the notification is delivered exactly when the rows become visible. Each wake-up
@@ -17,6 +20,8 @@ import psycopg
 import structlog
 
 OUTBOX_CHANNEL = "noetl_outbox"
+#: notified by the projection insert into ``noetl.event`` (wakes the SSE streams)
+EVENT_CHANNEL = "noetl_event"
 _PROBE_SECONDS = 30.0
 #: how the listening connection shows up in pg_stat_activity
 LISTENER_APPLICATION_NAME = "noetl-control-api-listener"
@@ -26,8 +31,9 @@ log = structlog.get_logger(__name__)
 class OutboxNotifier:
     """Owns the listening connection and reconnects it when it drops."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, channel: str = OUTBOX_CHANNEL) -> None:
         self._database_url = database_url
+        self._channel = channel
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -44,7 +50,7 @@ class OutboxNotifier:
 
     async def start(self, timeout: float = 10.0) -> None:
         """Start listening; returns once LISTEN is active (or after ``timeout``)."""
-        self._task = asyncio.create_task(self._run(), name="outbox-notifier")
+        self._task = asyncio.create_task(self._run(), name=f"notifier-{self._channel}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), timeout)
 
@@ -64,7 +70,7 @@ class OutboxNotifier:
                     self._database_url, autocommit=True, application_name=LISTENER_APPLICATION_NAME
                 )
                 async with conn:
-                    await conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+                    await conn.execute(f"LISTEN {self._channel}")
                     self.connected = True
                     self._listening.set()
                     backoff = 0.1
