@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from noetl_dev import free_port, read_state
-from noetl_dev._pgroup import group_members, is_running
+from noetl_dev._pgroup import group_members, is_running, stop_group
 
 EXPECTED = {
     "postgres",
@@ -99,3 +100,21 @@ def test_up_refuses_a_busy_api_port(state_dir: Path) -> None:
     assert up.returncode == 1
     assert f"port {port} is in use" in up.stderr
     assert not (state_dir / "stack.json").exists()
+
+
+def test_up_after_a_crash_of_everything_starts_afresh(state_dir: Path) -> None:
+    first = _dev(state_dir, "up", "--api-port", str(free_port()), "--no-examples")
+    state = read_state(state_dir)
+    try:
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert state is not None
+        for entry in state["processes"].values():  # a power cut: nobody shuts down cleanly
+            stop_group(entry["pid"], signal.SIGKILL, 5)
+
+        again = _dev(state_dir, "up", "--api-port", str(free_port()), "--no-examples")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "starting afresh" in again.stdout
+        assert _dev(state_dir, "status").returncode == 0
+    finally:
+        down = _dev(state_dir, "down")
+    assert down.returncode == 0, down.stdout + down.stderr

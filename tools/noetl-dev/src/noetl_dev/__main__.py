@@ -101,7 +101,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"the stack is already up (state in {state_dir})")
             _print_urls(state)
             return 0
-        print("a previous stack is partly running; stopping what is left of it")
+        if any(running(entry) for _, entry in recorded_processes(state)):
+            print("a previous stack is partly running; stopping what is left of it")
+        else:
+            print("the previous stack is gone (no recorded process is running); starting afresh")
         stop_recorded(state_dir, grace=args.grace)
     if not _port_free(args.api_port):
         print(
@@ -161,7 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"not running (no {args.state_dir / 'stack.json'})")
         return 1
     healthy = True
-    with httpx.Client(timeout=2.0) as http:
+    with httpx.Client(timeout=5.0) as http:
         for name, entry in recorded_processes(state):
             alive = running(entry)
             ready = ""

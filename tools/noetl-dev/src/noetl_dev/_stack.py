@@ -137,6 +137,22 @@ def _parent_death_signal() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _clear_stale_postmaster_pid(pgdata: Path) -> None:
+    """Remove a lock file left by a Postgres that was killed (power cut, SIGKILL).
+
+    Postgres removes it itself when the recorded pid is gone, but a killed server whose
+    zombie nobody reaps (PID 1 in some containers does not) still answers ``kill(pid, 0)``
+    and would block every later start. Only a pid that is gone or a zombie is stale.
+    """
+    lock = pgdata / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        return
+    if not is_running(pid):
+        lock.unlink(missing_ok=True)
+
+
 @dataclass
 class Service:
     """One suite process: how to start it and where it answers."""
@@ -175,6 +191,8 @@ class Stack:
     outlive this process (``noetl-dev up``); otherwise they get SIGTERM if it dies.
     ``extra_env`` goes to every service, ``service_overrides[name]`` to one. Only one
     projector runs, so ``shard_count`` other than 1 needs more replicas than this starts.
+    ``shared_workers``: how many workers of the shared pool (the 2nd and later are named
+    ``worker-shared-2`` ..., with ``worker-shared``'s environment and their own id and port).
     """
 
     state_dir: Path
@@ -184,6 +202,7 @@ class Stack:
     detach: bool = False
     ready_timeout: float = 90.0
     shard_count: int = 1
+    shared_workers: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
     service_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
@@ -246,11 +265,18 @@ class Stack:
 
     def _start_infrastructure(self) -> None:
         if self.database_url is None:
-            proc, admin_url = start_postgres(
-                self.pg_dir,
-                log_path=self.log_path("postgres"),
-                new_session=True,
-            )
+            _clear_stale_postmaster_pid(self.pg_dir / "pgdata")
+            try:
+                proc, admin_url = start_postgres(
+                    self.pg_dir,
+                    log_path=self.log_path("postgres"),
+                    new_session=True,
+                )
+            except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+                log_path = self.log_path("postgres")
+                raise StackError(
+                    f"postgres did not start ({exc}); last lines of {log_path}:\n{tail(log_path)}"
+                ) from None
             self.postgres = proc
             self._started_pg = start_time(proc.pid)
             self.admin_url = admin_url
@@ -326,6 +352,17 @@ class Stack:
                 port=port,
                 log_path=self.log_path(name),
             )
+        shared = self.services["worker-shared"]
+        for i in range(2, self.shared_workers + 1):
+            name, port = f"worker-shared-{i}", free_port()
+            env = {
+                **shared.env,
+                "WORKER_ID": f"dev-shared-{i}",
+                BIND_VARIABLES["worker-shared"]: f"127.0.0.1:{port}",
+            }
+            self.services[name] = Service(
+                name=name, argv=shared.argv, env=env, port=port, log_path=self.log_path(name)
+            )
 
     def start_service(self, name: str, *, wait: bool = True) -> Service:
         """(Re)start one service with its original ports and environment."""
@@ -382,7 +419,7 @@ class Stack:
         deadline = time.monotonic() + (timeout or self.ready_timeout)
         pending = list(names)
         last: dict[str, str] = dict.fromkeys(names, "no answer yet")
-        with httpx.Client(timeout=2.0) as http:
+        with httpx.Client(timeout=5.0) as http:
             while pending:
                 for name in list(pending):
                     service = self.services[name]
@@ -423,7 +460,9 @@ class Stack:
         if self.postgres is not None:
             procs["postgres"] = (self.postgres, self.postgres.stop_signal)
         leftovers: list[str] = []
-        for wave in STOP_WAVES:
+        known = {name for wave in STOP_WAVES for name in wave}
+        extra = tuple(name for name in procs if name not in known)  # e.g. worker-shared-2
+        for wave in ((*extra, *STOP_WAVES[0]), *STOP_WAVES[1:]):
             names = [name for name in wave if name in procs]
             left = stop_groups([(procs[n][0].pid, procs[n][1]) for n in names], grace)
             leftovers += [n for n in names if procs[n][0].pid in left or group_members(procs[n][0].pid)]
@@ -586,7 +625,7 @@ def restart_recorded(
     entry["started"] = start_time(popen.pid)
     _write_recorded(state_dir, state)
     deadline = time.monotonic() + ready_timeout
-    with httpx.Client(timeout=2.0) as http:
+    with httpx.Client(timeout=5.0) as http:
         while True:
             if popen.poll() is not None:
                 raise StackError(
