@@ -33,12 +33,13 @@ from noetl_common import EVENTS_STREAM
 from noetl_dev import Stack
 
 sys.path.insert(0, str(Path(__file__).parent))
+import dispatch
 import raw
 import wasm
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-SECTIONS = ("raw", "pipeline", "latency", "playbook", "wasm")
+SECTIONS = ("raw", "pipeline", "latency", "playbook", "wasm", "chain", "inproc", "fanout")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -236,6 +237,21 @@ class Bench:
         """The WASM host in-process (bench/wasm.py); needs no stack."""
         self.figures["wasm"] = await asyncio.to_thread(wasm.measure, self.args.quick)
 
+    async def section_chain(self) -> None:
+        """Per-step dispatch on a generated linear chain (bench/dispatch.py)."""
+        assert self.stack.database_url
+        self.figures["chain"] = await dispatch.section_chain(
+            self.http, self.stack.database_url, self.args.chain_steps, self.args.runs
+        )
+
+    async def section_inproc(self) -> None:
+        """The same chain in process: orchestrator + the worker's pipeline runner (bench/dispatch.py)."""
+        self.figures["inproc"] = await dispatch.section_inproc(self.args.chain_steps, self.args.runs)
+
+    async def section_fanout(self) -> None:
+        """A parallel loop on its own stack with two shared-pool workers (bench/dispatch.py)."""
+        self.figures["fanout"] = await dispatch.section_fanout(self.args.fanout_items, self.args.runs)
+
 
 def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"# Bench {meta['started_at']}", "", f"`{meta['command']}` on {meta['machine']}", ""]
@@ -281,6 +297,7 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
         )
     if "wasm" in figures:
         lines += wasm.markdown_rows(figures["wasm"])
+    lines += dispatch.markdown_rows(figures)
     return "\n".join(lines) + "\n"
 
 
@@ -328,10 +345,13 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=int, default=1000)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--playbook-runs", type=int, default=200)
+    parser.add_argument("--chain-steps", type=int, default=200, help="steps of the generated chain")
+    parser.add_argument("--fanout-items", type=int, default=1000, help="iterations of the parallel loop")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.events, args.raw_messages = 1, 5_000, 5_000
         args.latency_seconds, args.playbook_runs = 2.0, 20
+        args.chain_steps, args.fanout_items = 50, 200
     return asyncio.run(amain(args))
 
 
