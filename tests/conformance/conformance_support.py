@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 from noetl_cli import Api
-from noetl_dev.testing import recorded_events, wait_until
+from noetl_dev.testing import wait_until
 
 CONFORMANCE = Path(os.environ.get("NOETL_CONFORMANCE_DIR", "/work/shared/conformance"))
 UPSTREAM = CONFORMANCE / "upstream"
@@ -79,7 +79,11 @@ def finish(api: Api, db: Conn, execution_id: int | str, timeout: float = 120.0) 
     view = api.wait(eid, timeout=timeout, interval=0.05)
 
     def landed() -> list[dict[str, Any]] | None:
-        events = recorded_events(db, eid)
+        events = db.execute(
+            "SELECT event_id, event_type, step, status, created_at, context, meta FROM noetl.event"
+            " WHERE execution_id = %s ORDER BY event_id",
+            (eid,),
+        ).fetchall()
         done = [e for e in events if e["event_type"] in TERMINAL_EVENTS]
         return events if done else None
 

@@ -112,7 +112,7 @@ def test_inclusive_barrier_exclusive(run: Finished) -> None:
 
 
 @case("loops")
-def test_sequential_and_parallel_loops(run: Finished) -> None:
+def test_sequential_and_parallel_loops(run: Finished, db: Conn) -> None:
     assert run.status == "COMPLETED", run.view.get("error")
     sequential = run.results["sequential"]["results"]
     assert sequential == [
@@ -123,10 +123,15 @@ def test_sequential_and_parallel_loops(run: Finished) -> None:
     assert run.results["parallel"]["results"] == [{"n": n, "square": n * n} for n in range(12)]
     assert run.results["end"] == {"words": ["gamma", "alpha", "beta"], "squares": [n * n for n in range(12)]}
     # never more than max_in_flight (3) iterations of `parallel` outstanding at once
+    # (by created_at: issued is stamped by the server after it got the completion that freed a slot;
+    # event ids of different processes do not order events within one millisecond)
+    timeline = db.execute(
+        "SELECT event_type FROM noetl.event WHERE execution_id = %s AND step = 'parallel'"
+        " AND event_type IN ('command.issued', 'command.completed', 'command.failed') ORDER BY created_at",
+        (run.execution_id,),
+    ).fetchall()
     outstanding, peak = 0, 0
-    for event in run.events:
-        if event["step"] != "parallel":
-            continue
+    for event in timeline:
         if event["event_type"] == "command.issued":
             outstanding += 1
         elif event["event_type"] in ("command.completed", "command.failed"):
