@@ -83,3 +83,62 @@ async def test_concurrent_claims_have_one_winner(api: Any) -> None:
     _execution_id, command = await _started(api)
     replies = await asyncio.gather(*(api.claim(command["event_id"], f"w{i}") for i in range(6)))
     assert sorted(r.status_code for r in replies) == [200] + [429] * 5
+
+
+async def test_eager_dispatch_claims_the_next_command_in_the_terminal_transaction(api: Any) -> None:
+    execution_id, command = await _started(api)
+    claim = await api.claim(command["event_id"], "worker-a")
+    meta = {"command_id": command["command_id"], "attempt": claim.json()["attempt"]}
+    done = {
+        "execution_id": execution_id,
+        "event_type": "command.completed",
+        "step": command["step"],
+        "meta": meta,
+        "context": {"result": {"n": 1}},
+        "event_id": api.ids.next_id(),
+        "worker_id": "worker-a",
+    }
+    reply = await api.post_events({"events": [done], "eager": {"worker_id": "worker-a", "pool": "shared"}})
+    assert reply.status_code == 200, reply.text
+    (eager,) = reply.json()["commands"]
+    (next_command,) = await api.open_commands(execution_id)
+    assert eager["event_id"] == next_command["event_id"] and eager["attempt"] == 1
+    assert eager["step"] == next_command["step"] != command["step"]
+    assert next_command["status"] == "CLAIMED"
+    rows = await api.outbox(execution_id)
+    claimed = [r["payload"] for r in rows if r["payload"].get("event_type") == "command.claimed"]
+    assert claimed[-1]["meta"] == {
+        "command_id": next_command["command_id"],
+        "attempt": 1,
+        "pool": "shared",
+        "eager": True,
+    }
+    # the notification still flows: its claim meets the live lease (429), and once the lease
+    # has run out (the eager worker died) it takes the command over as attempt 2
+    notified = [r for r in rows if r["subject"].startswith("noetl.commands.")]
+    assert notified[-1]["payload"]["event_id"] == eager["event_id"]
+    assert (await api.claim(eager["event_id"], "worker-b")).status_code == 429
+    await api.db.execute(
+        "UPDATE noetl.command SET lease_expires_at = now() - interval '1 second' WHERE event_id = %s",
+        (eager["event_id"],),
+    )
+    again = await api.claim(eager["event_id"], "worker-b")
+    assert again.status_code == 200 and again.json()["attempt"] == 2
+
+
+async def test_no_eager_command_for_another_pool_or_without_asking(api: Any) -> None:
+    execution_id, command = await _started(api)
+    claim = await api.claim(command["event_id"], "worker-a")
+    meta = {"command_id": command["command_id"], "attempt": claim.json()["attempt"]}
+    done = {
+        "execution_id": execution_id,
+        "event_type": "command.completed",
+        "step": command["step"],
+        "meta": meta,
+        "context": {"result": {"n": 1}},
+        "event_id": api.ids.next_id(),
+    }
+    reply = await api.post_events({"events": [done], "eager": {"worker_id": "worker-a", "pool": "system"}})
+    assert reply.status_code == 200 and reply.json()["commands"] == []
+    (next_command,) = await api.open_commands(execution_id)
+    assert next_command["status"] == "PENDING"

@@ -25,6 +25,7 @@ from noetl_common import (
     ClaimReply,
     CommandNotification,
     CommandSpec,
+    EagerRequest,
     ErrorBody,
     Event,
     EventsReply,
@@ -68,6 +69,7 @@ class FakeControlPlane:
     claims: list[tuple[int, str, float]] = field(default_factory=list)
     claim_errors: dict[int, list[ApiError]] = field(default_factory=dict)
     posts: list[list[Event]] = field(default_factory=list)
+    eager_requests: list[EagerRequest] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     post_hook: PostHook | None = None
     lease_seconds: float = 30.0
@@ -160,8 +162,10 @@ class FakeControlPlane:
         finally:
             await self._notify()
 
-    async def post_events(self, events: list[Event]) -> EventsReply:
+    async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
         self.posts.append(list(events))
+        if eager is not None:
+            self.eager_requests.append(eager)
         try:
             if self.post_hook is not None:
                 error = await self.post_hook(events)

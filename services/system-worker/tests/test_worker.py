@@ -126,11 +126,24 @@ async def test_claims_runs_and_posts_events_in_order(
         assert event.meta == {"attempt": 1, "command_id": note.command_id}
         assert event.event_id is not None and event.created_at
     assert len({e.event_id for e in events}) == 3
-    # command.started alone (visible at once), then the terminal pair in one batch.
+    # a quick tool: command.started rides at the head of the terminal batch (one round trip)
     posted = [types(batch) for batch in fake_api.posts if "command.heartbeat" not in types(batch)]
-    assert posted == [["command.started"], ["call.done", "command.completed"]]
+    assert posted == [["command.started", "call.done", "command.completed"]]
     assert fake_api.claims[0][:2] == (note.event_id, "w-test")
     await bus.until(lambda: _is(bus.stream_messages(), 0))
+
+
+async def test_a_slow_tool_has_command_started_posted_while_it_runs(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    await start_worker()
+    slow = [TaskSpec(name="only", kind="python", config={"code": "import time\ntime.sleep(0.3)\nresult = 1"})]
+    note = fake_api.add_command(slow, step="slow")
+    await bus.publish(note)
+
+    await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+    posted = [types(batch) for batch in fake_api.posts if "command.heartbeat" not in types(batch)]
+    assert posted == [["command.started"], ["call.done", "command.completed"]]
 
 
 async def _is(value: Any, expected: Any) -> bool:

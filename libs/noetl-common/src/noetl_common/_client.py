@@ -19,6 +19,7 @@ import msgspec
 from ._envelopes import (
     ClaimReply,
     ClaimRequest,
+    EagerRequest,
     ErrorBody,
     Event,
     EventBatch,
@@ -213,9 +214,14 @@ class ControlPlaneClient:
         assert reply is not None
         return reply
 
-    async def post_events(self, events: list[Event]) -> EventsReply:
-        """Post worker events in order; idempotent per event_id. 409 means a stale attempt."""
-        body: Any = events[0] if len(events) == 1 else EventBatch(events=events)
+    async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
+        """Post worker events in order; idempotent per event_id. 409 means a stale attempt.
+
+        With ``eager``, a command the batch causes for that pool may come back claimed.
+        """
+        body: Any = (
+            events[0] if len(events) == 1 and eager is None else EventBatch(events=events, eager=eager)
+        )
         reply = await self.request("POST", "/api/events", body, EventsReply)
         assert reply is not None
         return reply

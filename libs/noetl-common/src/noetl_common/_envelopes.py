@@ -29,13 +29,23 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
     catalog_path: str | None = None
 
 
+class EagerRequest(msgspec.Struct, kw_only=True):
+    """Eager dispatch: the posting worker (of ``pool``) takes a command its batch causes."""
+
+    worker_id: str
+    pool: str
+
+
 class EventBatch(msgspec.Struct, kw_only=True):
     events: list[Event]
+    eager: EagerRequest | None = None
 
 
 class EventsReply(msgspec.Struct, kw_only=True):
     accepted: int
     duplicates: int = 0
+    #: commands claimed for the worker in the batch's transaction (eager dispatch)
+    commands: list[ClaimReply] = msgspec.field(default_factory=list)
 
 
 class CommandNotification(msgspec.Struct, kw_only=True):

@@ -13,6 +13,7 @@ import structlog
 from noetl_common import (
     ClaimReply,
     ControlPlaneClient,
+    EagerRequest,
     Event,
     EventsReply,
     WorkerHeartbeat,
@@ -27,8 +28,9 @@ class ControlPlane(Protocol):
         """Take the command's lease: 200 reply, 409 taken/terminal, 404 unknown, 408/429/503 later."""
         ...
 
-    async def post_events(self, events: list[Event]) -> EventsReply:
-        """Record events in order; idempotent per event_id; 409 ``stale_attempt``."""
+    async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
+        """Record events in order; idempotent per event_id; 409 ``stale_attempt``. With ``eager``
+        the reply may carry a next command already claimed for this worker."""
         ...
 
     async def fail_command(self, event_id: int, reason: str, worker_id: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from noetl_common import (
     ConfigError,
     Snowflake,
     consumer_name,
+    env_bool,
     env_float,
     env_hostport,
     env_int,
@@ -70,6 +71,8 @@ class WorkerConfig:
     max_deliver: int = 10
     #: Longest blocking pull; bounds how late a stop request is noticed (ARCHITECTURE §5: ≤ 2 s).
     fetch_timeout_seconds: float = 2.0
+    #: Ask for the next command of this pool in the reply to a terminal event (eager dispatch).
+    eager_dispatch: bool = False
     snowflake: Snowflake = field(default_factory=lambda: Snowflake(0), compare=False, repr=False)
 
     @classmethod
@@ -131,6 +134,7 @@ class WorkerConfig:
                 if u.strip()
             ),
             snowflake=snowflake,
+            eager_dispatch=env_bool("WORKER_EAGER_DISPATCH", True, env=env),
             ack_wait_seconds=env_float("WORKER_ACK_WAIT_SECONDS", ACK_WAIT_SECONDS, minimum=1.0, env=env),
             max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),
         )

@@ -32,7 +32,9 @@ from noetl_common import (
     ClaimReply,
     CommandNotification,
     CommandSpec,
+    EagerRequest,
     Event,
+    EventsReply,
     WorkerHeartbeat,
     WorkerRegistration,
     dlq_subject,
@@ -61,6 +63,9 @@ DEAD_LETTER_FAIL_TIMEOUT_SECONDS = 60.0
 HEADER_ORIGINAL_SUBJECT = "Noetl-Original-Subject"
 HEADER_ERROR = "Noetl-Error"
 HEADER_REASON = "Noetl-Reason"
+#: A tool still running after this long has its command.started posted on its own; a quicker
+#: one sends it in its terminal batch (the claim's lease covers the command meanwhile).
+STARTED_POST_DELAY_SECONDS = 0.05
 #: Backoff of a retried event POST: starts here, doubles, capped at the maximum.
 POST_RETRY_INITIAL_SECONDS = 0.2
 POST_RETRY_MAX_SECONDS = 10.0
@@ -114,7 +119,35 @@ class EventRejectedError(Exception):
     """The control-api refused an event for good (a 4xx other than 409)."""
 
 
-def _stop_on_stale(task: asyncio.Task[None], lease_lost: asyncio.Event) -> None:
+class _Delivery:
+    """The NATS message behind a running command, settled (acked or nak'd) once.
+
+    An eager command (handed over in the reply to the previous command's terminal event)
+    starts with no message; its own notification, when this worker fetches it meanwhile,
+    is attached here so it is kept in progress and acked after the terminal event, like
+    any other (ack-after-terminal holds for it too).
+    """
+
+    def __init__(self, msg: Msg | None) -> None:
+        self.msg = msg
+        self.settled = False
+
+    async def in_progress(self) -> None:
+        if self.msg is not None and not self.settled:
+            await self.msg.in_progress()
+
+    async def ack(self, *, sync: bool = False) -> None:
+        self.settled = True
+        if self.msg is not None:
+            await (self.msg.ack_sync() if sync else self.msg.ack())
+
+    async def nak(self, delay: float) -> None:
+        self.settled = True
+        if self.msg is not None:
+            await self.msg.nak(delay=delay)
+
+
+def _stop_on_stale(task: asyncio.Task[Any], lease_lost: asyncio.Event) -> None:
     """A ``command.started`` refused as stale: abandon the pipeline it runs beside."""
     if not task.cancelled() and isinstance(task.exception(), StaleAttemptError):
         lease_lost.set()
@@ -145,6 +178,8 @@ class Worker:
         self._log = log.bind(worker_id=config.worker_id, pool=config.pool)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
+        #: eager commands running here, by claim key: their notification is adopted, not claimed
+        self._eager: dict[int, _Delivery] = {}
         self._connected = False
         self._running = False
         self._js: JetStreamContext | None = None
@@ -391,9 +426,12 @@ class Worker:
 
     # -- one command -----------------------------------------------------------------------
     async def _handle(self, msg: Msg) -> None:
+        delivery = _Delivery(msg)
         try:
-            await self._handle_message(msg)
+            await self._handle_message(msg, delivery)
         except asyncio.CancelledError:
+            if delivery.settled:
+                raise  # acked already (an eager command ran after it): nothing to hand back
             # Shutdown past the grace period: hand the command to another worker now
             # rather than after the ack wait. Its lease expiry lets the next claim in.
             try:
@@ -404,7 +442,7 @@ class Worker:
             self._log.info("command released for redelivery", subject=msg.subject)
             raise
 
-    async def _handle_message(self, msg: Msg) -> None:
+    async def _handle_message(self, msg: Msg, delivery: _Delivery) -> None:
         try:
             note = msgspec.json.decode(msg.data, type=CommandNotification)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -424,13 +462,46 @@ class Worker:
             )
             await self._dead_letter(msg, reason, "max_deliver", (note.event_id, note.server_url), log)
             return
+        running = self._eager.get(note.event_id)
+        if running is not None and running.msg is None and not running.settled:
+            running.msg = msg  # ours already (eager): acked when its terminal event is accepted
+            log.debug("notification of a running eager command adopted")
+            return
         api = self._api_for(note.server_url)
         try:
             claim = await api.claim_command(note.event_id, self.config.worker_id)
         except Exception as exc:
             await self._claim_failed(msg, exc, log)
             return
-        await self._run_claimed(msg, claim, api, log.bind(attempt=claim.attempt, command_id=claim.command_id))
+        after = await self._run_claimed(
+            delivery, claim, api, log.bind(attempt=claim.attempt, command_id=claim.command_id)
+        )
+        while after is not None:  # eager dispatch: the next command, in this slot
+            after = await self._run_eager(after, api)
+
+    async def _run_eager(self, claim: ClaimReply, api: ControlPlane) -> ClaimReply | None:
+        """Run a command claimed for us in the reply to a terminal event. It has no NATS
+        message of its own here unless its notification is fetched (and adopted) meanwhile;
+        if this worker dies, the lease expires and that notification gets it claimed again."""
+        delivery = _Delivery(None)
+        self._eager[claim.event_id] = delivery
+        log = self._log.bind(
+            execution_id=claim.execution_id,
+            event_id=claim.event_id,
+            step=claim.step,
+            attempt=claim.attempt,
+            command_id=claim.command_id,
+            eager=True,
+        )
+        self._commands("eager").inc()
+        try:
+            return await self._run_claimed(delivery, claim, api, log)
+        finally:
+            self._eager.pop(claim.event_id, None)
+            if delivery.msg is not None and not delivery.settled:
+                # adopted but not reported (cancelled): redelivered, claimed after the lease
+                with contextlib.suppress(Exception):
+                    await delivery.nak(RELEASE_NAK_DELAY_SECONDS)
 
     async def _dead_letter(
         self,
@@ -534,7 +605,11 @@ class Worker:
             await msg.ack()
             self._commands("rejected").inc()
 
-    async def _run_claimed(self, msg: Msg, claim: ClaimReply, api: ControlPlane, log: Any) -> None:
+    async def _run_claimed(
+        self, delivery: _Delivery, claim: ClaimReply, api: ControlPlane, log: Any
+    ) -> ClaimReply | None:
+        """Run a claimed command and report it; returns the next command when the control-api
+        handed one over (eager dispatch)."""
         meta = {"attempt": claim.attempt, "command_id": claim.command_id}
 
         def event(event_type: str, status: str, context: dict[str, Any] | None = None) -> Event:
@@ -553,14 +628,22 @@ class Worker:
 
         lease_lost = asyncio.Event()
         keepalive = [
-            asyncio.create_task(self._keep_in_progress(msg, log)),
+            asyncio.create_task(self._keep_in_progress(delivery, log)),
             asyncio.create_task(self._heartbeat_events(api, event, lease_lost, claim.lease_seconds, log)),
         ]
-        # command.started is posted while the tool runs (it saves a round trip per step); the
-        # terminal batch waits for it, so the API still records started before the outcome.
-        started = asyncio.create_task(
-            self._post(api, [event("command.started", "RUNNING", {"tool_kind": claim.tool_kind})], log)
-        )
+        # command.started is minted now but posted only once the tool has run for
+        # STARTED_POST_DELAY_SECONDS: a quick tool sends it at the head of its terminal batch
+        # (one round trip per step, not two); a slow one has it posted while it runs, and the
+        # terminal batch waits for that POST. Either way the API records started first.
+        started_event = event("command.started", "RUNNING", {"tool_kind": claim.tool_kind})
+        posting = asyncio.Event()
+
+        async def post_started() -> EventsReply:
+            await asyncio.sleep(STARTED_POST_DELAY_SECONDS)
+            posting.set()
+            return await self._post(api, [started_event], log)
+
+        started = asyncio.create_task(post_started())
         started.add_done_callback(lambda task: _stop_on_stale(task, lease_lost))
         try:
             # tools that report through the API (the wasm tool's intents) find the command here
@@ -573,7 +656,12 @@ class Worker:
             finally:
                 current_runtime.reset(runtime_token)
                 current_command.reset(scope)
-            await started  # raises StaleAttemptError / EventRejectedError as the awaited POST did
+            leading: list[Event] = []
+            if posting.is_set():
+                await started  # raises StaleAttemptError / EventRejectedError as the awaited POST did
+            else:
+                started.cancel()
+                leading.append(started_event)
             if outcome is None:
                 raise StaleAttemptError("lease lost while the pipeline ran")
             context: dict[str, Any] | None = None
@@ -588,40 +676,47 @@ class Worker:
                     outcome = StepOutcome("failed", error=error, task_runs=outcome.task_runs)
             if context is not None:
                 terminal = [
+                    *leading,
                     event("call.done", "COMPLETED", {"result": context["result"]}),
                     event("command.completed", "COMPLETED", context),
                 ]
             else:
-                terminal = self._failure_events(event, runtime.redact(outcome.error or {}))
+                terminal = leading + self._failure_events(event, runtime.redact(outcome.error or {}))
+            eager = EagerRequest(worker_id=self.config.worker_id, pool=self.config.pool)
+            reply: EventsReply | None = None
             try:
-                await self._post(api, terminal, log)
+                reply = await self._post(api, terminal, log, eager if self.config.eager_dispatch else None)
             except EventRejectedError as exc:
                 if not outcome.ok:
                     raise
                 # The result itself was refused (e.g. too large): report the step as failed
                 # rather than leaving the command to be redelivered and rerun.
                 error = {"message": f"control-api refused the result: {exc}", "type": "EventRejected"}
-                await self._post(api, self._failure_events(event, error), log)
+                await self._post(api, leading + self._failure_events(event, error), log)
                 outcome = StepOutcome("failed", error=error)
+            after = reply.commands[0] if reply is not None and reply.commands else None
             try:
-                await msg.ack_sync()
+                # with a next command in hand, do not wait for the ack's round trip
+                await delivery.ack(sync=after is None)
             except Exception as exc:
                 # The command is recorded; a redelivery will meet a 409 at claim and be dropped.
                 log.warning("ack failed after the terminal event was accepted", error=repr(exc))
             self._commands(outcome.status).inc()
             log.info("command finished", status=outcome.status, task_runs=outcome.task_runs)
+            return after
         except StaleAttemptError as exc:
             log.warning("stale attempt; another worker owns the command; dropped", reason=str(exc))
-            await msg.ack()
+            await delivery.ack()
             self._commands("stale_attempt").inc()
         except EventRejectedError as exc:
             log.error("control-api refused the terminal event; redelivery requested", error=str(exc))
-            await msg.nak(delay=DEFAULT_NAK_DELAY_SECONDS)
+            await delivery.nak(DEFAULT_NAK_DELAY_SECONDS)
             self._commands("rejected").inc()
         finally:
             for task in (*keepalive, started):
                 task.cancel()
             await asyncio.gather(*keepalive, started, return_exceptions=True)
+        return None
 
     def _runtime(self, api: ControlPlane, execution_id: int) -> ToolRuntime:
         return ToolRuntime(
@@ -696,13 +791,16 @@ class Worker:
                 fut.cancel()
             await asyncio.gather(run, lost, return_exceptions=True)
 
-    async def _post(self, api: ControlPlane, events: list[Event], log: Any) -> None:
+    async def _post(
+        self, api: ControlPlane, events: list[Event], log: Any, eager: EagerRequest | None = None
+    ) -> EventsReply:
         """POST events until accepted; retries reuse the same event ids (idempotent)."""
         delay = POST_RETRY_INITIAL_SECONDS
         while True:
             try:
-                await api.post_events(events)
-                return
+                if eager is None:
+                    return await api.post_events(events)
+                return await api.post_events(events, eager)
             except ApiError as exc:
                 if exc.status_code == 409:
                     raise StaleAttemptError(str(exc)) from exc
@@ -724,7 +822,7 @@ class Worker:
             await asyncio.sleep(wait)  # backoff between retries
             delay = min(delay * 2, POST_RETRY_MAX_SECONDS)
 
-    async def _keep_in_progress(self, msg: Msg, log: Any) -> None:
+    async def _keep_in_progress(self, msg: Msg | _Delivery, log: Any) -> None:
         """Tell JetStream the message is still being worked on, so it is not redelivered."""
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from .. import store
 from .._errors import Conflict, LeaseHeld, NotFound, ValidationFailed
 from .._metrics import CLAIMS
+from ..store._commands import CommandRow
 from ._recorder import ExecutionRef, Recorder
 from ._views import CommandView
 
@@ -20,6 +21,23 @@ def _until(timestamp: str | None) -> float:
     if timestamp is None:
         return 0.0
     return max(0.0, (datetime.fromisoformat(timestamp) - datetime.now(UTC)).total_seconds())
+
+
+def claim_reply(command: CommandRow, catalog_path: str, lease_seconds: float) -> ClaimReply:
+    """What a worker gets for a command it now holds."""
+    return ClaimReply(
+        execution_id=command.execution_id,
+        event_id=command.event_id,
+        command_id=command.command_id,
+        step=command.step,
+        attempt=command.attempt,
+        lease_seconds=lease_seconds,
+        pool=command.pool,
+        tool_kind=command.tool_kind,
+        # the worker's input, not a display: scrubbing it would change what runs
+        command=msgspec.convert(command.spec, CommandSpec),
+        catalog_path=catalog_path,
+    )
 
 
 class ClaimService:
@@ -74,19 +92,7 @@ class ClaimService:
             )
             await self._recorder.write_events(conn, [claimed])
         CLAIMS.labels("claimed").inc()
-        return ClaimReply(
-            execution_id=command.execution_id,
-            event_id=command.event_id,
-            command_id=command.command_id,
-            step=command.step,
-            attempt=command.attempt,
-            lease_seconds=self._lease,
-            pool=command.pool,
-            tool_kind=command.tool_kind,
-            # the worker's input, not a display: scrubbing it would change what runs
-            command=msgspec.convert(command.spec, CommandSpec),
-            catalog_path=catalog_path,
-        )
+        return claim_reply(command, catalog_path, self._lease)
 
     async def get(self, event_id: int) -> CommandView:
         async with self._pool.connection() as conn:

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-from noetl_common import Event, EventsReply, utc_now_iso
+from noetl_common import ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import Conflict, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
-from .._metrics import EVENTS
+from .._metrics import CLAIMS, EVENTS
 from ..orchestrator import CommandOutcome, EventDraft, apply_outcome, state_from_json
 from ..store._commands import TERMINAL, CommandRow
+from ._claims import claim_reply
 from ._ids import client_id
 from ._playbooks import PlaybookCache
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
@@ -149,9 +150,17 @@ class EventIngest:
             incoming.append(_Incoming(event, command_id, attempt))
         return incoming
 
-    async def ingest(self, events: Sequence[Event]) -> EventsReply:
-        """Record a batch; duplicates (same event_id, or a finished command) are counted, not applied."""
+    async def ingest(self, events: Sequence[Event], eager: EagerRequest | None = None) -> EventsReply:
+        """Record a batch; duplicates (same event_id, or a finished command) are counted, not applied.
+
+        ``eager`` (eager dispatch, after Temporal's eager activities): when the batch issues a
+        command for that pool, the oldest pending one of its execution is claimed for the
+        worker in the same transaction and returned. Its notification still flows; a later
+        claim of it meets 429 (held) or 409 (finished), and a worker crash leaves it to be
+        claimed through that notification once the lease expires.
+        """
         incoming = self._validate(events)
+        claimed: list[ClaimReply] = []
         mode: Literal["UPDATE", "SHARE"] = (
             "UPDATE" if any(i.event.event_type in _TERMINAL_EVENTS for i in incoming) else "SHARE"
         )
@@ -188,14 +197,47 @@ class EventIngest:
                     finishing.add(command.command_id)
                 kept.append((event, ref, command))
             new_keys = await self._recorder.write_events(conn, [event for event, _, _ in kept])
+            issued: dict[int, ExecutionRef] = {}  # executions that got a command of the eager pool
             for event, ref, command in kept:
                 if command is not None and (event.execution_id, event.event_id) in new_keys:
-                    await self._apply(conn, ref, command, event)
+                    pools = await self._apply(conn, ref, command, event)
+                    if eager is not None and eager.pool in pools:
+                        issued.setdefault(ref.execution_id, ref)
+            if eager is not None and issued:
+                reply = await self._claim_eager(conn, next(iter(issued.values())), eager)
+                if reply is not None:
+                    claimed.append(reply)
         accepted = len(new_keys)
         duplicates = len(incoming) - accepted
         EVENTS.labels("accepted").inc(accepted)
         EVENTS.labels("duplicate").inc(duplicates)
-        return EventsReply(accepted=accepted, duplicates=duplicates)
+        return EventsReply(accepted=accepted, duplicates=duplicates, commands=claimed)
+
+    async def _claim_eager(self, conn: Any, ref: ExecutionRef, eager: EagerRequest) -> ClaimReply | None:
+        if not eager.worker_id or len(eager.worker_id) > 200:
+            raise ValidationFailed("eager.worker_id must be a non-empty string of at most 200 characters")
+        row = await store.commands.claim_pending(
+            conn, ref.execution_id, eager.pool, eager.worker_id, self._lease
+        )
+        if row is None:
+            return None
+        command, catalog_path, _ = row
+        event = self._recorder.new_event(
+            ref,
+            "command.claimed",
+            step=command.step,
+            status="CLAIMED",
+            worker_id=eager.worker_id,
+            meta={
+                "command_id": command.command_id,
+                "attempt": command.attempt,
+                "pool": command.pool,
+                "eager": True,
+            },
+        )
+        await self._recorder.write_events(conn, [event])
+        CLAIMS.labels("eager").inc()
+        return claim_reply(command, catalog_path, self._lease)
 
     @staticmethod
     def _check_command(
@@ -242,7 +284,8 @@ class EventIngest:
             parent_execution_id=ref.parent_execution_id,
         )
 
-    async def _apply(self, conn: Any, ref: ExecutionRef, command: CommandRow, event: Event) -> None:
+    async def _apply(self, conn: Any, ref: ExecutionRef, command: CommandRow, event: Event) -> set[str]:
+        """Apply a command event; returns the pools of the commands it issued."""
         kind = event.event_type
         if kind == "command.started":
             await store.commands.mark_started(conn, command.command_id, self._lease)
@@ -252,7 +295,10 @@ class EventIngest:
             status = _TERMINAL_EVENTS[kind]
             await store.commands.finish(conn, command.command_id, status)
             command.status = status  # later events of this batch for it are duplicates
-            await self._advance(conn, ref, command, event, "completed" if status == "COMPLETED" else "failed")
+            return await self._advance(
+                conn, ref, command, event, "completed" if status == "COMPLETED" else "failed"
+            )
+        return set()
 
     async def _advance(
         self,
@@ -261,12 +307,13 @@ class EventIngest:
         command: CommandRow,
         event: Event,
         status: Literal["completed", "failed"],
-    ) -> None:
-        """Feed the outcome to the orchestrator under the execution lock and write its decision."""
+    ) -> set[str]:
+        """Feed the outcome to the orchestrator under the execution lock and write its decision;
+        returns the pools of the commands it issued."""
         row = await store.executions.get(conn, ref.execution_id)
         assert row is not None
         if row.status in TERMINAL_STATUSES:
-            return  # finished (e.g. cancelled) meanwhile: the outcome changes nothing
+            return set()  # finished (e.g. cancelled) meanwhile: the outcome changes nothing
         playbook = self._playbooks.cached(row.path, row.version)
         if playbook is None:
             entry = await store.catalog.get(conn, row.path, row.version)
@@ -294,3 +341,4 @@ class EventIngest:
         if resolved is not reference or set_ is not raw_set:
             _keep_references(decision.events, reference, resolved, raw_set, set_)
         await self._recorder.write_decision(conn, ref, decision)
+        return {draft.pool for draft in decision.commands}

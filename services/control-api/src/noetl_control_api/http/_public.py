@@ -148,10 +148,9 @@ class EventController(Controller):
         """Body: one ``Event`` or an ``EventBatch {events}``."""
         raw = decode_json(await request.body(), object)
         if isinstance(raw, dict) and "events" in raw and "event_type" not in raw:
-            events = convert(raw, EventBatch).events
-        else:
-            events = [convert(raw, Event)]
-        return await ingest.ingest(events)
+            batch = convert(raw, EventBatch)
+            return await ingest.ingest(batch.events, batch.eager)
+        return await ingest.ingest([convert(raw, Event)])
 
 
 class CommandController(Controller):

@@ -125,6 +125,25 @@ async def claim(
     return None if row is None else (_row(row), row[13], row[14])
 
 
+async def claim_pending(
+    conn: AsyncConnection[Any], execution_id: int, pool: str, worker_id: str, lease_seconds: float
+) -> tuple[CommandRow, str, int | None] | None:
+    """Eager dispatch: lease the oldest PENDING command of ``pool`` in the execution, as
+    :func:`claim` does (attempt + 1, lease); None when there is none free."""
+    columns = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
+    cur = await conn.execute(
+        "UPDATE noetl.command c SET status = 'CLAIMED', attempt = c.attempt + 1, worker_id = %s,"
+        " lease_expires_at = now() + %s, started_at = NULL, updated_at = now()"
+        " FROM noetl.execution e WHERE e.execution_id = c.execution_id AND c.command_id = ("
+        "   SELECT command_id FROM noetl.command WHERE execution_id = %s AND pool = %s"
+        "   AND status = 'PENDING' ORDER BY command_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {columns}, e.path, e.parent_execution_id",
+        (worker_id, timedelta(seconds=lease_seconds), execution_id, pool),
+    )
+    row = await cur.fetchone()
+    return None if row is None else (_row(row), row[13], row[14])
+
+
 async def mark_started(conn: AsyncConnection[Any], command_id: int, lease_seconds: float) -> None:
     await conn.execute(
         "UPDATE noetl.command SET started_at = coalesce(started_at, now()), lease_expires_at = now() + %s,"
