@@ -139,6 +139,6 @@ async def test_no_eager_command_for_another_pool_or_without_asking(api: Any) -> 
         "event_id": api.ids.next_id(),
     }
     reply = await api.post_events({"events": [done], "eager": {"worker_id": "worker-a", "pool": "system"}})
-    assert reply.status_code == 200 and reply.json()["commands"] == []
+    assert reply.status_code == 200 and "commands" not in reply.json()
     (next_command,) = await api.open_commands(execution_id)
     assert next_command["status"] == "PENDING"

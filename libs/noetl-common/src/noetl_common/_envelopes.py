@@ -44,8 +44,9 @@ class EventBatch(msgspec.Struct, kw_only=True):
 class EventsReply(msgspec.Struct, kw_only=True):
     accepted: int
     duplicates: int = 0
-    #: commands claimed for the worker in the batch's transaction (eager dispatch)
-    commands: list[ClaimReply] = msgspec.field(default_factory=list)
+    #: commands claimed for the worker in the batch's transaction (eager dispatch); absent
+    #: from the reply when there are none
+    commands: list[ClaimReply] | msgspec.UnsetType = msgspec.UNSET
 
 
 class CommandNotification(msgspec.Struct, kw_only=True):

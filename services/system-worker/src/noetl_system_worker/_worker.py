@@ -694,7 +694,11 @@ class Worker:
                 error = {"message": f"control-api refused the result: {exc}", "type": "EventRejected"}
                 await self._post(api, leading + self._failure_events(event, error), log)
                 outcome = StepOutcome("failed", error=error)
-            after = reply.commands[0] if reply is not None and reply.commands else None
+            after = (
+                reply.commands[0]
+                if reply is not None and isinstance(reply.commands, list) and reply.commands
+                else None
+            )
             try:
                 # with a next command in hand, do not wait for the ack's round trip
                 await delivery.ack(sync=after is None)

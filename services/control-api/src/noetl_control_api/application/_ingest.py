@@ -154,7 +154,7 @@ class EventIngest:
         """Record a batch; duplicates (same event_id, or a finished command) are counted, not applied.
 
         ``eager`` (eager dispatch, after Temporal's eager activities): when the batch issues a
-        command for that pool, the oldest pending one of its execution is claimed for the
+        command for that pool, the newest pending one of its execution is claimed for the
         worker in the same transaction and returned. Its notification still flows; a later
         claim of it meets 429 (held) or 409 (finished), and a worker crash leaves it to be
         claimed through that notification once the lease expires.
@@ -211,7 +211,7 @@ class EventIngest:
         duplicates = len(incoming) - accepted
         EVENTS.labels("accepted").inc(accepted)
         EVENTS.labels("duplicate").inc(duplicates)
-        return EventsReply(accepted=accepted, duplicates=duplicates, commands=claimed)
+        return EventsReply(accepted=accepted, duplicates=duplicates, commands=claimed or msgspec.UNSET)
 
     async def _claim_eager(self, conn: Any, ref: ExecutionRef, eager: EagerRequest) -> ClaimReply | None:
         if not eager.worker_id or len(eager.worker_id) > 200:

@@ -128,7 +128,8 @@ async def claim(
 async def claim_pending(
     conn: AsyncConnection[Any], execution_id: int, pool: str, worker_id: str, lease_seconds: float
 ) -> tuple[CommandRow, str, int | None] | None:
-    """Eager dispatch: lease the oldest PENDING command of ``pool`` in the execution, as
+    """Eager dispatch: lease the newest PENDING command of ``pool`` in the execution (the one
+    just issued, whose notification no other worker can hold yet), as
     :func:`claim` does (attempt + 1, lease); None when there is none free."""
     columns = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
     cur = await conn.execute(
@@ -136,7 +137,7 @@ async def claim_pending(
         " lease_expires_at = now() + %s, started_at = NULL, updated_at = now()"
         " FROM noetl.execution e WHERE e.execution_id = c.execution_id AND c.command_id = ("
         "   SELECT command_id FROM noetl.command WHERE execution_id = %s AND pool = %s"
-        "   AND status = 'PENDING' ORDER BY command_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        "   AND status = 'PENDING' ORDER BY command_id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)"
         f" RETURNING {columns}, e.path, e.parent_execution_id",
         (worker_id, timedelta(seconds=lease_seconds), execution_id, pool),
     )
