@@ -48,3 +48,14 @@ def test_epoch_override_and_parse_id() -> None:
     for bad in ("abc", -1, 0, True, None, "1e3", 1 << 63):
         with pytest.raises(ValueError):
             parse_id(bad)
+
+
+def test_set_node_switches_the_node_bits_of_later_ids() -> None:
+    ids = Snowflake(5)
+    before = ids.next_id()
+    ids.set_node(700)
+    after = ids.next_id()
+    assert ids.decompose(before)[1] == 5 and ids.decompose(after)[1] == 700
+    assert after > before
+    with pytest.raises(ValueError):
+        ids.set_node(1024)

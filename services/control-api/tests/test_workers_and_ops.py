@@ -19,7 +19,8 @@ async def test_worker_register_heartbeat_deregister(api: Any) -> None:
         "/api/worker/pool/register",
         json={"worker_id": "w1", "pool": "shared", "capacity": 4, "hostname": "h"},
     )
-    assert reply.status_code == 204
+    assert reply.status_code == 200
+    assert reply.json()["worker_id"] == "w1" and isinstance(reply.json()["node_id"], int)
     assert await _worker(api, "w1") == ("shared", 4, "ACTIVE", 0, "h")
     assert (
         await client.post("/api/worker/pool/heartbeat", json={"worker_id": "w1", "in_flight": 3})

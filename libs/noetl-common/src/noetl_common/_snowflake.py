@@ -77,6 +77,13 @@ class Snowflake:
             raise ValueError(f"NOETL_SNOWFLAKE_EPOCH_MS must be an integer, got {raw_epoch!r}") from None
         return cls(node_id_from_env(env), epoch)
 
+    def set_node(self, node_id: int) -> None:
+        """Switch to another node id (one leased from the control-api); later ids carry it."""
+        if not 0 <= node_id <= MAX_NODE:
+            raise ValueError(f"node id must be within 0..{MAX_NODE}, got {node_id}")
+        with self._lock:
+            self.node_id = node_id
+
     def next_id(self) -> int:
         with self._lock:
             now = max(self._clock(), self._last_ms)

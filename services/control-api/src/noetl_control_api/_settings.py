@@ -40,6 +40,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     request_max_body_bytes: int = 10 * MiB
     log_level: str = "INFO"
     snowflake_node_id: int = 0
+    # True when neither NOETL_SNOWFLAKE_NODE_ID nor NOETL_SHARD_ID is set: the node id is then
+    # leased from noetl.node_lease at start (the hash of the hostname is only the fallback)
+    snowflake_node_lease: bool = False
+    node_lease_seconds: float = 300.0
     snowflake_epoch_ms: int | None = None  # None: the suite's epoch, 2024-01-01Z
     credentials_key: str | None = None  # Fernet key(s); None disables credentials/keychain (503)
     plugin_seed_dir: str | None = None  # built-in WASM plug-ins published at start
@@ -78,6 +82,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             request_max_body_bytes=env_int("NOETL_REQUEST_MAX_BODY_BYTES", 10 * MiB, minimum=1024, env=env),
             log_level=log_level,
             snowflake_node_id=node_id,
+            snowflake_node_lease=not any(
+                (env_opt(key, env=env) or "").strip() for key in ("NOETL_SNOWFLAKE_NODE_ID", "NOETL_SHARD_ID")
+            ),
+            node_lease_seconds=env_float("NOETL_NODE_LEASE_SECONDS", 300.0, minimum=10.0, env=env),
             snowflake_epoch_ms=_epoch(env),
             credentials_key=credentials_key,
             plugin_seed_dir=_seed_dir(env),

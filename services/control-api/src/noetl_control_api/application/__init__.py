@@ -7,11 +7,12 @@ from ._deadletter import CommandFailReply, CommandFailRequest, DeadLetterService
 from ._executions import ExecutionService
 from ._ingest import EventIngest
 from ._internal import OutboxService, ProjectionService
+from ._nodes import NodeLease
 from ._playbooks import PlaybookCache
 from ._recorder import Recorder
 from ._results import ResultService
 from ._secrets import CredentialService, KeychainService, SecretBox, check_key_present
-from ._workers import WorkerService
+from ._workers import WorkerRegisterReply, WorkerService
 
 __all__ = [
     "CatalogService",
@@ -23,12 +24,14 @@ __all__ = [
     "EventIngest",
     "ExecutionService",
     "KeychainService",
+    "NodeLease",
     "OutboxService",
     "PlaybookCache",
     "ProjectionService",
     "Recorder",
     "ResultService",
     "SecretBox",
+    "WorkerRegisterReply",
     "WorkerService",
     "check_key_present",
 ]

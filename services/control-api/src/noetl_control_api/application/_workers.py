@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import msgspec
 from noetl_common import POOLS, WorkerHeartbeat, WorkerRegistration
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import NotFound, ValidationFailed
+from ._nodes import worker_holder
+
+
+class WorkerRegisterReply(msgspec.Struct, kw_only=True):
+    """``node_id``: the Snowflake node id leased to the worker (None when all 1024 are held);
+    the worker's heartbeats renew it for ``node_lease_seconds`` each."""
+
+    worker_id: str
+    node_id: int | None
+    node_lease_seconds: float
 
 
 def _check(worker_id: str, pool: str | None) -> None:
@@ -19,15 +30,19 @@ def _check(worker_id: str, pool: str | None) -> None:
 class WorkerService:
     """Register, heartbeat and deregister workers."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, node_lease_seconds: float = 300.0) -> None:
         self._pool = pool
+        self._node_ttl = node_lease_seconds
 
-    async def register(self, reg: WorkerRegistration) -> None:
+    async def register(self, reg: WorkerRegistration) -> WorkerRegisterReply:
+        """Record the worker and lease it a Snowflake node id (the same one while it holds it)."""
         _check(reg.worker_id, reg.pool)
         if not 1 <= reg.capacity < 2**31:
             raise ValidationFailed(f"capacity must be a positive integer, got {reg.capacity}")
         async with self._pool.connection() as conn, conn.transaction():
             await store.workers.register(conn, reg)
+            node = await store.nodes.lease(conn, worker_holder(reg.worker_id), self._node_ttl)
+        return WorkerRegisterReply(worker_id=reg.worker_id, node_id=node, node_lease_seconds=self._node_ttl)
 
     async def heartbeat(self, beat: WorkerHeartbeat) -> None:
         _check(beat.worker_id, beat.pool)
@@ -36,8 +51,10 @@ class WorkerService:
         async with self._pool.connection() as conn, conn.transaction():
             if not await store.workers.heartbeat(conn, beat):
                 raise NotFound(f"worker {beat.worker_id!r} is not registered; register it or send its pool")
+            await store.nodes.renew(conn, worker_holder(beat.worker_id), self._node_ttl)
 
     async def deregister(self, worker_id: str) -> None:
         _check(worker_id, None)
         async with self._pool.connection() as conn, conn.transaction():
             await store.workers.deregister(conn, worker_id)
+            await store.nodes.release(conn, worker_holder(worker_id))

@@ -25,6 +25,7 @@ from ..application import (
     EventIngest,
     ExecutionService,
     KeychainService,
+    NodeLease,
     OutboxService,
     PlaybookCache,
     ProjectionService,
@@ -79,9 +80,11 @@ def create_app(
     notifier = store.OutboxNotifier(settings.database_url)
     event_notifier = store.OutboxNotifier(settings.database_url, store.EVENT_CHANNEL)
     playbooks = PlaybookCache()
+    lease_node = ids is None and settings.snowflake_node_lease
     if ids is None:
         epoch, node = settings.snowflake_epoch_ms, settings.snowflake_node_id
         ids = Snowflake(node) if epoch is None else Snowflake(node, epoch)
+    node_lease = NodeLease(pool, ids, ttl_seconds=settings.node_lease_seconds) if lease_node else None
     recorder = Recorder(
         ids,
         shard_count=settings.event_shard_count,
@@ -105,7 +108,7 @@ def create_app(
         "claims": ClaimService(pool, recorder, lease_seconds=settings.command_lease_seconds),
         "outbox": OutboxService(pool, notifier, lease_seconds=settings.outbox_lease_seconds),
         "projection": ProjectionService(pool),
-        "workers": WorkerService(pool),
+        "workers": WorkerService(pool, node_lease_seconds=settings.node_lease_seconds),
         "credentials": CredentialService(pool, box := SecretBox(settings.credentials_key)),
         "keychain": KeychainService(pool, box),
         "results": ResultService(pool),
@@ -121,12 +124,16 @@ def create_app(
             await store.apply_migrations(settings.database_url)
         await pool.open(wait=True, timeout=30.0)
         try:
+            if node_lease is not None:
+                await node_lease.start()  # before any id is minted
             if settings.plugin_seed_dir:
                 await services["plugins"].seed(Path(settings.plugin_seed_dir))
             await notifier.start()
             await event_notifier.start()
             yield
         finally:
+            if node_lease is not None:
+                await node_lease.stop()
             services["outbox"].close()
             await event_notifier.stop()
             await notifier.stop()

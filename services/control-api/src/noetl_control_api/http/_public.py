@@ -20,7 +20,14 @@ from noetl_common import (
 )
 
 from .._errors import ValidationFailed
-from ..application import CatalogService, ClaimService, EventIngest, ExecutionService, WorkerService
+from ..application import (
+    CatalogService,
+    ClaimService,
+    EventIngest,
+    ExecutionService,
+    WorkerRegisterReply,
+    WorkerService,
+)
 from ..application._ids import client_id
 from ..application._replay import ReplayReply
 from ..application._views import (
@@ -178,11 +185,12 @@ class WorkerPoolController(Controller):
     path = "/api/worker/pool"
     tags = ["workers"]
 
-    @post("/register", status_code=204)
+    @post("/register", status_code=200)
     async def register(
         self, data: JSONBody[WorkerRegistration], workers: NamedDependency[WorkerService]
-    ) -> None:
-        await workers.register(data)
+    ) -> WorkerRegisterReply:
+        """Record the worker; the reply carries the Snowflake node id leased to it."""
+        return await workers.register(data)
 
     @post("/heartbeat", status_code=204)
     async def heartbeat(

@@ -4,6 +4,7 @@ from . import _catalog as catalog
 from . import _commands as commands
 from . import _events as events
 from . import _executions as executions
+from . import _nodes as nodes
 from . import _outbox as outbox
 from . import _plugins as plugins
 from . import _results as results
@@ -26,6 +27,7 @@ __all__ = [
     "events",
     "executions",
     "load_migrations",
+    "nodes",
     "outbox",
     "plugins",
     "results",
