@@ -81,6 +81,7 @@ class FakeControlPlane:
     keychain: dict[str, Any] = field(default_factory=dict)
     resolved: list[tuple[list[str], int | None]] = field(default_factory=list)
     failed: list[tuple[int, str, str]] = field(default_factory=list)
+    node_id: int | None = None  # the node id the register reply leases, when set
     fail_errors: list[ApiError] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -206,9 +207,12 @@ class FakeControlPlane:
         finally:
             await self._notify()
 
-    async def register_worker(self, registration: WorkerRegistration) -> None:
+    async def register_worker(self, registration: WorkerRegistration) -> dict[str, Any] | None:
         self.registrations.append(registration)
         await self._notify()
+        if self.node_id is None:
+            return None  # an API that answers 204
+        return {"worker_id": registration.worker_id, "node_id": self.node_id, "node_lease_seconds": 300.0}
 
     async def heartbeat_worker(self, heartbeat: WorkerHeartbeat) -> None:
         self.heartbeats.append(heartbeat)

@@ -44,8 +44,8 @@ class Gate:
             await asyncio.wait_for(self._changed.wait_for(lambda: self.started >= count), timeout)
 
 
-def config_for(nats_url: str, **env: str) -> WorkerConfig:
-    base = {
+def _base_env(nats_url: str) -> dict[str, str]:
+    return {
         "WORKER_ID": "w-test",
         "NOETL_SERVER_URL": "http://fake-control-api",
         "NATS_URL": nats_url,
@@ -54,6 +54,10 @@ def config_for(nats_url: str, **env: str) -> WorkerConfig:
         "NOETL_SNOWFLAKE_NODE_ID": "7",
         "WORKER_NATS_LAG_POLL_INTERVAL": "0.1",
     }
+
+
+def config_for(nats_url: str, **env: str) -> WorkerConfig:
+    base = _base_env(nats_url)
     # A short pull keeps each test's shutdown quick; production uses the 2 s default.
     return dataclasses.replace(WorkerConfig.from_env({**base, **env}), fetch_timeout_seconds=0.25)
 
@@ -545,3 +549,37 @@ async def test_stop_while_nats_is_unreachable_returns(fake_api: FakeControlPlane
     stop.set()
     await asyncio.wait_for(task, 10)
     assert fake_api.registrations == []
+
+
+async def test_event_ids_carry_the_node_id_leased_at_registration(
+    nats_url: str, fake_api: FakeControlPlane, bus: Bus
+) -> None:
+    fake_api.node_id = 613
+    env = {k: v for k, v in _base_env(nats_url).items() if k != "NOETL_SNOWFLAKE_NODE_ID"}
+    worker = Worker(
+        dataclasses.replace(WorkerConfig.from_env(env), fetch_timeout_seconds=0.25),
+        api_for=lambda _url: fake_api,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        note = fake_api.add_command(NOOP, args={"a": 1, "b": 1})
+        await bus.publish(note)
+        await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+        nodes = {((e.event_id or 0) >> 12) & 0x3FF for e in fake_api.events_of(note.event_id, heartbeats=True)}
+        assert nodes == {613}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15.0)
+
+
+async def test_an_explicit_node_id_is_kept(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    fake_api.node_id = 613
+    running = await start_worker()  # config_for sets NOETL_SNOWFLAKE_NODE_ID=7
+    note = fake_api.add_command(NOOP, args={"a": 1, "b": 1})
+    await bus.publish(note)
+    await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+    assert running.worker.config.snowflake.node_id == 7
+    assert {((e.event_id or 0) >> 12) & 0x3FF for e in fake_api.events_of(note.event_id)} == {7}

@@ -238,8 +238,11 @@ class ControlPlaneClient:
         assert reply is not None
         return dict(reply)
 
-    async def register_worker(self, registration: WorkerRegistration) -> None:
-        await self.request("POST", "/api/worker/pool/register", registration)
+    async def register_worker(self, registration: WorkerRegistration) -> dict[str, Any] | None:
+        """Register; the reply ``{worker_id, node_id, node_lease_seconds}`` carries the Snowflake
+        node id leased to the worker (None from an API that answers 204)."""
+        reply = await self.request("POST", "/api/worker/pool/register", registration, dict)
+        return None if reply is None else dict(reply)
 
     async def heartbeat_worker(self, heartbeat: WorkerHeartbeat) -> None:
         await self.request("POST", "/api/worker/pool/heartbeat", heartbeat, retries=0)

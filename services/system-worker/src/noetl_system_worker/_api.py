@@ -37,8 +37,8 @@ class ControlPlane(Protocol):
         """Fail a command whose notification is dead-lettered (internal route); idempotent."""
         ...
 
-    async def register_worker(self, registration: WorkerRegistration) -> None:
-        """Announce the worker and its capacity."""
+    async def register_worker(self, registration: WorkerRegistration) -> dict[str, Any] | None:
+        """Announce the worker and its capacity; the reply may carry a leased ``node_id``."""
         ...
 
     async def heartbeat_worker(self, heartbeat: WorkerHeartbeat) -> None:

@@ -74,6 +74,8 @@ class WorkerConfig:
     #: Ask for the next command of this pool in the reply to a terminal event (eager dispatch).
     eager_dispatch: bool = False
     snowflake: Snowflake = field(default_factory=lambda: Snowflake(0), compare=False, repr=False)
+    #: NOETL_SNOWFLAKE_NODE_ID / NOETL_SHARD_ID named the node id: a leased one is not taken
+    snowflake_node_explicit: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -134,6 +136,9 @@ class WorkerConfig:
                 if u.strip()
             ),
             snowflake=snowflake,
+            snowflake_node_explicit=any(
+                (env_opt(key, env=env) or "").strip() for key in ("NOETL_SNOWFLAKE_NODE_ID", "NOETL_SHARD_ID")
+            ),
             eager_dispatch=env_bool("WORKER_EAGER_DISPATCH", True, env=env),
             ack_wait_seconds=env_float("WORKER_ACK_WAIT_SECONDS", ACK_WAIT_SECONDS, minimum=1.0, env=env),
             max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),

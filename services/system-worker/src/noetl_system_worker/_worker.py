@@ -55,6 +55,8 @@ from .wasm import CommandScope, current_command
 
 #: Redelivery delay after a retryable claim failure that named no Retry-After.
 DEFAULT_NAK_DELAY_SECONDS = 2.0
+#: How long a starting worker waits for its first registration (and leased node id) before fetching.
+REGISTRATION_WAIT_SECONDS = 10.0
 #: Redelivery delay of a message handed back at shutdown (every nak carries a delay: no hot loop).
 RELEASE_NAK_DELAY_SECONDS = 1.0
 #: How long a dead-lettering worker keeps trying to fail the command through the API.
@@ -183,6 +185,8 @@ class Worker:
         self._connected = False
         self._running = False
         self._js: JetStreamContext | None = None
+        # set after the first registration attempt: ids are minted from the leased node id
+        self._first_registration = asyncio.Event()
 
     def _commands(self, outcome: str) -> Any:
         return COMMANDS.labels(self.config.pool, outcome)
@@ -230,6 +234,10 @@ class Worker:
             await ensure_consumer(js, self.config.stream, consumer)
             sub = await js.pull_subscribe_bind(durable=self.config.consumer, stream=self.config.stream)
             presence = asyncio.gather(self._presence(), self._poll_lag(sub))
+            # claim nothing (and so mint no event id) before the register reply named our node
+            # id; bounded, so an API that is down does not keep the worker from starting
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._first_registration.wait(), REGISTRATION_WAIT_SECONDS)
             self._running = True
             self._log.info(
                 "worker started",
@@ -376,7 +384,7 @@ class Worker:
         while True:
             try:
                 if not registered:
-                    await api.register_worker(
+                    reply = await api.register_worker(
                         WorkerRegistration(
                             worker_id=self.config.worker_id,
                             pool=self.config.pool,
@@ -390,7 +398,8 @@ class Worker:
                         )
                     )
                     registered = True
-                    self._log.info("worker registered")
+                    self._adopt_node(reply)
+                    self._log.info("worker registered", node_id=self.config.snowflake.node_id)
                 else:
                     await api.heartbeat_worker(
                         WorkerHeartbeat(
@@ -405,7 +414,17 @@ class Worker:
                 self._log.warning("worker registration/heartbeat failed", error=str(exc))
             except Exception as exc:
                 self._log.warning("worker registration/heartbeat failed", error=repr(exc))
+            self._first_registration.set()
             await asyncio.sleep(self.config.heartbeat_interval)
+
+    def _adopt_node(self, reply: dict[str, Any] | None) -> None:
+        """Mint ids with the node id the control-api leased us, unless the environment named one."""
+        node = (reply or {}).get("node_id")
+        if self.config.snowflake_node_explicit or isinstance(node, bool) or not isinstance(node, int):
+            return
+        if node != self.config.snowflake.node_id:
+            self._log.info("snowflake node id leased", node_id=node, was=self.config.snowflake.node_id)
+            self.config.snowflake.set_node(node)
 
     async def _poll_lag(self, sub: JetStreamContext.PullSubscription) -> None:
         """Publish the consumer's backlog as gauges (an autoscaling and alerting signal)."""
