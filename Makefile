@@ -11,7 +11,7 @@ PYTEST_DIRS := libs services tools tests
 # A hung test dumps every thread's stack after 5 min; the whole run is cut at 20 min.
 PYTEST := timeout --signal=INT 1200 $(PY) -m pytest -o faulthandler_timeout=300
 
-.PHONY: help uv sync up down logs status test lint typecheck unit e2e chaos bench
+.PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos bench
 
 help:
 	@echo "make up       start the whole suite locally (Postgres, NATS, 4 services), run examples/hello"
@@ -21,6 +21,7 @@ help:
 	@echo "make test     sync, lint, type-check, then every package's tests and tests/e2e"
 	@echo "make lint     ruff"
 	@echo "make e2e      only the whole-system tests"
+	@echo "make conformance  the upstream playbooks + the suite's own (tests/conformance)"
 	@echo "make chaos    200 executions while every process is killed -9 in turn (tests/chaos, ~3 min)"
 	@echo "make bench    the benchmark (bench/run.py)"
 
@@ -63,6 +64,9 @@ unit: sync
 
 e2e: sync
 	$(PYTEST) tests/e2e
+
+conformance: sync
+	$(PYTEST) tests/conformance
 
 test: lint typecheck
 	$(PYTEST) $(PYTEST_DIRS) --ignore=tests/chaos
