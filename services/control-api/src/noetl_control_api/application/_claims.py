@@ -52,7 +52,7 @@ class ClaimService:
         """Take the lease, or raise 409 (finished, cancelled, held by a live lease) / 404."""
         if not worker_id or len(worker_id) > 200:
             raise ValidationFailed("worker_id must be a non-empty string of at most 200 characters")
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():  # BEGIN rides along
             claimed_row = await store.commands.claim(conn, event_id, worker_id, self._lease)
             if claimed_row is None:
                 current = await store.commands.get_by_event(conn, event_id)

@@ -78,7 +78,7 @@ class ExecutionService:
             status="RUNNING",
             context={"path": entry.path, "version": entry.version, "payload": payload},
         )
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():  # one round trip
             await self._recorder.write_decision(
                 conn,
                 ref,
