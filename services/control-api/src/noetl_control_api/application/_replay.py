@@ -3,8 +3,9 @@
 The log is the read model ``noetl.event`` (what the projector wrote). The inputs the
 orchestrator needs are all in it: the payload (``playbook.execution_requested``), each
 command's ``meta`` (``meta.command_meta`` of its ``command.issued`` event), every
-terminal outcome (``command.completed`` / ``command.failed``, in event-id order, a
-result-store reference resolved as the ingest resolves it) and a cancellation's reason
+terminal outcome (``command.completed`` / ``command.failed``, in the order the ingest
+applied them — ``meta.applied_id`` — a result-store reference resolved as the ingest
+resolves it) and a cancellation's reason
 (``playbook.cancelled``). Folding them through :func:`~..orchestrator.replay` gives a
 state that must equal ``noetl.execution.state`` field by field.
 """
@@ -70,6 +71,12 @@ def _command_id(event: Event) -> int | None:
         return None
 
 
+def _applied_order(event: Event) -> int:
+    meta = event.meta if isinstance(event.meta, dict) else {}
+    applied = meta.get("applied_id")
+    return int(applied) if isinstance(applied, int) else int(event.event_id or 0)
+
+
 async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: int) -> ReplayReply:
     """Rebuild ``execution_id``'s state from ``noetl.event`` and diff it with the stored one."""
     row = await store.executions.get(conn, execution_id)
@@ -92,6 +99,7 @@ async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: in
     terminal: list[Event] = []
     cancel_reason: str | None = None
     log_status = "RUNNING"
+    ended_at = 2**63  # the id of the playbook's terminal event, once seen
     for event in events:
         kind = event.event_type
         context = event.context if isinstance(event.context, dict) else {}
@@ -102,13 +110,18 @@ async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: in
             meta = (event.meta if isinstance(event.meta, dict) else {}).get("command_meta")
             if command_id is not None and isinstance(meta, dict):
                 issued_meta[command_id] = meta
-        elif kind in ("command.completed", "command.failed") and log_status == "RUNNING":
+        elif kind in ("command.completed", "command.failed"):
             terminal.append(event)
-        elif kind in _TERMINAL_STATUS:
+        elif kind in _TERMINAL_STATUS and log_status == "RUNNING":
             log_status = _TERMINAL_STATUS[kind]
+            ended_at = int(event.event_id or 0)
             if kind == "playbook.cancelled":
                 cancel_reason = str(context.get("reason") or "")
 
+    # the order the ingest applied them in (meta.applied_id, minted under the execution
+    # lock); events recorded before that stamp existed fall back to their event id
+    # outcomes that arrived after the playbook ended changed nothing (the ingest ignores them)
+    terminal = sorted((e for e in terminal if _applied_order(e) < ended_at), key=_applied_order)
     outcomes: list[CommandOutcome] = []
     for event in terminal:
         command_id = _command_id(event)
