@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -47,7 +48,9 @@ def test_input_literally_named_input_data_wins() -> None:
 
 
 def test_top_level_return_is_the_output() -> None:
-    code = "rows = input_data.get('rows', [])\nif rows:\n    return {'n': len(rows), 'a': a}\nreturn {'n': 0}\n"
+    code = (
+        "rows = input_data.get('rows', [])\nif rows:\n    return {'n': len(rows), 'a': a}\nreturn {'n': 0}\n"
+    )
     assert execute_python(code, {"rows": [1, 2], "a": 3}) == {"n": 2, "a": 3}
     assert execute_python(code, {"a": 3}) == {"n": 0}
     with pytest.raises(SyntaxError):
@@ -218,6 +221,45 @@ async def test_retry_attempts_count_total_tries_then_fail() -> None:
     assert sleep.delays == [1.0, 2.0]
     assert "retries exhausted after 3" in outcome.error["message"] and "try 3" in outcome.error["message"]
     assert outcome.error["type"] == "ConnectionError"
+
+
+class Stalls:
+    """A tool whose first ``stalls`` calls never finish (until cancelled); later calls answer."""
+
+    def __init__(self, stalls: int) -> None:
+        self.stalls = stalls
+        self.calls = 0
+        self.cancelled = 0
+
+    async def __call__(self, config: dict[str, Any], args: dict[str, Any], ctx: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.stalls:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return {"calls": self.calls}
+
+
+async def test_task_spec_timeout_is_an_error_outcome_rules_can_retry() -> None:
+    tool = Stalls(stalls=2)
+    registry = ToolRegistry.default()
+    registry.register("stalls", tool)
+    retry = [Rule(when="{{ output.error.type == 'TimeoutError' }}", do="retry", attempts=3, delay=0)]
+    task = TaskSpec(name="slow", kind="stalls", config={"spec": {"timeout": 0.05}}, rules=retry)
+    outcome = await PipelineRunner(registry, sleep=RecordingSleep()).run(CommandSpec(tasks=[task]))
+    assert outcome.status == "completed" and outcome.result == {"calls": 3}
+    assert tool.cancelled == 2  # each stalled call was cut at its bound
+
+    tool.calls = 0  # without rules the first stalled call fails the step; the next task never runs
+    once = TaskSpec(name="slow", kind="stalls", config={"spec": {"timeout": 0.05}})
+    failed = await PipelineRunner(registry, sleep=RecordingSleep()).run(
+        CommandSpec(tasks=[once, py("after", "result = 1")])
+    )
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error["message"] == "task 'slow' timed out after 0.05 s"
+    assert failed.error["type"] == "TimeoutError" and failed.error["task"] == "slow"
 
 
 def test_backoff_modes() -> None:

@@ -119,6 +119,21 @@ def _render_config(task: TaskSpec, context: Mapping[str, Any]) -> Any:
     return {**rendered, **{k: v for k, v in task.config.items() if k in _SOURCE_KEYS}}
 
 
+def task_timeout(config: Mapping[str, Any]) -> float | None:
+    """A task's own bound, ``spec.timeout`` (seconds) of its tool; None when unset.
+
+    Unlike the step ``timeout`` (which fails the step), a task that runs past it is an
+    error outcome its rules can retry. A tool's plain ``timeout:`` key stays the tool's
+    (the http request timeout, for instance)."""
+    spec = config.get("spec")
+    raw = spec.get("timeout") if isinstance(spec, Mapping) else None
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw <= 0:
+        raise ValueError(f"spec.timeout must be a positive number of seconds, got {raw!r}")
+    return float(raw)
+
+
 class PipelineRunner:
     """Runs ``CommandSpec.tasks`` with the tools of a :class:`ToolRegistry`."""
 
@@ -257,7 +272,14 @@ class PipelineRunner:
         """Run one tool call and describe it as the ``outcome`` / ``output`` rules see."""
         started = time.perf_counter()
         try:
-            value = await tool(config, inputs, context)
+            limit = task_timeout(config)
+            if limit is None:
+                value = await tool(config, inputs, context)
+            else:
+                try:
+                    value = await asyncio.wait_for(tool(config, inputs, context), limit)
+                except TimeoutError:
+                    raise TimeoutError(f"task {task.name!r} timed out after {limit:g} s") from None
             status, error = "ok", None
         except asyncio.CancelledError:
             raise
