@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from noetl_common import Event, scrub
 from psycopg_pool import AsyncConnectionPool
 
@@ -121,9 +122,12 @@ class ExecutionService:
         return [scrub_event(e) for e in events]
 
     async def replay(self, execution_id: int) -> ReplayReply:
-        """Rebuild the execution's state from its projected events and diff it with the stored one."""
+        """Rebuild the execution's state from its projected events and diff it with the stored one.
+
+        Scrubbed like every other reply: the states hold the workload, which may carry secrets."""
         async with self._pool.connection() as conn:
-            return await replay_execution(conn, self._playbooks, execution_id)
+            reply = await replay_execution(conn, self._playbooks, execution_id)
+        return msgspec.convert(scrub(msgspec.to_builtins(reply)), type(reply))
 
     async def cancel(self, execution_id: int, reason: str | None) -> ExecutionView:
         """Cancel a running execution and its running child executions (a child outliving its
