@@ -33,6 +33,7 @@ CASES: dict[str, tuple[str, dict[str, Any] | None]] = {
     "parent": ("conformance/own/parent", None),
     "parent_fail": ("conformance/own/parent_fail", None),
     "step_timeout": ("conformance/own/step_timeout", {"url": "{url}"}),
+    "task_timeout": ("conformance/own/task_timeout", {"url": "{url}"}),
     "template_error": ("conformance/own/template_error", None),
     "tool_exception": ("conformance/own/tool_exception", None),
     "missing_credential": ("conformance/own/missing_credential", None),
@@ -191,6 +192,13 @@ def test_step_timeout_fails_the_step(run: Finished) -> None:
     message = _failed_at(run, "slow")
     assert "timed out after 0.5 s" in message
     assert run.results["start"] == {"ok": True}
+
+
+@case("task_timeout")
+def test_task_timeout_is_an_outcome_rules_handle(run: Finished) -> None:
+    assert run.status == "COMPLETED", run.view.get("error")
+    assert run.results["start"] == {"fell_back": True}
+    assert run.results["end"] == {"fell_back": True}
 
 
 @case("template_error")
