@@ -9,7 +9,7 @@ from noetl_common import Event, scrub
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import NotFound, ValidationFailed
+from .._errors import Forbidden, NotFound, ValidationFailed
 from ..orchestrator import cancel_execution, start_execution, state_from_json
 from ..store._executions import ExecutionRow
 from ._ids import optional_id
@@ -56,10 +56,16 @@ class ExecutionService:
         self._recorder = recorder
 
     async def execute(
-        self, path: str, version: int | None, payload: dict[str, Any] | None, parent_execution_id: object
+        self,
+        path: str,
+        version: int | None,
+        payload: dict[str, Any] | None,
+        parent_execution_id: object,
+        execution_pool: str | None = None,
     ) -> ExecuteReply:
         """Create the execution and everything its start decides, in one transaction."""
         check_version(version)
+        _check_pool_override(path, execution_pool)
         parent = optional_id(parent_execution_id, "parent_execution_id")
         payload = payload or {}
         async with self._pool.connection() as conn:
@@ -162,6 +168,26 @@ class ExecutionService:
             execution_id=row.execution_id, catalog_path=row.path, parent_execution_id=row.parent_execution_id
         )
         await self._recorder.write_decision(conn, ref, decision)
+
+
+def _check_pool_override(path: str, execution_pool: str | None) -> None:
+    """Refuse ``execution_pool`` overrides: onto ``system`` for a playbook outside ``system/``
+    (403: user code must never run on system workers), and any other that differs from where
+    the playbook's commands are routed (422: routing follows tool kinds and the catalog path)."""
+    if execution_pool is None:
+        return
+    system_playbook = path.startswith("system/")
+    if execution_pool == "system" and not system_playbook:
+        raise Forbidden(
+            "execution_pool 'system' is refused for a playbook outside system/",
+            {"field": "execution_pool"},
+        )
+    if execution_pool != "system" or not system_playbook:
+        raise ValidationFailed(
+            f"execution_pool {execution_pool[:40]!r} cannot be overridden at execute time: commands are"
+            " routed by their tool kinds (system/ playbooks always run on the system pool)",
+            {"field": "execution_pool"},
+        )
 
 
 def scrub_event(event: Event) -> Event:

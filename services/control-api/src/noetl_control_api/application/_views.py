@@ -51,6 +51,9 @@ class ExecuteRequest(msgspec.Struct, kw_only=True):
     version: int | None = None
     payload: dict[str, Any] | None = None
     parent_execution_id: int | str | None = None
+    # pools follow the tool kinds and the catalog path; an override is only accepted when it
+    # names the pool the playbook runs on anyway, and "system" never for a non-system playbook
+    execution_pool: str | None = None
 
 
 class ExecuteReply(msgspec.Struct, kw_only=True):

@@ -94,7 +94,9 @@ class ExecutionController(Controller):
     async def execute(
         self, data: JSONBody[ExecuteRequest], executions: NamedDependency[ExecutionService]
     ) -> ExecuteReply:
-        return await executions.execute(data.path, data.version, data.payload, data.parent_execution_id)
+        return await executions.execute(
+            data.path, data.version, data.payload, data.parent_execution_id, data.execution_pool
+        )
 
     @get("/api/executions")
     async def list_executions(
