@@ -49,6 +49,8 @@ from ._ports import EventSink
 
 #: Statuses meaning "this content is wrong", not "the API is unwell": bisect, don't retry.
 _REJECTED = frozenset({400, 413, 422})
+#: Redelivery delay of a batch handed back at shutdown.
+RELEASE_NAK_DELAY_SECONDS = 1.0
 
 HEADER_ORIGINAL_SUBJECT = "Noetl-Original-Subject"
 HEADER_ERROR = "Noetl-Error"
@@ -211,10 +213,11 @@ class Projector:
         try:
             return await self._project(good, events)
         except asyncio.CancelledError:
-            # Shutdown ran out of grace: hand the batch back for immediate redelivery.
+            # Shutdown ran out of grace: hand the batch back for redelivery (after a short
+            # delay, as every nak: nothing may loop hot).
             for msg in good:
                 with contextlib.suppress(nats.errors.Error):
-                    await msg.nak()
+                    await msg.nak(delay=RELEASE_NAK_DELAY_SECONDS)
             raise
         finally:
             keepalive.cancel()
