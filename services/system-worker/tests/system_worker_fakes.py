@@ -70,6 +70,8 @@ class FakeControlPlane:
     claim_errors: dict[int, list[ApiError]] = field(default_factory=dict)
     posts: list[list[Event]] = field(default_factory=list)
     eager_requests: list[EagerRequest] = field(default_factory=list)
+    #: claim keys handed over, one per terminal batch that asks, as eager commands
+    eager_next: list[int] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     post_hook: PostHook | None = None
     lease_seconds: float = 30.0
@@ -147,21 +149,24 @@ class FakeControlPlane:
                 raise api_error(409, "conflict")
             if command.status == "CLAIMED" and command.worker_id != worker_id:
                 raise api_error(409, "conflict")
-            command.status, command.worker_id = "CLAIMED", worker_id
-            command.attempt += 1
-            return ClaimReply(
-                execution_id=command.execution_id,
-                event_id=command.event_id,
-                command_id=command.command_id,
-                step=command.step,
-                attempt=command.attempt,
-                lease_seconds=self.lease_seconds,
-                pool="shared",
-                tool_kind=command.spec.tasks[0].kind if command.spec.tasks else "noop",
-                command=command.spec,
-            )
+            return self._lease(command, worker_id)
         finally:
             await self._notify()
+
+    def _lease(self, command: FakeCommand, worker_id: str) -> ClaimReply:
+        command.status, command.worker_id = "CLAIMED", worker_id
+        command.attempt += 1
+        return ClaimReply(
+            execution_id=command.execution_id,
+            event_id=command.event_id,
+            command_id=command.command_id,
+            step=command.step,
+            attempt=command.attempt,
+            lease_seconds=self.lease_seconds,
+            pool="shared",
+            tool_kind=command.spec.tasks[0].kind if command.spec.tasks else "noop",
+            command=command.spec,
+        )
 
     async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
         self.posts.append(list(events))
@@ -188,6 +193,9 @@ class FakeControlPlane:
                 command = by_command.get((event.meta or {}).get("command_id", -1))
                 if command is not None and event.event_type in TERMINAL:
                     command.status = "COMPLETED" if event.event_type == "command.completed" else "FAILED"
+            if eager is not None and self.eager_next and any(e.event_type in TERMINAL for e in events):
+                handed = self._lease(self.commands[self.eager_next.pop(0)], eager.worker_id)
+                return EventsReply(accepted=accepted, duplicates=duplicates, commands=[handed])
             return EventsReply(accepted=accepted, duplicates=duplicates)
         finally:
             await self._notify()

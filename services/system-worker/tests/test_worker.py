@@ -566,7 +566,9 @@ async def test_event_ids_carry_the_node_id_leased_at_registration(
         note = fake_api.add_command(NOOP, args={"a": 1, "b": 1})
         await bus.publish(note)
         await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
-        nodes = {((e.event_id or 0) >> 12) & 0x3FF for e in fake_api.events_of(note.event_id, heartbeats=True)}
+        nodes = {
+            ((e.event_id or 0) >> 12) & 0x3FF for e in fake_api.events_of(note.event_id, heartbeats=True)
+        }
         assert nodes == {613}
     finally:
         stop.set()
@@ -583,3 +585,35 @@ async def test_an_explicit_node_id_is_kept(
     await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
     assert running.worker.config.snowflake.node_id == 7
     assert {((e.event_id or 0) >> 12) & 0x3FF for e in fake_api.events_of(note.event_id)} == {7}
+
+
+async def test_an_eager_command_runs_at_once_and_adopts_its_notification(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    await start_worker()
+    first = fake_api.add_command(NOOP, step="first", args={"a": 1, "b": 2})
+    slow = [TaskSpec(name="only", kind="python", config={"code": "import time\ntime.sleep(0.5)\nresult = 2"})]
+    second = fake_api.add_command(slow, step="second")
+    fake_api.eager_next.append(second.event_id)  # the first command's outcome issues the second
+    await bus.publish(first)
+    await fake_api.wait_for(lambda: fake_api.commands[second.event_id].status == "CLAIMED")
+    await bus.publish(second)  # its notification, fetched while it runs here
+
+    await fake_api.wait_for(lambda: fake_api.terminal(second.event_id))
+    assert fake_api.eager_requests[0].pool == "shared"
+    assert [e.meta for e in fake_api.events_of(second.event_id)] == [
+        {"attempt": 1, "command_id": second.command_id}
+    ] * 3
+    # adopted, not claimed over HTTP; acked once the eager run reported
+    assert [c[0] for c in fake_api.claims] == [first.event_id]
+    await bus.until(lambda: _is(bus.stream_messages(), 0))
+
+
+async def test_eager_dispatch_can_be_turned_off(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    await start_worker(WORKER_EAGER_DISPATCH="false")
+    note = fake_api.add_command(NOOP, step="add", args={"a": 1, "b": 2})
+    await bus.publish(note)
+    await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+    assert fake_api.eager_requests == []

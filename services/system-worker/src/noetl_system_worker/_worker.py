@@ -512,7 +512,6 @@ class Worker:
             command_id=claim.command_id,
             eager=True,
         )
-        self._commands("eager").inc()
         try:
             return await self._run_claimed(delivery, claim, api, log)
         finally:
@@ -704,7 +703,9 @@ class Worker:
             eager = EagerRequest(worker_id=self.config.worker_id, pool=self.config.pool)
             reply: EventsReply | None = None
             try:
-                reply = await self._post(api, terminal, log, eager if self.config.eager_dispatch else None)
+                # no eager command once stopping: the worker is draining, not taking new work
+                wanted = self.config.eager_dispatch and self._running
+                reply = await self._post(api, terminal, log, eager if wanted else None)
             except EventRejectedError as exc:
                 if not outcome.ok:
                     raise
