@@ -99,7 +99,7 @@ class ExecutionService:
 
     async def get(self, execution_id: int) -> ExecutionView:
         async with self._pool.connection() as conn:
-            row = await store.executions.get(conn, execution_id)
+            row = await store.executions.get_view(conn, execution_id)
         if row is None:
             raise NotFound(f"execution {execution_id} not found")
         return view(row)

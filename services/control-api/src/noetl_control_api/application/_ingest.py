@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from .. import store
 from .._errors import Conflict, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
 from .._metrics import CLAIMS, EVENTS
-from ..orchestrator import CommandOutcome, EventDraft, apply_outcome, state_from_json
+from ..orchestrator import CommandOutcome, EventDraft, apply_outcome, state_decode
 from ..store._commands import TERMINAL, CommandRow
 from ._claims import claim_reply
 from ._ids import client_id
@@ -167,7 +167,9 @@ class EventIngest:
         # pipeline mode: statements whose results are not read yet ride with the next one that
         # is, so the batch costs about half the round trips
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            executions = await store.executions.lock(conn, [i.event.execution_id for i in incoming], mode)
+            executions = await store.executions.lock(
+                conn, [i.event.execution_id for i in incoming], mode, with_state=False
+            )
             for item in incoming:
                 if item.event.execution_id not in executions:
                     raise NotFound(f"execution {item.event.execution_id} not found")
@@ -318,7 +320,7 @@ class EventIngest:
     ) -> set[str]:
         """Feed the outcome to the orchestrator under the execution lock and write its decision;
         returns the pools of the commands it issued."""
-        row = await store.executions.get(conn, ref.execution_id)
+        row = await store.executions.get_with_raw_state(conn, ref.execution_id)
         assert row is not None
         if row.status in TERMINAL_STATUSES:
             return set()  # finished (e.g. cancelled) meanwhile: the outcome changes nothing
@@ -345,7 +347,8 @@ class EventIngest:
             error=error if status == "failed" else None,
             set=set_,
         )
-        decision = apply_outcome(playbook, state_from_json(row.state), outcome)
+        # decoded straight into structs and worked on in place: nobody else holds this copy
+        decision = apply_outcome(playbook, state_decode(row.state), outcome, owned=True)
         if resolved is not reference or set_ is not raw_set:
             _keep_references(decision.events, reference, resolved, raw_set, set_)
         await self._recorder.write_decision(conn, ref, decision)

@@ -30,7 +30,7 @@ from noetl_common import (
 from psycopg import AsyncConnection
 
 from .. import store
-from ..orchestrator import Decision, EventDraft, state_to_json
+from ..orchestrator import Decision, EventDraft, state_encode
 from ..store._commands import NewCommand
 from ..store._outbox import OutboxInsert
 
@@ -165,7 +165,8 @@ class Recorder:
                     msgspec.to_builtins(notification),
                 )
             )
-        state = state_to_json(decision.state)
+        # JSON text straight from the structs: no dict tree to build and dump again
+        state = state_encode(decision.state)
         if insert_execution is not None:
             await store.executions.insert(
                 conn,

@@ -1,7 +1,7 @@
 """The pure orchestrator: playbook + execution state + event → decision. No I/O."""
 
 from ._engine import apply_outcome, cancel_execution, replay, start_execution
-from ._state import Decision, ExecutionState, state_from_json, state_to_json
+from ._state import Decision, ExecutionState, state_decode, state_encode, state_from_json, state_to_json
 from ._types import CommandDraft, CommandOutcome, EventDraft, ExecutionStatus
 
 __all__ = [
@@ -15,6 +15,8 @@ __all__ = [
     "cancel_execution",
     "replay",
     "start_execution",
+    "state_decode",
+    "state_encode",
     "state_from_json",
     "state_to_json",
 ]

@@ -413,9 +413,16 @@ def start_execution(
     return _guarded(run, lambda: run.enqueue(START, {}))
 
 
-def apply_outcome(playbook: Playbook, state: ExecutionState, outcome: CommandOutcome) -> Decision:
-    """Advance on a command's terminal report; duplicates and reports after the end are no-ops."""
-    run = _working_copy(playbook, state)
+def apply_outcome(
+    playbook: Playbook, state: ExecutionState, outcome: CommandOutcome, *, owned: bool = False
+) -> Decision:
+    """Advance on a command's terminal report; duplicates and reports after the end are no-ops.
+
+    ``owned``: the caller hands over a state nobody else holds (just decoded from the store,
+    or a replay's previous step), so it is worked on in place instead of copied first; a
+    large loop's state is copied 1,000 times otherwise.
+    """
+    run = _Run(playbook, state) if owned else _working_copy(playbook, state)
     if isinstance(run, Decision) or run.state.status != "RUNNING":
         return run if isinstance(run, Decision) else run.decision()
     return _guarded(run, lambda: run.on_outcome(outcome))
@@ -456,7 +463,7 @@ def replay(
         playbook, execution_id=execution_id, payload=payload, catalog_path=catalog_path
     ).state
     for outcome in outcomes:
-        state = apply_outcome(playbook, state, outcome).state
+        state = apply_outcome(playbook, state, outcome, owned=True).state
     if cancel_reason is not None:
         state = cancel_execution(playbook, state, cancel_reason).state
     return state

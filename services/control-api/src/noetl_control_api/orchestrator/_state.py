@@ -9,8 +9,12 @@ import msgspec
 from ._types import CommandDraft, EventDraft, ExecutionStatus
 
 
-class InFlight(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """A command issued and not yet reported; ``args`` are the step run's incoming args."""
+class InFlight(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """A command issued and not yet reported; ``args`` are the step run's incoming args.
+
+    Not tracked by the garbage collector (it cannot be part of a cycle): a loop keeps a
+    thousand of these, and decoding them each outcome otherwise triggers collections
+    that cost more than the decoding itself."""
 
     step: str
     args: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -77,3 +81,17 @@ def state_to_json(state: ExecutionState) -> dict[str, Any]:
 def state_from_json(data: dict[str, Any]) -> ExecutionState:
     """Rebuild a state written by :func:`state_to_json`."""
     return msgspec.convert(data, ExecutionState)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(ExecutionState)
+
+
+def state_encode(state: ExecutionState) -> bytes:
+    """The state as JSON text, straight from the structs (no builtins in between)."""
+    return _ENCODER.encode(state)
+
+
+def state_decode(raw: bytes | str) -> ExecutionState:
+    """Rebuild a state from JSON text (``execution.state::text``), straight into the structs."""
+    return _DECODER.decode(raw)

@@ -71,12 +71,44 @@ async def insert(
             version,
             status,
             Jsonb(payload),
-            Jsonb(state),
+            _state_param(state),
             Jsonb(result),
             error,
             parent_execution_id,
         ),
     )
+
+
+def _state_param(state: Any) -> Jsonb:
+    """``state`` as given, or JSON text already encoded (bytes) passed through as is."""
+    return Jsonb(state, dumps=_as_is) if isinstance(state, bytes) else Jsonb(state)
+
+
+def _as_is(raw: Any) -> Any:
+    return raw
+
+
+async def get_with_raw_state(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
+    """The row with ``state`` as JSON text (``str``), for a decoder that goes straight to
+    structs: parsing a large state into dicts first costs more than the decision itself."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS.replace(' state,', ' state::text,')} FROM noetl.execution WHERE execution_id = %s",
+        (execution_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _row(row)
+
+
+async def get_view(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
+    """The row with ``state`` cut to what the API shows (``ctx``, ``results``): a running
+    loop's state holds every in-flight iteration, which a status poll need not parse."""
+    view_state = "jsonb_build_object('ctx', state->'ctx', 'results', state->'results'),"
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS.replace(' state,', ' ' + view_state)} FROM noetl.execution WHERE execution_id = %s",
+        (execution_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _row(row)
 
 
 async def get(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
@@ -88,12 +120,20 @@ async def get(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | N
 
 
 async def lock(
-    conn: AsyncConnection[Any], execution_ids: Sequence[int], mode: Literal["UPDATE", "SHARE"]
+    conn: AsyncConnection[Any],
+    execution_ids: Sequence[int],
+    mode: Literal["UPDATE", "SHARE"],
+    *,
+    with_state: bool = True,
 ) -> dict[int, ExecutionRow]:
-    """Lock execution rows in id order (a fixed order cannot deadlock); returns those found."""
+    """Lock execution rows in id order (a fixed order cannot deadlock); returns those found.
+
+    ``with_state=False`` leaves ``payload``, ``state`` and ``result`` out (None): a caller
+    that only needs the row locked does not parse a large state it will read again."""
     clause = "FOR UPDATE" if mode == "UPDATE" else "FOR SHARE"
+    columns = _COLUMNS if with_state else _COLUMNS.replace("payload, state, result", "NULL, NULL, NULL")
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM noetl.execution WHERE execution_id = ANY(%s) ORDER BY execution_id {clause}",
+        f"SELECT {columns} FROM noetl.execution WHERE execution_id = ANY(%s) ORDER BY execution_id {clause}",
         (sorted(set(execution_ids)),),
     )
     return {r[0]: _row(r) for r in await cur.fetchall()}
@@ -105,7 +145,7 @@ async def update(
     await conn.execute(
         "UPDATE noetl.execution SET status = %s, state = %s, result = %s, error = %s, updated_at = now()"
         " WHERE execution_id = %s",
-        (status, Jsonb(state), Jsonb(result), error, execution_id),
+        (status, _state_param(state), Jsonb(result), error, execution_id),
     )
 
 
