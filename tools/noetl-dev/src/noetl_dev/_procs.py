@@ -197,8 +197,6 @@ def start_postgres(
             "-c",
             "fsync=off",
             "-c",
-            "synchronous_commit=off",
-            "-c",
             "full_page_writes=off",
         ],
         log_path,
