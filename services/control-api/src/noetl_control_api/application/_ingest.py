@@ -20,8 +20,9 @@ from psycopg_pool import AsyncConnectionPool
 from .. import store
 from .._errors import Conflict, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
 from .._metrics import CLAIMS, EVENTS
-from ..orchestrator import CommandOutcome, EventDraft, apply_outcome, state_decode
+from ..orchestrator import CommandOutcome, EventDraft, ExecutionState, apply_outcome, state_decode
 from ..store._commands import TERMINAL, CommandRow
+from ..store._executions import ExecutionRow
 from ._claims import claim_reply
 from ._ids import client_id
 from ._playbooks import PlaybookCache
@@ -167,8 +168,13 @@ class EventIngest:
         # pipeline mode: statements whose results are not read yet ride with the next one that
         # is, so the batch costs about half the round trips
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+            # a terminal event will need the state: it comes with the lock (one round trip
+            # less while the row is held) as JSON text, decoded straight into structs
             executions = await store.executions.lock(
-                conn, [i.event.execution_id for i in incoming], mode, with_state=False
+                conn,
+                [i.event.execution_id for i in incoming],
+                mode,
+                state="text" if mode == "UPDATE" else "none",
             )
             for item in incoming:
                 if item.event.execution_id not in executions:
@@ -204,7 +210,7 @@ class EventIngest:
             issued: dict[int, ExecutionRef] = {}  # executions that got a command of the eager pool
             for event, ref, command in kept:
                 if command is not None and (event.execution_id, event.event_id) in new_keys:
-                    pools = await self._apply(conn, ref, command, event)
+                    pools = await self._apply(conn, executions[ref.execution_id], ref, command, event)
                     if eager is not None and eager.pool in pools:
                         issued.setdefault(ref.execution_id, ref)
             if eager is not None and issued:
@@ -294,7 +300,9 @@ class EventIngest:
             meta=meta,
         )
 
-    async def _apply(self, conn: Any, ref: ExecutionRef, command: CommandRow, event: Event) -> set[str]:
+    async def _apply(
+        self, conn: Any, row: ExecutionRow, ref: ExecutionRef, command: CommandRow, event: Event
+    ) -> set[str]:
         """Apply a command event; returns the pools of the commands it issued."""
         kind = event.event_type
         if kind == "command.started":
@@ -306,22 +314,22 @@ class EventIngest:
             await store.commands.finish(conn, command.command_id, status)
             command.status = status  # later events of this batch for it are duplicates
             return await self._advance(
-                conn, ref, command, event, "completed" if status == "COMPLETED" else "failed"
+                conn, row, ref, command, event, "completed" if status == "COMPLETED" else "failed"
             )
         return set()
 
     async def _advance(
         self,
         conn: Any,
+        row: ExecutionRow,
         ref: ExecutionRef,
         command: CommandRow,
         event: Event,
         status: Literal["completed", "failed"],
     ) -> set[str]:
         """Feed the outcome to the orchestrator under the execution lock and write its decision;
-        returns the pools of the commands it issued."""
-        row = await store.executions.get_with_raw_state(conn, ref.execution_id)
-        assert row is not None
+        returns the pools of the commands it issued. ``row`` is the locked row; it is kept
+        current (status, state) for the batch's next outcome of the same execution."""
         if row.status in TERMINAL_STATUSES:
             return set()  # finished (e.g. cancelled) meanwhile: the outcome changes nothing
         playbook = self._playbooks.cached(row.path, row.version)
@@ -348,8 +356,10 @@ class EventIngest:
             set=set_,
         )
         # decoded straight into structs and worked on in place: nobody else holds this copy
-        decision = apply_outcome(playbook, state_decode(row.state), outcome, owned=True)
+        state = row.state if isinstance(row.state, ExecutionState) else state_decode(row.state)
+        decision = apply_outcome(playbook, state, outcome, owned=True)
         if resolved is not reference or set_ is not raw_set:
             _keep_references(decision.events, reference, resolved, raw_set, set_)
         await self._recorder.write_decision(conn, ref, decision)
+        row.status, row.state = decision.status, decision.state
         return {draft.pool for draft in decision.commands}

@@ -88,17 +88,6 @@ def _as_is(raw: Any) -> Any:
     return raw
 
 
-async def get_with_raw_state(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
-    """The row with ``state`` as JSON text (``str``), for a decoder that goes straight to
-    structs: parsing a large state into dicts first costs more than the decision itself."""
-    cur = await conn.execute(
-        f"SELECT {_COLUMNS.replace(' state,', ' state::text,')} FROM noetl.execution WHERE execution_id = %s",
-        (execution_id,),
-    )
-    row = await cur.fetchone()
-    return None if row is None else _row(row)
-
-
 async def get_view(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
     """The row with ``state`` cut to what the API shows (``ctx``, ``results``): a running
     loop's state holds every in-flight iteration, which a status poll need not parse."""
@@ -124,14 +113,16 @@ async def lock(
     execution_ids: Sequence[int],
     mode: Literal["UPDATE", "SHARE"],
     *,
-    with_state: bool = True,
+    state: Literal["json", "text", "none"] = "json",
 ) -> dict[int, ExecutionRow]:
     """Lock execution rows in id order (a fixed order cannot deadlock); returns those found.
 
-    ``with_state=False`` leaves ``payload``, ``state`` and ``result`` out (None): a caller
-    that only needs the row locked does not parse a large state it will read again."""
+    ``state="text"`` returns ``state`` as JSON text and leaves ``payload`` and ``result``
+    out (None), for a decoder that goes straight to structs; ``"none"`` leaves all three
+    out: a caller that only needs the rows locked does not parse a large state."""
     clause = "FOR UPDATE" if mode == "UPDATE" else "FOR SHARE"
-    columns = _COLUMNS if with_state else _COLUMNS.replace("payload, state, result", "NULL, NULL, NULL")
+    slim = {"json": "payload, state, result", "text": "NULL, state::text, NULL", "none": "NULL, NULL, NULL"}
+    columns = _COLUMNS.replace("payload, state, result", slim[state])
     cur = await conn.execute(
         f"SELECT {columns} FROM noetl.execution WHERE execution_id = ANY(%s) ORDER BY execution_id {clause}",
         (sorted(set(execution_ids)),),
