@@ -154,15 +154,19 @@ class _Run:
                 else:
                     self.enter(step, args)
             released = self._release_ready_joins()
-            if not released and self.state.joins and not self.state.in_flight:
+            if not released and self.state.joins and not self.busy():
                 # Two barriers waiting on each other: nothing else can move, so let the earliest go.
                 self._release(min(self.state.joins, key=self.graph.order.__getitem__))
                 released = True
             if not released:
                 return
 
+    def busy(self) -> bool:
+        """Whether any command (a step's or a loop iteration's) is issued and unreported."""
+        return bool(self.state.in_flight) or any(run.pending for run in self.state.loops.values())
+
     def _release_ready_joins(self) -> bool:
-        live = {flight.step for flight in self.state.in_flight.values()} | set(self.state.joins)
+        live = _live_steps(self.state) | set(self.state.joins)
         for target in sorted(self.state.joins, key=self.graph.order.__getitem__):
             if target in self.state.loops:
                 continue
@@ -227,7 +231,10 @@ class _Run:
                 meta=meta,
             )
         )
-        state.in_flight[str(state.seq)] = InFlight(step=step.name, args=args, iteration=iteration)
+        if iteration is not None:
+            state.loops[step.name].pending[str(state.seq)] = iteration
+        else:
+            state.in_flight[str(state.seq)] = InFlight(step=step.name, args=args)
 
     def start_loop(self, step: Step, args: dict[str, Any]) -> None:
         assert step.loop is not None
@@ -314,6 +321,8 @@ class _Run:
             )
         flight = self.state.in_flight.pop(key, None)
         if flight is None:
+            flight = self._pending_iteration(outcome, key)
+        if flight is None:
             return  # a duplicate or unknown report; the command already counted
         step = self.playbook.step(flight.step)
         if outcome.status != "completed":
@@ -326,6 +335,17 @@ class _Run:
         run.results[flight.iteration] = outcome.result
         run.done += 1
         self.fill_loop(step)
+
+    def _pending_iteration(self, outcome: CommandOutcome, key: str) -> InFlight | None:
+        """The loop iteration an outcome reports, taken off its loop's ``pending``."""
+        run = self.state.loops.get(outcome.step)
+        if run is None:
+            return None
+        if "seq" not in outcome.meta:
+            iteration = outcome.meta.get("iteration")
+            key = next((k for k, i in run.pending.items() if i == iteration), key)
+        index = run.pending.pop(key, None)
+        return None if index is None else InFlight(step=outcome.step, args=run.args, iteration=index)
 
     def finish_if_idle(self) -> None:
         state = self.state
@@ -341,7 +361,9 @@ class _Run:
         issued = {str(command.meta["seq"]) for command in self.commands}
         self.commands = []  # a failed decision issues nothing, not even what it drafted before failing
         state.in_flight = {k: v for k, v in state.in_flight.items() if k not in issued}
-        abandoned = sorted({flight.step for flight in state.in_flight.values()})
+        for run in state.loops.values():
+            run.pending = {k: v for k, v in run.pending.items() if k not in issued}
+        abandoned = sorted(_live_steps(state))
         state.status = "FAILED"
         state.error = message
         state.in_flight, state.joins, state.loops = {}, {}, {}
@@ -353,6 +375,13 @@ class _Run:
                 context={"error": message, "abandoned_steps": abandoned},
             )
         )
+
+
+def _live_steps(state: ExecutionState) -> set[str]:
+    """Steps with a command issued and unreported (loop iterations included)."""
+    live = {flight.step for flight in state.in_flight.values()}
+    live.update(name for name, run in state.loops.items() if run.pending)
+    return live
 
 
 def _failure_message(step: str, iteration: int | None, error: dict[str, Any] | None) -> str:
@@ -436,7 +465,7 @@ def cancel_execution(playbook: Playbook, state: ExecutionState, reason: str) -> 
     current = run.state
     if current.status != "RUNNING":
         return run.decision()
-    abandoned = sorted({flight.step for flight in current.in_flight.values()})
+    abandoned = sorted(_live_steps(current))
     current.status = "CANCELLED"
     current.error = reason
     current.in_flight, current.joins, current.loops = {}, {}, {}

@@ -28,20 +28,27 @@ class Join(msgspec.Struct, kw_only=True):
 
 
 class LoopRun(msgspec.Struct, kw_only=True):
-    """A loop step in progress: its items, the next index to issue and results in input order."""
+    """A loop step in progress: its items, the next index to issue and results in input order.
+
+    ``pending`` maps the ``meta.seq`` of each issued, unreported iteration to its index: an
+    iteration in flight costs a few bytes here instead of an ``InFlight`` entry (the state
+    is read and written once per outcome, so its size is paid a thousand times).
+    """
 
     items: list[Any]
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     next_index: int = 0
     done: int = 0
     results: list[Any] = msgspec.field(default_factory=list)
+    pending: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class ExecutionState(msgspec.Struct, kw_only=True):
     """Everything the orchestrator knows about one execution between two events.
 
     ``ctx`` and ``results`` (step name → latest result) are what the API shows.
-    ``in_flight`` is keyed by the command's ``meta.seq`` (as a string, for JSON).
+    ``in_flight`` is keyed by the command's ``meta.seq`` (as a string, for JSON); a loop's
+    iterations in flight are in its ``LoopRun.pending`` instead.
     """
 
     execution_id: int
