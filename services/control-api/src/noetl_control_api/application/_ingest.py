@@ -170,18 +170,22 @@ class EventIngest:
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             # a terminal event will need the state: it comes with the lock (one round trip
             # less while the row is held) as JSON text, decoded straight into structs
-            executions = await store.executions.lock(
+            # both locks go out together (executions first, then commands: the order every
+            # writer keeps) and come back in one round trip
+            locking = await store.executions.send_lock(
                 conn,
                 [i.event.execution_id for i in incoming],
                 mode,
                 state="text" if mode == "UPDATE" else "none",
             )
+            locking_commands = await store.commands.send_lock_many(
+                conn, [i.command_id for i in incoming if i.command_id is not None]
+            )
+            executions = await store.executions.read_locked(locking)
             for item in incoming:
                 if item.event.execution_id not in executions:
                     raise NotFound(f"execution {item.event.execution_id} not found")
-            commands = await store.commands.lock_many(
-                conn, [i.command_id for i in incoming if i.command_id is not None]
-            )
+            commands = await store.commands.read_locked(locking_commands)
             # decide every event first, then write all new ones in one statement: the batch
             # costs a handful of round trips, not one per event
             kept: list[tuple[Event, ExecutionRef, CommandRow | None]] = []

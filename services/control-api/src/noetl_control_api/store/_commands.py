@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Jsonb
 
 from ._time import iso
@@ -96,13 +96,23 @@ async def get_by_event(conn: AsyncConnection[Any], event_id: int) -> CommandRow 
 
 async def lock_many(conn: AsyncConnection[Any], command_ids: Sequence[int]) -> dict[int, CommandRow]:
     """Lock command rows in id order; returns those found."""
+    return await read_locked(await send_lock_many(conn, command_ids))
+
+
+async def send_lock_many(conn: AsyncConnection[Any], command_ids: Sequence[int]) -> AsyncCursor[Any] | None:
+    """The query of :func:`lock_many`, sent and not read (pipeline mode: it rides with the
+    statement read next); None when there is nothing to lock."""
     if not command_ids:
-        return {}
-    cur = await conn.execute(
+        return None
+    return await conn.execute(
         f"SELECT {_COLUMNS} FROM noetl.command WHERE command_id = ANY(%s) ORDER BY command_id FOR UPDATE",
         (sorted(set(command_ids)),),
     )
-    return {r[0]: _row(r) for r in await cur.fetchall()}
+
+
+async def read_locked(cur: AsyncCursor[Any] | None) -> dict[int, CommandRow]:
+    """The rows :func:`send_lock_many` locked."""
+    return {} if cur is None else {r[0]: _row(r) for r in await cur.fetchall()}
 
 
 async def claim(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Jsonb
 
 from ._time import iso
@@ -120,13 +120,29 @@ async def lock(
     ``state="text"`` returns ``state`` as JSON text and leaves ``payload`` and ``result``
     out (None), for a decoder that goes straight to structs; ``"none"`` leaves all three
     out: a caller that only needs the rows locked does not parse a large state."""
+    return await read_locked(await send_lock(conn, execution_ids, mode, state=state))
+
+
+async def send_lock(
+    conn: AsyncConnection[Any],
+    execution_ids: Sequence[int],
+    mode: Literal["UPDATE", "SHARE"],
+    *,
+    state: Literal["json", "text", "none"] = "json",
+) -> AsyncCursor[Any]:
+    """The query of :func:`lock`, sent and not read: in pipeline mode the next statement
+    rides with it (see :func:`read_locked`)."""
     clause = "FOR UPDATE" if mode == "UPDATE" else "FOR SHARE"
     slim = {"json": "payload, state, result", "text": "NULL, state::text, NULL", "none": "NULL, NULL, NULL"}
     columns = _COLUMNS.replace("payload, state, result", slim[state])
-    cur = await conn.execute(
+    return await conn.execute(
         f"SELECT {columns} FROM noetl.execution WHERE execution_id = ANY(%s) ORDER BY execution_id {clause}",
         (sorted(set(execution_ids)),),
     )
+
+
+async def read_locked(cur: AsyncCursor[Any]) -> dict[int, ExecutionRow]:
+    """The rows :func:`send_lock` locked."""
     return {r[0]: _row(r) for r in await cur.fetchall()}
 
 
