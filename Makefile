@@ -11,7 +11,8 @@ PYTEST_DIRS := libs services tools tests
 # A hung test dumps every thread's stack after 5 min; the whole run is cut at 20 min.
 PYTEST := timeout --signal=INT 1200 $(PY) -m pytest -o faulthandler_timeout=300
 
-.PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos bench
+.PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos bench \
+	k8s-render k8s-check e2e-kind
 
 help:
 	@echo "make up       start the whole suite locally (Postgres, NATS, 4 services), run examples/hello"
@@ -24,6 +25,10 @@ help:
 	@echo "make conformance  the upstream playbooks + the suite's own (tests/conformance)"
 	@echo "make chaos    200 executions while every process is killed -9 in turn (tests/chaos, ~3 min)"
 	@echo "make bench    the benchmark (bench/run.py)"
+	@echo "make k8s-render  regenerate k8s/, charts/noetl/values.yaml, deploy/grafana (noetl-k8s render)"
+	@echo "make k8s-check   check those checked-in files offline (noetl-k8s check)"
+	@echo "make e2e-kind    build the images, run them on a kind cluster, tests/e2e against it"
+	@echo "                 (k8s/e2e-kind.sh; needs docker, kind and kubectl: not runnable without them)"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -77,3 +82,14 @@ chaos: sync
 
 bench: sync
 	@if [ -f bench/run.py ]; then $(PY) bench/run.py; else echo "bench/run.py is not written yet"; fi
+
+k8s-render: sync
+	$(VENV)/bin/noetl-k8s render
+
+k8s-check: sync
+	$(VENV)/bin/noetl-k8s check
+
+# Needs a Docker engine, kind and kubectl (the script exits 2 naming the missing one).
+# KIND_CLUSTER=name picks the cluster, KEEP_CLUSTER=1 keeps it; extra pytest args: ARGS='-k cli'.
+e2e-kind: sync
+	bash k8s/e2e-kind.sh $(ARGS)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from noetl_dev._stack import BIND_VARIABLES, SERVICES, common_env, service_env
 
-COMPOSE = Path(__file__).resolve().parents[3] / "compose.yaml"
+ROOT = Path(__file__).resolve().parents[3]
+COMPOSE = ROOT / "compose.yaml"
 
 
 def _compose() -> dict[str, Any]:
@@ -16,11 +19,22 @@ def _compose() -> dict[str, Any]:
     return data["services"]
 
 
+def _argv(service: dict[str, Any]) -> list[str]:
+    """What the container runs: the image's ENTRYPOINT (its Dockerfile's) + compose's command."""
+    match = re.match(r"noetl/([a-z-]+):", service["image"])
+    assert match, service["image"]
+    dockerfile = (ROOT / "services" / match.group(1) / "Dockerfile").read_text()
+    entrypoints = re.findall(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M)
+    assert len(entrypoints) == 1, match.group(1)
+    entrypoint: list[str] = json.loads(entrypoints[0])
+    return [*entrypoint, *service.get("command", [])]
+
+
 def test_compose_has_every_dev_stack_service_with_its_command() -> None:
     services = _compose()
     for name, (script, args) in SERVICES.items():
-        assert services[name]["command"] == [script, *args], name
-    assert services["migrate"]["command"] == ["noetl-control-api", "migrate"]
+        assert _argv(services[name]) == [script, *args], name
+    assert _argv(services["migrate"]) == ["noetl-control-api", "migrate"]
 
 
 def test_compose_sets_every_variable_the_dev_stack_sets() -> None:
