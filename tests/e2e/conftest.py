@@ -2,6 +2,11 @@
 
 One stack per test session under a temporary state dir. Set NOETL_TEST_DATABASE_URL (an
 admin URL allowed to CREATE DATABASE) or NOETL_TEST_NATS_URL to use existing servers.
+
+NOETL_E2E_API_URL (with NOETL_E2E_DATABASE_URL, the suite's database as seen from here) runs the
+tests against a deployment that is already up, e.g. the kind cluster of k8s/e2e-kind.sh: no local
+Stack is started. Tests that need the local Stack itself (kill or restart its processes, read its
+logs or NATS, start their own, or hand its database URL to a worker as a credential) skip then.
 """
 
 from __future__ import annotations
@@ -33,8 +38,22 @@ class CliResult:
     stderr: str
 
 
+REMOTE_API_URL = os.environ.get("NOETL_E2E_API_URL", "").rstrip("/")
+REMOTE_DATABASE_URL = os.environ.get("NOETL_E2E_DATABASE_URL", "")
+NEEDS_LOCAL_STACK = (
+    "needs the local Stack (kills or restarts its processes, reads its logs or NATS, starts its own, "
+    "or gives its database URL to a worker): NOETL_E2E_API_URL points at an existing deployment"
+)
+
+
+def skip_if_remote() -> None:
+    if REMOTE_API_URL:
+        pytest.skip(NEEDS_LOCAL_STACK)
+
+
 @pytest.fixture(scope="session")
 def stack(noetl_state_dir: Path) -> Iterator[Stack]:
+    skip_if_remote()
     database_url = None
     admin = os.environ.get("NOETL_TEST_DATABASE_URL")
     if admin:
@@ -54,27 +73,46 @@ def stack(noetl_state_dir: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def api(stack: Stack) -> Iterator[Api]:
-    with Api(stack.api_url) as client:
+def api_url(request: pytest.FixtureRequest) -> str:
+    """The API under test: NOETL_E2E_API_URL's, else the local Stack's (started on first use)."""
+    if REMOTE_API_URL:
+        return REMOTE_API_URL
+    stack: Stack = request.getfixturevalue("stack")
+    return stack.api_url
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest) -> str:
+    if REMOTE_API_URL:
+        if not REMOTE_DATABASE_URL:
+            pytest.skip("NOETL_E2E_API_URL is set without NOETL_E2E_DATABASE_URL: no database to read")
+        return REMOTE_DATABASE_URL
+    stack: Stack = request.getfixturevalue("stack")
+    assert stack.database_url is not None
+    return stack.database_url
+
+
+@pytest.fixture(scope="session")
+def api(api_url: str) -> Iterator[Api]:
+    with Api(api_url) as client:
         for file in sorted(EXAMPLES.glob("*.yaml")) + sorted(PLAYBOOKS.glob("*.yaml")):
             client.register_file(file)
         yield client
 
 
 @pytest.fixture
-def db(stack: Stack) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    assert stack.database_url is not None
-    with psycopg.connect(stack.database_url, autocommit=True, row_factory=dict_row) as conn:
+def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 
 
 @pytest.fixture
-def cli(stack: Stack, api: Api) -> Callable[..., CliResult]:
-    """Run the real ``noetl`` CLI in a subprocess against the stack."""
+def cli(api_url: str, api: Api) -> Callable[..., CliResult]:
+    """Run the real ``noetl`` CLI in a subprocess against the API under test."""
 
     def run(*args: str, timeout: float = 120.0) -> CliResult:
         done = subprocess.run(
-            [sys.executable, "-m", "noetl_cli", "--server", stack.api_url, *args],
+            [sys.executable, "-m", "noetl_cli", "--server", api_url, *args],
             capture_output=True,
             text=True,
             timeout=timeout,

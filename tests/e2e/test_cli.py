@@ -11,7 +11,6 @@ from typing import Any
 
 import psycopg
 from noetl_cli import Api
-from noetl_dev import Stack
 from noetl_dev.testing import wait_for_event, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,11 +63,11 @@ def test_wait_timeout_exits_5_and_prints_the_running_state(cli: Callable[..., An
     assert api.wait(last["execution_id"], timeout=60)["status"] == "COMPLETED"
 
 
-def test_a_cancelled_execution_exits_4(stack: Stack, api: Api) -> None:
+def test_a_cancelled_execution_exits_4(api_url: str, api: Api) -> None:
     before = {e["execution_id"] for e in api.executions(path="e2e/slow")}
     argv = ["execute", "e2e/slow", "--payload", '{"seconds": 3}', "--wait", "--timeout", "60"]
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "noetl_cli", "--server", stack.api_url, *argv],
+        [sys.executable, "-m", "noetl_cli", "--server", api_url, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 from noetl_cli import Api
-from noetl_dev import Stack
 
 BAD_ARC = """\
 apiVersion: noetl.io/v2
@@ -49,9 +48,9 @@ CASES: list[tuple[str, str, str, Any, set[int], str | None]] = [
     [pytest.param(*case[1:], id=case[0]) for case in CASES],
 )
 def test_bad_requests_get_4xx_in_one_shape(
-    stack: Stack, method: str, path: str, body: Any, statuses: set[int], code: str | None
+    api_url: str, method: str, path: str, body: Any, statuses: set[int], code: str | None
 ) -> None:
-    reply = httpx.request(method, f"{stack.api_url}{path}", json=body, timeout=10)
+    reply = httpx.request(method, f"{api_url}{path}", json=body, timeout=10)
 
     assert reply.status_code in statuses, reply.text
     error = reply.json()
@@ -63,8 +62,8 @@ def test_bad_requests_get_4xx_in_one_shape(
         assert error["error"] == code
 
 
-def test_an_invalid_playbook_error_names_the_step(stack: Stack) -> None:
-    reply = httpx.post(f"{stack.api_url}/api/catalog/register", json={"content": BAD_ARC}, timeout=10)
+def test_an_invalid_playbook_error_names_the_step(api_url: str) -> None:
+    reply = httpx.post(f"{api_url}/api/catalog/register", json={"content": BAD_ARC}, timeout=10)
 
     assert reply.status_code == 422
     error = reply.json()
@@ -74,9 +73,9 @@ def test_an_invalid_playbook_error_names_the_step(stack: Stack) -> None:
     assert "nowhere" in error["detail"]
 
 
-def test_a_raw_non_json_body_is_a_4xx(stack: Stack) -> None:
+def test_a_raw_non_json_body_is_a_4xx(api_url: str) -> None:
     reply = httpx.post(
-        f"{stack.api_url}/api/execute",
+        f"{api_url}/api/execute",
         content=b"{not json",
         headers={"content-type": "application/json"},
         timeout=10,
