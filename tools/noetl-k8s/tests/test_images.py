@@ -334,3 +334,28 @@ def test_the_checker_catches_a_broken_dockerfile(case: str) -> None:
 def test_a_comment_inside_a_continuation_is_dropped() -> None:
     stage = parse_dockerfile("FROM a:1\nENV A=1 \\\n# note\n    B=2\n")[0]
     assert stage.env() == {"A": "1", "B": "2"}
+
+
+def test_the_root_readme_deploy_section_names_only_documented_variables() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert "## Deploy" in text
+    section = text.split("## Deploy", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]{3,})`", section))
+    documented = set().union(
+        *(readme_env_names((ROOT / "services" / s / "README.md").read_text()) for s in SERVICES)
+    )
+    # the control-api README's first row, and what k8s/e2e-kind.sh reads or sets
+    script = (ROOT / "k8s/e2e-kind.sh").read_text()
+    documented |= {"NOETL_DATABASE_URL"} | set(re.findall(r"\b([A-Z][A-Z0-9_]{3,})\b", script))
+    assert named, "the Deploy section names no variable"
+    assert named - documented == set()
+    # every secret the manifests reference is named there
+    secrets = {
+        ref["secretKeyRef"]["key"]
+        for docs in build_manifests(PROFILES["base"]()).values()
+        for doc in docs
+        for c in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        for e in c.get("env", [])
+        if (ref := e.get("valueFrom")) and "secretKeyRef" in ref
+    }
+    assert secrets and secrets <= named, secrets - named
