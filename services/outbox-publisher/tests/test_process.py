@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-import httpx
 from noetl_dev import free_port
+from noetl_dev.testing import get_when_up
 
 
 def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
@@ -27,18 +27,6 @@ def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
     return env
 
 
-def _get(url: str, timeout: float = 15.0) -> httpx.Response:
-    """GET ``url`` once it answers (bounded); connection refused means not up yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def test_serves_ops_while_the_api_is_down_and_exits_zero_on_sigterm(nats_url: str) -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -48,10 +36,10 @@ def test_serves_ops_while_the_api_is_down_and_exits_zero_on_sigterm(nats_url: st
         stderr=subprocess.PIPE,
     )
     try:
-        assert _get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert get_when_up(f"http://127.0.0.1:{port}/healthz").status_code == 200
         deadline = time.monotonic() + 15
         while True:  # until the loop runs against NATS; the API never answers
-            ready = _get(f"http://127.0.0.1:{port}/readyz")
+            ready = get_when_up(f"http://127.0.0.1:{port}/readyz")
             if ready.json().get("streams_ready") or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -64,7 +52,7 @@ def test_serves_ops_while_the_api_is_down_and_exits_zero_on_sigterm(nats_url: st
             "nats_connected": True,
             "seconds_since_progress": 0,
         }
-        metrics = _get(f"http://127.0.0.1:{port}/metrics").text
+        metrics = get_when_up(f"http://127.0.0.1:{port}/metrics").text
         assert "noetl_outbox_publisher_rows_published_total" in metrics
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)

@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 
-import httpx
 import msgspec
 import nats
 from noetl_common import Event, ensure_streams, event_subject
 from noetl_dev import free_port
+from noetl_dev.testing import get_when_up
 
 
 def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
@@ -29,18 +29,6 @@ def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
         }
     )
     return env
-
-
-def _get(url: str, timeout: float = 15.0) -> httpx.Response:
-    """GET ``url`` once it answers (bounded); connection refused means not up yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 async def _publish_one_event(nats_url: str) -> None:
@@ -63,10 +51,10 @@ def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_ur
         stderr=subprocess.PIPE,
     )
     try:
-        assert _get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert get_when_up(f"http://127.0.0.1:{port}/healthz").status_code == 200
         deadline = time.monotonic() + 30
         while True:  # until the loop has tried to project the event; the API never answers
-            ready = _get(f"http://127.0.0.1:{port}/readyz")
+            ready = get_when_up(f"http://127.0.0.1:{port}/readyz")
             if ready.json().get("sink_ok") is False or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -81,7 +69,7 @@ def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_ur
             "nats_connected": True,
             "seconds_since_progress": 0,
         }
-        metrics = _get(f"http://127.0.0.1:{port}/metrics").text
+        metrics = get_when_up(f"http://127.0.0.1:{port}/metrics").text
         assert 'noetl_projector_sink_failures_total{kind="unavailable"} 1.0' in metrics
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -13,6 +12,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from noetl_common import DLQ_STREAM, EVENTS_STREAM, Event, dlq_subject, ensure_streams, event_subject
+from noetl_dev.testing import eventually
 from noetl_projector import (
     HEADER_ERROR,
     HEADER_ORIGINAL_SUBJECT,
@@ -35,15 +35,6 @@ SETTINGS = ProjectorSettings(
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(f"noetl_projector_{name}", labels) or 0.0
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll an async condition until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def event(event_id: int, execution_id: int = 7) -> Event:

@@ -1,7 +1,7 @@
 """Shared contracts of the NoETL suite: envelopes, ids, subjects, scrub, config."""
 
 from ._client import ApiError, ControlPlaneClient, PluginFetch
-from ._config import ConfigError, env_bool, env_float, env_hostport, env_int, env_opt, env_str
+from ._config import ConfigError, ServiceEnv, env_bool, env_float, env_hostport, env_int, env_opt, env_str
 from ._envelopes import (
     ClaimReply,
     ClaimRequest,
@@ -32,10 +32,11 @@ from ._logging import configure_logging
 from ._metrics import counter, gauge, histogram, metric_name
 from ._nats_link import NatsLink
 from ._ops import serve_ops
+from ._relay import RelayLoop, run_relay
 from ._runner import run_service
 from ._scrub import REDACTED, scrub, scrub_text
 from ._snowflake import Snowflake, node_id_from_env, parse_id
-from ._streams import ensure_consumer, ensure_streams, pool_consumer_config
+from ._streams import DEFAULT_EVENTS_MAX_AGE_SECONDS, ensure_consumer, ensure_streams, pool_consumer_config
 from ._subjects import (
     COMMANDS_STREAM,
     DLQ_STREAM,
@@ -55,6 +56,7 @@ from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 __all__ = [
     "COMMANDS_STREAM",
+    "DEFAULT_EVENTS_MAX_AGE_SECONDS",
     "DLQ_STREAM",
     "EVENTS_STREAM",
     "POOLS",
@@ -86,7 +88,9 @@ __all__ = [
     "PluginFetch",
     "ProjectReply",
     "ProjectRequest",
+    "RelayLoop",
     "Rule",
+    "ServiceEnv",
     "Snowflake",
     "TaskSpec",
     "WorkerHeartbeat",
@@ -116,6 +120,7 @@ __all__ = [
     "parse_id",
     "pool_consumer_config",
     "pool_for",
+    "run_relay",
     "run_service",
     "scrub",
     "scrub_text",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -85,3 +87,30 @@ def env_hostport(name: str, default: str, *, env: Mapping[str, str] | None = Non
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
     return host or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEnv:
+    """What every relay service reads to reach the control-api and NATS.
+
+    Service configs extend it; ``read`` parses these variables once, in one place.
+    """
+
+    server_url: str
+    internal_token: str
+    nats_url: str
+    nats_user: str | None
+    nats_password: str | None
+    log_level: str
+
+    @staticmethod
+    def read(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The base fields as keyword arguments; a bad value raises ``ConfigError`` naming it."""
+        return {
+            "server_url": env_str("NOETL_SERVER_URL", "http://127.0.0.1:8082", env=env),
+            "internal_token": env_str("NOETL_INTERNAL_API_TOKEN", env=env),
+            "nats_url": env_str("NATS_URL", "nats://127.0.0.1:4222", env=env),
+            "nats_user": env_opt("NATS_USER", env=env),
+            "nats_password": env_opt("NATS_PASSWORD", env=env),
+            "log_level": env_str("NOETL_LOG_LEVEL", "INFO", env=env),
+        }

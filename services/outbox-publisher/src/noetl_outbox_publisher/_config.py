@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from noetl_common import env_float, env_hostport, env_int, env_opt, env_str
-
-DEFAULT_EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+from noetl_common import (
+    DEFAULT_EVENTS_MAX_AGE_SECONDS,
+    ServiceEnv,
+    env_float,
+    env_hostport,
+    env_int,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,15 +28,9 @@ class RelaySettings:
 
 
 @dataclass(frozen=True, slots=True)
-class PublisherConfig:
+class PublisherConfig(ServiceEnv):
     """Everything ``noetl-outbox-publisher`` reads from its environment."""
 
-    server_url: str
-    internal_token: str
-    nats_url: str
-    nats_user: str | None
-    nats_password: str | None
-    log_level: str
     metrics_host: str
     metrics_port: int
     relay: RelaySettings
@@ -42,12 +40,7 @@ class PublisherConfig:
         """Parse the environment; a bad value raises ``ConfigError`` naming the variable."""
         host, port = env_hostport("PUBLISHER_METRICS_BIND", "0.0.0.0:9091", env=env)
         return cls(
-            server_url=env_str("NOETL_SERVER_URL", "http://127.0.0.1:8082", env=env),
-            internal_token=env_str("NOETL_INTERNAL_API_TOKEN", env=env),
-            nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222", env=env),
-            nats_user=env_opt("NATS_USER", env=env),
-            nats_password=env_opt("NATS_PASSWORD", env=env),
-            log_level=env_str("NOETL_LOG_LEVEL", "INFO", env=env),
+            **ServiceEnv.read(env),
             metrics_host=host,
             metrics_port=port,
             relay=RelaySettings(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from noetl_common import ControlPlaneClient, NatsLink, configure_logging, run_service, serve_ops
+from noetl_common import configure_logging, run_relay, run_service
 
 from ._config import ProjectorConfig
 from ._metrics import SERVICE
@@ -16,43 +15,25 @@ async def serve(stop: asyncio.Event) -> None:
     """Run the projector until ``stop`` is set, then finish the batch in hand and return."""
     config = ProjectorConfig.from_env()
     log = configure_logging(SERVICE, config.log_level)
-    link = NatsLink(
-        config.nats_url,
-        user=config.nats_user,
-        password=config.nats_password,
-        name=f"{SERVICE}-{config.settings.shard}",
-        log=log,
-        max_backoff=config.settings.max_backoff_seconds,
+    log.info(
+        "projector_starting",
+        server_url=config.server_url,
+        nats_url=config.nats_url,
+        shard=config.settings.shard,
+        shard_count=config.settings.shard_count,
     )
-    projector: Projector | None = None
-
-    def ready() -> bool:
-        return projector is not None and projector.ready()
-
-    def details() -> dict[str, Any]:
-        return projector.details() if projector is not None else {"nats_connected": link.connected}
-
-    async with (
-        ControlPlaneClient(config.server_url, internal_token=config.internal_token) as client,
-        serve_ops(config.metrics_host, config.metrics_port, ready, details),
-    ):
-        log.info(
-            "projector_starting",
-            server_url=config.server_url,
-            nats_url=config.nats_url,
-            shard=config.settings.shard,
-            shard_count=config.settings.shard_count,
-        )
-        try:
-            nc = await link.connect(stop)
-            if nc is not None:
-                projector = Projector(
-                    client, nc.jetstream(), config.settings, connected=lambda: link.connected, log=log
-                )
-                await projector.run(stop)
-        finally:
-            await link.close()
-        log.info("projector_stopped")
+    await run_relay(
+        stop,
+        config,
+        name=f"{SERVICE}-{config.settings.shard}",
+        metrics_bind=(config.metrics_host, config.metrics_port),
+        max_backoff=config.settings.max_backoff_seconds,
+        build=lambda client, js, connected: Projector(
+            client, js, config.settings, connected=connected, log=log
+        ),
+        log=log,
+    )
+    log.info("projector_stopped")
 
 
 def main() -> None:

@@ -7,16 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from noetl_common import (
+    DEFAULT_EVENTS_MAX_AGE_SECONDS,
     ConfigError,
+    ServiceEnv,
     env_float,
     env_hostport,
     env_int,
     env_opt,
-    env_str,
     event_shard_filter,
 )
 
-DEFAULT_EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 ALL_EVENTS = "noetl.events.>"
 _ORDINAL = re.compile(r"-(\d+)$")
 
@@ -72,15 +72,9 @@ def resolve_shard(shard_count: int, env: Mapping[str, str] | None = None) -> int
 
 
 @dataclass(frozen=True, slots=True)
-class ProjectorConfig:
+class ProjectorConfig(ServiceEnv):
     """Everything ``noetl-projector`` reads from its environment."""
 
-    server_url: str
-    internal_token: str
-    nats_url: str
-    nats_user: str | None
-    nats_password: str | None
-    log_level: str
     metrics_host: str
     metrics_port: int
     settings: ProjectorSettings
@@ -91,12 +85,7 @@ class ProjectorConfig:
         host, port = env_hostport("PROJECTOR_METRICS_BIND", "0.0.0.0:9092", env=env)
         shard_count = env_int("NOETL_EVENT_SHARD_COUNT", 1, minimum=1, maximum=1024, env=env)
         return cls(
-            server_url=env_str("NOETL_SERVER_URL", "http://127.0.0.1:8082", env=env),
-            internal_token=env_str("NOETL_INTERNAL_API_TOKEN", env=env),
-            nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222", env=env),
-            nats_user=env_opt("NATS_USER", env=env),
-            nats_password=env_opt("NATS_PASSWORD", env=env),
-            log_level=env_str("NOETL_LOG_LEVEL", "INFO", env=env),
+            **ServiceEnv.read(env),
             metrics_host=host,
             metrics_port=port,
             settings=ProjectorSettings(

@@ -1,0 +1,72 @@
+"""The shape every relay service shares: one NATS link, one control-api client, ops endpoints,
+and a loop that runs until stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from nats.js import JetStreamContext
+
+from ._client import ControlPlaneClient
+from ._config import ServiceEnv
+from ._nats_link import NatsLink
+from ._ops import serve_ops
+
+
+class RelayLoop(Protocol):
+    """A service loop: ``run`` until stop is set; ``ready``/``details`` feed ``/readyz``."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    def ready(self) -> bool: ...
+
+    def details(self) -> dict[str, Any]: ...
+
+
+BuildLoop = Callable[[ControlPlaneClient, JetStreamContext, Callable[[], bool]], RelayLoop]
+
+
+async def run_relay(
+    stop: asyncio.Event,
+    config: ServiceEnv,
+    *,
+    name: str,
+    metrics_bind: tuple[str, int],
+    max_backoff: float,
+    build: BuildLoop,
+    log: Any,
+) -> None:
+    """Serve ops, connect to NATS (stop-aware, retried), build the loop and run it until ``stop``.
+
+    ``build(client, js, connected)`` makes the loop once NATS is reachable; readiness is false
+    until then and reports the link's state.
+    """
+    link = NatsLink(
+        config.nats_url,
+        user=config.nats_user,
+        password=config.nats_password,
+        name=name,
+        log=log,
+        max_backoff=max_backoff,
+    )
+    loop: RelayLoop | None = None
+
+    def ready() -> bool:
+        return loop is not None and loop.ready()
+
+    def details() -> dict[str, Any]:
+        return loop.details() if loop is not None else {"nats_connected": link.connected}
+
+    async with (
+        ControlPlaneClient(config.server_url, internal_token=config.internal_token) as client,
+        serve_ops(*metrics_bind, ready, details),
+    ):
+        try:
+            nc = await link.connect(stop)
+            if nc is not None:
+                loop = build(client, nc.jetstream(), lambda: link.connected)
+                await loop.run(stop)
+        finally:
+            await link.close()
