@@ -34,6 +34,7 @@ from noetl_common import (
     WorkerRegistration,
     command_subject,
 )
+from noetl_dev.testing import eventually
 
 TERMINAL = ("command.completed", "command.failed")
 
@@ -281,13 +282,5 @@ class Bus:
             await sub.unsubscribe()
 
     async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-        """Poll JetStream state until ``check`` holds; fail after ``timeout``.
-
-        JetStream pushes no change notification for ack state, so this polls, briefly
-        and bounded; it waits on a condition, it does not guess a duration.
-        """
-        deadline = time.monotonic() + timeout
-        while not await check():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not reached within timeout")
-            await asyncio.sleep(0.02)
+        """Poll JetStream state until ``check`` holds (it sends no notification for ack state)."""
+        await eventually(check, timeout)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import httpx
 import psycopg
 
 T = TypeVar("T")
@@ -22,6 +24,28 @@ def wait_until(condition: Callable[[], T | None], timeout: float = 30.0, message
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
         time.sleep(0.05)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll an async condition (e.g. JetStream ack state, which sends no notification) until it
+    holds; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached within timeout")
+        await asyncio.sleep(0.02)
+
+
+def get_when_up(url: str, timeout: float = 15.0) -> httpx.Response:
+    """GET ``url`` once something answers there (bounded); connection refused means not up yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def recorded_events(db: Conn, execution_id: int) -> list[dict[str, Any]]:
