@@ -142,3 +142,80 @@ async def test_no_eager_command_for_another_pool_or_without_asking(api: Any) -> 
     assert reply.status_code == 200 and "commands" not in reply.json()
     (next_command,) = await api.open_commands(execution_id)
     assert next_command["status"] == "PENDING"
+
+
+FAN_OUT = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: fan_out, path: tests/fan_out}
+workflow:
+  - step: start
+    tool: {kind: python, code: "result = 1"}
+    next: {spec: {mode: inclusive}, arcs: [{step: left}, {step: middle}, {step: right}]}
+  - step: left
+    tool: {kind: python, code: "result = 'l'"}
+  - step: middle
+    tool: {kind: python, code: "result = 'm'"}
+  - step: right
+    tool: {kind: python, code: "result = 'r'"}
+"""
+
+
+async def _complete_start(api: Any, eager: dict[str, Any]) -> tuple[int, Any]:
+    await api.register(FAN_OUT)
+    execution_id = await api.execute("tests/fan_out")
+    (command,) = await api.open_commands(execution_id)
+    claim = await api.claim(command["event_id"], "worker-a")
+    done = {
+        "execution_id": execution_id,
+        "event_type": "command.completed",
+        "step": "start",
+        "meta": {"command_id": command["command_id"], "attempt": claim.json()["attempt"]},
+        "context": {"result": 1},
+        "event_id": api.ids.next_id(),
+        "worker_id": "worker-a",
+    }
+    return execution_id, await api.post_events({"events": [done], "eager": eager})
+
+
+async def test_eager_dispatch_hands_over_one_command_per_free_slot(api: Any) -> None:
+    execution_id, reply = await _complete_start(api, {"worker_id": "worker-a", "pool": "shared", "slots": 2})
+    assert reply.status_code == 200, reply.text
+    handed = reply.json()["commands"]
+    assert len(handed) == 2 and {c["attempt"] for c in handed} == {1}
+    commands = {c["event_id"]: c for c in await api.open_commands(execution_id)}
+    assert len(commands) == 3  # three branches issued, two of them claimed for the worker
+    assert sorted(c["status"] for c in commands.values()) == ["CLAIMED", "CLAIMED", "PENDING"]
+    assert {commands[c["event_id"]]["status"] for c in handed} == {"CLAIMED"}
+    claimed = [
+        r["payload"]["meta"]
+        for r in await api.outbox(execution_id)
+        if r["payload"].get("event_type") == "command.claimed" and r["payload"]["meta"].get("eager")
+    ]
+    assert sorted(m["command_id"] for m in claimed) == sorted(c["command_id"] for c in handed)
+    # the third branch is for any worker: its notification's claim takes it
+    (pending,) = [c for c in commands.values() if c["status"] == "PENDING"]
+    assert (await api.claim(pending["event_id"], "worker-b")).status_code == 200
+
+
+async def test_eager_slots_out_of_range_are_refused(api: Any) -> None:
+    _execution_id, reply = await _complete_start(api, {"worker_id": "worker-a", "pool": "shared", "slots": 0})
+    assert reply.status_code == 400 and "eager.slots" in reply.json()["detail"]
+
+
+async def test_a_terminal_event_reusing_a_recorded_event_id_is_refused_and_changes_nothing(api: Any) -> None:
+    execution_id, command = await _started(api)
+    claim = await api.claim(command["event_id"], "worker-a")
+    taken = (await api.outbox(execution_id))[0]["payload"]["event_id"]  # playbook.execution_requested
+    done = {
+        "execution_id": execution_id,
+        "event_type": "command.completed",
+        "step": command["step"],
+        "meta": {"command_id": command["command_id"], "attempt": claim.json()["attempt"]},
+        "context": {"result": {"n": 1}},
+        "event_id": taken,
+    }
+    reply = await api.post_events({"events": [done]})
+    assert reply.status_code == 409 and "already recorded" in reply.json()["detail"], reply.text
+    (still_open,) = await api.open_commands(execution_id)
+    assert still_open["event_id"] == command["event_id"] and still_open["status"] == "CLAIMED"

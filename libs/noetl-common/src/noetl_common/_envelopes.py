@@ -30,10 +30,12 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class EagerRequest(msgspec.Struct, kw_only=True):
-    """Eager dispatch: the posting worker (of ``pool``) takes a command its batch causes."""
+    """Eager dispatch: the posting worker (of ``pool``) takes commands its batch causes, at
+    most ``slots`` (one per command the batch finishes, so each freed slot can get one)."""
 
     worker_id: str
     pool: str
+    slots: int = 1
 
 
 class EventBatch(msgspec.Struct, kw_only=True):

@@ -73,6 +73,8 @@ class WorkerConfig:
     fetch_timeout_seconds: float = 2.0
     #: Ask for the next command of this pool in the reply to a terminal event (eager dispatch).
     eager_dispatch: bool = False
+    #: Terminal batches of commands finishing together sent in one POST, at most this many.
+    event_batch_max: int = 32
     snowflake: Snowflake = field(default_factory=lambda: Snowflake(0), compare=False, repr=False)
     #: NOETL_SNOWFLAKE_NODE_ID / NOETL_SHARD_ID named the node id: a leased one is not taken
     snowflake_node_explicit: bool = False
@@ -140,6 +142,7 @@ class WorkerConfig:
                 (env_opt(key, env=env) or "").strip() for key in ("NOETL_SNOWFLAKE_NODE_ID", "NOETL_SHARD_ID")
             ),
             eager_dispatch=env_bool("WORKER_EAGER_DISPATCH", True, env=env),
+            event_batch_max=env_int("WORKER_EVENT_BATCH_MAX", 32, minimum=1, maximum=256, env=env),
             ack_wait_seconds=env_float("WORKER_ACK_WAIT_SECONDS", ACK_WAIT_SECONDS, minimum=1.0, env=env),
             max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),
         )

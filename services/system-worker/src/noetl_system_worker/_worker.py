@@ -46,6 +46,7 @@ from noetl_common import (
 from noetl_common.results import encode_result
 
 from ._api import ControlPlane
+from ._batching import TerminalBatcher
 from ._config import WorkerConfig
 from ._metrics import COMMANDS, CONSUMER_ACK_PENDING, CONSUMER_PENDING, EVENT_POST_RETRIES, IN_FLIGHT
 from ._pipeline import PipelineRunner, StepOutcome
@@ -182,6 +183,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         #: eager commands running here, by claim key: their notification is adopted, not claimed
         self._eager: dict[int, _Delivery] = {}
+        self._batchers: dict[int, TerminalBatcher] = {}  # by id() of the client: clients live on
         self._connected = False
         self._running = False
         self._js: JetStreamContext | None = None
@@ -250,6 +252,8 @@ class Worker:
             finally:
                 self._running = False
                 await self._drain_in_flight()
+                for batcher in self._batchers.values():
+                    await batcher.aclose()
         finally:
             if presence is not None:
                 presence.cancel()
@@ -700,12 +704,12 @@ class Worker:
                 ]
             else:
                 terminal = leading + self._failure_events(event, runtime.redact(outcome.error or {}))
-            eager = EagerRequest(worker_id=self.config.worker_id, pool=self.config.pool)
-            reply: EventsReply | None = None
+            after: ClaimReply | None = None
             try:
-                # no eager command once stopping: the worker is draining, not taking new work
+                # no eager command once stopping: the worker is draining, not taking new work;
+                # sent together with the terminal batches of commands finishing meanwhile
                 wanted = self.config.eager_dispatch and self._running
-                reply = await self._post(api, terminal, log, eager if wanted else None)
+                after = await self._batcher(api).submit(terminal, eager=wanted)
             except EventRejectedError as exc:
                 if not outcome.ok:
                     raise
@@ -714,11 +718,6 @@ class Worker:
                 error = {"message": f"control-api refused the result: {exc}", "type": "EventRejected"}
                 await self._post(api, leading + self._failure_events(event, error), log)
                 outcome = StepOutcome("failed", error=error)
-            after = (
-                reply.commands[0]
-                if reply is not None and isinstance(reply.commands, list) and reply.commands
-                else None
-            )
             try:
                 # with a next command in hand, do not wait for the ack's round trip
                 await delivery.ack(sync=after is None)
@@ -814,6 +813,22 @@ class Worker:
             for fut in (run, lost):
                 fut.cancel()
             await asyncio.gather(run, lost, return_exceptions=True)
+
+    def _batcher(self, api: ControlPlane) -> TerminalBatcher:
+        """The terminal-event batcher of one control-api (see ``_batching``)."""
+        batcher = self._batchers.get(id(api))
+        if batcher is None:
+
+            async def post(events: list[Event], eager: EagerRequest | None) -> EventsReply:
+                return await self._post(api, events, self._log, eager)
+
+            batcher = self._batchers[id(api)] = TerminalBatcher(
+                post,
+                worker_id=self.config.worker_id,
+                pool=self.config.pool,
+                max_batch=self.config.event_batch_max,
+            )
+        return batcher
 
     async def _post(
         self, api: ControlPlane, events: list[Event], log: Any, eager: EagerRequest | None = None

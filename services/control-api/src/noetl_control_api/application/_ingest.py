@@ -21,15 +21,16 @@ from .. import store
 from .._errors import Conflict, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
 from .._metrics import CLAIMS, EVENTS
 from ..orchestrator import CommandOutcome, EventDraft, ExecutionState, apply_outcome, state_decode
-from ..store._commands import TERMINAL, CommandRow
+from ..store._commands import TERMINAL, CommandRow, NewCommand
 from ..store._executions import ExecutionRow
 from ._claims import claim_reply
 from ._ids import client_id
 from ._playbooks import PlaybookCache
-from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
+from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder, Writes
 from ._results import ResultService
 
 MAX_BATCH = 1000
+MAX_EAGER_SLOTS = 256
 _COMMAND_EVENTS = frozenset({"command.started", "command.heartbeat", "command.completed", "command.failed"})
 _TERMINAL_EVENTS = {"command.completed": "COMPLETED", "command.failed": "FAILED"}
 # written only by the server: accepting them from clients would let the event log disagree
@@ -154,19 +155,24 @@ class EventIngest:
     async def ingest(self, events: Sequence[Event], eager: EagerRequest | None = None) -> EventsReply:
         """Record a batch; duplicates (same event_id, or a finished command) are counted, not applied.
 
-        ``eager`` (eager dispatch, after Temporal's eager activities): when the batch issues a
-        command for that pool, the newest pending one of its execution is claimed for the
-        worker in the same transaction and returned. Its notification still flows; a later
-        claim of it meets 429 (held) or 409 (finished), and a worker crash leaves it to be
-        claimed through that notification once the lease expires.
+        ``eager`` (eager dispatch, after Temporal's eager activities): commands of that pool
+        the batch issues are inserted already claimed by the worker, at most ``eager.slots``
+        of them, newest first, and returned. Their notifications still flow; a later claim
+        of one meets 429 (held) or 409 (finished), and a worker crash leaves it to be claimed
+        through that notification once the lease expires.
         """
         incoming = self._validate(events)
-        claimed: list[ClaimReply] = []
+        if eager is not None and (not eager.worker_id or len(eager.worker_id) > 200):
+            raise ValidationFailed("eager.worker_id must be a non-empty string of at most 200 characters")
+        if eager is not None and not 1 <= eager.slots <= MAX_EAGER_SLOTS:
+            raise ValidationFailed(f"eager.slots must be within 1..{MAX_EAGER_SLOTS}, got {eager.slots}")
         mode: Literal["UPDATE", "SHARE"] = (
             "UPDATE" if any(i.event.event_type in _TERMINAL_EVENTS for i in incoming) else "SHARE"
         )
+        writes = Writes(lease_seconds=self._lease)
+        claimed: list[ClaimReply] = []
         # pipeline mode: statements whose results are not read yet ride with the next one that
-        # is, so the batch costs about half the round trips
+        # is: the locks are one round trip, everything the batch writes one more, then COMMIT
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             # a terminal event will need the state: it comes with the lock (one round trip
             # less while the row is held) as JSON text, decoded straight into structs
@@ -186,11 +192,8 @@ class EventIngest:
                 if item.event.execution_id not in executions:
                     raise NotFound(f"execution {item.event.execution_id} not found")
             commands = await store.commands.read_locked(locking_commands)
-            # decide every event first, then write all new ones in one statement: the batch
-            # costs a handful of round trips, not one per event
             kept: list[tuple[Event, ExecutionRef, CommandRow | None]] = []
             seen: set[tuple[int, int]] = set()
-            finishing: set[int] = set()  # commands a terminal event of this batch finishes
             for item in incoming:
                 execution = executions[item.event.execution_id]
                 ref = ExecutionRef(
@@ -199,7 +202,9 @@ class EventIngest:
                     parent_execution_id=execution.parent_execution_id,
                 )
                 command = self._check_command(item, commands, execution.execution_id)
-                if command is not None and (command.status in TERMINAL or command.command_id in finishing):
+                if command is not None and (
+                    command.status in TERMINAL or command.command_id in writes.finished
+                ):
                     continue  # the command is finished: a late or repeated event changes nothing
                 event = self._complete(item.event, ref)
                 assert event.event_id is not None
@@ -208,50 +213,56 @@ class EventIngest:
                     continue
                 seen.add(key)
                 if command is not None and event.event_type in _TERMINAL_EVENTS:
-                    finishing.add(command.command_id)
+                    writes.finished[command.command_id] = _TERMINAL_EVENTS[event.event_type]
                 kept.append((event, ref, command))
-            new_keys = await self._recorder.write_events(conn, [event for event, _, _ in kept])
-            issued: dict[int, ExecutionRef] = {}  # executions that got a command of the eager pool
+            # the batch's own events come first in the outbox, then what they decided
+            writes.outbox += [self._recorder.event_row(event) for event, _, _ in kept]
+            applied: list[tuple[int, int]] = []  # terminal events fed to the orchestrator
+            issued: list[tuple[ExecutionRef, NewCommand]] = []
             for event, ref, command in kept:
-                if command is not None and (event.execution_id, event.event_id) in new_keys:
-                    pools = await self._apply(conn, executions[ref.execution_id], ref, command, event)
-                    if eager is not None and eager.pool in pools:
-                        issued.setdefault(ref.execution_id, ref)
-            if eager is not None and issued:
-                reply = await self._claim_eager(conn, next(iter(issued.values())), eager)
-                if reply is not None:
-                    claimed.append(reply)
-        accepted = len(new_keys)
+                if command is None:
+                    continue
+                kind = event.event_type
+                if kind == "command.started":
+                    writes.started.append(command.command_id)
+                elif kind == "command.heartbeat":
+                    writes.renewed.append(command.command_id)
+                elif kind in _TERMINAL_EVENTS:
+                    assert event.event_id is not None
+                    applied.append((event.execution_id, event.event_id))
+                    new = await self._advance(
+                        conn,
+                        writes,
+                        executions[ref.execution_id],
+                        ref,
+                        command,
+                        event,
+                        "completed" if kind == "command.completed" else "failed",
+                    )
+                    issued += [(ref, c) for c in new]
+            if eager is not None:
+                # newest first: in a chain that is the step just issued; in a loop the next iterations
+                mine = [(ref, c) for ref, c in reversed(issued) if c.pool == eager.pool][: eager.slots]
+                for ref, new_command in mine:
+                    self._recorder.stage_claim(writes, ref, new_command, eager.worker_id)
+                    claimed.append(claim_reply(_claimed_row(new_command), ref.catalog_path, self._lease))
+            new_keys = await writes.flush(conn)
+            # Under the command's row lock, an unfinished command's terminal event cannot have
+            # been recorded before; a key already taken means a client reused an event id.
+            reused = [key for key in applied if key not in new_keys]
+            if reused:
+                raise Conflict(
+                    f"event_id {reused[0][1]} is already recorded for execution {reused[0][0]};"
+                    " a terminal event needs an id of its own",
+                    {"event_id": reused[0][1]},
+                )
+        accepted = sum(1 for event, _, _ in kept if (event.execution_id, event.event_id) in new_keys)
         duplicates = len(incoming) - accepted
         EVENTS.labels("accepted").inc(accepted)
         EVENTS.labels("duplicate").inc(duplicates)
+        if claimed:
+            CLAIMS.labels("eager").inc(len(claimed))
         return EventsReply(accepted=accepted, duplicates=duplicates, commands=claimed or msgspec.UNSET)
-
-    async def _claim_eager(self, conn: Any, ref: ExecutionRef, eager: EagerRequest) -> ClaimReply | None:
-        if not eager.worker_id or len(eager.worker_id) > 200:
-            raise ValidationFailed("eager.worker_id must be a non-empty string of at most 200 characters")
-        row = await store.commands.claim_pending(
-            conn, ref.execution_id, eager.pool, eager.worker_id, self._lease
-        )
-        if row is None:
-            return None
-        command, catalog_path, _ = row
-        event = self._recorder.new_event(
-            ref,
-            "command.claimed",
-            step=command.step,
-            status="CLAIMED",
-            worker_id=eager.worker_id,
-            meta={
-                "command_id": command.command_id,
-                "attempt": command.attempt,
-                "pool": command.pool,
-                "eager": True,
-            },
-        )
-        await self._recorder.write_events(conn, [event])
-        CLAIMS.labels("eager").inc()
-        return claim_reply(command, catalog_path, self._lease)
 
     @staticmethod
     def _check_command(
@@ -304,38 +315,21 @@ class EventIngest:
             meta=meta,
         )
 
-    async def _apply(
-        self, conn: Any, row: ExecutionRow, ref: ExecutionRef, command: CommandRow, event: Event
-    ) -> set[str]:
-        """Apply a command event; returns the pools of the commands it issued."""
-        kind = event.event_type
-        if kind == "command.started":
-            await store.commands.mark_started(conn, command.command_id, self._lease)
-        elif kind == "command.heartbeat":
-            await store.commands.renew_lease(conn, command.command_id, self._lease)
-        elif kind in _TERMINAL_EVENTS:
-            status = _TERMINAL_EVENTS[kind]
-            await store.commands.finish(conn, command.command_id, status)
-            command.status = status  # later events of this batch for it are duplicates
-            return await self._advance(
-                conn, row, ref, command, event, "completed" if status == "COMPLETED" else "failed"
-            )
-        return set()
-
     async def _advance(
         self,
         conn: Any,
+        writes: Writes,
         row: ExecutionRow,
         ref: ExecutionRef,
         command: CommandRow,
         event: Event,
         status: Literal["completed", "failed"],
-    ) -> set[str]:
-        """Feed the outcome to the orchestrator under the execution lock and write its decision;
-        returns the pools of the commands it issued. ``row`` is the locked row; it is kept
-        current (status, state) for the batch's next outcome of the same execution."""
+    ) -> list[NewCommand]:
+        """Feed the outcome to the orchestrator under the execution lock and stage its decision;
+        returns the commands it issued. ``row`` is the locked row; it is kept current
+        (status, state) for the batch's next outcome of the same execution."""
         if row.status in TERMINAL_STATUSES:
-            return set()  # finished (e.g. cancelled) meanwhile: the outcome changes nothing
+            return []  # finished (e.g. cancelled) meanwhile: the outcome changes nothing
         playbook = self._playbooks.cached(row.path, row.version)
         if playbook is None:
             entry = await store.catalog.get(conn, row.path, row.version)
@@ -364,6 +358,25 @@ class EventIngest:
         decision = apply_outcome(playbook, state, outcome, owned=True)
         if resolved is not reference or set_ is not raw_set:
             _keep_references(decision.events, reference, resolved, raw_set, set_)
-        await self._recorder.write_decision(conn, ref, decision)
+        new = self._recorder.stage_decision(writes, ref, decision)
         row.status, row.state = decision.status, decision.state
-        return {draft.pool for draft in decision.commands}
+        return new
+
+
+def _claimed_row(command: NewCommand) -> CommandRow:
+    """The row of a command inserted claimed (see :meth:`Recorder.stage_claim`)."""
+    return CommandRow(
+        command_id=command.command_id,
+        event_id=command.event_id,
+        execution_id=command.execution_id,
+        step=command.step,
+        pool=command.pool,
+        tool_kind=command.tool_kind,
+        spec=command.spec,
+        meta=command.meta,
+        status="CLAIMED",
+        attempt=1,
+        worker_id=command.worker_id,
+        lease_expires_at=None,
+        started_at=None,
+    )

@@ -112,7 +112,22 @@ class Recorder:
         leading: Sequence[Event] = (),
         insert_execution: dict[str, Any] | None = None,
     ) -> None:
-        """Persist a decision: the execution row, events, commands and all outbox rows.
+        """Persist one decision now (see :meth:`stage_decision`)."""
+        writes = Writes()
+        self.stage_decision(writes, ref, decision, leading=leading, insert_execution=insert_execution)
+        await writes.flush(conn)
+
+    def stage_decision(
+        self,
+        writes: Writes,
+        ref: ExecutionRef,
+        decision: Decision,
+        *,
+        leading: Sequence[Event] = (),
+        insert_execution: dict[str, Any] | None = None,
+    ) -> list[NewCommand]:
+        """Add a decision to ``writes``: the execution row, events, commands and all outbox
+        rows; returns the new commands (still PENDING, for :meth:`stage_claim`).
 
         ``insert_execution`` (path, version, payload) creates the execution row instead of
         updating it. ``leading`` events are recorded before the decision's own.
@@ -165,33 +180,106 @@ class Recorder:
                     msgspec.to_builtins(notification),
                 )
             )
-        # JSON text straight from the structs: no dict tree to build and dump again
-        state = state_encode(decision.state)
-        if insert_execution is not None:
-            await store.executions.insert(
-                conn,
-                execution_id=ref.execution_id,
-                path=ref.catalog_path,
-                version=insert_execution["version"],
-                status=decision.status,
-                payload=insert_execution["payload"],
-                state=state,
-                result=decision.result,
-                error=decision.error,
-                parent_execution_id=ref.parent_execution_id,
-            )
-        else:
-            await store.executions.update(
-                conn,
-                ref.execution_id,
-                status=decision.status,
-                state=state,
-                result=decision.result,
-                error=decision.error,
-            )
-        await store.commands.insert_many(conn, commands)
+        execution = _ExecutionWrite(
+            status=decision.status,
+            # JSON text straight from the structs: no dict tree to build and dump again
+            state=state_encode(decision.state),
+            result=decision.result,
+            error=decision.error,
+            insert=None if insert_execution is None else {**insert_execution, "ref": ref},
+        )
+        earlier = writes.executions.get(ref.execution_id)
+        if earlier is not None and earlier.insert is not None:
+            execution.insert = earlier.insert  # still one INSERT, with the latest state
+        writes.executions[ref.execution_id] = execution
+        writes.commands += commands
         # event rows first, then notifications: a publisher claiming in outbox_id order
         # ships command.issued before the worker can post command.started
-        await store.outbox.insert_outbox(conn, [self.event_row(e) for e in events] + notifications)
+        writes.outbox += [self.event_row(e) for e in events]
+        writes.outbox += notifications
         if decision.status in TERMINAL_STATUSES:
-            await store.commands.cancel_open(conn, ref.execution_id)
+            writes.cancel_open.append(ref.execution_id)
+        return commands
+
+    def stage_claim(self, writes: Writes, ref: ExecutionRef, command: NewCommand, worker_id: str) -> Event:
+        """Eager dispatch: a command staged by this transaction is inserted CLAIMED by
+        ``worker_id`` (attempt 1, with a lease) and its ``command.claimed`` recorded; the
+        notification still goes out, so a crashed worker's command is claimed again once
+        the lease expires."""
+        command.worker_id = worker_id
+        claimed = self.new_event(
+            ref,
+            "command.claimed",
+            step=command.step,
+            status="CLAIMED",
+            worker_id=worker_id,
+            meta={"command_id": command.command_id, "attempt": 1, "pool": command.pool, "eager": True},
+        )
+        writes.outbox.append(self.event_row(claimed))
+        return claimed
+
+
+class _ExecutionWrite(msgspec.Struct):
+    status: str
+    state: bytes  # JSON text
+    result: Any
+    error: str | None
+    insert: dict[str, Any] | None = None  # version, payload, ref: a new execution row
+
+
+class Writes:
+    """What one transaction writes, gathered while it decides and sent at its end as a few
+    set-based statements: in pipeline mode they travel together, one round trip in all.
+
+    Statement order: execution rows, command status changes, new commands, the open commands
+    of executions that reached a final status cancelled, then one outbox insert for every
+    row in the order staged (the caller's events first).
+    """
+
+    def __init__(self, *, lease_seconds: float = 0.0) -> None:
+        self.lease_seconds = lease_seconds
+        self.outbox: list[OutboxInsert] = []
+        self.commands: list[NewCommand] = []
+        self.executions: dict[int, _ExecutionWrite] = {}
+        self.finished: dict[int, str] = {}  # command_id → COMPLETED / FAILED
+        self.started: list[int] = []
+        self.renewed: list[int] = []
+        self.cancel_open: list[int] = []
+
+    async def flush(self, conn: AsyncConnection[Any]) -> set[tuple[int, int]]:
+        """Send everything; returns the outbox keys that were new (not seen before)."""
+        for execution_id, write in self.executions.items():
+            if write.insert is not None:
+                ref: ExecutionRef = write.insert["ref"]
+                await store.executions.insert(
+                    conn,
+                    execution_id=execution_id,
+                    path=ref.catalog_path,
+                    version=write.insert["version"],
+                    status=write.status,
+                    payload=write.insert["payload"],
+                    state=write.state,
+                    result=write.result,
+                    error=write.error,
+                    parent_execution_id=ref.parent_execution_id,
+                )
+            else:
+                await store.executions.update(
+                    conn,
+                    execution_id,
+                    status=write.status,
+                    state=write.state,
+                    result=write.result,
+                    error=write.error,
+                )
+        await store.commands.finish(conn, self.finished)
+        await store.commands.mark_started(
+            conn, [c for c in self.started if c not in self.finished], self.lease_seconds
+        )
+        await store.commands.renew_lease(
+            conn, [c for c in self.renewed if c not in self.finished], self.lease_seconds
+        )
+        await store.commands.insert_many(conn, self.commands, self.lease_seconds)
+        for execution_id in self.cancel_open:
+            await store.commands.cancel_open(conn, execution_id)
+        return await store.outbox.insert_outbox(conn, self.outbox)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -38,7 +38,8 @@ class CommandRow(msgspec.Struct, kw_only=True):
 
 
 class NewCommand(msgspec.Struct, kw_only=True):
-    """A command to insert (status PENDING, attempt 0)."""
+    """A command to insert: PENDING at attempt 0, or, with ``worker_id`` (eager dispatch),
+    CLAIMED by that worker at attempt 1 with a lease, as :func:`claim` would leave it."""
 
     command_id: int
     event_id: int
@@ -48,6 +49,7 @@ class NewCommand(msgspec.Struct, kw_only=True):
     tool_kind: str
     spec: Any
     meta: Any
+    worker_id: str | None = None
 
 
 def _row(r: Any) -> CommandRow:
@@ -68,14 +70,21 @@ def _row(r: Any) -> CommandRow:
     )
 
 
-async def insert_many(conn: AsyncConnection[Any], commands: Sequence[NewCommand]) -> None:
+async def insert_many(
+    conn: AsyncConnection[Any], commands: Sequence[NewCommand], lease_seconds: float = 0.0
+) -> None:
+    """Insert commands; those with a ``worker_id`` start CLAIMED with a ``lease_seconds`` lease."""
     if not commands:
         return
     await conn.execute(
-        "INSERT INTO noetl.command (command_id, event_id, execution_id, step, pool, tool_kind, spec, meta)"
-        " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],"
-        " %b::jsonb[], %b::jsonb[])",
+        "INSERT INTO noetl.command (command_id, event_id, execution_id, step, pool, tool_kind, spec, meta,"
+        " status, attempt, worker_id, lease_expires_at)"
+        " SELECT c, e, x, s, p, k, sp, m, CASE WHEN w IS NULL THEN 'PENDING' ELSE 'CLAIMED' END,"
+        " CASE WHEN w IS NULL THEN 0 ELSE 1 END, w, CASE WHEN w IS NULL THEN NULL ELSE now() + %b END"
+        " FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],"
+        " %b::jsonb[], %b::jsonb[], %b::text[]) AS u(c, e, x, s, p, k, sp, m, w)",
         (
+            timedelta(seconds=lease_seconds),
             [c.command_id for c in commands],
             [c.event_id for c in commands],
             [c.execution_id for c in commands],
@@ -84,6 +93,7 @@ async def insert_many(conn: AsyncConnection[Any], commands: Sequence[NewCommand]
             [c.tool_kind for c in commands],
             [Jsonb(c.spec) for c in commands],
             [Jsonb(c.meta) for c in commands],
+            [c.worker_id for c in commands],
         ),
     )
 
@@ -135,47 +145,35 @@ async def claim(
     return None if row is None else (_row(row), row[13], row[14])
 
 
-async def claim_pending(
-    conn: AsyncConnection[Any], execution_id: int, pool: str, worker_id: str, lease_seconds: float
-) -> tuple[CommandRow, str, int | None] | None:
-    """Eager dispatch: lease the newest PENDING command of ``pool`` in the execution (the one
-    just issued, whose notification no other worker can hold yet), as
-    :func:`claim` does (attempt + 1, lease); None when there is none free."""
-    columns = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
-    cur = await conn.execute(
-        "UPDATE noetl.command c SET status = 'CLAIMED', attempt = c.attempt + 1, worker_id = %s,"
-        " lease_expires_at = now() + %s, started_at = NULL, updated_at = now()"
-        " FROM noetl.execution e WHERE e.execution_id = c.execution_id AND c.command_id = ("
-        "   SELECT command_id FROM noetl.command WHERE execution_id = %s AND pool = %s"
-        "   AND status = 'PENDING' ORDER BY command_id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)"
-        f" RETURNING {columns}, e.path, e.parent_execution_id",
-        (worker_id, timedelta(seconds=lease_seconds), execution_id, pool),
-    )
-    row = await cur.fetchone()
-    return None if row is None else (_row(row), row[13], row[14])
+async def mark_started(conn: AsyncConnection[Any], command_ids: Sequence[int], lease_seconds: float) -> None:
+    """``command.started``: record the start (first one wins) and renew the lease."""
+    if command_ids:
+        await conn.execute(
+            "UPDATE noetl.command SET started_at = coalesce(started_at, now()), lease_expires_at = now() + %s,"
+            " updated_at = now() WHERE command_id = ANY(%s)",
+            (timedelta(seconds=lease_seconds), list(command_ids)),
+        )
 
 
-async def mark_started(conn: AsyncConnection[Any], command_id: int, lease_seconds: float) -> None:
-    await conn.execute(
-        "UPDATE noetl.command SET started_at = coalesce(started_at, now()), lease_expires_at = now() + %s,"
-        " updated_at = now() WHERE command_id = %s",
-        (timedelta(seconds=lease_seconds), command_id),
-    )
+async def renew_lease(conn: AsyncConnection[Any], command_ids: Sequence[int], lease_seconds: float) -> None:
+    if command_ids:
+        await conn.execute(
+            "UPDATE noetl.command SET lease_expires_at = now() + %s, updated_at = now()"
+            " WHERE command_id = ANY(%s)",
+            (timedelta(seconds=lease_seconds), list(command_ids)),
+        )
 
 
-async def renew_lease(conn: AsyncConnection[Any], command_id: int, lease_seconds: float) -> None:
-    await conn.execute(
-        "UPDATE noetl.command SET lease_expires_at = now() + %s, updated_at = now() WHERE command_id = %s",
-        (timedelta(seconds=lease_seconds), command_id),
-    )
-
-
-async def finish(conn: AsyncConnection[Any], command_id: int, status: str) -> None:
-    await conn.execute(
-        "UPDATE noetl.command SET status = %s, lease_expires_at = NULL, updated_at = now()"
-        " WHERE command_id = %s",
-        (status, command_id),
-    )
+async def finish(conn: AsyncConnection[Any], finished: Mapping[int, str]) -> None:
+    """Give commands their final status (command_id → status); a command that never reported
+    ``command.started`` on its own gets its start time here."""
+    if finished:
+        await conn.execute(
+            "UPDATE noetl.command c SET status = u.status, started_at = coalesce(c.started_at, now()),"
+            " lease_expires_at = NULL, updated_at = now()"
+            " FROM unnest(%b::bigint[], %b::text[]) AS u(command_id, status) WHERE c.command_id = u.command_id",
+            (list(finished), list(finished.values())),
+        )
 
 
 async def cancel_open(conn: AsyncConnection[Any], execution_id: int) -> int:
