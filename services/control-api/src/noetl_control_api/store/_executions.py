@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json, Jsonb
 
 from ._time import iso
 
@@ -79,9 +79,9 @@ async def insert(
     )
 
 
-def _state_param(state: Any) -> Jsonb:
-    """``state`` as given, or JSON text already encoded (bytes) passed through as is."""
-    return Jsonb(state, dumps=_as_is) if isinstance(state, bytes) else Jsonb(state)
+def _state_param(state: Any) -> Json:
+    """``state`` (a json column) as given, or JSON text already encoded (bytes) passed through as is."""
+    return Json(state, dumps=_as_is) if isinstance(state, bytes) else Json(state)
 
 
 def _as_is(raw: Any) -> Any:
