@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import msgspec
@@ -56,8 +57,11 @@ class Step(msgspec.Struct, omit_defaults=True, kw_only=True):
         return bool(self.tasks)
 
 
-class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """A parsed, validated playbook; ``steps`` keep workflow order, ``start`` is the entry."""
+class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True, dict=True):
+    """A parsed, validated playbook; ``steps`` keep workflow order, ``start`` is the entry.
+
+    Treated as immutable once built: lookups by step name (and the orchestrator's routing
+    graph) are computed on first use and kept on the instance (``dict=True``)."""
 
     name: str
     path: str
@@ -66,13 +70,20 @@ class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True):
     executor: dict[str, Any] | None = None
     api_version: str = "noetl.io/v2"
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Step]:
+        by_name: dict[str, Step] = {}
+        for step in self.steps:
+            by_name.setdefault(step.name, step)  # the first of a repeated name, as a scan would
+        return by_name
+
     def step(self, name: str) -> Step:
         """The step called ``name``; KeyError when there is none."""
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(name) from None
 
     def has_step(self, name: str) -> bool:
         """True when the workflow has a step called ``name``."""
-        return any(step.name == name for step in self.steps)
+        return name in self._by_name

@@ -15,7 +15,7 @@ from noetl_common import CommandSpec, pool_for
 from noetl_common.templating import TemplateError, evaluate, render
 
 from ..dsl import Arc, Playbook, Step
-from ._graph import Graph, out_arcs
+from ._graph import graph_of, out_arcs
 from ._state import Decision, ExecutionState, InFlight, Join, LoopRun
 from ._types import CommandDraft, CommandOutcome, EventDraft
 
@@ -39,7 +39,7 @@ class _Run:
     def __init__(self, playbook: Playbook, state: ExecutionState) -> None:
         self.playbook = playbook
         self.state = state
-        self.graph = Graph(playbook)
+        self.graph = graph_of(playbook)
         self.events: list[EventDraft] = []
         self.commands: list[CommandDraft] = []
         self._queue: deque[tuple[str, str, dict[str, Any]]] = deque()

@@ -18,8 +18,17 @@ def out_arcs(playbook: Playbook, step: Step) -> list[Arc]:
     return []
 
 
+def graph_of(playbook: Playbook) -> Graph:
+    """The playbook's graph, built once per parsed playbook and kept on it."""
+    graph: Graph | None = playbook.__dict__.get("_graph")
+    if graph is None:
+        graph = playbook.__dict__["_graph"] = Graph(playbook)
+    return graph
+
+
 class Graph:
-    """Edges, predecessors and transitive reachability, computed once per call."""
+    """Edges, predecessors and transitive reachability of one playbook (reachability is
+    filled in on demand); never changed once built, so one serves every call."""
 
     def __init__(self, playbook: Playbook) -> None:
         self.order = {step.name: i for i, step in enumerate(playbook.steps)}
