@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 from noetl_common import ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
+from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
@@ -172,97 +173,105 @@ class EventIngest:
         writes = Writes(lease_seconds=self._lease)
         claimed: list[ClaimReply] = []
         # pipeline mode: statements whose results are not read yet ride with the next one that
-        # is: the locks are one round trip, everything the batch writes one more, then COMMIT
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            # a terminal event will need the state: it comes with the lock (one round trip
-            # less while the row is held) as JSON text, decoded straight into structs
-            # both locks go out together (executions first, then commands: the order every
-            # writer keeps) and come back in one round trip
-            locking = await store.executions.send_lock(
-                conn,
-                [i.event.execution_id for i in incoming],
-                mode,
-                state="text" if mode == "UPDATE" else "none",
-            )
-            locking_commands = await store.commands.send_lock_many(
-                conn, [i.command_id for i in incoming if i.command_id is not None]
-            )
-            executions = await store.executions.read_locked(locking)
-            for item in incoming:
-                if item.event.execution_id not in executions:
-                    raise NotFound(f"execution {item.event.execution_id} not found")
-            commands = await store.commands.read_locked(locking_commands)
-            kept: list[tuple[Event, ExecutionRef, CommandRow | None]] = []
-            seen: set[tuple[int, int]] = set()
-            for item in incoming:
-                execution = executions[item.event.execution_id]
-                ref = ExecutionRef(
-                    execution_id=execution.execution_id,
-                    catalog_path=execution.path,
-                    parent_execution_id=execution.parent_execution_id,
-                )
-                command = self._check_command(item, commands, execution.execution_id)
-                if command is not None and (
-                    command.status in TERMINAL or command.command_id in writes.finished
-                ):
-                    continue  # the command is finished: a late or repeated event changes nothing
-                event = self._complete(item.event, ref)
-                assert event.event_id is not None
-                key = (event.execution_id, event.event_id)
-                if key in seen:
-                    continue
-                seen.add(key)
-                if command is not None and event.event_type in _TERMINAL_EVENTS:
-                    writes.finished[command.command_id] = _TERMINAL_EVENTS[event.event_type]
-                kept.append((event, ref, command))
-            # the batch's own events come first in the outbox, then what they decided
-            writes.outbox += [self._recorder.event_row(event) for event, _, _ in kept]
-            applied: list[tuple[int, int]] = []  # terminal events fed to the orchestrator
-            issued: list[tuple[ExecutionRef, NewCommand]] = []
-            for event, ref, command in kept:
-                if command is None:
-                    continue
-                kind = event.event_type
-                if kind == "command.started":
-                    writes.started.append(command.command_id)
-                elif kind == "command.heartbeat":
-                    writes.renewed.append(command.command_id)
-                elif kind in _TERMINAL_EVENTS:
-                    assert event.event_id is not None
-                    applied.append((event.execution_id, event.event_id))
-                    new = await self._advance(
-                        conn,
-                        writes,
-                        executions[ref.execution_id],
-                        ref,
-                        command,
-                        event,
-                        "completed" if kind == "command.completed" else "failed",
-                    )
-                    issued += [(ref, c) for c in new]
-            if eager is not None:
-                # newest first: in a chain that is the step just issued; in a loop the next iterations
-                mine = [(ref, c) for ref, c in reversed(issued) if c.pool == eager.pool][: eager.slots]
-                for ref, new_command in mine:
-                    self._recorder.stage_claim(writes, ref, new_command, eager.worker_id)
-                    claimed.append(claim_reply(_claimed_row(new_command), ref.catalog_path, self._lease))
-            new_keys = await writes.flush(conn)
+        # is: the locks are one round trip, everything the batch writes and the COMMIT one more
+        try:
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+                applied = await self._decide(conn, incoming, mode, writes, eager, claimed)
+                await writes.flush(conn)
+        except UniqueViolation:
             # Under the command's row lock, an unfinished command's terminal event cannot have
-            # been recorded before; a key already taken means a client reused an event id.
-            reused = [key for key in applied if key not in new_keys]
-            if reused:
-                raise Conflict(
-                    f"event_id {reused[0][1]} is already recorded for execution {reused[0][0]};"
-                    " a terminal event needs an id of its own",
-                    {"event_id": reused[0][1]},
-                )
-        accepted = sum(1 for event, _, _ in kept if (event.execution_id, event.event_id) in new_keys)
+            # been recorded before: a key already taken means a client reused an event id.
+            raise Conflict(
+                "an event id of the batch is already recorded for its execution;"
+                " a terminal event needs an id of its own; nothing of the batch was kept"
+            ) from None
+        accepted = len(await writes.incoming_new()) + applied
         duplicates = len(incoming) - accepted
         EVENTS.labels("accepted").inc(accepted)
         EVENTS.labels("duplicate").inc(duplicates)
         if claimed:
             CLAIMS.labels("eager").inc(len(claimed))
         return EventsReply(accepted=accepted, duplicates=duplicates, commands=claimed or msgspec.UNSET)
+
+    async def _decide(
+        self,
+        conn: Any,
+        incoming: list[_Incoming],
+        mode: Literal["UPDATE", "SHARE"],
+        writes: Writes,
+        eager: EagerRequest | None,
+        claimed: list[ClaimReply],
+    ) -> int:
+        """Lock, check and apply the batch, staging every row in ``writes`` and the eager
+        commands in ``claimed``; returns how many terminal events were applied."""
+        # a terminal event will need the state: it comes with the lock (one round trip
+        # less while the row is held) as JSON text, decoded straight into structs
+        # both locks go out together (executions first, then commands: the order every
+        # writer keeps) and come back in one round trip
+        locking = await store.executions.send_lock(
+            conn,
+            [i.event.execution_id for i in incoming],
+            mode,
+            state="text" if mode == "UPDATE" else "none",
+        )
+        locking_commands = await store.commands.send_lock_many(
+            conn, [i.command_id for i in incoming if i.command_id is not None]
+        )
+        executions = await store.executions.read_locked(locking)
+        for item in incoming:
+            if item.event.execution_id not in executions:
+                raise NotFound(f"execution {item.event.execution_id} not found")
+        commands = await store.commands.read_locked(locking_commands)
+        seen: set[tuple[int, int]] = set()
+        applied = 0
+        issued: list[tuple[ExecutionRef, NewCommand]] = []
+        for item in incoming:
+            execution = executions[item.event.execution_id]
+            ref = ExecutionRef(
+                execution_id=execution.execution_id,
+                catalog_path=execution.path,
+                parent_execution_id=execution.parent_execution_id,
+            )
+            command = self._check_command(item, commands, execution.execution_id)
+            if command is not None and (command.status in TERMINAL or command.command_id in writes.finished):
+                continue  # the command is finished: a late or repeated event changes nothing
+            event = self._complete(item.event, ref)
+            assert event.event_id is not None
+            key = (event.execution_id, event.event_id)
+            if key in seen:
+                continue
+            seen.add(key)
+            kind = event.event_type
+            if command is None or kind not in _TERMINAL_EVENTS:
+                # may repeat an event recorded before: skipped then, and applying a repeated
+                # started or heartbeat again (renewing the lease) changes nothing more
+                writes.incoming.append(self._recorder.event_row(event))
+                if command is not None and kind == "command.started":
+                    writes.started.append(command.command_id)
+                elif command is not None and kind == "command.heartbeat":
+                    writes.renewed.append(command.command_id)
+                continue
+            # a terminal event of an unfinished command: new, and recorded before its decision
+            writes.finished[command.command_id] = _TERMINAL_EVENTS[kind]
+            writes.outbox.append(self._recorder.event_row(event))
+            applied += 1
+            new = await self._advance(
+                conn,
+                writes,
+                executions[ref.execution_id],
+                ref,
+                command,
+                event,
+                "completed" if kind == "command.completed" else "failed",
+            )
+            issued += [(ref, c) for c in new]
+        if eager is not None:
+            # newest first: in a chain that is the step just issued; in a loop the next iterations
+            mine = [(ref, c) for ref, c in reversed(issued) if c.pool == eager.pool][: eager.slots]
+            for ref, new_command in mine:
+                self._recorder.stage_claim(writes, ref, new_command, eager.worker_id)
+                claimed.append(claim_reply(_claimed_row(new_command), ref.catalog_path, self._lease))
+        return applied
 
     @staticmethod
     def _check_command(

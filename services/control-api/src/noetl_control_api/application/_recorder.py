@@ -27,7 +27,7 @@ from noetl_common import (
     scrub,
     utc_now_iso,
 )
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from .. import store
 from ..orchestrator import Decision, EventDraft, state_encode
@@ -229,15 +229,19 @@ class _ExecutionWrite(msgspec.Struct):
 
 class Writes:
     """What one transaction writes, gathered while it decides and sent at its end as a few
-    set-based statements: in pipeline mode they travel together, one round trip in all.
+    set-based statements that are not read before the COMMIT: in pipeline mode they and the
+    COMMIT travel together, one round trip in all.
 
     Statement order: execution rows, command status changes, new commands, the open commands
-    of executions that reached a final status cancelled, then one outbox insert for every
-    row in the order staged (the caller's events first).
+    of executions that reached a final status cancelled, then the outbox: ``incoming`` rows
+    (a client's events, which may repeat: skipped, see :meth:`incoming_new`), then ``outbox``
+    rows, which must all be new (a repeated key fails the transaction with UniqueViolation).
     """
 
     def __init__(self, *, lease_seconds: float = 0.0) -> None:
         self.lease_seconds = lease_seconds
+        self.incoming: list[OutboxInsert] = []
+        self._incoming_sent: AsyncCursor[Any] | None = None
         self.outbox: list[OutboxInsert] = []
         self.commands: list[NewCommand] = []
         self.executions: dict[int, _ExecutionWrite] = {}
@@ -246,8 +250,8 @@ class Writes:
         self.renewed: list[int] = []
         self.cancel_open: list[int] = []
 
-    async def flush(self, conn: AsyncConnection[Any]) -> set[tuple[int, int]]:
-        """Send everything; returns the outbox keys that were new (not seen before)."""
+    async def flush(self, conn: AsyncConnection[Any]) -> None:
+        """Send everything (nothing is read: the caller's COMMIT brings the results back)."""
         for execution_id, write in self.executions.items():
             if write.insert is not None:
                 ref: ExecutionRef = write.insert["ref"]
@@ -282,4 +286,9 @@ class Writes:
         await store.commands.insert_many(conn, self.commands, self.lease_seconds)
         for execution_id in self.cancel_open:
             await store.commands.cancel_open(conn, execution_id)
-        return await store.outbox.insert_outbox(conn, self.outbox)
+        self._incoming_sent = await store.outbox.send_outbox(conn, self.incoming)
+        await store.outbox.send_outbox(conn, self.outbox, new_only=True)
+
+    async def incoming_new(self) -> set[tuple[int, int]]:
+        """The keys of ``incoming`` rows that were new, once the transaction committed."""
+        return await store.outbox.read_keys(self._incoming_sent)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from noetl_common import OutboxRow
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Jsonb
 
 from ._notifier import OUTBOX_CHANNEL
@@ -20,24 +20,51 @@ async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]
 
     The NOTIFY rides in the caller's transaction, so publishers wake exactly at commit.
     """
+    return await read_keys(await send_outbox(conn, rows))
+
+
+async def send_outbox(
+    conn: AsyncConnection[Any], rows: Sequence[OutboxInsert], *, new_only: bool = False
+) -> AsyncCursor[Any] | None:
+    """The insert of :func:`insert_outbox`, sent and not read (pipeline mode: its result can
+    be read with :func:`read_keys` once a later statement, or the COMMIT, brought it back).
+
+    ``new_only``: every row must be new; a key already recorded fails the transaction with
+    ``UniqueViolation`` instead of being skipped, and nothing is returned to read.
+    """
     if not rows:
-        return set()
-    # one round trip: the CTE notifies once, and only when a row was actually inserted
-    cur = await conn.execute(
+        return None
+    columns = (
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [Jsonb(r[3]) for r in rows],
+        OUTBOX_CHANNEL,
+    )
+    # one statement: the CTE notifies once, and only when a row was actually inserted
+    insert = (
         "WITH ins AS (INSERT INTO noetl.outbox (execution_id, event_id, subject, payload)"
         " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[])"
-        " ON CONFLICT (execution_id, event_id) DO NOTHING RETURNING execution_id, event_id),"
+    )
+    if new_only:
+        await conn.execute(
+            insert
+            + " RETURNING 1), woke AS (SELECT pg_notify(%b, '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_row)"
+            " SELECT count(*) FROM woke",
+            columns,
+        )
+        return None
+    return await conn.execute(
+        insert + " ON CONFLICT (execution_id, event_id) DO NOTHING RETURNING execution_id, event_id),"
         " woke AS (SELECT pg_notify(%b, '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_row)"
         " SELECT ins.execution_id, ins.event_id FROM ins, woke",
-        (
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            [Jsonb(r[3]) for r in rows],
-            OUTBOX_CHANNEL,
-        ),
+        columns,
     )
-    return {(row[0], row[1]) for row in await cur.fetchall()}
+
+
+async def read_keys(cur: AsyncCursor[Any] | None) -> set[tuple[int, int]]:
+    """The keys :func:`send_outbox` inserted."""
+    return set() if cur is None else {(row[0], row[1]) for row in await cur.fetchall()}
 
 
 async def claim_outbox(conn: AsyncConnection[Any], limit: int, lease_seconds: float) -> list[OutboxRow]:
