@@ -98,6 +98,25 @@ async def test_projects_a_batch_in_one_call_and_acks_it(nc: NATS, sink: Any, sta
     assert [[e.event_id for e in call] for call in sink.calls] == [[1, 2, 3, 4, 5]]
 
 
+async def test_a_trickle_of_events_lingers_into_one_project_call(nc: NATS, sink: Any, start: Any) -> None:
+    start(dataclasses.replace(SETTINGS, linger_seconds=1.0))
+    await publish(nc, event(31))
+
+    async def first_in_hand() -> bool:  # fetched, not projected: the loop is lingering
+        try:
+            info = await nc.jetstream().consumer_info(EVENTS_STREAM, "noetl_projector_0")
+        except nats.js.errors.NotFoundError:
+            return False  # the loop has not created its consumer yet
+        return info.num_ack_pending == 1 and not sink.calls
+
+    await eventually(first_in_hand)
+    await publish(nc, event(32), event(33))
+
+    await sink.wait_for(lambda: len(sink.projected) == 3)
+    await eventually(lambda: settled(nc))
+    assert [[e.event_id for e in call] for call in sink.calls] == [[31, 32, 33]]
+
+
 async def test_acks_only_after_the_sink_accepted(nc: NATS, sink: Any, start: Any) -> None:
     sink.gate = asyncio.Event()
     await publish(nc, event(1), event(2), event(3))

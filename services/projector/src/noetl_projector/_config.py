@@ -29,6 +29,8 @@ class ProjectorSettings:
     shard_count: int = 1
     batch_size: int = 500
     fetch_timeout_seconds: float = 1.0
+    #: a fetch that brought less than a batch waits this long for more before projecting
+    linger_seconds: float = 0.02
     ack_wait_seconds: float = 30.0
     max_deliver: int = 100
     nak_delay_seconds: float = 1.0
@@ -95,6 +97,7 @@ class ProjectorConfig(ServiceEnv):
                 fetch_timeout_seconds=env_float(
                     "PROJECTOR_FETCH_TIMEOUT_SECONDS", 1.0, minimum=0.05, env=env
                 ),
+                linger_seconds=min(1.0, env_float("PROJECTOR_LINGER_SECONDS", 0.02, minimum=0.0, env=env)),
                 ack_wait_seconds=env_float("PROJECTOR_ACK_WAIT_SECONDS", 30.0, minimum=1.0, env=env),
                 max_deliver=env_int("PROJECTOR_MAX_DELIVER", 100, minimum=2, env=env),
                 nak_delay_seconds=env_float("PROJECTOR_NAK_DELAY_SECONDS", 1.0, minimum=0.0, env=env),

@@ -140,6 +140,7 @@ class Projector:
                     msgs = await sub.fetch(
                         self._settings.batch_size, timeout=self._settings.fetch_timeout_seconds
                     )
+                    msgs += await self._linger(sub, len(msgs), stop)
                 except (TimeoutError, nats.errors.TimeoutError):
                     self._last_progress = time.monotonic()
                     continue
@@ -167,6 +168,24 @@ class Projector:
                     await wait_or_stop(stop, backoff.next())
         finally:
             self._running = False
+
+    async def _linger(
+        self, sub: JetStreamContext.PullSubscription, have: int, stop: asyncio.Event
+    ) -> list[Msg]:
+        """More messages for a batch that is not full: a trickle of events (one execution's
+        steps) would otherwise cost a project call, a transaction and a NOTIFY each few
+        events. Waits ``linger_seconds`` once, then takes what arrived meanwhile."""
+        missing = self._settings.batch_size - have
+        if missing <= 0 or self._settings.linger_seconds <= 0:
+            return []
+        await wait_or_stop(stop, self._settings.linger_seconds)
+        try:
+            # what arrived comes back at once (the first pull is no_wait); with nothing there
+            # the fetch gives up after 10 ms, and anything delivered later waits in the
+            # subscription's queue for the next fetch
+            return list(await sub.fetch(missing, timeout=0.01))
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
 
     async def _subscribe(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
         backoff = Backoff(self._settings.max_backoff_seconds)
