@@ -117,3 +117,25 @@ def test_sigterm_releases_a_parked_long_poll(database_url: str) -> None:
             assert time.monotonic() - started < 10  # not the 60 s the long-poll asked for
             reply = poll.result(timeout=10)
         assert reply.status_code == 200 and reply.json() == {"rows": [], "claimed": 0}
+
+
+def test_sigterm_releases_a_held_execution_read(database_url: str) -> None:
+    playbook = (
+        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: held, path: tests/held}\n"
+        'workflow:\n  - step: start\n    tool: {kind: python, code: "result = 1"}\n'
+    )
+    with _serving(database_url) as (proc, url, _lines):
+        assert httpx.post(f"{url}/api/catalog/register", json={"content": playbook}).status_code == 201
+        started = httpx.post(f"{url}/api/execute", json={"path": "tests/held"})
+        execution_id = started.json()["execution_id"]  # no worker: it stays RUNNING
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(httpx.get, f"{url}/api/executions/{execution_id}?wait=60", timeout=90)
+            deadline = time.monotonic() + 20
+            while "noetl_control_api_execution_waiters 1.0" not in httpx.get(f"{url}/metrics").text:
+                assert time.monotonic() < deadline and not held.done()
+            started_at = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            assert time.monotonic() - started_at < 10  # not the 60 s the read asked for
+            reply = held.result(timeout=10)
+        assert reply.status_code == 200 and reply.json()["status"] == "RUNNING"

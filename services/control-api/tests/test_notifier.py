@@ -1,4 +1,5 @@
-"""The outbox listener reconnects when its connection is killed and wakes waiters then."""
+"""The listeners reconnect when their connection is killed and wake waiters then; a keyed
+listener wakes only the waiters of the key notified."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 from typing import Any
 
 import psycopg
-from noetl_control_api.store import OutboxNotifier, apply_migrations
+from noetl_control_api.store import EXECUTION_DONE_CHANNEL, KeyedNotifier, OutboxNotifier, apply_migrations
 from noetl_control_api.store._notifier import LISTENER_APPLICATION_NAME, OUTBOX_CHANNEL
 
 
@@ -40,3 +41,29 @@ async def test_notify_wakes_and_reconnect_wakes(database_url: str) -> None:
     finally:
         await notifier.stop()
     assert not notifier.connected
+
+
+async def test_keyed_notifier_wakes_only_the_key_notified(database_url: str) -> None:
+    notifier = KeyedNotifier(database_url)
+    await notifier.start()
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:
+            with notifier.watch(1) as one, notifier.watch(1) as one_again, notifier.watch(2) as two:
+                assert one is one_again  # waiters of a key share its event
+                with notifier.watch(3) as sentinel:
+                    for payload in ("1", "not a key", "3"):
+                        await admin.execute("SELECT pg_notify(%s, %s)", (EXECUTION_DONE_CHANNEL, payload))
+                    # notifications arrive in order: once 3 is handled, 1 and the junk one were too
+                    await asyncio.wait_for(sentinel.wait(), timeout=10)
+                assert one.is_set() and not two.is_set()
+                with notifier.watch(1) as fresh:
+                    assert not fresh.is_set()  # the next wait on key 1 needs the next notification
+                assert notifier.keys == 1  # 2 only: key 1 was woken, and its fresh waiter left
+
+                (pid,) = await _listener_pids(admin)
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                # a reconnect may have missed notifications of any key: every key is woken
+                await asyncio.wait_for(two.wait(), timeout=10)
+            assert notifier.keys == 0
+    finally:
+        await notifier.stop()

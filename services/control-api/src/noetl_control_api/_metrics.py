@@ -20,3 +20,12 @@ PROJECTED = counter(
     SERVICE, "projected_events_total", "Events written to the read model by outcome", ["outcome"]
 )
 OUTBOX_WAITERS = gauge(SERVICE, "outbox_claim_waiters", "Outbox claims currently long-polling for new rows")
+EXECUTION_WAITERS = gauge(
+    SERVICE, "execution_waiters", "GET /api/executions/{id}?wait= requests held until the execution ends"
+)
+EXECUTION_WAITS = counter(
+    SERVICE,
+    "execution_waits_total",
+    "Held execution reads by how each wait ended: woken (by the end's NOTIFY, a reconnect or shutdown) or timeout",
+    ["outcome"],
+)

@@ -1,7 +1,8 @@
-"""Use cases of executions: start, read, list, cancel, replay."""
+"""Use cases of executions: start, read (and wait for the end), list, cancel, replay."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -10,7 +11,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import Forbidden, NotFound, ValidationFailed
+from .._metrics import EXECUTION_WAITERS, EXECUTION_WAITS
 from ..orchestrator import cancel_execution, start_execution, state_from_json
+from ..store import KeyedNotifier
 from ..store._executions import ExecutionRow
 from ._ids import optional_id
 from ._playbooks import PlaybookCache
@@ -20,6 +23,10 @@ from ._views import ExecuteReply, ExecutionList, ExecutionView
 
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 MAX_VERSION = 2**31 - 1
+#: longest ``GET /api/executions/{id}?wait=`` (seconds); a client wanting longer asks again
+MAX_WAIT_SECONDS = 60.0
+# when the listener is down, re-read this often instead of trusting a wake-up that may not come
+_FALLBACK_POLL_SECONDS = 1.0
 
 
 def check_version(version: int | None) -> int | None:
@@ -50,10 +57,18 @@ def view(row: ExecutionRow) -> ExecutionView:
 class ExecutionService:
     """Starts executions and answers questions about them."""
 
-    def __init__(self, pool: AsyncConnectionPool, playbooks: PlaybookCache, recorder: Recorder) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, playbooks: PlaybookCache, recorder: Recorder, done: KeyedNotifier
+    ) -> None:
         self._pool = pool
         self._playbooks = playbooks
         self._recorder = recorder
+        self._done = done
+        self._closing = False
+        #: how many reads are held waiting for their execution's end
+        self.waiting = 0
+        #: notified whenever a read parks to wait; lets callers observe held requests
+        self.parked = asyncio.Condition()
 
     async def execute(
         self,
@@ -97,12 +112,54 @@ class ExecutionService:
             execution_id=execution_id, status=decision.status, path=entry.path, version=entry.version
         )
 
-    async def get(self, execution_id: int) -> ExecutionView:
+    async def get(self, execution_id: int, wait: float | None = None) -> ExecutionView:
+        """The execution; with ``wait``, a RUNNING one is held until it ends or ``wait`` seconds pass.
+
+        Its waiters are woken by the NOTIFY of the execution's status change (any replica's
+        write), registered before each read, so an end between the read and the wait is not
+        missed. No pool connection is held while waiting."""
+        if wait is None:
+            return view(await self._read(execution_id))
+        if not 0 < wait <= MAX_WAIT_SECONDS:
+            raise ValidationFailed(
+                f"wait must be within (0, {MAX_WAIT_SECONDS:g}] seconds, got {wait:g}", {"field": "wait"}
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            with self._done.watch(execution_id) as done:
+                row = await self._read(execution_id)
+                remaining = deadline - loop.time()
+                if row.status != "RUNNING" or remaining <= 0 or self._closing:
+                    return view(row)
+                timeout = remaining if self._done.connected else min(remaining, _FALLBACK_POLL_SECONDS)
+                await self._park(done, timeout)
+
+    def close(self) -> None:
+        """Stop waiting: held reads answer at once (with the status they read) so shutdown need not wait."""
+        self._closing = True
+        self._done.wake()
+
+    async def _read(self, execution_id: int) -> ExecutionRow:
         async with self._pool.connection() as conn:
             row = await store.executions.get_view(conn, execution_id)
         if row is None:
             raise NotFound(f"execution {execution_id} not found")
-        return view(row)
+        return row
+
+    async def _park(self, done: asyncio.Event, timeout: float) -> None:
+        self.waiting += 1
+        EXECUTION_WAITERS.inc()
+        async with self.parked:
+            self.parked.notify_all()
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+            EXECUTION_WAITS.labels("woken").inc()
+        except TimeoutError:
+            EXECUTION_WAITS.labels("timeout").inc()
+        finally:
+            self.waiting -= 1
+            EXECUTION_WAITERS.dec()
 
     async def list_recent(self, *, limit: int, status: str | None, path: str | None) -> ExecutionList:
         if status is not None and status.upper() not in STATUSES:

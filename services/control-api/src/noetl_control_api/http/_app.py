@@ -79,6 +79,7 @@ def create_app(
     pool = store.create_pool(settings.database_url, settings.db_pool_size)
     notifier = store.OutboxNotifier(settings.database_url)
     event_notifier = store.OutboxNotifier(settings.database_url, store.EVENT_CHANNEL)
+    done_notifier = store.KeyedNotifier(settings.database_url, store.EXECUTION_DONE_CHANNEL)
     playbooks = PlaybookCache()
     lease_node = ids is None and settings.snowflake_node_lease
     if ids is None:
@@ -95,9 +96,10 @@ def create_app(
         "pool": pool,
         "notifier": notifier,
         "event_notifier": event_notifier,
+        "done_notifier": done_notifier,
         "streams": EventStreamService(pool, event_notifier),
         "catalog": CatalogService(pool, playbooks),
-        "executions": ExecutionService(pool, playbooks, recorder),
+        "executions": ExecutionService(pool, playbooks, recorder, done_notifier),
         "ingest": EventIngest(
             pool,
             playbooks,
@@ -119,7 +121,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Litestar | None = None) -> AsyncIterator[None]:
-        """Migrate, open the pool, start the outbox listener; undo on the way out."""
+        """Migrate, open the pool, start the listeners; undo on the way out."""
         if apply_migrations:
             await store.apply_migrations(settings.database_url)
         await pool.open(wait=True, timeout=30.0)
@@ -130,11 +132,14 @@ def create_app(
                 await services["plugins"].seed(Path(settings.plugin_seed_dir))
             await notifier.start()
             await event_notifier.start()
+            await done_notifier.start()
             yield
         finally:
             if node_lease is not None:
                 await node_lease.stop()
             services["outbox"].close()
+            services["executions"].close()
+            await done_notifier.stop()
             await event_notifier.stop()
             await notifier.stop()
             await pool.close()
@@ -161,7 +166,7 @@ def create_app(
         dependencies={
             name: _provider(name)
             for name in services
-            if name not in ("settings", "pool", "notifier", "event_notifier", "lifespan")
+            if name not in ("settings", "pool", "notifier", "event_notifier", "done_notifier", "lifespan")
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[latency_middleware],
@@ -179,5 +184,7 @@ def app_from_env() -> Litestar:
     settings = Settings.from_env()
     configure_logging("control-api", settings.log_level)
     app = create_app(settings)
-    app.on_startup.append(partial(release_long_polls_on_signal, app.state.outbox))
+    app.on_startup.append(
+        partial(release_long_polls_on_signal, app.state.outbox.close, app.state.executions.close)
+    )
     return app

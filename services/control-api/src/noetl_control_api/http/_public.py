@@ -110,9 +110,14 @@ class ExecutionController(Controller):
 
     @get("/api/executions/{execution_id:str}")
     async def get_execution(
-        self, execution_id: FromPath[str], executions: NamedDependency[ExecutionService]
+        self,
+        execution_id: FromPath[str],
+        executions: NamedDependency[ExecutionService],
+        wait: FromQuery[float | None] = None,
     ) -> ExecutionView:
-        return await executions.get(client_id(execution_id, "execution_id"))
+        """``?wait=S`` (0 < S <= 60): a RUNNING execution's reply is held until it ends or S
+        seconds pass (then the RUNNING view; ask again)."""
+        return await executions.get(client_id(execution_id, "execution_id"), wait)
 
     @get("/api/executions/{execution_id:str}/events")
     async def execution_events(
