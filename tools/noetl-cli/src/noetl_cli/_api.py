@@ -12,6 +12,13 @@ import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:8082"
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+#: the longest ``?wait=`` the control-api accepts on ``GET /api/executions/{id}``
+MAX_WAIT_SECONDS = 60.0
+#: what one request of :meth:`Api.wait` asks for: inside that bound and the idle timeout of a
+#: proxy in between (often 60 s)
+LONG_POLL_SECONDS = 30.0
+#: a held reply may take this much longer than the wait asked for before the client gives up
+READ_MARGIN_SECONDS = 10.0
 
 
 class CliError(Exception):
@@ -77,6 +84,7 @@ class Api:
         *,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> Any:
         try:
             response = self._http.request(
@@ -86,6 +94,7 @@ class Api:
                 content=content,
                 params=params,
                 headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
         except httpx.TransportError as exc:
             raise CliError(
@@ -129,10 +138,6 @@ class Api:
         reply: dict[str, Any] = self.request("POST", "/api/execute", body)
         return reply
 
-    def execution(self, execution_id: int | str) -> dict[str, Any]:
-        reply: dict[str, Any] = self.request("GET", f"/api/executions/{execution_id}")
-        return reply
-
     def executions(
         self, *, path: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
@@ -165,18 +170,39 @@ class Api:
         reply: dict[str, Any] = self.request("POST", f"/api/executions/{execution_id}/cancel")
         return reply
 
+    def execution(self, execution_id: int | str, wait: float | None = None) -> dict[str, Any]:
+        """``GET /api/executions/{id}``; with ``wait``, the server holds a RUNNING execution's
+        reply until it ends or ``wait`` seconds (0 < wait <= 60) pass."""
+        if wait is None:
+            reply: dict[str, Any] = self.request("GET", f"/api/executions/{execution_id}")
+            return reply
+        wait = min(MAX_WAIT_SECONDS, max(0.001, wait))
+        read = httpx.Timeout(self._http.timeout.connect, read=wait + READ_MARGIN_SECONDS)
+        reply = self.request(
+            "GET", f"/api/executions/{execution_id}", params={"wait": f"{wait:.3f}"}, timeout=read
+        )
+        return reply
+
     def wait(self, execution_id: int | str, timeout: float, interval: float = 0.2) -> dict[str, Any]:
-        """Poll GET /api/executions/{id} until its status is terminal or ``timeout`` passes."""
+        """Long-poll ``GET /api/executions/{id}?wait=`` until the status is terminal or ``timeout`` passes.
+
+        The server answers as soon as the execution ends: no poll interval to sit out. A
+        RUNNING reply that comes back well before the wait asked for (a server shutting down,
+        or one that ignores ``wait``) is followed by a pause of ``interval``, not a tight loop."""
         deadline = time.monotonic() + timeout
         while True:
-            execution = self.execution(execution_id)
+            remaining = deadline - time.monotonic()
+            wait = min(LONG_POLL_SECONDS, remaining) if remaining >= 0.001 else None
+            asked = time.monotonic()
+            execution = self.execution(execution_id, wait)
             if execution.get("status") in TERMINAL:
                 return execution
             if time.monotonic() >= deadline:
                 raise WaitTimeout(
                     f"execution {execution_id} still {execution.get('status')} after {timeout:g}s", execution
                 )
-            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            if wait is None or time.monotonic() - asked < wait / 2:
+                time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
     # -- credentials -------------------------------------------------------------------------
     def put_credential(
