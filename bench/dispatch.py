@@ -35,6 +35,8 @@ from noetl_system_worker import PipelineRunner, ToolRegistry
 
 CHAIN_PATH = "bench/chain"
 FANOUT_PATH = "bench/fanout"
+#: one long-poll's ``?wait=`` (the control-api accepts up to 60 s)
+WAIT_SECONDS = 30.0
 
 
 def chain_playbook(steps: int) -> str:
@@ -83,20 +85,33 @@ def _ts(value: Any) -> float:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
+async def wait_terminal(http: httpx.AsyncClient, eid: int, timeout: float) -> dict[str, Any]:
+    """Long-poll ``GET /api/executions/{eid}?wait=`` until the execution leaves RUNNING.
+
+    The control-api answers when the execution ends, so the client neither adds a poll
+    interval to the figure nor burns the cores the services need on repeated GETs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait = min(WAIT_SECONDS, deadline - time.monotonic())
+        if wait <= 0:
+            raise TimeoutError(f"execution {eid} still running after {timeout}s")
+        reply = await http.get(
+            f"/api/executions/{eid}", params={"wait": f"{max(wait, 0.001):.3f}"}, timeout=wait + 10
+        )
+        reply.raise_for_status()
+        body: dict[str, Any] = reply.json()
+        if body["status"] != "RUNNING":
+            return body
+
+
 async def _run(http: httpx.AsyncClient, path: str, timeout: float) -> tuple[int, float, dict[str, Any]]:
-    """Execute ``path`` and poll it to its end: (execution id, wall seconds, final view)."""
+    """Execute ``path`` and wait for its end: (execution id, wall seconds, final view)."""
     started = time.perf_counter()
     reply = await http.post("/api/execute", json={"path": path})
     reply.raise_for_status()
     eid = int(reply.json()["execution_id"])
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = (await http.get(f"/api/executions/{eid}")).json()
-        if body["status"] != "RUNNING":
-            return eid, time.perf_counter() - started, body
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path}: execution {eid} still running after {timeout}s")
-        await asyncio.sleep(0.005)
+    body = await wait_terminal(http, eid, timeout)
+    return eid, time.perf_counter() - started, body
 
 
 def _step_gaps(database_url: str, eid: int, timeout: float = 120) -> tuple[list[float], list[float]]:

@@ -72,17 +72,9 @@ class Bench:
         reply.raise_for_status()
         return int(reply.json()["execution_id"])
 
-    async def wait_terminal(
-        self, execution_id: int, poll: float = 0.002, timeout: float = 60
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            reply = await self.http.get(f"/api/executions/{execution_id}")
-            body: dict[str, Any] = reply.json()
-            if body["status"] != "RUNNING":
-                return body
-            await asyncio.sleep(poll)
-        raise TimeoutError(f"execution {execution_id} still running after {timeout}s")
+    async def wait_terminal(self, execution_id: int, timeout: float = 60) -> dict[str, Any]:
+        """The execution's final view (``?wait=`` long-polls: answered when it ends, no polling)."""
+        return await dispatch.wait_terminal(self.http, execution_id, timeout)
 
     def projected(self, execution_id: int, event_type: str) -> int:
         with self.db() as conn:
@@ -136,7 +128,7 @@ class Bench:
         rates, ingest_rates = [], []
         for _ in range(self.args.runs):
             execution_id = await self.execute("bench/idle")
-            await self.wait_terminal(execution_id, poll=0.02)
+            await self.wait_terminal(execution_id)
             queue: asyncio.Queue[int] = asyncio.Queue()
             for offset in range(0, total, batch):
                 queue.put_nowait(min(batch, total - offset))
@@ -164,7 +156,7 @@ class Bench:
         rate, seconds, per_tick = self.args.latency_rate, self.args.latency_seconds, 10
         await self.register(HERE / "playbooks" / "idle.yaml")  # idempotent; --only latency needs it
         execution_id = await self.execute("bench/idle")
-        await self.wait_terminal(execution_id, poll=0.02)
+        await self.wait_terminal(execution_id)
         interval = per_tick / rate
         ticks = int(seconds * rate / per_tick)
         start = time.perf_counter()
