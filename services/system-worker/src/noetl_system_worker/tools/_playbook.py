@@ -6,9 +6,9 @@ Config: ``path`` (catalog path, required), ``version`` (optional), ``return_step
 The task starts the child through the public ``POST /api/execute`` with
 ``parent_execution_id`` set to the running execution, so the link is recorded in the
 child's ``playbook.started`` event and in ``noetl.execution``. It then waits for the
-child's terminal state (``GET /api/executions/{id}``, polled with a capped backoff; the
-command's lease is kept alive meanwhile like any long task, and the step ``timeout``
-bounds the wait). A COMPLETED child gives the result of its ``return_step`` when set
+child's terminal state (``GET /api/executions/{id}?wait=``, a read the API holds until the
+child ends; the command's lease is kept alive meanwhile like any long task, and the step
+``timeout`` bounds the wait). A COMPLETED child gives the result of its ``return_step`` when set
 (else the child's final result); a FAILED or CANCELLED child fails the task with the
 child's error, naming the child execution.
 """
@@ -24,7 +24,9 @@ from .._tools import ToolError
 
 #: Terminal execution statuses, as ``GET /api/executions/{id}`` reports them.
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
-#: Backoff between two looks at the child's status: from the first to the cap, doubling.
+#: How long one status read is held by the API while the child runs (``?wait=``).
+WAIT_SECONDS = 25.0
+#: Pause between two reads that came back RUNNING: from the first to the cap, doubling.
 POLL_FIRST_SECONDS = 0.05
 POLL_CAP_SECONDS = 1.0
 
@@ -48,10 +50,13 @@ async def run_playbook(config: dict[str, Any], args: dict[str, Any], ctx: Mappin
     child_id = str(started["execution_id"])
     delay = POLL_FIRST_SECONDS
     while True:
-        current = await request("GET", f"/api/executions/{child_id}", None, dict)
+        # held by the API until the child ends or the wait runs out (then asked again)
+        current = await request(
+            "GET", f"/api/executions/{child_id}?wait={WAIT_SECONDS:g}", None, dict, timeout=WAIT_SECONDS + 10
+        )
         if current is not None and current.get("status") in TERMINAL:
             break
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay)  # a server that answered RUNNING at once is not asked in a hot loop
         delay = min(POLL_CAP_SECONDS, delay * 2)
     status = current["status"]
     if status != "COMPLETED":
