@@ -40,6 +40,7 @@ def test_bad_setting_exits_2_naming_the_variable(database_url: str) -> None:
         ("NOETL_COMMAND_CLAIM_LEASE_SECONDS", "soon"),
         ("NOETL_EVENT_SHARD_COUNT", "0"),
         ("NOETL_LOG_LEVEL", "LOUD"),
+        ("NOETL_EVENT_LOOP", "tokio"),
     ):
         result = _run(["serve"], {"NOETL_DATABASE_URL": database_url, name: value})
         assert result.returncode == 2, (name, result.stderr)

@@ -29,6 +29,7 @@ from ._envelopes import (
     outbox_delay_seconds,
 )
 from ._logging import configure_logging
+from ._loop import EVENT_LOOPS, event_loop_factory, event_loop_name
 from ._metrics import counter, gauge, histogram, metric_name
 from ._nats_link import NatsLink
 from ._ops import serve_ops
@@ -59,6 +60,7 @@ __all__ = [
     "DEFAULT_EVENTS_MAX_AGE_SECONDS",
     "DLQ_STREAM",
     "EVENTS_STREAM",
+    "EVENT_LOOPS",
     "POOLS",
     "POOL_FILTER_MAP",
     "REDACTED",
@@ -108,6 +110,8 @@ __all__ = [
     "env_int",
     "env_opt",
     "env_str",
+    "event_loop_factory",
+    "event_loop_name",
     "event_shard",
     "event_shard_filter",
     "event_subject",

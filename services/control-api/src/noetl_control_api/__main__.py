@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
 
     Granian(
         "noetl_control_api.http:app_from_env",
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.bind_port,
         interface=Interfaces.ASGI,
         workers=1,
+        loop=Loops(settings.event_loop),
         log_access=False,
         log_dictconfig=granian_log_config(),
     ).serve()

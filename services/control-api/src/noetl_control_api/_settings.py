@@ -6,7 +6,16 @@ import os
 from collections.abc import Mapping
 
 import msgspec
-from noetl_common import ConfigError, env_float, env_hostport, env_int, env_opt, env_str, node_id_from_env
+from noetl_common import (
+    ConfigError,
+    env_float,
+    env_hostport,
+    env_int,
+    env_opt,
+    env_str,
+    event_loop_name,
+    node_id_from_env,
+)
 
 MiB = 1024 * 1024
 
@@ -47,6 +56,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     snowflake_epoch_ms: int | None = None  # None: the suite's epoch, 2024-01-01Z
     credentials_key: str | None = None  # Fernet key(s); None disables credentials/keychain (503)
     plugin_seed_dir: str | None = None  # built-in WASM plug-ins published at start
+    event_loop: str = "uvloop"  # granian's loop for the app: uvloop or asyncio
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,4 +99,5 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             snowflake_epoch_ms=_epoch(env),
             credentials_key=credentials_key,
             plugin_seed_dir=_seed_dir(env),
+            event_loop=event_loop_name(env),
         )
