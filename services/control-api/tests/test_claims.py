@@ -219,3 +219,57 @@ async def test_a_terminal_event_reusing_a_recorded_event_id_is_refused_and_chang
     assert reply.status_code == 409 and "already recorded" in reply.json()["detail"], reply.text
     (still_open,) = await api.open_commands(execution_id)
     assert still_open["event_id"] == command["event_id"] and still_open["status"] == "CLAIMED"
+
+
+BRANCHES = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: branches, path: tests/branches}
+workflow:
+  - step: start
+    tool: {kind: python, code: "result = 1"}
+    next: {spec: {mode: inclusive}, arcs: [{step: left}, {step: right}]}
+  - step: left
+    tool: {kind: python, code: "result = 'l'"}
+    next: {spec: {mode: exclusive}, arcs: [{step: after_left}]}
+  - step: after_left
+    tool: {kind: python, code: "result = 'l2'"}
+  - step: right
+    tool: {kind: python, code: "raise ValueError('right fails')"}
+"""
+
+
+async def test_no_eager_command_of_an_execution_the_same_batch_ended(api: Any) -> None:
+    await api.register(BRANCHES)
+    execution_id = await api.execute("tests/branches")
+    await api.run_command(execution_id, 1)
+    branches = {c["step"]: c for c in await api.open_commands(execution_id)}
+    events = []
+    for step, event_type, context in (
+        ("left", "command.completed", {"result": "l"}),
+        ("right", "command.failed", {"error": {"message": "right fails"}}),
+    ):
+        command = branches[step]
+        claim = await api.claim(command["event_id"], "worker-a")
+        events.append(
+            {
+                "execution_id": execution_id,
+                "event_type": event_type,
+                "step": step,
+                "meta": {"command_id": command["command_id"], "attempt": claim.json()["attempt"]},
+                "context": context,
+                "event_id": api.ids.next_id(),
+                "worker_id": "worker-a",
+            }
+        )
+    # left issues after_left, then right fails the execution: after_left is cancelled, not handed over
+    reply = await api.post_events(
+        {"events": events, "eager": {"worker_id": "worker-a", "pool": "shared", "slots": 2}}
+    )
+    assert reply.status_code == 200, reply.text
+    assert "commands" not in reply.json()
+    assert (await api.client.get(f"/api/executions/{execution_id}")).json()["status"] == "FAILED"
+    cur = await api.db.execute(
+        "SELECT status FROM noetl.command WHERE execution_id = %s AND step = 'after_left'", (execution_id,)
+    )
+    assert [r[0] for r in await cur.fetchall()] == ["CANCELLED"]

@@ -266,8 +266,13 @@ class EventIngest:
             )
             issued += [(ref, c) for c in new]
         if eager is not None:
-            # newest first: in a chain that is the step just issued; in a loop the next iterations
-            mine = [(ref, c) for ref, c in reversed(issued) if c.pool == eager.pool][: eager.slots]
+            # newest first: in a chain that is the step just issued; in a loop the next iterations.
+            # Not a command of an execution a later outcome of the batch ended: it is cancelled.
+            mine = [
+                (ref, c)
+                for ref, c in reversed(issued)
+                if c.pool == eager.pool and executions[ref.execution_id].status not in TERMINAL_STATUSES
+            ][: eager.slots]
             for ref, new_command in mine:
                 self._recorder.stage_claim(writes, ref, new_command, eager.worker_id)
                 claimed.append(claim_reply(_claimed_row(new_command), ref.catalog_path, self._lease))
