@@ -12,6 +12,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from noetl_common import COMMANDS_STREAM, EVENTS_STREAM, OutboxRow, event_subject
+from noetl_dev.testing import eventually
 from noetl_outbox_publisher import OutboxPublisher, RelaySettings
 from prometheus_client import REGISTRY
 
@@ -167,3 +168,42 @@ async def test_a_claim_that_outlives_the_shutdown_grace_is_abandoned(nc: NATS, o
 
     assert outbox.claim_calls == 1
     assert outbox.mark_published_calls == []
+
+
+async def _stream_holds(nc: NATS, messages: int) -> bool:
+    try:
+        info = await nc.jetstream().stream_info(EVENTS_STREAM)
+    except nats.js.errors.NotFoundError:
+        return False  # the publisher has not created its streams yet
+    return bool(info.state.messages == messages)
+
+
+async def test_batches_published_within_the_mark_interval_are_marked_in_one_call(
+    nc: NATS, outbox: Any
+) -> None:
+    loop = Running(
+        OutboxPublisher(outbox, nc.jetstream(), dataclasses.replace(SETTINGS, mark_interval_seconds=2))
+    )
+    try:
+        await outbox.add(event_row(1, 501), event_row(2, 502))
+        await eventually(lambda: _stream_holds(nc, 2))
+        await outbox.add(event_row(3, 503))  # a second claim and batch, inside the interval
+        await eventually(lambda: _stream_holds(nc, 3))
+        assert outbox.mark_published_calls == []  # the interval has not passed yet
+
+        await outbox.wait_for(lambda: outbox.published == {1, 2, 3})
+        assert outbox.mark_published_calls == [[1, 2, 3]]
+    finally:
+        await loop.finish()
+
+
+async def test_marks_still_waiting_go_out_at_stop(nc: NATS, outbox: Any) -> None:
+    loop = Running(
+        OutboxPublisher(outbox, nc.jetstream(), dataclasses.replace(SETTINGS, mark_interval_seconds=60))
+    )
+    await outbox.add(event_row(1, 601), event_row(2, 602))
+    await eventually(lambda: _stream_holds(nc, 2))
+
+    await loop.finish()
+
+    assert outbox.mark_published_calls == [[1, 2]]

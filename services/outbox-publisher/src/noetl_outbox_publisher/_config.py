@@ -20,6 +20,8 @@ class RelaySettings:
 
     batch_size: int = 500
     wait_ms: int = 1000
+    #: published rows are marked together at most this often (0: each batch at once)
+    mark_interval_seconds: float = 0.05
     ack_timeout_seconds: float = 10.0
     max_retry_delay_seconds: float = 60.0
     max_backoff_seconds: float = 30.0
@@ -46,6 +48,10 @@ class PublisherConfig(ServiceEnv):
             relay=RelaySettings(
                 batch_size=env_int("OUTBOX_BATCH_SIZE", 500, minimum=1, maximum=2000, env=env),
                 wait_ms=env_int("OUTBOX_WAIT_MS", 1000, minimum=0, maximum=60_000, env=env),
+                mark_interval_seconds=env_int(
+                    "OUTBOX_MARK_INTERVAL_MS", 50, minimum=0, maximum=5_000, env=env
+                )
+                / 1000,
                 ack_timeout_seconds=env_float("OUTBOX_ACK_TIMEOUT_SECONDS", 10.0, minimum=0.1, env=env),
                 max_retry_delay_seconds=env_float(
                     "OUTBOX_MAX_RETRY_DELAY_SECONDS", 60.0, minimum=1.0, env=env

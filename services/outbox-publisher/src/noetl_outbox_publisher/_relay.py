@@ -2,9 +2,10 @@
 
 Shape (ARCHITECTURE §6, STYLE "worker loop"): one loop long-polls ``outbox_claim``;
 each batch is sent with ``publish_async`` (pipelined, one ack future per row) carrying
-``Nats-Msg-Id: <event_id>``; the batch is then *settled* — acks awaited, one
-``outbox_mark_published`` call for the batch, one ``outbox_mark_failed`` per failed
-row — in a task that overlaps the next claims. At most two batch sizes of rows are in
+``Nats-Msg-Id: <event_id>``; the batch is then *settled* — acks awaited, its published
+rows queued for one ``outbox_mark_published`` call per ``OUTBOX_MARK_INTERVAL_MS`` (or
+per batch size of rows), one ``outbox_mark_failed`` per failed row — in a task that
+overlaps the next claims. At most two batch sizes of rows are in
 flight: a batch that would exceed that waits for earlier settles first. A small batch
 never waits for the previous one's mark-published, so a row committed meanwhile is
 claimed and published at once (commit → ack latency at low rates).
@@ -79,6 +80,9 @@ class OutboxPublisher:
         self._streams_ready = False
         self._api_ok = False
         self._last_progress = time.monotonic()
+        self._unmarked: list[int] = []  # published and acked, not yet marked
+        self._marker: asyncio.Task[None] | None = None  # waiting for the interval to pass
+        self._marking: set[asyncio.Task[None]] = set()
 
     # -- health --------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -148,6 +152,7 @@ class OutboxPublisher:
                 task.add_done_callback(lambda done: settling.pop(done, None))
         finally:
             await self._await_settled(set(settling), stop)
+            await self._mark_rest(stop)
             self._running = False
 
     async def _make_room(self, settling: dict[asyncio.Task[None], int], rows: int) -> None:
@@ -223,13 +228,51 @@ class OutboxPublisher:
                     m.COMMIT_TO_ACK.observe(age)
                 published.append(row.outbox_id)
             if published:
-                await self._mark_published(published)
+                await self._queue_marks(published)
             if failed:
                 await self._mark_failed(failed)
         except Exception:
             self._log.exception("outbox_settle_failed", rows=len(rows))
         finally:
             m.IN_FLIGHT.dec(len(rows))
+
+    async def _queue_marks(self, outbox_ids: list[int]) -> None:
+        """Mark published rows in one call per ``mark_interval_seconds`` (or per batch size of
+        rows): a trickle of small batches (one execution's steps) otherwise costs a request
+        and a transaction each. A row stays IN_FLIGHT that much longer; if the publisher dies
+        meanwhile, the server re-offers it after the lease and JetStream drops the copy."""
+        self._unmarked += outbox_ids
+        if len(self._unmarked) >= self._settings.batch_size or self._settings.mark_interval_seconds <= 0:
+            await self._flush_marks()
+        elif self._marker is None:
+            self._marker = asyncio.create_task(self._mark_later())
+            self._marking.add(self._marker)
+            self._marker.add_done_callback(self._marking.discard)
+
+    async def _mark_later(self) -> None:
+        await asyncio.sleep(self._settings.mark_interval_seconds)  # the only await a stop cancels
+        self._marker = None
+        await self._flush_marks()
+
+    async def _flush_marks(self) -> None:
+        outbox_ids, self._unmarked = self._unmarked, []
+        if outbox_ids:
+            await self._mark_published(outbox_ids)
+
+    async def _mark_rest(self, stop: asyncio.Event) -> None:
+        """At the end: the marks still waiting go out now (within the shutdown grace)."""
+        if self._marker is not None:
+            self._marker.cancel()  # still waiting for its interval: its rows are marked here
+            self._marker = None
+
+        async def rest() -> None:
+            await asyncio.gather(*self._marking, return_exceptions=True)  # marks under way
+            await self._flush_marks()
+
+        try:
+            await finish_within_grace(rest(), stop, self._settings.shutdown_grace_seconds)
+        except GraceExpired:
+            self._log.warning("outbox_marks_abandoned_at_shutdown", rows=len(self._unmarked))
 
     async def _mark_published(self, outbox_ids: list[int]) -> None:
         try:
