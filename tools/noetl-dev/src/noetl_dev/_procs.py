@@ -198,6 +198,10 @@ def start_postgres(
             "fsync=off",
             "-c",
             "full_page_writes=off",
+            # the outbox and command tables are queues: look at them every few seconds, not
+            # every minute (their own thresholds are set by the control-api's migrations)
+            "-c",
+            "autovacuum_naptime=5s",
         ],
         log_path,
         start_new_session=new_session,
