@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 from noetl_dev import free_port
-from noetl_dev.testing import get_when_up
+from noetl_dev.testing import config_error, get_until, get_when_up, stop_with_sigterm
 
 
 def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
@@ -37,12 +35,13 @@ def test_serves_ops_while_the_api_is_down_and_exits_zero_on_sigterm(nats_url: st
     )
     try:
         assert get_when_up(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        deadline = time.monotonic() + 15
-        while True:  # until the loop runs against NATS; the API never answers
-            ready = get_when_up(f"http://127.0.0.1:{port}/readyz")
-            if ready.json().get("streams_ready") or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        # the loop runs against NATS; the API never answers
+        ready = get_until(
+            f"http://127.0.0.1:{port}/readyz",
+            lambda r: bool(r.json().get("streams_ready")),
+            15,
+            "the loop to run against NATS",
+        )
         assert ready.status_code == 503
         assert ready.json() | {"seconds_since_progress": 0} == {
             "status": "not_ready",
@@ -54,11 +53,7 @@ def test_serves_ops_while_the_api_is_down_and_exits_zero_on_sigterm(nats_url: st
         }
         metrics = get_when_up(f"http://127.0.0.1:{port}/metrics").text
         assert "noetl_outbox_publisher_rows_published_total" in metrics
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-        assert proc.returncode == 0, stderr.decode()[-2000:]
-        assert b"publisher_stopped" in stderr
+        assert "publisher_stopped" in stop_with_sigterm(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -68,14 +63,6 @@ def test_serves_ops_while_the_api_is_down_and_exits_zero_on_sigterm(nats_url: st
 def test_a_missing_token_fails_at_start_with_one_line_naming_it(nats_url: str) -> None:
     env = _env(nats_url, free_port())
     del env["NOETL_INTERNAL_API_TOKEN"]
-    result = subprocess.run(
-        [sys.executable, "-m", "noetl_outbox_publisher"],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert result.stderr.decode().strip().splitlines() == [
+    assert config_error([sys.executable, "-m", "noetl_outbox_publisher"], env) == [
         "configuration error: NOETL_INTERNAL_API_TOKEN is required but not set"
     ]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import msgspec
 import nats
 from noetl_common import Event, ensure_streams, event_subject
 from noetl_dev import free_port
-from noetl_dev.testing import get_when_up
+from noetl_dev.testing import config_error, get_until, get_when_up, stop_with_sigterm
 
 
 def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
@@ -52,12 +50,13 @@ def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_ur
     )
     try:
         assert get_when_up(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        deadline = time.monotonic() + 30
-        while True:  # until the loop has tried to project the event; the API never answers
-            ready = get_when_up(f"http://127.0.0.1:{port}/readyz")
-            if ready.json().get("sink_ok") is False or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        # the loop has tried to project the event; the API never answers
+        ready = get_until(
+            f"http://127.0.0.1:{port}/readyz",
+            lambda r: bool(r.json().get("sink_ok") is False),
+            30,
+            "a failed project call",
+        )
         assert ready.status_code == 503
         assert ready.json() | {"seconds_since_progress": 0} == {
             "status": "not_ready",
@@ -71,11 +70,7 @@ def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_ur
         }
         metrics = get_when_up(f"http://127.0.0.1:{port}/metrics").text
         assert 'noetl_projector_sink_failures_total{kind="unavailable"} 1.0' in metrics
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-        assert proc.returncode == 0, stderr.decode()[-2000:]
-        assert b"projector_stopped" in stderr
+        assert "projector_stopped" in stop_with_sigterm(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -85,14 +80,6 @@ def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_ur
 def test_a_missing_token_fails_at_start_with_one_line_naming_it(nats_url: str) -> None:
     env = _env(nats_url, free_port())
     del env["NOETL_INTERNAL_API_TOKEN"]
-    result = subprocess.run(
-        [sys.executable, "-m", "noetl_projector"],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert result.stderr.decode().strip().splitlines() == [
+    assert config_error([sys.executable, "-m", "noetl_projector"], env) == [
         "configuration error: NOETL_INTERNAL_API_TOKEN is required but not set"
     ]

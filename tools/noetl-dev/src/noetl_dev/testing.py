@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -46,6 +48,36 @@ def get_when_up(url: str, timeout: float = 15.0) -> httpx.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def get_until(
+    url: str, accept: Callable[[httpx.Response], bool], timeout: float = 15.0, message: str = "a reply"
+) -> httpx.Response:
+    """GET ``url`` (once something answers there) until ``accept`` takes the reply (bounded)."""
+
+    def accepted() -> httpx.Response | None:
+        reply = get_when_up(url, timeout)
+        return reply if accept(reply) else None
+
+    return wait_until(accepted, timeout, f"{message} from {url}")
+
+
+def stop_with_sigterm(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
+    """SIGTERM a service process started with ``stderr=PIPE``; it must exit 0 within
+    ``timeout``. Returns what it wrote to stderr (its logs)."""
+    assert proc.poll() is None, f"the process exited early with {proc.returncode}"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=timeout)
+    logs = stderr.decode(errors="replace") if stderr else ""
+    assert proc.returncode == 0, logs[-2000:]
+    return logs
+
+
+def config_error(argv: list[str], env: dict[str, str]) -> list[str]:
+    """Run a service that must refuse its configuration: exit 2; returns its stderr lines."""
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
+    assert result.returncode == 2, result.stderr.decode(errors="replace")[-2000:]
+    return result.stderr.decode().strip().splitlines()
 
 
 def recorded_events(db: Conn, execution_id: int) -> list[dict[str, Any]]:
