@@ -73,10 +73,9 @@ async def _queue_behind_first(
     api: FakeApi, batcher: TerminalBatcher, ids: list[int], eager: bool
 ) -> list[Any]:
     """Submit ``ids[0]``, hold its POST, submit the rest meanwhile, then let everything go."""
-    first = asyncio.create_task(batcher.submit(_events(ids[0]), eager=eager))
+    first = batcher.submit(_events(ids[0]), eager=eager)
     await api.first_in_flight.wait()
-    rest = [asyncio.create_task(batcher.submit(_events(i), eager=eager)) for i in ids[1:]]
-    await asyncio.sleep(0)  # let the submissions queue (no POST can start: one is in flight)
+    rest = [batcher.submit(_events(i), eager=eager) for i in ids[1:]]  # queued behind the POST
     api.release.set()
     return list(await asyncio.gather(first, *rest, return_exceptions=True))
 
@@ -125,10 +124,9 @@ async def test_an_error_of_a_shared_post_stays_with_the_command_it_belongs_to() 
 async def test_closing_cancels_what_is_still_queued() -> None:
     api = FakeApi()
     batcher = _batcher(api)
-    first = asyncio.create_task(batcher.submit(_events(1), eager=False))
+    first = batcher.submit(_events(1), eager=False)
     await api.first_in_flight.wait()
-    queued = asyncio.create_task(batcher.submit(_events(2), eager=False))
-    await asyncio.sleep(0)
+    queued = batcher.submit(_events(2), eager=False)
     await batcher.aclose()
     for task in (first, queued):
         with pytest.raises(asyncio.CancelledError):

@@ -54,14 +54,15 @@ class TerminalBatcher:
         self._queue: list[_Submission] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def submit(self, events: list[Event], *, eager: bool) -> ClaimReply | None:
-        """Record ``events`` (one command's terminal batch); returns the command handed over
-        by eager dispatch, if any. Raises what the POST of these events alone would raise."""
+    def submit(self, events: list[Event], *, eager: bool) -> Awaitable[ClaimReply | None]:
+        """Queue ``events`` (one command's terminal batch) at once; awaiting the result gives
+        the command handed over by eager dispatch, if any, or raises what the POST of these
+        events alone would raise. A caller cancelled meanwhile does not take them back."""
         submission = _Submission(events, eager)
         self._queue.append(submission)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_all())
-        return await asyncio.shield(submission.done)
+        return asyncio.shield(submission.done)
 
     async def _send_all(self) -> None:
         try:
