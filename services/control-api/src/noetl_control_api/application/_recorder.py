@@ -181,12 +181,13 @@ class Recorder:
                 )
             )
         execution = _ExecutionWrite(
+            ref=ref,
             status=decision.status,
             # JSON text straight from the structs: no dict tree to build and dump again
             state=state_encode(decision.state),
             result=decision.result,
             error=decision.error,
-            insert=None if insert_execution is None else {**insert_execution, "ref": ref},
+            insert=insert_execution,
         )
         earlier = writes.executions.get(ref.execution_id)
         if earlier is not None and earlier.insert is not None:
@@ -220,11 +221,12 @@ class Recorder:
 
 
 class _ExecutionWrite(msgspec.Struct):
+    ref: ExecutionRef
     status: str
     state: bytes  # JSON text
     result: Any
     error: str | None
-    insert: dict[str, Any] | None = None  # version, payload, ref: a new execution row
+    insert: dict[str, Any] | None = None  # version and payload of a new execution row
 
 
 class Writes:
@@ -254,18 +256,17 @@ class Writes:
         """Send everything (nothing is read: the caller's COMMIT brings the results back)."""
         for execution_id, write in self.executions.items():
             if write.insert is not None:
-                ref: ExecutionRef = write.insert["ref"]
                 await store.executions.insert(
                     conn,
                     execution_id=execution_id,
-                    path=ref.catalog_path,
+                    path=write.ref.catalog_path,
                     version=write.insert["version"],
                     status=write.status,
                     payload=write.insert["payload"],
                     state=write.state,
                     result=write.result,
                     error=write.error,
-                    parent_execution_id=ref.parent_execution_id,
+                    parent_execution_id=write.ref.parent_execution_id,
                 )
             else:
                 await store.executions.update(
