@@ -168,7 +168,7 @@ async def section_fanout(items: int, runs: int) -> dict[str, Any]:
         stack = Stack(Path(tmp) / "stack", ready_timeout=120.0, shared_workers=2)
         stack.start()
         try:
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
+            async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=stack.auth()) as http:
                 reply = await http.post("/api/catalog/register", json={"content": fanout_playbook(items)})
                 reply.raise_for_status()
                 path = f"{FANOUT_PATH}_{items}"

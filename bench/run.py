@@ -55,7 +55,7 @@ class Bench:
         self.stack = stack
         self.args = args
         self.figures: dict[str, Any] = {}
-        self.http = httpx.AsyncClient(base_url=stack.api_url, timeout=60)
+        self.http = httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=stack.auth())
 
     # -- helpers ------------------------------------------------------------------------------
     def db(self) -> psycopg.Connection[Any]:

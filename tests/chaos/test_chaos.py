@@ -272,7 +272,7 @@ def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack)
         "  at timestamptz DEFAULT now())"
     )
     started = time.monotonic()
-    with Api(stack.api_url) as api:
+    with Api(stack.api_url, token=stack.token) as api:
         api.register(PLAYBOOK)
         ids = [
             int(api.execute("chaos/mixed", payload={"dsn": stack.database_url, "n": n})["execution_id"])

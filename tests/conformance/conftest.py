@@ -124,7 +124,7 @@ def stack(noetl_state_dir: Path) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def api(stack: Stack) -> Iterator[Api]:
-    with Api(stack.api_url) as client:
+    with Api(stack.api_url, token=stack.token) as client:
         for file in sorted(OWN.glob("*.yaml")):
             client.register_file(file)
         yield client
@@ -143,7 +143,7 @@ def pg_local(stack: Stack) -> None:
         "db_name": info["dbname"],
     }
     body = {"name": "pg_local", "credential_type": "postgres", "data": data}
-    reply = httpx.post(f"{stack.api_url}/api/credentials", json=body, timeout=30)
+    reply = httpx.post(f"{stack.api_url}/api/credentials", json=body, headers=stack.auth(), timeout=30)
     assert reply.status_code in (200, 201), reply.text
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,9 @@ def _sse(
     """Read the whole stream (it must end by itself); (content type, [(id, event)])."""
     events: list[dict[str, Any]] = []
     url = f"{stack.api_url}/api/executions/{execution_id}/stream"
-    with httpx.stream("GET", url, headers=headers or {}, timeout=httpx.Timeout(10.0, read=60.0)) as response:
+    with httpx.stream(
+        "GET", url, headers={**stack.auth(), **(headers or {})}, timeout=httpx.Timeout(10.0, read=60.0)
+    ) as response:
         assert response.status_code == 200, response.read()
         content_type = response.headers["content-type"]
         frame: dict[str, str] = {}
@@ -64,9 +67,11 @@ def test_stream_follows_an_execution_to_its_terminal_event(api: Api, db: Conn, s
 
 
 def test_stream_of_an_unknown_execution_is_404(stack: Stack) -> None:
-    reply = httpx.get(f"{stack.api_url}/api/executions/1234567/stream", timeout=10)
+    reply = httpx.get(f"{stack.api_url}/api/executions/1234567/stream", headers=stack.auth(), timeout=10)
     assert reply.status_code == 404
-    bad = httpx.get(f"{stack.api_url}/api/executions/1/stream", headers={"Last-Event-ID": "x"}, timeout=10)
+    bad = httpx.get(
+        f"{stack.api_url}/api/executions/1/stream", headers={**stack.auth(), "Last-Event-ID": "x"}, timeout=10
+    )
     assert bad.status_code in (400, 404, 422)
 
 
@@ -78,6 +83,7 @@ def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         cwd=REPO,
         check=False,
+        env={**os.environ, "NOETL_API_TOKEN": stack.token},
     )
 
 

@@ -270,6 +270,7 @@ def test_cancellation_stops_the_running_step(api: Api, db: Conn, stack: Stack, e
     claim = httpx.post(
         f"{stack.api_url}/api/commands/{command['event_id']}/claim",
         json={"worker_id": "conformance"},
+        headers=stack.auth("NOETL_WORKER_TOKEN_SHARED"),
         timeout=10,
     )
     assert claim.status_code == 409, claim.text

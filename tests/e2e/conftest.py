@@ -82,6 +82,24 @@ def api_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def api_token(request: pytest.FixtureRequest) -> str:
+    """An admin token of the API under test: NOETL_API_TOKEN for a deployment, else the Stack's."""
+    if REMOTE_API_URL:
+        token = os.environ.get("NOETL_API_TOKEN")
+        if not token:
+            pytest.skip("NOETL_E2E_API_URL is set without NOETL_API_TOKEN (an admin token of that deployment)")
+        return token
+    stack: Stack = request.getfixturevalue("stack")
+    return stack.token
+
+
+@pytest.fixture(scope="session")
+def auth(api_token: str) -> dict[str, str]:
+    """The admin's Authorization header for direct HTTP calls."""
+    return {"authorization": f"Bearer {api_token}"}
+
+
+@pytest.fixture(scope="session")
 def database_url(request: pytest.FixtureRequest) -> str:
     if REMOTE_API_URL:
         if not REMOTE_DATABASE_URL:
@@ -93,8 +111,8 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def api(api_url: str) -> Iterator[Api]:
-    with Api(api_url) as client:
+def api(api_url: str, api_token: str) -> Iterator[Api]:
+    with Api(api_url, token=api_token) as client:
         for file in sorted(EXAMPLES.glob("*.yaml")) + sorted(PLAYBOOKS.glob("*.yaml")):
             client.register_file(file)
         yield client
@@ -107,8 +125,8 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
 
 
 @pytest.fixture
-def cli(api_url: str, api: Api) -> Callable[..., CliResult]:
-    """Run the real ``noetl`` CLI in a subprocess against the API under test."""
+def cli(api_url: str, api: Api, api_token: str) -> Callable[..., CliResult]:
+    """Run the real ``noetl`` CLI in a subprocess against the API under test, as the admin."""
 
     def run(*args: str, timeout: float = 120.0) -> CliResult:
         done = subprocess.run(
@@ -118,6 +136,7 @@ def cli(api_url: str, api: Api) -> Callable[..., CliResult]:
             timeout=timeout,
             cwd=REPO,
             check=False,
+            env={**os.environ, "NOETL_API_TOKEN": api_token},
         )
         return CliResult(done.returncode, done.stdout, done.stderr)
 

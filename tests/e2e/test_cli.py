@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -63,7 +64,7 @@ def test_wait_timeout_exits_5_and_prints_the_running_state(cli: Callable[..., An
     assert api.wait(last["execution_id"], timeout=60)["status"] == "COMPLETED"
 
 
-def test_a_cancelled_execution_exits_4(api_url: str, api: Api) -> None:
+def test_a_cancelled_execution_exits_4(api_url: str, api: Api, api_token: str) -> None:
     before = {e["execution_id"] for e in api.executions(path="e2e/slow")}
     argv = ["execute", "e2e/slow", "--payload", '{"seconds": 3}', "--wait", "--timeout", "60"]
     waiting = subprocess.Popen(
@@ -72,6 +73,7 @@ def test_a_cancelled_execution_exits_4(api_url: str, api: Api) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        env={**os.environ, "NOETL_API_TOKEN": api_token},
     )
     try:
         new = wait_until(

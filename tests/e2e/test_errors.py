@@ -39,7 +39,8 @@ CASES: list[tuple[str, str, str, Any, set[int], str | None]] = [
     ("cancel-unknown", "POST", "/api/executions/12345/cancel", None, {404}, "not_found"),
     ("bad-command-id", "GET", "/api/commands/xyz", None, {400, 404, 422}, None),
     ("unknown-command", "GET", "/api/commands/12345", None, {404}, "not_found"),
-    ("internal-no-token", "GET", "/api/internal/outbox/pending-count", None, {403}, "forbidden"),
+    # worker events come from workers only: an admin's token is refused before the body is read
+    ("events-as-admin", "POST", "/api/events", {"events": []}, {403}, "forbidden"),
 ]
 
 
@@ -48,9 +49,9 @@ CASES: list[tuple[str, str, str, Any, set[int], str | None]] = [
     [pytest.param(*case[1:], id=case[0]) for case in CASES],
 )
 def test_bad_requests_get_4xx_in_one_shape(
-    api_url: str, method: str, path: str, body: Any, statuses: set[int], code: str | None
+    api_url: str, auth: dict[str, str], method: str, path: str, body: Any, statuses: set[int], code: str | None
 ) -> None:
-    reply = httpx.request(method, f"{api_url}{path}", json=body, timeout=10)
+    reply = httpx.request(method, f"{api_url}{path}", json=body, headers=auth, timeout=10)
 
     assert reply.status_code in statuses, reply.text
     error = reply.json()
@@ -62,8 +63,14 @@ def test_bad_requests_get_4xx_in_one_shape(
         assert error["error"] == code
 
 
-def test_an_invalid_playbook_error_names_the_step(api_url: str) -> None:
-    reply = httpx.post(f"{api_url}/api/catalog/register", json={"content": BAD_ARC}, timeout=10)
+def test_no_credential_is_401_in_the_same_shape(api_url: str) -> None:
+    reply = httpx.get(f"{api_url}/api/internal/outbox/pending-count", timeout=10)
+    assert reply.status_code == 401 and reply.json()["error"] == "unauthenticated"
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_an_invalid_playbook_error_names_the_step(api_url: str, auth: dict[str, str]) -> None:
+    reply = httpx.post(f"{api_url}/api/catalog/register", json={"content": BAD_ARC}, headers=auth, timeout=10)
 
     assert reply.status_code == 422
     error = reply.json()
@@ -73,11 +80,11 @@ def test_an_invalid_playbook_error_names_the_step(api_url: str) -> None:
     assert "nowhere" in error["detail"]
 
 
-def test_a_raw_non_json_body_is_a_4xx(api_url: str) -> None:
+def test_a_raw_non_json_body_is_a_4xx(api_url: str, auth: dict[str, str]) -> None:
     reply = httpx.post(
         f"{api_url}/api/execute",
         content=b"{not json",
-        headers={"content-type": "application/json"},
+        headers={**auth, "content-type": "application/json"},
         timeout=10,
     )
 

@@ -101,7 +101,7 @@ def _leaks(where: str, text: str) -> list[str]:
 def test_secrets_never_appear_in_clear(stack: Stack, api: Api, db: Conn) -> None:
     assert stack.nats_url is not None
     replies: list[tuple[str, str]] = []
-    with Capture(stack.nats_url) as capture, httpx.Client(base_url=stack.api_url, timeout=30) as http:
+    with Capture(stack.nats_url) as capture, httpx.Client(base_url=stack.api_url, timeout=30, headers=stack.auth()) as http:
 
         def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
             reply = http.request(method, path, **kwargs)

@@ -68,7 +68,7 @@ def pg_local(stack: Stack) -> None:
         "db_name": info["dbname"],
     }
     body = {"name": "pg_local", "credential_type": "postgres", "data": data}
-    reply = httpx.post(f"{stack.api_url}/api/credentials", json=body, timeout=30)
+    reply = httpx.post(f"{stack.api_url}/api/credentials", json=body, headers=stack.auth(), timeout=30)
     assert reply.status_code in (200, 201), reply.text
 
 

@@ -33,7 +33,7 @@ def _pg_local(stack: Stack) -> dict[str, Any]:
 
 
 def test_postgres_with_auth_writes_rows_and_a_big_result_flows_on(stack: Stack, api: Api, db: Conn) -> None:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as http:
+    with httpx.Client(base_url=stack.api_url, timeout=30, headers=stack.auth()) as http:
         created = http.post("/api/credentials", json=_pg_local(stack))
         assert created.status_code in (200, 201), created.text
         assert PASSWORD not in created.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,7 +56,6 @@ def wasm_stack(noetl_state_dir: Path) -> Iterator[Stack]:
             },
             "worker-system": {
                 "WASM_MODULE_CACHE_DIR": str(state / "wasm-cache-system"),
-                "NOETL_KEYCHAIN_ENV_VARS": "NOETL_INTERNAL_API_TOKEN",
             },
         },
     )
@@ -69,7 +69,7 @@ def wasm_stack(noetl_state_dir: Path) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def api(wasm_stack: Stack) -> Iterator[Api]:
-    with Api(wasm_stack.api_url, internal_token=wasm_stack.token) as client:
+    with Api(wasm_stack.api_url, token=wasm_stack.token) as client:
         for file in sorted((REPO / "system").glob("*.yaml")):
             client.register_file(file)
         yield client
@@ -83,7 +83,7 @@ def db(wasm_stack: Stack) -> Iterator[Conn]:
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NOETL_INTERNAL_API_TOKEN": stack.token}
+    env = {**os.environ, "NOETL_API_TOKEN": stack.token}
     return subprocess.run(
         [sys.executable, "-m", "noetl_cli", "--server", stack.api_url, *args],
         capture_output=True,
@@ -183,7 +183,7 @@ def test_materialiser_stores_its_arrow_input_as_an_object(api: Api, wasm_stack: 
     assert result["output"] == 0 and result["intents"] == {"objects": [key]}
     stored = httpx.get(
         f"{wasm_stack.api_url}/api/internal/objects/{key}",
-        headers={"authorization": f"Bearer {wasm_stack.token}"},
+        headers=wasm_stack.auth(),
         timeout=10,
     )
     assert stored.status_code == 200 and stored.content == ipc
@@ -357,23 +357,42 @@ def test_second_dispatch_of_an_unchanged_module_does_not_download_it(
 
 
 # -- system playbooks ---------------------------------------------------------------------------
-def test_scheduled_cleanup_purges_old_terminal_executions(api: Api, db: Conn, wasm_stack: Stack) -> None:
+def test_scheduled_cleanup_applies_the_servers_policy_whatever_the_payload(
+    api: Api, db: Conn, wasm_stack: Stack
+) -> None:
+    """A system playbook takes no security-relevant input: the payload names another server and
+    asks to delete everything, and the sweep still goes to this API, with its own policy."""
     old = run(api, "system/echo")
-    assert old["status"] == "COMPLETED"
-    wait_for_event(db, old["execution_id"], "playbook.completed")
+    recent = run(api, "system/echo")
+    assert old["status"] == recent["status"] == "COMPLETED"
+    for done in (old, recent):
+        wait_for_event(db, done["execution_id"], "playbook.completed")
     db.execute(
         "UPDATE noetl.execution SET updated_at = now() - interval '40 days' WHERE execution_id = %s",
         (old["execution_id"],),
     )
-    final = run(
-        api,
-        "system/scheduled_cleanup",
-        {"server_url": wasm_stack.api_url, "executions_older_than_seconds": 30 * 86_400},
-    )
+    with socket.socket() as elsewhere:
+        elsewhere.bind(("127.0.0.1", 0))
+        elsewhere.listen()
+        elsewhere.setblocking(False)
+        hostile = {
+            "server_url": f"http://127.0.0.1:{elsewhere.getsockname()[1]}",
+            "executions_older_than_seconds": 0,
+            "events_older_than_seconds": 0,
+            "limit": 1_000_000_000,
+        }
+        final = run(api, "system/scheduled_cleanup", hostile)
+        with pytest.raises(BlockingIOError):
+            elsewhere.accept()  # nobody called the payload's server
     assert final["status"] == "COMPLETED", final.get("error")
-    purged = final["ctx"]["purged"]
-    assert purged["executions_deleted"] >= 1 and purged["events_deleted"] >= 1
-    assert db.execute(
-        "SELECT count(*) AS n FROM noetl.execution WHERE execution_id = %s", (old["execution_id"],)
-    ).fetchone() == {"n": 0}
-    assert wasm_stack.token not in str(db.execute("SELECT context FROM noetl.event").fetchall())
+    assert final["ctx"]["purged"]["executions_deleted"] >= 1
+    remaining = {
+        row["execution_id"]
+        for row in db.execute(
+            "SELECT execution_id FROM noetl.execution WHERE execution_id = ANY(%s)",
+            ([old["execution_id"], recent["execution_id"]],),
+        ).fetchall()
+    }
+    assert remaining == {recent["execution_id"]}  # the policy's 30 days, not the payload's 0
+    logged = str(db.execute("SELECT context FROM noetl.event").fetchall())
+    assert not [variable for variable, token in wasm_stack.tokens.items() if token in logged]

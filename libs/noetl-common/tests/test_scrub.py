@@ -81,3 +81,14 @@ def test_the_marker_prefilter_never_skips_a_secret() -> None:
     for text in samples:
         assert _SECRET_VALUE.search(text), text
         assert scrub_text(text) == _SECRET_VALUE.sub(REDACTED, text) != text
+
+
+def test_the_suites_own_api_tokens_are_redacted_and_its_names_are_not() -> None:
+    import secrets
+
+    token = "noetl_" + secrets.token_urlsafe(32)
+    assert scrub_text(f"sent {token} to the API") == "sent [REDACTED] to the API"
+    assert scrub({"note": token}) == {"note": "[REDACTED]"}
+    # suite names of the same shape stay readable: all lower case, no digits
+    for name in ("noetl_control_api_request_duration_seconds_bucket", "noetl_worker_pool_shared"):
+        assert scrub({"note": name}) == {"note": name}

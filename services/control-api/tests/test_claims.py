@@ -138,7 +138,12 @@ async def test_no_eager_command_for_another_pool_or_without_asking(api: Any) -> 
         "context": {"result": {"n": 1}},
         "event_id": api.ids.next_id(),
     }
-    reply = await api.post_events({"events": [done], "eager": {"worker_id": "worker-a", "pool": "system"}})
+    # a worker of the shared pool asking for system commands is refused, and nothing is kept
+    refused = await api.post_events({"events": [done], "eager": {"worker_id": "worker-a", "pool": "system"}})
+    assert refused.status_code == 403, refused.text
+    (still_running,) = await api.open_commands(execution_id)
+    assert still_running["command_id"] == command["command_id"]
+    reply = await api.post_events({"events": [done]})
     assert reply.status_code == 200 and "commands" not in reply.json()
     (next_command,) = await api.open_commands(execution_id)
     assert next_command["status"] == "PENDING"

@@ -15,6 +15,10 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 
+PUBLISHER_TOKEN = "publisher-token-for-the-cli-tests-0123456789"
+ADMIN_TOKEN = "admin-token-for-the-cli-tests-0123456789abcd"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
@@ -41,6 +45,9 @@ def test_bad_setting_exits_2_naming_the_variable(database_url: str) -> None:
         ("NOETL_EVENT_SHARD_COUNT", "0"),
         ("NOETL_LOG_LEVEL", "LOUD"),
         ("NOETL_EVENT_LOOP", "tokio"),
+        ("NOETL_ADMIN_TOKEN", "short"),
+        ("NOETL_INTERNAL_API_TOKEN", "the-one-token-every-service-used-to-share"),
+        ("NOETL_OIDC_ISSUER", "https://issuer.example"),
     ):
         result = _run(["serve"], {"NOETL_DATABASE_URL": database_url, name: value})
         assert result.returncode == 2, (name, result.stderr)
@@ -92,20 +99,21 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(database_url: str) -> None:
         ready = httpx.get(f"{url}/readyz", timeout=5)
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         internal = httpx.get(f"{url}/api/internal/outbox/pending-count", timeout=5)
-        assert internal.status_code == 503  # no token configured
+        assert internal.status_code == 401  # no credential
+        assert internal.json()["error"] == "unauthenticated"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert all(line.startswith("{") for line in lines)  # JSON lines only
 
 
 def test_sigterm_releases_a_parked_long_poll(database_url: str) -> None:
-    with _serving(database_url, NOETL_INTERNAL_API_TOKEN="tok") as (proc, url, _lines):
+    with _serving(database_url, NOETL_PUBLISHER_TOKEN=PUBLISHER_TOKEN) as (proc, url, _lines):
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             poll = pool.submit(
                 httpx.post,
                 f"{url}/api/internal/outbox/claim",
                 json={"limit": 10, "wait_ms": 60_000},
-                headers={"authorization": "Bearer tok"},
+                headers={"authorization": f"Bearer {PUBLISHER_TOKEN}"},
                 timeout=90,
             )
             deadline = time.monotonic() + 20
@@ -125,12 +133,15 @@ def test_sigterm_releases_a_held_execution_read(database_url: str) -> None:
         "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: held, path: tests/held}\n"
         'workflow:\n  - step: start\n    tool: {kind: python, code: "result = 1"}\n'
     )
-    with _serving(database_url) as (proc, url, _lines):
-        assert httpx.post(f"{url}/api/catalog/register", json={"content": playbook}).status_code == 201
-        started = httpx.post(f"{url}/api/execute", json={"path": "tests/held"})
+    with _serving(database_url, NOETL_ADMIN_TOKEN=ADMIN_TOKEN) as (proc, url, _lines):
+        registered = httpx.post(f"{url}/api/catalog/register", json={"content": playbook}, headers=ADMIN)
+        assert registered.status_code == 201
+        started = httpx.post(f"{url}/api/execute", json={"path": "tests/held"}, headers=ADMIN)
         execution_id = started.json()["execution_id"]  # no worker: it stays RUNNING
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            held = pool.submit(httpx.get, f"{url}/api/executions/{execution_id}?wait=60", timeout=90)
+            held = pool.submit(
+                httpx.get, f"{url}/api/executions/{execution_id}?wait=60", headers=ADMIN, timeout=90
+            )
             deadline = time.monotonic() + 20
             while "noetl_control_api_execution_waiters 1.0" not in httpx.get(f"{url}/metrics").text:
                 assert time.monotonic() < deadline and not held.done()

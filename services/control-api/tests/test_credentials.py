@@ -16,8 +16,6 @@ from noetl_common import ConfigError
 from noetl_control_api import Settings
 from noetl_control_api.application import check_key_present
 
-TOKEN = "internal-test-token"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
 PASSWORD = "s3cr3t-Pa55-value"
 PG_LOCAL: dict[str, Any] = {
     "name": "pg_local",
@@ -39,8 +37,8 @@ def key() -> str:
 
 
 @pytest.fixture
-async def http(database_url: str, key: str, serve_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(database_url=database_url, internal_api_token=TOKEN, credentials_key=key)
+async def http(database_url: str, key: str, serve_app: Any, make_settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(database_url, credentials_key=key)
     async with serve_app(settings) as client:
         yield client
 
@@ -89,33 +87,45 @@ async def test_get_list_and_delete_never_show_the_secret(http: httpx.AsyncClient
     assert (await http.delete("/api/credentials/api")).status_code == 404
 
 
-async def test_post_again_replaces_the_data(http: httpx.AsyncClient) -> None:
+async def test_post_again_replaces_the_data(http: httpx.AsyncClient, hold: Any) -> None:
     assert (await http.post("/api/credentials", json=PG_LOCAL)).status_code == 201
     changed = {**PG_LOCAL, "data": {**PG_LOCAL["data"], "db_password": "rotated-pw"}}
 
     again = await http.post("/api/credentials", json=changed)
-    resolved = await http.post(
-        "/api/internal/credentials/resolve", json={"names": ["pg_local"], "execution_id": 1}, headers=AUTH
-    )
+    held = await hold(http)
+    resolved = await http.post("/api/internal/credentials/resolve", json={"names": ["pg_local"], **_for(held)})
 
     assert again.status_code == 200
     assert resolved.json()["credentials"]["pg_local"]["data"]["db_password"] == "rotated-pw"
 
 
-async def test_resolve_is_internal_and_returns_clear_data(http: httpx.AsyncClient) -> None:
-    await http.post("/api/credentials", json=PG_LOCAL)
-    body = {"names": ["pg_local"], "execution_id": "42"}
+def _for(held: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolve request that names the command the worker holds."""
+    return {"event_id": held["event_id"], "worker_id": held["worker_id"]}
 
-    anonymous = await http.post("/api/internal/credentials/resolve", json=body)
+
+async def test_resolve_is_for_the_lease_holder_and_returns_clear_data(
+    http: httpx.AsyncClient, hold: Any, auth: Any
+) -> None:
+    await http.post("/api/credentials", json=PG_LOCAL)
+    held = await hold(http)
+    body = {"names": ["pg_local"], **_for(held)}
+
+    anonymous = await http.post("/api/internal/credentials/resolve", json=body, headers={"authorization": ""})
     wrong = await http.post(
         "/api/internal/credentials/resolve", json=body, headers={"authorization": "Bearer nope"}
     )
-    resolved = await http.post("/api/internal/credentials/resolve", json=body, headers=AUTH)
-    missing = await http.post(
-        "/api/internal/credentials/resolve", json={"names": ["pg_local", "nope"]}, headers=AUTH
+    publisher = await http.post("/api/internal/credentials/resolve", json=body, headers=auth.PUBLISHER)
+    other_worker = await http.post(
+        "/api/internal/credentials/resolve", json={**body, "worker_id": "not-the-holder"}, headers=auth.WORKER
     )
+    no_command = await http.post("/api/internal/credentials/resolve", json={"names": ["pg_local"]})
+    resolved = await http.post("/api/internal/credentials/resolve", json=body)
+    missing = await http.post("/api/internal/credentials/resolve", json={**body, "names": ["pg_local", "nope"]})
 
-    assert anonymous.status_code == 403 and wrong.status_code == 403
+    assert anonymous.status_code == 401 and wrong.status_code == 401
+    assert publisher.status_code == 403 and other_worker.status_code == 403
+    assert no_command.status_code == 400
     assert resolved.status_code == 200
     assert resolved.json()["credentials"]["pg_local"] == {
         "name": "pg_local",
@@ -125,18 +135,23 @@ async def test_resolve_is_internal_and_returns_clear_data(http: httpx.AsyncClien
     assert missing.status_code == 404 and missing.json()["extra"] == {"missing": ["nope"]}
 
 
-async def test_keychain_global_and_per_execution(http: httpx.AsyncClient, database_url: str) -> None:
+async def test_keychain_global_and_per_execution(http: httpx.AsyncClient, database_url: str, hold: Any) -> None:
     made = await http.post("/api/keychain", json={"name": "api_key", "value": "global-value-1"})
     scoped = await http.post(
         "/api/keychain", json={"name": "api_key", "value": "exec-value-2", "execution_id": 77}
     )
     shown = await http.get("/api/keychain/api_key", params={"execution_id": "77"})
     listed = await http.get("/api/keychain")
-    for_other = await http.post(
-        "/api/internal/keychain/resolve", json={"names": ["api_key"], "execution_id": 5}, headers=AUTH
+    held = await hold(http)
+    own = await http.post(
+        "/api/keychain", json={"name": "api_key", "value": "exec-value-3", "execution_id": held["execution_id"]}
     )
-    for_77 = await http.post(
-        "/api/internal/keychain/resolve", json={"names": ["api_key"], "execution_id": 77}, headers=AUTH
+    assert own.status_code == 201
+    other = await hold(http, worker_id="w2")
+    for_other = await http.post("/api/internal/keychain/resolve", json={"names": ["api_key"], **_for(other)})
+    # the execution named in the body is ignored: the held command says which execution
+    for_held = await http.post(
+        "/api/internal/keychain/resolve", json={"names": ["api_key"], "execution_id": 77, **_for(held)}
     )
 
     assert made.status_code == 201 and scoped.status_code == 201
@@ -148,7 +163,7 @@ async def test_keychain_global_and_per_execution(http: httpx.AsyncClient, databa
         ("api_key", 77),
     ]
     assert for_other.json() == {"values": {"api_key": "global-value-1"}}
-    assert for_77.json() == {"values": {"api_key": "exec-value-2"}}
+    assert for_held.json() == {"values": {"api_key": "exec-value-3"}}
     rows = await _raw(database_url, "SELECT value_enc FROM noetl.keychain")
     assert all(b"value-" not in bytes(r[0]) for r in rows)
     assert (await http.delete("/api/keychain/api_key", params={"execution_id": 77})).status_code == 204
@@ -156,8 +171,10 @@ async def test_keychain_global_and_per_execution(http: httpx.AsyncClient, databa
     assert (await http.get("/api/keychain/api_key")).status_code == 200
 
 
-async def test_without_a_key_credentials_are_unavailable(database_url: str, serve_app: Any) -> None:
-    async with serve_app(Settings(database_url=database_url, internal_api_token=TOKEN)) as client:
+async def test_without_a_key_credentials_are_unavailable(
+    database_url: str, serve_app: Any, make_settings: Any
+) -> None:
+    async with serve_app(make_settings(database_url)) as client:
         reply = await client.post("/api/credentials", json=PG_LOCAL)
     assert reply.status_code == 503
     assert "NOETL_CREDENTIALS_KEY" in reply.json()["detail"]

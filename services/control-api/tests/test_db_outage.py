@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from noetl_control_api import Settings
 from noetl_dev._procs import Proc, create_database, start_postgres
 
 #: A request during the outage must answer within this (the pool's wait for a connection is bounded).
@@ -35,14 +34,14 @@ def own_postgres(noetl_state_dir: Path) -> Iterator[tuple[list[Proc], str, Path]
             p.stop(10)
 
 
-async def test_the_api_survives_a_postgres_restart(own_postgres: Any, serve_app: Any) -> None:
+async def test_the_api_survives_a_postgres_restart(own_postgres: Any, serve_app: Any, make_settings: Any) -> None:
     procs, admin, state = own_postgres
     database_url = create_database(admin, "outage")
     # the test Postgres runs with synchronous_commit=off: a crash would lose the migrations
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("ALTER DATABASE outage SET synchronous_commit = on")
     port = int(admin.rsplit(":", 1)[1].split("/")[0])
-    async with serve_app(Settings(database_url=database_url, internal_api_token="t")) as http:
+    async with serve_app(make_settings(database_url)) as http:
         assert (await http.get("/api/executions")).status_code == 200
         procs[0].popen.send_signal(signal.SIGKILL)
         procs[0].popen.wait(10)

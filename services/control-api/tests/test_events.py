@@ -110,8 +110,10 @@ async def test_failed_command_fails_execution(api: Any) -> None:
 
 async def test_event_errors_are_client_errors(api: Any) -> None:
     execution_id, command, meta = await _claimed(api)
-    unknown_execution = await api.post_events(_event(api, 999, "call.done", {}))
+    unknown_execution = await api.post_events(_event(api, 999, "call.done", meta))
     assert unknown_execution.status_code == 404
+    no_command = await api.post_events(_event(api, execution_id, "call.done", {}))
+    assert no_command.status_code == 400 and "meta.command_id" in no_command.json()["detail"]
     unknown_command = await api.post_events(
         _event(api, execution_id, "command.started", {"command_id": 5, "attempt": 1})
     )
@@ -179,11 +181,11 @@ async def test_batch_dedupes_within_itself_and_after_a_terminal_event(api: Any) 
 
 async def test_batch_spans_executions_and_is_all_or_nothing(api: Any) -> None:
     execution_id, _command, meta = await _claimed(api)
-    other = await api.execute()
-    ok = [_event(api, execution_id, "call.done", meta), _event(api, other, "note", {})]
+    other, _other_command, other_meta = await _claimed(api)
+    ok = [_event(api, execution_id, "call.done", meta), _event(api, other, "note", other_meta)]
     assert (await api.post_events({"events": ok})).json() == {"accepted": 2, "duplicates": 0}
     before = len(await api.outbox())
     stale = {**meta, "attempt": meta["attempt"] + 1}
-    mixed = [_event(api, other, "note", {}), _event(api, execution_id, "command.started", stale)]
+    mixed = [_event(api, other, "note", other_meta), _event(api, execution_id, "command.started", stale)]
     assert (await api.post_events({"events": mixed})).status_code == 409
     assert len(await api.outbox()) == before

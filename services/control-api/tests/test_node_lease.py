@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from noetl_control_api import Settings, create_app
+from noetl_control_api import create_app
 
 SPLIT = 12  # sequence bits below the node bits
 
@@ -63,8 +63,10 @@ async def test_all_node_ids_held_gives_none(api: Any) -> None:
     assert (await _register(api.client, "w-full"))["node_id"] is None
 
 
-async def test_the_api_leases_its_own_node_and_mints_ids_with_it(database_url: str, serve_app: Any) -> None:
-    settings = Settings(database_url=database_url, internal_api_token="t", snowflake_node_lease=True)
+async def test_the_api_leases_its_own_node_and_mints_ids_with_it(
+    database_url: str, serve_app: Any, make_settings: Any
+) -> None:
+    settings = make_settings(database_url, snowflake_node_lease=True)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as db:
         async with serve_app(settings):
             pass  # applies the migrations (this app has explicit ids: it leases nothing)

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from noetl_control_api import Settings
 
 # The smallest valid module: magic + version, no sections.
 EMPTY = b"\0asm\x01\0\0\0"
@@ -127,18 +126,30 @@ async def test_object_put_get(api: Any) -> None:
         ("PUT", "/api/internal/objects/k"),
     ],
 )
-async def test_plugin_and_object_routes_need_the_token(api: Any, method: str, path: str) -> None:
-    reply = await api.client.request(method, path, content=EMPTY)
-    assert reply.status_code == 403
+async def test_plugin_and_object_routes_need_a_credential(api: Any, auth: Any, method: str, path: str) -> None:
+    reply = await api.client.request(method, path, content=EMPTY, headers={"authorization": ""})
+    assert reply.status_code == 401 and reply.json()["error"] == "unauthenticated"
+    # a publisher's token is a credential, but of a role that has no business here
+    wrong_role = await api.client.request(method, path, content=EMPTY, headers=auth.PUBLISHER)
+    assert wrong_role.status_code == 403 and wrong_role.json()["error"] == "forbidden"
 
 
-async def test_seed_dir_publishes_builtins_once(database_url: str, serve_app: Any, tmp_path: Path) -> None:
+async def test_only_an_admin_publishes_plugins(api: Any, auth: Any) -> None:
+    for role in (auth.WORKER, auth.SYSTEM_WORKER):
+        refused = await api.client.post("/api/internal/plugins/acme/x", content=EMPTY, headers=role)
+        assert refused.status_code == 403
+    assert (await api.client.post("/api/internal/plugins/acme/x", content=EMPTY)).status_code == 201
+
+
+async def test_seed_dir_publishes_builtins_once(
+    database_url: str, serve_app: Any, tmp_path: Path, make_settings: Any
+) -> None:
     (tmp_path / "system").mkdir()
     (tmp_path / "system" / "echo.wasm").write_bytes(EMPTY)
     (tmp_path / "system" / "echo@2.wasm").write_bytes(TAGGED)
     (tmp_path / "notes.txt").write_text("ignored")
-    settings = Settings(database_url=database_url, internal_api_token="t", plugin_seed_dir=str(tmp_path))
-    auth = {"authorization": "Bearer t"}
+    settings = make_settings(database_url, plugin_seed_dir=str(tmp_path))
+    auth: dict[str, str] = {}  # the admin's token, sent by the test client
     async with serve_app(settings) as http:
         listed = await http.get("/api/internal/plugins", headers=auth)
         assert [(p["path"], p["version"]) for p in listed.json()["plugins"]] == [

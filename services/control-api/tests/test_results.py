@@ -13,6 +13,7 @@ ROWS = [{"id": i, "name": f"user-{i}", "score": i / 4, "active": i % 2 == 0} for
 async def test_json_round_trip(api: Any) -> None:
     await api.register()
     execution_id = await api.execute()
+    await api.hold(execution_id)  # a worker stores results only where it holds a lease
     value = {"nested": {"list": [1, 2, 3]}, "text": "x" * 1000}
 
     stored = await api.client.put(f"/api/result/{execution_id}", json=value)
@@ -28,6 +29,7 @@ async def test_json_round_trip(api: Any) -> None:
 async def test_tabular_json_is_stored_as_arrow_and_decodes_to_rows(api: Any) -> None:
     await api.register()
     execution_id = await api.execute()
+    await api.hold(execution_id)
 
     stored = await api.client.put(f"/api/result/{execution_id}", json=ROWS)
     ref = stored.json()["$ref"]
@@ -45,6 +47,7 @@ async def test_tabular_json_is_stored_as_arrow_and_decodes_to_rows(api: Any) -> 
 async def test_an_arrow_body_is_stored_as_sent(api: Any) -> None:
     await api.register()
     execution_id = await api.execute()
+    await api.hold(execution_id)
     body, media = encode_result(pa.Table.from_pylist(ROWS[:3]))
 
     stored = await api.client.put(
@@ -62,8 +65,9 @@ async def test_an_arrow_body_is_stored_as_sent(api: Any) -> None:
     assert bad.status_code == 400
 
 
-async def test_unknown_execution_and_key_are_404(api: Any) -> None:
-    assert (await api.client.put("/api/result/123456789", json={"a": 1})).status_code == 404
+async def test_unknown_execution_is_403_and_unknown_key_404(api: Any) -> None:
+    # a worker stores results only in an execution where it holds a lease: none in an unknown one
+    assert (await api.client.put("/api/result/123456789", json={"a": 1})).status_code == 403
     assert (await api.client.get("/api/result/resolve", params={"key": "1/none"})).status_code == 404
 
 
@@ -72,6 +76,7 @@ async def test_a_reference_in_command_completed_is_resolved_before_templates_rea
     await api.register()
     execution_id = await api.execute()
     await api.run_command(execution_id, {"n": 1})
+    await api.hold(execution_id)
     stored = await api.client.put(f"/api/result/{execution_id}", json={"n": 42, "pad": "p" * 200_000})
     reference = stored.json()
 
@@ -93,6 +98,7 @@ async def test_a_referenced_last_result_stays_a_reference_in_playbook_completed(
     execution_id = await api.execute()
     await api.run_command(execution_id, {"n": 1})
     await api.run_command(execution_id, {"n": 2})
+    await api.hold(execution_id)
     stored = await api.client.put(f"/api/result/{execution_id}", json={"n": 3, "pad": "p" * 200_000})
 
     await api.run_command(execution_id, stored.json())

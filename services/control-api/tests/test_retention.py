@@ -102,3 +102,30 @@ async def test_old_events_of_terminal_executions_are_trimmed(api: Any) -> None:
         "/api/internal/cleanup/purge", json={"events_older_than_seconds": -1}, headers=api.auth
     )
     assert bad.status_code == 400
+
+
+async def test_no_purge_is_wider_than_the_retention_policy(
+    database_url: str, serve_app: Any, make_settings: Any, auth: Any
+) -> None:
+    from noetl_control_api.application._retention import RetentionPolicy
+
+    policy = RetentionPolicy(outbox_seconds=3600, executions_seconds=86_400, events_seconds=7200)
+    async with serve_app(make_settings(database_url, retention=policy)) as http:
+        for body in (
+            {"executions_older_than_seconds": 0},
+            {"events_older_than_seconds": 60},
+            {"outbox_published_older_than_seconds": 0},
+        ):
+            reply = await http.post("/api/internal/cleanup/purge", json=body)  # the admin
+            assert reply.status_code == 400, (body, reply.text)
+            assert "retention policy" in reply.json()["detail"] and "NOETL_RETENTION_" in reply.json()["detail"]
+        at_policy = await http.post(
+            "/api/internal/cleanup/purge",
+            json={"outbox_published_older_than_seconds": 3600, "executions_older_than_seconds": 86_400},
+        )
+        assert at_policy.status_code == 200
+        # the system pool applies the policy as it stands; the shared pool may not purge at all
+        swept = await http.post("/api/internal/cleanup/purge", json={"policy": True}, headers=auth.SYSTEM_WORKER)
+        assert swept.status_code == 200 and swept.json()["executions_deleted"] == 0
+        shared = await http.post("/api/internal/cleanup/purge", json={"policy": True}, headers=auth.WORKER)
+        assert shared.status_code == 403

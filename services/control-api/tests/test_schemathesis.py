@@ -2,8 +2,9 @@
 
 Schemathesis generates valid (positive) and invalid (negative) requests for every operation
 the app publishes at ``/schema/openapi.json`` and sends them in-process to the Litestar app,
-which runs its real lifespan against a real Postgres database. Internal routes get the token,
-so their handlers are fuzzed too, not only their guard. Bounded and reproducible: a fixed
+which runs its real lifespan against a real Postgres database. Every request carries the token
+of the role that owns its route (a worker's for worker routes, the publisher's for the outbox,
+an admin's for the rest), so the handlers are fuzzed too, not only the authentication. Bounded and reproducible: a fixed
 number of examples per operation and mode, derandomized (the seed is the operation).
 """
 
@@ -19,12 +20,11 @@ import pytest
 import schemathesis
 from cryptography.fernet import Fernet
 from hypothesis import HealthCheck
-from noetl_control_api import Settings, create_app
+from noetl_control_api import create_app
 from noetl_dev._procs import create_database
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
-TOKEN = "schemathesis-token"
 #: Examples per operation and generation mode: ~45 operations x 2 modes x this = requests.
 EXAMPLES = 20
 #: A long-poll the fuzzer would otherwise ask to wait for up to two minutes.
@@ -38,15 +38,10 @@ def _bounded(case: Any) -> Any:
     return case
 
 
-def test_no_generated_request_gets_a_5xx(postgres_admin_url: str) -> None:
+def test_no_generated_request_gets_a_5xx(postgres_admin_url: str, make_settings: Any, auth: Any) -> None:
     database_url = create_database(postgres_admin_url, f"t_{uuid.uuid4().hex[:12]}")
     app = create_app(
-        Settings(
-            database_url=database_url,
-            internal_api_token=TOKEN,
-            server_url="http://testserver",
-            credentials_key=Fernet.generate_key().decode(),
-        )
+        make_settings(database_url, server_url="http://testserver", credentials_key=Fernet.generate_key().decode())
     )
     schema = schemathesis.openapi.from_asgi("/schema/openapi.json", app)
     statuses: Counter[int] = Counter()
@@ -71,7 +66,8 @@ def test_no_generated_request_gets_a_5xx(postgres_admin_url: str) -> None:
             )
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode).map(_bounded))
             def run(case: Any) -> None:
-                response = case.call(headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+                owner = auth.route_owner(case.method.upper(), case.formatted_path)
+                response = case.call(headers=auth.bearer(owner), timeout=30)
                 statuses[response.status_code] += 1
                 if response.status_code >= 500:
                     server_errors.append(

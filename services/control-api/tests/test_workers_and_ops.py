@@ -13,7 +13,7 @@ async def _worker(api: Any, worker_id: str) -> tuple[Any, ...] | None:
     return await cur.fetchone()
 
 
-async def test_worker_register_heartbeat_deregister(api: Any) -> None:
+async def test_worker_register_heartbeat_deregister(api: Any, auth: Any) -> None:
     client = api.client
     reply = await client.post(
         "/api/worker/pool/register",
@@ -32,10 +32,22 @@ async def test_worker_register_heartbeat_deregister(api: Any) -> None:
         await client.request("DELETE", "/api/worker/pool/deregister", params={"worker_id": "w1"})
     ).status_code == 204
 
+    # a worker unknown here (a restored database) is re-added in the pool its token serves
     unknown = await client.post("/api/worker/pool/heartbeat", json={"worker_id": "ghost"})
-    assert unknown.status_code == 404
-    readd = await client.post("/api/worker/pool/heartbeat", json={"worker_id": "ghost", "pool": "system"})
-    assert readd.status_code == 204 and (await _worker(api, "ghost"))[0] == "system"  # type: ignore[index]
+    assert unknown.status_code == 204 and (await _worker(api, "ghost"))[0] == "shared"  # type: ignore[index]
+    other_pool = await client.post("/api/worker/pool/heartbeat", json={"worker_id": "ghost2", "pool": "system"})
+    assert other_pool.status_code == 403 and await _worker(api, "ghost2") is None
+    readd = await client.post(
+        "/api/worker/pool/heartbeat", json={"worker_id": "ghost2", "pool": "system"}, headers=auth.SYSTEM_WORKER
+    )
+    assert readd.status_code == 204 and (await _worker(api, "ghost2"))[0] == "system"  # type: ignore[index]
+    # an id registered for one pool cannot be taken over by another pool's token
+    taken = await client.post(
+        "/api/worker/pool/register",
+        json={"worker_id": "w1", "pool": "system", "capacity": 1},
+        headers=auth.SYSTEM_WORKER,
+    )
+    assert taken.status_code == 409 and (await _worker(api, "w1"))[0] == "shared"  # type: ignore[index]
     bad_pool = await client.post("/api/worker/pool/register", json={"worker_id": "w2", "pool": "gpu"})
     assert bad_pool.status_code == 400 and bad_pool.json()["error"] == "validation_error"
 

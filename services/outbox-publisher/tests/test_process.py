@@ -17,7 +17,7 @@ def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
             "NATS_URL": nats_url,
             # Nothing listens here: the control-api is down for the whole test.
             "NOETL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-            "NOETL_INTERNAL_API_TOKEN": "test-token",
+            "NOETL_API_TOKEN": "test-token-for-the-service-0123456789abcdef",
             "PUBLISHER_METRICS_BIND": f"127.0.0.1:{metrics_port}",
             "OUTBOX_MAX_BACKOFF_SECONDS": "0.5",
         }
@@ -62,7 +62,7 @@ def test_serves_ops_while_the_api_is_down_and_exits_zero_on_sigterm(nats_url: st
 
 def test_a_missing_token_fails_at_start_with_one_line_naming_it(nats_url: str) -> None:
     env = _env(nats_url, free_port())
-    del env["NOETL_INTERNAL_API_TOKEN"]
+    del env["NOETL_API_TOKEN"]
     assert config_error([sys.executable, "-m", "noetl_outbox_publisher"], env) == [
-        "configuration error: NOETL_INTERNAL_API_TOKEN is required but not set"
+        "configuration error: NOETL_API_TOKEN is required: this service's token for the control-api"
     ]

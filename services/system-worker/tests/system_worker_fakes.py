@@ -237,14 +237,18 @@ class FakeControlPlane:
         self.results[key] = (data, media_type)
         return {"$ref": {"store": "noetl.result", "key": key, "size": len(data), "media_type": media_type}}
 
-    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_credentials(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         missing = [n for n in names if n not in self.credentials]
         if missing:
             raise api_error(404, "not_found")
         self.resolved.append((names, execution_id))
         return {n: self.credentials[n] for n in names}
 
-    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_keychain(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         self.resolved.append((names, execution_id))
         return {n: self.keychain[n] for n in names if n in self.keychain}
 

@@ -8,7 +8,8 @@ import pytest
 from noetl_common import ConfigError, ControlPlaneClient
 from noetl_system_worker import ClientPool, ControlPlane, WorkerConfig
 
-REQUIRED = {"NOETL_SERVER_URL": "http://control-api:8082"}
+TOKEN = "worker-token-for-the-config-tests-0123456789"
+REQUIRED = {"NOETL_SERVER_URL": "http://control-api:8082", "NOETL_API_TOKEN": TOKEN}
 
 
 def test_defaults() -> None:
@@ -27,7 +28,7 @@ def test_defaults() -> None:
     assert config.keychain_env_vars == ()
     assert config.fetch_timeout_seconds <= 2.0
     assert config.lag_poll_interval == 10.0
-    assert config.internal_token is None and config.allowed_server_urls == ()
+    assert config.api_token == TOKEN and config.allowed_server_urls == ()
 
 
 def test_pool_selects_consumer_and_filter() -> None:
@@ -52,7 +53,6 @@ def test_overrides() -> None:
         "NOETL_KEYCHAIN_ENV_VARS": "API_TOKEN, DB_PASSWORD",
         "WORKER_SHUTDOWN_GRACE_SECONDS": "0",
         "WORKER_NATS_LAG_POLL_INTERVAL": "3",
-        "NOETL_INTERNAL_API_TOKEN": "t0k",
         "WORKER_ALLOWED_SERVER_URLS": "http://a:8082/, https://b",
     }
     config = WorkerConfig.from_env(env)
@@ -64,7 +64,7 @@ def test_overrides() -> None:
     assert config.log_level == "DEBUG"
     assert config.keychain_env_vars == ("API_TOKEN", "DB_PASSWORD")
     assert config.shutdown_grace_seconds == 0
-    assert config.lag_poll_interval == 3 and config.internal_token == "t0k"
+    assert config.lag_poll_interval == 3
     assert config.allowed_server_urls == ("http://a:8082", "https://b")
 
 

@@ -24,6 +24,7 @@ def _config(nats_url: str, max_deliver: int) -> WorkerConfig:
     env = {
         "WORKER_ID": "w-dlq",
         "NOETL_SERVER_URL": "http://fake-control-api",
+        "NOETL_API_TOKEN": "worker-token-for-the-tests-0123456789abcdef",
         "NATS_URL": nats_url,
         "WORKER_HEARTBEAT_INTERVAL": "0.1",
         "WORKER_METRICS_BIND": "127.0.0.1:9999",

@@ -20,6 +20,7 @@ def free_port() -> int:
 
 def worker_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "NATS_", "NOETL_"))}
+    env["NOETL_API_TOKEN"] = "worker-token-for-the-tests-0123456789abcdef"
     env.update(extra)
     return env
 

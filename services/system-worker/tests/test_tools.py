@@ -94,14 +94,18 @@ class Secrets:
         self.keychain = keychain or {}
         self.calls: list[tuple[str, list[str], int | None]] = []
 
-    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_credentials(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         self.calls.append(("credentials", names, execution_id))
         missing = [n for n in names if n not in self.credentials]
         if missing:
             raise LookupError(f"HTTP 404: unknown credential(s): {missing}")
         return {n: self.credentials[n] for n in names}
 
-    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_keychain(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         self.calls.append(("keychain", names, execution_id))
         return {n: self.keychain[n] for n in names if n in self.keychain}
 

@@ -48,6 +48,7 @@ def _base_env(nats_url: str) -> dict[str, str]:
     return {
         "WORKER_ID": "w-test",
         "NOETL_SERVER_URL": "http://fake-control-api",
+        "NOETL_API_TOKEN": "worker-token-for-the-tests-0123456789abcdef",
         "NATS_URL": nats_url,
         "WORKER_HEARTBEAT_INTERVAL": "0.1",
         "WORKER_METRICS_BIND": "127.0.0.1:9999",

@@ -24,6 +24,7 @@ async def worker(nats_url: str, fake_api: FakeControlPlane) -> AsyncIterator[Wor
     env = {
         "WORKER_ID": "w-results",
         "NOETL_SERVER_URL": "http://fake-control-api",
+        "NOETL_API_TOKEN": "worker-token-for-the-tests-0123456789abcdef",
         "NATS_URL": nats_url,
         "WORKER_HEARTBEAT_INTERVAL": "0.1",
         "WORKER_METRICS_BIND": "127.0.0.1:9999",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from noetl_cli.__main__ import EXIT_ERROR, EXIT_USAGE, build_parser, main
+from noetl_cli._auth_commands import duration_seconds
+from noetl_cli._credentials import store_token, token_for
 from noetl_dev import free_port
 
 
@@ -60,12 +63,30 @@ def test_usage_errors_exit_2() -> None:
     assert "usage: noetl" in done.stderr
 
 
-def test_plugin_commands_need_the_internal_token(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_the_token_comes_from_the_environment_else_the_file_of_its_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv("NOETL_INTERNAL_API_TOKEN", raising=False)
-    assert main(["--server", "http://127.0.0.1:9", "plugin", "list"]) == EXIT_ERROR
-    assert "NOETL_INTERNAL_API_TOKEN" in capsys.readouterr().err
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("NOETL_API_TOKEN", raising=False)
+    assert token_for("http://a:8082") is None
+    path = store_token("http://a:8082/", "noetl_stored")
+    store_token("http://b:8082", "noetl_other")
+    assert path == tmp_path / "noetl" / "credentials.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert token_for("http://a:8082") == "noetl_stored" and token_for("http://b:8082") == "noetl_other"
+    monkeypatch.setenv("NOETL_API_TOKEN", "noetl_from_env")
+    assert token_for("http://a:8082") == "noetl_from_env"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90", 90), ("2w", 1209600)])
+def test_expiry_durations(text: str, seconds: int) -> None:
+    assert duration_seconds(text) == seconds
+
+
+def test_a_bad_expiry_is_one_line_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--server", _closed_server(), "token", "create", "--name", "n", "--role", "viewer", "--expires-in", "soon"]
+    assert main(argv) == EXIT_ERROR
+    assert "--expires-in must be a number" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from noetl_dev._stack import BIND_VARIABLES, SERVICES, common_env, service_env
+from noetl_dev._stack import BIND_VARIABLES, SERVICES, common_env, new_tokens, service_env
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "compose.yaml"
@@ -39,9 +39,9 @@ def test_compose_has_every_dev_stack_service_with_its_command() -> None:
 
 def test_compose_sets_every_variable_the_dev_stack_sets() -> None:
     services = _compose()
-    shared = set(common_env(token="t", server_url="u", nats_url="n", shard_count=1))
+    shared = set(common_env(server_url="u", nats_url="n", shard_count=1))
     for name in SERVICES:
-        wanted = shared | set(service_env(name, port=1, database_url="d"))
+        wanted = shared | set(service_env(name, port=1, database_url="d", tokens=new_tokens()))
         assert wanted <= set(services[name]["environment"]), (
             name,
             wanted - set(services[name]["environment"]),
@@ -69,3 +69,19 @@ def test_background_services_wait_for_a_healthy_control_api_and_nats() -> None:
         depends = services[name]["depends_on"]
         assert depends["control-api"]["condition"] == "service_healthy", name
         assert depends["nats"]["condition"] == "service_healthy", name
+
+
+def test_each_service_gets_only_its_own_token() -> None:
+    tokens = new_tokens()
+    control_api = service_env("control-api", port=1, database_url="d", tokens=tokens)
+    assert {k: control_api[k] for k in tokens} == tokens and "NOETL_API_TOKEN" not in control_api
+    for name, variable in (
+        ("outbox-publisher", "NOETL_PUBLISHER_TOKEN"),
+        ("projector", "NOETL_PROJECTOR_TOKEN"),
+        ("worker-shared", "NOETL_WORKER_TOKEN_SHARED"),
+        ("worker-system", "NOETL_WORKER_TOKEN_SYSTEM"),
+    ):
+        env = service_env(name, port=1, database_url="d", tokens=tokens)
+        assert env["NOETL_API_TOKEN"] == tokens[variable], name
+        assert not set(tokens) & set(env), name  # no other role's token, under any name
+        assert sum(value in tokens.values() for value in env.values()) == 1, name

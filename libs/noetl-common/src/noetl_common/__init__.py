@@ -1,7 +1,18 @@
 """Shared contracts of the NoETL suite: envelopes, ids, subjects, scrub, config."""
 
 from ._client import ApiError, ControlPlaneClient, PluginFetch
-from ._config import ConfigError, ServiceEnv, env_bool, env_float, env_hostport, env_int, env_opt, env_str
+from ._config import (
+    MIN_TOKEN_CHARS,
+    ConfigError,
+    ServiceEnv,
+    env_api_token,
+    env_bool,
+    env_float,
+    env_hostport,
+    env_int,
+    env_opt,
+    env_str,
+)
 from ._envelopes import (
     ClaimReply,
     ClaimRequest,
@@ -61,6 +72,7 @@ __all__ = [
     "DLQ_STREAM",
     "EVENTS_STREAM",
     "EVENT_LOOPS",
+    "MIN_TOKEN_CHARS",
     "POOLS",
     "POOL_FILTER_MAP",
     "REDACTED",
@@ -104,6 +116,7 @@ __all__ = [
     "dlq_subject",
     "ensure_consumer",
     "ensure_streams",
+    "env_api_token",
     "env_bool",
     "env_float",
     "env_hostport",

@@ -1,7 +1,7 @@
 """Async client of the control-api, used by the publisher, projector, worker and CLI.
 
 Every service reaches NoETL data only through this HTTP API. Internal routes send the
-bearer token. Transport errors and 502/503/504 are retried with capped exponential
+bearer token of the calling service. Transport errors and 502/503/504 are retried with capped exponential
 backoff (``Retry-After`` honoured); other statuses raise ``ApiError`` at once.
 """
 
@@ -77,14 +77,15 @@ class ControlPlaneClient:
         self,
         base_url: str,
         *,
-        internal_token: str | None = None,
+        token: str | None = None,
         timeout: float = 30.0,
         retries: int = 5,
         max_backoff: float = 5.0,
     ) -> None:
         headers = {"content-type": "application/json"}
-        if internal_token:
-            headers["authorization"] = f"Bearer {internal_token}"
+        if token:
+            # the caller's own credential, on every route (docs/security.md)
+            headers["authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.max_backoff = max_backoff
@@ -259,23 +260,30 @@ class ControlPlaneClient:
         assert reply is not None
         return reply
 
-    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
-        """Clear data of named credentials (internal route): ``{name: {credential_type, data}}``."""
+    async def resolve_credentials(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
+        """Clear data of named credentials (internal route): ``{name: {credential_type, data}}``.
+
+        ``event_id`` and ``worker_id`` name the command whose lease the caller holds: the API
+        resolves credentials only for it (docs/security.md)."""
         reply = await self.request(
             "POST",
             "/api/internal/credentials/resolve",
-            {"names": names, "execution_id": execution_id},
+            {"names": names, "execution_id": execution_id, "event_id": event_id, "worker_id": worker_id},
             dict,
         )
         assert reply is not None
         return dict(reply.get("credentials") or {})
 
-    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_keychain(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         """Clear values of keychain entries (internal route); the execution's entry wins."""
         reply = await self.request(
             "POST",
             "/api/internal/keychain/resolve",
-            {"names": names, "execution_id": execution_id},
+            {"names": names, "execution_id": execution_id, "event_id": event_id, "worker_id": worker_id},
             dict,
         )
         assert reply is not None

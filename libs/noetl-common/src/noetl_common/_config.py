@@ -89,6 +89,29 @@ def env_hostport(name: str, default: str, *, env: Mapping[str, str] | None = Non
     return host or "0.0.0.0", int(port)
 
 
+MIN_TOKEN_CHARS = 32
+
+
+def env_api_token(env: Mapping[str, str] | None = None) -> str:
+    """``NOETL_API_TOKEN``: the service's own credential for the control-api (required).
+
+    The one token every service used to share (``NOETL_INTERNAL_API_TOKEN``) is gone: each
+    service gets a token of its own role (docs/security.md), so the message says so.
+    """
+    token = env_opt("NOETL_API_TOKEN", env=env)
+    if token is None:
+        hint = (
+            " (NOETL_INTERNAL_API_TOKEN is no longer read: each service has a token of its own role,"
+            " see docs/security.md)"
+            if env_opt("NOETL_INTERNAL_API_TOKEN", env=env)
+            else ""
+        )
+        raise ConfigError(f"NOETL_API_TOKEN is required: this service's token for the control-api{hint}")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"NOETL_API_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
+    return token
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceEnv:
     """What every relay service reads to reach the control-api and NATS.
@@ -97,7 +120,7 @@ class ServiceEnv:
     """
 
     server_url: str
-    internal_token: str
+    api_token: str
     nats_url: str
     nats_user: str | None
     nats_password: str | None
@@ -108,7 +131,7 @@ class ServiceEnv:
         """The base fields as keyword arguments; a bad value raises ``ConfigError`` naming it."""
         return {
             "server_url": env_str("NOETL_SERVER_URL", "http://127.0.0.1:8082", env=env),
-            "internal_token": env_str("NOETL_INTERNAL_API_TOKEN", env=env),
+            "api_token": env_api_token(env),
             "nats_url": env_str("NATS_URL", "nats://127.0.0.1:4222", env=env),
             "nats_user": env_opt("NATS_USER", env=env),
             "nats_password": env_opt("NATS_PASSWORD", env=env),

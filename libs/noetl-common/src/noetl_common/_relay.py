@@ -60,7 +60,7 @@ async def run_relay(
         return loop.details() if loop is not None else {"nats_connected": link.connected}
 
     async with (
-        ControlPlaneClient(config.server_url, internal_token=config.internal_token) as client,
+        ControlPlaneClient(config.server_url, token=config.api_token) as client,
         serve_ops(*metrics_bind, ready, details),
     ):
         try:

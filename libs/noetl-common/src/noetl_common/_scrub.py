@@ -33,6 +33,9 @@ _SECRET_VALUE = re.compile(
     r"|(?:\bAKIA[0-9A-Z]{16}\b)"  # AWS access key id
     r"|(?:\bAIza[0-9A-Za-z_-]{35})"  # Google API key
     r"|(?:\bglpat-[A-Za-z0-9_-]{20,})"  # GitLab
+    # this suite's API tokens: noetl_ + 43 url-safe characters, one of them upper case or a
+    # digit (which a metric or consumer name of the same length never has)
+    r"|(?:\bnoetl_(?=[A-Za-z0-9_-]{0,42}[A-Z0-9])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-]))"
     r"|(?:(?<=://)[^/\s:@]+:[^/\s@]+(?=@))",  # user:password@ in URLs
 )
 
@@ -54,6 +57,7 @@ _MARKERS = (
     "AKIA",
     "AIza",
     "glpat-",
+    "noetl_",
 )
 _SHORTEST_SECRET = 7  # "://a:b@"
 _LEAVES = frozenset({int, float, bool, type(None)})

@@ -66,6 +66,20 @@ class PayloadTooLarge(DomainError):
     code = "payload_too_large"
 
 
+class Unauthenticated(DomainError):
+    """No credential, or one that is unknown, expired or revoked."""
+
+    status_code = 401
+    code = "unauthenticated"
+
+
+class TooManyStreams(DomainError):
+    """A principal (or the process) holds as many open event streams as it may."""
+
+    status_code = 429
+    code = "too_many_streams"
+
+
 class Forbidden(DomainError):
     status_code = 403
     code = "forbidden"

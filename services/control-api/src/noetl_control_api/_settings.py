@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import msgspec
 from noetl_common import (
+    MIN_TOKEN_CHARS,
     ConfigError,
     env_float,
     env_hostport,
@@ -17,7 +18,11 @@ from noetl_common import (
     node_id_from_env,
 )
 
+from .application._oidc import OidcSettings
+from .application._retention import RetentionPolicy
+
 MiB = 1024 * 1024
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
 
 def _epoch(env: Mapping[str, str] | None) -> int | None:
@@ -33,11 +38,71 @@ def _seed_dir(env: Mapping[str, str] | None) -> str | None:
     return raw
 
 
+#: Tokens the control-api takes from its environment (the Secret), with the principal each is.
+CONFIGURED_TOKENS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("NOETL_ADMIN_TOKEN", "bootstrap-admin", "admin", None),
+    ("NOETL_PUBLISHER_TOKEN", "service:outbox-publisher", "publisher", None),
+    ("NOETL_PROJECTOR_TOKEN", "service:projector", "projector", None),
+    ("NOETL_WORKER_TOKEN_SHARED", "service:worker-shared", "worker", "shared"),
+    ("NOETL_WORKER_TOKEN_PYTHON", "service:worker-python", "worker", "python"),
+    ("NOETL_WORKER_TOKEN_SYSTEM", "service:worker-system", "worker", "system"),
+)
+
+
+def _configured_tokens(env: Mapping[str, str] | None) -> dict[str, str]:
+    """``{variable: token}`` of the configured tokens that are set; each distinct and long enough."""
+    if env_opt("NOETL_INTERNAL_API_TOKEN", env=env):
+        raise ConfigError(
+            "NOETL_INTERNAL_API_TOKEN is no longer read: set NOETL_ADMIN_TOKEN, NOETL_PUBLISHER_TOKEN,"
+            " NOETL_PROJECTOR_TOKEN and NOETL_WORKER_TOKEN_<POOL> instead (docs/security.md) and unset it"
+        )
+    found: dict[str, str] = {}
+    for variable, *_ in CONFIGURED_TOKENS:
+        value = env_opt(variable, env=env)
+        if value is None:
+            continue
+        if len(value) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"{variable} must be at least {MIN_TOKEN_CHARS} characters")
+        for other, taken in found.items():
+            if taken == value:
+                raise ConfigError(f"{variable} has the same value as {other}: every role needs its own token")
+        found[variable] = value
+    return found
+
+
+def _oidc(env: Mapping[str, str] | None) -> OidcSettings | None:
+    issuer = env_opt("NOETL_OIDC_ISSUER", env=env)
+    audience = env_opt("NOETL_OIDC_AUDIENCE", env=env)
+    if issuer is None and audience is None:
+        return None
+    if issuer is None or audience is None:
+        raise ConfigError("NOETL_OIDC_ISSUER and NOETL_OIDC_AUDIENCE must be set together")
+    algorithms = tuple(
+        a.strip() for a in env_str("NOETL_OIDC_ALGORITHMS", "RS256,ES256", env=env).split(",") if a.strip()
+    )
+    unsupported = [a for a in algorithms if a not in OIDC_ALGORITHMS]
+    if not algorithms or unsupported:
+        raise ConfigError(f"NOETL_OIDC_ALGORITHMS must list some of {', '.join(OIDC_ALGORITHMS)}")
+    return OidcSettings(
+        issuer=issuer,
+        audience=audience,
+        jwks_url=env_opt("NOETL_OIDC_JWKS_URL", env=env),
+        role_claim=env_str("NOETL_OIDC_ROLE_CLAIM", "noetl_role", env=env),
+        algorithms=algorithms,
+    )
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Every setting the control-api reads; see the package README for the why of each default."""
 
     database_url: str
-    internal_api_token: str | None = None
+    #: configured tokens: ``{variable: token}`` for the set ones of :data:`CONFIGURED_TOKENS`
+    tokens: dict[str, str] = msgspec.field(default_factory=dict)
+    auth_cache_seconds: float = 5.0
+    oidc: OidcSettings | None = None
+    retention: RetentionPolicy = msgspec.field(default_factory=RetentionPolicy)
+    sse_max_streams: int = 1000
+    sse_max_streams_per_principal: int = 20
     bind_host: str = "0.0.0.0"
     bind_port: int = 8082
     server_url: str = "http://localhost:8082"
@@ -78,7 +143,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             parse_keys(credentials_key)  # a malformed key fails at start, naming the variable
         return cls(
             database_url=env_str("NOETL_DATABASE_URL", env=env),
-            internal_api_token=env_opt("NOETL_INTERNAL_API_TOKEN", env=env),
+            tokens=_configured_tokens(env),
+            auth_cache_seconds=env_float("NOETL_AUTH_CACHE_SECONDS", 5.0, minimum=0.0, env=env),
+            oidc=_oidc(env),
+            retention=RetentionPolicy(
+                outbox_seconds=env_float("NOETL_RETENTION_OUTBOX_SECONDS", 86_400.0, minimum=0.0, env=env),
+                executions_seconds=env_float("NOETL_RETENTION_EXECUTIONS_SECONDS", 30 * 86_400.0, minimum=0.0, env=env),
+                events_seconds=env_float("NOETL_RETENTION_EVENTS_SECONDS", 30 * 86_400.0, minimum=0.0, env=env),
+            ),
+            sse_max_streams=env_int("NOETL_SSE_MAX_STREAMS", 1000, minimum=1, maximum=100_000, env=env),
+            sse_max_streams_per_principal=env_int(
+                "NOETL_SSE_MAX_STREAMS_PER_PRINCIPAL", 20, minimum=1, maximum=100_000, env=env
+            ),
             bind_host=host,
             bind_port=port,
             server_url=env_str("NOETL_SERVER_URL", f"http://localhost:{port}", env=env).rstrip("/"),

@@ -32,7 +32,7 @@ async def serve(stop: asyncio.Event) -> None:
         ThreadPoolExecutor(max_workers=config.max_concurrent + 4, thread_name_prefix="noetl-task")
     )
     clients = ClientPool(
-        config.server_url, allowed=config.allowed_server_urls, internal_token=config.internal_token
+        config.server_url, allowed=config.allowed_server_urls, token=config.api_token
     )
     host = PluginHost(WasmLimits.from_env())
     registry = ToolRegistry.default()

@@ -53,11 +53,15 @@ class ControlPlane(Protocol):
         """Store a big result; returns the reference the event carries instead."""
         ...
 
-    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_credentials(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         """Clear data of named credentials (internal route)."""
         ...
 
-    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_keychain(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         """Clear keychain values (internal route)."""
         ...
 
@@ -78,12 +82,12 @@ class ClientPool:
         default_url: str,
         *,
         allowed: tuple[str, ...] = (),
-        internal_token: str | None = None,
+        token: str | None = None,
         factory: Callable[[str], ControlPlaneClient] | None = None,
     ) -> None:
         self.default_url = default_url.rstrip("/")
         self.allowed = frozenset(u.rstrip("/") for u in allowed) | {self.default_url}
-        self._factory = factory or (lambda url: ControlPlaneClient(url, internal_token=internal_token))
+        self._factory = factory or (lambda url: ControlPlaneClient(url, token=token))
         self._clients: dict[str, ControlPlaneClient] = {}
         self.refused: set[str] = set()
 

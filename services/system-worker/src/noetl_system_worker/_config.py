@@ -19,6 +19,7 @@ from noetl_common import (
     ConfigError,
     Snowflake,
     consumer_name,
+    env_api_token,
     env_bool,
     env_float,
     env_hostport,
@@ -62,7 +63,8 @@ class WorkerConfig:
     filter_subject: str
     log_level: str
     lag_poll_interval: float = 10.0
-    internal_token: str | None = None
+    #: this worker pool's own credential for the control-api (NOETL_API_TOKEN)
+    api_token: str | None = None
     allowed_server_urls: tuple[str, ...] = ()
     keychain_env_vars: tuple[str, ...] = ()
     #: A step result whose event context would exceed this goes to the result store.
@@ -131,7 +133,7 @@ class WorkerConfig:
                 "NOETL_EVENT_RESULT_CONTEXT_MAX_BYTES", 100 * 1024, minimum=1024, env=env
             ),
             lag_poll_interval=env_float("WORKER_NATS_LAG_POLL_INTERVAL", 10.0, minimum=0.1, env=env),
-            internal_token=env_opt("NOETL_INTERNAL_API_TOKEN", env=env),
+            api_token=env_api_token(env),
             allowed_server_urls=tuple(
                 _url("WORKER_ALLOWED_SERVER_URLS", u.strip(), ("http", "https")).rstrip("/")
                 for u in (env_opt("WORKER_ALLOWED_SERVER_URLS", env=env) or "").split(",")

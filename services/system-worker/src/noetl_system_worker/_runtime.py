@@ -26,11 +26,15 @@ MIN_REDACT_LENGTH = 4
 class SecretSource(Protocol):
     """The control-api calls the runtime makes (``ControlPlaneClient`` implements them)."""
 
-    async def resolve_credentials(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_credentials(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         """``{name: {name, credential_type, data}}``; raises ``ApiError`` 404 for unknown names."""
         ...
 
-    async def resolve_keychain(self, names: list[str], execution_id: int | None) -> dict[str, Any]:
+    async def resolve_keychain(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
         """``{name: value}``; the execution's entry wins over a global one."""
         ...
 
@@ -76,6 +80,10 @@ class ToolRuntime:
 
     api: SecretSource | None = None
     execution_id: int | None = None
+    #: the claim key and worker of the command this runtime serves: the API resolves secrets
+    #: only for a command whose lease the asking worker holds
+    event_id: int | None = None
+    worker_id: str | None = None
     keychain_env_vars: tuple[str, ...] = ()
     nats_url: str | None = None
     nats_user: str | None = None
@@ -98,7 +106,9 @@ class ToolRuntime:
         if self.api is None:
             raise CredentialError(f"credential {name!r}: this worker has no control-api to resolve it")
         try:
-            found = await self.api.resolve_credentials([name], self.execution_id)
+            found = await self.api.resolve_credentials(
+                [name], self.execution_id, event_id=self.event_id, worker_id=self.worker_id
+            )
         except Exception as exc:
             raise CredentialError(f"credential {name!r} cannot be resolved: {exc}") from None
         entry = found.get(name)
@@ -122,7 +132,9 @@ class ToolRuntime:
             if self.api is None:
                 raise CredentialError(f"keychain entry {name!r}: this worker has no control-api")
             try:
-                found = await self.api.resolve_keychain([name], self.execution_id)
+                found = await self.api.resolve_keychain(
+                    [name], self.execution_id, event_id=self.event_id, worker_id=self.worker_id
+                )
             except Exception as exc:
                 raise CredentialError(f"keychain entry {name!r} cannot be resolved: {exc}") from None
             if name not in found:

@@ -671,7 +671,7 @@ class Worker:
             # tools that report through the API (the wasm tool's intents) find the command here
             scope = current_command.set(CommandScope(api, claim.execution_id, claim.step, event))
             # credentials, keychain and secret redaction for this command's tools
-            runtime = self._runtime(api, claim.execution_id)
+            runtime = self._runtime(api, claim)
             runtime_token = current_runtime.set(runtime)
             try:
                 outcome = await self._run_pipeline(claim.command, lease_lost)
@@ -741,10 +741,12 @@ class Worker:
             await asyncio.gather(*keepalive, started, return_exceptions=True)
         return None
 
-    def _runtime(self, api: ControlPlane, execution_id: int) -> ToolRuntime:
+    def _runtime(self, api: ControlPlane, claim: ClaimReply) -> ToolRuntime:
         return ToolRuntime(
             api=api,
-            execution_id=execution_id,
+            execution_id=claim.execution_id,
+            event_id=claim.event_id,
+            worker_id=self.config.worker_id,
             keychain_env_vars=self.config.keychain_env_vars,
             nats_url=self.config.nats_url,
             nats_user=self.config.nats_user,

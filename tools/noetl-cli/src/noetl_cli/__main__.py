@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ._api import DEFAULT_SERVER, Api, CliError, WaitTimeout
+from ._auth_commands import add_auth_commands
+from ._credentials import token_for
 from ._watch import watch
 
 EXIT_OK = 0
@@ -208,7 +210,7 @@ def _json_object(raw: str, what: str) -> dict[str, Any]:
 
 def cmd_credential_add(api: Api, args: argparse.Namespace) -> int:
     data = _json_object(args.data, "--data")
-    _print_json(api.put_credential(args.name, args.type, data, args.description))
+    _print_json(api.put_credential(args.name, args.type, data, args.description, args.allowed_paths))
     return EXIT_OK
 
 
@@ -286,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("execution_id", metavar="ID")
     cancel.set_defaults(func=cmd_cancel)
 
-    plugin = sub.add_parser("plugin", help="WASM plug-in registry (needs NOETL_INTERNAL_API_TOKEN)")
+    plugin = sub.add_parser("plugin", help="WASM plug-in registry (publishing needs an admin token)")
     plugin_sub = plugin.add_subparsers(dest="plugin_command", required=True)
     publish = plugin_sub.add_parser("publish", help="publish a .wasm module as PATH (re-publish replaces)")
     publish.add_argument("path", metavar="PATH")
@@ -307,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--data", required=True, help="the secret data: a JSON object, or @file.json")
     add.add_argument("--description", help="free text")
+    add.add_argument(
+        "--allowed-path",
+        action="append",
+        dest="allowed_paths",
+        metavar="PREFIX",
+        help="a playbook path prefix that may use it (repeat; '*' = all; default: every path outside system/)",
+    )
     add.set_defaults(func=cmd_credential_add)
     credentials = credential_sub.add_parser("list", help="names and types")
     credentials.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -317,13 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     remove = credential_sub.add_parser("delete", help="delete a credential")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(func=cmd_credential_delete)
+    add_auth_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with Api(args.server, internal_token=os.environ.get("NOETL_INTERNAL_API_TOKEN") or None) as api:
+        with Api(args.server, token=token_for(args.server)) as api:
             code: int = args.func(api, args)
             return code
     except CliError as exc:

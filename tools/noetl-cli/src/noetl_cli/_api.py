@@ -56,13 +56,11 @@ def _error_from(response: httpx.Response) -> CliError:
 class Api:
     """The public control-api routes the CLI needs (sync httpx, JSON in and out)."""
 
-    def __init__(
-        self, server: str = DEFAULT_SERVER, timeout: float = 30.0, internal_token: str | None = None
-    ) -> None:
+    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 30.0, token: str | None = None) -> None:
         self.server = server.rstrip("/")
-        self._http = httpx.Client(base_url=self.server, timeout=timeout)
-        #: bearer token of /api/internal/* (the plug-in registry); None: those calls fail with 403/503
-        self.internal_token = internal_token
+        #: what every request of this client carries (empty without a token)
+        self.auth_headers: dict[str, str] = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.server, timeout=timeout, headers=self.auth_headers)
 
     def close(self) -> None:
         self._http.close()
@@ -206,10 +204,21 @@ class Api:
 
     # -- credentials -------------------------------------------------------------------------
     def put_credential(
-        self, name: str, credential_type: str, data: dict[str, Any], description: str | None = None
+        self,
+        name: str,
+        credential_type: str,
+        data: dict[str, Any],
+        description: str | None = None,
+        allowed_paths: list[str] | None = None,
     ) -> dict[str, Any]:
         """Create or replace a credential; the reply shows its data redacted."""
-        body = {"name": name, "credential_type": credential_type, "data": data, "description": description}
+        body = {
+            "name": name,
+            "credential_type": credential_type,
+            "data": data,
+            "description": description,
+            "allowed_paths": allowed_paths,
+        }
         reply: dict[str, Any] = self.request("POST", "/api/credentials", body)
         return reply
 
@@ -225,16 +234,34 @@ class Api:
     def delete_credential(self, name: str) -> None:
         self.request("DELETE", f"/api/credentials/{name}")
 
-    # -- plug-in registry (internal routes) ----------------------------------------------------
-    def _internal(self) -> dict[str, str]:
-        if not self.internal_token:
-            raise CliError("the plug-in registry is an internal route: set NOETL_INTERNAL_API_TOKEN")
-        return {"authorization": f"Bearer {self.internal_token}"}
+    # -- tokens and identity (admin) ------------------------------------------------------------
+    def whoami(self) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("GET", "/api/auth/whoami")
+        return reply
 
+    def create_token(
+        self, name: str, role: str, pool: str | None = None, expires_in_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """A new API token: the reply carries the token itself, this once."""
+        body = {"name": name, "role": role, "pool": pool, "expires_in_seconds": expires_in_seconds}
+        reply: dict[str, Any] = self.request("POST", "/api/tokens", body)
+        return reply
+
+    def tokens(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        params = {"include_revoked": "true"} if include_revoked else None
+        reply = self.request("GET", "/api/tokens", params=params)
+        found: list[dict[str, Any]] = reply.get("tokens", []) if isinstance(reply, dict) else []
+        return found
+
+    def revoke_token(self, name: str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("DELETE", f"/api/tokens/{name}")
+        return reply
+
+    # -- plug-in registry (admin) ----------------------------------------------------------------
     def publish_plugin(self, path: str, module: bytes, version: int | None = None) -> dict[str, Any]:
         """``POST /api/internal/plugins/{path}``: the module bytes; no version = the next one."""
         params = {"version": version} if version is not None else None
-        headers = {**self._internal(), "content-type": "application/wasm"}
+        headers = {"content-type": "application/wasm"}
         reply: dict[str, Any] = self.request(
             "POST", f"/api/internal/plugins/{path}", params=params, content=module, headers=headers
         )
@@ -243,6 +270,6 @@ class Api:
     def plugins(self, path: str | None = None) -> list[dict[str, Any]]:
         """Every published plug-in version (of ``path`` when given)."""
         params = {"path": path} if path else None
-        reply = self.request("GET", "/api/internal/plugins", params=params, headers=self._internal())
+        reply = self.request("GET", "/api/internal/plugins", params=params)
         found: list[dict[str, Any]] = reply.get("plugins", []) if isinstance(reply, dict) else []
         return found

@@ -39,7 +39,7 @@ def stream_events(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
-        headers = {"Accept": "text/event-stream"}
+        headers = {**api.auth_headers, "Accept": "text/event-stream"}
         if last:
             headers["Last-Event-ID"] = str(last)
         timeout = httpx.Timeout(10.0, read=min(remaining, 60.0))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from noetl_cli import Api, CliError
+from noetl_cli import Api, CliError, store_token
 
 from ._stack import (
     DEFAULT_API_PORT,
@@ -76,9 +76,9 @@ def _print_urls(state: dict[str, Any]) -> None:
     print(f"state            {Path(state['state_dir']) / 'stack.json'}")
 
 
-def _run_examples(api_url: str, examples: Path, timeout: float) -> int:
+def _run_examples(api_url: str, token: str, examples: Path, timeout: float) -> int:
     """Register every playbook under ``examples``, run examples/hello, print the outcome."""
-    with Api(api_url) as api:
+    with Api(api_url, token=token) as api:
         for file in sorted(examples.glob("*.yaml")):
             reply = api.register_file(file)
             print(f"registered {reply.get('path')} v{reply.get('version')}")
@@ -128,10 +128,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print("all services ready")
+    # the bootstrap admin token, where the noetl CLI looks for this server's token
+    stored = store_token(stack.api_url, stack.token)
+    if stack.api_url == "http://127.0.0.1:8082":
+        store_token("http://localhost:8082", stack.token)
+    print(f"admin token stored for {stack.api_url} in {stored} (the noetl CLI reads it)")
     code = 0
     if not args.no_examples:
         try:
-            code = _run_examples(stack.api_url, args.examples, args.hello_timeout)
+            code = _run_examples(stack.api_url, stack.token, args.examples, args.hello_timeout)
         except CliError as exc:
             print(f"error: {exc}", file=sys.stderr)
             code = 1

@@ -4,7 +4,7 @@
 free port, its own session (so a detached stack survives the shell that started it and
 can be stopped by process group), and a log file under ``<state>/logs/``. The stack is
 ready when every service's ``/readyz`` answers 200. ``<state>/stack.json`` records pids,
-ports, URLs and the internal token so ``noetl-dev down|status`` can act on a stack from
+ports, URLs and the admin token so ``noetl-dev down|status`` can act on a stack from
 another process.
 """
 
@@ -60,10 +60,36 @@ BIND_VARIABLES = {
 }
 
 
-def common_env(*, token: str, server_url: str, nats_url: str, shard_count: int) -> dict[str, str]:
-    """What every suite service is told: where the API and NATS are, the token, the shard count."""
+#: The tokens the control-api is configured with, one per role (docs/security.md).
+TOKEN_VARIABLES = (
+    "NOETL_ADMIN_TOKEN",
+    "NOETL_PUBLISHER_TOKEN",
+    "NOETL_PROJECTOR_TOKEN",
+    "NOETL_WORKER_TOKEN_SHARED",
+    "NOETL_WORKER_TOKEN_PYTHON",
+    "NOETL_WORKER_TOKEN_SYSTEM",
+)
+
+
+def new_tokens() -> dict[str, str]:
+    """A fresh token for every role (the control-api's own format: ``noetl_`` + 43 characters)."""
+    return {variable: "noetl_" + secrets.token_urlsafe(32) for variable in TOKEN_VARIABLES}
+
+
+def token_variable(name: str) -> str:
+    """The configured token variable whose value service ``name`` sends as ``NOETL_API_TOKEN``."""
+    if name == "outbox-publisher":
+        return "NOETL_PUBLISHER_TOKEN"
+    if name == "projector":
+        return "NOETL_PROJECTOR_TOKEN"
+    if name.startswith("worker-"):
+        return f"NOETL_WORKER_TOKEN_{name.removeprefix('worker-').split('-')[0].upper()}"
+    raise KeyError(name)
+
+
+def common_env(*, server_url: str, nats_url: str, shard_count: int) -> dict[str, str]:
+    """What every suite service is told: where the API and NATS are, the shard count."""
     return {
-        "NOETL_INTERNAL_API_TOKEN": token,
         "NOETL_SERVER_URL": server_url,
         "NATS_URL": nats_url,
         # control-api writes event subjects with it; the projector consumes them with it.
@@ -71,17 +97,23 @@ def common_env(*, token: str, server_url: str, nats_url: str, shard_count: int) 
     }
 
 
-def service_env(name: str, *, port: int, database_url: str) -> dict[str, str]:
-    """The variables specific to one service of the dev stack (compose.yaml sets the same)."""
+def service_env(name: str, *, port: int, database_url: str, tokens: Mapping[str, str]) -> dict[str, str]:
+    """The variables specific to one service of the dev stack (compose.yaml sets the same).
+
+    The control-api gets every role's token; each other service only its own, as
+    ``NOETL_API_TOKEN`` (a worker never holds the admin's or another pool's token)."""
     env = {BIND_VARIABLES[name]: f"127.0.0.1:{port}"}
     if name == "control-api":
         # Only the control-api opens a database connection (ARCHITECTURE §1).
         env["NOETL_DATABASE_URL"] = database_url
+        env.update(tokens)
         if BUILTIN_PLUGINS.is_dir():
             # the built-in WASM plug-ins (system/echo ...), as the image seeds them
             env["NOETL_PLUGIN_SEED_DIR"] = str(BUILTIN_PLUGINS)
         # A throw-away Fernet key (32 random bytes, url-safe base64) so credentials work in dev.
         env["NOETL_CREDENTIALS_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    else:
+        env["NOETL_API_TOKEN"] = tokens[token_variable(name)]
     if name == "projector":
         # One replica consumes every shard; never let a HOSTNAME ordinal pick another.
         env["PROJECTOR_SHARD"] = "0"
@@ -205,7 +237,7 @@ class Stack:
     shared_workers: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
     service_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    tokens: dict[str, str] = field(default_factory=new_tokens)
     services: dict[str, Service] = field(default_factory=dict, init=False)
     postgres: Proc | None = field(default=None, init=False)
     nats: Proc | None = field(default=None, init=False)
@@ -214,6 +246,15 @@ class Stack:
     _started_nats: int | None = field(default=None, init=False)
 
     # -- paths and URLs ---------------------------------------------------------------------
+    @property
+    def token(self) -> str:
+        """The bootstrap admin token (what ``make up`` gives the CLI)."""
+        return self.tokens["NOETL_ADMIN_TOKEN"]
+
+    def auth(self, variable: str = "NOETL_ADMIN_TOKEN") -> dict[str, str]:
+        """The Authorization header of one of the stack's tokens (the admin's by default)."""
+        return {"authorization": f"Bearer {self.tokens[variable]}"}
+
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
@@ -306,7 +347,6 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         env.update(
             common_env(
-                token=self.token,
                 server_url=f"http://127.0.0.1:{self.api_port}",
                 nats_url=self.nats_url,
                 shard_count=self.shard_count,
@@ -341,7 +381,7 @@ class Stack:
             port = self.api_port if name == "control-api" else free_port()
             env = {
                 **base,
-                **service_env(name, port=port, database_url=self.database_url),
+                **service_env(name, port=port, database_url=self.database_url, tokens=self.tokens),
                 **self.extra_env,
                 **self.service_overrides.get(name, {}),
             }
@@ -518,7 +558,7 @@ class Stack:
             "database_url": self.database_url,
             "admin_url": self.admin_url,
             "nats_url": self.nats_url,
-            "internal_token": self.token,
+            "admin_token": self.token,
             "processes": procs,
         }
 
@@ -526,7 +566,7 @@ class Stack:
         path = self.state_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
-        tmp.chmod(0o600)  # holds the internal token
+        tmp.chmod(0o600)  # holds the admin token and every service's environment
         tmp.replace(path)
         return path
 

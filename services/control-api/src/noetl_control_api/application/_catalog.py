@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 from .. import store
 from .._errors import InvalidPlaybook, NotFound
 from ._playbooks import PlaybookCache, parse
+from ._policy import Policy, Principal, require
 from ._views import CatalogList, CatalogListEntry, RegisterReply, ResourceReply
 
 _PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,511}$")
@@ -17,13 +18,16 @@ _PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,511}$")
 class CatalogService:
     """Register, list and fetch playbooks."""
 
-    def __init__(self, pool: AsyncConnectionPool, playbooks: PlaybookCache) -> None:
+    def __init__(self, pool: AsyncConnectionPool, playbooks: PlaybookCache, policy: Policy) -> None:
         self._pool = pool
         self._playbooks = playbooks
+        self._policy = policy
 
-    async def register(self, content: str) -> RegisterReply:
-        """Validate and store ``content``; identical content keeps its version."""
+    async def register(self, content: str, principal: Principal) -> RegisterReply:
+        """Validate and store ``content``; identical content keeps its version. The path is
+        known only once parsed, so the policy is asked again with it (``system/`` is admin's)."""
         playbook = parse(content)
+        require(self._policy, principal, "catalog.register", playbook.path)
         if not _PATH.match(playbook.path) or "//" in playbook.path or ".." in playbook.path:
             raise InvalidPlaybook(
                 f"metadata.path {playbook.path[:100]!r} must be a relative path of letters, digits, '_', '-', '.', '/'",

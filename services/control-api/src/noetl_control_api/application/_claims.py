@@ -9,9 +9,10 @@ from noetl_common import ClaimReply, CommandSpec
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Conflict, LeaseHeld, NotFound, ValidationFailed
+from .._errors import Conflict, Forbidden, LeaseHeld, NotFound, ValidationFailed
 from .._metrics import CLAIMS
 from ..store._commands import CommandRow
+from ._policy import Principal
 from ._recorder import ExecutionRef, Recorder
 from ._views import CommandView
 
@@ -48,17 +49,28 @@ class ClaimService:
         self._recorder = recorder
         self._lease = lease_seconds
 
-    async def claim(self, event_id: int, worker_id: str) -> ClaimReply:
-        """Take the lease, or raise 409 (finished, cancelled, held by a live lease) / 404."""
+    async def claim(self, event_id: int, worker_id: str, principal: Principal) -> ClaimReply:
+        """Take the lease, or raise 409 (finished, cancelled, held by a live lease) / 404, or
+        403 when the command belongs to a pool the principal does not serve."""
         if not worker_id or len(worker_id) > 200:
             raise ValidationFailed("worker_id must be a non-empty string of at most 200 characters")
+        pool = principal.pool if principal.is_worker else None
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():  # BEGIN rides along
-            claimed_row = await store.commands.claim(conn, event_id, worker_id, self._lease)
+            claimed_row = await store.commands.claim(
+                conn, event_id, worker_id, self._lease, claimed_by=principal.name, pool=pool
+            )
             if claimed_row is None:
                 current = await store.commands.get_by_event(conn, event_id)
                 if current is None:
                     CLAIMS.labels("not_found").inc()
                     raise NotFound(f"no command with event_id {event_id}")
+                if pool is not None and current.pool != pool:
+                    CLAIMS.labels("forbidden").inc()
+                    raise Forbidden(
+                        f"command {current.command_id} is for pool {current.pool!r};"
+                        f" {principal.describe()} serves pool {pool!r}",
+                        {"pool": current.pool},
+                    )
                 CLAIMS.labels("lease_held" if current.status == "CLAIMED" else "conflict").inc()
                 if current.status == "CLAIMED":
                     raise LeaseHeld(

@@ -14,13 +14,17 @@ from noetl_common import Event, utc_now_iso
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Conflict, LeaseHeld, NotFound, StaleAttempt, ValidationFailed
+from .._errors import Conflict, Forbidden, LeaseHeld, NotFound, StaleAttempt, ValidationFailed
 from ..store._commands import TERMINAL
 from ._claims import ClaimService
 from ._ingest import EventIngest
+from ._policy import Principal
 
 #: Longest reason kept (the rest is cut): the reason is an error text, not a payload.
 MAX_REASON_CHARS = 4000
+#: Who records the failure: the server itself, once the caller's right to ask was checked, so
+#: the failure lands whoever holds the lease (the holder may be dead; that is why we are here).
+_DEAD_LETTER = Principal(name="control-api:dead-letter", role="admin", source="config")
 #: Tries when the command moves (claimed, a new attempt) between our read and our write.
 _TRIES = 3
 
@@ -50,8 +54,9 @@ class DeadLetterService:
         self._claims = claims
         self._ingest = ingest
 
-    async def fail(self, event_id: int, request: CommandFailRequest) -> CommandFailReply:
-        """Record ``command.failed {type: DeadLettered}`` for the command; idempotent."""
+    async def fail(self, event_id: int, request: CommandFailRequest, principal: Principal) -> CommandFailReply:
+        """Record ``command.failed {type: DeadLettered}`` for the command; idempotent. A worker
+        may fail only commands of its own pool."""
         if not request.worker_id or len(request.worker_id) > 200:
             raise ValidationFailed("worker_id must be a non-empty string of at most 200 characters")
         if not request.reason.strip():
@@ -62,6 +67,11 @@ class DeadLetterService:
                 command = await store.commands.get_by_event(conn, event_id)
             if command is None:
                 raise NotFound(f"no command with event_id {event_id}")
+            if principal.is_worker and command.pool != principal.pool:
+                raise Forbidden(
+                    f"command {command.command_id} is for pool {command.pool!r};"
+                    f" {principal.describe()} serves pool {principal.pool!r}"
+                )
             reply = CommandFailReply(
                 event_id=event_id,
                 command_id=command.command_id,
@@ -75,7 +85,7 @@ class DeadLetterService:
             if command.status == "PENDING":
                 # events are accepted only for a claimed command: take the lease first
                 try:
-                    attempt = (await self._claims.claim(event_id, request.worker_id)).attempt
+                    attempt = (await self._claims.claim(event_id, request.worker_id, _DEAD_LETTER)).attempt
                 except (LeaseHeld, Conflict):
                     continue
             event = Event(
@@ -89,7 +99,7 @@ class DeadLetterService:
                 meta={"command_id": command.command_id, "attempt": attempt},
             )
             try:
-                accepted = (await self._ingest.ingest([event])).accepted
+                accepted = (await self._ingest.ingest([event], _DEAD_LETTER)).accepted
             except (StaleAttempt, Conflict):
                 continue  # claimed again meanwhile: read it again
             if not accepted:

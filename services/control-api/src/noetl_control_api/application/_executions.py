@@ -17,6 +17,7 @@ from ..store import KeyedNotifier
 from ..store._executions import ExecutionRow
 from ._ids import optional_id
 from ._playbooks import PlaybookCache
+from ._policy import Policy, Principal, require
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
 from ._replay import ReplayReply, replay_execution
 from ._views import ExecuteReply, ExecutionList, ExecutionView
@@ -58,9 +59,15 @@ class ExecutionService:
     """Starts executions and answers questions about them."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, playbooks: PlaybookCache, recorder: Recorder, done: KeyedNotifier
+        self,
+        pool: AsyncConnectionPool,
+        playbooks: PlaybookCache,
+        recorder: Recorder,
+        done: KeyedNotifier,
+        policy: Policy,
     ) -> None:
         self._pool = pool
+        self._policy = policy
         self._playbooks = playbooks
         self._recorder = recorder
         self._done = done
@@ -77,14 +84,27 @@ class ExecutionService:
         payload: dict[str, Any] | None,
         parent_execution_id: object,
         execution_pool: str | None = None,
+        *,
+        principal: Principal,
     ) -> ExecuteReply:
-        """Create the execution and everything its start decides, in one transaction."""
+        """Create the execution and everything its start decides, in one transaction.
+
+        A worker may start only a child of an execution in which it holds a live lease (the
+        ``playbook`` tool); everyone else needs ``execution.start`` on the playbook's path."""
         check_version(version)
         _check_pool_override(path, execution_pool)
         parent = optional_id(parent_execution_id, "parent_execution_id")
         payload = payload or {}
         async with self._pool.connection() as conn:
             entry = await store.catalog.get(conn, path, version)
+            if principal.is_worker:
+                held = None if parent is None else await store.commands.held_in(conn, parent, principal.name)
+                if held is None:
+                    raise Forbidden(
+                        f"{principal.describe()} may start only a child of an execution whose command it holds",
+                        {"field": "parent_execution_id"},
+                    )
+        require(self._policy, principal, "execution.start_child" if principal.is_worker else "execution.start", path)
         if entry is None:
             which = f"version {version}" if version is not None else "any version"
             raise NotFound(f"no catalog entry for path {path[:200]!r} ({which})")
@@ -192,7 +212,7 @@ class ExecutionService:
             reply = await replay_execution(conn, self._playbooks, execution_id)
         return msgspec.convert(scrub(msgspec.to_builtins(reply)), type(reply))
 
-    async def cancel(self, execution_id: int, reason: str | None) -> ExecutionView:
+    async def cancel(self, execution_id: int, reason: str | None, principal: Principal) -> ExecutionView:
         """Cancel a running execution and its running child executions (a child outliving its
         parent would be an orphan nobody waits for); a finished execution is returned unchanged."""
         reason = reason or "cancelled by request"
@@ -201,6 +221,7 @@ class ExecutionService:
             row = rows.get(execution_id)
             if row is None:
                 raise NotFound(f"execution {execution_id} not found")
+            require(self._policy, principal, "execution.cancel", row.path)
             if row.status not in TERMINAL_STATUSES:
                 descendants = await store.executions.running_descendants(conn, execution_id)
                 children = await store.executions.lock(conn, descendants, "UPDATE")

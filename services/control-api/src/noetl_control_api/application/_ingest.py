@@ -19,7 +19,7 @@ from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Conflict, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
+from .._errors import Conflict, Forbidden, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
 from .._metrics import CLAIMS, EVENTS
 from ..orchestrator import CommandOutcome, EventDraft, ExecutionState, apply_outcome, state_decode
 from ..store._commands import TERMINAL, CommandRow, NewCommand
@@ -27,6 +27,7 @@ from ..store._executions import ExecutionRow
 from ._claims import claim_reply
 from ._ids import client_id
 from ._playbooks import PlaybookCache
+from ._policy import Principal
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder, Writes
 from ._results import ResultService
 
@@ -153,8 +154,14 @@ class EventIngest:
             incoming.append(_Incoming(event, command_id, attempt))
         return incoming
 
-    async def ingest(self, events: Sequence[Event], eager: EagerRequest | None = None) -> EventsReply:
+    async def ingest(
+        self, events: Sequence[Event], principal: Principal, eager: EagerRequest | None = None
+    ) -> EventsReply:
         """Record a batch; duplicates (same event_id, or a finished command) are counted, not applied.
+
+        A worker's events must each name a command (``meta.command_id``) whose live lease that
+        worker holds, as the same principal and worker id that claimed it (403 otherwise);
+        other principals reach this only through the server's own use cases (dead-lettering).
 
         ``eager`` (eager dispatch, after Temporal's eager activities): commands of that pool
         the batch issues are inserted already claimed by the worker, at most ``eager.slots``
@@ -163,6 +170,14 @@ class EventIngest:
         through that notification once the lease expires.
         """
         incoming = self._validate(events)
+        if principal.is_worker:
+            for i, item in enumerate(incoming):
+                if item.command_id is None:
+                    raise ValidationFailed(f"events[{i}]: a worker's event names its command (meta.command_id)")
+            if eager is not None and eager.pool != principal.pool:
+                raise Forbidden(
+                    f"eager.pool {eager.pool[:40]!r}: {principal.describe()} serves pool {principal.pool!r}"
+                )
         if eager is not None and (not eager.worker_id or len(eager.worker_id) > 200):
             raise ValidationFailed("eager.worker_id must be a non-empty string of at most 200 characters")
         if eager is not None and not 1 <= eager.slots <= MAX_EAGER_SLOTS:
@@ -176,7 +191,7 @@ class EventIngest:
         # is: the locks are one round trip, everything the batch writes and the COMMIT one more
         try:
             async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                applied = await self._decide(conn, incoming, mode, writes, eager, claimed)
+                applied = await self._decide(conn, incoming, mode, writes, eager, claimed, principal)
                 await writes.flush(conn)
         except UniqueViolation:
             # Under the command's row lock, an unfinished command's terminal event cannot have
@@ -201,6 +216,7 @@ class EventIngest:
         writes: Writes,
         eager: EagerRequest | None,
         claimed: list[ClaimReply],
+        principal: Principal,
     ) -> int:
         """Lock, check and apply the batch, staging every row in ``writes`` and the eager
         commands in ``claimed``; returns how many terminal events were applied."""
@@ -232,7 +248,7 @@ class EventIngest:
                 catalog_path=execution.path,
                 parent_execution_id=execution.parent_execution_id,
             )
-            command = self._check_command(item, commands, execution.execution_id)
+            command = self._check_command(item, commands, execution.execution_id, principal)
             if command is not None and (command.status in TERMINAL or command.command_id in writes.finished):
                 continue  # the command is finished: a late or repeated event changes nothing
             event = self._complete(item.event, ref)
@@ -274,13 +290,13 @@ class EventIngest:
                 if c.pool == eager.pool and executions[ref.execution_id].status not in TERMINAL_STATUSES
             ][: eager.slots]
             for ref, new_command in mine:
-                self._recorder.stage_claim(writes, ref, new_command, eager.worker_id)
+                self._recorder.stage_claim(writes, ref, new_command, eager.worker_id, principal.name)
                 claimed.append(claim_reply(_claimed_row(new_command), ref.catalog_path, self._lease))
         return applied
 
     @staticmethod
     def _check_command(
-        item: _Incoming, commands: dict[int, CommandRow], execution_id: int
+        item: _Incoming, commands: dict[int, CommandRow], execution_id: int, principal: Principal
     ) -> CommandRow | None:
         """The event's command, or an error when the event may not be recorded for it."""
         if item.command_id is None:
@@ -310,6 +326,15 @@ class EventIngest:
                 f"command {command.command_id} is at attempt {command.attempt};"
                 f" event from attempt {item.attempt} rejected",
                 {"command_id": command.command_id, "attempt": command.attempt},
+            )
+        if principal.is_worker and (
+            command.claimed_by != principal.name
+            or (item.event.worker_id is not None and item.event.worker_id != command.worker_id)
+        ):
+            raise Forbidden(
+                f"command {command.command_id}'s lease is not held by {principal.describe()}"
+                f" as worker {item.event.worker_id!r}",
+                {"command_id": command.command_id},
             )
         return command
 
@@ -393,4 +418,5 @@ def _claimed_row(command: NewCommand) -> CommandRow:
         worker_id=command.worker_id,
         lease_expires_at=None,
         started_at=None,
+        claimed_by=command.claimed_by,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 from noetl_common import (
     Event,
     MarkFailedReply,
@@ -18,6 +19,7 @@ from .._errors import ValidationFailed
 from .._metrics import OUTBOX_CLAIMED, OUTBOX_PENDING, OUTBOX_WAITERS, PROJECTED
 from ..store import OutboxNotifier
 from ._ids import client_id
+from ._retention import RetentionPolicy
 from ._views import PurgeReply, PurgeRequest
 
 MAX_CLAIM = 10_000
@@ -30,8 +32,16 @@ _FALLBACK_POLL_SECONDS = 1.0
 class OutboxService:
     """Claims outbox rows for publishers, long-polling on LISTEN/NOTIFY when there are none."""
 
-    def __init__(self, pool: AsyncConnectionPool, notifier: OutboxNotifier, *, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        notifier: OutboxNotifier,
+        *,
+        lease_seconds: float,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self._pool = pool
+        self._retention = retention or RetentionPolicy()
         self._notifier = notifier
         self._lease = lease_seconds
         self.waiting = 0
@@ -101,6 +111,13 @@ class OutboxService:
 
     async def purge(self, request: PurgeRequest) -> PurgeReply:
         """Retention: published outbox rows, then old terminal executions and events, ``limit`` each."""
+        if request.policy:
+            request = msgspec.structs.replace(
+                request,
+                outbox_published_older_than_seconds=self._retention.outbox_seconds,
+                executions_older_than_seconds=self._retention.executions_seconds,
+                events_older_than_seconds=self._retention.events_seconds,
+            )
         ages = {
             "outbox_published_older_than_seconds": request.outbox_published_older_than_seconds,
             "executions_older_than_seconds": request.executions_older_than_seconds,
@@ -109,6 +126,14 @@ class OutboxService:
         for name, age in ages.items():
             if age is not None and not 0 <= age <= 10 * 365 * 86_400:
                 raise ValidationFailed(f"{name} out of range: {age}")
+            floor = self._retention.floor(name)
+            if age is not None and age < floor:
+                # nobody widens a sweep past the policy: not an admin's call, not a payload's
+                raise ValidationFailed(
+                    f"{name}={age:g} is shorter than the retention policy ({floor:g} s,"
+                    f" {self._retention.variable(name)})",
+                    {"field": name},
+                )
         limit = request.limit
         if not 1 <= limit <= 1_000_000:
             raise ValidationFailed(f"limit must be within 1..1000000, got {limit}")

@@ -202,12 +202,15 @@ class Recorder:
             writes.cancel_open.append(ref.execution_id)
         return commands
 
-    def stage_claim(self, writes: Writes, ref: ExecutionRef, command: NewCommand, worker_id: str) -> Event:
+    def stage_claim(
+        self, writes: Writes, ref: ExecutionRef, command: NewCommand, worker_id: str, claimed_by: str
+    ) -> Event:
         """Eager dispatch: a command staged by this transaction is inserted CLAIMED by
-        ``worker_id`` (attempt 1, with a lease) and its ``command.claimed`` recorded; the
-        notification still goes out, so a crashed worker's command is claimed again once
-        the lease expires."""
+        ``worker_id`` of principal ``claimed_by`` (attempt 1, with a lease) and its
+        ``command.claimed`` recorded; the notification still goes out, so a crashed worker's
+        command is claimed again once the lease expires."""
         command.worker_id = worker_id
+        command.claimed_by = claimed_by
         claimed = self.new_event(
             ref,
             "command.claimed",

@@ -25,8 +25,9 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import NotFound, ValidationFailed
+from .._errors import Forbidden, NotFound, ValidationFailed
 from ._ids import client_id
+from ._policy import Principal
 
 #: How deep resolve_refs looks for references inside a result.
 MAX_REF_DEPTH = 32
@@ -38,9 +39,17 @@ class ResultService:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def put(self, execution_id: int | str, body: bytes, media_type: str | None) -> dict[str, Any]:
-        """Store ``body``; the key is content-addressed within the execution (a retried PUT is idempotent)."""
+    async def put(
+        self, execution_id: int | str, body: bytes, media_type: str | None, principal: Principal
+    ) -> dict[str, Any]:
+        """Store ``body``; the key is content-addressed within the execution (a retried PUT is
+        idempotent). A worker stores results only into an execution whose command it holds."""
         eid = client_id(execution_id, "execution_id")
+        if principal.is_worker:
+            async with self._pool.connection() as conn:
+                held = await store.commands.held_in(conn, eid, principal.name)
+            if held is None:
+                raise Forbidden(f"{principal.describe()} holds no live lease in execution {eid}")
         media = (media_type or JSON_MEDIA_TYPE).split(";", 1)[0].strip().lower() or JSON_MEDIA_TYPE
         if not body:
             raise ValidationFailed("the result body is empty")

@@ -21,9 +21,10 @@ from noetl_common import REDACTED, ConfigError
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import NotFound, Unavailable, ValidationFailed
+from .._errors import Forbidden, NotFound, Unavailable, ValidationFailed
 from ..store._secrets import CredentialRow, KeychainRow
 from ._ids import client_id
+from ._policy import Principal, is_system_path
 
 KEY_VARIABLE = "NOETL_CREDENTIALS_KEY"
 MAX_NAME = 200
@@ -92,6 +93,8 @@ class CredentialIn(msgspec.Struct, kw_only=True):
     credential_type: str = "generic"
     data: dict[str, Any]
     description: str | None = None
+    #: playbook path prefixes that may use it; None: every path outside system/; ["*"]: all
+    allowed_paths: list[str] | None = None
 
 
 class CredentialView(msgspec.Struct, kw_only=True):
@@ -103,6 +106,7 @@ class CredentialView(msgspec.Struct, kw_only=True):
     created_at: str
     updated_at: str
     data: dict[str, Any] | None = None
+    allowed_paths: list[str] | None = None
 
 
 class CredentialList(msgspec.Struct, kw_only=True):
@@ -110,10 +114,16 @@ class CredentialList(msgspec.Struct, kw_only=True):
 
 
 class ResolveRequest(msgspec.Struct, kw_only=True):
-    """``POST /api/internal/{credentials,keychain}/resolve`` body."""
+    """``POST /api/internal/{credentials,keychain}/resolve`` body.
+
+    ``event_id`` (the claim key) and ``worker_id`` name the command the worker holds: values
+    resolve only for it, for the playbook path of its execution. ``execution_id`` is ignored
+    for a worker (the command says which execution)."""
 
     names: list[str]
     execution_id: int | str | None = None
+    event_id: int | str | None = None
+    worker_id: str | None = None
 
 
 class KeychainIn(msgspec.Struct, kw_only=True):
@@ -124,6 +134,7 @@ class KeychainIn(msgspec.Struct, kw_only=True):
     execution_id: int | str | None = None
     description: str | None = None
     ttl_seconds: float | None = None
+    allowed_paths: list[str] | None = None
 
 
 class KeychainView(msgspec.Struct, kw_only=True):
@@ -134,6 +145,7 @@ class KeychainView(msgspec.Struct, kw_only=True):
     created_at: str
     updated_at: str
     value: Any = None
+    allowed_paths: list[str] | None = None
 
 
 class KeychainList(msgspec.Struct, kw_only=True):
@@ -166,6 +178,57 @@ def _scope(execution_id: int | str | None) -> int:
     return 0 if execution_id in (None, "", 0, "0") else client_id(execution_id, "execution_id")
 
 
+MAX_ALLOWED_PATHS = 100
+
+
+def _allowed_paths(paths: list[str] | None) -> list[str] | None:
+    """Validate ``allowed_paths``: prefixes of catalog paths, or ``*`` for every path."""
+    if paths is None:
+        return None
+    if not paths or len(paths) > MAX_ALLOWED_PATHS:
+        raise ValidationFailed(f"allowed_paths must hold 1 to {MAX_ALLOWED_PATHS} path prefixes (or be omitted)")
+    cleaned = []
+    for prefix in paths:
+        prefix = prefix.strip().strip("/")
+        if not prefix or len(prefix) > 512 or ".." in prefix:
+            raise ValidationFailed(f"allowed_paths holds an invalid prefix {prefix[:60]!r}")
+        cleaned.append(prefix)
+    return cleaned
+
+
+def path_allowed(path: str, allowed: list[str] | None) -> bool:
+    """Whether a playbook at ``path`` may use a secret scoped to ``allowed``.
+
+    No scope means every path outside ``system/`` (a system playbook uses only what names it);
+    a prefix matches the path itself and everything below it (``etl`` matches ``etl/load``,
+    not ``etl2``); ``*`` matches every path."""
+    if allowed is None:
+        return not is_system_path(path)
+    for prefix in allowed:
+        if prefix == "*" or path == prefix or path.startswith(prefix + "/"):
+            return True
+    return False
+
+
+async def held_command(conn: Any, body: ResolveRequest, principal: Principal) -> tuple[int, str]:
+    """``(execution_id, playbook path)`` of the command a worker says it holds; 403 unless it
+    holds that command's live lease as that worker."""
+    if body.event_id is None or not body.worker_id:
+        raise ValidationFailed("a worker resolves secrets for a command it holds: send event_id and worker_id")
+    event_id = client_id(body.event_id, "event_id")
+    command = await store.commands.get_by_event(conn, event_id)
+    held = None
+    if command is not None:
+        held = await store.commands.held_in(conn, command.execution_id, principal.name, event_id)
+    if held is None or held.worker_id != body.worker_id:
+        raise Forbidden(
+            f"{principal.describe()} holds no live lease on command {event_id} as worker {body.worker_id!r}"
+        )
+    execution = await store.executions.get(conn, held.execution_id)
+    assert execution is not None  # the foreign key guarantees it
+    return held.execution_id, execution.path
+
+
 class CredentialService:
     """Create, list, show (redacted), delete and — internally — resolve credentials."""
 
@@ -181,18 +244,20 @@ class CredentialService:
             created_at=_iso(row.created_at) or "",
             updated_at=_iso(row.updated_at) or "",
             data=None if data is None else redact(data),
+            allowed_paths=row.allowed_paths,
         )
 
     async def put(self, body: CredentialIn) -> tuple[CredentialView, bool]:
         """Create or replace; the reply's data is redacted."""
         _name(body.name)
         _name(body.credential_type, "credential_type")
+        allowed = _allowed_paths(body.allowed_paths)
         if len(msgspec.json.encode(body.data)) > MAX_DATA_BYTES:
             raise ValidationFailed(f"data must be at most {MAX_DATA_BYTES} bytes of JSON")
         sealed = self._box.seal(body.data)
         async with self._pool.connection() as conn, conn.transaction():
             row, created = await store.secrets.upsert_credential(
-                conn, body.name, body.credential_type, body.description, sealed
+                conn, body.name, body.credential_type, body.description, sealed, allowed
             )
         return self._view(row, body.data), created
 
@@ -215,11 +280,21 @@ class CredentialService:
             if not await store.secrets.delete_credential(conn, name):
                 raise NotFound(f"credential {name!r} not found")
 
-    async def resolve(self, body: ResolveRequest) -> dict[str, Any]:
-        """Clear data for the worker: ``{credentials: {name: {credential_type, data}}}``; 404 lists missing names."""
+    async def resolve(self, body: ResolveRequest, principal: Principal) -> dict[str, Any]:
+        """Clear data for the worker: ``{credentials: {name: {credential_type, data}}}``; 404 lists
+        missing names; 403 when the worker does not hold the command, or a credential's
+        ``allowed_paths`` do not cover the command's playbook."""
         names = _names(body.names)
         async with self._pool.connection() as conn:
+            _execution_id, path = await held_command(conn, body, principal)
             rows = await store.secrets.get_credentials(conn, names)
+        refused = [r.name for r in rows if not path_allowed(path, r.allowed_paths)]
+        if refused:
+            raise Forbidden(
+                f"credential(s) {', '.join(sorted(refused))} may not be used by playbook {path!r}"
+                " (see the credential's allowed_paths)",
+                {"refused": sorted(refused), "path": path},
+            )
         found = {
             r.name: {"name": r.name, "credential_type": r.credential_type, "data": self._box.open(r.data_enc)}
             for r in rows
@@ -247,11 +322,13 @@ class KeychainService:
             created_at=_iso(row.created_at) or "",
             updated_at=_iso(row.updated_at) or "",
             value=redact(value) if show else None,
+            allowed_paths=row.allowed_paths,
         )
 
     async def put(self, body: KeychainIn) -> tuple[KeychainView, bool]:
         _name(body.name)
         scope = _scope(body.execution_id)
+        allowed = _allowed_paths(body.allowed_paths)
         if len(msgspec.json.encode(body.value)) > MAX_DATA_BYTES:
             raise ValidationFailed(f"value must be at most {MAX_DATA_BYTES} bytes of JSON")
         expires = None
@@ -262,7 +339,7 @@ class KeychainService:
         sealed = self._box.seal(body.value)
         async with self._pool.connection() as conn, conn.transaction():
             row, created = await store.secrets.upsert_keychain(
-                conn, scope, body.name, body.description, sealed, expires
+                conn, scope, body.name, body.description, sealed, expires, allowed
             )
         return self._view(row, body.value, show=True), created
 
@@ -284,12 +361,21 @@ class KeychainService:
             if not await store.secrets.delete_keychain(conn, _scope(execution_id), name):
                 raise NotFound(f"keychain entry {name!r} not found")
 
-    async def resolve(self, body: ResolveRequest) -> dict[str, Any]:
-        """Clear values for the worker: ``{values: {name: value}}``; the execution's entry wins."""
+    async def resolve(self, body: ResolveRequest, principal: Principal) -> dict[str, Any]:
+        """Clear values for the worker: ``{values: {name: value}}``; the execution's entry wins.
+        Only for the command the worker holds; a global entry only when its ``allowed_paths``
+        cover the command's playbook."""
         names = _names(body.names)
-        scope = _scope(body.execution_id)
         async with self._pool.connection() as conn:
-            rows = await store.secrets.resolve_keychain(conn, names, scope or None)
+            scope, path = await held_command(conn, body, principal)
+            rows = await store.secrets.resolve_keychain(conn, names, scope)
+        refused = [n for n, r in rows.items() if r.scope_id == 0 and not path_allowed(path, r.allowed_paths)]
+        if refused:
+            raise Forbidden(
+                f"keychain entr(ies) {', '.join(sorted(refused))} may not be used by playbook {path!r}"
+                " (see the entry's allowed_paths)",
+                {"refused": sorted(refused), "path": path},
+            )
         values = {name: self._box.open(row.value_enc) for name, row in rows.items()}
         missing = [n for n in names if n not in values]
         if missing:

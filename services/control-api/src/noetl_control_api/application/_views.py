@@ -104,8 +104,10 @@ class WorkerRef(msgspec.Struct, kw_only=True):
 
 
 class PurgeRequest(msgspec.Struct, kw_only=True):
-    """Retention settings of one sweep; an age left out skips that part."""
+    """Retention settings of one sweep; an age left out skips that part. No age may be shorter
+    than the server's retention policy; ``policy: true`` applies the policy's ages to all parts."""
 
+    policy: bool = False
     outbox_published_older_than_seconds: float = 86_400.0
     #: terminal executions (and their events, commands, outbox rows, results) older than this
     executions_older_than_seconds: float | None = None

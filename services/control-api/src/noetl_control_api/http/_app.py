@@ -9,14 +9,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar
+import structlog
+from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from noetl_common import Snowflake, configure_logging
 
 from .. import store
-from .._settings import Settings
+from .._settings import CONFIGURED_TOKENS, Settings
 from ..application import (
     CatalogService,
     ClaimService,
@@ -26,16 +27,22 @@ from ..application import (
     ExecutionService,
     KeychainService,
     NodeLease,
+    OidcVerifier,
     OutboxService,
     PlaybookCache,
+    Principal,
     ProjectionService,
     Recorder,
     ResultService,
+    RoleTable,
     SecretBox,
+    TokenService,
     WorkerService,
 )
 from ..application._plugins import PluginService
 from ..application._stream import EventStreamService
+from ..application._stream_limits import StreamLimits
+from ._auth import auth_middleware, principal_of
 from ._errors import EXCEPTION_HANDLERS
 from ._internal import InternalController
 from ._middleware import latency_middleware
@@ -56,6 +63,7 @@ from ._secrets import (
 )
 from ._shutdown import release_long_polls_on_signal
 from ._stream import StreamController
+from ._tokens import TokenController, whoami
 
 
 def _version() -> str:
@@ -70,6 +78,19 @@ def _provider(name: str) -> Provide:
         return getattr(state, name)
 
     return Provide(provide, sync_to_thread=False)
+
+
+def _principal(request: Request[Any, Any, Any]) -> Principal:
+    return principal_of(request.scope)
+
+
+def configured_principals(settings: Settings) -> dict[str, Principal]:
+    """``{token: principal}`` of the tokens set in the environment (docs/security.md)."""
+    return {
+        settings.tokens[variable]: Principal(name=name, role=role, pool=pool, source="config")
+        for variable, name, role, pool in CONFIGURED_TOKENS
+        if variable in settings.tokens
+    }
 
 
 def create_app(
@@ -91,15 +112,24 @@ def create_app(
         shard_count=settings.event_shard_count,
         server_url=settings.server_url,
     )
+    policy = RoleTable()
+    oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
     services: dict[str, Any] = {
         "settings": settings,
+        "policy": policy,
+        "tokens": TokenService(
+            pool, ids, configured=configured_principals(settings), cache_seconds=settings.auth_cache_seconds, oidc=oidc
+        ),
+        "stream_limits": StreamLimits(
+            total=settings.sse_max_streams, per_principal=settings.sse_max_streams_per_principal
+        ),
         "pool": pool,
         "notifier": notifier,
         "event_notifier": event_notifier,
         "done_notifier": done_notifier,
         "streams": EventStreamService(pool, event_notifier),
-        "catalog": CatalogService(pool, playbooks),
-        "executions": ExecutionService(pool, playbooks, recorder, done_notifier),
+        "catalog": CatalogService(pool, playbooks, policy),
+        "executions": ExecutionService(pool, playbooks, recorder, done_notifier, policy),
         "ingest": EventIngest(
             pool,
             playbooks,
@@ -108,7 +138,9 @@ def create_app(
             context_max_bytes=settings.event_result_context_max_bytes,
         ),
         "claims": ClaimService(pool, recorder, lease_seconds=settings.command_lease_seconds),
-        "outbox": OutboxService(pool, notifier, lease_seconds=settings.outbox_lease_seconds),
+        "outbox": OutboxService(
+            pool, notifier, lease_seconds=settings.outbox_lease_seconds, retention=settings.retention
+        ),
         "projection": ProjectionService(pool),
         "workers": WorkerService(pool, node_lease_seconds=settings.node_lease_seconds),
         "credentials": CredentialService(pool, box := SecretBox(settings.credentials_key)),
@@ -133,8 +165,17 @@ def create_app(
             await notifier.start()
             await event_notifier.start()
             await done_notifier.start()
+            services["tokens"].start()
+            if "NOETL_ADMIN_TOKEN" not in settings.tokens and settings.oidc is None:
+                structlog.get_logger("noetl.control_api.auth").warning(
+                    "no NOETL_ADMIN_TOKEN and no OIDC issuer: only tokens already in noetl.api_token"
+                    " can call the API (docs/security.md)"
+                )
             yield
         finally:
+            await services["tokens"].stop()
+            if oidc is not None:
+                await oidc.aclose()
             if node_lease is not None:
                 await node_lease.stop()
             services["outbox"].close()
@@ -162,14 +203,20 @@ def create_app(
             ResultController,
             InternalSecretsController,
             PluginController,
+            TokenController,
+            whoami,
         ],
         dependencies={
-            name: _provider(name)
-            for name in services
-            if name not in ("settings", "pool", "notifier", "event_notifier", "done_notifier", "lifespan")
+            "principal": Provide(_principal, sync_to_thread=False),
+            **{
+                name: _provider(name)
+                for name in services
+                if name
+                not in ("settings", "pool", "notifier", "event_notifier", "done_notifier", "lifespan", "policy")
+            },
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[latency_middleware],
+        middleware=[latency_middleware, auth_middleware],
         lifespan=[lifespan],
         state=State(services),
         request_max_body_size=settings.request_max_body_bytes,

@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 
 _CODES = {
     400: "validation_error",
-    401: "unauthorized",
+    401: "unauthenticated",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
@@ -49,6 +49,8 @@ def on_domain_error(_request: Request[Any, Any, Any], exc: DomainError) -> Respo
     headers = None
     if exc.retry_after is not None:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if exc.status_code == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="noetl"'}
     return error_response(exc.status_code, exc.code, exc.detail, exc.extra, headers)
 
 

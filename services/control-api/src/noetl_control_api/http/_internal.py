@@ -1,4 +1,4 @@
-"""Internal routes (``/api/internal/*``), all behind the bearer-token guard."""
+"""Internal routes (``/api/internal/*``): the service roles' calls (each names its action)."""
 
 from __future__ import annotations
 
@@ -22,59 +22,60 @@ from ..application import (
     CommandFailRequest,
     DeadLetterService,
     OutboxService,
+    Principal,
     ProjectionService,
 )
 from ..application._ids import client_id
 from ..application._views import PurgeReply, PurgeRequest
-from ._auth import internal_guard
+from ._auth import action
 
 
 class InternalController(Controller):
     """The outbox relay's and the projector's calls."""
 
     path = "/api/internal"
-    guards = [internal_guard]
     tags = ["internal"]
 
-    @post("/outbox/claim", status_code=200)
+    @post("/outbox/claim", status_code=200, opt=action("outbox.claim"))
     async def outbox_claim(
         self, data: JSONBody[OutboxClaimRequest], outbox: NamedDependency[OutboxService]
     ) -> OutboxClaimReply:
         return await outbox.claim(data.limit, data.wait_ms)
 
-    @post("/outbox/mark-published", status_code=200)
+    @post("/outbox/mark-published", status_code=200, opt=action("outbox.mark"))
     async def mark_published(
         self, data: JSONBody[MarkPublishedRequest], outbox: NamedDependency[OutboxService]
     ) -> MarkPublishedReply:
         return MarkPublishedReply(marked=await outbox.mark_published(data.outbox_ids))
 
-    @post("/outbox/mark-failed", status_code=200)
+    @post("/outbox/mark-failed", status_code=200, opt=action("outbox.mark"))
     async def mark_failed(
         self, data: JSONBody[MarkFailedRequest], outbox: NamedDependency[OutboxService]
     ) -> MarkFailedReply:
         return await outbox.mark_failed(data.outbox_id, data.error, data.attempts, data.max_delay_seconds)
 
-    @get("/outbox/pending-count")
+    @get("/outbox/pending-count", opt=action("outbox.read"))
     async def pending_count(self, outbox: NamedDependency[OutboxService]) -> PendingCountReply:
         return PendingCountReply(pending=await outbox.pending_count())
 
-    @post(["/cleanup/purge", "/cleanup/sweep"], status_code=200)
+    @post(["/cleanup/purge", "/cleanup/sweep"], status_code=200, opt=action("cleanup.purge"))
     async def purge(self, data: JSONBody[PurgeRequest], outbox: NamedDependency[OutboxService]) -> PurgeReply:
         """Retention: published outbox rows, terminal executions and old events past their ages."""
         return await outbox.purge(data)
 
-    @post("/events/project", status_code=200)
+    @post("/events/project", status_code=200, opt=action("event.project"))
     async def project(
         self, data: JSONBody[ProjectRequest], projection: NamedDependency[ProjectionService]
     ) -> ProjectReply:
         return await projection.project(data.events)
 
-    @post("/commands/{event_id:str}/fail", status_code=200)
+    @post("/commands/{event_id:str}/fail", status_code=200, opt=action("command.fail"))
     async def fail_command(
         self,
         event_id: FromPath[str],
         data: JSONBody[CommandFailRequest],
         deadletter: NamedDependency[DeadLetterService],
+        principal: NamedDependency[Principal],
     ) -> CommandFailReply:
         """Fail a command whose notification was dead-lettered (past max_deliver, or undecodable)."""
-        return await deadletter.fail(client_id(event_id, "event_id"), data)
+        return await deadletter.fail(client_id(event_id, "event_id"), data, principal)

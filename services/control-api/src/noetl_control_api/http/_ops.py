@@ -12,21 +12,22 @@ from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ..application import OutboxService
+from ._auth import PUBLIC
 
 
-@get("/api/health", media_type=MediaType.JSON, tags=["ops"])
+@get("/api/health", media_type=MediaType.JSON, tags=["ops"], opt=PUBLIC)
 async def api_health() -> dict[str, str]:
     """Liveness, under the API prefix as in the reference."""
     return {"status": "ok"}
 
 
-@get("/healthz", media_type=MediaType.JSON, tags=["ops"])
+@get("/healthz", media_type=MediaType.JSON, tags=["ops"], opt=PUBLIC)
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@get("/readyz", media_type=MediaType.JSON, tags=["ops"])
+@get("/readyz", media_type=MediaType.JSON, tags=["ops"], opt=PUBLIC)
 async def readyz(state: State) -> Response[dict[str, Any]]:
     """Readiness: the database answers within two seconds."""
     try:
@@ -37,7 +38,7 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     return Response({"status": "ready", "outbox_listener": state.notifier.connected})
 
 
-@get("/metrics", tags=["ops"])
+@get("/metrics", tags=["ops"], opt=PUBLIC)
 async def metrics(outbox: NamedDependency[OutboxService]) -> Response[bytes]:
     """Prometheus exposition; refreshes the outbox backlog gauge first."""
     with contextlib.suppress(Exception):

@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from ..application._plugins import ObjectReply, PluginList, PluginService, PublishReply, decode_publish
-from ._auth import internal_guard
+from ._auth import action
 
 
 def _etag_values(header: str | None) -> frozenset[str]:
@@ -20,17 +20,16 @@ class PluginController(Controller):
     """``/api/internal/plugins`` (WASM modules) and ``/api/internal/objects`` (plug-in outputs)."""
 
     path = "/api/internal"
-    guards = [internal_guard]
     tags = ["internal", "plugins"]
 
-    @get("/plugins")
+    @get("/plugins", opt=action("plugin.read"))
     async def list_plugins(
         self, plugins: NamedDependency[PluginService], path: FromQuery[str | None] = None
     ) -> PluginList:
         """Every published version (of ``path`` when given), without bytes."""
         return await plugins.list_all(path)
 
-    @post("/plugins/{path:path}", status_code=201)
+    @post("/plugins/{path:path}", status_code=201, opt=action("plugin.publish"))
     async def publish(
         self,
         path: FromPath[str],
@@ -47,7 +46,7 @@ class PluginController(Controller):
         )
         return Response(reply, status_code=201 if reply.changed else 200)
 
-    @get("/plugins/{path:path}", media_type="application/wasm")
+    @get("/plugins/{path:path}", media_type="application/wasm", opt=action("plugin.read"))
     async def fetch(
         self,
         path: FromPath[str],
@@ -67,7 +66,7 @@ class PluginController(Controller):
             return Response(b"", status_code=304, headers=headers)
         return Response(row.data, media_type=row.media_type, headers=headers)
 
-    @put("/objects/{key:path}", status_code=200)
+    @put("/objects/{key:path}", status_code=200, opt=action("object.write"))
     async def put_object(
         self, key: FromPath[str], request: Request, plugins: NamedDependency[PluginService]
     ) -> Response[ObjectReply]:
@@ -77,7 +76,7 @@ class PluginController(Controller):
         )
         return Response(reply, status_code=201 if reply.created else 200)
 
-    @get("/objects/{key:path}", media_type="application/octet-stream")
+    @get("/objects/{key:path}", media_type="application/octet-stream", opt=action("object.read"))
     async def get_object(
         self, key: FromPath[str], plugins: NamedDependency[PluginService]
     ) -> Response[bytes]:

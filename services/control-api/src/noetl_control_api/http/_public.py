@@ -25,6 +25,7 @@ from ..application import (
     ClaimService,
     EventIngest,
     ExecutionService,
+    Principal,
     WorkerRegisterReply,
     WorkerService,
 )
@@ -44,6 +45,7 @@ from ..application._views import (
     ResourceRequest,
     WorkerRef,
 )
+from ._auth import action
 from ._body import convert, decode_json
 
 
@@ -57,9 +59,12 @@ class CatalogController(Controller):
     path = "/api/catalog"
     tags = ["catalog"]
 
-    @post("/register", status_code=201)
+    @post("/register", status_code=201, opt=action("catalog.register"))
     async def register(
-        self, request: Request[Any, Any, Any], catalog: NamedDependency[CatalogService]
+        self,
+        request: Request[Any, Any, Any],
+        catalog: NamedDependency[CatalogService],
+        principal: NamedDependency[Principal],
     ) -> RegisterReply:
         """Body: ``{"content": "<yaml>"}`` as JSON, or the YAML text itself (any other content type)."""
         body = await request.body()
@@ -70,13 +75,13 @@ class CatalogController(Controller):
                 content = body.decode("utf-8")
             except UnicodeDecodeError:
                 raise ValidationFailed("the playbook must be UTF-8 text") from None
-        return await catalog.register(content)
+        return await catalog.register(content, principal)
 
-    @get("/list")
+    @get("/list", opt=action("catalog.read"))
     async def list_entries(self, catalog: NamedDependency[CatalogService]) -> CatalogList:
         return await catalog.list_entries()
 
-    @post("/resource", status_code=200)
+    @post("/resource", status_code=200, opt=action("catalog.read"))
     async def resource(
         self, data: JSONBody[ResourceRequest], catalog: NamedDependency[CatalogService]
     ) -> ResourceReply:
@@ -90,15 +95,25 @@ class ExecutionController(Controller):
 
     tags = ["executions"]
 
-    @post("/api/execute", status_code=201)
+    @post("/api/execute", status_code=201, opt=action("execution.start", "execution.start_child"))
     async def execute(
-        self, data: JSONBody[ExecuteRequest], executions: NamedDependency[ExecutionService]
+        self,
+        data: JSONBody[ExecuteRequest],
+        executions: NamedDependency[ExecutionService],
+        principal: NamedDependency[Principal],
     ) -> ExecuteReply:
+        """``execution.start`` (a worker: ``execution.start_child``), asked again by the use case
+        with the playbook's path once it is known."""
         return await executions.execute(
-            data.path, data.version, data.payload, data.parent_execution_id, data.execution_pool
+            data.path,
+            data.version,
+            data.payload,
+            data.parent_execution_id,
+            data.execution_pool,
+            principal=principal,
         )
 
-    @get("/api/executions")
+    @get("/api/executions", opt=action("execution.read"))
     async def list_executions(
         self,
         executions: NamedDependency[ExecutionService],
@@ -108,7 +123,7 @@ class ExecutionController(Controller):
     ) -> ExecutionList:
         return await executions.list_recent(limit=limit, status=status, path=path)
 
-    @get("/api/executions/{execution_id:str}")
+    @get("/api/executions/{execution_id:str}", opt=action("execution.read"))
     async def get_execution(
         self,
         execution_id: FromPath[str],
@@ -119,7 +134,7 @@ class ExecutionController(Controller):
         seconds pass (then the RUNNING view; ask again)."""
         return await executions.get(client_id(execution_id, "execution_id"), wait)
 
-    @get("/api/executions/{execution_id:str}/events")
+    @get("/api/executions/{execution_id:str}/events", opt=action("event.read"))
     async def execution_events(
         self,
         execution_id: FromPath[str],
@@ -130,24 +145,25 @@ class ExecutionController(Controller):
         events = await executions.events(client_id(execution_id, "execution_id"), after=after, limit=limit)
         return EventList(events=events)
 
-    @get("/api/executions/{execution_id:str}/replay")
+    @get("/api/executions/{execution_id:str}/replay", opt=action("event.read"))
     async def replay(
         self, execution_id: FromPath[str], executions: NamedDependency[ExecutionService]
     ) -> ReplayReply:
         """The state rebuilt from ``noetl.event`` alone and its differences with the stored state."""
         return await executions.replay(client_id(execution_id, "execution_id"))
 
-    @post("/api/executions/{execution_id:str}/cancel", status_code=200)
+    @post("/api/executions/{execution_id:str}/cancel", status_code=200, opt=action("execution.cancel"))
     async def cancel(
         self,
         execution_id: FromPath[str],
         request: Request[Any, Any, Any],
         executions: NamedDependency[ExecutionService],
+        principal: NamedDependency[Principal],
     ) -> ExecutionView:
         """Body optional: ``{"reason": "..."}``."""
         body = await request.body()
         reason = decode_json(body, CancelRequest).reason if body.strip() else None
-        return await executions.cancel(client_id(execution_id, "execution_id"), reason)
+        return await executions.cancel(client_id(execution_id, "execution_id"), reason, principal)
 
 
 class EventController(Controller):
@@ -155,16 +171,19 @@ class EventController(Controller):
 
     tags = ["events"]
 
-    @post("/api/events", status_code=200)
+    @post("/api/events", status_code=200, opt=action("event.post"))
     async def post_events(
-        self, request: Request[Any, Any, Any], ingest: NamedDependency[EventIngest]
+        self,
+        request: Request[Any, Any, Any],
+        ingest: NamedDependency[EventIngest],
+        principal: NamedDependency[Principal],
     ) -> EventsReply:
         """Body: one ``Event`` or an ``EventBatch {events}``."""
         raw = decode_json(await request.body(), object)
         if isinstance(raw, dict) and "events" in raw and "event_type" not in raw:
             batch = convert(raw, EventBatch)
-            return await ingest.ingest(batch.events, batch.eager)
-        return await ingest.ingest([convert(raw, Event)])
+            return await ingest.ingest(batch.events, principal, batch.eager)
+        return await ingest.ingest([convert(raw, Event)], principal)
 
 
 class CommandController(Controller):
@@ -173,17 +192,21 @@ class CommandController(Controller):
     path = "/api/commands"
     tags = ["commands"]
 
-    @get("/{event_id:str}")
+    @get("/{event_id:str}", opt=action("command.read"))
     async def get_command(
         self, event_id: FromPath[str], claims: NamedDependency[ClaimService]
     ) -> CommandView:
         return await claims.get(client_id(event_id, "event_id"))
 
-    @post("/{event_id:str}/claim", status_code=200)
+    @post("/{event_id:str}/claim", status_code=200, opt=action("command.claim"))
     async def claim(
-        self, event_id: FromPath[str], data: JSONBody[ClaimRequest], claims: NamedDependency[ClaimService]
+        self,
+        event_id: FromPath[str],
+        data: JSONBody[ClaimRequest],
+        claims: NamedDependency[ClaimService],
+        principal: NamedDependency[Principal],
     ) -> ClaimReply:
-        return await claims.claim(client_id(event_id, "event_id"), data.worker_id)
+        return await claims.claim(client_id(event_id, "event_id"), data.worker_id, principal)
 
 
 class WorkerPoolController(Controller):
@@ -192,29 +215,43 @@ class WorkerPoolController(Controller):
     path = "/api/worker/pool"
     tags = ["workers"]
 
-    @post("/register", status_code=200)
+    @post("/register", status_code=200, opt=action("worker.presence"))
     async def register(
-        self, data: JSONBody[WorkerRegistration], workers: NamedDependency[WorkerService]
+        self,
+        data: JSONBody[WorkerRegistration],
+        workers: NamedDependency[WorkerService],
+        principal: NamedDependency[Principal],
     ) -> WorkerRegisterReply:
         """Record the worker; the reply carries the Snowflake node id leased to it."""
-        return await workers.register(data)
+        return await workers.register(data, principal)
 
-    @post("/heartbeat", status_code=204)
+    @post("/heartbeat", status_code=204, opt=action("worker.presence"))
     async def heartbeat(
-        self, data: JSONBody[WorkerHeartbeat], workers: NamedDependency[WorkerService]
+        self,
+        data: JSONBody[WorkerHeartbeat],
+        workers: NamedDependency[WorkerService],
+        principal: NamedDependency[Principal],
     ) -> None:
-        await workers.heartbeat(data)
+        await workers.heartbeat(data, principal)
 
-    @post("/deregister", status_code=204)
-    async def deregister(self, data: JSONBody[WorkerRef], workers: NamedDependency[WorkerService]) -> None:
-        await workers.deregister(data.worker_id)
+    @post("/deregister", status_code=204, opt=action("worker.presence"))
+    async def deregister(
+        self,
+        data: JSONBody[WorkerRef],
+        workers: NamedDependency[WorkerService],
+        principal: NamedDependency[Principal],
+    ) -> None:
+        await workers.deregister(data.worker_id, principal)
 
-    @delete("/deregister", status_code=204)
+    @delete("/deregister", status_code=204, opt=action("worker.presence"))
     async def deregister_delete(
-        self, request: Request[Any, Any, Any], workers: NamedDependency[WorkerService]
+        self,
+        request: Request[Any, Any, Any],
+        workers: NamedDependency[WorkerService],
+        principal: NamedDependency[Principal],
     ) -> None:
         """DELETE takes the worker id as a JSON body or as ``?worker_id=``."""
         worker_id = request.query_params.get("worker_id")
         if worker_id is None:
             worker_id = decode_json(await request.body(), WorkerRef).worker_id
-        await workers.deregister(worker_id)
+        await workers.deregister(worker_id, principal)

@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from ..application import CredentialService, KeychainService, ResultService
+from ..application import CredentialService, KeychainService, Principal, ResultService
 from ..application._secrets import (
     CredentialIn,
     CredentialList,
@@ -19,7 +19,7 @@ from ..application._secrets import (
     KeychainView,
     ResolveRequest,
 )
-from ._auth import internal_guard
+from ._auth import action
 
 
 class CredentialController(Controller):
@@ -28,7 +28,7 @@ class CredentialController(Controller):
     path = "/api/credentials"
     tags = ["credentials"]
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, opt=action("credential.write"))
     async def create(
         self, data: JSONBody[CredentialIn], credentials: NamedDependency[CredentialService]
     ) -> Response[CredentialView]:
@@ -36,20 +36,20 @@ class CredentialController(Controller):
         view, created = await credentials.put(data)
         return Response(view, status_code=201 if created else 200)
 
-    @get("/")
+    @get("/", opt=action("credential.read"))
     async def list_all(
         self, credentials: NamedDependency[CredentialService], type: FromQuery[str | None] = None
     ) -> CredentialList:
         """Names, types and descriptions; never data."""
         return await credentials.list_all(type)
 
-    @get("/{name:str}")
+    @get("/{name:str}", opt=action("credential.read"))
     async def get_one(
         self, name: FromPath[str], credentials: NamedDependency[CredentialService]
     ) -> CredentialView:
         return await credentials.get(name)
 
-    @delete("/{name:str}", status_code=204)
+    @delete("/{name:str}", status_code=204, opt=action("credential.write"))
     async def remove(self, name: FromPath[str], credentials: NamedDependency[CredentialService]) -> None:
         await credentials.delete(name)
 
@@ -60,20 +60,20 @@ class KeychainController(Controller):
     path = "/api/keychain"
     tags = ["keychain"]
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, opt=action("keychain.write"))
     async def create(
         self, data: JSONBody[KeychainIn], keychain: NamedDependency[KeychainService]
     ) -> Response[KeychainView]:
         view, created = await keychain.put(data)
         return Response(view, status_code=201 if created else 200)
 
-    @get("/")
+    @get("/", opt=action("keychain.read"))
     async def list_all(
         self, keychain: NamedDependency[KeychainService], execution_id: FromQuery[str | None] = None
     ) -> KeychainList:
         return await keychain.list_all(execution_id)
 
-    @get("/{name:str}")
+    @get("/{name:str}", opt=action("keychain.read"))
     async def get_one(
         self,
         name: FromPath[str],
@@ -82,7 +82,7 @@ class KeychainController(Controller):
     ) -> KeychainView:
         return await keychain.get(name, execution_id)
 
-    @delete("/{name:str}", status_code=204)
+    @delete("/{name:str}", status_code=204, opt=action("keychain.write"))
     async def remove(
         self,
         name: FromPath[str],
@@ -98,18 +98,19 @@ class ResultController(Controller):
     path = "/api/result"
     tags = ["results"]
 
-    @put("/{execution_id:str}", status_code=201)
+    @put("/{execution_id:str}", status_code=201, opt=action("result.write"))
     async def store(
         self,
         execution_id: FromPath[str],
         request: Request[Any, Any, Any],
         results: NamedDependency[ResultService],
+        principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
         """Body: JSON, an Arrow IPC stream, or any bytes (``content-type`` says which)."""
         body = await request.body()
-        return await results.put(execution_id, body, request.headers.get("content-type"))
+        return await results.put(execution_id, body, request.headers.get("content-type"), principal)
 
-    @get("/resolve")
+    @get("/resolve", opt=action("result.read"))
     async def resolve(
         self, key: FromQuery[str], results: NamedDependency[ResultService], format: FromQuery[str] = "json"
     ) -> Response[Any]:
@@ -124,22 +125,27 @@ class ResultController(Controller):
 
 
 class InternalSecretsController(Controller):
-    """The worker's resolve calls, behind the internal token."""
+    """The worker's resolve calls: clear values, for the command whose lease it holds."""
 
     path = "/api/internal"
-    guards = [internal_guard]
     tags = ["internal"]
 
-    @post("/credentials/resolve", status_code=200)
+    @post("/credentials/resolve", status_code=200, opt=action("secret.resolve"))
     async def resolve_credentials(
-        self, data: JSONBody[ResolveRequest], credentials: NamedDependency[CredentialService]
+        self,
+        data: JSONBody[ResolveRequest],
+        credentials: NamedDependency[CredentialService],
+        principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
-        """``{names, execution_id}`` → ``{credentials: {name: {name, credential_type, data}}}`` in clear."""
-        return await credentials.resolve(data)
+        """``{names, event_id, worker_id}`` → ``{credentials: {name: {name, credential_type, data}}}`` in clear."""
+        return await credentials.resolve(data, principal)
 
-    @post("/keychain/resolve", status_code=200)
+    @post("/keychain/resolve", status_code=200, opt=action("secret.resolve"))
     async def resolve_keychain(
-        self, data: JSONBody[ResolveRequest], keychain: NamedDependency[KeychainService]
+        self,
+        data: JSONBody[ResolveRequest],
+        keychain: NamedDependency[KeychainService],
+        principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
-        """``{names, execution_id}`` → ``{values: {name: value}}`` in clear."""
-        return await keychain.resolve(data)
+        """``{names, event_id, worker_id}`` → ``{values: {name: value}}`` in clear."""
+        return await keychain.resolve(data, principal)

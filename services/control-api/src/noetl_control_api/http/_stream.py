@@ -12,8 +12,11 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from .._errors import ValidationFailed
+from ..application import Principal
 from ..application._ids import client_id
 from ..application._stream import EventStreamService
+from ..application._stream_limits import StreamLimits
+from ._auth import action
 
 
 def _resume_point(header: str | None, after: int | None) -> int:
@@ -34,12 +37,14 @@ class StreamController(Controller):
 
     tags = ["executions"]
 
-    @get("/api/executions/{execution_id:str}/stream")
+    @get("/api/executions/{execution_id:str}/stream", opt=action("event.read"))
     async def stream(
         self,
         execution_id: FromPath[str],
         request: Request[Any, Any, Any],
         streams: NamedDependency[EventStreamService],
+        stream_limits: NamedDependency[StreamLimits],
+        principal: NamedDependency[Principal],
         after: FromQuery[int | None] = None,
     ) -> ServerSentEvent:
         """``text/event-stream``: one message per event (``id:`` = event_id, ``data:`` = the Event
@@ -47,12 +52,18 @@ class StreamController(Controller):
         eid = client_id(execution_id, "execution_id")
         start = _resume_point(request.headers.get("last-event-id"), after)
         await streams.check(eid)
+        slot = stream_limits.acquire(principal)
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
-            async for event in streams.follow(eid, start):
-                if event is None:
-                    yield ServerSentEventMessage(comment="keep-alive")
-                else:
-                    yield ServerSentEventMessage(data=msgspec.json.encode(event).decode(), id=event.event_id)
+            try:
+                async for event in streams.follow(eid, start):
+                    if event is None:
+                        yield ServerSentEventMessage(comment="keep-alive")
+                    else:
+                        yield ServerSentEventMessage(data=msgspec.json.encode(event).decode(), id=event.event_id)
+            finally:
+                slot.release()
 
-        return ServerSentEvent(messages())
+        body = messages()
+        slot.bind(body)
+        return ServerSentEvent(body)

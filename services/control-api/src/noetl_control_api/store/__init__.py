@@ -10,6 +10,7 @@ from . import _plugins as plugins
 from . import _results as results
 from . import _retention as retention
 from . import _secrets as secrets
+from . import _tokens as tokens
 from . import _workers as workers
 from ._db import configure_json, create_pool
 from ._migrate import apply_migrations, load_migrations
@@ -35,5 +36,6 @@ __all__ = [
     "results",
     "retention",
     "secrets",
+    "tokens",
     "workers",
 ]

@@ -15,7 +15,7 @@ from ._time import iso
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 _COLUMNS = (
     "command_id, event_id, execution_id, step, pool, tool_kind, spec, meta, status, attempt, worker_id,"
-    " lease_expires_at, started_at"
+    " lease_expires_at, started_at, claimed_by"
 )
 
 
@@ -35,6 +35,8 @@ class CommandRow(msgspec.Struct, kw_only=True):
     worker_id: str | None
     lease_expires_at: str | None
     started_at: str | None
+    #: the principal (token name) holding the lease; events for the command come from it only
+    claimed_by: str | None = None
 
 
 class NewCommand(msgspec.Struct, kw_only=True):
@@ -50,6 +52,7 @@ class NewCommand(msgspec.Struct, kw_only=True):
     spec: Any
     meta: Any
     worker_id: str | None = None
+    claimed_by: str | None = None
 
 
 def _row(r: Any) -> CommandRow:
@@ -67,6 +70,7 @@ def _row(r: Any) -> CommandRow:
         worker_id=r[10],
         lease_expires_at=iso(r[11]),
         started_at=iso(r[12]),
+        claimed_by=r[13],
     )
 
 
@@ -78,11 +82,11 @@ async def insert_many(
         return
     await conn.execute(
         "INSERT INTO noetl.command (command_id, event_id, execution_id, step, pool, tool_kind, spec, meta,"
-        " status, attempt, worker_id, lease_expires_at)"
+        " status, attempt, worker_id, lease_expires_at, claimed_by)"
         " SELECT c, e, x, s, p, k, sp, m, CASE WHEN w IS NULL THEN 'PENDING' ELSE 'CLAIMED' END,"
-        " CASE WHEN w IS NULL THEN 0 ELSE 1 END, w, CASE WHEN w IS NULL THEN NULL ELSE now() + %b END"
+        " CASE WHEN w IS NULL THEN 0 ELSE 1 END, w, CASE WHEN w IS NULL THEN NULL ELSE now() + %b END, b"
         " FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],"
-        " %b::jsonb[], %b::jsonb[], %b::text[]) AS u(c, e, x, s, p, k, sp, m, w)",
+        " %b::jsonb[], %b::jsonb[], %b::text[], %b::text[]) AS u(c, e, x, s, p, k, sp, m, w, b)",
         (
             timedelta(seconds=lease_seconds),
             [c.command_id for c in commands],
@@ -94,6 +98,7 @@ async def insert_many(
             [Jsonb(c.spec) for c in commands],
             [Jsonb(c.meta) for c in commands],
             [c.worker_id for c in commands],
+            [c.claimed_by for c in commands],
         ),
     )
 
@@ -126,23 +131,45 @@ async def read_locked(cur: AsyncCursor[Any] | None) -> dict[int, CommandRow]:
 
 
 async def claim(
-    conn: AsyncConnection[Any], event_id: int, worker_id: str, lease_seconds: float
+    conn: AsyncConnection[Any],
+    event_id: int,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    claimed_by: str,
+    pool: str | None,
 ) -> tuple[CommandRow, str, int | None] | None:
-    """Take the lease when the command is PENDING or its lease expired; None otherwise.
+    """Take the lease when the command is PENDING or its lease expired (and is of ``pool``,
+    unless None); None otherwise.
 
     Returns the command with its execution's catalog path and parent (one round trip).
     """
     columns = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
     cur = await conn.execute(
         "UPDATE noetl.command c SET status = 'CLAIMED', attempt = c.attempt + 1, worker_id = %s,"
-        " lease_expires_at = now() + %s, started_at = NULL, updated_at = now()"
+        " claimed_by = %s, lease_expires_at = now() + %s, started_at = NULL, updated_at = now()"
         " FROM noetl.execution e WHERE c.event_id = %s AND e.execution_id = c.execution_id"
+        " AND (%s::text IS NULL OR c.pool = %s)"
         " AND (c.status = 'PENDING' OR (c.status = 'CLAIMED' AND c.lease_expires_at < now()))"
         f" RETURNING {columns}, e.path, e.parent_execution_id",
-        (worker_id, timedelta(seconds=lease_seconds), event_id),
+        (worker_id, claimed_by, timedelta(seconds=lease_seconds), event_id, pool, pool),
     )
     row = await cur.fetchone()
-    return None if row is None else (_row(row), row[13], row[14])
+    return None if row is None else (_row(row), row[14], row[15])
+
+
+async def held_in(
+    conn: AsyncConnection[Any], execution_id: int, claimed_by: str, command_event_id: int | None = None
+) -> CommandRow | None:
+    """A command of the execution (the one with ``command_event_id`` when given) whose live
+    lease ``claimed_by`` holds; None when it holds none."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM noetl.command WHERE execution_id = %s AND claimed_by = %s"
+        " AND status = 'CLAIMED' AND lease_expires_at > now() AND (%s::bigint IS NULL OR event_id = %s) LIMIT 1",
+        (execution_id, claimed_by, command_event_id, command_event_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _row(row)
 
 
 async def mark_started(conn: AsyncConnection[Any], command_ids: Sequence[int], lease_seconds: float) -> None:

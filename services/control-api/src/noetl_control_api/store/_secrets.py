@@ -19,6 +19,7 @@ class CredentialRow:
     data_enc: bytes
     created_at: datetime
     updated_at: datetime
+    allowed_paths: list[str] | None = None
 
 
 @dataclass
@@ -32,27 +33,34 @@ class KeychainRow:
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    allowed_paths: list[str] | None = None
 
 
-_CRED_COLS = "name, credential_type, description, data_enc, created_at, updated_at"
-_KEY_COLS = "scope_id, name, description, value_enc, expires_at, created_at, updated_at"
+_CRED_COLS = "name, credential_type, description, data_enc, created_at, updated_at, allowed_paths"
+_KEY_COLS = "scope_id, name, description, value_enc, expires_at, created_at, updated_at, allowed_paths"
 
 
 async def upsert_credential(
-    conn: AsyncConnection[Any], name: str, credential_type: str, description: str | None, data_enc: bytes
+    conn: AsyncConnection[Any],
+    name: str,
+    credential_type: str,
+    description: str | None,
+    data_enc: bytes,
+    allowed_paths: list[str] | None = None,
 ) -> tuple[CredentialRow, bool]:
     """Create or replace; returns the row and whether it was created."""
     cur = await conn.execute(
-        f"INSERT INTO noetl.credential (name, credential_type, description, data_enc)"
-        f" VALUES (%s, %s, %s, %s)"
+        f"INSERT INTO noetl.credential (name, credential_type, description, data_enc, allowed_paths)"
+        f" VALUES (%s, %s, %s, %s, %s)"
         f" ON CONFLICT (name) DO UPDATE SET credential_type = excluded.credential_type,"
-        f" description = excluded.description, data_enc = excluded.data_enc, updated_at = now()"
+        f" description = excluded.description, data_enc = excluded.data_enc,"
+        f" allowed_paths = excluded.allowed_paths, updated_at = now()"
         f" RETURNING {_CRED_COLS}, (xmax = 0) AS created",
-        (name, credential_type, description, data_enc),
+        (name, credential_type, description, data_enc, allowed_paths),
     )
     row = await cur.fetchone()
     assert row is not None
-    return CredentialRow(*row[:6]), bool(row[6])
+    return CredentialRow(*row[:7]), bool(row[7])
 
 
 async def get_credential(conn: AsyncConnection[Any], name: str) -> CredentialRow | None:
@@ -96,18 +104,20 @@ async def upsert_keychain(
     description: str | None,
     value_enc: bytes,
     expires_at: datetime | None,
+    allowed_paths: list[str] | None = None,
 ) -> tuple[KeychainRow, bool]:
     cur = await conn.execute(
-        f"INSERT INTO noetl.keychain (scope_id, name, description, value_enc, expires_at)"
-        f" VALUES (%s, %s, %s, %s, %s)"
+        f"INSERT INTO noetl.keychain (scope_id, name, description, value_enc, expires_at, allowed_paths)"
+        f" VALUES (%s, %s, %s, %s, %s, %s)"
         f" ON CONFLICT (scope_id, name) DO UPDATE SET description = excluded.description,"
-        f" value_enc = excluded.value_enc, expires_at = excluded.expires_at, updated_at = now()"
+        f" value_enc = excluded.value_enc, expires_at = excluded.expires_at,"
+        f" allowed_paths = excluded.allowed_paths, updated_at = now()"
         f" RETURNING {_KEY_COLS}, (xmax = 0) AS created",
-        (scope_id, name, description, value_enc, expires_at),
+        (scope_id, name, description, value_enc, expires_at, allowed_paths),
     )
     row = await cur.fetchone()
     assert row is not None
-    return KeychainRow(*row[:7]), bool(row[7])
+    return KeychainRow(*row[:8]), bool(row[8])
 
 
 async def get_keychain(conn: AsyncConnection[Any], scope_id: int, name: str) -> KeychainRow | None:

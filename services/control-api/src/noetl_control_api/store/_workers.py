@@ -9,15 +9,18 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 
-async def register(conn: AsyncConnection[Any], reg: WorkerRegistration) -> None:
-    await conn.execute(
+async def register(conn: AsyncConnection[Any], reg: WorkerRegistration) -> bool:
+    """Record a worker; False when its id is registered for another pool (left alone)."""
+    cur = await conn.execute(
         "INSERT INTO noetl.worker (worker_id, pool, capacity, hostname, version, status, meta)"
         " VALUES (%s, %s, %s, %s, %s, 'ACTIVE', %s)"
         " ON CONFLICT (worker_id) DO UPDATE SET pool = excluded.pool, capacity = excluded.capacity,"
         " hostname = excluded.hostname, version = excluded.version, status = 'ACTIVE',"
-        " meta = excluded.meta, registered_at = now(), heartbeat_at = now(), in_flight = 0",
+        " meta = excluded.meta, registered_at = now(), heartbeat_at = now(), in_flight = 0"
+        " WHERE noetl.worker.pool = excluded.pool",
         (reg.worker_id, reg.pool, reg.capacity, reg.hostname, reg.version, Jsonb(reg.meta)),
     )
+    return cur.rowcount > 0
 
 
 async def heartbeat(conn: AsyncConnection[Any], beat: WorkerHeartbeat) -> bool:
@@ -27,7 +30,7 @@ async def heartbeat(conn: AsyncConnection[Any], beat: WorkerHeartbeat) -> bool:
         cur = await conn.execute(
             "INSERT INTO noetl.worker (worker_id, pool, in_flight) VALUES (%s, %s, %s)"
             " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), in_flight = excluded.in_flight,"
-            " pool = excluded.pool, status = 'ACTIVE'",
+            " status = 'ACTIVE' WHERE noetl.worker.pool = excluded.pool",
             (beat.worker_id, beat.pool, beat.in_flight),
         )
     else:
@@ -39,9 +42,10 @@ async def heartbeat(conn: AsyncConnection[Any], beat: WorkerHeartbeat) -> bool:
     return cur.rowcount > 0
 
 
-async def deregister(conn: AsyncConnection[Any], worker_id: str) -> None:
+async def deregister(conn: AsyncConnection[Any], worker_id: str, pool: str | None) -> None:
+    """Mark a worker gone (only when it is of ``pool``, unless None)."""
     await conn.execute(
         "UPDATE noetl.worker SET status = 'DEREGISTERED', in_flight = 0, heartbeat_at = now()"
-        " WHERE worker_id = %s",
-        (worker_id,),
+        " WHERE worker_id = %s AND (%s::text IS NULL OR pool = %s)",
+        (worker_id, pool, pool),
     )

@@ -14,19 +14,21 @@ from ._nats import nats_helper, run_nats
 from ._playbook import playbook_helper, run_playbook
 from ._postgres import postgres_helper, run_postgres
 from ._secrets import run_secrets, secrets_helper
+from ._system_cleanup import run_system_cleanup
 
 if TYPE_CHECKING:
     from .._tools import ToolRegistry
 
 
 def register_builtin(registry: ToolRegistry) -> None:
-    """Add http, postgres, duckdb, nats, secrets and playbook to ``registry``."""
+    """Add http, postgres, duckdb, nats, secrets, playbook and system_cleanup to ``registry``."""
     registry.register("http", run_http, http_helper)
     registry.register("postgres", run_postgres, postgres_helper)
     registry.register("duckdb", run_duckdb, duckdb_helper)
     registry.register("nats", run_nats, nats_helper)
     registry.register("secrets", run_secrets, secrets_helper)
     registry.register("playbook", run_playbook, playbook_helper)
+    registry.register("system_cleanup", run_system_cleanup)
 
 
 __all__ = [
@@ -43,5 +45,6 @@ __all__ = [
     "run_playbook",
     "run_postgres",
     "run_secrets",
+    "run_system_cleanup",
     "secrets_helper",
 ]
