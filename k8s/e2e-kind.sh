@@ -48,6 +48,9 @@ k port-forward svc/noetl-control-api 18082:8082 >/dev/null & pids+=($!)
 k port-forward svc/postgres 15432:5432 >/dev/null & pids+=($!)
 sleep 2
 
+# The kind overlay's dev-only bootstrap admin token (k8s/overlays/kind/secrets.yaml), for the
+# CLI and the tests; port-forwarded traffic enters the pod directly, so no NetworkPolicy applies.
+NOETL_API_TOKEN=noetl_kind-only-admin-token-not-a-secret \
 NOETL_E2E_API_URL=http://127.0.0.1:18082 \
 NOETL_E2E_DATABASE_URL=postgresql://noetl:noetl-kind-only@127.0.0.1:15432/noetl \
   "$PY" -m pytest "$ROOT/tests/e2e" "$@"

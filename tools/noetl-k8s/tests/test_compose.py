@@ -64,7 +64,6 @@ def test_the_allowlists_only_name_variables_the_services_read() -> None:
 COMPOSE_SAMPLE = """
 x-env: &env
   NOETL_SERVER_URL: http://control-api:8082
-  NOETL_INTERNAL_API_TOKEN: t
   NATS_URL: nats://nats:4222
 services:
   migrate:
@@ -76,16 +75,23 @@ services:
       NOETL_API_BIND: 0.0.0.0:8082
       NOETL_CREDENTIALS_KEY: k
       NOETL_PLUGIN_SEED_DIR: /opt/noetl/plugins
+      NOETL_ADMIN_TOKEN: a
+      NOETL_PUBLISHER_TOKEN: p
+      NOETL_PROJECTOR_TOKEN: r
+      NOETL_WORKER_TOKEN_SHARED: w1
+      NOETL_WORKER_TOKEN_SYSTEM: w2
       NOETL_EVENT_SHARD_COUNT: "1"
       NOETL_LOG_LEVEL: INFO
   outbox-publisher:
     environment:
       <<: *env
+      NOETL_API_TOKEN: p
       PUBLISHER_METRICS_BIND: 0.0.0.0:9091
       NOETL_LOG_LEVEL: INFO
   projector:
     environment:
       <<: *env
+      NOETL_API_TOKEN: r
       PROJECTOR_SHARD: "0"
       PROJECTOR_METRICS_BIND: 0.0.0.0:9092
       NOETL_EVENT_SHARD_COUNT: "1"
@@ -93,6 +99,7 @@ services:
   worker-shared:
     environment:
       <<: *env
+      NOETL_API_TOKEN: w1
       WORKER_ID: w1
       WORKER_POOL_NAME: shared
       WORKER_METRICS_BIND: 0.0.0.0:9090
@@ -100,6 +107,7 @@ services:
   worker-system:
     environment:
       <<: *env
+      NOETL_API_TOKEN: w2
       WORKER_ID: w2
       WORKER_POOL_NAME: system
       WORKER_METRICS_BIND: 0.0.0.0:9090
@@ -111,7 +119,8 @@ services:
 def test_compose_parsing_resolves_merges_and_list_form() -> None:
     env = compose_env(COMPOSE_SAMPLE)
     assert env["migrate"] == {"NOETL_DATABASE_URL", "NOETL_LOG_LEVEL"}
-    assert "NOETL_INTERNAL_API_TOKEN" in env["worker-system"]
+    assert "NOETL_API_TOKEN" in env["worker-system"]
+    assert "NATS_URL" in env["control-api"]
 
 
 def test_a_matching_compose_file_passes_and_a_drifted_one_fails() -> None:
@@ -124,6 +133,13 @@ def test_a_matching_compose_file_passes_and_a_drifted_one_fails() -> None:
         "outbox-publisher: set in compose.yaml only: ['OUTBOX_METRICS_BIND']",
         "outbox-publisher: set in the manifests only: ['PUBLISHER_METRICS_BIND']",
         "worker-system: set in the manifests only: ['WASM_MODULE_CACHE_DIR']",
+    ]
+    # The publisher given the admin token as well: the manifests never do that.
+    leaky = COMPOSE_SAMPLE.replace(
+        "      NOETL_API_TOKEN: p\n", "      NOETL_API_TOKEN: p\n      NOETL_ADMIN_TOKEN: a\n"
+    )
+    assert compare_env(compose_env(leaky), k8s) == [
+        "outbox-publisher: set in compose.yaml only: ['NOETL_ADMIN_TOKEN']"
     ]
     missing = COMPOSE_SAMPLE.replace("  projector:\n", "  projector-0:\n")
     assert "compose.yaml has no service 'projector'" in compare_env(compose_env(missing), k8s)

@@ -64,3 +64,9 @@ def test_port_forwards_and_database_url_match_the_kind_tree() -> None:
     in_cluster = secret["stringData"]["NOETL_DATABASE_URL"]
     credentials = in_cluster.split("//", 1)[1].split("@", 1)[0]
     assert f"postgresql://{credentials}@127.0.0.1:15432/noetl" in text
+
+
+def test_the_tests_use_the_kind_secrets_bootstrap_admin_token() -> None:
+    secret = next(d for d in _kind_docs() if d["kind"] == "Secret")
+    (token,) = re.findall(r"^NOETL_API_TOKEN=(\S+) \\$", SCRIPT.read_text(), re.M)
+    assert token == secret["stringData"]["NOETL_ADMIN_TOKEN"]

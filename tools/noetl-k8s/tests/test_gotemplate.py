@@ -76,3 +76,19 @@ def test_sprig_helpers_used_by_the_chart() -> None:
     assert _render('{{ printf "%s-%s" "a" "b" | trunc 3 }}') == "a-b"
     assert _render('{{ trimSuffix "/" "reg/" }}/{{ add 45.0 15 }}') == "reg/60"
     assert _render('{{ "a\\"b" | quote }}') == '"a\\"b"'
+    assert _render("{{ upper .Values.p }}", {"p": "shared"}) == "SHARED"
+    assert (
+        _render('{{ join "," .Values.xs | quote }}', {"xs": ["10.0.0.0/8", "fd00::/8"]})
+        == '"10.0.0.0/8,fd00::/8"'
+    )
+    assert _render('{{ join "," .Values.xs | quote }}', {"xs": []}) == '""'
+
+
+def test_to_yaml_prints_sorted_block_yaml_with_integers_as_helm_does() -> None:
+    values = {"peers": [{"podSelector": {"matchLabels": {"b": "2", "a": "1"}}, "port": 8082}]}
+    text = _render("x:\n{{- toYaml .Values.peers | nindent 2 }}\ny: 1", values)
+    assert (
+        text
+        == "x:\n  - podSelector:\n      matchLabels:\n        a: '1'\n        b: '2'\n    port: 8082\ny: 1"
+    )
+    assert _render("{{ toYaml .Values.xs }}|{{ toYaml .Values.s }}", {"xs": [], "s": "a"}) == "[]|a"

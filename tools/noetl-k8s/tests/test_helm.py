@@ -9,7 +9,18 @@ from typing import Any
 
 import pytest
 import yaml
-from noetl_k8s import Profile, base_profile, build_manifests, gke_profile, kind_profile, validate_documents
+from noetl_k8s import (
+    NetworkPeer,
+    NetworkSpec,
+    OidcSpec,
+    Profile,
+    base_profile,
+    build_manifests,
+    gke_profile,
+    ingress_controller,
+    kind_profile,
+    validate_documents,
+)
 from noetl_k8s._gotemplate import ChartFailed
 from noetl_k8s._helm import (
     CHART_DIR,
@@ -42,6 +53,7 @@ def test_chart_metadata_and_templates_exist() -> None:
     assert set(chart.templates) == {
         "secrets.yaml",
         "rbac.yaml",
+        "network-policies.yaml",
         "control-api.yaml",
         "outbox-publisher.yaml",
         "projector.yaml",
@@ -155,18 +167,46 @@ def test_every_checked_in_template_balances() -> None:
 # --- executing the chart (with the project's Go-template interpreter) -----------------
 
 
+def _gke_with_ingress_and_oidc() -> Profile:
+    """GKE behind ingress-nginx and a load balancer range, OIDC on, no metrics scraper."""
+    gke = gke_profile()
+    network = replace(
+        gke.network,
+        api_clients=(
+            ingress_controller("ingress-nginx", **{"app.kubernetes.io/name": "ingress-nginx"}),
+            NetworkPeer(cidr="35.191.0.0/16"),
+        ),
+        monitoring_namespace="",
+        worker_http_deny_cidrs=("10.4.0.0/14", "10.8.0.0/20"),
+    )
+    oidc = OidcSpec(
+        issuer="https://accounts.example.com", audience="noetl", jwks_url="https://keys.example.com"
+    )
+    return replace(gke, network=network, control_api=replace(gke.control_api, oidc=oidc))
+
+
 def _variants() -> list[tuple[str, dict[str, Any], Profile]]:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     kind_without_infra = replace(kind_profile(), dev_infra=False)
+    no_policies = replace(base_profile(), network=NetworkSpec(policies=False))
     return [
         ("defaults", allow_placeholders(defaults), profile_from_values(defaults)),
         ("all-pools", allow_placeholders(values_from_profile(base_profile())), base_profile()),
         ("gke", allow_placeholders(values_from_profile(gke_profile())), gke_profile()),
         ("kind", values_from_profile(kind_without_infra), kind_without_infra),
+        (
+            "gke-ingress-oidc",
+            allow_placeholders(values_from_profile(_gke_with_ingress_and_oidc())),
+            _gke_with_ingress_and_oidc(),
+        ),
+        ("no-policies", allow_placeholders(values_from_profile(no_policies)), no_policies),
     ]
 
 
-@pytest.mark.parametrize("variant", range(4), ids=["defaults", "all-pools", "gke", "kind"])
+VARIANT_IDS = ["defaults", "all-pools", "gke", "kind", "gke-ingress-oidc", "no-policies"]
+
+
+@pytest.mark.parametrize("variant", range(len(VARIANT_IDS)), ids=VARIANT_IDS)
 def test_chart_output_equals_the_renderer(variant: int) -> None:
     _, values, profile = _variants()[variant]
     docs = render_chart(CHART, values)
@@ -182,7 +222,7 @@ def test_chart_refuses_to_install_placeholder_secrets() -> None:
     real["secrets"]["values"] = {key: f"real-{key.lower()}" for key in defaults["secrets"]["values"]}
     (secret,) = [d for d in render_chart(CHART, real) if d["kind"] == "Secret"]
     assert secret["metadata"]["annotations"]["noetl.io/placeholder"] == "false"
-    assert secret["stringData"]["NOETL_INTERNAL_API_TOKEN"] == "real-noetl_internal_api_token"
+    assert secret["stringData"]["NOETL_ADMIN_TOKEN"] == "real-noetl_admin_token"
     no_secret = copy.deepcopy(defaults)
     no_secret["secrets"]["create"] = False
     assert not [d for d in render_chart(CHART, no_secret) if d["kind"] == "Secret"]
@@ -213,3 +253,62 @@ def test_a_dropped_guard_renders_the_disabled_pool_and_is_caught() -> None:
     defaults = allow_placeholders(yaml.safe_load((CHART / "values.yaml").read_text()))
     problems = compare_chart(render_chart(chart, defaults), profile_from_values(defaults))
     assert "Deployment/noetl-worker-system: rendered by the chart only" in problems
+
+
+def _real_values() -> dict[str, Any]:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    values["secrets"]["values"] = {key: f"real-{key.lower()}" for key in values["secrets"]["values"]}
+    return dict(values)
+
+
+def test_chart_refuses_the_retired_shared_token() -> None:
+    values = _real_values()
+    values["secrets"]["values"]["NOETL_INTERNAL_API_TOKEN"] = "x" * 64
+    with pytest.raises(ChartFailed, match="NOETL_INTERNAL_API_TOKEN is gone"):
+        render_chart(CHART, values)
+    # Also when the chart does not create the Secret: the value is still a leftover to remove.
+    values["secrets"]["create"] = False
+    with pytest.raises(ChartFailed, match="NOETL_INTERNAL_API_TOKEN is gone"):
+        render_chart(CHART, values)
+
+
+def test_an_enabled_pool_needs_its_token_in_the_secret_values() -> None:
+    values = _real_values()
+    values["workerPools"]["python"] = copy.deepcopy(values["workerPools"]["shared"])
+    with pytest.raises(ChartFailed, match="NOETL_WORKER_TOKEN_PYTHON is missing: worker pool python"):
+        render_chart(CHART, values)
+    values["secrets"]["values"]["NOETL_WORKER_TOKEN_PYTHON"] = "real-python"
+    docs = render_chart(CHART, values)
+    worker = next(
+        d for d in docs if d["metadata"]["name"] == "noetl-worker-python" and d["kind"] == "Deployment"
+    )
+    (token,) = [
+        e
+        for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "NOETL_API_TOKEN"
+    ]
+    assert token["valueFrom"]["secretKeyRef"]["key"] == "NOETL_WORKER_TOKEN_PYTHON"
+    api = next(d for d in docs if d["metadata"]["name"] == "noetl-control-api" and d["kind"] == "Deployment")
+    names = [e["name"] for e in api["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert "NOETL_WORKER_TOKEN_PYTHON" in names and "NOETL_WORKER_TOKEN_SYSTEM" not in names
+    assert validate_documents(docs) == []
+
+
+def test_a_templated_env_name_covers_only_names_with_its_prefix() -> None:
+    chart = _chart_with(
+        "control-api.yaml",
+        "- name: NOETL_WORKER_TOKEN_{{ upper $pool }}",
+        "- name: NOETL_POOL_TOKEN_{{ upper $pool }}",
+    )
+    (problem,) = [p for p in check_template_shapes(chart) if "env names" in p]
+    assert "only in template ['NOETL_POOL_TOKEN_*']" in problem
+    assert "only in renderer ['NOETL_WORKER_TOKEN_SHARED', 'NOETL_WORKER_TOKEN_SYSTEM']" in problem
+
+
+def test_api_clients_outside_what_the_renderer_models_are_refused_by_the_round_trip() -> None:
+    values = values_from_profile(base_profile())
+    values["network"]["apiClients"] = [
+        {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}
+    ]
+    with pytest.raises(ValueError, match="only matchLabels"):
+        profile_from_values(values)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from noetl_k8s import PROFILES, base_profile, build_manifests, gke_profile, kind_profile
+from noetl_k8s import (
+    PROFILES,
+    NetworkSpec,
+    OidcSpec,
+    Profile,
+    base_profile,
+    build_manifests,
+    gke_profile,
+    kind_profile,
+    validate_documents,
+)
 
 Doc = dict[str, Any]
 
@@ -137,18 +148,127 @@ def test_every_workload_runs_non_root_read_only_with_limits_and_its_own_account(
     assert used == accounts
 
 
+TOKEN_KEYS = {
+    "NOETL_ADMIN_TOKEN",
+    "NOETL_PUBLISHER_TOKEN",
+    "NOETL_PROJECTOR_TOKEN",
+    "NOETL_WORKER_TOKEN_SHARED",
+    "NOETL_WORKER_TOKEN_SYSTEM",
+}
+
+
 def test_secrets_are_placeholders_outside_kind() -> None:
     for profile in (base_profile(), gke_profile()):
         secret = _get(_docs(profile.name), "Secret", "noetl-secrets")
         assert secret["metadata"]["annotations"]["noetl.io/placeholder"] == "true"
         assert set(secret["stringData"]) == {
             "NOETL_DATABASE_URL",
-            "NOETL_INTERNAL_API_TOKEN",
             "NOETL_CREDENTIALS_KEY",
             "NATS_USER",
             "NATS_PASSWORD",
+            *TOKEN_KEYS,
         }
         assert all("CHANGE-ME" in value for value in secret["stringData"].values())
+        # Shorter than a configured token may be: a control-api given one refuses to start.
+        assert all(len(secret["stringData"][key]) < 32 for key in TOKEN_KEYS)
+
+
+def test_kind_tokens_are_distinct_and_long_enough_for_the_control_api() -> None:
+    values = _get(_docs("kind"), "Secret", "noetl-secrets")["stringData"]
+    tokens = [values[key] for key in TOKEN_KEYS]
+    assert len(set(tokens)) == len(tokens)
+    assert all(len(token) >= 32 and token.startswith("noetl_") for token in tokens)
+
+
+def _secret_refs(container: Doc) -> dict[str, str]:
+    """env name → Secret key, for the env vars read from the Secret."""
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_each_service_gets_only_its_own_token_and_the_control_api_all_of_them(profile: str) -> None:
+    docs = _docs(profile)
+    api = _get(docs, "Deployment", "noetl-control-api")
+    api_refs = _secret_refs(_container(api, "control-api"))
+    assert {k: v for k, v in api_refs.items() if "TOKEN" in k} == {key: key for key in TOKEN_KEYS}
+    (migrate,) = api["spec"]["template"]["spec"]["initContainers"]
+    assert set(_secret_refs(migrate)) == {"NOETL_DATABASE_URL"}
+    own = {
+        ("Deployment", "noetl-outbox-publisher"): "NOETL_PUBLISHER_TOKEN",
+        ("StatefulSet", "noetl-projector"): "NOETL_PROJECTOR_TOKEN",
+        ("Deployment", "noetl-worker-shared"): "NOETL_WORKER_TOKEN_SHARED",
+        ("Deployment", "noetl-worker-system"): "NOETL_WORKER_TOKEN_SYSTEM",
+    }
+    for (kind, name), key in own.items():
+        refs = _secret_refs(_container(_get(docs, kind, name)))
+        assert {k: v for k, v in refs.items() if "TOKEN" in k or "TOKEN" in v} == {"NOETL_API_TOKEN": key}
+    for doc in docs:
+        for c in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            assert "NOETL_INTERNAL_API_TOKEN" not in {e["name"] for e in c.get("env", [])}
+            assert "envFrom" not in c
+
+
+def test_the_bootstrap_admin_token_may_be_dropped_from_the_secret() -> None:
+    api = _container(_get(_docs(), "Deployment", "noetl-control-api"), "control-api")
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in api["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert refs["NOETL_ADMIN_TOKEN"].get("optional") is True
+    assert not any(refs[key].get("optional") for key in TOKEN_KEYS - {"NOETL_ADMIN_TOKEN"})
+
+
+def test_a_pool_added_to_a_profile_gets_its_own_token_key_everywhere() -> None:
+    base = base_profile()
+    python = replace(base.pool("shared"), pool="python")
+    profile = replace(
+        base,
+        worker_pools=(*base.worker_pools, python),
+        secret_values=(*base.secret_values, ("NOETL_WORKER_TOKEN_PYTHON", "t" * 40)),
+    )
+    docs = [d for ds in build_manifests(profile).values() for d in ds]
+    worker = _secret_refs(_container(_get(docs, "Deployment", "noetl-worker-python")))
+    assert worker["NOETL_API_TOKEN"] == "NOETL_WORKER_TOKEN_PYTHON"
+    api = _secret_refs(_container(_get(docs, "Deployment", "noetl-control-api"), "control-api"))
+    assert api["NOETL_WORKER_TOKEN_PYTHON"] == "NOETL_WORKER_TOKEN_PYTHON"
+    assert validate_documents(docs) == []
+    with pytest.raises(ValueError, match="lower-case"):
+        replace(python, pool="Py_thon")
+
+
+@pytest.mark.parametrize(
+    ("profile", "cidrs"), [("base", ""), ("gke", ""), ("kind", "10.244.0.0/16,10.96.0.0/12")]
+)
+def test_workers_are_told_the_cluster_ranges_their_http_steps_may_not_call(profile: str, cidrs: str) -> None:
+    for pool in ("shared", "system"):
+        env = _env(_container(_get(_docs(profile), "Deployment", f"noetl-worker-{pool}")))
+        assert env["WORKER_HTTP_DENY_CIDRS"] == cidrs
+    with pytest.raises(ValueError):
+        NetworkSpec(worker_http_deny_cidrs=("10.96.0.1/12",))
+
+
+def test_oidc_settings_reach_the_control_api_only_when_an_issuer_is_set() -> None:
+    def oidc_env(profile: Profile) -> dict[str, Any]:
+        docs = [d for ds in build_manifests(profile).values() for d in ds]
+        env = _env(_container(_get(docs, "Deployment", "noetl-control-api"), "control-api"))
+        return {k: v for k, v in env.items() if k.startswith("NOETL_OIDC_")}
+
+    base = base_profile()
+    assert oidc_env(base) == {}
+    oidc = OidcSpec(issuer="https://id.example.com", audience="noetl")
+    assert oidc_env(replace(base, control_api=replace(base.control_api, oidc=oidc))) == {
+        "NOETL_OIDC_ISSUER": "https://id.example.com",
+        "NOETL_OIDC_AUDIENCE": "noetl",
+        "NOETL_OIDC_ROLE_CLAIM": "noetl_role",
+        "NOETL_OIDC_ALGORITHMS": "RS256,ES256",
+    }
+    with pytest.raises(ValueError, match="https"):
+        OidcSpec(issuer="http://id.example.com", audience="noetl")
 
 
 def test_every_disruptable_workload_has_a_pdb_except_on_kind() -> None:

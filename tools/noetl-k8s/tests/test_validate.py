@@ -174,6 +174,55 @@ def test_pod_rules_catch_selector_secret_security_and_volume_mistakes() -> None:
     assert len(problems) == 6, problems
 
 
+def _env_var(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    env = doc["spec"]["template"]["spec"]["containers"][0]["env"]
+    return next(e for e in env if e["name"] == name)
+
+
+def test_a_service_given_another_roles_token_is_caught() -> None:
+    files = _tree()
+    # A worker handed the publisher's token, the projector the admin token under its own name.
+    _env_var(files["worker-shared.yaml"][0], "NOETL_API_TOKEN")["valueFrom"]["secretKeyRef"]["key"] = (
+        "NOETL_PUBLISHER_TOKEN"
+    )
+    projector = files["projector.yaml"][1]
+    projector["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {
+            "name": "NOETL_ADMIN_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "noetl-secrets", "key": "NOETL_ADMIN_TOKEN"}},
+        }
+    )
+    problems = lint_documents(_flat(files))
+    assert problems == [
+        "StatefulSet/noetl-projector container projector: env NOETL_ADMIN_TOKEN reads NOETL_ADMIN_TOKEN; "
+        "a service gets only its own token, as NOETL_API_TOKEN (the control-api: each under its own name)",
+        "Deployment/noetl-worker-shared container worker: env NOETL_API_TOKEN reads NOETL_PUBLISHER_TOKEN; "
+        "a service gets only its own token, as NOETL_API_TOKEN (the control-api: each under its own name)",
+    ]
+
+
+def test_the_retired_shared_token_and_envfrom_the_secret_are_caught() -> None:
+    files = _tree()
+    files["secrets.yaml"][0]["stringData"]["NOETL_INTERNAL_API_TOKEN"] = "x" * 64
+    api = files["control-api.yaml"][1]["spec"]["template"]["spec"]["containers"][0]
+    api["env"].append(
+        {
+            "name": "NOETL_INTERNAL_API_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "noetl-secrets", "key": "NOETL_INTERNAL_API_TOKEN"}},
+        }
+    )
+    publisher = files["outbox-publisher.yaml"][0]["spec"]["template"]["spec"]["containers"][0]
+    publisher["envFrom"] = [{"secretRef": {"name": "noetl-secrets"}}]
+    problems = lint_documents(_flat(files))
+    assert problems == [
+        "Secret/noetl-secrets: holds NOETL_INTERNAL_API_TOKEN, which is gone (docs/security.md §2)",
+        "Deployment/noetl-control-api container control-api: sets NOETL_INTERNAL_API_TOKEN, which is gone; "
+        "the control-api refuses to start with it",
+        "Deployment/noetl-outbox-publisher container outbox-publisher: envFrom a Secret hands it every key, "
+        "other roles' tokens included",
+    ]
+
+
 def test_shard_count_must_follow_projector_replicas() -> None:
     files = _tree()
     files["projector.yaml"][1]["spec"]["replicas"] = 3

@@ -11,10 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._spec import (
+    ADMIN_TOKEN,
+    API_TOKEN,
     COMMANDS_STREAM,
     CONTROL_API_PORT,
     PROJECTOR_METRICS_PORT,
+    PROJECTOR_TOKEN,
     PUBLISHER_METRICS_PORT,
+    PUBLISHER_TOKEN,
     WORKER_METRICS_PORT,
     Profile,
     WorkerPoolSpec,
@@ -38,6 +42,7 @@ K8S_EXPLICIT: dict[str, str] = {
     "NOETL_COMMAND_CLAIM_LEASE_SECONDS": "pinned so that a rolling update does not change it silently",
     "NOETL_EVENT_RESULT_CONTEXT_MAX_BYTES": "as NOETL_COMMAND_CLAIM_LEASE_SECONDS",
     "NOETL_DB_POOL_SIZE": "sized against the database's max_connections and the replica count",
+    "WORKER_HTTP_DENY_CIDRS": "the cluster's pod and service ranges; compose's network has no fixed range",
 }
 
 #: Set by compose's shared ``x-noetl-env`` block on services that do not read them.
@@ -51,11 +56,17 @@ def _value(name: str, value: object) -> EnvVar:
     return {"name": name, "value": str(value)}
 
 
-def _secret(profile: Profile, key: str, *, optional: bool = False) -> EnvVar:
+def _secret(profile: Profile, key: str, *, optional: bool = False, name: str | None = None) -> EnvVar:
+    """``name`` read from the Secret's ``key`` (``name`` defaults to the key)."""
     ref: dict[str, Any] = {"name": profile.secret_name, "key": key}
     if optional:
         ref["optional"] = True
-    return {"name": key, "valueFrom": {"secretKeyRef": ref}}
+    return {"name": name or key, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _own_token(profile: Profile, key: str) -> EnvVar:
+    """A service's own credential: only its key of the Secret, as NOETL_API_TOKEN."""
+    return _secret(profile, key, name=API_TOKEN)
 
 
 def _field(name: str, path: str) -> EnvVar:
@@ -70,13 +81,34 @@ def _nats(profile: Profile) -> list[EnvVar]:
     ]
 
 
+def _oidc(profile: Profile) -> list[EnvVar]:
+    oidc = profile.control_api.oidc
+    if oidc is None:
+        return []
+    env = [_value("NOETL_OIDC_ISSUER", oidc.issuer), _value("NOETL_OIDC_AUDIENCE", oidc.audience)]
+    if oidc.jwks_url:
+        env.append(_value("NOETL_OIDC_JWKS_URL", oidc.jwks_url))
+    env += [
+        _value("NOETL_OIDC_ROLE_CLAIM", oidc.role_claim),
+        _value("NOETL_OIDC_ALGORITHMS", oidc.algorithms),
+    ]
+    return env
+
+
 def control_api_env(profile: Profile) -> list[EnvVar]:
     api = profile.control_api
     return [
         _secret(profile, "NOETL_DATABASE_URL"),
-        _secret(profile, "NOETL_INTERNAL_API_TOKEN"),
         # Encrypts credentials and keychain values at rest.
         _secret(profile, "NOETL_CREDENTIALS_KEY"),
+        # The configured tokens it accepts (docs/security.md §2). The bootstrap admin token
+        # is optional so that it can be dropped from the Secret once named admin tokens exist.
+        _secret(profile, ADMIN_TOKEN, optional=True),
+        _secret(profile, PUBLISHER_TOKEN),
+        _secret(profile, PROJECTOR_TOKEN),
+        # Sorted by pool, as the chart ranges over its pools.
+        *(_secret(profile, pool.token_key) for pool in sorted(profile.worker_pools, key=lambda p: p.pool)),
+        *_oidc(profile),
         # The built-in WASM plug-ins the image ships (plugins/wasm), published at start.
         _value("NOETL_PLUGIN_SEED_DIR", "/opt/noetl/plugins"),
         _value("NOETL_API_BIND", f"0.0.0.0:{CONTROL_API_PORT}"),
@@ -100,7 +132,7 @@ def migrate_env(profile: Profile) -> list[EnvVar]:
 def outbox_publisher_env(profile: Profile) -> list[EnvVar]:
     return [
         _value("NOETL_SERVER_URL", profile.server_url),
-        _secret(profile, "NOETL_INTERNAL_API_TOKEN"),
+        _own_token(profile, PUBLISHER_TOKEN),
         *_nats(profile),
         _value("PUBLISHER_METRICS_BIND", f"0.0.0.0:{PUBLISHER_METRICS_PORT}"),
         _value("NOETL_LOG_LEVEL", profile.log_level),
@@ -110,7 +142,7 @@ def outbox_publisher_env(profile: Profile) -> list[EnvVar]:
 def projector_env(profile: Profile) -> list[EnvVar]:
     return [
         _value("NOETL_SERVER_URL", profile.server_url),
-        _secret(profile, "NOETL_INTERNAL_API_TOKEN"),
+        _own_token(profile, PROJECTOR_TOKEN),
         *_nats(profile),
         # The StatefulSet ordinal picks the event shard this replica consumes (Kubernetes
         # >= 1.28 labels each pod with its index; the projector also falls back to the
@@ -131,9 +163,10 @@ def worker_env(profile: Profile, pool: WorkerPoolSpec) -> list[EnvVar]:
         _value("WORKER_SHUTDOWN_GRACE_SECONDS", pool.shutdown_grace_seconds),
         _value("WORKER_METRICS_BIND", f"0.0.0.0:{WORKER_METRICS_PORT}"),
         _value("NOETL_SERVER_URL", profile.server_url),
-        # Plug-in modules come from the internal registry (/api/internal/plugins), which
-        # is token-gated; any pool may run a wasm step.
-        _secret(profile, "NOETL_INTERNAL_API_TOKEN"),
+        # The pool's own token: claims, events and plug-in modules of its own commands only.
+        _own_token(profile, pool.token_key),
+        # http steps may not call in-cluster addresses (the cluster's pod and service ranges).
+        _value("WORKER_HTTP_DENY_CIDRS", ",".join(profile.network.worker_http_deny_cidrs)),
         *_nats(profile),
         _value("NATS_STREAM", COMMANDS_STREAM),
         _value("NATS_CONSUMER", pool.consumer),

@@ -8,7 +8,7 @@ sorted key order and over lists, ``:=`` / ``=`` scoping, pipelines, and numbers 
 as float64 printed like Go's ``%v`` — and it is stricter than Helm elsewhere: a missing
 key, an unknown function or a malformed action is an error, never ``<no value>``.
 
-It is not Helm: no ``lookup``, ``tpl``, ``toYaml``, capabilities or hooks.
+It is not Helm: no ``lookup``, ``tpl``, capabilities or hooks.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+import yaml
 
 
 class TemplateError(ValueError):
@@ -106,6 +108,23 @@ def _printf(fmt: str, *args: Any) -> str:
     return re.sub(r"%%|%[sdv]", sub, fmt)
 
 
+def _plain(value: Any) -> Any:
+    """Values as YAML data again: float64s that hold integers print as integers (as in Helm)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _to_yaml(value: Any) -> str:
+    """Helm's ``toYaml``: sorted keys, block style, no trailing newline."""
+    text = yaml.safe_dump(_plain(value), sort_keys=True, default_flow_style=False)
+    return text.removesuffix("\n...\n").rstrip("\n")
+
+
 def _to_int(value: Any) -> int:
     if isinstance(value, str):
         return int(value) if value.strip().lstrip("-").isdigit() else 0
@@ -136,6 +155,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "empty": lambda v: not _truthy(v),
     "hasKey": lambda d, k: isinstance(d, dict) and k in d,
     "lower": lambda s: str(s).lower(),
+    "upper": lambda s: str(s).upper(),
+    "join": lambda sep, items: str(sep).join(go_str(x) for x in items or []),
+    "toYaml": _to_yaml,
     "replace": lambda old, new, s: str(s).replace(old, new),
     "index": lambda d, *keys: _index(d, keys),
     "fail": lambda message: _fail(message),

@@ -8,6 +8,8 @@ chart's default values and the docs' tables are derived from them.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field, replace
 
 #: The workloads that make up the suite, by their manifest name.
@@ -25,6 +27,14 @@ PROJECTOR_METRICS_PORT = 9092
 COMMANDS_STREAM = "NOETL_COMMANDS"
 #: Non-root uid/gid the images run as.
 RUN_AS_USER = 10001
+
+
+_POOL_NAME = re.compile(r"^[a-z][a-z0-9]*$")
+
+
+def worker_token_key(pool: str) -> str:
+    """Secret key (and control-api env var) of a pool's configured token (docs/security.md §2)."""
+    return f"NOETL_WORKER_TOKEN_{pool.upper()}"
 
 
 def consumer_name(pool: str) -> str:
@@ -94,9 +104,18 @@ class WorkerPoolSpec:
     wasm_cache_size: str | None = None
     image: str = "noetl-system-worker"
 
+    def __post_init__(self) -> None:
+        # The name becomes a DNS label, a consumer name and the suffix of an env var name.
+        if not _POOL_NAME.match(self.pool):
+            raise ValueError(f"pool name {self.pool!r} must be lower-case letters and digits")
+
     @property
     def name(self) -> str:
         return f"noetl-worker-{self.pool}"
+
+    @property
+    def token_key(self) -> str:
+        return worker_token_key(self.pool)
 
     @property
     def consumer(self) -> str:
@@ -105,6 +124,27 @@ class WorkerPoolSpec:
     @property
     def filter_subject(self) -> str:
         return filter_subject(self.pool)
+
+
+#: The control-api's own defaults for these two OIDC settings.
+OIDC_ROLE_CLAIM = "noetl_role"
+OIDC_ALGORITHMS = "RS256,ES256"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OidcSpec:
+    """Optional OIDC sign-in for humans (docs/security.md §2); rendered only when set."""
+
+    issuer: str
+    audience: str
+    #: Empty: discovered from the issuer.
+    jwks_url: str = ""
+    role_claim: str = OIDC_ROLE_CLAIM
+    algorithms: str = OIDC_ALGORITHMS
+
+    def __post_init__(self) -> None:
+        if not self.issuer.startswith("https://") or not self.audience:
+            raise ValueError("OIDC needs an https:// issuer and an audience")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +158,7 @@ class ControlApiSpec:
     claim_lease_seconds: int = 30
     result_context_max_bytes: int = 102400
     db_pool_size: int = 10
+    oidc: OidcSpec | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +174,70 @@ class NatsEndpoints:
     url: str
     monitoring_endpoint: str
     account: str = "$G"
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkPeer:
+    """A NetworkPolicy peer allowed to reach the control-api besides the suite's own pods.
+
+    ``namespace`` / ``pods`` are ``matchLabels`` of a namespace / pod selector (``None``:
+    no such selector; both set: pods with those labels in those namespaces); ``cidr`` is an
+    ``ipBlock`` instead (e.g. a cloud load balancer's proxy range).
+    """
+
+    namespace: Labels | None = None
+    pods: Labels | None = None
+    cidr: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.cidr is not None:
+            if self.namespace is not None or self.pods is not None:
+                raise ValueError("a peer is either a CIDR or selectors, not both")
+            ipaddress.ip_network(self.cidr)
+        elif self.namespace is None and self.pods is None:
+            raise ValueError("a peer needs a namespace or pod selector, or a CIDR")
+
+    def to_k8s(self) -> dict[str, object]:
+        """The ``NetworkPolicyPeer`` object."""
+        if self.cidr is not None:
+            return {"ipBlock": {"cidr": self.cidr}}
+        peer: dict[str, object] = {}
+        if self.namespace is not None:
+            peer["namespaceSelector"] = {"matchLabels": dict(self.namespace)} if self.namespace else {}
+        if self.pods is not None:
+            peer["podSelector"] = {"matchLabels": dict(self.pods)} if self.pods else {}
+        return peer
+
+
+def ingress_controller(namespace: str, **pod_labels: str) -> NetworkPeer:
+    """Pods with ``pod_labels`` in the namespace called ``namespace`` (e.g. ingress-nginx)."""
+    return NetworkPeer(
+        namespace=(("kubernetes.io/metadata.name", namespace),),
+        pods=tuple(sorted(pod_labels.items())),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkSpec:
+    """Who may reach what (docs/security.md §7), and the ranges http steps may not call."""
+
+    #: Render the NetworkPolicies (needs a CNI that enforces them).
+    policies: bool = True
+    #: Sources besides the suite's own pods that may reach the control-api (an ingress controller).
+    api_clients: tuple[NetworkPeer, ...] = ()
+    #: Namespace whose pods may scrape the metrics ports; empty: none may.
+    monitoring_namespace: str = "monitoring"
+    #: Namespace of the KEDA operator, which reads the in-cluster NATS's monitoring port.
+    keda_namespace: str = "keda"
+    #: The cluster's pod and service CIDRs: ``WORKER_HTTP_DENY_CIDRS`` of every pool.
+    worker_http_deny_cidrs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for cidr in self.worker_http_deny_cidrs:
+            ipaddress.ip_network(cidr)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +260,7 @@ class Profile:
     dev_infra: bool = False
     #: Render PodDisruptionBudgets (not on a one-node kind cluster).
     pdbs: bool = True
+    network: NetworkSpec = field(default_factory=NetworkSpec)
     labels: tuple[tuple[str, str], ...] = field(default=())
 
     @property
@@ -170,28 +276,60 @@ class Profile:
 
 PLACEHOLDER = "CHANGE-ME"
 
-#: Keys of the one Secret every workload reads from.
-SECRET_KEYS = (
-    "NOETL_DATABASE_URL",
-    "NOETL_INTERNAL_API_TOKEN",
-    "NOETL_CREDENTIALS_KEY",
-    "NATS_USER",
-    "NATS_PASSWORD",
-)
+#: Configured tokens the control-api reads, besides one NOETL_WORKER_TOKEN_<POOL> per pool.
+ADMIN_TOKEN = "NOETL_ADMIN_TOKEN"
+PUBLISHER_TOKEN = "NOETL_PUBLISHER_TOKEN"
+PROJECTOR_TOKEN = "NOETL_PROJECTOR_TOKEN"
+#: The one name under which every service other than the control-api reads its own token.
+API_TOKEN = "NOETL_API_TOKEN"
 
-_PLACEHOLDER_SECRETS = (
-    ("NOETL_DATABASE_URL", f"postgresql://noetl:{PLACEHOLDER}@postgres.example.internal:5432/noetl"),
-    ("NOETL_INTERNAL_API_TOKEN", f"{PLACEHOLDER}-generate-with-openssl-rand-hex-32"),
-    # a Fernet key: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'
-    ("NOETL_CREDENTIALS_KEY", f"{PLACEHOLDER}-generate-a-fernet-key"),
-    ("NATS_USER", f"{PLACEHOLDER}-nats-user"),
-    ("NATS_PASSWORD", f"{PLACEHOLDER}-nats-password"),
-)
+
+def token_keys(pools: tuple[str, ...]) -> tuple[str, ...]:
+    """Secret keys of every configured token a deployment with ``pools`` needs."""
+    return (ADMIN_TOKEN, PUBLISHER_TOKEN, PROJECTOR_TOKEN, *(worker_token_key(p) for p in pools))
+
+
+def _placeholder_secrets(pools: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # Token placeholders are shorter than the 32 characters a configured token needs, so a
+    # control-api started with one refuses to start instead of accepting a guessable token.
+    tokens = [(key, f"{PLACEHOLDER}-{_slug(key)}") for key in token_keys(pools)]
+    return (
+        ("NOETL_DATABASE_URL", f"postgresql://noetl:{PLACEHOLDER}@postgres.example.internal:5432/noetl"),
+        # a Fernet key: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'
+        ("NOETL_CREDENTIALS_KEY", f"{PLACEHOLDER}-generate-a-fernet-key"),
+        *tokens,
+        ("NATS_USER", f"{PLACEHOLDER}-nats-user"),
+        ("NATS_PASSWORD", f"{PLACEHOLDER}-nats-password"),
+    )
+
+
+def _slug(key: str) -> str:
+    return key.removeprefix("NOETL_").lower().replace("_", "-")
+
+
+def _kind_token(key: str) -> str:
+    return f"noetl_kind-only-{_slug(key)}-not-a-secret"
 
 
 def base_profile() -> Profile:
     """Cluster-agnostic defaults: local image names, external Postgres and NATS."""
     worker = Resources(cpu_request="250m", memory_request="256Mi", cpu_limit="1", memory_limit="512Mi")
+    pools = (
+        WorkerPoolSpec(
+            pool="shared",
+            resources=worker,
+            keda=KedaSpec(min_replicas=1, max_replicas=20, lag_threshold=10, activation_lag_threshold=1),
+        ),
+        WorkerPoolSpec(
+            pool="system",
+            resources=Resources(
+                cpu_request="250m", memory_request="384Mi", cpu_limit="1", memory_limit="768Mi"
+            ),
+            keda=KedaSpec(min_replicas=1, max_replicas=5, lag_threshold=5, activation_lag_threshold=1),
+            max_concurrent=4,
+            wasm_cache_size="512Mi",
+        ),
+    )
     return Profile(
         name="base",
         namespace="noetl",
@@ -217,23 +355,8 @@ def base_profile() -> Profile:
                 cpu_request="100m", memory_request="128Mi", cpu_limit="500m", memory_limit="256Mi"
             ),
         ),
-        worker_pools=(
-            WorkerPoolSpec(
-                pool="shared",
-                resources=worker,
-                keda=KedaSpec(min_replicas=1, max_replicas=20, lag_threshold=10, activation_lag_threshold=1),
-            ),
-            WorkerPoolSpec(
-                pool="system",
-                resources=Resources(
-                    cpu_request="250m", memory_request="384Mi", cpu_limit="1", memory_limit="768Mi"
-                ),
-                keda=KedaSpec(min_replicas=1, max_replicas=5, lag_threshold=5, activation_lag_threshold=1),
-                max_concurrent=4,
-                wasm_cache_size="512Mi",
-            ),
-        ),
-        secret_values=_PLACEHOLDER_SECRETS,
+        worker_pools=pools,
+        secret_values=_placeholder_secrets(tuple(p.pool for p in pools)),
     )
 
 
@@ -264,14 +387,16 @@ def kind_profile() -> Profile:
                 "NOETL_DATABASE_URL",
                 f"postgresql://noetl:noetl-kind-only@postgres.{ns}.svc.cluster.local:5432/noetl",
             ),
-            ("NOETL_INTERNAL_API_TOKEN", "kind-only-internal-token"),
             # base64url of the 32 bytes "kind-only-credentials-key-32byte": a dev-only Fernet key
             ("NOETL_CREDENTIALS_KEY", "a2luZC1vbmx5LWNyZWRlbnRpYWxzLWtleS0zMmJ5dGU="),
+            *((key, _kind_token(key)) for key in token_keys(tuple(p.pool for p in base.worker_pools))),
             ("NATS_USER", ""),
             ("NATS_PASSWORD", ""),
         ),
         dev_infra=True,
         pdbs=False,
+        # kind's default pod and service subnets (a cluster created without a config file).
+        network=replace(base.network, worker_http_deny_cidrs=("10.244.0.0/16", "10.96.0.0/12")),
     )
 
 

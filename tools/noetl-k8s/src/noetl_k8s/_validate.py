@@ -5,7 +5,9 @@
 * ``ScaledObject`` is validated with ``jsonschema`` against the vendored KEDA CRD schema,
   made strict the same way (objects with declared properties reject unknown ones).
 * :func:`lint_documents` then checks one rendered tree as a whole: references between
-  objects, the scaling contract, security settings and least-privilege RBAC.
+  objects, the scaling contract, security settings, least-privilege RBAC, that each
+  service gets only its own token, and that the NetworkPolicies deny by default, admit no
+  source wholesale and still let the suite's own traffic through.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 
-from ._build import Manifest
+from ._build import CONTROL_API_NAME, OUTBOX_PUBLISHER_NAME, POOL_LABEL, PROJECTOR_NAME, Manifest
+from ._netpol import ingress_allowed, pods_of, selector_matches
+from ._spec import (
+    ADMIN_TOKEN,
+    API_TOKEN,
+    CONTROL_API_PORT,
+    PROJECTOR_TOKEN,
+    PUBLISHER_TOKEN,
+    worker_token_key,
+)
 
 K8S_VERSION = "1.30"
 KEDA_SCHEMA_FILE = "keda-scaledobject-v1alpha1.json"
@@ -237,6 +248,113 @@ def _lint_rbac(docs: list[Manifest]) -> list[str]:
     return problems
 
 
+_RETIRED_TOKEN = "NOETL_INTERNAL_API_TOKEN"
+
+
+def _is_token_key(key: str) -> bool:
+    return key in (ADMIN_TOKEN, PUBLISHER_TOKEN, PROJECTOR_TOKEN) or key.startswith("NOETL_WORKER_TOKEN_")
+
+
+def _own_token_key(doc: Manifest) -> str | None:
+    """The Secret key a workload's NOETL_API_TOKEN must come from (None: it gets no token)."""
+    name = doc["metadata"]["name"]
+    pool = doc["spec"].get("template", {}).get("metadata", {}).get("labels", {}).get(POOL_LABEL)
+    if pool is not None:
+        return worker_token_key(pool)
+    return {OUTBOX_PUBLISHER_NAME: PUBLISHER_TOKEN, PROJECTOR_NAME: PROJECTOR_TOKEN}.get(name)
+
+
+def _lint_tokens(docs: list[Manifest]) -> list[str]:
+    """Each service sees only its own token (docs/security.md §2); the control-api sees all."""
+    problems: list[str] = []
+    for secret in _by_kind(docs, "Secret").values():
+        if _RETIRED_TOKEN in {**secret.get("stringData", {}), **secret.get("data", {})}:
+            problems.append(
+                f"{_describe(secret)}: holds {_RETIRED_TOKEN}, which is gone (docs/security.md §2)"
+            )
+    for doc in docs:
+        pod = _pod_spec(doc)
+        if pod is None:
+            continue
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            cwhere = f"{_describe(doc)} container {container.get('name')}"
+            the_api = doc["metadata"]["name"] == CONTROL_API_NAME and container.get("name") == "control-api"
+            if any("secretRef" in source for source in container.get("envFrom", [])):
+                problems.append(
+                    f"{cwhere}: envFrom a Secret hands it every key, other roles' tokens included"
+                )
+            for var in container.get("env", []):
+                if var["name"] == _RETIRED_TOKEN:
+                    problems.append(
+                        f"{cwhere}: sets {_RETIRED_TOKEN}, which is gone; the control-api refuses to start with it"
+                    )
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None or not _is_token_key(ref["key"]):
+                    continue
+                if the_api and var["name"] == ref["key"]:
+                    continue
+                if not the_api and var["name"] == API_TOKEN and ref["key"] == _own_token_key(doc):
+                    continue
+                problems.append(
+                    f"{cwhere}: env {var['name']} reads {ref['key']}; a service gets only its own token, "
+                    f"as {API_TOKEN} (the control-api: each under its own name)"
+                )
+    return problems
+
+
+def _admits_everything(peer: dict[str, Any]) -> bool:
+    if "ipBlock" in peer:
+        return str(peer["ipBlock"].get("cidr")) in ("0.0.0.0/0", "::/0")
+    namespaces = peer.get("namespaceSelector")
+    pods = peer.get("podSelector")
+    # An empty selector matches everything; a namespaceSelector {} spans the whole cluster.
+    return namespaces is not None and not namespaces and not pods
+
+
+def _is_default_deny(policy: Manifest) -> bool:
+    spec = policy.get("spec", {})
+    return (
+        not spec.get("podSelector") and "Ingress" in spec.get("policyTypes", []) and not spec.get("ingress")
+    )
+
+
+def _lint_network(docs: list[Manifest]) -> list[str]:
+    policies = list(_by_kind(docs, "NetworkPolicy").values())
+    if not policies:
+        return []
+    problems: list[str] = []
+    pods = pods_of(docs)
+    for policy in policies:
+        where = _describe(policy)
+        spec = policy.get("spec", {})
+        selector = spec.get("podSelector") or {}
+        if selector and not any(selector_matches(selector, pod.labels) for pod in pods.values()):
+            problems.append(f"{where}: podSelector selects no pod of the tree")
+        for i, rule in enumerate(spec.get("ingress") or []):
+            if not rule.get("from"):
+                problems.append(f"{where}: ingress rule {i} has no 'from', so it admits every source")
+            if not rule.get("ports"):
+                problems.append(f"{where}: ingress rule {i} has no 'ports', so it opens every port")
+            for peer in rule.get("from") or []:
+                if _admits_everything(peer):
+                    problems.append(f"{where}: ingress rule {i} has a peer that admits every source {peer}")
+    if not any(_is_default_deny(p) for p in policies):
+        problems.append("NetworkPolicy: no default-deny ingress policy (podSelector {}, no rules)")
+    # The suite's own traffic must still flow.
+    clients = [
+        n
+        for n, pod in pods.items()
+        if n in (OUTBOX_PUBLISHER_NAME, PROJECTOR_NAME) or POOL_LABEL in pod.labels
+    ]
+    needed = [(client, CONTROL_API_NAME, CONTROL_API_PORT) for client in clients]
+    needed += [(client, "nats", 4222) for client in clients]
+    needed.append((CONTROL_API_NAME, "postgres", 5432))
+    for source, dest, port in needed:
+        if source in pods and dest in pods and not ingress_allowed(policies, pods[source], pods[dest], port):
+            problems.append(f"NetworkPolicy: {source} cannot reach {dest}:{port}")
+    return problems
+
+
 def _lint_names(docs: list[Manifest]) -> list[str]:
     problems: list[str] = []
     seen: set[tuple[str, str]] = set()
@@ -259,6 +377,8 @@ def lint_documents(docs: list[Manifest]) -> list[str]:
         *_lint_pods(docs),
         *_lint_shards(docs),
         *_lint_rbac(docs),
+        *_lint_tokens(docs),
+        *_lint_network(docs),
     ]
 
 
