@@ -3,8 +3,9 @@
 Its own stack, so the pools get their WASM settings: the control-api seeds the built-in
 plug-ins from plugins/wasm; the shared (user) worker runs without a fuel budget (only the
 0.5 s epoch deadline stops a loop), with a 4 MiB memory cap, and with ``result_put``
-revoked (linked, answering 3); the system worker may read the internal token for
-system/scheduled_cleanup. Test plug-ins are published through ``noetl plugin publish``.
+revoked (linked, answering 3); system/scheduled_cleanup reads the internal token from a
+keychain entry the test stores (a worker refuses to hand its own token to playbooks). Test
+plug-ins are published through ``noetl plugin publish``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ def wasm_stack(noetl_state_dir: Path) -> Iterator[Stack]:
             },
             "worker-system": {
                 "WASM_MODULE_CACHE_DIR": str(state / "wasm-cache-system"),
-                "NOETL_KEYCHAIN_ENV_VARS": "NOETL_INTERNAL_API_TOKEN",
             },
         },
     )
@@ -365,6 +365,7 @@ def test_scheduled_cleanup_purges_old_terminal_executions(api: Api, db: Conn, wa
         "UPDATE noetl.execution SET updated_at = now() - interval '40 days' WHERE execution_id = %s",
         (old["execution_id"],),
     )
+    api.request("POST", "/api/keychain", {"name": "NOETL_INTERNAL_API_TOKEN", "value": wasm_stack.token})
     final = run(
         api,
         "system/scheduled_cleanup",

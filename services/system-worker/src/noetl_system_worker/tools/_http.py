@@ -189,7 +189,7 @@ async def run_http(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[st
     verify = httpx.create_ssl_context(verify=bool(config.get("verify", True)), trust_env=True)
     async with httpx.AsyncClient(timeout=timeout, verify=verify, trust_env=False) as client:
         for hop in range(MAX_REDIRECTS + 1):
-            attach = credential_headers and _in_scope(target, scope)
+            attach = bool(credential_headers) and _in_scope(target, scope)
             response = await _send(
                 client, rt, method, target, {**headers, **credential_headers} if attach else headers, body
             )
