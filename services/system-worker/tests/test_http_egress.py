@@ -212,6 +212,15 @@ async def test_a_name_that_resolves_to_a_denied_address_is_refused(
     assert connects == [] and server.seen == []
 
 
+async def test_a_name_that_does_not_resolve_is_a_connect_error_naming_it(connects: list[Any]) -> None:
+    install(DEV)
+
+    out = await run_task(TaskSpec(name="t", kind="http", config={"url": "http://no-such-host.invalid/"}))
+
+    assert not out.ok and out.error is not None and out.error["type"] == "ConnectError"
+    assert "'no-such-host.invalid'" in out.error["message"] and connects == []
+
+
 # -- the allow-lists -------------------------------------------------------------------------
 
 

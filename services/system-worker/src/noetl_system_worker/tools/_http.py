@@ -25,6 +25,7 @@ past the check.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Mapping
@@ -141,7 +142,12 @@ async def _send(
     """One hop: resolve, check every address, then connect to a checked address (streamed)."""
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"http tool: {str(url)!r} is not an http(s) URL")
-    addresses = await resolve(url.host, _origin(url)[2])
+    try:
+        async with asyncio.timeout(client.timeout.connect):  # a stuck resolver is a slow connect
+            addresses = await resolve(url.host, _origin(url)[2])
+    except ConnectionError as exc:
+        # the error type rules already know for a name that does not resolve
+        raise httpx.ConnectError(str(exc)) from None
     rt.egress.check(url.host, addresses)
     merged = httpx.Headers(client.headers)
     merged.update(headers)
