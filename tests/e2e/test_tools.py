@@ -89,3 +89,24 @@ def test_credentials_through_the_cli_never_print_the_secret(cli: Any, tmp_path: 
     assert json.loads(shown.stdout)["data"] == {"token": "[REDACTED]", "header": "[REDACTED]"}
     assert "e2e_cli_api" in listed.stdout and "header" in listed.stdout
     assert gone.code == 1 and "not found" in gone.stderr
+
+
+METADATA = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: e2e_egress_metadata, path: e2e/egress_metadata}
+workflow:
+  - step: start
+    tool: {kind: http, url: "http://169.254.169.254/latest/meta-data/", timeout: 5}
+"""
+
+
+def test_an_http_step_cannot_reach_the_metadata_service(api: Api) -> None:
+    """The stack allows loopback to the workers (its own services, the tests' servers), not link-local."""
+    api.register(METADATA)
+
+    final = api.wait(api.execute("e2e/egress_metadata")["execution_id"], timeout=60)
+
+    assert final["status"] == "FAILED", final
+    error = json.dumps(final["error"])
+    assert "EgressRefused" in error and "169.254.169.254" in error and "WORKER_HTTP_ALLOW_CIDRS" in error

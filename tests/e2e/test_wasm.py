@@ -3,8 +3,7 @@
 Its own stack, so the pools get their WASM settings: the control-api seeds the built-in
 plug-ins from plugins/wasm; the shared (user) worker runs without a fuel budget (only the
 0.5 s epoch deadline stops a loop), with a 4 MiB memory cap, and with ``result_put``
-revoked (linked, answering 3); the system worker may read the internal token for
-system/scheduled_cleanup. Test plug-ins are published through ``noetl plugin publish``.
+revoked (linked, answering 3). Test plug-ins are published through ``noetl plugin publish``.
 """
 
 from __future__ import annotations

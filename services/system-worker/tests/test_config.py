@@ -93,6 +93,9 @@ def test_node_id_falls_back_to_worker_id_hash() -> None:
         ({"NOETL_KEYCHAIN_ENV_VARS": "OK,not-a-name"}, "NOETL_KEYCHAIN_ENV_VARS"),
         ({"WORKER_ALLOWED_SERVER_URLS": "ftp://x"}, "WORKER_ALLOWED_SERVER_URLS"),
         ({"WORKER_NATS_LAG_POLL_INTERVAL": "0"}, "WORKER_NATS_LAG_POLL_INTERVAL"),
+        ({"WORKER_HTTP_DENY_CIDRS": "10.0.0.0/33"}, "WORKER_HTTP_DENY_CIDRS"),
+        ({"WORKER_HTTP_ALLOW_CIDRS": "127.0.0.1/8"}, "WORKER_HTTP_ALLOW_CIDRS"),
+        ({"WORKER_DUCKDB_ALLOWED_DIRECTORIES": "/data,/"}, "WORKER_DUCKDB_ALLOWED_DIRECTORIES"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -128,3 +131,44 @@ def test_consumer_ack_wait_and_max_deliver() -> None:
     for variable, value in (("WORKER_ACK_WAIT_SECONDS", "0"), ("WORKER_MAX_DELIVER", "1")):
         with pytest.raises(ConfigError, match=variable):
             WorkerConfig.from_env({**REQUIRED, variable: value})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "NOETL_API_TOKEN",
+        "NOETL_INTERNAL_API_TOKEN",
+        "NOETL_ADMIN_TOKEN",
+        "NOETL_WORKER_TOKEN_SYSTEM",
+        "NOETL_CREDENTIALS_KEY",
+        "NOETL_DATABASE_URL",
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_TOKEN",
+    ],
+)
+def test_keychain_env_vars_refuse_the_suites_own_secrets(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        WorkerConfig.from_env({**REQUIRED, "NOETL_KEYCHAIN_ENV_VARS": f"PARTNER_KEY, {name}"})
+
+    message = str(caught.value)
+    assert message.startswith(f"NOETL_KEYCHAIN_ENV_VARS names {name},") and "\n" not in message
+
+
+def test_http_egress_and_duckdb_settings() -> None:
+    default = WorkerConfig.from_env(REQUIRED)
+    config = WorkerConfig.from_env(
+        {
+            **REQUIRED,
+            "WORKER_HTTP_DENY_CIDRS": "10.96.0.0/12, fd00:10:96::/112",
+            "WORKER_HTTP_ALLOW_CIDRS": "127.0.0.0/8,::1",
+            "WORKER_HTTP_ALLOW_HOSTS": "Api.Example.com, *.svc.example",
+            "WORKER_DUCKDB_ALLOWED_DIRECTORIES": "/data/in, /data/out/",
+        }
+    )
+
+    assert default.http_egress.allowed == () and default.duckdb_directories == ()
+    assert [str(n) for n, _ in config.http_egress.denied[-2:]] == ["10.96.0.0/12", "fd00:10:96::/112"]
+    assert [str(n) for n in config.http_egress.allowed] == ["127.0.0.0/8", "::1/128"]
+    assert config.http_egress.allowed_hosts == ("api.example.com", "*.svc.example")
+    assert config.duckdb_directories == ("/data/in", "/data/out")

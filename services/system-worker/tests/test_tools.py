@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from noetl_common import REDACTED, CommandSpec, Rule, TaskSpec
 from noetl_system_worker import PipelineRunner, ToolRegistry
+from noetl_system_worker._egress import EgressPolicy, parse_networks
 from noetl_system_worker._runtime import CredentialError, ToolRuntime, current_runtime
 from noetl_system_worker.tools import (
     HttpStatusError,
@@ -72,6 +73,10 @@ class Echo(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+#: The local test servers listen on loopback, which the worker refuses unless allowed.
+LOOPBACK = EgressPolicy.configured(allow=parse_networks("127.0.0.0/8"))
 
 
 @pytest.fixture
@@ -149,7 +154,8 @@ async def run_pipeline(*tasks: TaskSpec, context: dict[str, Any] | None = None) 
 # -- http -----------------------------------------------------------------------------------
 
 
-async def test_http_get_returns_status_headers_and_decoded_json(http_url: str) -> None:
+async def test_http_get_returns_status_headers_and_decoded_json(http_url: str, use_runtime: Any) -> None:
+    use_runtime(egress=LOOPBACK)
     result = await run_http({"url": f"{http_url}/health", "params": {"q": "1"}}, {}, {})
 
     assert set(result) == {"status_code", "headers", "body"}
@@ -164,7 +170,8 @@ async def test_http_get_returns_status_headers_and_decoded_json(http_url: str) -
     }
 
 
-async def test_http_post_json_and_text_bodies(http_url: str) -> None:
+async def test_http_post_json_and_text_bodies(http_url: str, use_runtime: Any) -> None:
+    use_runtime(egress=LOOPBACK)
     posted = await run_http({"url": f"{http_url}/x", "method": "post", "body": {"a": [1, 2]}}, {}, {})
     text = await run_http({"url": f"{http_url}/text"}, {}, {})
 
@@ -172,15 +179,17 @@ async def test_http_post_json_and_text_bodies(http_url: str) -> None:
     assert text["body"] == "plain words"
 
 
-async def test_http_non_2xx_is_an_error_that_keeps_the_response(http_url: str) -> None:
+async def test_http_non_2xx_is_an_error_that_keeps_the_response(http_url: str, use_runtime: Any) -> None:
+    use_runtime(egress=LOOPBACK)
     with pytest.raises(HttpStatusError) as caught:
         await run_http({"url": f"{http_url}/status/503"}, {}, {})
     assert caught.value.result["status_code"] == 503
     assert caught.value.result["body"] == {"status": 503}
 
 
-async def test_http_rules_see_outcome_http_status_and_retry(http_url: str) -> None:
+async def test_http_rules_see_outcome_http_status_and_retry(http_url: str, use_runtime: Any) -> None:
     """The c2_http_retry_with_stop rule set: retry on 5xx, fail on other errors, else continue."""
+    use_runtime(egress=LOOPBACK)
     rules = [
         Rule(when="{{ outcome.http.status in [500, 502, 503] }}", do="retry", attempts=3, delay=0.5),
         Rule(when="{{ outcome.status == 'error' }}", do="fail"),
@@ -201,7 +210,7 @@ async def test_http_bearer_credential_is_resolved_and_sent(http_url: str, use_ru
     source = Secrets(
         {"api": {"name": "api", "credential_type": "bearer", "data": {"token": "tok-abcdef-123"}}}
     )
-    rt = use_runtime(api=source, execution_id=7)
+    rt = use_runtime(api=source, execution_id=7, egress=LOOPBACK)
 
     result = await run_http({"url": f"{http_url}/me", "auth": "api"}, {}, {})
 
@@ -210,7 +219,8 @@ async def test_http_bearer_credential_is_resolved_and_sent(http_url: str, use_ru
     assert rt.redact(result)["body"]["authorization"] == f"Bearer {REDACTED}"
 
 
-async def test_http_unreachable_is_an_error_outcome() -> None:
+async def test_http_unreachable_is_an_error_outcome(use_runtime: Any) -> None:
+    use_runtime(egress=LOOPBACK)
     out = await run_pipeline(
         TaskSpec(name="t", kind="http", config={"url": "http://127.0.0.1:9/x", "timeout": 2})
     )
@@ -294,6 +304,47 @@ async def test_postgres_unknown_credential_fails_the_task(use_runtime: Any) -> N
     assert not out.ok and out.error["type"] == "CredentialError" and "nope" in out.error["message"]
 
 
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"host": "pg.attacker.example"},
+        {"db_host": "pg.attacker.example"},
+        {"port": 6543},
+        {"user": "someone"},
+        {"password": "x"},
+        {"dbname": "other"},
+        {"database": "other"},
+        {"db_name": "other"},
+        {"dsn": "host=pg.attacker.example"},
+        {"connection_string": "postgresql://pg.attacker.example/db"},
+        {"sslmode": "disable"},
+        {"connection": {"host": "pg.attacker.example"}},
+    ],
+    ids=lambda field: next(iter(field)),
+)
+async def test_postgres_connection_fields_beside_a_credential_are_refused(
+    database_url: str, use_runtime: Any, field: dict[str, Any]
+) -> None:
+    source = Secrets({"pg_local": pg_credential(database_url)})
+    use_runtime(api=source)
+
+    out = await run_pipeline(
+        TaskSpec(name="q", kind="postgres", config={"auth": "pg_local", "query": "SELECT 1", **field})
+    )
+
+    name = next(iter(field))
+    assert not out.ok and out.error["type"] == "PermissionError"
+    assert f"{name!r} cannot be set beside auth: 'pg_local'" in out.error["message"]
+    # refused before the credential was even resolved: its password went nowhere
+    assert source.calls == []
+
+
+async def test_postgres_without_a_credential_connects_with_the_task_fields(database_url: str) -> None:
+    result = await run_postgres({"connection": {"dsn": database_url}, "query": "SELECT 7 AS n"}, {}, {})
+
+    assert result["rows"] == [{"n": 7}]
+
+
 async def test_outcome_postgres_helper_is_visible_to_rules(database_url: str, use_runtime: Any) -> None:
     use_runtime(api=Secrets({"pg_local": pg_credential(database_url)}))
     rules = [
@@ -351,6 +402,52 @@ async def test_duckdb_error_is_an_error_outcome() -> None:
     assert not out.ok and "missing" in out.error["message"]
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT content FROM read_text('/proc/self/environ')",
+        "SELECT * FROM read_csv('http://169.254.169.254/latest/meta-data/')",
+        "INSTALL httpfs",
+        "SET enable_external_access = true",
+        "RESET lock_configuration",
+    ],
+)
+async def test_duckdb_sql_reaches_no_file_url_or_setting_outside_its_database(
+    sql: str, use_runtime: Any
+) -> None:
+    use_runtime()
+
+    out = await run_pipeline(TaskSpec(name="d", kind="duckdb", config={"query": sql}))
+
+    assert not out.ok and out.error["type"] in ("PermissionException", "InvalidInputException")
+
+
+async def test_duckdb_reads_and_writes_files_only_in_allowed_directories(
+    tmp_path: Path, use_runtime: Any
+) -> None:
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    private.mkdir()
+    for folder in (shared, private):
+        (folder / "in.csv").write_text("a,b\n1,2\n")
+    use_runtime(duckdb_directories=(str(shared),))
+
+    rows = await run_duckdb({"query": f"SELECT a + b AS s FROM read_csv('{shared}/in.csv')"}, {}, {})
+    await run_duckdb({"command": f"COPY (SELECT 3 AS c) TO '{shared}/out.csv'"}, {}, {})
+    refused = await run_pipeline(
+        TaskSpec(name="d", kind="duckdb", config={"query": f"SELECT * FROM read_csv('{private}/in.csv')"})
+    )
+    escaped = await run_pipeline(
+        TaskSpec(
+            name="d", kind="duckdb", config={"query": f"SELECT * FROM read_csv('{shared}/../private/in.csv')"}
+        )
+    )
+
+    assert rows == [{"s": 3}] and (shared / "out.csv").read_text().splitlines() == ["c", "3"]
+    assert not refused.ok and refused.error["type"] == "PermissionException"
+    assert not escaped.ok and escaped.error["type"] == "PermissionException"
+
+
 # -- nats -------------------------------------------------------------------------------------
 
 
@@ -397,6 +494,35 @@ async def test_nats_refuses_reserved_and_wildcard_subjects(
         await run_nats({"subject": subject, "data": "x"}, {}, {})
 
 
+@pytest.mark.parametrize("auth", [None, "bus"])
+@pytest.mark.parametrize(
+    "field",
+    [{"url": "nats://nats.attacker.example:4222"}, {"servers": ["nats://x:4222"]}, {"user": "u"}, {"token": "t"}],
+    ids=lambda field: next(iter(field)),
+)
+async def test_nats_task_cannot_name_a_server_or_credentials(
+    nats_url: str, use_runtime: Any, auth: str | None, field: dict[str, Any]
+) -> None:
+    source = Secrets({"bus": {"name": "bus", "credential_type": "nats", "data": {"url": nats_url}}})
+    # the worker's own NATS credentials must never travel to a server the task names
+    use_runtime(api=source, nats_url=nats_url, nats_user="worker", nats_password="worker-pass")
+    config = {"subject": "app.orders", "data": "x", **field} | ({"auth": auth} if auth else {})
+
+    out = await run_pipeline(TaskSpec(name="n", kind="nats", config=config))
+
+    assert not out.ok and out.error["type"] == "PermissionError"
+    assert f"{next(iter(field))!r} cannot be set in the task" in out.error["message"]
+    assert source.calls == []
+
+
+@pytest.mark.parametrize("stream", ["NOETL_COMMANDS", "NOETL_EVENTS", "NOETL_DLQ"])
+async def test_nats_jetstream_cannot_name_a_suite_stream(nats_url: str, use_runtime: Any, stream: str) -> None:
+    use_runtime(nats_url=nats_url)
+
+    with pytest.raises(PermissionError, match=f"stream '{stream}' is reserved"):
+        await run_nats({"subject": "app.js.a", "data": "x", "jetstream": True, "stream": stream}, {}, {})
+
+
 # -- secrets ----------------------------------------------------------------------------------
 
 
@@ -434,6 +560,20 @@ async def test_secrets_refuses_env_vars_not_allowed(use_runtime: Any) -> None:
         await run_secrets({"env": "OTHER"}, {}, {})
     with pytest.raises(CredentialError, match="no control-api"):
         await run_secrets({"name": "OTHER"}, {}, {})
+
+
+@pytest.mark.parametrize("name", ["NOETL_API_TOKEN", "NOETL_WORKER_TOKEN_SHARED", "NATS_PASSWORD"])
+async def test_secrets_never_read_the_workers_own_secrets(use_runtime: Any, name: str) -> None:
+    source = Secrets(keychain={})
+    # listed by mistake, on a runtime built without the config's check
+    use_runtime(api=source, keychain_env_vars=(name,), env={name: "worker-secret-1"})
+
+    with pytest.raises(CredentialError, match="one of the worker's own secrets"):
+        await run_secrets({"env": name}, {}, {})
+    with pytest.raises(CredentialError, match="not found"):
+        await run_secrets({"name": name}, {}, {})
+
+    assert source.calls == [("keychain", [name], None)]
 
 
 async def test_secrets_in_a_pipeline_reach_the_next_task(use_runtime: Any) -> None:

@@ -28,6 +28,9 @@ from noetl_common import (
     env_str,
 )
 
+from ._egress import EgressPolicy, IPNetwork, parse_hosts, parse_networks
+from ._runtime import SUITE_SECRET_VARIABLES, is_suite_secret
+
 #: JetStream redelivers an un-acked message after this long; heartbeats must be shorter.
 ACK_WAIT_SECONDS = 30.0
 
@@ -41,6 +44,30 @@ def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     if parsed.scheme not in schemes or not parsed.netloc:
         raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {value!r}")
     return value
+
+
+def _egress(env: Mapping[str, str]) -> EgressPolicy:
+    def networks(variable: str) -> tuple[IPNetwork, ...]:
+        try:
+            return parse_networks(env_opt(variable, env=env) or "")
+        except ValueError as exc:
+            raise ConfigError(f"{variable}: {exc}") from None
+
+    return EgressPolicy.configured(
+        deny=networks("WORKER_HTTP_DENY_CIDRS"),
+        allow=networks("WORKER_HTTP_ALLOW_CIDRS"),
+        hosts=parse_hosts(env_opt("WORKER_HTTP_ALLOW_HOSTS", env=env) or ""),
+    )
+
+
+def _directories(env: Mapping[str, str]) -> tuple[str, ...]:
+    text = env_opt("WORKER_DUCKDB_ALLOWED_DIRECTORIES", env=env) or ""
+    folders = tuple(os.path.abspath(part.strip()) for part in text.split(",") if part.strip())
+    for folder in folders:
+        if folder == os.path.abspath(os.sep):
+            # "/" would hand the SQL every file again, /proc/self/environ included
+            raise ConfigError("WORKER_DUCKDB_ALLOWED_DIRECTORIES must not hold the root folder")
+    return folders
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +94,10 @@ class WorkerConfig:
     api_token: str | None = None
     allowed_server_urls: tuple[str, ...] = ()
     keychain_env_vars: tuple[str, ...] = ()
+    #: Where the http tool may connect (WORKER_HTTP_DENY_CIDRS, _ALLOW_CIDRS, _ALLOW_HOSTS).
+    http_egress: EgressPolicy = field(default_factory=EgressPolicy)
+    #: Folders whose files the duckdb tool's SQL may read and write (WORKER_DUCKDB_ALLOWED_DIRECTORIES).
+    duckdb_directories: tuple[str, ...] = ()
     #: A step result whose event context would exceed this goes to the result store.
     result_inline_max_bytes: int = 100 * 1024
     ack_wait_seconds: float = ACK_WAIT_SECONDS
@@ -105,10 +136,16 @@ class WorkerConfig:
         for name in names:
             if not name.replace("_", "").isalnum():
                 raise ConfigError(f"NOETL_KEYCHAIN_ENV_VARS holds an invalid variable name {name!r}")
+            if is_suite_secret(name):
+                raise ConfigError(
+                    f"NOETL_KEYCHAIN_ENV_VARS names {name}, a secret of the suite itself"
+                    f" ({', '.join(SUITE_SECRET_VARIABLES)}): a playbook must never read it"
+                )
         try:
             snowflake = Snowflake.from_env({**env, "WORKER_ID": worker_id})
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        egress = _egress(env)
         log_level = env_str("NOETL_LOG_LEVEL", "INFO", env=env).upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"NOETL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -129,6 +166,8 @@ class WorkerConfig:
             filter_subject=env_str("NATS_FILTER_SUBJECT", POOL_FILTER_MAP[pool], env=env),
             log_level=log_level,
             keychain_env_vars=names,
+            http_egress=egress,
+            duckdb_directories=_directories(env),
             result_inline_max_bytes=env_int(
                 "NOETL_EVENT_RESULT_CONTEXT_MAX_BYTES", 100 * 1024, minimum=1024, env=env
             ),

@@ -1,4 +1,5 @@
-"""What a tool may reach besides its config and inputs: credentials, keychain, NATS settings.
+"""What a tool may reach besides its config and inputs: credentials, keychain, NATS settings,
+the http tool's egress policy and the folders the duckdb tool may read.
 
 The worker sets one :class:`ToolRuntime` per claimed command (a context variable, so the
 tool signature stays ``(config, args, ctx)``). Credentials and keychain entries are
@@ -12,6 +13,7 @@ never leaves the worker in clear.
 from __future__ import annotations
 
 import contextvars
+import fnmatch
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,8 +21,26 @@ from typing import Any, Protocol
 
 from noetl_common import REDACTED, scrub
 
+from ._egress import EgressPolicy
+
 #: Secret strings shorter than this are not redacted by value (they would match everywhere).
 MIN_REDACT_LENGTH = 4
+
+#: The suite's own secrets: a playbook never reads them from the worker's environment.
+SUITE_SECRET_VARIABLES = (
+    "NOETL_*TOKEN*",
+    "NOETL_CREDENTIALS_KEY",
+    "NOETL_DATABASE_URL",
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_TOKEN",
+)
+
+
+def is_suite_secret(name: str) -> bool:
+    """Whether the environment variable ``name`` holds one of the suite's own secrets."""
+    upper = name.upper()
+    return any(fnmatch.fnmatchcase(upper, pattern) for pattern in SUITE_SECRET_VARIABLES)
 
 
 class SecretSource(Protocol):
@@ -88,6 +108,8 @@ class ToolRuntime:
     nats_url: str | None = None
     nats_user: str | None = None
     nats_password: str | None = None
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    duckdb_directories: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     secrets: set[str] = field(default_factory=set)
     _credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -126,7 +148,7 @@ class ToolRuntime:
 
     async def keychain(self, name: str) -> Any:
         """A keychain value: an allow-listed environment variable, else the control-api's entry."""
-        if name in self.keychain_env_vars and name in self.env:
+        if self._readable(name) and name in self.env:
             value: Any = self.env[name]
         else:
             if self.api is None:
@@ -145,7 +167,9 @@ class ToolRuntime:
 
     def env_var(self, name: str) -> str:
         """An environment variable, only when ``NOETL_KEYCHAIN_ENV_VARS`` allows it."""
-        if name not in self.keychain_env_vars:
+        if is_suite_secret(name):
+            raise CredentialError(f"environment variable {name!r} is one of the worker's own secrets")
+        if not self._readable(name):
             raise CredentialError(
                 f"environment variable {name!r} is not in NOETL_KEYCHAIN_ENV_VARS on this worker"
             )
@@ -154,6 +178,11 @@ class ToolRuntime:
         value = self.env[name]
         self.remember(value)
         return value
+
+    def _readable(self, name: str) -> bool:
+        # listed, and never a suite secret: the config refuses those at start, this holds
+        # for a runtime built any other way too
+        return name in self.keychain_env_vars and not is_suite_secret(name)
 
     def redact(self, value: Any) -> Any:
         """``value`` with every remembered secret replaced by ``[REDACTED]`` (strings, keys kept)."""

@@ -751,6 +751,8 @@ class Worker:
             nats_url=self.config.nats_url,
             nats_user=self.config.nats_user,
             nats_password=self.config.nats_password,
+            egress=self.config.http_egress,
+            duckdb_directories=self.config.duckdb_directories,
         )
 
     async def _completed_context(

@@ -121,6 +121,8 @@ def service_env(name: str, *, port: int, database_url: str, tokens: Mapping[str,
         pool = name.removeprefix("worker-")
         env["WORKER_ID"] = f"dev-{pool}-1"
         env["WORKER_POOL_NAME"] = pool
+        # the stack and the tests' servers listen on loopback; link-local stays refused
+        env["WORKER_HTTP_ALLOW_CIDRS"] = "127.0.0.0/8,::1"
     return env
 
 

@@ -49,6 +49,7 @@ K8S_EXPLICIT: dict[str, str] = {
 COMPOSE_ONLY: dict[str, str] = {
     "NATS_URL": "the control-api never connects to NATS",
     "NOETL_EVENT_SHARD_COUNT": "only the control-api and the projector read it",
+    "WORKER_HTTP_ALLOW_CIDRS": "loopback is opened to http steps in dev only; in a pod it holds sidecars' admin ports",
 }
 
 

@@ -5,6 +5,13 @@ created — never for ``:memory:``, the upstream bug that made ``os.makedirs('')
 ``query`` / ``command`` (several statements allowed), ``params`` (one statement only),
 ``read_only``. The result is the last statement's rows as a list of dicts (``[]`` when it
 returned none), as upstream fixtures expect. The call runs in a thread.
+
+The SQL reaches no file, URL or extension besides the database itself: DuckDB's external
+access is off and its configuration locked before the task's SQL runs, so neither
+``read_text('/proc/self/environ')`` (the worker's environment, with its tokens) nor
+``read_csv('http://169.254.169.254/...')`` (past the http tool's egress policy) nor
+``INSTALL``/``LOAD`` works. Folders in the worker's ``WORKER_DUCKDB_ALLOWED_DIRECTORIES``
+are the exception: their files may be read and written.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from .._runtime import runtime
 from ._values import json_value
 
 MEMORY = ":memory:"
@@ -32,13 +40,31 @@ def _database(config: Mapping[str, Any]) -> str:
     return database
 
 
-def query(database: str, sql: str, params: Any = None, *, read_only: bool = False) -> list[dict[str, Any]]:
-    """Run ``sql`` and return the last statement's rows (blocking)."""
+def _confine(con: duckdb.DuckDBPyConnection, directories: tuple[str, ...]) -> None:
+    """Close the SQL's way out of the database; settable only once the database is open."""
+    if directories:
+        listed = ", ".join("'" + os.path.join(d, "").replace("'", "''") + "'" for d in directories)
+        con.execute(f"SET allowed_directories = [{listed}]")
+    con.execute("SET enable_external_access = false")
+    # locked: the task's own SQL cannot SET it back
+    con.execute("SET lock_configuration = true")
+
+
+def query(
+    database: str,
+    sql: str,
+    params: Any = None,
+    *,
+    read_only: bool = False,
+    directories: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Run ``sql`` (confined to ``database`` and ``directories``); the last statement's rows (blocking)."""
     kwargs: dict[str, Any] = {}
     if read_only and not database.startswith(MEMORY):
         kwargs["read_only"] = True
     con = duckdb.connect(database, **kwargs)
     try:
+        _confine(con, directories)
         cur = con.execute(sql, params) if params else con.execute(sql)
         if cur.description is None:
             return []
@@ -64,7 +90,14 @@ async def run_duckdb(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[
     if params is not None and not isinstance(params, Mapping | list):
         raise ValueError("duckdb tool: 'params' must be a mapping or a list")
     database = _database(config)
-    return await asyncio.to_thread(query, database, sql, params, read_only=bool(config.get("read_only")))
+    return await asyncio.to_thread(
+        query,
+        database,
+        sql,
+        params,
+        read_only=bool(config.get("read_only")),
+        directories=runtime().duckdb_directories,
+    )
 
 
 def duckdb_helper(result: Any) -> dict[str, Any]:

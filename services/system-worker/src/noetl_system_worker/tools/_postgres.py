@@ -7,6 +7,12 @@ transaction) — and optional ``params`` (a mapping for ``%(name)s`` or a list f
 with params only one statement is allowed). ``autocommit: true`` for statements that
 cannot run inside a transaction; ``timeout`` bounds the connect (seconds, 30).
 
+With ``auth:``, the credential alone says where and as whom to connect: a connection field
+in the task beside it (``host``, ``port``, ``user``, ``password``, ``dbname``, ``dsn``,
+``sslmode``, a ``connection`` mapping ...) is refused, so a playbook cannot send a
+credential's password to a server of its choosing. Without ``auth:`` the task's own
+fields (or its ``connection`` mapping) are the connection.
+
 Result ``{rows, columns, row_count, command}`` of the last statement that returned rows
 (``row_count`` is the total of affected rows when none did), plus ``statements`` — one
 such entry per statement — when there was more than one. Values are JSON-friendly
@@ -32,6 +38,9 @@ _KEYS = {
     "dbname": ("db_name", "dbname", "database", "db"),
     "sslmode": ("sslmode", "db_sslmode"),
 }
+_DSN_KEYS = ("dsn", "connection_string", "url")
+#: Every task field :func:`conninfo` would read, and the ``connection`` mapping that holds them.
+CONNECTION_FIELDS = (*_DSN_KEYS, *(alias for aliases in _KEYS.values() for alias in aliases), "connection")
 
 
 def conninfo(*sources: Mapping[str, Any]) -> str:
@@ -39,7 +48,7 @@ def conninfo(*sources: Mapping[str, Any]) -> str:
     dsn = ""
     params: dict[str, Any] = {}
     for source in sources:
-        for key in ("dsn", "connection_string", "url"):
+        for key in _DSN_KEYS:
             if isinstance(source.get(key), str) and source[key]:
                 dsn = source[key]
         for name, aliases in _KEYS.items():
@@ -97,17 +106,23 @@ async def execute(dsn: str, sql: str, params: Any, *, autocommit: bool, timeout:
 async def run_postgres(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any]) -> Any:
     """Run the task's SQL against the credential's database."""
     sql = _sql(config)
-    sources: list[Mapping[str, Any]] = []
     name = auth_name(config.get("auth"))
     if name:
-        sources.append((await runtime().credential(name))["data"])
-    connection = config.get("connection")
-    sources.append(connection if isinstance(connection, Mapping) else config)
+        given = [key for key in CONNECTION_FIELDS if config.get(key) not in (None, "", {})]
+        if given:
+            raise PermissionError(
+                f"postgres tool: {given[0]!r} cannot be set beside auth: {name!r}; the credential"
+                " alone says where and as whom to connect (remove the field, or use another credential)"
+            )
+        source: Mapping[str, Any] = (await runtime().credential(name))["data"]
+    else:
+        connection = config.get("connection")
+        source = connection if isinstance(connection, Mapping) else config
     params = config.get("params")
     if params is not None and not isinstance(params, Mapping | list):
         raise ValueError("postgres tool: 'params' must be a mapping or a list")
     return await execute(
-        conninfo(*sources),
+        conninfo(source),
         sql,
         params,
         autocommit=bool(config.get("autocommit", False)),
