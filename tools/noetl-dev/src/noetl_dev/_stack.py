@@ -60,13 +60,13 @@ BIND_VARIABLES = {
 }
 
 
-#: The tokens the control-api is configured with, one per role (docs/security.md).
+#: The tokens the control-api is configured with: one per role, and one per pool the stack runs
+#: (docs/security.md); compose.yaml configures the same.
 TOKEN_VARIABLES = (
     "NOETL_ADMIN_TOKEN",
     "NOETL_PUBLISHER_TOKEN",
     "NOETL_PROJECTOR_TOKEN",
     "NOETL_WORKER_TOKEN_SHARED",
-    "NOETL_WORKER_TOKEN_PYTHON",
     "NOETL_WORKER_TOKEN_SYSTEM",
 )
 
