@@ -3,15 +3,15 @@
 from ._client import ApiError, ControlPlaneClient, PluginFetch
 from ._config import ConfigError, ServiceEnv, env_bool, env_float, env_hostport, env_int, env_opt, env_str
 from ._envelopes import (
+    MAX_BATCH_EVENTS,
+    MAX_META_KEYS,
+    MAX_NAME_CHARS,
+    MAX_PATH_CHARS,
     ClaimReply,
     ClaimRequest,
     CommandNotification,
     CommandSpec,
     EagerRequest,
-    MAX_BATCH_EVENTS,
-    MAX_META_KEYS,
-    MAX_NAME_CHARS,
-    MAX_PATH_CHARS,
     ErrorBody,
     Event,
     EventBatch,
@@ -55,9 +55,9 @@ from ._subjects import (
     consumer_name,
     dlq_subject,
     event_shard,
-    outbox_dlq_subject,
     event_shard_filter,
     event_subject,
+    outbox_dlq_subject,
     pool_for,
 )
 from ._time import utc_now_iso

@@ -110,7 +110,9 @@ def check_table(table: pa.Table | pa.RecordBatch, limits: ArrowLimits) -> None:
     """Check decoded Arrow data before it is materialised (``to_pylist``, JSON)."""
     _check_schema(table.schema, limits)
     _check_rows(table.num_rows, limits)
-    columns = [list(column.chunks) if isinstance(column, pa.ChunkedArray) else [column] for column in table.columns]
+    columns = [
+        list(column.chunks) if isinstance(column, pa.ChunkedArray) else [column] for column in table.columns
+    ]
     # first the logical values (free to count), so measuring them cannot itself allocate a bomb
     values = sum(_values(chunk) for chunks in columns for chunk in chunks)
     _check_decoded(VALUE_SLOT_BYTES * values, limits, "materialises to")

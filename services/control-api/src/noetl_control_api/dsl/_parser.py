@@ -77,7 +77,9 @@ def parse_playbook(text: str) -> Playbook:
     if not isinstance(workflow, list) or not workflow:
         raise PlaybookError("workflow must be a non-empty list of steps", field="workflow")
     if len(workflow) > MAX_STEPS:  # before each step is parsed
-        raise PlaybookError(f"the workflow has {len(workflow)} steps, more than {MAX_STEPS}", field="workflow")
+        raise PlaybookError(
+            f"the workflow has {len(workflow)} steps, more than {MAX_STEPS}", field="workflow"
+        )
     steps = [_step(raw, i, workbook) for i, raw in enumerate(workflow)]
     _lower_wasm(executor, steps)
     playbook = Playbook(

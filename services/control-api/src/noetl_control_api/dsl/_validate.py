@@ -59,7 +59,9 @@ def validate(playbook: Playbook) -> None:
             )
         if len(step.tasks) > MAX_TASKS:
             raise PlaybookError(
-                f"the pipeline has {len(step.tasks)} tasks, more than {MAX_TASKS}", step=step.name, field="tool"
+                f"the pipeline has {len(step.tasks)} tasks, more than {MAX_TASKS}",
+                step=step.name,
+                field="tool",
             )
         if step.next is not None and len(step.next.arcs) > MAX_ARCS:
             raise PlaybookError(
