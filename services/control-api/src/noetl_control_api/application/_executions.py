@@ -121,7 +121,8 @@ class ExecutionService:
             context={"path": entry.path, "version": entry.version, "payload": payload},
         )
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():  # one round trip
-            await self._recorder.write_decision(
+            # the decision written: a failure instead when one of its events was too large
+            decision = await self._recorder.write_decision(
                 conn,
                 ref,
                 decision,

@@ -154,11 +154,14 @@ class Recorder:
         *,
         leading: Sequence[Event] = (),
         insert_execution: dict[str, Any] | None = None,
-    ) -> None:
-        """Persist one decision now (see :meth:`stage_decision`)."""
+    ) -> Decision:
+        """Persist one decision now (see :meth:`stage_decision`); returns the decision written."""
         writes = Writes()
-        self.stage_decision(writes, ref, decision, leading=leading, insert_execution=insert_execution)
+        staged = self.stage_decision(
+            writes, ref, decision, leading=leading, insert_execution=insert_execution
+        )
         await writes.flush(conn)
+        return staged.decision
 
     def stage_decision(
         self,

@@ -21,7 +21,7 @@ from noetl_common import REDACTED, ConfigError
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import NotFound, Unavailable, ValidationFailed
+from .._errors import NotFound, PayloadTooLarge, Unavailable, ValidationFailed
 from ..store._secrets import CredentialRow, KeychainRow
 from ._ids import client_id
 
@@ -188,7 +188,7 @@ class CredentialService:
         _name(body.name)
         _name(body.credential_type, "credential_type")
         if len(msgspec.json.encode(body.data)) > MAX_DATA_BYTES:
-            raise ValidationFailed(f"data must be at most {MAX_DATA_BYTES} bytes of JSON")
+            raise PayloadTooLarge(f"data must be at most {MAX_DATA_BYTES} bytes of JSON", {"field": "data"})
         sealed = self._box.seal(body.data)
         async with self._pool.connection() as conn, conn.transaction():
             row, created = await store.secrets.upsert_credential(
@@ -253,7 +253,7 @@ class KeychainService:
         _name(body.name)
         scope = _scope(body.execution_id)
         if len(msgspec.json.encode(body.value)) > MAX_DATA_BYTES:
-            raise ValidationFailed(f"value must be at most {MAX_DATA_BYTES} bytes of JSON")
+            raise PayloadTooLarge(f"value must be at most {MAX_DATA_BYTES} bytes of JSON", {"field": "value"})
         expires = None
         if body.ttl_seconds is not None:
             if not 0 < body.ttl_seconds <= 10 * 365 * 86400:
