@@ -7,7 +7,15 @@ from collections.abc import Callable
 
 import msgspec
 import pytest
-from noetl_common import MarkFailedReply, MarkFailedRequest, OutboxClaimReply, OutboxRow
+from noetl_common import (
+    LimitsReply,
+    MarkDeadReply,
+    MarkDeadRequest,
+    MarkFailedReply,
+    MarkFailedRequest,
+    OutboxClaimReply,
+    OutboxRow,
+)
 
 
 class MemoryOutbox:
@@ -18,12 +26,15 @@ class MemoryOutbox:
         self.published: set[int] = set()
         self.mark_published_calls: list[list[int]] = []
         self.mark_failed_calls: list[MarkFailedRequest] = []
+        self.mark_dead_calls: list[MarkDeadRequest] = []
         self.claim_calls = 0
         self.claim_failures_left = 0
         self.claim_gate: asyncio.Event | None = None
         self.reoffer_failed = False
         self.claimed: dict[int, OutboxRow] = {}
         self.changed = asyncio.Condition()
+        #: what the control-api declares: the nats-server default, as the publisher assumes
+        self.declared = LimitsReply(nats_max_payload=1024 * 1024, max_event_bytes=1024 * 1024 - 8192)
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -70,6 +81,14 @@ class MemoryOutbox:
             self.pending.append(msgspec.structs.replace(row, attempts=request.attempts))
         await self._notify()
         return MarkFailedReply(marked=1, available_at_in=1.0)
+
+    async def limits(self) -> LimitsReply:
+        return self.declared
+
+    async def outbox_mark_dead(self, request: MarkDeadRequest) -> MarkDeadReply:
+        self.mark_dead_calls.append(request)
+        await self._notify()
+        return MarkDeadReply(marked=1, execution_failed=True)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import wasm_modules as wm
 from noetl_common import Event, PluginFetch
+from noetl_common.arrow_limits import ArrowLimitError, ArrowLimits
 from noetl_system_worker.wasm import (
     CommandScope,
     ModuleCache,
@@ -133,3 +134,48 @@ async def test_pool_policy_object_put_is_denied_on_user_pools(host: PluginHost, 
     assert system["intents"] == {"objects": [key]}
     data, media_type = api.objects[key]
     assert media_type == "application/vnd.apache.arrow.stream" and data[:4] == b"\xff\xff\xff\xff"
+
+
+def _ipc(table: Any, compression: str | None = None) -> str:
+    import base64
+
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression) if compression else None
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return base64.b64encode(sink.getvalue().to_pybytes()).decode()
+
+
+def _bombs() -> dict[str, str]:
+    import pyarrow as pa
+
+    zeros = pa.table({"z": pa.array([0] * 500_000, pa.int64())})  # 4 MB of zeros, a few KB in zstd
+    one_value = pa.DictionaryArray.from_arrays(pa.array([0] * 20_000, pa.int32()), pa.array(["v" * 4096]))
+    return {"compressed": _ipc(zeros, "zstd"), "dictionary": _ipc(pa.table({"d": one_value}))}
+
+
+LIMITS = ArrowLimits(max_rows=1_000_000, max_columns=100, max_decoded_bytes=1024 * 1024)
+
+
+@pytest.mark.parametrize("bomb", ["compressed", "dictionary"])
+async def test_an_arrow_bomb_from_the_guest_fails_the_task_before_it_becomes_json(
+    host: PluginHost, api: Api, bomb: str
+) -> None:
+    """echo hands the IPC bytes back untouched: the output is checked before it is decoded."""
+    tool = WasmTool(ModuleCache(host), pool="shared", arrow_limits=LIMITS)
+    config = {"plugin": {"path": "system/echo"}, "format": "arrow-ipc"}
+
+    with pytest.raises(ArrowLimitError, match="NOETL_ARROW_MAX_DECODED_BYTES=1048576"):
+        await tool(config, {"ipc_base64": _bombs()[bomb]}, {})
+
+
+async def test_an_arrow_bomb_as_input_is_refused_before_the_guest_runs(host: PluginHost, api: Api) -> None:
+    tool = WasmTool(ModuleCache(host), pool="shared", arrow_limits=LIMITS)
+    config = {"plugin": {"path": "system/materialiser"}, "format": "arrow-batch"}
+
+    with pytest.raises(ArrowLimitError, match="NOETL_ARROW_MAX_DECODED_BYTES"):
+        await tool(config, {"ipc_base64": _bombs()["compressed"]}, {})
+
+    assert api.downloads == 0  # refused while encoding the input, before the plug-in was fetched

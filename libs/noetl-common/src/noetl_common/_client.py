@@ -24,6 +24,9 @@ from ._envelopes import (
     Event,
     EventBatch,
     EventsReply,
+    LimitsReply,
+    MarkDeadReply,
+    MarkDeadRequest,
     MarkFailedReply,
     MarkFailedRequest,
     MarkPublishedReply,
@@ -186,6 +189,18 @@ class ControlPlaneClient:
 
     async def outbox_mark_failed(self, request: MarkFailedRequest) -> MarkFailedReply:
         reply = await self.request("POST", "/api/internal/outbox/mark-failed", request, MarkFailedReply)
+        assert reply is not None
+        return reply
+
+    async def outbox_mark_dead(self, request: MarkDeadRequest) -> MarkDeadReply:
+        """A row that will never be published: FAILED, and its execution failed with the cause."""
+        reply = await self.request("POST", "/api/internal/outbox/mark-dead", request, MarkDeadReply)
+        assert reply is not None
+        return reply
+
+    async def limits(self) -> LimitsReply:
+        """The control-api's declared NATS max payload and largest event."""
+        reply = await self.request("GET", "/api/internal/limits", None, LimitsReply)
         assert reply is not None
         return reply
 

@@ -5,28 +5,43 @@ Ids are JSON integers; inputs also accept decimal strings (``parse_id``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 JSON = dict[str, Any]
 
+#: Longest name on the wire: event types, step names (the DSL refuses longer ones), worker ids.
+MAX_NAME_CHARS = 200
+#: Longest catalog path (the catalog refuses longer ones).
+MAX_PATH_CHARS = 512
+#: Most keys an event's ``meta`` may have (its JSON size is bounded by the control-api).
+MAX_META_KEYS = 64
+#: Most events in one ``POST /api/events`` batch.
+MAX_BATCH_EVENTS = 1000
+
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
+_Short = Annotated[str, msgspec.Meta(max_length=64)]
+_Path = Annotated[str, msgspec.Meta(max_length=MAX_PATH_CHARS)]
+_Meta = Annotated[JSON, msgspec.Meta(max_length=MAX_META_KEYS)]
+
 
 class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
     """One execution event: posted by workers, written by control-api, carried on
-    NOETL_EVENTS and projected into ``noetl.event``."""
+    NOETL_EVENTS and projected into ``noetl.event``. Its names are bounded on the wire
+    (decoding refuses longer ones); ``context`` and ``meta`` by the control-api's byte limits."""
 
     execution_id: int
-    event_type: str
+    event_type: Name
     event_id: int | None = None
-    step: str | None = None
-    status: str | None = None
-    created_at: str | None = None  # RFC 3339, UTC
+    step: Name | None = None
+    status: _Short | None = None
+    created_at: _Short | None = None  # RFC 3339, UTC
     context: JSON | None = None
-    worker_id: str | None = None
-    meta: JSON | None = None  # {attempt, command_id, ...}
+    worker_id: Name | None = None
+    meta: _Meta | None = None  # {attempt, command_id, ...}
     parent_execution_id: int | None = None
-    catalog_path: str | None = None
+    catalog_path: _Path | None = None
 
 
 class EagerRequest(msgspec.Struct, kw_only=True):
@@ -39,7 +54,7 @@ class EagerRequest(msgspec.Struct, kw_only=True):
 
 
 class EventBatch(msgspec.Struct, kw_only=True):
-    events: list[Event]
+    events: Annotated[list[Event], msgspec.Meta(max_length=MAX_BATCH_EVENTS)]
     eager: EagerRequest | None = None
 
 
@@ -150,6 +165,29 @@ class MarkFailedRequest(msgspec.Struct, kw_only=True):
 class MarkFailedReply(msgspec.Struct, kw_only=True):
     marked: int
     available_at_in: float
+
+
+class MarkDeadRequest(msgspec.Struct, kw_only=True):
+    """A row that will never be published (``POST /api/internal/outbox/mark-dead``)."""
+
+    outbox_id: int
+    error: str
+
+
+class MarkDeadReply(msgspec.Struct, kw_only=True):
+    """``marked``: the row became FAILED; ``execution_failed``: its execution was failed
+    by this call (False when it had ended already)."""
+
+    marked: int
+    execution_failed: bool
+
+
+class LimitsReply(msgspec.Struct, kw_only=True):
+    """``GET /api/internal/limits``: the NATS max payload the control-api was configured
+    for, and the largest outbox payload it writes (that minus a margin for headers)."""
+
+    nats_max_payload: int
+    max_event_bytes: int
 
 
 class PendingCountReply(msgspec.Struct, kw_only=True):

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ._client import ControlPlaneClient
@@ -37,11 +38,13 @@ async def run_relay(
     max_backoff: float,
     build: BuildLoop,
     log: Any,
+    on_connect: Callable[[NATS], None] | None = None,
 ) -> None:
     """Serve ops, connect to NATS (stop-aware, retried), build the loop and run it until ``stop``.
 
     ``build(client, js, connected)`` makes the loop once NATS is reachable; readiness is false
-    until then and reports the link's state.
+    until then and reports the link's state. ``on_connect(nc)`` is told the connection first
+    (e.g. to read the server's limits from it).
     """
     link = NatsLink(
         config.nats_url,
@@ -66,6 +69,8 @@ async def run_relay(
         try:
             nc = await link.connect(stop)
             if nc is not None:
+                if on_connect is not None:
+                    on_connect(nc)
                 loop = build(client, nc.jetstream(), lambda: link.connected)
                 await loop.run(stop)
         finally:

@@ -51,3 +51,8 @@ def event_shard_filter(shard: int) -> str:
 
 def dlq_subject(original_subject: str) -> str:
     return f"{DLQ_SUBJECT_PREFIX}.{original_subject}"
+
+
+def outbox_dlq_subject(execution_id: int) -> str:
+    """Where the publisher parks an outbox row that cannot be published."""
+    return f"{DLQ_SUBJECT_PREFIX}.outbox.{execution_id}"

@@ -30,6 +30,8 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from .arrow_limits import ArrowLimitError, ArrowLimits, IpcFormatError, read_ipc
+
 MAGIC = b"NAB1"
 VERSION = 1
 HEADER = struct.Struct("<4sIIIII")
@@ -57,12 +59,13 @@ def table_to_ipc(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def ipc_to_table(data: bytes) -> pa.Table:
-    """Read an Arrow IPC stream; ArrowAbiError when it is not one."""
+def ipc_to_table(data: bytes, limits: ArrowLimits | None = None) -> pa.Table:
+    """Read an Arrow IPC stream within ``limits`` (default: the settings' defaults);
+    ArrowAbiError when it is not one, ArrowLimitError when it is over a limit."""
     try:
-        return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ArrowAbiError(f"not an Arrow IPC stream: {exc}") from None
+        return read_ipc(data, limits or ArrowLimits())
+    except IpcFormatError as exc:
+        raise ArrowAbiError(str(exc)) from None
 
 
 def table_from_json(value: Any) -> pa.Table:
@@ -151,13 +154,20 @@ class DecodedBatch:
     params: dict[str, Any]
 
 
-def decode_batch(data: bytes) -> DecodedBatch:
-    """Read ``arrow-batch`` bytes into an Arrow table; ArrowAbiError on any inconsistency."""
+def decode_batch(data: bytes, limits: ArrowLimits | None = None) -> DecodedBatch:
+    """Read ``arrow-batch`` bytes into an Arrow table; ArrowAbiError on any inconsistency,
+    ArrowLimitError when its header declares more rows or columns than ``limits`` allow."""
     if len(data) < HEADER.size:
         raise ArrowAbiError("batch shorter than its header")
     magic, version, ncols, nrows, params_off, params_len = HEADER.unpack_from(data, 0)
     if magic != MAGIC or version != VERSION:
         raise ArrowAbiError(f"not a NAB1 v{VERSION} batch (magic {magic!r}, version {version})")
+    limits = limits or ArrowLimits()
+    if ncols > limits.max_columns or nrows > limits.max_rows:
+        raise ArrowLimitError(
+            f"the batch declares {nrows} rows of {ncols} columns, over NOETL_ARROW_MAX_ROWS="
+            f"{limits.max_rows} or NOETL_ARROW_MAX_COLUMNS={limits.max_columns}"
+        )
     if HEADER.size + ncols * COLUMN.size > len(data):
         raise ArrowAbiError(f"batch declares {ncols} columns but is only {len(data)} bytes")
     buffer = pa.py_buffer(data)

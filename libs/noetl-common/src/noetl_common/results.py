@@ -9,13 +9,18 @@ Tabular results (a non-empty list of flat dicts, or a ``pyarrow.Table``) are sto
 Arrow IPC stream (:data:`ARROW_MEDIA_TYPE`) and decode back to a list of row dicts; any
 other value is stored as JSON. pyarrow is imported only when Arrow is actually used, so
 services that never touch tabular results do not need it (``noetl-common[arrow]``).
+Arrow data is checked against :class:`~noetl_common.arrow_limits.ArrowLimits` before it is
+decoded and again before it becomes rows.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .arrow_limits import ArrowLimits
 
 RESULT_STORE = "noetl.result"
 JSON_MEDIA_TYPE = "application/json"
@@ -82,14 +87,17 @@ def encode_result(value: Any) -> tuple[bytes, str]:
     return msgspec.json.encode(value, enc_hook=str), JSON_MEDIA_TYPE
 
 
-def decode_result(data: bytes, media_type: str) -> Any:
-    """The value stored as ``data``: rows for Arrow, the document for JSON, else the bytes."""
+def decode_result(data: bytes, media_type: str, limits: ArrowLimits | None = None) -> Any:
+    """The value stored as ``data``: rows for Arrow, the document for JSON, else the bytes.
+
+    Arrow data over ``limits`` (default: the settings' defaults) raises ``ArrowLimitError``
+    before it is decoded or materialised; bytes that are no IPC stream raise ``IpcFormatError``.
+    """
     base = media_type.split(";", 1)[0].strip().lower()
     if base == ARROW_MEDIA_TYPE:
-        import pyarrow as pa
+        from .arrow_limits import ArrowLimits, read_ipc
 
-        with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
-            return reader.read_all().to_pylist()
+        return read_ipc(data, limits or ArrowLimits()).to_pylist()
     if base == JSON_MEDIA_TYPE or base.endswith("+json"):
         return msgspec.json.decode(data)
     return data

@@ -17,12 +17,17 @@ from noetl_common import (
     event_loop_name,
     node_id_from_env,
 )
+from noetl_common.arrow_limits import ArrowLimits
 
 from .application._oidc import OidcSettings
 from .application._retention import RetentionPolicy
 
 MiB = 1024 * 1024
 OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+KiB = 1024
+#: Room left under the NATS max payload for the message's headers (Nats-Msg-Id, and the
+#: original subject, ids and error a dead-letter copy carries).
+HEADER_MARGIN_BYTES = 8 * KiB
 
 
 def _epoch(env: Mapping[str, str] | None) -> int | None:
@@ -122,6 +127,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     credentials_key: str | None = None  # Fernet key(s); None disables credentials/keychain (503)
     plugin_seed_dir: str | None = None  # built-in WASM plug-ins published at start
     event_loop: str = "uvloop"  # granian's loop for the app: uvloop or asyncio
+    execute_payload_max_bytes: int = 256 * KiB
+    playbook_max_bytes: int = 512 * KiB
+    nats_max_payload_bytes: int = MiB  # the nats-server default
+    page_max_bytes: int = 8 * MiB
+    arrow_limits: ArrowLimits = msgspec.field(default_factory=ArrowLimits)
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest outbox payload written: the NATS max payload less the header margin."""
+        return self.nats_max_payload_bytes - HEADER_MARGIN_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -141,7 +156,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             from .application._secrets import parse_keys
 
             parse_keys(credentials_key)  # a malformed key fails at start, naming the variable
-        return cls(
+        settings = cls(
             database_url=env_str("NOETL_DATABASE_URL", env=env),
             tokens=_configured_tokens(env),
             auth_cache_seconds=env_float("NOETL_AUTH_CACHE_SECONDS", 5.0, minimum=0.0, env=env),
@@ -176,4 +191,27 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             credentials_key=credentials_key,
             plugin_seed_dir=_seed_dir(env),
             event_loop=event_loop_name(env),
+            execute_payload_max_bytes=env_int(
+                "NOETL_EXECUTE_PAYLOAD_MAX_BYTES", 256 * KiB, minimum=1024, env=env
+            ),
+            playbook_max_bytes=env_int("NOETL_PLAYBOOK_MAX_BYTES", 512 * KiB, minimum=1024, env=env),
+            nats_max_payload_bytes=env_int(
+                "NOETL_NATS_MAX_PAYLOAD_BYTES", MiB, minimum=64 * KiB, maximum=64 * MiB, env=env
+            ),
+            page_max_bytes=env_int("NOETL_PAGE_MAX_BYTES", 8 * MiB, minimum=64 * KiB, env=env),
+            arrow_limits=ArrowLimits.from_env(env),
         )
+        settings.check_sizes()
+        return settings
+
+    def check_sizes(self) -> None:
+        """Every size that ends up inside one event must fit under the NATS max payload."""
+        for name, value in (
+            ("NOETL_EXECUTE_PAYLOAD_MAX_BYTES", self.execute_payload_max_bytes),
+            ("NOETL_EVENT_RESULT_CONTEXT_MAX_BYTES", self.event_result_context_max_bytes),
+        ):
+            if value >= self.max_event_bytes:
+                raise ConfigError(
+                    f"{name}={value} must stay below the largest event, NOETL_NATS_MAX_PAYLOAD_BYTES="
+                    f"{self.nats_max_payload_bytes} less {HEADER_MARGIN_BYTES} bytes of headers"
+                )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from nats.aio.client import Client as NATS
 from noetl_common import configure_logging, run_relay, run_service
 
 from ._config import PublisherConfig
@@ -16,6 +17,8 @@ async def serve(stop: asyncio.Event) -> None:
     config = PublisherConfig.from_env()
     log = configure_logging(SERVICE, config.log_level)
     log.info("publisher_starting", server_url=config.server_url, nats_url=config.nats_url)
+    connection: list[NATS] = []  # the server's max_payload is read from it (a reconnect may change it)
+
     await run_relay(
         stop,
         config,
@@ -23,9 +26,15 @@ async def serve(stop: asyncio.Event) -> None:
         metrics_bind=(config.metrics_host, config.metrics_port),
         max_backoff=config.relay.max_backoff_seconds,
         build=lambda client, js, connected: OutboxPublisher(
-            client, js, config.relay, connected=connected, log=log
+            client,
+            js,
+            config.relay,
+            connected=connected,
+            log=log,
+            max_payload=lambda: connection[0].max_payload,
         ),
         log=log,
+        on_connect=connection.append,
     )
     log.info("publisher_stopped")
 

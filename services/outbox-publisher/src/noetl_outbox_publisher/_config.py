@@ -27,6 +27,8 @@ class RelaySettings:
     max_backoff_seconds: float = 30.0
     events_max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS
     shutdown_grace_seconds: float = 20.0
+    #: a row whose publish failed this many times is dead-lettered instead of retried
+    max_attempts: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,5 +65,6 @@ class PublisherConfig(ServiceEnv):
                 shutdown_grace_seconds=env_float(
                     "PUBLISHER_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0, env=env
                 ),
+                max_attempts=env_int("PUBLISHER_MAX_ATTEMPTS", 8, minimum=1, maximum=1000, env=env),
             ),
         )

@@ -14,6 +14,11 @@ DUPLICATES = counter(
 PUBLISH_FAILURES = counter(
     SERVICE, "publish_failures_total", "Rows whose publish failed and were marked failed"
 )
+DEAD_LETTERED = counter(
+    SERVICE,
+    "rows_dead_lettered_total",
+    "Rows that could not be published (too large, or out of attempts): copied to NOETL_DLQ, marked dead",
+)
 API_ERRORS = counter(SERVICE, "api_errors_total", "Failed control-api calls", ["op"])
 BATCH_SIZE = histogram(SERVICE, "batch_size", "Rows per claimed batch", buckets=BATCH_BUCKETS)
 COMMIT_TO_ACK = histogram(

@@ -1,4 +1,4 @@
-"""The publisher's one dependency on the control-api, as a protocol.
+"""The publisher's dependency on the control-api's outbox routes, as a protocol.
 
 ``ControlPlaneClient`` satisfies it structurally; tests use an in-memory outbox.
 """
@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from noetl_common import MarkFailedReply, MarkFailedRequest, OutboxClaimReply
+from noetl_common import (
+    LimitsReply,
+    MarkDeadReply,
+    MarkDeadRequest,
+    MarkFailedReply,
+    MarkFailedRequest,
+    OutboxClaimReply,
+)
 
 
 class OutboxSource(Protocol):
@@ -23,4 +30,12 @@ class OutboxSource(Protocol):
 
     async def outbox_mark_failed(self, request: MarkFailedRequest) -> MarkFailedReply:
         """Record a failed publish; the row becomes claimable again after a backoff."""
+        ...
+
+    async def outbox_mark_dead(self, request: MarkDeadRequest) -> MarkDeadReply:
+        """A row that will never be published: FAILED, and its execution failed with the cause."""
+        ...
+
+    async def limits(self) -> LimitsReply:
+        """The NATS max payload the control-api writes events for."""
         ...

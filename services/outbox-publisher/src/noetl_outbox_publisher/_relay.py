@@ -12,7 +12,9 @@ claimed and published at once (commit → ack latency at low rates).
 
 Delivery is at-least-once: a row whose ack or mark-published is lost stays IN_FLIGHT,
 is reclaimed after the server's lease and published again; JetStream drops the copy
-by its Msg-Id within the duplicate window.
+by its Msg-Id within the duplicate window. A row that cannot be published — too large
+for the server, or failed ``PUBLISHER_MAX_ATTEMPTS`` times — is copied to ``NOETL_DLQ``
+and marked dead (:mod:`._deadletter`), never retried forever.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from nats.js.api import PubAck
 from noetl_common import (
     Backoff,
     GraceExpired,
+    MarkDeadRequest,
     MarkFailedRequest,
     OutboxRow,
     ensure_streams,
@@ -39,10 +42,14 @@ from noetl_common import (
 
 from . import _metrics as m
 from ._config import RelaySettings
+from ._deadletter import PayloadOverMax, dead_letter_message, is_permanent, message_bytes
+from ._limits import check_max_payload
 from ._ports import OutboxSource
 
 _MARK_FAILED_CONCURRENCY = 16
 _RECONNECT_CHECK_SECONDS = 0.5
+#: The nats-server default, for a publisher not told its server's (tests of the loop alone).
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 Outcome = asyncio.Future[PubAck] | BaseException
 
@@ -69,11 +76,13 @@ class OutboxPublisher:
         *,
         connected: Callable[[], bool] = lambda: True,
         log: Any = None,
+        max_payload: Callable[[], int] = lambda: DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._source = source
         self._js = js
         self._settings = settings
         self._connected = connected
+        self._max_payload = max_payload  # the connected server's, which a reconnect may change
         self._log = log if log is not None else structlog.get_logger(service=m.SERVICE)
         self._encoder = msgspec.json.Encoder()
         self._running = False
@@ -113,7 +122,7 @@ class OutboxPublisher:
         backoff = Backoff(self._settings.max_backoff_seconds)
         settling: dict[asyncio.Task[None], int] = {}  # settle task → its row count
         try:
-            if not await self._ensure_streams(stop):
+            if not await self._ensure_streams(stop) or not await self._check_limits(stop):
                 return
             while not stop.is_set():
                 if not self._connected():
@@ -185,16 +194,46 @@ class OutboxPublisher:
                 await wait_or_stop(stop, delay)
         return False
 
+    async def _check_limits(self, stop: asyncio.Event) -> bool:
+        """Before the first claim: the control-api's declared NATS max payload (retried while
+        it is down) against the server's; a server that takes less raises ConfigError (the
+        process refuses to start). False when ``stop`` came first."""
+        backoff = Backoff(self._settings.max_backoff_seconds)
+        while not stop.is_set():
+            try:
+                limits = await self._source.limits()
+            except Exception as exc:
+                self._api_ok = False
+                m.API_ERRORS.labels("limits").inc()
+                delay = backoff.next()
+                self._log.warning("limits_unavailable", error=str(exc), retry_in=round(delay, 2))
+                await wait_or_stop(stop, delay)
+                continue
+            self._api_ok = True
+            check_max_payload(self._max_payload(), limits)
+            self._log.info(
+                "nats_max_payload_checked",
+                server_max_payload=self._max_payload(),
+                api_nats_max_payload=limits.nats_max_payload,
+                max_event_bytes=limits.max_event_bytes,
+            )
+            return True
+        return False
+
     async def _publish(self, rows: list[OutboxRow]) -> list[Outcome]:
         """Send every row without waiting for acks; one ack future (or the send error) per row."""
         outcomes: list[Outcome] = []
+        limit = self._max_payload()
         for row in rows:
             try:
-                future = await self._js.publish_async(
-                    row.subject,
-                    self._encoder.encode(row.payload),
-                    headers={"Nats-Msg-Id": str(row.event_id)},
-                )
+                data = self._encoder.encode(row.payload)
+                headers = {"Nats-Msg-Id": str(row.event_id)}
+                size = message_bytes(data, headers)
+                if size > limit:
+                    # nats-py checks the body alone; over the limit by its headers, the
+                    # server would drop the connection instead of refusing one message
+                    raise PayloadOverMax(size, limit)
+                future = await self._js.publish_async(row.subject, data, headers=headers)
             except Exception as exc:
                 outcomes.append(exc)
             else:
@@ -214,11 +253,11 @@ class OutboxPublisher:
             m.PUBLISH_TO_ACK.observe(time.monotonic() - sent_at)
             now = time.time()
             published: list[int] = []
-            failed: list[tuple[OutboxRow, str]] = []
+            failed: list[tuple[OutboxRow, str, bool]] = []
             for row, outcome in zip(rows, outcomes, strict=True):
                 error = _error_of(outcome)
                 if error is not None:
-                    failed.append((row, error))
+                    failed.append((row, error, is_permanent(_exception_of(outcome))))
                     continue
                 assert isinstance(outcome, asyncio.Future)
                 if outcome.result().duplicate:
@@ -286,11 +325,11 @@ class OutboxPublisher:
             return
         m.ROWS_PUBLISHED.inc(len(outbox_ids))
 
-    async def _mark_failed(self, failed: list[tuple[OutboxRow, str]]) -> None:
+    async def _mark_failed(self, failed: list[tuple[OutboxRow, str, bool]]) -> None:
         m.PUBLISH_FAILURES.inc(len(failed))
         gate = asyncio.Semaphore(_MARK_FAILED_CONCURRENCY)
 
-        async def one(row: OutboxRow, error: str) -> None:
+        async def one(row: OutboxRow, error: str, permanent: bool) -> None:
             async with gate:
                 self._log.warning(
                     "outbox_publish_failed",
@@ -298,8 +337,14 @@ class OutboxPublisher:
                     event_id=row.event_id,
                     execution_id=row.execution_id,
                     subject=row.subject,
+                    attempts=row.attempts + 1,
+                    permanent=permanent,
                     error=error,
                 )
+                if (permanent or row.attempts + 1 >= self._settings.max_attempts) and await self._dead_letter(
+                    row, error
+                ):
+                    return
                 try:
                     await self._source.outbox_mark_failed(
                         MarkFailedRequest(
@@ -314,7 +359,50 @@ class OutboxPublisher:
                     m.API_ERRORS.labels("mark_failed").inc()
                     self._log.warning("outbox_mark_failed_failed", outbox_id=row.outbox_id, error=str(exc))
 
-        await asyncio.gather(*(one(row, error) for row, error in failed))
+        await asyncio.gather(*(one(row, error, permanent) for row, error, permanent in failed))
+
+    async def _dead_letter(self, row: OutboxRow, error: str) -> bool:
+        """Copy the row to NOETL_DLQ, then mark it dead; False when the copy could not be
+        published (the row is then marked failed and comes back, to be dead-lettered later)."""
+        subject, data, headers = dead_letter_message(
+            row, self._encoder.encode(row.payload), error, self._max_payload()
+        )
+        try:
+            await self._js.publish(subject, data, headers=headers, timeout=self._settings.ack_timeout_seconds)
+        except Exception as exc:
+            self._log.warning("outbox_dead_letter_failed", outbox_id=row.outbox_id, error=repr(exc))
+            return False
+        try:
+            reply = await self._source.outbox_mark_dead(
+                MarkDeadRequest(outbox_id=row.outbox_id, error=error[:1000])
+            )
+        except Exception as exc:
+            # The row stays IN_FLIGHT: re-offered after the lease, it fails again and its
+            # second copy is dropped by its Msg-Id.
+            self._api_ok = False
+            m.API_ERRORS.labels("mark_dead").inc()
+            self._log.warning("outbox_mark_dead_failed", outbox_id=row.outbox_id, error=str(exc))
+            return True
+        m.DEAD_LETTERED.inc()
+        self._log.error(
+            "outbox_row_dead_lettered",
+            outbox_id=row.outbox_id,
+            event_id=row.event_id,
+            execution_id=row.execution_id,
+            subject=row.subject,
+            dlq_subject=subject,
+            execution_failed=reply.execution_failed,
+            error=error,
+        )
+        return True
+
+
+def _exception_of(outcome: Outcome) -> BaseException | None:
+    if isinstance(outcome, BaseException):
+        return outcome
+    if outcome.cancelled():
+        return None
+    return outcome.exception()
 
 
 def _error_of(outcome: Outcome) -> str | None:

@@ -36,7 +36,14 @@ async def serve(stop: asyncio.Event) -> None:
     )
     host = PluginHost(WasmLimits.from_env())
     registry = ToolRegistry.default()
-    registry.register("wasm", WasmTool(ModuleCache(host, wasm_cache_dir(), pool=config.pool), pool=config.pool))
+    registry.register(
+        "wasm",
+        WasmTool(
+            ModuleCache(host, wasm_cache_dir(), pool=config.pool),
+            pool=config.pool,
+            arrow_limits=config.arrow_limits,
+        ),
+    )
     worker = Worker(config, api_for=clients.get, registry=registry, logger=log)
     try:
         async with serve_ops(config.metrics_host, config.metrics_port, worker.ready, worker.details):

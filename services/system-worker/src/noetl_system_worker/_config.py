@@ -27,6 +27,7 @@ from noetl_common import (
     env_opt,
     env_str,
 )
+from noetl_common.arrow_limits import ArrowLimits
 
 from ._egress import EgressPolicy, IPNetwork, parse_hosts, parse_networks
 from ._runtime import SUITE_SECRET_VARIABLES, is_suite_secret
@@ -111,6 +112,9 @@ class WorkerConfig:
     snowflake: Snowflake = field(default_factory=lambda: Snowflake(0), compare=False, repr=False)
     #: NOETL_SNOWFLAKE_NODE_ID / NOETL_SHARD_ID named the node id: a leased one is not taken
     snowflake_node_explicit: bool = False
+    #: NOETL_ARROW_MAX_*: Arrow data (WASM inputs and outputs, tabular results) is checked
+    #: against them before it is decoded or turned into rows
+    arrow_limits: ArrowLimits = field(default_factory=ArrowLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -186,4 +190,5 @@ class WorkerConfig:
             event_batch_max=env_int("WORKER_EVENT_BATCH_MAX", 32, minimum=1, maximum=256, env=env),
             ack_wait_seconds=env_float("WORKER_ACK_WAIT_SECONDS", ACK_WAIT_SECONDS, minimum=1.0, env=env),
             max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),
+            arrow_limits=ArrowLimits.from_env(env),
         )

@@ -43,6 +43,7 @@ from noetl_common import (
     pool_consumer_config,
     utc_now_iso,
 )
+from noetl_common.arrow_limits import check_table
 from noetl_common.results import encode_result
 
 from ._api import ControlPlane
@@ -763,7 +764,9 @@ class Worker:
         the event carries the reference instead (tabular → Arrow IPC)."""
         value = outcome.result
         if type(value).__module__.startswith("pyarrow") and hasattr(value, "to_pylist"):
-            value = value.to_pylist()  # a pyarrow Table: rows, stored again as Arrow when big
+            # a pyarrow Table: rows (stored again as Arrow when big), once it is known to fit
+            check_table(value, self.config.arrow_limits)
+            value = value.to_pylist()
         context: dict[str, Any] = {"result": runtime.redact(_jsonable(value))}
         # iter.* writes are the pipeline's own; the orchestrator ignores them, so they stay here
         patch = {k: v for k, v in outcome.set.items() if not k.startswith("iter.")}

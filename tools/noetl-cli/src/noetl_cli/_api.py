@@ -160,7 +160,7 @@ class Api:
             reply = self.request("GET", f"/api/executions/{execution_id}/events", params=params)
             batch: list[dict[str, Any]] = reply.get("events", []) if isinstance(reply, dict) else []
             events.extend(batch)
-            if len(batch) < page:
+            if not batch:  # a page may end early at the server's byte budget: only an empty one is the end
                 return events
             after = int(batch[-1]["event_id"])
 

@@ -247,14 +247,25 @@ def start_nats(
     *,
     log_path: Path | None = None,
     new_session: bool = False,
+    max_payload: int | None = None,
 ) -> tuple[Proc, str]:
-    """Start nats-server with JetStream on 127.0.0.1; returns the process and its URL."""
+    """Start nats-server with JetStream on 127.0.0.1; returns the process and its URL.
+
+    ``max_payload`` (bytes) overrides the server's message size limit (1 MiB by default),
+    e.g. to see what happens to an event too large for NATS; the same ``state_dir`` and
+    ``port`` restart a server with its JetStream data.
+    """
     port = port or free_port()
     store = state_dir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
     argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
     if monitor_port:
         argv += ["-m", str(monitor_port)]
+    if max_payload is not None:
+        # no command-line flag sets it: a configuration file does
+        config = state_dir / "nats.conf"
+        config.write_text(f"max_payload: {int(max_payload)}\n")
+        argv += ["-c", str(config)]
     proc = _spawn("nats", argv, log_path or state_dir / "nats.log", start_new_session=new_session)
     wait_for_port(port, 15, proc.popen)
     return proc, f"nats://127.0.0.1:{port}"

@@ -7,7 +7,7 @@ import re
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import InvalidPlaybook, NotFound
+from .._errors import InvalidPlaybook, NotFound, PayloadTooLarge
 from ._playbooks import PlaybookCache, parse
 from ._policy import Policy, Principal, require
 from ._views import CatalogList, CatalogListEntry, RegisterReply, ResourceReply
@@ -18,14 +18,23 @@ _PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,511}$")
 class CatalogService:
     """Register, list and fetch playbooks."""
 
-    def __init__(self, pool: AsyncConnectionPool, playbooks: PlaybookCache, policy: Policy) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, playbooks: PlaybookCache, policy: Policy, *, max_bytes: int
+    ) -> None:
         self._pool = pool
         self._playbooks = playbooks
         self._policy = policy
+        self._max_bytes = max_bytes
 
     async def register(self, content: str, principal: Principal) -> RegisterReply:
         """Validate and store ``content``; identical content keeps its version. The path is
         known only once parsed, so the policy is asked again with it (``system/`` is admin's)."""
+        size = len(content.encode())
+        if size > self._max_bytes:
+            raise PayloadTooLarge(
+                f"the playbook is {size} bytes, over NOETL_PLAYBOOK_MAX_BYTES={self._max_bytes}",
+                {"field": "content", "limit": self._max_bytes},
+            )
         playbook = parse(content)
         require(self._policy, principal, "catalog.register", playbook.path)
         if not _PATH.match(playbook.path) or "//" in playbook.path or ".." in playbook.path:

@@ -10,9 +10,9 @@ from noetl_common import Event, scrub
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Forbidden, NotFound, ValidationFailed
+from .._errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from .._metrics import EXECUTION_WAITERS, EXECUTION_WAITS
-from ..orchestrator import cancel_execution, start_execution, state_from_json
+from ..orchestrator import cancel_execution, fail_execution, start_execution, state_from_json
 from ..store import KeyedNotifier
 from ..store._executions import ExecutionRow
 from ._ids import optional_id
@@ -26,6 +26,10 @@ STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 MAX_VERSION = 2**31 - 1
 #: longest ``GET /api/executions/{id}?wait=`` (seconds); a client wanting longer asks again
 MAX_WAIT_SECONDS = 60.0
+#: most rows of one page of ``GET /api/executions`` and ``GET /api/executions/{id}/events``
+MAX_PAGE = 1000
+#: longest cancel reason or imposed failure kept (it is written into an event)
+MAX_REASON_CHARS = 4000
 # when the listener is down, re-read this often instead of trusting a wake-up that may not come
 _FALLBACK_POLL_SECONDS = 1.0
 
@@ -65,12 +69,17 @@ class ExecutionService:
         recorder: Recorder,
         done: KeyedNotifier,
         policy: Policy,
+        *,
+        payload_max_bytes: int,
+        page_max_bytes: int,
     ) -> None:
         self._pool = pool
         self._policy = policy
         self._playbooks = playbooks
         self._recorder = recorder
         self._done = done
+        self._payload_max = payload_max_bytes
+        self._page_max = page_max_bytes
         self._closing = False
         #: how many reads are held waiting for their execution's end
         self.waiting = 0
@@ -95,6 +104,13 @@ class ExecutionService:
         _check_pool_override(path, execution_pool)
         parent = optional_id(parent_execution_id, "parent_execution_id")
         payload = payload or {}
+        size = len(msgspec.json.encode(payload))
+        if size > self._payload_max:
+            # refused at the door: its events (execution_requested, started) would carry it
+            raise PayloadTooLarge(
+                f"the payload is {size} bytes, over NOETL_EXECUTE_PAYLOAD_MAX_BYTES={self._payload_max}",
+                {"field": "payload", "limit": self._payload_max},
+            )
         async with self._pool.connection() as conn:
             entry = await store.catalog.get(conn, path, version)
             if principal.is_worker:
@@ -121,7 +137,8 @@ class ExecutionService:
             context={"path": entry.path, "version": entry.version, "payload": payload},
         )
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():  # one round trip
-            await self._recorder.write_decision(
+            # the decision written: a failure instead when one of its events was too large
+            decision = await self._recorder.write_decision(
                 conn,
                 ref,
                 decision,
@@ -184,24 +201,28 @@ class ExecutionService:
     async def list_recent(self, *, limit: int, status: str | None, path: str | None) -> ExecutionList:
         if status is not None and status.upper() not in STATUSES:
             raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}, got {status[:40]!r}")
-        if not 1 <= limit <= 1000:
-            raise ValidationFailed(f"limit must be within 1..1000, got {limit}")
+        _check_limit(limit)
         async with self._pool.connection() as conn:
             rows = await store.executions.list_recent(
-                conn, limit=limit, status=status.upper() if status else None, path=path
+                conn,
+                limit=limit,
+                status=status.upper() if status else None,
+                path=path,
+                max_bytes=self._page_max,
             )
         return ExecutionList(executions=[view(r) for r in rows])
 
     async def events(self, execution_id: int, *, after: int, limit: int) -> list[Event]:
-        """Projected events; empty for an execution whose events are not projected yet."""
-        if not 1 <= limit <= 10000:
-            raise ValidationFailed(f"limit must be within 1..10000, got {limit}")
+        """Projected events; empty for an execution whose events are not projected yet. A page
+        ends at ``limit`` events or once they weigh NOETL_PAGE_MAX_BYTES (at least one event):
+        ask again with ``after`` = the last event id."""
+        _check_limit(limit)
         if not 0 <= after < 2**63:
             raise ValidationFailed(f"after must be a non-negative 63-bit id, got {after}")
         async with self._pool.connection() as conn:
             if await store.executions.get(conn, execution_id) is None:
                 raise NotFound(f"execution {execution_id} not found")
-            events = await store.events.list_events(conn, execution_id, after, limit)
+            events = await store.events.list_events(conn, execution_id, after, limit, self._page_max)
         return [scrub_event(e) for e in events]
 
     async def replay(self, execution_id: int) -> ReplayReply:
@@ -215,7 +236,7 @@ class ExecutionService:
     async def cancel(self, execution_id: int, reason: str | None, principal: Principal) -> ExecutionView:
         """Cancel a running execution and its running child executions (a child outliving its
         parent would be an orphan nobody waits for); a finished execution is returned unchanged."""
-        reason = reason or "cancelled by request"
+        reason = (reason or "cancelled by request")[:MAX_REASON_CHARS]
         async with self._pool.connection() as conn, conn.transaction():
             rows = await store.executions.lock(conn, [execution_id], "UPDATE")
             row = rows.get(execution_id)
@@ -235,6 +256,20 @@ class ExecutionService:
                 assert row is not None
         return view(row)
 
+    async def fail_locked(self, conn: Any, execution_id: int, error: str, *, cause: str) -> bool:
+        """Fail a RUNNING execution the control plane cannot carry on (``cause`` says why), in
+        the caller's transaction; False, and nothing changes, when it has ended already."""
+        rows = await store.executions.lock(conn, [execution_id], "UPDATE")
+        row = rows.get(execution_id)
+        if row is None or row.status in TERMINAL_STATUSES:
+            return False
+        decision = fail_execution(state_from_json(row.state), error[:MAX_REASON_CHARS], cause=cause)
+        ref = ExecutionRef(
+            execution_id=row.execution_id, catalog_path=row.path, parent_execution_id=row.parent_execution_id
+        )
+        await self._recorder.write_decision(conn, ref, decision)
+        return True
+
     async def _cancel_one(self, conn: Any, row: ExecutionRow, reason: str) -> None:
         playbook = self._playbooks.cached(row.path, row.version)
         if playbook is None:
@@ -246,6 +281,11 @@ class ExecutionService:
             execution_id=row.execution_id, catalog_path=row.path, parent_execution_id=row.parent_execution_id
         )
         await self._recorder.write_decision(conn, ref, decision)
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationFailed(f"limit must be within 1..{MAX_PAGE}, got {limit}", {"field": "limit"})
 
 
 def _check_pool_override(path: str, execution_pool: str | None) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-from noetl_common import ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
+from noetl_common import MAX_BATCH_EVENTS, ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
+from noetl_common.arrow_limits import ArrowLimits
 from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
@@ -31,8 +32,10 @@ from ._policy import Principal
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder, Writes
 from ._results import ResultService
 
-MAX_BATCH = 1000
+MAX_BATCH = MAX_BATCH_EVENTS
 MAX_EAGER_SLOTS = 256
+#: Largest ``meta`` of a client's event, as JSON: ids and counters, not data.
+MAX_META_BYTES = 16 * 1024
 _COMMAND_EVENTS = frozenset({"command.started", "command.heartbeat", "command.completed", "command.failed"})
 _TERMINAL_EVENTS = {"command.completed": "COMPLETED", "command.failed": "FAILED"}
 # written only by the server: accepting them from clients would let the event log disagree
@@ -113,12 +116,14 @@ class EventIngest:
         *,
         lease_seconds: float,
         context_max_bytes: int,
+        arrow_limits: ArrowLimits | None = None,
     ) -> None:
         self._pool = pool
         self._playbooks = playbooks
         self._recorder = recorder
         self._lease = lease_seconds
         self._context_max = context_max_bytes
+        self._arrow = arrow_limits or ArrowLimits()
 
     def _validate(self, events: Sequence[Event]) -> list[_Incoming]:
         if not events:
@@ -142,6 +147,8 @@ class EventIngest:
                         f"{self._context_max}; store the result with PUT /api/result and send a reference",
                     )
             meta = event.meta or {}
+            if meta and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
+                raise PayloadTooLarge(f"events[{i}].meta is over {MAX_META_BYTES} bytes of JSON")
             raw_command = meta.get("command_id")
             command_id = (
                 None if raw_command is None else client_id(raw_command, f"events[{i}].meta.command_id")
@@ -379,9 +386,13 @@ class EventIngest:
         if error is not None and not isinstance(error, dict):
             error = {"message": str(error)}
         raw_set = context.get("set")
-        set_ = await ResultService.resolve_refs(conn, raw_set) if isinstance(raw_set, dict) else None
+        set_ = (
+            await ResultService.resolve_refs(conn, raw_set, self._arrow)
+            if isinstance(raw_set, dict)
+            else None
+        )
         reference = context.get("result")
-        resolved = await ResultService.resolve_refs(conn, reference)
+        resolved = await ResultService.resolve_refs(conn, reference, self._arrow)
         outcome = CommandOutcome(
             command_id=command.command_id,
             step=command.step,
@@ -397,9 +408,9 @@ class EventIngest:
         decision = apply_outcome(playbook, state, outcome, owned=True)
         if resolved is not reference or set_ is not raw_set:
             _keep_references(decision.events, reference, resolved, raw_set, set_)
-        new = self._recorder.stage_decision(writes, ref, decision)
-        row.status, row.state = decision.status, decision.state
-        return new
+        staged = self._recorder.stage_decision(writes, ref, decision)
+        row.status, row.state = staged.decision.status, staged.decision.state
+        return staged.commands
 
 
 def _claimed_row(command: NewCommand) -> CommandRow:

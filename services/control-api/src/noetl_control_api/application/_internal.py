@@ -7,6 +7,8 @@ import asyncio
 import msgspec
 from noetl_common import (
     Event,
+    LimitsReply,
+    MarkDeadReply,
     MarkFailedReply,
     OutboxClaimReply,
     ProjectReply,
@@ -15,9 +17,10 @@ from noetl_common import (
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import ValidationFailed
+from .._errors import NotFound, ValidationFailed
 from .._metrics import OUTBOX_CLAIMED, OUTBOX_PENDING, OUTBOX_WAITERS, PROJECTED
 from ..store import OutboxNotifier
+from ._executions import ExecutionService
 from ._ids import client_id
 from ._retention import RetentionPolicy
 from ._views import PurgeReply, PurgeRequest
@@ -25,6 +28,8 @@ from ._views import PurgeReply, PurgeRequest
 MAX_CLAIM = 10_000
 MAX_WAIT_MS = 120_000
 MAX_PROJECT = 50_000
+#: ``cause`` of the failure of an execution one of whose outbox rows could not be published.
+OUTBOX_DEAD = "outbox_dead_letter"
 # when the listener is down, re-check this often instead of trusting a wake-up that may not come
 _FALLBACK_POLL_SECONDS = 1.0
 
@@ -36,14 +41,18 @@ class OutboxService:
         self,
         pool: AsyncConnectionPool,
         notifier: OutboxNotifier,
+        executions: ExecutionService,
         *,
         lease_seconds: float,
+        limits: LimitsReply,
         retention: RetentionPolicy | None = None,
     ) -> None:
         self._pool = pool
         self._retention = retention or RetentionPolicy()
         self._notifier = notifier
+        self._executions = executions
         self._lease = lease_seconds
+        self._limits = limits
         self.waiting = 0
         self._closing = False
         #: notified whenever a claim parks to wait; lets callers observe parked pollers
@@ -108,6 +117,36 @@ class OutboxService:
         async with self._pool.connection() as conn, conn.transaction():
             marked = await store.outbox.mark_failed(conn, outbox_id, error, attempts, delay)
         return MarkFailedReply(marked=marked, available_at_in=delay)
+
+    async def mark_dead(self, outbox_id: int, error: str) -> MarkDeadReply:
+        """A row the publisher can never publish (too large for NATS, or out of attempts): it
+        becomes FAILED and its execution, if still running, fails naming the row and the error,
+        in one transaction. Repeating the call changes nothing."""
+        client_id(outbox_id, "outbox_id")
+        if not error.strip():
+            raise ValidationFailed("error must not be empty", {"field": "error"})
+        async with self._pool.connection() as conn, conn.transaction():
+            row = await store.outbox.dead_row(conn, outbox_id)
+            if row is None:
+                raise NotFound(f"outbox row {outbox_id} not found")
+            # the execution first, then the row: the lock order of every writer
+            await store.executions.lock(conn, [row.execution_id], "UPDATE", state="none")
+            marked = await store.outbox.mark_dead(conn, outbox_id, error)
+            failed = False
+            if marked:
+                what = f"{row.event_type or 'message'} {row.event_id}"
+                where = f" of step {row.step!r}" if row.step else ""
+                failed = await self._executions.fail_locked(
+                    conn,
+                    row.execution_id,
+                    f"{what}{where} could not be published to {row.subject}: {error}",
+                    cause=OUTBOX_DEAD,
+                )
+        return MarkDeadReply(marked=marked, execution_failed=failed)
+
+    def limits(self) -> LimitsReply:
+        """The NATS max payload this control-api was configured for and its largest event."""
+        return self._limits
 
     async def purge(self, request: PurgeRequest) -> PurgeReply:
         """Retention: published outbox rows, then old terminal executions and events, ``limit`` each."""

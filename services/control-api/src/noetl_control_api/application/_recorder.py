@@ -10,6 +10,12 @@ The command notification's outbox row is keyed by ``command_id``: the outbox is 
 on (execution_id, event_id) and the ``command.issued`` event row already uses the
 issued event id; the notification's payload still carries that ``event_id`` (the claim
 key), which is what workers read.
+
+The last guard on sizes: no outbox row is written whose payload is over ``max_event_bytes``
+(what the NATS max payload leaves after headers), or the publisher could never ship it. A
+decision of the orchestrator that would write one (a huge ctx patch, arc args, result)
+is replaced by the failure the orchestrator decides for it (``fail_execution``), naming the
+step and the size; a row of the caller's own (a client's event) is refused with 413.
 """
 
 from __future__ import annotations
@@ -30,11 +36,38 @@ from noetl_common import (
 from psycopg import AsyncConnection, AsyncCursor
 
 from .. import store
-from ..orchestrator import Decision, EventDraft, state_encode
+from .._errors import PayloadTooLarge
+from ..orchestrator import Decision, EventDraft, fail_execution, state_encode
 from ..store._commands import NewCommand
 from ..store._outbox import OutboxInsert
 
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+#: ``cause`` of the failure of an execution whose decision was too large to record.
+EVENT_TOO_LARGE = "event_too_large"
+_ENCODER = msgspec.json.Encoder()
+
+
+class EventTooLarge(PayloadTooLarge):
+    """An outbox payload over the largest the publisher can ship."""
+
+    def __init__(self, event_type: str, step: str | None, size: int, limit: int) -> None:
+        where = f"step {step!r}: " if step else ""
+        super().__init__(
+            f"{where}its {event_type} event is {size} bytes, over the largest event of {limit} bytes"
+            " (NOETL_NATS_MAX_PAYLOAD_BYTES less a margin for headers)",
+            {"event_type": event_type, "step": step, "size": size, "limit": limit},
+        )
+        self.event_type = event_type
+        self.step = step
+        self.size = size
+
+
+class Staged(msgspec.Struct, kw_only=True):
+    """What :meth:`Recorder.stage_decision` staged: the decision (the one given, or the
+    failure that replaced it) and its new commands."""
+
+    decision: Decision
+    commands: list[NewCommand]
 
 
 class ExecutionRef(msgspec.Struct, kw_only=True):
@@ -48,10 +81,11 @@ class ExecutionRef(msgspec.Struct, kw_only=True):
 class Recorder:
     """Mints ids and turns events and decisions into rows; one per app."""
 
-    def __init__(self, ids: Snowflake, *, shard_count: int, server_url: str) -> None:
+    def __init__(self, ids: Snowflake, *, shard_count: int, server_url: str, max_event_bytes: int) -> None:
         self.ids = ids
         self.shard_count = shard_count
         self.server_url = server_url
+        self.max_event_bytes = max_event_bytes
 
     def new_event(
         self,
@@ -90,14 +124,23 @@ class Recorder:
         )
 
     def event_row(self, event: Event) -> OutboxInsert:
-        """The outbox row of an event; the payload is scrubbed here, once, for every event."""
+        """The outbox row of an event; the payload is scrubbed here, once, for every event, and
+        encoded here (the store writes the JSON text as is): :class:`EventTooLarge` when it is
+        over ``max_event_bytes``."""
         assert event.event_id is not None
+        payload = self._encode(scrub(msgspec.to_builtins(event)), event.event_type, event.step)
         return (
             event.execution_id,
             event.event_id,
             event_subject(event.execution_id, self.shard_count),
-            scrub(msgspec.to_builtins(event)),
+            payload,
         )
+
+    def _encode(self, payload: Any, kind: str, step: str | None) -> bytes:
+        data = _ENCODER.encode(payload)
+        if len(data) > self.max_event_bytes:
+            raise EventTooLarge(kind, step, len(data), self.max_event_bytes)
+        return data
 
     async def write_events(self, conn: AsyncConnection[Any], events: Sequence[Event]) -> set[tuple[int, int]]:
         """Write events to the outbox; returns the (execution_id, event_id) keys that were new."""
@@ -111,11 +154,14 @@ class Recorder:
         *,
         leading: Sequence[Event] = (),
         insert_execution: dict[str, Any] | None = None,
-    ) -> None:
-        """Persist one decision now (see :meth:`stage_decision`)."""
+    ) -> Decision:
+        """Persist one decision now (see :meth:`stage_decision`); returns the decision written."""
         writes = Writes()
-        self.stage_decision(writes, ref, decision, leading=leading, insert_execution=insert_execution)
+        staged = self.stage_decision(
+            writes, ref, decision, leading=leading, insert_execution=insert_execution
+        )
         await writes.flush(conn)
+        return staged.decision
 
     def stage_decision(
         self,
@@ -125,14 +171,33 @@ class Recorder:
         *,
         leading: Sequence[Event] = (),
         insert_execution: dict[str, Any] | None = None,
-    ) -> list[NewCommand]:
+    ) -> Staged:
         """Add a decision to ``writes``: the execution row, events, commands and all outbox
-        rows; returns the new commands (still PENDING, for :meth:`stage_claim`).
+        rows; returns what was staged (the new commands still PENDING, for :meth:`stage_claim`).
 
         ``insert_execution`` (path, version, payload) creates the execution row instead of
-        updating it. ``leading`` events are recorded before the decision's own.
+        updating it. ``leading`` events are recorded before the decision's own; one of them
+        too large raises :class:`EventTooLarge`. One of the decision's own too large: the
+        execution fails instead (its state as the decision left it, so a replay, which
+        applies the same failure after the same outcome, rebuilds it).
         """
-        events = list(leading) + [self.from_draft(ref, d) for d in decision.events]
+        leading_rows = [self.event_row(e) for e in leading]
+        try:
+            return self._stage(writes, ref, decision, leading_rows, insert_execution)
+        except EventTooLarge as exc:
+            failed = fail_execution(decision.state, exc.detail, cause=EVENT_TOO_LARGE, step=exc.step)
+            return self._stage(writes, ref, failed, leading_rows, insert_execution)
+
+    def _stage(
+        self,
+        writes: Writes,
+        ref: ExecutionRef,
+        decision: Decision,
+        leading_rows: list[OutboxInsert],
+        insert_execution: dict[str, Any] | None,
+    ) -> Staged:
+        """Build every row first and touch ``writes`` only once all of them fit."""
+        events = [self.from_draft(ref, d) for d in decision.events]
         commands: list[NewCommand] = []
         notifications: list[OutboxInsert] = []
         for draft in decision.commands:
@@ -177,9 +242,10 @@ class Recorder:
                     ref.execution_id,
                     command_id,
                     command_subject(draft.pool, ref.execution_id),
-                    msgspec.to_builtins(notification),
+                    self._encode(notification, "command notification", draft.step),
                 )
             )
+        event_rows = [self.event_row(e) for e in events]
         execution = _ExecutionWrite(
             ref=ref,
             status=decision.status,
@@ -196,11 +262,11 @@ class Recorder:
         writes.commands += commands
         # event rows first, then notifications: a publisher claiming in outbox_id order
         # ships command.issued before the worker can post command.started
-        writes.outbox += [self.event_row(e) for e in events]
+        writes.outbox += leading_rows + event_rows
         writes.outbox += notifications
         if decision.status in TERMINAL_STATUSES:
             writes.cancel_open.append(ref.execution_id)
-        return commands
+        return Staged(decision=decision, commands=commands)
 
     def stage_claim(
         self, writes: Writes, ref: ExecutionRef, command: NewCommand, worker_id: str, claimed_by: str

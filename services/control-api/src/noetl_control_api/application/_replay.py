@@ -5,8 +5,9 @@ orchestrator needs are all in it: the payload (``playbook.execution_requested``)
 command's ``meta`` (``meta.command_meta`` of its ``command.issued`` event), every
 terminal outcome (``command.completed`` / ``command.failed``, in the order the ingest
 applied them — ``meta.applied_id`` — a result-store reference resolved as the ingest
-resolves it) and a cancellation's reason
-(``playbook.cancelled``). Folding them through :func:`~..orchestrator.replay` gives a
+resolves it), a cancellation's reason
+(``playbook.cancelled``) and a failure the control plane imposed (``playbook.failed`` with a
+``cause``: a decision too large to record, an event that could not be published). Folding them through :func:`~..orchestrator.replay` gives a
 state that must equal ``noetl.execution.state`` field by field.
 """
 
@@ -19,7 +20,7 @@ from noetl_common import Event
 
 from .. import store
 from .._errors import NotFound
-from ..orchestrator import CommandOutcome, replay, state_from_json
+from ..orchestrator import CommandOutcome, ImposedFailure, replay, state_from_json
 from ._playbooks import PlaybookCache
 from ._results import ResultService
 
@@ -44,6 +45,7 @@ _TERMINAL_STATUS = {
     "playbook.cancelled": "CANCELLED",
 }
 _PAGE = 10000
+_PAGE_BYTES = 64 * 1024 * 1024  # replay holds every event anyway; pages only bound one round trip
 
 
 class ReplayReply(msgspec.Struct, kw_only=True):
@@ -85,9 +87,9 @@ async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: in
     events: list[Event] = []
     after = 0
     while True:
-        page = await store.events.list_events(conn, execution_id, after, _PAGE)
+        page = await store.events.list_events(conn, execution_id, after, _PAGE, _PAGE_BYTES)
         events.extend(page)
-        if len(page) < _PAGE:
+        if not page:  # a page may end early at its byte budget: only an empty one is the end
             break
         after = int(page[-1].event_id or 0)
     entry = await store.catalog.get(conn, row.path, row.version)
@@ -98,6 +100,7 @@ async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: in
     issued_meta: dict[int, dict[str, Any]] = {}
     terminal: list[Event] = []
     cancel_reason: str | None = None
+    failure: ImposedFailure | None = None
     log_status = "RUNNING"
     ended_at = 2**63  # the id of the playbook's terminal event, once seen
     for event in events:
@@ -117,6 +120,10 @@ async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: in
             ended_at = int(event.event_id or 0)
             if kind == "playbook.cancelled":
                 cancel_reason = str(context.get("reason") or "")
+            elif kind == "playbook.failed" and context.get("cause"):
+                failure = ImposedFailure(
+                    error=str(context.get("error") or ""), cause=str(context["cause"]), step=event.step
+                )
 
     # the order the ingest applied them in (meta.applied_id, minted under the execution
     # lock); events recorded before that stamp existed fall back to their event id
@@ -151,6 +158,7 @@ async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: in
         catalog_path=row.path,
         outcomes=outcomes,
         cancel_reason=cancel_reason,
+        failure=failure,
     )
     rebuilt = msgspec.to_builtins(state)
     stored = msgspec.to_builtins(state_from_json(row.state)) if row.state is not None else {}

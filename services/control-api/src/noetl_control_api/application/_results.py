@@ -5,6 +5,10 @@ bytes) and replies with the reference events carry. JSON bodies that are tabular
 of flat rows) are re-encoded as Arrow IPC. Before the orchestrator sees a
 ``command.completed`` result, :meth:`ResultService.resolve_refs` swaps every reference
 in it for the stored value, so templates read the data, not the reference.
+
+Arrow data is held to ``NOETL_ARROW_MAX_*`` (:mod:`noetl_common.arrow_limits`) before it is
+decoded and before it becomes rows: a PUT over a limit is refused with 413, a stored result
+over it (the limits were lowered since) cannot be resolved (422).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 from typing import Any
 
 import msgspec
+from noetl_common.arrow_limits import ArrowLimitError, ArrowLimits, IpcFormatError, read_ipc
 from noetl_common.results import (
     ARROW_MEDIA_TYPE,
     JSON_MEDIA_TYPE,
@@ -25,7 +30,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Forbidden, NotFound, ValidationFailed
+from .._errors import DomainError, Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from ._ids import client_id
 from ._policy import Principal
 
@@ -33,11 +38,19 @@ from ._policy import Principal
 MAX_REF_DEPTH = 32
 
 
+class ResultTooLarge(DomainError):
+    """A stored Arrow result over the limits in force: it is not turned into rows."""
+
+    status_code = 422
+    code = "result_too_large"
+
+
 class ResultService:
     """Store and resolve step results."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, limits: ArrowLimits | None = None) -> None:
         self._pool = pool
+        self._limits = limits or ArrowLimits()
 
     async def put(
         self, execution_id: int | str, body: bytes, media_type: str | None, principal: Principal
@@ -59,11 +72,8 @@ class ResultService:
             except msgspec.DecodeError as exc:
                 raise ValidationFailed(f"malformed JSON result: {exc}") from None
             body, media = encode_result(value)
-        elif media == ARROW_MEDIA_TYPE:
-            try:
-                decode_result(body, media)
-            except Exception as exc:
-                raise ValidationFailed(f"not an Arrow IPC stream: {exc}") from None
+        if media == ARROW_MEDIA_TYPE:
+            self._check_arrow(body)
         key = f"{eid}/{hashlib.sha256(body).hexdigest()}"
         async with self._pool.connection() as conn, conn.transaction():
             if await store.executions.get(conn, eid) is None:
@@ -81,14 +91,26 @@ class ResultService:
             raise NotFound(f"result {key!r} not found")
         return found
 
+    def _check_arrow(self, body: bytes) -> None:
+        """Decoded (within the limits) but never materialised: 413 over a limit, 400 if no IPC."""
+        try:
+            read_ipc(body, self._limits)
+        except ArrowLimitError as exc:
+            raise PayloadTooLarge(str(exc), {"variable": exc.variable}) from None
+        except IpcFormatError as exc:
+            raise ValidationFailed(f"not an Arrow IPC stream: {exc}") from None
+
     async def resolve(self, key: str) -> Any:
         """The stored value: rows for Arrow, the document for JSON."""
         found = await self.fetch(key)
-        return decode_result(found.data, found.media_type)
+        return _decode(found, self._limits)
 
     @staticmethod
-    async def resolve_refs(conn: AsyncConnection[Any], value: Any, _depth: int = 0) -> Any:
-        """``value`` with every result-store reference replaced by the stored value.
+    async def resolve_refs(
+        conn: AsyncConnection[Any], value: Any, limits: ArrowLimits | None = None, _depth: int = 0
+    ) -> Any:
+        """``value`` with every result-store reference replaced by the stored value (Arrow
+        results within ``limits``, default the settings' defaults).
 
         Returns ``value`` itself (the same object) when it holds no reference.
         """
@@ -97,13 +119,13 @@ class ResultService:
             found = await store.results.get(conn, key)
             if found is None:
                 raise NotFound(f"result reference {key!r} not found in the result store")
-            return decode_result(found.data, found.media_type)
+            return _decode(found, limits or ArrowLimits())
         if _depth >= MAX_REF_DEPTH or not isinstance(value, dict | list):
             return value
         items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
         changed: dict[Any, Any] = {}
         for k, v in items:
-            new = await ResultService.resolve_refs(conn, v, _depth + 1)
+            new = await ResultService.resolve_refs(conn, v, limits, _depth + 1)
             if new is not v:
                 changed[k] = new
         if not changed:
@@ -111,3 +133,14 @@ class ResultService:
         if isinstance(value, dict):
             return {**value, **changed}
         return [changed.get(i, v) for i, v in enumerate(value)]
+
+
+def _decode(found: store.results.StoredResult, limits: ArrowLimits) -> Any:
+    try:
+        return decode_result(found.data, found.media_type, limits)
+    except ArrowLimitError as exc:
+        raise ResultTooLarge(
+            f"result {found.key!r} cannot be read as rows: {exc}", {"variable": exc.variable}
+        ) from None
+    except IpcFormatError as exc:
+        raise ResultTooLarge(f"result {found.key!r} is not a readable Arrow IPC stream: {exc}") from None

@@ -21,7 +21,7 @@ from noetl_common import REDACTED, ConfigError
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Forbidden, NotFound, Unavailable, ValidationFailed
+from .._errors import Forbidden, NotFound, PayloadTooLarge, Unavailable, ValidationFailed
 from ..store._secrets import CredentialRow, KeychainRow
 from ._ids import client_id
 from ._policy import Principal, is_system_path
@@ -253,7 +253,7 @@ class CredentialService:
         _name(body.credential_type, "credential_type")
         allowed = _allowed_paths(body.allowed_paths)
         if len(msgspec.json.encode(body.data)) > MAX_DATA_BYTES:
-            raise ValidationFailed(f"data must be at most {MAX_DATA_BYTES} bytes of JSON")
+            raise PayloadTooLarge(f"data must be at most {MAX_DATA_BYTES} bytes of JSON", {"field": "data"})
         sealed = self._box.seal(body.data)
         async with self._pool.connection() as conn, conn.transaction():
             row, created = await store.secrets.upsert_credential(
@@ -330,7 +330,7 @@ class KeychainService:
         scope = _scope(body.execution_id)
         allowed = _allowed_paths(body.allowed_paths)
         if len(msgspec.json.encode(body.value)) > MAX_DATA_BYTES:
-            raise ValidationFailed(f"value must be at most {MAX_DATA_BYTES} bytes of JSON")
+            raise PayloadTooLarge(f"value must be at most {MAX_DATA_BYTES} bytes of JSON", {"field": "value"})
         expires = None
         if body.ttl_seconds is not None:
             if not 0 < body.ttl_seconds <= 10 * 365 * 86400:

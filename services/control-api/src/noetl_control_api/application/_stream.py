@@ -41,9 +41,10 @@ PAGE = 500
 class EventStreamService:
     """Follows one execution's events; see the module docstring."""
 
-    def __init__(self, pool: AsyncConnectionPool, notifier: OutboxNotifier) -> None:
+    def __init__(self, pool: AsyncConnectionPool, notifier: OutboxNotifier, *, page_max_bytes: int) -> None:
         self._pool = pool
         self._notifier = notifier
+        self._page_max_bytes = page_max_bytes
 
     async def check(self, execution_id: int, after: int = 0) -> None:
         """NotFound for an unknown execution or resume point (before the response starts)."""
@@ -64,7 +65,7 @@ class EventStreamService:
                 assert horizon is not None  # check() made sure
                 if await store.events.has_terminal_event(conn, execution_id, horizon - overlap):
                     return  # the stream had ended well before the resume point
-                done = await store.events.projected_since(
+                done, _ = await store.events.projected_since(
                     conn, execution_id, horizon - overlap, None, 100_000
                 )
             # what the client already has: everything up to `after` in projection order
@@ -82,7 +83,9 @@ class EventStreamService:
             since = None if horizon is None else horizon - overlap
             while True:
                 async with self._pool.connection() as conn:
-                    page = await store.events.projected_since(conn, execution_id, since, keyset, PAGE)
+                    page, cut = await store.events.projected_since(
+                        conn, execution_id, since, keyset, PAGE, self._page_max_bytes
+                    )
                 for at, event in page:
                     assert event.event_id is not None
                     keyset = (at, event.event_id)
@@ -94,7 +97,7 @@ class EventStreamService:
                     yield scrub_event(event)
                     if event.event_type in TERMINAL_EVENTS:
                         return
-                if len(page) < PAGE:
+                if len(page) < PAGE and not cut:
                     break
             if new:
                 continue  # more may have landed while we sent

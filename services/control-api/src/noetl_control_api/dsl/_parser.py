@@ -15,7 +15,7 @@ from noetl_common import Rule, TaskSpec
 
 from ._errors import PlaybookError
 from ._model import Arc, Loop, Next, Playbook, Step
-from ._validate import validate
+from ._validate import MAX_STEPS, validate
 
 API_VERSION = "noetl.io/v2"
 #: Limits on the parsed tree (after alias expansion), far above any real playbook.
@@ -76,6 +76,10 @@ def parse_playbook(text: str) -> Playbook:
     workflow = doc.get("workflow")
     if not isinstance(workflow, list) or not workflow:
         raise PlaybookError("workflow must be a non-empty list of steps", field="workflow")
+    if len(workflow) > MAX_STEPS:  # before each step is parsed
+        raise PlaybookError(
+            f"the workflow has {len(workflow)} steps, more than {MAX_STEPS}", field="workflow"
+        )
     steps = [_step(raw, i, workbook) for i, raw in enumerate(workflow)]
     _lower_wasm(executor, steps)
     playbook = Playbook(

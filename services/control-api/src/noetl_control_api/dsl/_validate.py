@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from noetl_common import MAX_NAME_CHARS
 from noetl_common.templating import TemplateError, check_syntax, has_template
 
 from ._errors import PlaybookError
@@ -31,6 +32,12 @@ USER_CAPABILITIES = frozenset({"event_publish", "result_put"})
 ALL_CAPABILITIES = USER_CAPABILITIES | {"object_put"}
 #: Template names the runtime binds itself; a step or iterator of that name would be shadowed.
 RESERVED_NAMES = frozenset({"workload", "ctx", "vars", "iter", "args", "input", "execution_id"})
+#: Most steps in a workflow, tasks in a step's pipeline and arcs out of a step: far above any
+#: real playbook, and low enough that routing (reachability between steps, evaluated under
+#: the execution lock) stays cheap.
+MAX_STEPS = 1000
+MAX_TASKS = 100
+MAX_ARCS = 100
 # Python source is handed to the interpreter as-is, so its braces are not templates.
 _UNRENDERED_KEYS = frozenset({"code"})
 
@@ -44,6 +51,22 @@ def validate(playbook: Playbook) -> None:
     """Raise :class:`PlaybookError` for the first rule of DSL.md the playbook breaks."""
     names: set[str] = set()
     for step in playbook.steps:
+        if len(step.name) > MAX_NAME_CHARS:
+            raise PlaybookError(
+                f"step name is {len(step.name)} characters, more than {MAX_NAME_CHARS}",
+                step=step.name[:40],
+                field="step",
+            )
+        if len(step.tasks) > MAX_TASKS:
+            raise PlaybookError(
+                f"the pipeline has {len(step.tasks)} tasks, more than {MAX_TASKS}",
+                step=step.name,
+                field="tool",
+            )
+        if step.next is not None and len(step.next.arcs) > MAX_ARCS:
+            raise PlaybookError(
+                f"the step has {len(step.next.arcs)} arcs, more than {MAX_ARCS}", step=step.name, field="next"
+            )
         if step.name in names:
             raise PlaybookError(f"duplicate step name {step.name!r}", step=step.name, field="step")
         if step.name in RESERVED_NAMES:

@@ -14,7 +14,7 @@ from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from noetl_common import Snowflake, configure_logging
+from noetl_common import LimitsReply, Snowflake, configure_logging
 
 from .. import store
 from .._settings import CONFIGURED_TOKENS, Settings
@@ -111,8 +111,21 @@ def create_app(
         ids,
         shard_count=settings.event_shard_count,
         server_url=settings.server_url,
+        max_event_bytes=settings.max_event_bytes,
     )
     policy = RoleTable()
+    executions = ExecutionService(
+        pool,
+        playbooks,
+        recorder,
+        done_notifier,
+        policy,
+        payload_max_bytes=settings.execute_payload_max_bytes,
+        page_max_bytes=settings.page_max_bytes,
+    )
+    limits = LimitsReply(
+        nats_max_payload=settings.nats_max_payload_bytes, max_event_bytes=settings.max_event_bytes
+    )
     oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
     services: dict[str, Any] = {
         "settings": settings,
@@ -127,25 +140,31 @@ def create_app(
         "notifier": notifier,
         "event_notifier": event_notifier,
         "done_notifier": done_notifier,
-        "streams": EventStreamService(pool, event_notifier),
-        "catalog": CatalogService(pool, playbooks, policy),
-        "executions": ExecutionService(pool, playbooks, recorder, done_notifier, policy),
+        "streams": EventStreamService(pool, event_notifier, page_max_bytes=settings.page_max_bytes),
+        "catalog": CatalogService(pool, playbooks, policy, max_bytes=settings.playbook_max_bytes),
+        "executions": executions,
         "ingest": EventIngest(
             pool,
             playbooks,
             recorder,
             lease_seconds=settings.command_lease_seconds,
             context_max_bytes=settings.event_result_context_max_bytes,
+            arrow_limits=settings.arrow_limits,
         ),
         "claims": ClaimService(pool, recorder, lease_seconds=settings.command_lease_seconds),
         "outbox": OutboxService(
-            pool, notifier, lease_seconds=settings.outbox_lease_seconds, retention=settings.retention
+            pool,
+            notifier,
+            executions,
+            lease_seconds=settings.outbox_lease_seconds,
+            limits=limits,
+            retention=settings.retention,
         ),
         "projection": ProjectionService(pool),
         "workers": WorkerService(pool, node_lease_seconds=settings.node_lease_seconds),
         "credentials": CredentialService(pool, box := SecretBox(settings.credentials_key)),
         "keychain": KeychainService(pool, box),
-        "results": ResultService(pool),
+        "results": ResultService(pool, settings.arrow_limits),
         "plugins": PluginService(pool),
     }
 

@@ -6,6 +6,9 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from noetl_common import (
+    LimitsReply,
+    MarkDeadReply,
+    MarkDeadRequest,
     MarkFailedReply,
     MarkFailedRequest,
     MarkPublishedReply,
@@ -53,6 +56,20 @@ class InternalController(Controller):
         self, data: JSONBody[MarkFailedRequest], outbox: NamedDependency[OutboxService]
     ) -> MarkFailedReply:
         return await outbox.mark_failed(data.outbox_id, data.error, data.attempts, data.max_delay_seconds)
+
+    @post("/outbox/mark-dead", status_code=200, opt=action("outbox.mark"))
+    async def mark_dead(
+        self, data: JSONBody[MarkDeadRequest], outbox: NamedDependency[OutboxService]
+    ) -> MarkDeadReply:
+        """A row that will never be published: FAILED, and its execution failed with the cause
+        (one already ended is left alone). Role: ``publisher``."""
+        return await outbox.mark_dead(data.outbox_id, data.error)
+
+    @get("/limits", opt=action("outbox.read"))
+    async def limits(self, outbox: NamedDependency[OutboxService]) -> LimitsReply:
+        """``{nats_max_payload, max_event_bytes}``: what the publisher checks its NATS server
+        against at start. Role: ``publisher``."""
+        return outbox.limits()
 
     @get("/outbox/pending-count", opt=action("outbox.read"))
     async def pending_count(self, outbox: NamedDependency[OutboxService]) -> PendingCountReply:

@@ -473,6 +473,35 @@ def cancel_execution(playbook: Playbook, state: ExecutionState, reason: str) -> 
     return run.decision()
 
 
+def fail_execution(state: ExecutionState, error: str, *, cause: str, step: str | None = None) -> Decision:
+    """Fail on the control plane's word, not a step's: a decision whose events are too large
+    to record, an event that can never be published. Applies whatever status ``state``
+    reached (the caller decides whether the execution may still be failed): the decision
+    that led there is dropped, so its result goes too. ``playbook.failed`` carries ``cause``,
+    which tells a replay to apply the same failure (the orchestrator alone cannot reach it).
+    """
+    abandoned = sorted(_live_steps(state))
+    # fields are replaced, never changed in place: a shallow copy leaves ``state`` intact
+    current = msgspec.structs.replace(
+        state, status="FAILED", error=error, result=None, in_flight={}, joins={}, loops={}
+    )
+    event = EventDraft(
+        event_type="playbook.failed",
+        step=step,
+        status="FAILED",
+        context={"error": error, "abandoned_steps": abandoned, "cause": cause},
+    )
+    return Decision(state=current, events=[event], commands=[], status="FAILED", error=error)
+
+
+class ImposedFailure(msgspec.Struct, kw_only=True):
+    """A failure the control plane recorded (``playbook.failed`` with a ``cause``), for replay."""
+
+    error: str
+    cause: str
+    step: str | None = None
+
+
 def replay(
     playbook: Playbook,
     *,
@@ -481,6 +510,7 @@ def replay(
     catalog_path: str,
     outcomes: Iterable[CommandOutcome],
     cancel_reason: str | None = None,
+    failure: ImposedFailure | None = None,
 ) -> ExecutionState:
     """Rebuild an execution's state from its recorded inputs, in the order they were applied.
 
@@ -495,4 +525,6 @@ def replay(
         state = apply_outcome(playbook, state, outcome, owned=True).state
     if cancel_reason is not None:
         state = cancel_execution(playbook, state, cancel_reason).state
+    elif failure is not None:
+        state = fail_execution(state, failure.error, cause=failure.cause, step=failure.step).state
     return state

@@ -11,6 +11,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from ._notifier import EVENT_CHANNEL
+from ._pages import budgeted, was_cut
 from ._time import iso
 
 
@@ -69,13 +70,25 @@ async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) ->
     return projected
 
 
-async def list_events(conn: AsyncConnection[Any], execution_id: int, after: int, limit: int) -> list[Event]:
-    """Projected events of one execution with ``event_id > after``, in id order."""
+#: What an event row weighs in a reply: its free-form JSON, the rest is small and bounded.
+_EVENT_SIZE = (
+    "octet_length(coalesce(context::text, '')) + octet_length(coalesce(meta::text, '')) AS page_size"
+)
+
+
+async def list_events(
+    conn: AsyncConnection[Any], execution_id: int, after: int, limit: int, max_bytes: int
+) -> list[Event]:
+    """Projected events of one execution with ``event_id > after``, in id order: at most
+    ``limit``, and no more once their JSON reaches ``max_bytes`` (at least one)."""
     cur = await conn.execute(
-        "SELECT event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
-        " parent_execution_id, catalog_path FROM noetl.event"
-        " WHERE execution_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",
-        (execution_id, after, limit),
+        budgeted(
+            "SELECT event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
+            f" parent_execution_id, catalog_path, {_EVENT_SIZE} FROM noetl.event"
+            " WHERE execution_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",
+            "event_id",
+        ),
+        (execution_id, after, limit, max_bytes),
     )
     return [
         Event(
@@ -101,15 +114,25 @@ async def projected_since(
     since: datetime | None,
     after: tuple[datetime, int] | None,
     limit: int,
-) -> list[tuple[datetime, Event]]:
+    max_bytes: int | None = None,
+) -> tuple[list[tuple[datetime, Event]], bool]:
     """Projected events in projection order (``projected_at``, then ``event_id``), with their
-    ``projected_at``: those projected at or after ``since``, after the keyset ``after``."""
-    cur = await conn.execute(
+    ``projected_at``: those projected at or after ``since``, after the keyset ``after``; at
+    most ``limit``, and with ``max_bytes`` no more once their JSON reaches it (at least one).
+    The flag says whether the page was cut short (more follow at once)."""
+    size = _EVENT_SIZE if max_bytes is not None else "0 AS page_size"
+    query = (
         "SELECT projected_at, event_id, execution_id, event_type, step, status, created_at, context, meta,"
-        " worker_id, parent_execution_id, catalog_path FROM noetl.event"
+        f" worker_id, parent_execution_id, catalog_path, {size} FROM noetl.event"
         " WHERE execution_id = %s AND (%s::timestamptz IS NULL OR projected_at >= %s)"
         " AND (%s::timestamptz IS NULL OR (projected_at, event_id) > (%s, %s))"
-        " ORDER BY projected_at, event_id LIMIT %s",
+        " ORDER BY projected_at, event_id LIMIT %s"
+    )
+    budget: tuple[int, ...] = ()
+    if max_bytes is not None:
+        query, budget = budgeted(query, "projected_at, event_id"), (max_bytes,)
+    cur = await conn.execute(
+        query,
         (
             execution_id,
             since,
@@ -118,9 +141,11 @@ async def projected_since(
             after[0] if after else None,
             after[1] if after else 0,
             limit,
+            *budget,
         ),
     )
-    return [
+    rows = await cur.fetchall()
+    page = [
         (
             r[0],
             Event(
@@ -137,8 +162,9 @@ async def projected_since(
                 catalog_path=r[11],
             ),
         )
-        for r in await cur.fetchall()
+        for r in rows
     ]
+    return page, max_bytes is not None and was_cut(rows)
 
 
 async def projected_at(conn: AsyncConnection[Any], execution_id: int, event_id: int) -> datetime | None:

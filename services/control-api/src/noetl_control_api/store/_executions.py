@@ -9,11 +9,20 @@ import msgspec
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Json, Jsonb
 
+from ._pages import budgeted
 from ._time import iso
 
 _COLUMNS = (
     "execution_id, path, version, status, payload, state, result, error, parent_execution_id,"
     " created_at, updated_at"
+)
+# what the API shows of the state: a running loop's state holds every in-flight iteration
+_VIEW_STATE = "jsonb_build_object('ctx', state->'ctx', 'results', state->'results'),"
+_VIEW_COLUMNS = _COLUMNS.replace(" state,", " " + _VIEW_STATE)
+#: What a row weighs in a reply: the JSON the view shows.
+_VIEW_SIZE = (
+    "octet_length(coalesce((state->'ctx')::text, '')) + octet_length(coalesce((state->'results')::text, ''))"
+    " + octet_length(coalesce(result::text, '')) + octet_length(coalesce(error, '')) AS page_size"
 )
 
 
@@ -91,10 +100,8 @@ def _as_is(raw: Any) -> Any:
 async def get_view(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
     """The row with ``state`` cut to what the API shows (``ctx``, ``results``): a running
     loop's state holds every in-flight iteration, which a status poll need not parse."""
-    view_state = "jsonb_build_object('ctx', state->'ctx', 'results', state->'results'),"
     cur = await conn.execute(
-        f"SELECT {_COLUMNS.replace(' state,', ' ' + view_state)} FROM noetl.execution WHERE execution_id = %s",
-        (execution_id,),
+        f"SELECT {_VIEW_COLUMNS} FROM noetl.execution WHERE execution_id = %s", (execution_id,)
     )
     row = await cur.fetchone()
     return None if row is None else _row(row)
@@ -157,15 +164,19 @@ async def update(
 
 
 async def list_recent(
-    conn: AsyncConnection[Any], *, limit: int, status: str | None, path: str | None
+    conn: AsyncConnection[Any], *, limit: int, status: str | None, path: str | None, max_bytes: int
 ) -> list[ExecutionRow]:
-    """Newest first (snowflake ids grow with time), optionally filtered."""
+    """Newest first (snowflake ids grow with time), optionally filtered; their state cut to the
+    view (see :func:`get_view`); at most ``limit``, and no more once the rows' JSON reaches
+    ``max_bytes`` (at least one)."""
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM noetl.execution"
-        " WHERE (%(status)s::text IS NULL OR status = %(status)s)"
-        " AND (%(path)s::text IS NULL OR path = %(path)s)"
-        " ORDER BY execution_id DESC LIMIT %(limit)s",
-        {"status": status, "path": path, "limit": limit},
+        budgeted(
+            f"SELECT {_VIEW_COLUMNS}, {_VIEW_SIZE} FROM noetl.execution"
+            " WHERE (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR path = %s)"
+            " ORDER BY execution_id DESC LIMIT %s",
+            "execution_id DESC",
+        ),
+        (status, status, path, path, limit, max_bytes),
     )
     return [_row(r) for r in await cur.fetchall()]
 

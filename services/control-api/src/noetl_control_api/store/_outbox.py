@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,18 @@ from psycopg.types.json import Jsonb
 
 from ._notifier import OUTBOX_CHANNEL
 
-OutboxInsert = tuple[int, int, str, Any]  # execution_id, event_id, subject, payload
+OutboxInsert = tuple[
+    int, int, str, Any
+]  # execution_id, event_id, subject, payload (JSON text as bytes, or data)
+
+
+def _payload(value: Any) -> Jsonb:
+    # JSON text already encoded (and measured) by the recorder is written as is
+    return Jsonb(value, dumps=_as_is) if isinstance(value, bytes) else Jsonb(value)
+
+
+def _as_is(raw: Any) -> Any:
+    return raw
 
 
 async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]) -> set[tuple[int, int]]:
@@ -38,7 +50,7 @@ async def send_outbox(
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
-        [Jsonb(r[3]) for r in rows],
+        [_payload(r[3]) for r in rows],
         OUTBOX_CHANNEL,
     )
     # one statement: the CTE notifies once, and only when a row was actually inserted
@@ -106,18 +118,51 @@ async def mark_published(conn: AsyncConnection[Any], outbox_ids: Sequence[int]) 
 async def mark_failed(
     conn: AsyncConnection[Any], outbox_id: int, error: str, attempts: int, delay_seconds: float
 ) -> int:
-    """Put an unpublished row back to PENDING, due after ``delay_seconds``."""
+    """Put an unpublished row back to PENDING, due after ``delay_seconds`` (a row marked dead
+    stays so)."""
     cur = await conn.execute(
         "UPDATE noetl.outbox SET status = 'PENDING', locked_at = NULL, last_error = %s,"
         " attempts = GREATEST(attempts, %s), available_at = now() + %s, updated_at = now()"
-        " WHERE outbox_id = %s AND status <> 'PUBLISHED'",
+        " WHERE outbox_id = %s AND status IN ('PENDING', 'IN_FLIGHT')",
         (error[:4000], attempts, timedelta(seconds=delay_seconds), outbox_id),
     )
     return cur.rowcount
 
 
+@dataclass
+class DeadRow:
+    """What the failure of a dead row's execution names."""
+
+    execution_id: int
+    event_id: int
+    subject: str
+    event_type: str | None
+    step: str | None
+
+
+async def dead_row(conn: AsyncConnection[Any], outbox_id: int) -> DeadRow | None:
+    """The row's execution and what it carried (not locked: the execution is locked first)."""
+    cur = await conn.execute(
+        "SELECT execution_id, event_id, subject, payload->>'event_type', payload->>'step'"
+        " FROM noetl.outbox WHERE outbox_id = %s",
+        (outbox_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else DeadRow(row[0], row[1], row[2], row[3], row[4])
+
+
+async def mark_dead(conn: AsyncConnection[Any], outbox_id: int, error: str) -> int:
+    """Mark an unpublished row FAILED for good: no claim offers it again."""
+    cur = await conn.execute(
+        "UPDATE noetl.outbox SET status = 'FAILED', locked_at = NULL, last_error = %s, updated_at = now()"
+        " WHERE outbox_id = %s AND status IN ('PENDING', 'IN_FLIGHT')",
+        (error[:4000], outbox_id),
+    )
+    return cur.rowcount
+
+
 async def pending_count(conn: AsyncConnection[Any]) -> int:
-    """Rows not yet published (pending or in flight)."""
+    """Rows still to publish (pending or in flight); dead rows (FAILED) are not counted."""
     cur = await conn.execute("SELECT count(*) FROM noetl.outbox WHERE status IN ('PENDING', 'IN_FLIGHT')")
     row = await cur.fetchone()
     return int(row[0]) if row else 0

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 from noetl_common import Event, PluginFetch
 from noetl_common.arrow_abi import decode_batch, encode_batch, ipc_to_table, table_from_json, table_to_ipc
+from noetl_common.arrow_limits import ArrowLimits, check_table
 from noetl_common.results import ARROW_MEDIA_TYPE, JSON_MEDIA_TYPE, OCTET_MEDIA_TYPE
 
 from .._metrics import WASM_CALLS
@@ -84,8 +85,8 @@ def _format(config: Mapping[str, Any], key: str, default: str) -> str:
     return value
 
 
-def encode_input(fmt: str, args: Mapping[str, Any]) -> bytes:
-    """The bytes a guest receives for ``fmt`` from the task's inputs."""
+def encode_input(fmt: str, args: Mapping[str, Any], limits: ArrowLimits | None = None) -> bytes:
+    """The bytes a guest receives for ``fmt`` from the task's inputs (Arrow within ``limits``)."""
     if fmt == "json":
         return msgspec.json.encode(dict(args))
     if fmt == "raw":
@@ -96,7 +97,7 @@ def encode_input(fmt: str, args: Mapping[str, Any]) -> bytes:
         ipc = base64.b64decode(str(args["ipc_base64"]))
         if fmt == "arrow-ipc":
             return ipc
-        table = ipc_to_table(ipc)
+        table = ipc_to_table(ipc, limits)
     elif "table" in args:
         table = table_from_json(args["table"])
         if fmt == "arrow-ipc":
@@ -107,8 +108,8 @@ def encode_input(fmt: str, args: Mapping[str, Any]) -> bytes:
     return encode_batch(table, params if isinstance(params, Mapping) else None)
 
 
-def decode_output(fmt: str, output: bytes) -> Any:
-    """The step result of a guest's output bytes in ``fmt``."""
+def decode_output(fmt: str, output: bytes, limits: ArrowLimits | None = None) -> Any:
+    """The step result of a guest's output bytes in ``fmt`` (Arrow within ``limits``)."""
     if fmt == "json":
         if not output.strip():
             return None
@@ -118,7 +119,12 @@ def decode_output(fmt: str, output: bytes) -> Any:
             return {"text": output.decode("utf-8", "replace")}
     if fmt == "raw":
         return {"data_base64": base64.b64encode(output).decode(), "bytes": len(output)}
-    table = ipc_to_table(output) if fmt == "arrow-ipc" else decode_batch(output).table
+    limits = limits or ArrowLimits()
+    if fmt == "arrow-ipc":
+        table = ipc_to_table(output, limits)
+    else:
+        table = decode_batch(output, limits).table
+        check_table(table, limits)
     ipc = output if fmt == "arrow-ipc" else table_to_ipc(table)
     result: dict[str, Any] = {
         "ipc_base64": base64.b64encode(ipc).decode(),
@@ -144,9 +150,10 @@ def _media_type(data: bytes) -> str:
 class WasmTool:
     """The ``wasm`` entry of the tool registry (``async (config, args, ctx) -> result``)."""
 
-    def __init__(self, cache: ModuleCache, *, pool: str) -> None:
+    def __init__(self, cache: ModuleCache, *, pool: str, arrow_limits: ArrowLimits | None = None) -> None:
         self.cache = cache
         self.pool = pool
+        self.arrow_limits = arrow_limits or ArrowLimits()
 
     async def __call__(self, config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any]) -> Any:
         scope = current_command.get()
@@ -156,7 +163,7 @@ class WasmTool:
         grants = parse_grants(config.get("capabilities"))
         in_fmt = _format(config, "format", "json")
         out_fmt = _format(config, "output", in_fmt)
-        data = encode_input(in_fmt, args)
+        data = encode_input(in_fmt, args, self.arrow_limits)
 
         async def fetch(p: str, v: int | None, digest: str | None) -> PluginModule:
             got: PluginFetch = await scope.api.get_plugin(p, v, digest)
@@ -176,7 +183,7 @@ class WasmTool:
             raise
         WASM_CALLS.labels("ok").inc()
         flushed = await self._flush(scope, path, result.intents)
-        value = decode_output(out_fmt, result.output)
+        value = decode_output(out_fmt, result.output, self.arrow_limits)
         if flushed:
             return {"output": value, "intents": flushed, "plugin": {"path": path, "version": loaded.version}}
         return value
