@@ -27,6 +27,8 @@ from noetl_common import (
     env_str,
 )
 
+from ._python_config import PythonSettings
+
 #: JetStream redelivers an un-acked message after this long; heartbeats must be shorter.
 ACK_WAIT_SECONDS = 30.0
 
@@ -78,6 +80,8 @@ class WorkerConfig:
     snowflake: Snowflake = field(default_factory=lambda: Snowflake(0), compare=False, repr=False)
     #: NOETL_SNOWFLAKE_NODE_ID / NOETL_SHARD_ID named the node id: a leased one is not taken
     snowflake_node_explicit: bool = False
+    #: How python tasks run (WORKER_PYTHON_*): a sandbox process per task, or a thread.
+    python: PythonSettings = field(default_factory=PythonSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -145,4 +149,5 @@ class WorkerConfig:
             event_batch_max=env_int("WORKER_EVENT_BATCH_MAX", 32, minimum=1, maximum=256, env=env),
             ack_wait_seconds=env_float("WORKER_ACK_WAIT_SECONDS", ACK_WAIT_SECONDS, minimum=1.0, env=env),
             max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),
+            python=PythonSettings.from_env(env),
         )
