@@ -10,8 +10,6 @@ import asyncio
 import base64
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -198,28 +196,34 @@ async def test_worker_and_init_environ_cannot_be_read(pool: SandboxPool) -> None
     assert seen[str(os.getpid())] == "PermissionError"
 
 
-@pytest.mark.skipif(not LANDLOCK, reason=NO_LANDLOCK)
-async def test_worker_files_cannot_be_written_or_read(pool: SandboxPool) -> None:
+@pytest.fixture
+def wasm_cache() -> Iterator[str]:
+    """A worker-owned folder like the WASM module cache, open to everyone by its file modes."""
     with tempfile.TemporaryDirectory(prefix="wasm-cache-") as cache:
-        os.chmod(cache, 0o777)  # open to everyone by file mode: only Landlock keeps the task out
+        os.chmod(cache, 0o777)  # only Landlock keeps a task out of it, whatever the uid
         Path(cache, "module.cwasm").write_text("compiled")
         Path(cache, "module.cwasm").chmod(0o666)
-        code = (
-            "import os\nout = {}\n"
-            "for label, action in (('write', lambda: open(os.path.join(d, 'evil.py'), 'w')),"
-            " ('read', lambda: open(os.path.join(d, 'module.cwasm')).read())):\n"
-            "    try:\n"
-            "        action()\n"
-            "        out[label] = 'allowed'\n"
-            "    except OSError as exc:\n"
-            "        out[label] = type(exc).__name__\n"
-            "result = out\n"
-        )
+        yield cache
 
-        seen = await ok(pool, code, d=cache)
 
-        assert seen == {"write": "PermissionError", "read": "PermissionError"}
-        assert sorted(os.listdir(cache)) == ["module.cwasm"]
+@pytest.mark.skipif(not LANDLOCK, reason=NO_LANDLOCK)
+async def test_worker_files_cannot_be_written_or_read(pool: SandboxPool, wasm_cache: str) -> None:
+    code = (
+        "import os\nout = {}\n"
+        "for label, action in (('write', lambda: open(os.path.join(d, 'evil.py'), 'w')),"
+        " ('read', lambda: open(os.path.join(d, 'module.cwasm')).read())):\n"
+        "    try:\n"
+        "        action()\n"
+        "        out[label] = 'allowed'\n"
+        "    except OSError as exc:\n"
+        "        out[label] = type(exc).__name__\n"
+        "result = out\n"
+    )
+
+    seen = await ok(pool, code, d=wasm_cache)
+
+    assert seen == {"write": "PermissionError", "read": "PermissionError"}
+    assert sorted(os.listdir(wasm_cache)) == ["module.cwasm"]
 
 
 # -- a task cannot take the worker down ------------------------------------------------------------

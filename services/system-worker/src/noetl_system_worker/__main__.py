@@ -73,7 +73,7 @@ async def python_sandbox(config: WorkerConfig, log: Any) -> SandboxPool | None:
         logger=log,
     )
     layers = await pool.start()
-    log.info("python sandbox started", warm=settings.warm, **layers)
+    log.info("python sandbox started", zygote_pid=pool.zygote_pid, warm=settings.warm, **layers)
     missing = sorted(name for name, state in layers.items() if state.startswith(("off", "partial")))
     if missing:
         log.warning("python sandbox layers not in force on this host", layers=missing)

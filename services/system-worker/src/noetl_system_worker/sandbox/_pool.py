@@ -161,6 +161,11 @@ class SandboxPool:
         return dict(self._zygote.layers) if self._zygote else {}
 
     @property
+    def idle(self) -> int:
+        """Children forked, confined and waiting for a task right now."""
+        return len(self._idle)
+
+    @property
     def zygote_pid(self) -> int | None:
         """The zygote's pid while it runs."""
         return self._zygote.pid if self._zygote and self._zygote.alive else None
