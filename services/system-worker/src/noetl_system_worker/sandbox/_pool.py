@@ -154,6 +154,7 @@ class SandboxPool:
         self._temp_root: str | None = None
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._warm_changed = asyncio.Condition()
 
     @property
     def layers(self) -> dict[str, str]:
@@ -164,6 +165,11 @@ class SandboxPool:
     def idle(self) -> int:
         """Children forked, confined and waiting for a task right now."""
         return len(self._idle)
+
+    async def warmed(self) -> None:
+        """Return once ``warm`` children wait for tasks (at once when they already do)."""
+        async with self._warm_changed:
+            await self._warm_changed.wait_for(lambda: len(self._idle) >= self.warm or self._closed)
 
     @property
     def zygote_pid(self) -> int | None:
@@ -306,8 +312,10 @@ class SandboxPool:
             self._filling -= 1
         if self._closed:
             await self._end(child)
-        else:
-            self._idle.append(child)
+            return
+        self._idle.append(child)
+        async with self._warm_changed:
+            self._warm_changed.notify_all()
 
     async def _spawn(self) -> _Child:
         zygote = self._zygote
@@ -382,7 +390,6 @@ class SandboxPool:
         cancelling (a step or task timeout) kills the child at once."""
         payload = frame(ENCODER.encode(Task(code, inputs, libs)))
         child = self._idle.popleft() if self._idle else await self._spawn()
-        self._refill()
         answered = False
         try:
             async with asyncio.timeout(self.timeout_seconds):
@@ -396,6 +403,9 @@ class SandboxPool:
             ) from None
         finally:
             await asyncio.shield(self._end(child, wait=not answered))
+            # the replacement is forked after the task, not beside it: on a small machine
+            # the fork would compete with the task for a core on the critical path
+            self._refill()
 
     async def _exchange(self, child: _Child, payload: bytes) -> Reply:
         limit = self.limits.output_max_bytes + 2 * 4 * self.limits.capture_max_chars + REPLY_OVERHEAD_BYTES
