@@ -114,10 +114,14 @@ class Zygote:
         gc.freeze()
 
     def _readable(self) -> tuple[list[str], list[str]]:
-        python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-        python |= {p for p in sys.path if p and os.path.isdir(p)}
-        dirs = sorted(python) + list(_confine.SYSTEM_READ_DIRS) + ["/proc/self"]
-        return dirs, list(_confine.SYSTEM_READ_FILES)
+        python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path}
+        found = {os.path.realpath(p) for p in (*python, *_confine.SYSTEM_READ_DIRS) if p and os.path.isdir(p)}
+        # one rule per tree: a folder inside another allowed one (the stdlib in the prefix,
+        # /bin as /usr/bin) adds nothing but a rule each child has to load
+        dirs = [d for d in sorted(found) if not any(d.startswith(p.rstrip("/") + "/") for p in found if p != d)]
+        files = [f for f in _confine.SYSTEM_READ_FILES if os.path.isfile(f)]
+        # /proc/self is resolved by each child to its own /proc/<pid>
+        return [*dirs, "/proc/self"], files
 
     def _describe_layers(self, root: bool) -> None:
         layers = self.layers
