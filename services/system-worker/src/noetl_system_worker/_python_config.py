@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 
 from noetl_common import ConfigError, env_float, env_int, env_opt, env_str
 
-from .sandbox import SandboxLimits
+from .sandbox import DEFAULT_ENV_ALLOW, SandboxLimits
 
 ISOLATIONS = ("process", "thread")
-#: Variables a task's process may see by default: none of them holds a secret.
-DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED")
 #: Imported once by the zygote, so a task that uses them pays no import.
 DEFAULT_PRELOAD = (
     "base64", "collections", "copy", "csv", "dataclasses", "datetime", "decimal", "functools",

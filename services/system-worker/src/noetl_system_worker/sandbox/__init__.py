@@ -8,11 +8,12 @@ exits. Worker and child exchange msgpack frames, never pickle. Trust model:
 """
 
 from ._confine import set_dumpable
-from ._pool import SandboxError, SandboxPool
+from ._pool import DEFAULT_ENV_ALLOW, SandboxError, SandboxPool
 from ._task import execute_python, import_libs, task_libs, task_source
 from ._wire import Reply, SandboxLimits
 
 __all__ = [
+    "DEFAULT_ENV_ALLOW",
     "Reply",
     "SandboxError",
     "SandboxLimits",

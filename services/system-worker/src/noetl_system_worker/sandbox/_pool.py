@@ -45,6 +45,8 @@ from ._wire import (
 )
 from ._zygote import EXIT_UNCONFINED
 
+#: Variables of the worker's environment a task sees by default: none of them holds a secret.
+DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED")
 #: How long to wait for the zygote's word on how a dead child ended, for the error message.
 EXIT_REPORT_WAIT_SECONDS = 5.0
 #: How long the zygote may take to start and import its preload modules.
@@ -100,7 +102,7 @@ class _Zygote:
 def _describe(exited: Exited | None, limits: SandboxLimits) -> SandboxError:
     """The task error for a child that ended without answering."""
     if exited is None:
-        return SandboxError("python task's sandbox process ended without an answer (the sandbox restarted)")
+        return SandboxError("python task's sandbox process ended without an answer")
     status = exited.status
     if os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)
@@ -133,7 +135,7 @@ class SandboxPool:
         limits: SandboxLimits,
         *,
         warm: int = 2,
-        env_allow: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ"),
+        env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW,
         timeout_seconds: float = 3600.0,
         logger: Any = None,
         landlock: bool = True,
@@ -185,6 +187,8 @@ class SandboxPool:
     async def aclose(self) -> None:
         """Kill every child and stop the zygote."""
         self._closed = True
+        async with self._warm_changed:
+            self._warm_changed.notify_all()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

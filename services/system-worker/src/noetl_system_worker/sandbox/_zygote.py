@@ -108,6 +108,7 @@ class Zygote:
         self.pidns = _confine.probe_pid_namespace() if root else None
         self.landlock_abi = _confine.landlock_abi() if setup.landlock else 0
         self.read_dirs, self.read_files = self._readable()
+        self.view = self._reachable_view() if self.drop_uid else ""
         self._describe_layers(root)
         self._preload()
         # children share the zygote's heap copy-on-write; frozen objects are never touched by gc
@@ -123,6 +124,16 @@ class Zygote:
         # /proc/self is resolved by each child to its own /proc/<pid>
         return [*dirs, "/proc/self"], files
 
+    def _reachable_view(self) -> str:
+        """Let the sandbox uid reach the interpreter and the private folders (see _confine)."""
+        try:
+            masked = _confine.reachable_view(
+                [*self.read_dirs, self.setup.temp_root], self.limits.uid, self.limits.gid
+            )
+        except OSError as exc:
+            return f"off: {exc}"
+        return f"on: {', '.join(masked)} masked down to the interpreter's files" if masked else "not needed"
+
     def _describe_layers(self, root: bool) -> None:
         layers = self.layers
         layers["process"] = "on: one forked child per task, its environment the allow-list only"
@@ -130,13 +141,7 @@ class Zygote:
         layers["limits"] = f"on: {names}" + (", processes" if self.drop_uid else "")
         if self.drop_uid:
             layers["uid"] = f"on: {self.limits.uid}:{self.limits.gid}, no supplementary groups"
-            try:
-                masked = _confine.reachable_view(self.read_dirs, self.limits.uid, self.limits.gid)
-                layers["filesystem_view"] = (
-                    f"on: {', '.join(masked)} masked down to the interpreter's files" if masked else "not needed"
-                )
-            except OSError as exc:
-                layers["filesystem_view"] = f"off: {exc}"
+            layers["filesystem_view"] = self.view
         else:
             layers["uid"] = "off: the worker is not root; children run as its uid" if not root else "off: disabled"
         if self.pidns is not None:
@@ -212,6 +217,7 @@ class Zygote:
         return True
 
     def _spawn(self, request: int, fd: int) -> None:
+        private = ""
         try:
             private = tempfile.mkdtemp(prefix="task-", dir=self.setup.temp_root)
             if self.drop_uid:
@@ -225,6 +231,8 @@ class Zygote:
                 raise
         except OSError as exc:
             os.close(fd)
+            if private:
+                shutil.rmtree(private, ignore_errors=True)
             self._send(Spawned(request, error=f"fork failed: {exc}"))
             return
         if pid == 0:
