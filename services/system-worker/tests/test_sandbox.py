@@ -394,3 +394,47 @@ def test_a_non_dumpable_worker_hides_its_environ_from_its_own_uid(undumpable: bo
 
     # the same uid reads the environment of a dumpable process: the layer is what stops it
     assert os.WEXITSTATUS(status) == (13 if undumpable else 0)
+
+
+LAYER_PROBE = (
+    "import os, signal\nout = {}\n"
+    "try:\n    out['environ'] = open(f'/proc/{worker}/environ', 'rb').read().decode('latin-1')\n"
+    "except OSError as exc:\n    out['environ'] = type(exc).__name__\n"
+    "try:\n    open(os.path.join(folder, 'evil.py'), 'w').close()\n    out['write'] = 'allowed'\n"
+    "except OSError as exc:\n    out['write'] = type(exc).__name__\n"
+    "try:\n    os.kill(worker, 0)\n    out['signal'] = 'sent'\n"
+    "except OSError as exc:\n    out['signal'] = type(exc).__name__\n"
+    "result = out\n"
+)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        pytest.param(
+            "uid",
+            marks=pytest.mark.skipif(not ROOT, reason="the uid drop needs a root worker"),
+        ),
+        pytest.param(
+            "landlock",
+            marks=pytest.mark.skipif(LANDLOCK < 6, reason="needs Landlock ABI >= 6 (filesystem and signal scope)"),
+        ),
+    ],
+)
+async def test_with_a_layer_left_off_the_worker_stays_closed(layer: str) -> None:
+    """``layer`` is the one left on of the two: the uid drop (no Landlock) or Landlock (the
+    task's process as root). Signals may also stop at the child's pid namespace (root)."""
+    # the worker's own folder: 0755 for the uid layer (file modes), 0777 for Landlock (no modes)
+    with tempfile.TemporaryDirectory(prefix="worker-owned-") as folder:
+        os.chmod(folder, 0o755 if layer == "uid" else 0o777)
+        os.environ["NOETL_API_TOKEN"] = SECRET
+        sandbox = SandboxPool(LIMITS, warm=0, landlock=layer == "landlock", drop_uid=layer == "uid")
+        try:
+            await sandbox.start()
+            seen = await ok(sandbox, LAYER_PROBE, worker=os.getpid(), folder=folder)
+        finally:
+            await sandbox.aclose()
+            os.environ.pop("NOETL_API_TOKEN", None)
+
+        assert SECRET not in seen["environ"] and seen["write"] == "PermissionError", seen
+        assert seen["signal"] != "sent" and os.listdir(folder) == []
