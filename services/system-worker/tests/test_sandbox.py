@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -438,3 +439,35 @@ async def test_with_a_layer_left_off_the_worker_stays_closed(layer: str) -> None
 
         assert SECRET not in seen["environ"] and seen["write"] == "PermissionError", seen
         assert seen["signal"] != "sent" and os.listdir(folder) == []
+
+
+@pytest.fixture
+def leftover_roots() -> Iterator[tuple[str, str]]:
+    """(a dead worker's task-folder root, a live worker's), in the temp folder."""
+    dead = os.fork()  # a pid that no longer runs
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    stale = Path(tempfile.gettempdir(), f"noetl-sandbox-{dead}-leftover")
+    stale.joinpath("task-x").mkdir(parents=True)
+    live = Path(tempfile.gettempdir(), f"noetl-sandbox-{os.getpid()}-alive")
+    live.mkdir()
+    try:
+        yield str(stale), str(live)
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)
+
+
+async def test_task_folders_of_a_killed_worker_are_removed_at_the_next_start(
+    leftover_roots: tuple[str, str],
+) -> None:
+    stale, live = leftover_roots
+    sandbox = SandboxPool(LIMITS, warm=0)
+    try:
+        await sandbox.start()
+    finally:
+        await sandbox.aclose()
+
+    assert sorted(os.listdir(tempfile.gettempdir())).count(os.path.basename(stale)) == 0
+    assert os.path.basename(live) in os.listdir(tempfile.gettempdir())  # a live worker's stays

@@ -71,6 +71,25 @@ _HERE = Path(__file__).resolve().parent
 _PACKAGES = [("noetl_system_worker", str(_HERE.parent)), ("noetl_system_worker.sandbox", str(_HERE))]
 
 
+#: Folder of one worker's task folders: ``<tmp>/noetl-sandbox-<worker pid>-<random>``.
+TEMP_PREFIX = "noetl-sandbox-"
+
+
+def _sweep_stale_roots() -> None:
+    """Remove the task folders of workers that died without cleaning up (killed -9)."""
+    parent = tempfile.gettempdir()
+    for entry in os.scandir(parent):
+        owner = entry.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        if not entry.name.startswith(TEMP_PREFIX) or not owner.isdigit():
+            continue
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            pass  # alive (another user's), or not a pid
+
+
 class SandboxError(Exception):
     """A python task the sandbox ended (killed, crashed, over a limit); ``type_name`` for the step error."""
 
@@ -214,7 +233,8 @@ class SandboxPool:
 
     async def _start_zygote(self) -> _Zygote:
         if self._temp_root is None:
-            self._temp_root = tempfile.mkdtemp(prefix="noetl-sandbox-")
+            await asyncio.to_thread(_sweep_stale_roots)
+            self._temp_root = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
             os.chmod(self._temp_root, 0o711)  # children reach their own folder, list none
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         setup = Setup(
