@@ -35,11 +35,12 @@ from noetl_dev import Stack
 sys.path.insert(0, str(Path(__file__).parent))
 import dispatch
 import raw
+import sandbox
 import wasm
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-SECTIONS = ("raw", "pipeline", "latency", "playbook", "wasm", "chain", "inproc", "fanout")
+SECTIONS = ("raw", "pipeline", "latency", "playbook", "wasm", "chain", "inproc", "fanout", "sandbox", "isolation")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -203,6 +204,9 @@ class Bench:
 
     async def section_playbook(self) -> None:
         """End-to-end wall time of a 3-step python playbook, sequential runs."""
+        self.figures["playbook"] = await self._playbook()
+
+    async def _playbook(self) -> dict[str, Any]:
         await self.register(HERE / "playbooks" / "three_step.yaml")
         for _ in range(5):  # warm the catalog cache, the workers' imports and connections
             await self.wait_terminal(await self.execute("bench/three_step"))
@@ -217,7 +221,7 @@ class Bench:
             created = datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
             updated = datetime.fromisoformat(body["updated_at"].replace("Z", "+00:00"))
             server_ms.append((updated - created).total_seconds() * 1000)
-        self.figures["playbook"] = {
+        return {
             "runs": len(client_ms),
             "client_p50_ms": percentile(client_ms, 50),
             "client_p99_ms": percentile(client_ms, 99),
@@ -239,6 +243,27 @@ class Bench:
     async def section_inproc(self) -> None:
         """The same chain in process: orchestrator + the worker's pipeline runner (bench/dispatch.py)."""
         self.figures["inproc"] = await dispatch.section_inproc(self.args.chain_steps, self.args.runs)
+
+    async def section_sandbox(self) -> None:
+        """One python task through the sandbox vs a thread, in process (bench/sandbox.py)."""
+        self.figures["sandbox"] = await sandbox.overhead(self.args.sandbox_tasks)
+
+    async def section_isolation(self) -> None:
+        """The 3-step playbook and the chain with python isolation off, then on (bench/sandbox.py)."""
+        assert self.stack.database_url
+        figures: dict[str, Any] = {}
+        try:
+            for mode in ("thread", "process"):
+                await asyncio.to_thread(sandbox.use_isolation, self.stack, mode)
+                figures[mode] = {
+                    "playbook": await self._playbook(),
+                    "chain": await dispatch.section_chain(
+                        self.http, self.stack.database_url, self.args.chain_steps, self.args.runs
+                    ),
+                }
+        finally:
+            await asyncio.to_thread(sandbox.use_isolation, self.stack, "process")
+        self.figures["isolation"] = figures
 
     async def section_fanout(self) -> None:
         """A parallel loop on its own stack with two shared-pool workers (bench/dispatch.py)."""
@@ -290,6 +315,7 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
     if "wasm" in figures:
         lines += wasm.markdown_rows(figures["wasm"])
     lines += dispatch.markdown_rows(figures)
+    lines += sandbox.markdown_rows(figures)
     return "\n".join(lines) + "\n"
 
 
@@ -339,11 +365,12 @@ def main() -> int:
     parser.add_argument("--playbook-runs", type=int, default=200)
     parser.add_argument("--chain-steps", type=int, default=200, help="steps of the generated chain")
     parser.add_argument("--fanout-items", type=int, default=1000, help="iterations of the parallel loop")
+    parser.add_argument("--sandbox-tasks", type=int, default=300, help="python tasks of the sandbox section")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.events, args.raw_messages = 1, 5_000, 5_000
         args.latency_seconds, args.playbook_runs = 2.0, 20
-        args.chain_steps, args.fanout_items = 50, 200
+        args.chain_steps, args.fanout_items, args.sandbox_tasks = 50, 200, 50
     return asyncio.run(amain(args))
 
 

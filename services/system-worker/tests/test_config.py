@@ -96,6 +96,18 @@ def test_node_id_falls_back_to_worker_id_hash() -> None:
         ({"WORKER_HTTP_DENY_CIDRS": "10.0.0.0/33"}, "WORKER_HTTP_DENY_CIDRS"),
         ({"WORKER_HTTP_ALLOW_CIDRS": "127.0.0.1/8"}, "WORKER_HTTP_ALLOW_CIDRS"),
         ({"WORKER_DUCKDB_ALLOWED_DIRECTORIES": "/data,/"}, "WORKER_DUCKDB_ALLOWED_DIRECTORIES"),
+        ({"WORKER_PYTHON_ISOLATION": "docker"}, "WORKER_PYTHON_ISOLATION"),
+        ({"WORKER_PYTHON_WARM": "-1"}, "WORKER_PYTHON_WARM"),
+        ({"WORKER_PYTHON_CPU_SECONDS": "0"}, "WORKER_PYTHON_CPU_SECONDS"),
+        ({"WORKER_PYTHON_MEMORY_BYTES": "1G"}, "WORKER_PYTHON_MEMORY_BYTES"),
+        ({"WORKER_PYTHON_MAX_OPEN_FILES": "3"}, "WORKER_PYTHON_MAX_OPEN_FILES"),
+        ({"WORKER_PYTHON_OUTPUT_MAX_BYTES": "10"}, "WORKER_PYTHON_OUTPUT_MAX_BYTES"),
+        ({"WORKER_PYTHON_TIMEOUT_SECONDS": "0"}, "WORKER_PYTHON_TIMEOUT_SECONDS"),
+        ({"WORKER_PYTHON_ENV_ALLOW": "PATH,not-a-name"}, "WORKER_PYTHON_ENV_ALLOW"),
+        ({"WORKER_PYTHON_ENV_ALLOW": "PATH,NOETL_API_TOKEN"}, "WORKER_PYTHON_ENV_ALLOW"),
+        ({"WORKER_PYTHON_PRELOAD": "json,os;rm"}, "WORKER_PYTHON_PRELOAD"),
+        ({"WORKER_SANDBOX_UID": "0"}, "WORKER_SANDBOX_UID"),
+        ({"WORKER_SANDBOX_GID": "nobody"}, "WORKER_SANDBOX_GID"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -121,6 +133,40 @@ async def test_client_pool_reuses_one_client_per_allowed_url() -> None:
         assert isinstance(api, ControlPlaneClient)
     finally:
         await pool.aclose()
+
+
+def test_python_settings_default_to_a_process_sandbox_and_can_be_changed() -> None:
+    default = WorkerConfig.from_env(REQUIRED).python
+    config = WorkerConfig.from_env(
+        {
+            **REQUIRED,
+            "WORKER_PYTHON_ISOLATION": "thread",
+            "WORKER_PYTHON_WARM": "0",
+            "WORKER_PYTHON_CPU_SECONDS": "30",
+            "WORKER_PYTHON_MEMORY_BYTES": "134217728",
+            "WORKER_PYTHON_MAX_OPEN_FILES": "64",
+            "WORKER_PYTHON_FILE_MAX_BYTES": "0",
+            "WORKER_PYTHON_MAX_PROCESSES": "8",
+            "WORKER_PYTHON_OUTPUT_MAX_BYTES": "4096",
+            "WORKER_PYTHON_TIMEOUT_SECONDS": "90",
+            "WORKER_PYTHON_ENV_ALLOW": "PATH, TZ ,PATH",
+            "WORKER_PYTHON_PRELOAD": "json,xml.etree.ElementTree",
+            "WORKER_SANDBOX_UID": "70000",
+            "WORKER_SANDBOX_GID": "70001",
+        }
+    ).python
+
+    assert (default.isolation, default.warm, default.timeout_seconds) == ("process", 2, 3600.0)
+    assert default.env_allow == ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED")
+    assert (default.limits.cpu_seconds, default.limits.memory_bytes) == (600, 2 * 1024**3)
+    assert (default.limits.uid, default.limits.gid, default.limits.output_max_bytes) == (61000, 61000, 16 * 1024**2)
+    assert "json" in default.limits.preload
+    assert (config.isolation, config.warm, config.timeout_seconds) == ("thread", 0, 90.0)
+    assert config.env_allow == ("PATH", "TZ")
+    limits = config.limits
+    assert (limits.cpu_seconds, limits.memory_bytes, limits.max_open_files) == (30, 134217728, 64)
+    assert (limits.file_max_bytes, limits.max_processes, limits.output_max_bytes) == (0, 8, 4096)
+    assert (limits.uid, limits.gid, limits.preload) == (70000, 70001, ("json", "xml.etree.ElementTree"))
 
 
 def test_consumer_ack_wait_and_max_deliver() -> None:

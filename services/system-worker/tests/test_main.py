@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -70,6 +71,9 @@ def test_serves_ops_endpoints_and_stops_on_sigterm(nats_url: str) -> None:
             proc.wait()
     logs = proc.stderr.read().decode() if proc.stderr else ""
     assert "worker started" in logs and "worker stopped" in logs
+    # python tasks get a sandbox by default; its zygote does not outlive the worker
+    sandbox = next(json.loads(line) for line in logs.splitlines() if "python sandbox started" in line)
+    assert sandbox["process"].startswith("on") and not os.path.exists(f"/proc/{sandbox['zygote_pid']}")
 
 
 def test_bad_config_exits_2_with_one_line_naming_the_variable() -> None:

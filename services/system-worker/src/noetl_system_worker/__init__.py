@@ -7,15 +7,20 @@ configuration (``WORKER_POOL_NAME``).
 from ._api import ClientPool, ControlPlane
 from ._config import WorkerConfig
 from ._pipeline import PipelineRunner, StepOutcome, backoff_delay
-from ._python_tool import PythonToolError, execute_python, run_python
+from ._python_tool import PythonToolError, SandboxedPython, run_python
 from ._tools import Tool, ToolRegistry, UnknownToolError, run_noop
 from ._worker import Worker
+from .sandbox import SandboxError, SandboxLimits, SandboxPool, execute_python
 
 __all__ = [
     "ClientPool",
     "ControlPlane",
     "PipelineRunner",
     "PythonToolError",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxPool",
+    "SandboxedPython",
     "StepOutcome",
     "Tool",
     "ToolRegistry",

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from noetl_common import configure_logging, env_opt, run_service, serve_ops
 
 from ._api import ClientPool
 from ._config import WorkerConfig
+from ._python_tool import SandboxedPython
 from ._tools import ToolRegistry
 from ._worker import Worker
+from .sandbox import SandboxPool, make_undumpable
 from .wasm import ModuleCache, PluginHost, WasmLimits, WasmTool
 
 
@@ -25,6 +28,9 @@ async def serve(stop: asyncio.Event) -> None:
     """Read the config, serve the ops endpoints and run the worker until ``stop``."""
     config = WorkerConfig.from_env()
     log = configure_logging("noetl-system-worker", config.log_level)
+    # before anything else runs: a process of our uid may then not read our environ or memory
+    if not make_undumpable():
+        log.warning("could not make the worker non-dumpable; same-uid processes may read its memory")
     # python tasks run in the loop's default executor: size it to the concurrency so every
     # slot gets a thread (the stdlib default is min(32, cpus + 4)), plus spares for
     # threads still finishing after their command timed out.
@@ -44,6 +50,9 @@ async def serve(stop: asyncio.Event) -> None:
             arrow_limits=config.arrow_limits,
         ),
     )
+    sandbox = await python_sandbox(config, log)
+    if sandbox is not None:
+        registry.register("python", SandboxedPython(sandbox))
     worker = Worker(config, api_for=clients.get, registry=registry, logger=log)
     try:
         async with serve_ops(config.metrics_host, config.metrics_port, worker.ready, worker.details):
@@ -51,6 +60,31 @@ async def serve(stop: asyncio.Event) -> None:
     finally:
         await clients.aclose()
         host.close()
+        if sandbox is not None:
+            await sandbox.aclose()
+
+
+async def python_sandbox(config: WorkerConfig, log: Any) -> SandboxPool | None:
+    """The started sandbox pool of ``WORKER_PYTHON_ISOLATION=process`` (None for ``thread``).
+
+    Logs once which isolation layers hold on this host, and warns about those that do not."""
+    settings = config.python
+    if settings.isolation != "process":
+        log.warning("python tasks run in the worker's threads with its privileges (WORKER_PYTHON_ISOLATION=thread)")
+        return None
+    pool = SandboxPool(
+        settings.limits,
+        warm=settings.warm,
+        env_allow=settings.env_allow,
+        timeout_seconds=settings.timeout_seconds,
+        logger=log,
+    )
+    layers = await pool.start()
+    log.info("python sandbox started", zygote_pid=pool.zygote_pid, warm=settings.warm, **layers)
+    missing = sorted(name for name, state in layers.items() if state.startswith(("off", "partial")))
+    if missing:
+        log.warning("python sandbox layers not in force on this host", layers=missing)
+    return pool
 
 
 def main() -> None:

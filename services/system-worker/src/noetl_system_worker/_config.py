@@ -30,6 +30,7 @@ from noetl_common import (
 from noetl_common.arrow_limits import ArrowLimits
 
 from ._egress import EgressPolicy, IPNetwork, parse_hosts, parse_networks
+from ._python_config import PythonSettings
 from ._runtime import SUITE_SECRET_VARIABLES, is_suite_secret
 
 #: JetStream redelivers an un-acked message after this long; heartbeats must be shorter.
@@ -115,6 +116,8 @@ class WorkerConfig:
     #: NOETL_ARROW_MAX_*: Arrow data (WASM inputs and outputs, tabular results) is checked
     #: against them before it is decoded or turned into rows
     arrow_limits: ArrowLimits = field(default_factory=ArrowLimits)
+    #: How python tasks run (WORKER_PYTHON_*): a sandbox process per task, or a thread.
+    python: PythonSettings = field(default_factory=PythonSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -191,4 +194,5 @@ class WorkerConfig:
             ack_wait_seconds=env_float("WORKER_ACK_WAIT_SECONDS", ACK_WAIT_SECONDS, minimum=1.0, env=env),
             max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),
             arrow_limits=ArrowLimits.from_env(env),
+            python=PythonSettings.from_env(env),
         )
