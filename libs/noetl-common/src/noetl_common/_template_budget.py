@@ -145,15 +145,21 @@ class Budget:
         if clock() > self.deadline:
             self.late()
 
-    def fits(self, size: int, what: str = "a string") -> None:
-        """Refuse, before it is built, one object of ``size`` bytes over the output limit."""
+    def fits(self, size: int, what: str = "a string", exact: bool = True) -> None:
+        """Refuse, before it is built, one object of ``size`` bytes over the output limit.
+
+        ``exact``: ``size`` is the object's size, not an estimate that stopped counting.
+        """
         if size > self.max_size:
-            self.fail(
-                f"{what} of {size} bytes would be larger than {self.max_size} (NOETL_TEMPLATE_MAX_OUTPUT_BYTES)"
-            )
+            shown = f"{what} of {size} bytes" if exact else what
+            self.fail(f"{shown} would be larger than {self.max_size} bytes (NOETL_TEMPLATE_MAX_OUTPUT_BYTES)")
 
     def fits_items(self, count: int) -> None:
-        self.fits(count * SLOT_BYTES, f"a list of {count} items")
+        if count * SLOT_BYTES > self.max_size:
+            self.fail(
+                f"a list of {count} items would be larger than {self.max_size} bytes "
+                f"at {SLOT_BYTES} bytes an item (NOETL_TEMPLATE_MAX_OUTPUT_BYTES)"
+            )
 
     def add_built(self, size: int) -> None:
         """Account an object of ``size`` bytes just built; all of them together are bounded too."""

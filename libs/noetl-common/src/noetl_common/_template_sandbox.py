@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from functools import update_wrapper
 from string import Formatter
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
@@ -46,7 +46,7 @@ _VIEWS: tuple[type, ...] = (list, tuple, Set, deque, type({}.keys()), type({}.va
 
 
 def text_size(value: Any, budget: Budget, indent: int = 0) -> int:
-    """An upper estimate of ``len(str(value))`` without building it; stops past the limit.
+    """An estimate from above of ``len(str(value))``, without building it; stops past the limit.
 
     ``indent``: the text is pretty-printed with this indent per level (``tojson``).
     """
@@ -63,35 +63,45 @@ def text_size(value: Any, budget: Budget, indent: int = 0) -> int:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        cls = item.__class__
-        if cls is str or isinstance(item, str):
-            size += len(item) + 2
-        elif cls is int:
-            size += item.bit_length() // 3 + 2
-        elif cls in _SHORT:
-            size += 32
-        elif cls is dict or isinstance(item, Mapping):
-            size += 2 + 4 * len(item)
-            stack.extend((part, depth + 1) for pair in item.items() for part in pair)
-        elif cls is list or isinstance(item, _VIEWS):
+        children: Iterable[Any]
+        if isinstance(item, Mapping):
+            children = (part for pair in item.items() for part in pair)
             size += 2 + 2 * len(item)
-            stack.extend((part, depth + 1) for part in item)
-        elif isinstance(item, bytes | bytearray):
-            size += 4 * len(item) + 3  # every byte may print as \xNN
+        elif isinstance(item, _VIEWS):
+            children = cast(Iterable[Any], item)
         elif isinstance(item, Namespace):
-            stack.append((item._Namespace__attrs, depth))  # its repr shows its attributes
-        elif isinstance(item, int):
-            size += item.bit_length() // 3 + 2
+            children = (object.__getattribute__(item, "_Namespace__attrs"),)  # its repr shows them
         else:
-            size += 32  # loop, macro and undefined objects: a short repr
-        if indent:
-            size += 1 + depth * indent
-        if size > cap:
-            return size
+            size += _leaf_size(item)
+            children = ()
+        size += 2 + depth * indent
+        for child in children:
+            cls = child.__class__
+            # strings and numbers inline: most containers hold nothing else
+            if cls is str:
+                size += len(child) + 4 + depth * indent
+            elif cls is int:
+                size += child.bit_length() // 3 + 4 + depth * indent
+            elif cls in _SHORT:
+                size += 26 + depth * indent
+            else:
+                stack.append((child, depth + 1))
+            if size > cap:
+                return size
         walked += 1
-        if not walked & 1023:
+        if not walked & 255:
             budget.tick()
     return size
+
+
+def _leaf_size(item: Any) -> int:
+    if isinstance(item, str):
+        return len(item) + 4
+    if isinstance(item, bytes | bytearray):
+        return 4 * len(item) + 3  # every byte may print as \xNN
+    if isinstance(item, int):
+        return item.bit_length() // 3 + 2
+    return 32  # loop, macro and undefined objects: a short repr
 
 
 def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str, default: Any) -> Any:
@@ -438,14 +448,14 @@ def _filter_tojson(
     budget: Budget, lead: _Args, value: Any, args: _Args, kwargs: dict[str, Any]
 ) -> tuple[Any, _Args, dict[str, Any]]:
     indent = _arg(args, kwargs, 0, "indent", None)
-    budget.fits(text_size(value, budget, indent if isinstance(indent, int) else 0))
+    budget.fits(text_size(value, budget, indent if isinstance(indent, int) else 0), "the JSON text", False)
     return value, args, kwargs
 
 
 def _filter_pprint(
     budget: Budget, lead: _Args, value: Any, args: _Args, kwargs: dict[str, Any]
 ) -> tuple[Any, _Args, dict[str, Any]]:
-    budget.fits(text_size(value, budget, 1))
+    budget.fits(text_size(value, budget, 1), "the text of a value", False)
     return value, args, kwargs
 
 
@@ -488,7 +498,7 @@ def _budgeted_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             if iterating:
                 value = iterate(value, budget)
             elif not measured and value.__class__ is not str:
-                budget.fits(text_size(value, budget))  # the filter turns it into text
+                budget.fits(text_size(value, budget), "the text of a value", False)  # the filter prints it
             if check is not None:
                 value, rest, kwargs = check(budget, lead, value, rest, kwargs)
             args = (*lead, value, *rest)
@@ -603,7 +613,7 @@ class BudgetedEnvironment(SandboxedEnvironment):
     def budget_out(self, value: Any) -> Any:
         """A value to be output that may print far larger than it weighs: measured first."""
         budget = active()
-        budget.fits(text_size(value, budget), "the text of a value")
+        budget.fits(text_size(value, budget), "the text of a value", False)
         return value
 
     def concat(self, pieces: Iterable[str]) -> str:

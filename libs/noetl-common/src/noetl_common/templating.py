@@ -55,6 +55,8 @@ _SINGLE_EXPR = re.compile(r"^\s*\{\{[-+]?(?P<expr>(?:(?!\{\{|\}\}).)*?)[-+]?\}\}
 _FALSE_STRINGS = frozenset({"", "false", "no", "off", "0", "none", "null"})
 #: Native results of these types are returned as they are.
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+#: Strings this long are tracked for sharing in a native result (shorter ones add little).
+_SHARED_STRING = 64
 
 
 class _FixedMapping(dict[str, Any]):
@@ -181,9 +183,9 @@ def _prepare(context: Mapping[str, Any]) -> dict[str, Any]:
 class _Native:
     """Copies a native result into plain data (undefined → None, marker dicts → dict).
 
-    A result that is big only because it holds the same objects many times
-    (``[rows, rows, ...]``, nested repetitions) would be encoded at its full size later;
-    it is refused once such sharing is seen and its size passes the output limit.
+    A result big only because it holds the same list, mapping or long string many times
+    (``[rows, rows, ...]``, ``[s] * 100000``) would be encoded at its full size later: it
+    is refused once such sharing is seen and its size passes the output limit.
     """
 
     __slots__ = ("budget", "seen", "shared", "size")
@@ -200,22 +202,25 @@ class _Native:
                 value._fail()
             return None
         if isinstance(value, dict):
-            self._container(value)
+            self._once(value, 2 + len(value))
             return {k: self.plain(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            self._container(value)
+            self._once(value, 2 + len(value))
             return [self.plain(v) for v in value]
         if isinstance(value, str):
-            self._add(len(value))
+            if len(value) < _SHARED_STRING:
+                self._add(len(value))
+            else:
+                self._once(value, len(value))
         return value
 
-    def _container(self, value: Any) -> None:
+    def _once(self, value: Any, size: int) -> None:
         key = id(value)
         if key in self.seen:
             self.shared = True
         else:
             self.seen.add(key)
-        self._add(2 + len(value))
+        self._add(size)
 
     def _add(self, size: int) -> None:
         self.size += size
