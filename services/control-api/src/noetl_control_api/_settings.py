@@ -16,6 +16,7 @@ from noetl_common import (
     event_loop_name,
     node_id_from_env,
 )
+from noetl_common.templating import TemplateLimits
 
 MiB = 1024 * 1024
 
@@ -57,6 +58,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     credentials_key: str | None = None  # Fernet key(s); None disables credentials/keychain (503)
     plugin_seed_dir: str | None = None  # built-in WASM plug-ins published at start
     event_loop: str = "uvloop"  # granian's loop for the app: uvloop or asyncio
+    # the budget of one template field the orchestrator renders (NOETL_TEMPLATE_*)
+    template_limits: TemplateLimits = msgspec.field(default_factory=TemplateLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,4 +103,5 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             credentials_key=credentials_key,
             plugin_seed_dir=_seed_dir(env),
             event_loop=event_loop_name(env),
+            template_limits=TemplateLimits.from_env(env),
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from noetl_common import Event, scrub
+from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
@@ -58,12 +59,18 @@ class ExecutionService:
     """Starts executions and answers questions about them."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, playbooks: PlaybookCache, recorder: Recorder, done: KeyedNotifier
+        self,
+        pool: AsyncConnectionPool,
+        playbooks: PlaybookCache,
+        recorder: Recorder,
+        done: KeyedNotifier,
+        template_limits: TemplateLimits = DEFAULT_LIMITS,
     ) -> None:
         self._pool = pool
         self._playbooks = playbooks
         self._recorder = recorder
         self._done = done
+        self._limits = template_limits
         self._closing = False
         #: how many reads are held waiting for their execution's end
         self.waiting = 0
@@ -92,7 +99,7 @@ class ExecutionService:
         execution_id = self._recorder.ids.next_id()
         ref = ExecutionRef(execution_id=execution_id, catalog_path=entry.path, parent_execution_id=parent)
         decision = start_execution(
-            playbook, execution_id=execution_id, payload=payload, catalog_path=entry.path
+            playbook, execution_id=execution_id, payload=payload, catalog_path=entry.path, limits=self._limits
         )
         requested = self._recorder.new_event(
             ref,
@@ -189,7 +196,7 @@ class ExecutionService:
 
         Scrubbed like every other reply: the states hold the workload, which may carry secrets."""
         async with self._pool.connection() as conn:
-            reply = await replay_execution(conn, self._playbooks, execution_id)
+            reply = await replay_execution(conn, self._playbooks, execution_id, self._limits)
         return msgspec.convert(scrub(msgspec.to_builtins(reply)), type(reply))
 
     async def cancel(self, execution_id: int, reason: str | None) -> ExecutionView:

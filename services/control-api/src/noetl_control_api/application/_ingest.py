@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 from noetl_common import ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
+from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
@@ -112,12 +113,14 @@ class EventIngest:
         *,
         lease_seconds: float,
         context_max_bytes: int,
+        template_limits: TemplateLimits = DEFAULT_LIMITS,
     ) -> None:
         self._pool = pool
         self._playbooks = playbooks
         self._recorder = recorder
         self._lease = lease_seconds
         self._context_max = context_max_bytes
+        self._limits = template_limits
 
     def _validate(self, events: Sequence[Event]) -> list[_Incoming]:
         if not events:
@@ -369,7 +372,7 @@ class EventIngest:
         )
         # decoded straight into structs and worked on in place: nobody else holds this copy
         state = row.state if isinstance(row.state, ExecutionState) else state_decode(row.state)
-        decision = apply_outcome(playbook, state, outcome, owned=True)
+        decision = apply_outcome(playbook, state, outcome, owned=True, limits=self._limits)
         if resolved is not reference or set_ is not raw_set:
             _keep_references(decision.events, reference, resolved, raw_set, set_)
         new = self._recorder.stage_decision(writes, ref, decision)
