@@ -16,6 +16,7 @@ import msgspec
 import pytest
 from noetl_common import CommandSpec
 from noetl_common.templating import TemplateLimits, evaluate, render
+from noetl_control_api import Settings
 from noetl_control_api.dsl import Playbook, parse_playbook
 from noetl_control_api.orchestrator import (
     CommandDraft,
@@ -432,6 +433,14 @@ def test_template_limits_given_to_the_orchestrator_apply() -> None:
     assert kept.status == "RUNNING" and kept.commands[0].spec.args["ids"] == "0123456789"
     over = start_execution(pb, execution_id=EXECUTION_ID, payload={"n": 11}, catalog_path=pb.path, limits=small)
     assert over.status == "FAILED" and "more than 10 loop iterations" in (over.error or "")
+
+
+def test_settings_read_the_template_limits() -> None:
+    base = {"NOETL_DATABASE_URL": "postgresql://x/y"}
+    assert Settings.from_env(base).template_limits == TemplateLimits()
+    assert TemplateLimits().max_seconds == 0.25  # /healthz answers within a second while a bomb runs
+    settings = Settings.from_env({**base, "NOETL_TEMPLATE_MAX_INT_BITS": "256", "NOETL_TEMPLATE_MAX_SECONDS": "1"})
+    assert settings.template_limits == TemplateLimits(max_int_bits=256, max_seconds=1.0)
 
 
 def test_bad_arc_condition_fails_naming_the_source_step() -> None:

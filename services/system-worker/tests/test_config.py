@@ -6,6 +6,7 @@ import socket
 
 import pytest
 from noetl_common import ConfigError, ControlPlaneClient
+from noetl_common.templating import TemplateLimits
 from noetl_system_worker import ClientPool, ControlPlane, WorkerConfig
 
 REQUIRED = {"NOETL_SERVER_URL": "http://control-api:8082"}
@@ -128,3 +129,13 @@ def test_consumer_ack_wait_and_max_deliver() -> None:
     for variable, value in (("WORKER_ACK_WAIT_SECONDS", "0"), ("WORKER_MAX_DELIVER", "1")):
         with pytest.raises(ConfigError, match=variable):
             WorkerConfig.from_env({**REQUIRED, variable: value})
+
+
+def test_template_limits_come_from_the_environment() -> None:
+    assert WorkerConfig.from_env(REQUIRED).template_limits == TemplateLimits()
+    config = WorkerConfig.from_env(
+        {**REQUIRED, "NOETL_TEMPLATE_MAX_ITERATIONS": "1000", "NOETL_TEMPLATE_MAX_SECONDS": "2"}
+    )
+    assert config.template_limits == TemplateLimits(max_iterations=1000, max_seconds=2.0)
+    with pytest.raises(ConfigError, match="NOETL_TEMPLATE_MAX_OUTPUT_BYTES"):
+        WorkerConfig.from_env({**REQUIRED, "NOETL_TEMPLATE_MAX_OUTPUT_BYTES": "lots"})

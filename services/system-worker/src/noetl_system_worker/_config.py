@@ -26,6 +26,7 @@ from noetl_common import (
     env_opt,
     env_str,
 )
+from noetl_common.templating import TemplateLimits
 
 #: JetStream redelivers an un-acked message after this long; heartbeats must be shorter.
 ACK_WAIT_SECONDS = 30.0
@@ -78,6 +79,8 @@ class WorkerConfig:
     snowflake: Snowflake = field(default_factory=lambda: Snowflake(0), compare=False, repr=False)
     #: NOETL_SNOWFLAKE_NODE_ID / NOETL_SHARD_ID named the node id: a leased one is not taken
     snowflake_node_explicit: bool = False
+    #: The budget of each template render of a task (its config, a rule): NOETL_TEMPLATE_*.
+    template_limits: TemplateLimits = field(default_factory=TemplateLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -145,4 +148,5 @@ class WorkerConfig:
             event_batch_max=env_int("WORKER_EVENT_BATCH_MAX", 32, minimum=1, maximum=256, env=env),
             ack_wait_seconds=env_float("WORKER_ACK_WAIT_SECONDS", ACK_WAIT_SECONDS, minimum=1.0, env=env),
             max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),
+            template_limits=TemplateLimits.from_env(env),
         )
