@@ -78,7 +78,7 @@ def create_app(
     """Build the app; the pool opens (and migrations run) in the app's lifespan."""
     pool = store.create_pool(settings.database_url, settings.db_pool_size)
     notifier = store.OutboxNotifier(settings.database_url)
-    event_notifier = store.OutboxNotifier(settings.database_url, store.EVENT_CHANNEL)
+    event_notifier = store.KeyedNotifier(settings.database_url, store.EVENT_CHANNEL)
     done_notifier = store.KeyedNotifier(settings.database_url, store.EXECUTION_DONE_CHANNEL)
     playbooks = PlaybookCache()
     lease_node = ids is None and settings.snowflake_node_lease
