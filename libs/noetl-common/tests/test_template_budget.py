@@ -210,6 +210,9 @@ def test_ordinary_templates_render_as_before() -> None:
     appended = "{% set ns = namespace(l=[]) %}{% for i in range(3) %}{% set _ = ns.l.append(i) %}{% endfor %}"
     assert render(appended + "{{ ns.l }}", {}) == "[0, 1, 2]"
     assert render("{{ 2 ** 64 * 3 + 1 }}", {}) == 2**64 * 3 + 1
+    updated = "{% set d = dict({'a': 1}, b=2) %}{% set _ = d.update({'c': 3}) %}{% set _ = d.update([('e', 5)]) %}"
+    assert render(updated + "{{ d }}", {}) == "{'a': 1, 'b': 2, 'c': 3, 'e': 5}"
+    assert render("{{ {}.fromkeys(['x', 'y'], 0) }}|{{ 'a-b'.split('-') | join('+') }}", {}) == "{'x': 0, 'y': 0}|a+b"
     assert render("{{ workload.n * 'ab' }}|{{ [1, 2] + [3] }}|{{ 'x' | center(5) }}", CONTEXT) == "ababab|[1, 2, 3]|  x  "
     assert render("{{ {'b': 1, 'a': [1, 2]} | tojson }}", {}) == '{"a": [1, 2], "b": 1}'
     assert evaluate("rows | length == 1000 and rows[0].id == 0", context)

@@ -2,9 +2,9 @@
 
 Where the cost is paid:
 
-* the code generator wraps every ``{% for %}`` iterable, routes ``~`` and every piece of
-  output through the budget (``budget_items``, ``budget_parts``, ``budget_out``,
-  ``budget_text``), so loops are counted and text is measured as it is produced;
+* the code generator wraps every ``{% for %}`` iterable (``budget_items``), the operands
+  of ``~`` (``budget_parts``) and every output value that is not a string or a number
+  (``budget_out``); rendered pieces are summed before they are joined (``concat``);
 * the sandbox hooks (``call``, ``getattr``, ``getitem``, ``call_binop``) check the
   deadline, and refuse a repetition, a padding, a replace, a join, a ``%`` or
   ``format`` whose result would be too large, or an integer product or power too long,
@@ -37,7 +37,7 @@ from markupsafe import Markup
 
 from ._template_budget import ACTIVE, SLOT_BYTES, Budget, active, clock, tick, ticks
 
-__all__ = ["BudgetedEnvironment", "text_size"]
+__all__ = ["BudgetedEnvironment"]
 
 _SEQUENCES = (str, bytes, bytearray, list, tuple)
 #: Types whose text is short whatever the value (a float prints in at most 24 characters).
@@ -314,8 +314,16 @@ def _walk_owner(budget: Budget, owner: Any, args: _Args, kwargs: dict[str, Any])
 
 def _walk_argument(budget: Budget, owner: Any, args: _Args, kwargs: dict[str, Any]) -> _Args:
     if (owner is dict or isinstance(owner, dict)) and args:
-        return (materialize(args[0], budget), *args[1:])
+        return (_entries(args[0], budget), *args[1:])
     return args
+
+
+def _entries(value: Any, budget: Budget) -> Any:
+    """What ``dict(value)`` / ``d.update(value)`` goes through, charged: a mapping as it is."""
+    if isinstance(value, Mapping):
+        budget.charge(len(value))
+        return value
+    return materialize(value, budget)
 
 
 _METHODS: dict[str, _MethodCheck] = {
@@ -670,7 +678,7 @@ class BudgetedEnvironment(SandboxedEnvironment):
         if check is not None:
             args = check(budget, owner, args, kwargs)
         elif __obj is dict and args:
-            args = (materialize(args[0], budget), *args[1:])
+            args = (_entries(args[0], budget), *args[1:])
         result = super().call(__context, __obj, *args, **kwargs)
         if check is not None or isinstance(owner, _TEXT):
             _account(budget, result)  # what a text method or a checked method built
