@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
 
 import jinja2
 from jinja2.runtime import Undefined, missing
@@ -57,6 +57,7 @@ _FALSE_STRINGS = frozenset({"", "false", "no", "off", "0", "none", "null"})
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 #: Strings this long are tracked for sharing in a native result (shorter ones add little).
 _SHARED_STRING = 64
+_T = TypeVar("_T")
 
 
 class _FixedMapping(dict[str, Any]):
@@ -157,14 +158,24 @@ class _Environment(BudgetedEnvironment):
 _ENV = _Environment(undefined=_Undefined, autoescape=False, keep_trailing_newline=True)
 
 
+def _compiling(compile: Callable[[], _T]) -> _T:
+    """Compile under a budget of its own: folding constants runs filters (``'x' | center(n)``),
+    and a fold that is refused is simply left to run time, where the branch may never be taken."""
+    token = ACTIVE.set(Budget(DEFAULT_LIMITS))
+    try:
+        return compile()
+    finally:
+        ACTIVE.reset(token)
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile_template(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
+    return _compiling(lambda: _ENV.from_string(source))
 
 
 @functools.lru_cache(maxsize=4096)
 def _compile_expression(source: str) -> Any:
-    return _ENV.compile_expression(source, undefined_to_none=False)
+    return _compiling(lambda: _ENV.compile_expression(source, undefined_to_none=False))
 
 
 def has_template(value: str) -> bool:
@@ -344,8 +355,6 @@ def check_syntax(template: str) -> None:
 
     A bare condition (no ``{{``) is checked as a Jinja2 expression.
     """
-    # compiling folds constant expressions, which runs filters: under a budget too
-    token = ACTIVE.set(Budget(DEFAULT_LIMITS))
     try:
         if has_template(template):
             match = _SINGLE_EXPR.match(template)
@@ -357,5 +366,3 @@ def check_syntax(template: str) -> None:
             _compile_expression(template)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template {template.strip()!r} does not parse: {exc.message}", template) from exc
-    finally:
-        ACTIVE.reset(token)
