@@ -7,7 +7,14 @@ import asyncio
 from typing import Any
 
 import psycopg
-from noetl_control_api.store import EXECUTION_DONE_CHANNEL, KeyedNotifier, OutboxNotifier, apply_migrations
+from noetl_control_api.store import (
+    EVENT_CHANNEL,
+    EXECUTION_DONE_CHANNEL,
+    WAKE_ALL,
+    KeyedNotifier,
+    OutboxNotifier,
+    apply_migrations,
+)
 from noetl_control_api.store._notifier import LISTENER_APPLICATION_NAME, OUTBOX_CHANNEL
 
 
@@ -63,6 +70,22 @@ async def test_keyed_notifier_wakes_only_the_key_notified(database_url: str) -> 
                 (pid,) = await _listener_pids(admin)
                 await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
                 # a reconnect may have missed notifications of any key: every key is woken
+                await asyncio.wait_for(two.wait(), timeout=10)
+            assert notifier.keys == 0
+    finally:
+        await notifier.stop()
+
+
+async def test_keyed_notifier_takes_several_keys_and_the_wake_all_marker(database_url: str) -> None:
+    notifier = KeyedNotifier(database_url, EVENT_CHANNEL)
+    await notifier.start()
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:
+            with notifier.watch(1) as one, notifier.watch(2) as two, notifier.watch(3) as three:
+                await admin.execute("SELECT pg_notify(%s, %s)", (EVENT_CHANNEL, "1,x,3"))
+                await asyncio.wait_for(three.wait(), timeout=10)
+                assert one.is_set() and not two.is_set()  # a bad part is skipped, not the rest
+                await admin.execute("SELECT pg_notify(%s, %s)", (EVENT_CHANNEL, WAKE_ALL))
                 await asyncio.wait_for(two.wait(), timeout=10)
             assert notifier.keys == 0
     finally:

@@ -15,7 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 from noetl_common import CommandSpec
-from noetl_common.templating import evaluate, render
+from noetl_common.templating import TemplateLimits, evaluate, render
+from noetl_control_api import Settings
 from noetl_control_api.dsl import Playbook, parse_playbook
 from noetl_control_api.orchestrator import (
     CommandDraft,
@@ -357,6 +358,89 @@ def test_template_error_fails_the_step_naming_it_without_raising() -> None:
     assert trace.ran() == ["start"]
     assert trace.final.status == "FAILED"
     assert "'bad'" in (trace.final.error or "") and "no_such_name" in (trace.final.error or "")
+
+
+NESTED_RANGE = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}true"
+HOUR = TemplateLimits(max_seconds=3600.0)  # a refusal naming another limit does not come from the clock
+
+
+def test_a_template_bomb_in_an_arc_condition_fails_the_execution_naming_step_and_field() -> None:
+    pb = inline(
+        f"""
+        workflow:
+          - step: start
+            tool: {{kind: noop}}
+            next: {{arcs: [{{step: end, when: "{NESTED_RANGE}"}}]}}
+          - {{step: end}}
+        """
+    )
+    decision = start_execution(pb, execution_id=EXECUTION_ID, payload={}, catalog_path=pb.path, limits=HOUR)
+    (command,) = decision.commands
+    final = apply_outcome(pb, decision.state, outcome(command, {}), limits=HOUR)
+    assert final.status == "FAILED" and final.commands == []
+    assert final.error is not None
+    assert final.error.startswith("step 'start': next[0].when: template ")
+    assert "more than 100000 loop iterations (NOETL_TEMPLATE_MAX_ITERATIONS)" in final.error
+    failed = final.events[-1]
+    assert failed.event_type == "playbook.failed" and failed.step == "start"
+
+
+def test_a_template_bomb_in_step_args_fails_the_execution_naming_step_and_field() -> None:
+    pb = inline(
+        """
+        workflow:
+          - {step: start, tool: {kind: noop}, next: [fetch]}
+          - step: fetch
+            tool: {kind: noop}
+            args: {url: "https://example.test/{{ 'x'.ljust(10**12) }}", page: 1}
+        """
+    )
+    trace = drive(pb, canned())
+    assert trace.ran() == ["start"]
+    assert trace.final.status == "FAILED"
+    error = trace.final.error or ""
+    assert error.startswith("step 'fetch': args.url: template ")
+    assert "would be larger than 1048576 bytes (NOETL_TEMPLATE_MAX_OUTPUT_BYTES)" in error
+
+
+def test_a_template_bomb_in_arc_args_names_the_arc() -> None:
+    pb = inline(
+        """
+        workflow:
+          - step: start
+            tool: {kind: noop}
+            next: {arcs: [{step: end, args: {n: "{{ (10**9999)**9999 }}"}}]}
+          - {step: end}
+        """
+    )
+    trace = drive(pb, canned())
+    assert trace.final.status == "FAILED"
+    assert (trace.final.error or "").startswith("step 'start': next[0].args.n: template ")
+    assert "NOETL_TEMPLATE_MAX_INT_BITS" in (trace.final.error or "")
+
+
+def test_template_limits_given_to_the_orchestrator_apply() -> None:
+    pb = inline(
+        """
+        workflow:
+          - step: start
+            tool: {kind: noop}
+            args: {ids: "{% for i in range(workload.n) %}{{ i }}{% endfor %}"}
+        """
+    )
+    small = TemplateLimits(max_iterations=10)
+    kept = start_execution(pb, execution_id=EXECUTION_ID, payload={"n": 10}, catalog_path=pb.path, limits=small)
+    assert kept.status == "RUNNING" and kept.commands[0].spec.args["ids"] == "0123456789"
+    over = start_execution(pb, execution_id=EXECUTION_ID, payload={"n": 11}, catalog_path=pb.path, limits=small)
+    assert over.status == "FAILED" and "more than 10 loop iterations" in (over.error or "")
+
+
+def test_settings_read_the_template_limits() -> None:
+    base = {"NOETL_DATABASE_URL": "postgresql://x/y"}
+    assert Settings.from_env(base).template_limits == TemplateLimits()
+    assert TemplateLimits().max_seconds == 0.25  # /healthz answers within a second while a bomb runs
+    settings = Settings.from_env({**base, "NOETL_TEMPLATE_MAX_INT_BITS": "256", "NOETL_TEMPLATE_MAX_SECONDS": "1"})
+    assert settings.template_limits == TemplateLimits(max_int_bits=256, max_seconds=1.0)
 
 
 def test_bad_arc_condition_fails_naming_the_source_step() -> None:

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 from noetl_common import ConfigError, ControlPlaneClient
+from noetl_common.templating import TemplateLimits
 from noetl_system_worker import ClientPool, ControlPlane, WorkerConfig
 
 TOKEN = "worker-token-for-the-config-tests-0123456789"
@@ -218,3 +219,13 @@ def test_http_egress_and_duckdb_settings() -> None:
     assert [str(n) for n in config.http_egress.allowed] == ["127.0.0.0/8", "::1/128"]
     assert config.http_egress.allowed_hosts == ("api.example.com", "*.svc.example")
     assert config.duckdb_directories == ("/data/in", "/data/out")
+
+
+def test_template_limits_come_from_the_environment() -> None:
+    assert WorkerConfig.from_env(REQUIRED).template_limits == TemplateLimits()
+    config = WorkerConfig.from_env(
+        {**REQUIRED, "NOETL_TEMPLATE_MAX_ITERATIONS": "1000", "NOETL_TEMPLATE_MAX_SECONDS": "2"}
+    )
+    assert config.template_limits == TemplateLimits(max_iterations=1000, max_seconds=2.0)
+    with pytest.raises(ConfigError, match="NOETL_TEMPLATE_MAX_OUTPUT_BYTES"):
+        WorkerConfig.from_env({**REQUIRED, "NOETL_TEMPLATE_MAX_OUTPUT_BYTES": "lots"})

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from noetl_common import CommandSpec, Rule, TaskSpec
+from noetl_common.templating import TemplateLimits
 from noetl_system_worker import PipelineRunner, ToolRegistry, backoff_delay, execute_python
 
 
@@ -151,6 +152,44 @@ async def test_template_error_fails_before_the_tool_runs() -> None:
     assert outcome.status == "failed"
     assert outcome.error["type"] == "TemplateError" and "nosuchname" in outcome.error["message"]
     assert outcome.error["task"] == "t"
+
+
+async def test_a_template_bomb_in_a_task_config_fails_the_task_naming_step_task_and_field() -> None:
+    ran: list[dict[str, Any]] = []
+
+    async def record(config: dict[str, Any], inputs: dict[str, Any], context: Any) -> Any:
+        ran.append(config)
+        return {"ok": True}
+
+    registry = ToolRegistry.default()
+    registry.register("recorder", record)
+    bomb = "{% for a in rows %}{% for b in rows %}{% endfor %}{% endfor %}"
+    tasks = [
+        TaskSpec(name="first", kind="recorder", config={"url": "https://example.test/a"}),
+        TaskSpec(name="fetch", kind="recorder", config={"headers": {"x-trace": bomb}, "url": "u"}),
+    ]
+    runner = PipelineRunner(registry, sleep=RecordingSleep(), limits=TemplateLimits(max_seconds=3600.0))
+    spec = CommandSpec(tasks=tasks, context={"rows": list(range(10_000))})
+    outcome = await runner.run(spec, step="load")
+    assert outcome.status == "failed" and outcome.task == "fetch"
+    assert ran == [{"url": "https://example.test/a"}]  # the tool of the bomb's task never ran
+    assert outcome.error is not None
+    assert outcome.error["type"] == "TemplateBudgetError" and outcome.error["task"] == "fetch"
+    message = outcome.error["message"]
+    assert message.startswith("step 'load' task 'fetch': config.headers.x-trace: template ")
+    assert "more than 100000 loop iterations (NOETL_TEMPLATE_MAX_ITERATIONS)" in message
+
+
+async def test_a_template_bomb_in_a_rule_names_the_rule() -> None:
+    when = Rule(when="{{ '%999999999999d' % 1 }}", do="continue")
+    outcome = await run(py("t", "result = 1", [when]))
+    assert outcome.status == "failed" and outcome.error["type"] == "TemplateBudgetError"
+    assert outcome.error["message"].startswith("task 't': rules[0].when: template ")
+    assert "NOETL_TEMPLATE_MAX_OUTPUT_BYTES" in outcome.error["message"]
+    writes = [Rule(when="{{ false }}", do="fail"), Rule(do="continue", set={"ctx.n": "{{ 10 ** 9999 }}"})]
+    outcome = await run(py("t", "result = 1", writes))
+    assert outcome.error["message"].startswith("task 't': rules[1].set.ctx.n: template ")
+    assert "NOETL_TEMPLATE_MAX_INT_BITS" in outcome.error["message"]
 
 
 async def test_unknown_kind_fails_naming_the_kind() -> None:

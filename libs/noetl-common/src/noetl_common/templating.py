@@ -11,35 +11,53 @@ Shared by the orchestrator (step inputs, arc conditions, ``set`` values) and the
 * Undefined names: a top-level name missing from the context or a missing key of
   ``workload`` was fixed before the run, so it raises :class:`TemplateError`; any other
   miss (a step result key, ``ctx``, ``args``, a step that did not run) is none.
+
+Every call runs under a budget (:class:`TemplateLimits`: iterations, output size, integer
+size, wall time); going over raises :class:`TemplateBudgetError` naming the limit. See
+``_template_budget`` and ``_template_sandbox`` for how it is kept, docs/security.md §5 for why.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
 
 import jinja2
-from jinja2.exceptions import SecurityError
 from jinja2.runtime import Undefined, missing
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["TemplateError", "check_syntax", "evaluate", "has_template", "render"]
+from ._template_budget import (
+    ACTIVE,
+    DEFAULT_LIMITS,
+    Budget,
+    TemplateBudgetError,
+    TemplateError,
+    TemplateLimits,
+    tick,
+    ticks,
+)
+from ._template_sandbox import BudgetedEnvironment
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "TemplateBudgetError",
+    "TemplateError",
+    "TemplateLimits",
+    "check_syntax",
+    "evaluate",
+    "has_template",
+    "render",
+]
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{[-+]?(?P<expr>(?:(?!\{\{|\}\}).)*?)[-+]?\}\}\s*$", re.DOTALL)
-MAX_SEQUENCE = 10_000_000
-MAX_EXPONENT = 10_000
 _FALSE_STRINGS = frozenset({"", "false", "no", "off", "0", "none", "null"})
-
-
-class TemplateError(ValueError):
-    """A template that does not parse, names something fixed that does not exist, or fails."""
-
-    def __init__(self, message: str, expression: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.expression = expression
+#: Native results of these types are returned as they are.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+#: Strings this long are tracked for sharing in a native result (shorter ones add little).
+_SHARED_STRING = 64
+_T = TypeVar("_T")
 
 
 class _FixedMapping(dict[str, Any]):
@@ -116,47 +134,48 @@ class _Undefined(Undefined):
         return "Undefined"
 
 
-class _Environment(SandboxedEnvironment):
-    """Sandboxed Jinja2 where mapping keys win over attributes.
-
-    ``*`` and ``**`` are checked so one expression cannot allocate gigabytes in the
-    control plane (``{{ 'x' * 10**10 }}``).
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    if len(seq) * times > MAX_SEQUENCE:
-                        raise SecurityError(f"repetition would build more than {MAX_SEQUENCE} items")
-        elif isinstance(right, int) and isinstance(left, int) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
-        return super().call_binop(context, operator, left, right)
+class _Environment(BudgetedEnvironment):
+    """The budgeted sandbox where mapping keys win over attributes."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping):
+        if not next(ticks) & 63:
+            tick()
+        if obj.__class__ is dict:  # step results and payloads: skip the Mapping ABC check
+            if attribute in obj:
+                return obj[attribute]
+            if attribute == "result":
+                return obj
+        elif isinstance(obj, Mapping):
             if attribute in obj:
                 return obj[attribute]
             if attribute == "result" and not isinstance(obj, _FixedMapping):
                 return obj
             if isinstance(obj, _FixedMapping):
                 return self.undefined(hint=f"workload has no key {attribute!r}", obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
+        return SandboxedEnvironment.getattr(self, obj, attribute)
 
 
 _ENV = _Environment(undefined=_Undefined, autoescape=False, keep_trailing_newline=True)
 
 
+def _compiling(compile: Callable[[], _T]) -> _T:
+    """Compile under a budget of its own: folding constants runs filters (``'x' | center(n)``),
+    and a fold that is refused is simply left to run time, where the branch may never be taken."""
+    token = ACTIVE.set(Budget(DEFAULT_LIMITS))
+    try:
+        return compile()
+    finally:
+        ACTIVE.reset(token)
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile_template(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
+    return _compiling(lambda: _ENV.from_string(source))
 
 
 @functools.lru_cache(maxsize=4096)
 def _compile_expression(source: str) -> Any:
-    return _ENV.compile_expression(source, undefined_to_none=False)
+    return _compiling(lambda: _ENV.compile_expression(source, undefined_to_none=False))
 
 
 def has_template(value: str) -> bool:
@@ -172,17 +191,62 @@ def _prepare(context: Mapping[str, Any]) -> dict[str, Any]:
     return names
 
 
-def _plain(value: Any) -> Any:
-    """Strip template-engine types from a native result (undefined → None, marker dicts → dict)."""
-    if isinstance(value, Undefined):
-        if isinstance(value, _Undefined) and value._strict:
-            value._fail()
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+class _Native:
+    """Copies a native result into plain data (undefined → None, marker dicts → dict).
+
+    A result big only because it holds the same list, mapping or long string many times
+    (``[rows, rows, ...]``, ``[s] * 100000``) would be encoded at its full size later: it
+    is refused once such sharing is seen and its size passes the output limit.
+    """
+
+    __slots__ = ("budget", "seen", "shared", "size")
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.seen: set[int] = set()
+        self.shared = False
+        self.size = 0
+
+    def plain(self, value: Any) -> Any:
+        if isinstance(value, Undefined):
+            if isinstance(value, _Undefined) and value._strict:
+                value._fail()
+            return None
+        if isinstance(value, dict):
+            self._once(value, 2 + len(value))
+            return {k: self.plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            self._once(value, 2 + len(value))
+            return [self.plain(v) for v in value]
+        if isinstance(value, str):
+            if len(value) < _SHARED_STRING:
+                self._add(len(value))
+            else:
+                self._once(value, len(value))
+        return value
+
+    def _once(self, value: Any, size: int) -> None:
+        key = id(value)
+        if key in self.seen:
+            self.shared = True
+        else:
+            self.seen.add(key)
+        self._add(size)
+
+    def _add(self, size: int) -> None:
+        self.size += size
+        if self.shared and self.size > self.budget.max_size:
+            self.budget.fail(
+                f"the value holds the same data many times and would be larger than "
+                f"{self.budget.max_size} bytes (NOETL_TEMPLATE_MAX_OUTPUT_BYTES)"
+            )
+
+
+def _plain(value: Any, budget: Budget) -> Any:
+    """Strip template-engine types from a native result."""
+    if value.__class__ in _SCALARS:
+        return value
+    return _Native(budget).plain(value)
 
 
 def _describe(exc: Exception) -> str:
@@ -193,36 +257,61 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _render_string(text: str, names: dict[str, Any]) -> Any:
+def _render_string(text: str, names: dict[str, Any], budget: Budget) -> Any:
     match = _SINGLE_EXPR.match(text)
     try:
         if match is not None:
-            return _plain(_compile_expression(match.group("expr"))(**names))
+            return _plain(_compile_expression(match.group("expr"))(**names), budget)
         return _compile_template(text).render(names)
+    except TemplateBudgetError as exc:
+        raise TemplateBudgetError(f"template {text.strip()!r} failed: {exc.message}", text) from exc
     except TemplateError:
         raise
     except Exception as exc:
         raise TemplateError(f"template {text.strip()!r} failed: {_describe(exc)}", text) from exc
 
 
-def _render(value: Any, names: dict[str, Any]) -> Any:
+def _render(value: Any, names: dict[str, Any], budget: Budget) -> Any:
     if isinstance(value, str):
-        return _render_string(value, names) if has_template(value) else value
+        return _render_string(value, names, budget) if has_template(value) else value
     if isinstance(value, Mapping):
-        return {k: _render(v, names) for k, v in value.items()}
+        rendered: dict[Any, Any] = {}
+        for key, item in value.items():
+            try:
+                rendered[key] = _render(item, names, budget)
+            except TemplateError as exc:
+                exc.within(key)
+                raise
+        return rendered
     if isinstance(value, list | tuple):
-        return [_render(v, names) for v in value]
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_render(item, names, budget))
+            except TemplateError as exc:
+                exc.within(index)
+                raise
+        return items
     return value
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
+def render(value: Any, context: Mapping[str, Any], limits: TemplateLimits = DEFAULT_LIMITS) -> Any:
     """Render every template string inside ``value`` (recursing into dicts and lists).
 
     A string that is exactly one ``{{ expr }}`` yields the expression's native value;
     other template strings yield ``str``. Raises :class:`TemplateError` naming the
-    expression on a syntax error, a strict undefined name or a failing expression.
+    expression (and, in :attr:`TemplateError.field`, where in ``value`` it sits) on a
+    syntax error, a strict undefined name or a failing expression, and
+    :class:`TemplateBudgetError` when the call goes over ``limits``.
     """
-    return _render(value, _prepare(context))
+    budget = Budget(limits)
+    token = ACTIVE.set(budget)
+    try:
+        result = _render(value, _prepare(context), budget)
+        budget.finish()
+        return result
+    finally:
+        ACTIVE.reset(token)
 
 
 def _truthy(value: Any) -> bool:
@@ -231,22 +320,34 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def evaluate(expr: Any, context: Mapping[str, Any]) -> bool:
+def evaluate(expr: Any, context: Mapping[str, Any], limits: TemplateLimits = DEFAULT_LIMITS) -> bool:
     """Evaluate a condition (``when``, rule ``expr``), written with or without ``{{ }}``.
 
     Non-string conditions (YAML ``true``) are taken as they are; a string result is
     false when it reads ``""``, ``false``, ``no``, ``off``, ``0``, ``none`` or ``null``.
+    Runs under ``limits`` like :func:`render`.
     """
     if not isinstance(expr, str):
         return _truthy(expr)
-    names = _prepare(context)
-    if has_template(expr):
-        return _truthy(_render_string(expr, names))
+    budget = Budget(limits)
+    token = ACTIVE.set(budget)
     try:
-        value = _plain(_compile_expression(expr)(**names))
-    except Exception as exc:
-        raise TemplateError(f"condition {expr.strip()!r} failed: {_describe(exc)}", expr) from exc
-    return _truthy(value)
+        names = _prepare(context)
+        if has_template(expr):
+            value = _render_string(expr, names, budget)
+        else:
+            try:
+                value = _plain(_compile_expression(expr)(**names), budget)
+            except TemplateBudgetError as exc:
+                raise TemplateBudgetError(f"condition {expr.strip()!r} failed: {exc.message}", expr) from exc
+            except TemplateError:
+                raise
+            except Exception as exc:
+                raise TemplateError(f"condition {expr.strip()!r} failed: {_describe(exc)}", expr) from exc
+        budget.finish()
+        return _truthy(value)
+    finally:
+        ACTIVE.reset(token)
 
 
 def check_syntax(template: str) -> None:

@@ -29,3 +29,9 @@ EXECUTION_WAITS = counter(
     "Held execution reads by how each wait ended: woken (by the end's NOTIFY, a reconnect or shutdown) or timeout",
     ["outcome"],
 )
+STREAM_WAKEUPS = counter(
+    SERVICE,
+    "stream_wakeups_total",
+    "Event-stream waits ended early: by a NOTIFY naming the stream's execution, a batch too wide "
+    "to name its executions, or a listener reconnect",
+)

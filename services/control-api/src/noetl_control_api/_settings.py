@@ -18,6 +18,7 @@ from noetl_common import (
     node_id_from_env,
 )
 from noetl_common.arrow_limits import ArrowLimits
+from noetl_common.templating import TemplateLimits
 
 from .application._oidc import OidcSettings
 from .application._retention import RetentionPolicy
@@ -137,6 +138,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def max_event_bytes(self) -> int:
         """The largest outbox payload written: the NATS max payload less the header margin."""
         return self.nats_max_payload_bytes - HEADER_MARGIN_BYTES
+    # the budget of one template field the orchestrator renders (NOETL_TEMPLATE_*)
+    template_limits: TemplateLimits = msgspec.field(default_factory=TemplateLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -200,6 +203,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             ),
             page_max_bytes=env_int("NOETL_PAGE_MAX_BYTES", 8 * MiB, minimum=64 * KiB, env=env),
             arrow_limits=ArrowLimits.from_env(env),
+            template_limits=TemplateLimits.from_env(env),
         )
         settings.check_sizes()
         return settings

@@ -28,6 +28,7 @@ from noetl_common import (
     env_str,
 )
 from noetl_common.arrow_limits import ArrowLimits
+from noetl_common.templating import TemplateLimits
 
 from ._egress import EgressPolicy, IPNetwork, parse_hosts, parse_networks
 from ._python_config import PythonSettings
@@ -118,6 +119,8 @@ class WorkerConfig:
     arrow_limits: ArrowLimits = field(default_factory=ArrowLimits)
     #: How python tasks run (WORKER_PYTHON_*): a sandbox process per task, or a thread.
     python: PythonSettings = field(default_factory=PythonSettings)
+    #: The budget of each template render of a task (its config, a rule): NOETL_TEMPLATE_*.
+    template_limits: TemplateLimits = field(default_factory=TemplateLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -195,4 +198,5 @@ class WorkerConfig:
             max_deliver=env_int("WORKER_MAX_DELIVER", 10, minimum=2, maximum=1000, env=env),
             arrow_limits=ArrowLimits.from_env(env),
             python=PythonSettings.from_env(env),
+            template_limits=TemplateLimits.from_env(env),
         )

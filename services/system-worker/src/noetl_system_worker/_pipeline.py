@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from noetl_common import CommandSpec, Rule, TaskSpec
-from noetl_common.templating import TemplateError, evaluate, render
+from noetl_common.templating import DEFAULT_LIMITS, TemplateError, TemplateLimits, evaluate, render
 
 from ._metrics import DISPATCH_SECONDS
 from ._python_tool import PythonToolError
@@ -81,6 +81,12 @@ def _error(exc: BaseException, task: str) -> dict[str, Any]:
     return {"message": str(exc) or type_name, "type": type_name, "task": task}
 
 
+def _template_error(exc: TemplateError, step: str | None, task: str, field: str) -> dict[str, Any]:
+    """A template that failed (or went over its budget): names the step, the task and the field."""
+    where = f"step {step!r} task {task!r}" if step else f"task {task!r}"
+    return {"message": f"{where}: {exc.at(field)}: {exc.message}", "type": type(exc).__name__, "task": task}
+
+
 def _task_inputs(spec: CommandSpec, raw: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """Step-level args, overridden by the task's own ``args`` / ``input`` (both forms).
 
@@ -108,12 +114,12 @@ def _task_inputs(spec: CommandSpec, raw: Mapping[str, Any], config: Mapping[str,
 _SOURCE_KEYS = frozenset({"code", "code_b64", "code_base64"})
 
 
-def _render_config(task: TaskSpec, context: Mapping[str, Any]) -> Any:
+def _render_config(task: TaskSpec, context: Mapping[str, Any], limits: TemplateLimits) -> Any:
     """Render the task's config over ``context``, except a python task's source."""
     if task.kind != "python":
-        return render(task.config, context)
+        return render(task.config, context, limits)
     rest = {k: v for k, v in task.config.items() if k not in _SOURCE_KEYS}
-    rendered = render(rest, context)
+    rendered = render(rest, context, limits)
     if not isinstance(rendered, dict):
         return rendered
     return {**rendered, **{k: v for k, v in task.config.items() if k in _SOURCE_KEYS}}
@@ -143,10 +149,13 @@ class PipelineRunner:
         *,
         sleep: Sleep = asyncio.sleep,
         max_task_runs: int = DEFAULT_MAX_TASK_RUNS,
+        limits: TemplateLimits = DEFAULT_LIMITS,
     ) -> None:
         self.registry = registry
         self._sleep = sleep
         self.max_task_runs = max_task_runs
+        #: the budget of each template render: a task's config, a rule's condition or ``set``
+        self.limits = limits
 
     def _base_context(self, spec: CommandSpec) -> dict[str, Any]:
         context = dict(spec.context)
@@ -158,8 +167,11 @@ class PipelineRunner:
             context.setdefault(task.name, None)
         return context
 
-    async def run(self, spec: CommandSpec) -> StepOutcome:
-        """Run the pipeline to its end, a ``break``, or a failure. Never raises for task errors."""
+    async def run(self, spec: CommandSpec, step: str | None = None) -> StepOutcome:
+        """Run the pipeline to its end, a ``break``, or a failure. Never raises for task errors.
+
+        ``step``: the step the command runs, named in the errors of its templates.
+        """
         tasks = spec.tasks
         positions: dict[str, int] = {}
         for i, task in enumerate(tasks):
@@ -187,10 +199,12 @@ class PipelineRunner:
             context.update({"_task": task.name, "_attempt": attempt})
             last_task = task.name
             try:
-                config = _render_config(task, context)
+                config = _render_config(task, context, self.limits)
                 tool = self.registry.get(task.kind)
-            except (TemplateError, UnknownToolError) as exc:
+            except TemplateError as exc:
                 # Fixed before the tool runs, so no rule can repair it: fail the step.
+                return failed(_template_error(exc, step, task.name, "config"))
+            except UnknownToolError as exc:
                 return failed(_error(exc, task.name))
             if not isinstance(config, dict):
                 config = {}
@@ -199,13 +213,17 @@ class PipelineRunner:
             )
             rule_context = {**context, "outcome": output, "output": output}
             try:
-                rule = self._match(task, rule_context)
+                index_of_rule, rule = self._match(task, rule_context)
                 if rule is not None and rule.set:
-                    for key, value in render(rule.set, rule_context).items():
+                    try:
+                        values = render(rule.set, rule_context, self.limits)
+                    except TemplateError as exc:
+                        raise exc.within("set").within(index_of_rule) from None
+                    for key, value in values.items():
                         patch[key] = value
                         _apply_set(context, key, value)
             except TemplateError as exc:
-                return failed(_error(exc, task.name))
+                return failed(_template_error(exc, step, task.name, "rules"))
             result = output["result"]
             context[task.name] = result
             context["_prev"] = result
@@ -301,9 +319,12 @@ class PipelineRunner:
             output[task.kind] = helper(value)
         return output
 
-    @staticmethod
-    def _match(task: TaskSpec, context: Mapping[str, Any]) -> Rule | None:
-        for rule in task.rules:
-            if rule.when is None or evaluate(rule.when, context):
-                return rule
-        return None
+    def _match(self, task: TaskSpec, context: Mapping[str, Any]) -> tuple[int, Rule | None]:
+        """The first rule whose ``when`` holds and its index; a failing one is named in the error's field."""
+        for index, rule in enumerate(task.rules):
+            try:
+                if rule.when is None or evaluate(rule.when, context, self.limits):
+                    return index, rule
+            except TemplateError as exc:
+                raise exc.within("when").within(index) from None
+        return -1, None

@@ -177,7 +177,9 @@ class Worker:
     ) -> None:
         self.config = config
         self._api_for = api_for
-        self.runner = runner or PipelineRunner(registry or ToolRegistry.default())
+        self.runner = runner or PipelineRunner(
+            registry or ToolRegistry.default(), limits=config.template_limits
+        )
         log = logger or structlog.get_logger(service="noetl-system-worker")
         self._log = log.bind(worker_id=config.worker_id, pool=config.pool)
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -675,7 +677,7 @@ class Worker:
             runtime = self._runtime(api, claim)
             runtime_token = current_runtime.set(runtime)
             try:
-                outcome = await self._run_pipeline(claim.command, lease_lost)
+                outcome = await self._run_pipeline(claim.command, claim.step, lease_lost)
             finally:
                 current_runtime.reset(runtime_token)
                 current_command.reset(scope)
@@ -797,9 +799,11 @@ class Worker:
             event("command.failed", "FAILED", {"error": error}),
         ]
 
-    async def _run_pipeline(self, spec: CommandSpec, lease_lost: asyncio.Event) -> StepOutcome | None:
+    async def _run_pipeline(
+        self, spec: CommandSpec, step: str, lease_lost: asyncio.Event
+    ) -> StepOutcome | None:
         """Run the pipeline; None when the lease was lost meanwhile (the run is abandoned)."""
-        run = asyncio.ensure_future(self.runner.run(spec))
+        run = asyncio.ensure_future(self.runner.run(spec, step))
         lost = asyncio.ensure_future(lease_lost.wait())
         try:
             done, _ = await asyncio.wait(

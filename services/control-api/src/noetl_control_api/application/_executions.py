@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from noetl_common import Event, scrub
+from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
@@ -72,6 +73,7 @@ class ExecutionService:
         *,
         payload_max_bytes: int,
         page_max_bytes: int,
+        template_limits: TemplateLimits = DEFAULT_LIMITS,
     ) -> None:
         self._pool = pool
         self._policy = policy
@@ -80,6 +82,7 @@ class ExecutionService:
         self._done = done
         self._payload_max = payload_max_bytes
         self._page_max = page_max_bytes
+        self._limits = template_limits
         self._closing = False
         #: how many reads are held waiting for their execution's end
         self.waiting = 0
@@ -128,7 +131,7 @@ class ExecutionService:
         execution_id = self._recorder.ids.next_id()
         ref = ExecutionRef(execution_id=execution_id, catalog_path=entry.path, parent_execution_id=parent)
         decision = start_execution(
-            playbook, execution_id=execution_id, payload=payload, catalog_path=entry.path
+            playbook, execution_id=execution_id, payload=payload, catalog_path=entry.path, limits=self._limits
         )
         requested = self._recorder.new_event(
             ref,
@@ -230,7 +233,7 @@ class ExecutionService:
 
         Scrubbed like every other reply: the states hold the workload, which may carry secrets."""
         async with self._pool.connection() as conn:
-            reply = await replay_execution(conn, self._playbooks, execution_id)
+            reply = await replay_execution(conn, self._playbooks, execution_id, self._limits)
         return msgspec.convert(scrub(msgspec.to_builtins(reply)), type(reply))
 
     async def cancel(self, execution_id: int, reason: str | None, principal: Principal) -> ExecutionView:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 from noetl_common import MAX_BATCH_EVENTS, ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
 from noetl_common.arrow_limits import ArrowLimits
+from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
@@ -117,6 +118,7 @@ class EventIngest:
         lease_seconds: float,
         context_max_bytes: int,
         arrow_limits: ArrowLimits | None = None,
+        template_limits: TemplateLimits = DEFAULT_LIMITS,
     ) -> None:
         self._pool = pool
         self._playbooks = playbooks
@@ -124,6 +126,7 @@ class EventIngest:
         self._lease = lease_seconds
         self._context_max = context_max_bytes
         self._arrow = arrow_limits or ArrowLimits()
+        self._limits = template_limits
 
     def _validate(self, events: Sequence[Event]) -> list[_Incoming]:
         if not events:
@@ -405,7 +408,7 @@ class EventIngest:
         )
         # decoded straight into structs and worked on in place: nobody else holds this copy
         state = row.state if isinstance(row.state, ExecutionState) else state_decode(row.state)
-        decision = apply_outcome(playbook, state, outcome, owned=True)
+        decision = apply_outcome(playbook, state, outcome, owned=True, limits=self._limits)
         if resolved is not reference or set_ is not raw_set:
             _keep_references(decision.events, reference, resolved, raw_set, set_)
         staged = self._recorder.stage_decision(writes, ref, decision)

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from noetl_common import Event
+from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 
 from .. import store
 from .._errors import NotFound
@@ -79,7 +80,9 @@ def _applied_order(event: Event) -> int:
     return int(applied) if isinstance(applied, int) else int(event.event_id or 0)
 
 
-async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: int) -> ReplayReply:
+async def replay_execution(
+    conn: Any, playbooks: PlaybookCache, execution_id: int, limits: TemplateLimits = DEFAULT_LIMITS
+) -> ReplayReply:
     """Rebuild ``execution_id``'s state from ``noetl.event`` and diff it with the stored one."""
     row = await store.executions.get(conn, execution_id)
     if row is None:
@@ -159,6 +162,7 @@ async def replay_execution(conn: Any, playbooks: PlaybookCache, execution_id: in
         outcomes=outcomes,
         cancel_reason=cancel_reason,
         failure=failure,
+        limits=limits,
     )
     rebuilt = msgspec.to_builtins(state)
     stored = msgspec.to_builtins(state_from_json(row.state)) if row.state is not None else {}

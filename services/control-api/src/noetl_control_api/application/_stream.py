@@ -1,9 +1,10 @@
 """Live progress: an execution's projected events as they land, for ``GET /api/executions/{id}/stream``.
 
 Built on the read model ``noetl.event``. The projection insert notifies
-``store.EVENT_CHANNEL`` in its transaction; one LISTEN connection per process
-(:class:`~..store.OutboxNotifier` on that channel) wakes every open stream, which then
-reads what was projected since it last looked.
+``store.EVENT_CHANNEL`` in its transaction, naming the executions it projected events of;
+one LISTEN connection per process (:class:`~..store.KeyedNotifier` on that channel) wakes
+the open streams of those executions only (every stream when the batch was too wide to
+name them, or after a reconnect), which then read what was projected since they last looked.
 
 Order: projection order (``projected_at``, then ``event_id``), not ``event_id`` order — a
 worker's event id is minted when the worker builds it, so an event may be projected
@@ -20,7 +21,7 @@ it re-reads at least every :data:`FALLBACK_POLL_SECONDS`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
 
 from noetl_common import Event
@@ -28,7 +29,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import NotFound
-from ..store import OutboxNotifier
+from .._metrics import STREAM_WAKEUPS
+from ..store import KeyedNotifier
 from ._executions import scrub_event
 
 TERMINAL_EVENTS = frozenset({"playbook.completed", "playbook.failed", "playbook.cancelled"})
@@ -41,10 +43,14 @@ PAGE = 500
 class EventStreamService:
     """Follows one execution's events; see the module docstring."""
 
-    def __init__(self, pool: AsyncConnectionPool, notifier: OutboxNotifier, *, page_max_bytes: int) -> None:
+    def __init__(self, pool: AsyncConnectionPool, notifier: KeyedNotifier, *, page_max_bytes: int) -> None:
         self._pool = pool
         self._notifier = notifier
         self._page_max_bytes = page_max_bytes
+        #: how many streams are waiting for their execution's next event
+        self.waiting = 0
+        #: notified whenever a stream parks to wait; lets callers observe open streams
+        self.parked = asyncio.Condition()
 
     async def check(self, execution_id: int, after: int = 0) -> None:
         """NotFound for an unknown execution or resume point (before the response starts)."""
@@ -54,7 +60,7 @@ class EventStreamService:
             if after and await store.events.projected_at(conn, execution_id, after) is None:
                 raise NotFound(f"event {after} of execution {execution_id} is not projected")
 
-    async def follow(self, execution_id: int, after: int = 0) -> AsyncIterator[Event | None]:
+    async def follow(self, execution_id: int, after: int = 0) -> AsyncGenerator[Event | None, None]:
         """Events projected after event ``after`` (0: all), until the terminal one; ``None`` = keep-alive."""
         overlap = timedelta(seconds=OVERLAP_SECONDS)
         sent: set[int] = set()
@@ -77,32 +83,45 @@ class EventStreamService:
                 if (at, event.event_id) == (horizon, after):
                     break
         while True:
-            wake = self._notifier.current()  # taken before the read: a NOTIFY after it still wakes us
-            new = 0
-            keyset: tuple[datetime, int] | None = None
-            since = None if horizon is None else horizon - overlap
-            while True:
-                async with self._pool.connection() as conn:
-                    page, cut = await store.events.projected_since(
-                        conn, execution_id, since, keyset, PAGE, self._page_max_bytes
-                    )
-                for at, event in page:
-                    assert event.event_id is not None
-                    keyset = (at, event.event_id)
-                    horizon = at if horizon is None or at > horizon else horizon
-                    if event.event_id in sent:
-                        continue
-                    sent.add(event.event_id)
-                    new += 1
-                    yield scrub_event(event)
-                    if event.event_type in TERMINAL_EVENTS:
-                        return
-                if len(page) < PAGE and not cut:
-                    break
-            if new:
-                continue  # more may have landed while we sent
-            timeout = KEEPALIVE_SECONDS if self._notifier.connected else FALLBACK_POLL_SECONDS
-            try:
-                await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                yield None
+            # registered before the read: a NOTIFY after it still wakes us
+            with self._notifier.watch(execution_id) as wake:
+                new = 0
+                keyset: tuple[datetime, int] | None = None
+                since = None if horizon is None else horizon - overlap
+                while True:
+                    async with self._pool.connection() as conn:
+                        page, cut = await store.events.projected_since(
+                            conn, execution_id, since, keyset, PAGE, self._page_max_bytes
+                        )
+                    for at, event in page:
+                        assert event.event_id is not None
+                        keyset = (at, event.event_id)
+                        horizon = at if horizon is None or at > horizon else horizon
+                        if event.event_id in sent:
+                            continue
+                        sent.add(event.event_id)
+                        new += 1
+                        yield scrub_event(event)
+                        if event.event_type in TERMINAL_EVENTS:
+                            return
+                    if len(page) < PAGE and not cut:
+                        break
+                if new:
+                    continue  # more may have landed while we sent
+                timeout = KEEPALIVE_SECONDS if self._notifier.connected else FALLBACK_POLL_SECONDS
+                if not await self._park(wake, timeout):
+                    yield None
+
+    async def _park(self, wake: asyncio.Event, timeout: float) -> bool:
+        """Wait for ``wake`` at most ``timeout`` seconds; whether it was set."""
+        self.waiting += 1
+        async with self.parked:
+            self.parked.notify_all()
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self.waiting -= 1
+        STREAM_WAKEUPS.inc()
+        return True

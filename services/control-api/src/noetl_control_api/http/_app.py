@@ -99,7 +99,7 @@ def create_app(
     """Build the app; the pool opens (and migrations run) in the app's lifespan."""
     pool = store.create_pool(settings.database_url, settings.db_pool_size)
     notifier = store.OutboxNotifier(settings.database_url)
-    event_notifier = store.OutboxNotifier(settings.database_url, store.EVENT_CHANNEL)
+    event_notifier = store.KeyedNotifier(settings.database_url, store.EVENT_CHANNEL)
     done_notifier = store.KeyedNotifier(settings.database_url, store.EXECUTION_DONE_CHANNEL)
     playbooks = PlaybookCache()
     lease_node = ids is None and settings.snowflake_node_lease
@@ -122,6 +122,7 @@ def create_app(
         policy,
         payload_max_bytes=settings.execute_payload_max_bytes,
         page_max_bytes=settings.page_max_bytes,
+        template_limits=settings.template_limits,
     )
     limits = LimitsReply(
         nats_max_payload=settings.nats_max_payload_bytes, max_event_bytes=settings.max_event_bytes
@@ -150,6 +151,7 @@ def create_app(
             lease_seconds=settings.command_lease_seconds,
             context_max_bytes=settings.event_result_context_max_bytes,
             arrow_limits=settings.arrow_limits,
+            template_limits=settings.template_limits,
         ),
         "claims": ClaimService(pool, recorder, lease_seconds=settings.command_lease_seconds),
         "outbox": OutboxService(

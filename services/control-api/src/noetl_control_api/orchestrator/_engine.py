@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 from noetl_common import CommandSpec, pool_for
-from noetl_common.templating import TemplateError, evaluate, render
+from noetl_common.templating import DEFAULT_LIMITS, TemplateError, TemplateLimits, evaluate, render
 
 from ..dsl import Arc, Playbook, Step
 from ._graph import graph_of, out_arcs
@@ -36,9 +36,10 @@ class _StepFailure(Exception):
 class _Run:
     """One orchestrator call: a working copy of the state plus what the call emits."""
 
-    def __init__(self, playbook: Playbook, state: ExecutionState) -> None:
+    def __init__(self, playbook: Playbook, state: ExecutionState, limits: TemplateLimits) -> None:
         self.playbook = playbook
         self.state = state
+        self.limits = limits
         self.graph = graph_of(playbook)
         self.events: list[EventDraft] = []
         self.commands: list[CommandDraft] = []
@@ -90,16 +91,17 @@ class _Run:
         return names
 
     def _render(self, step: str, what: str, value: Any, context: dict[str, Any]) -> Any:
+        """Render one field of a step; a failure (a template over its budget too) fails the step."""
         try:
-            return render(value, context)
+            return render(value, context, self.limits)
         except TemplateError as exc:
-            raise _StepFailure(step, f"step {step!r}: {what}: {exc.message}") from exc
+            raise _StepFailure(step, f"step {step!r}: {exc.at(what)}: {exc.message}") from exc
 
     def _holds(self, step: str, what: str, condition: str | None, context: dict[str, Any]) -> bool:
         if condition is None:
             return True
         try:
-            return evaluate(condition, context)
+            return evaluate(condition, context, self.limits)
         except TemplateError as exc:
             raise _StepFailure(step, f"step {step!r}: {what}: {exc.message}") from exc
 
@@ -278,27 +280,22 @@ class _Run:
         arcs = out_arcs(self.playbook, step)
         mode = step.next.mode if step.next is not None else "exclusive"
         context = self.context(args)
-        fired: list[Arc] = []
+        fired: list[tuple[int, Arc]] = []
         for i, arc in enumerate(arcs):
             if self._holds(step.name, f"next[{i}].when", arc.when, context):
-                fired.append(arc)
+                fired.append((i, arc))
                 if mode == "exclusive":
                     break
         # Every fired arc reads the same snapshot, so an earlier arc's `set` cannot steer a later one.
         deliveries = [
-            (
-                arc,
-                self._render(
-                    step.name, f"next arc to {arc.step!r}", {"args": arc.args, "set": arc.set}, context
-                ),
-            )
-            for arc in fired
+            (arc, self._render(step.name, f"next[{i}]", {"args": arc.args, "set": arc.set}, context))
+            for i, arc in fired
         ]
         self.emit(
             "next.evaluated",
             step.name,
             mode=mode,
-            fired=[arc.step for arc in fired],
+            fired=[arc.step for _, arc in fired],
             implicit=step.next is None and bool(arcs),
         )
         for arc, rendered in deliveries:
@@ -397,10 +394,10 @@ def _copy(state: ExecutionState) -> ExecutionState:
     return msgspec.json.decode(msgspec.json.encode(state), type=ExecutionState)
 
 
-def _working_copy(playbook: Playbook, state: ExecutionState) -> _Run | Decision:
+def _working_copy(playbook: Playbook, state: ExecutionState, limits: TemplateLimits) -> _Run | Decision:
     """A run over a copy of ``state``, or a FAILED decision if the state cannot be copied."""
     try:
-        return _Run(playbook, _copy(state))
+        return _Run(playbook, _copy(state), limits)
     except Exception as exc:
         failed = msgspec.structs.replace(
             state, status="FAILED", error=f"orchestrator error: state is not JSON data: {exc}"
@@ -422,9 +419,17 @@ def _guarded(run: _Run, action: Any) -> Decision:
 
 
 def start_execution(
-    playbook: Playbook, *, execution_id: int, payload: dict[str, Any], catalog_path: str
+    playbook: Playbook,
+    *,
+    execution_id: int,
+    payload: dict[str, Any],
+    catalog_path: str,
+    limits: TemplateLimits = DEFAULT_LIMITS,
 ) -> Decision:
-    """Begin an execution: merge ``payload`` over the workload and enter ``start``."""
+    """Begin an execution: merge ``payload`` over the workload and enter ``start``.
+
+    ``limits``: the budget of each template the decision renders (each field of a step).
+    """
     if not isinstance(payload, dict):
         payload = {}
         error = "the execute payload must be a JSON object"
@@ -432,7 +437,7 @@ def start_execution(
         error = None
     workload = {**playbook.workload, **payload}
     state = ExecutionState(execution_id=execution_id, catalog_path=catalog_path, workload=workload)
-    run = _Run(playbook, state)
+    run = _Run(playbook, state, limits)
     if error is not None:
         run.fail(None, error)
         return run.decision()
@@ -443,7 +448,12 @@ def start_execution(
 
 
 def apply_outcome(
-    playbook: Playbook, state: ExecutionState, outcome: CommandOutcome, *, owned: bool = False
+    playbook: Playbook,
+    state: ExecutionState,
+    outcome: CommandOutcome,
+    *,
+    owned: bool = False,
+    limits: TemplateLimits = DEFAULT_LIMITS,
 ) -> Decision:
     """Advance on a command's terminal report; duplicates and reports after the end are no-ops.
 
@@ -451,7 +461,7 @@ def apply_outcome(
     or a replay's previous step), so it is worked on in place instead of copied first; a
     large loop's state is copied 1,000 times otherwise.
     """
-    run = _Run(playbook, state) if owned else _working_copy(playbook, state)
+    run = _Run(playbook, state, limits) if owned else _working_copy(playbook, state, limits)
     if isinstance(run, Decision) or run.state.status != "RUNNING":
         return run if isinstance(run, Decision) else run.decision()
     return _guarded(run, lambda: run.on_outcome(outcome))
@@ -459,7 +469,7 @@ def apply_outcome(
 
 def cancel_execution(playbook: Playbook, state: ExecutionState, reason: str) -> Decision:
     """Cancel on request: no new commands; in-flight ones are abandoned (the store cancels them)."""
-    run = _working_copy(playbook, state)
+    run = _working_copy(playbook, state, DEFAULT_LIMITS)  # renders nothing
     if isinstance(run, Decision):
         return run
     current = run.state
@@ -511,18 +521,20 @@ def replay(
     outcomes: Iterable[CommandOutcome],
     cancel_reason: str | None = None,
     failure: ImposedFailure | None = None,
+    limits: TemplateLimits = DEFAULT_LIMITS,
 ) -> ExecutionState:
     """Rebuild an execution's state from its recorded inputs, in the order they were applied.
 
     The orchestrator is deterministic, so folding the same outcomes (their ``meta`` as
     issued) over ``start_execution`` gives the stored state back; a difference means the
-    event log and the state tables disagree.
+    event log and the state tables disagree. The one exception is a template refused for
+    time alone (``limits.max_seconds``): on a faster or slower machine it may not be.
     """
     state = start_execution(
-        playbook, execution_id=execution_id, payload=payload, catalog_path=catalog_path
+        playbook, execution_id=execution_id, payload=payload, catalog_path=catalog_path, limits=limits
     ).state
     for outcome in outcomes:
-        state = apply_outcome(playbook, state, outcome, owned=True).state
+        state = apply_outcome(playbook, state, outcome, owned=True, limits=limits).state
     if cancel_reason is not None:
         state = cancel_execution(playbook, state, cancel_reason).state
     elif failure is not None:

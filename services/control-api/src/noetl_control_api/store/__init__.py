@@ -14,12 +14,20 @@ from . import _tokens as tokens
 from . import _workers as workers
 from ._db import configure_json, create_pool
 from ._migrate import apply_migrations, load_migrations
-from ._notifier import EVENT_CHANNEL, EXECUTION_DONE_CHANNEL, OUTBOX_CHANNEL, KeyedNotifier, OutboxNotifier
+from ._notifier import (
+    EVENT_CHANNEL,
+    EXECUTION_DONE_CHANNEL,
+    OUTBOX_CHANNEL,
+    WAKE_ALL,
+    KeyedNotifier,
+    OutboxNotifier,
+)
 
 __all__ = [
     "EVENT_CHANNEL",
     "EXECUTION_DONE_CHANNEL",
     "OUTBOX_CHANNEL",
+    "WAKE_ALL",
     "KeyedNotifier",
     "OutboxNotifier",
     "apply_migrations",

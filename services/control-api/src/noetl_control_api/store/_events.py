@@ -10,7 +10,7 @@ from noetl_common import Event
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from ._notifier import EVENT_CHANNEL
+from ._notifier import EVENT_CHANNEL, PAYLOAD_MAX_BYTES, WAKE_ALL
 from ._pages import budgeted, was_cut
 from ._time import iso
 
@@ -35,12 +35,16 @@ async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) ->
 
     Every event must carry an event_id (the caller checks). An unparseable ``created_at``
     falls back to the projection time rather than losing the event. New rows notify
-    :data:`EVENT_CHANNEL` (at the caller's commit) for ``GET /api/executions/{id}/stream``.
+    :data:`EVENT_CHANNEL` (at the caller's commit) for ``GET /api/executions/{id}/stream``,
+    naming their executions so only those streams wake; a batch whose execution ids would
+    not fit a NOTIFY payload sends :data:`WAKE_ALL` instead.
     """
     if not events:
         return 0
+    # one statement: the CTE notifies once, delivered at the caller's commit when the rows
+    # become visible to the streams, and only when a row was actually inserted
     cur = await conn.execute(
-        "INSERT INTO noetl.event (event_id, execution_id, event_type, step, status, created_at,"
+        "WITH ins AS (INSERT INTO noetl.event (event_id, execution_id, event_type, step, status, created_at,"
         " context, meta, worker_id, parent_execution_id, catalog_path)"
         " SELECT e.event_id, e.execution_id, e.event_type, e.step, e.status, coalesce(e.created_at, now()),"
         " e.context, e.meta, e.worker_id, e.parent_execution_id, e.catalog_path"
@@ -48,7 +52,11 @@ async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) ->
         " %b::jsonb[], %b::jsonb[], %b::text[], %b::bigint[], %b::text[])"
         " AS e(event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
         " parent_execution_id, catalog_path)"
-        " ON CONFLICT (event_id) DO NOTHING",
+        " ON CONFLICT (event_id) DO NOTHING RETURNING execution_id),"
+        " new AS (SELECT count(*) AS n, string_agg(DISTINCT execution_id::text, ',') AS ids FROM ins),"
+        " woke AS (SELECT pg_notify(%b, CASE WHEN octet_length(ids) <= %b THEN ids ELSE %b END)"
+        " FROM new WHERE n > 0)"
+        " SELECT n, (SELECT count(*) FROM woke) FROM new",
         (
             [e.event_id for e in events],
             [e.execution_id for e in events],
@@ -61,13 +69,13 @@ async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) ->
             [e.worker_id for e in events],
             [e.parent_execution_id for e in events],
             [e.catalog_path for e in events],
+            EVENT_CHANNEL,
+            PAYLOAD_MAX_BYTES,
+            WAKE_ALL,
         ),
     )
-    projected = cur.rowcount
-    if projected:
-        # delivered at the caller's commit, when the rows become visible to the streams
-        await conn.execute("SELECT pg_notify(%s, '')", (EVENT_CHANNEL,))
-    return projected
+    row = await cur.fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 #: What an event row weighs in a reply: its free-form JSON, the rest is small and bounded.

@@ -1,10 +1,11 @@
 """One LISTEN connection per process and channel, fanning wake-ups out to long-poll waiters.
 
 Three channels: :data:`OUTBOX_CHANNEL` (publishers' claims), :data:`EVENT_CHANNEL`
-(execution event streams, notified by the ``noetl.event`` projection) and
-:data:`EXECUTION_DONE_CHANNEL` (``GET /api/executions/{id}?wait=``, notified by a trigger
-when an execution leaves RUNNING, payload the execution id; :class:`KeyedNotifier` wakes
-only that execution's waiters).
+(execution event streams, notified by the ``noetl.event`` projection, payload the execution
+ids of the events projected) and :data:`EXECUTION_DONE_CHANNEL` (``GET
+/api/executions/{id}?wait=``, notified by a trigger when an execution leaves RUNNING, payload
+the execution id). On the two keyed channels :class:`KeyedNotifier` wakes only the waiters
+of the executions named.
 
 Writers ``NOTIFY`` on :data:`OUTBOX_CHANNEL` in the transaction that inserts outbox rows,
 so the notification is delivered exactly when the rows become visible. Each wake-up
@@ -24,8 +25,13 @@ import psycopg
 import structlog
 
 OUTBOX_CHANNEL = "noetl_outbox"
-#: notified by the projection insert into ``noetl.event`` (wakes the SSE streams)
+#: notified by the projection insert into ``noetl.event`` (payload: the execution ids projected,
+#: comma-separated, or :data:`WAKE_ALL`); wakes the SSE streams of those executions
 EVENT_CHANNEL = "noetl_event"
+#: the payload that wakes every waiter of a keyed channel: a batch whose keys do not fit
+WAKE_ALL = "*"
+#: Postgres refuses a NOTIFY payload of 8000 bytes or more
+PAYLOAD_MAX_BYTES = 7999
 #: notified by the trigger of migration 0006 when an execution leaves RUNNING (payload: its id)
 EXECUTION_DONE_CHANNEL = "noetl_execution_done"
 _PROBE_SECONDS = 30.0
@@ -127,7 +133,8 @@ class _Slot:
 
 
 class KeyedNotifier(_Listener):
-    """A notification whose payload is an integer key wakes only the waiters of that key.
+    """A notification whose payload is an integer key, or several comma-separated, wakes only
+    the waiters of those keys; the payload :data:`WAKE_ALL` wakes every key.
 
     A reconnect (or :meth:`stop`) wakes every key: notifications may have been missed."""
 
@@ -167,9 +174,13 @@ class KeyedNotifier(_Listener):
             slot.event.set()
 
     def _notified(self, payload: str) -> None:
-        try:
-            key = int(payload)
-        except ValueError:
-            log.warning("notification without an integer key", channel=self._channel, payload=payload[:40])
+        if payload == WAKE_ALL:
+            self.wake()
             return
-        self.wake_key(key)
+        for part in payload.split(","):
+            try:
+                key = int(part)
+            except ValueError:
+                log.warning("notification without an integer key", channel=self._channel, payload=part[:40])
+                continue
+            self.wake_key(key)
