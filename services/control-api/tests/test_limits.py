@@ -19,7 +19,12 @@ metadata: {name: huge_patch, path: tests/huge_patch}
 workflow:
   - step: start
     tool: {kind: python, code: "result = {'n': 1}"}
-    next: {spec: {mode: exclusive}, arcs: [{step: second, set: {ctx.big: "{{ 'x' * 2000000 }}"}}]}
+    # each value is within the template budget (1 MiB); together they are over the largest event
+    next:
+      spec: {mode: exclusive}
+      arcs:
+        - step: second
+          set: {ctx.a: "{{ 'x' * 700000 }}", ctx.b: "{{ 'y' * 700000 }}"}
   - step: second
     tool: {kind: python, code: "result = {'n': 2}"}
 """
