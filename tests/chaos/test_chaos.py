@@ -174,7 +174,11 @@ class Chaos:
             assert stack.nats_url is not None
             port = int(stack.nats_url.rsplit(":", 1)[1])
             stack.nats, _ = start_nats(
-                stack.state_dir / "nats", port=port, log_path=stack.log_path("nats"), new_session=True
+                stack.state_dir / "nats",
+                port=port,
+                log_path=stack.log_path("nats"),
+                new_session=True,
+                auth=stack.nats_auth,
             )
         elif name == "postgres":
             assert stack.admin_url is not None

@@ -158,9 +158,13 @@ def main(worker_pid, state_dir):
             seen["wrote " + path] = "refused: " + type(exc).__name__
     return seen
 """
-    steps = "  - step: start\n    tool: {kind: python, code: " + json.dumps(code) + "}\n"
+    steps = (
+        "  - step: start\n    tool: {kind: python, code: " + json.dumps(code) + "}\n"
+        '    args: {worker_pid: "{{ worker_pid }}", state_dir: "{{ state_dir }}"}\n'
+    )
     payload = {"worker_pid": stack.services["worker-shared"].pid, "state_dir": str(stack.state_dir)}
-    final = _run_as(stack, roles["developer"], _playbook("hostile/steal", steps), "hostile/steal", payload)
+    content = _playbook("hostile/steal", steps, workload="{worker_pid: 0, state_dir: ''}")
+    final = _run_as(stack, roles["developer"], content, "hostile/steal", payload)
     assert final["status"] == "COMPLETED", final.get("error")
     seen = final["results"]["start"]
     assert not [name for name in seen["env"] if name.startswith(("NOETL_", "NATS_", "WORKER_"))], seen["env"]
@@ -171,6 +175,44 @@ def main(worker_pid, state_dir):
     assert not (stack.state_dir / "planted").exists()
     # nor in anything recorded about it
     assert _leaked(stack, str(db.execute("SELECT context FROM noetl.event").fetchall())) == []
+
+
+def test_a_python_step_cannot_walk_into_the_suites_database_or_streams(
+    stack: Stack, roles: dict[str, dict[str, str]]
+) -> None:
+    """Both listen on loopback, where a task's process can connect: neither lets it in without
+    the login only the control-api (Postgres) and the services (NATS) hold."""
+    code = """
+import socket
+import psycopg
+def main(pg_port, nats_port):
+    seen = {}
+    try:
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/noetl", connect_timeout=5).close()
+        seen["postgres"] = "connected"
+    except Exception as exc:
+        seen["postgres"] = "refused: " + str(exc).splitlines()[0]
+    with socket.create_connection(("127.0.0.1", nats_port), timeout=5) as conn:
+        conn.recv(4096)  # INFO
+        conn.sendall(b'CONNECT {"verbose":false}\\r\\nPUB noetl.events.x 2\\r\\nhi\\r\\nPING\\r\\n')
+        seen["nats"] = conn.recv(4096).decode()
+    return seen
+"""
+    assert stack.admin_url is not None and stack.nats_url is not None
+    ports = {
+        "pg_port": int(stack.admin_url.rsplit(":", 1)[1].split("/")[0]),
+        "nats_port": int(stack.nats_url.rsplit(":", 1)[1]),
+    }
+    steps = (
+        "  - step: start\n    tool: {kind: python, code: " + json.dumps(code) + "}\n"
+        '    args: {pg_port: "{{ pg_port }}", nats_port: "{{ nats_port }}"}\n'
+    )
+    content = _playbook("hostile/walk_in", steps, workload="{pg_port: 0, nats_port: 0}")
+    final = _run_as(stack, roles["developer"], content, "hostile/walk_in", ports)
+    assert final["status"] == "COMPLETED", final.get("error")
+    seen = final["results"]["start"]
+    assert seen["postgres"].startswith("refused") and "password" in seen["postgres"], seen
+    assert "Authorization Violation" in seen["nats"], seen
 
 
 def test_roles_are_kept_to_their_namespaces(stack: Stack, roles: dict[str, dict[str, str]]) -> None:
@@ -226,9 +268,11 @@ def test_a_forged_completion_from_a_token_without_the_lease_is_refused(
 def test_a_payload_and_a_body_too_big_are_refused_at_the_door(stack: Stack, roles: dict[str, dict[str, str]]) -> None:
     with httpx.Client(base_url=stack.api_url, headers=roles["operator"], timeout=60) as http:
         big = http.post("/api/execute", json={"path": "examples/hello", "payload": {"blob": "x" * (2 * 1024 * 1024)}})
-        assert big.status_code == 413 and big.json()["error"] == "payload_too_large"
+        assert big.status_code == 413 and big.json()["error"] == "payload_too_large", big.text
         huge = http.post(
-            "/api/catalog/register", content=b"x" * (50 * 1024 * 1024), headers={"content-type": "application/yaml"}
+            "/api/catalog/register",
+            content=b"x" * (50 * 1024 * 1024),
+            headers={**roles["developer"], "content-type": "application/yaml"},
         )
         assert huge.status_code == 413
 

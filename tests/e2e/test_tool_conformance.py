@@ -64,7 +64,7 @@ def pg_local(stack: Stack) -> None:
         "db_host": info.get("host", "127.0.0.1"),
         "db_port": str(info.get("port", "5432")),
         "db_user": info.get("user", "postgres"),
-        "db_password": "unused-by-trust-auth",
+        "db_password": info.get("password") or "",
         "db_name": info["dbname"],
     }
     body = {"name": "pg_local", "credential_type": "postgres", "data": data}

@@ -13,10 +13,13 @@ from noetl_dev import Stack
 from noetl_dev.testing import wait_for_event
 
 Conn = psycopg.Connection[dict[str, Any]]
-PASSWORD = "e2e-cred-pw-8812"  # the embedded Postgres trusts local users; the value must only never leak
+def _password(stack: Stack) -> str:
+    assert stack.database_url is not None
+    return str(psycopg.conninfo.conninfo_to_dict(stack.database_url)["password"])
 
 
 def _pg_local(stack: Stack) -> dict[str, Any]:
+    """The stack's own database as a credential: its password must never leak anywhere."""
     assert stack.database_url is not None
     info = psycopg.conninfo.conninfo_to_dict(stack.database_url)
     return {
@@ -26,17 +29,18 @@ def _pg_local(stack: Stack) -> dict[str, Any]:
             "db_host": info.get("host", "127.0.0.1"),
             "db_port": str(info.get("port", "5432")),
             "db_user": info.get("user", "postgres"),
-            "db_password": PASSWORD,
+            "db_password": _password(stack),
             "db_name": info["dbname"],
         },
     }
 
 
 def test_postgres_with_auth_writes_rows_and_a_big_result_flows_on(stack: Stack, api: Api, db: Conn) -> None:
+    password = _password(stack)
     with httpx.Client(base_url=stack.api_url, timeout=30, headers=stack.auth()) as http:
         created = http.post("/api/credentials", json=_pg_local(stack))
         assert created.status_code in (200, 201), created.text
-        assert PASSWORD not in created.text
+        assert password not in created.text
 
         started = api.execute("e2e/pg_big_result")
         final = api.wait(started["execution_id"], timeout=120)
@@ -60,14 +64,14 @@ def test_postgres_with_auth_writes_rows_and_a_big_result_flows_on(stack: Stack, 
         assert len(resolved) == 2000 and resolved[0] == {"id": 1, "name": "row-1", "pad": "x" * 100}
 
         # the credential's secret is in no event, no outbox row, no reply
-        assert PASSWORD not in json.dumps(events)
+        assert password not in json.dumps(events)
         outbox = db.execute(
             "SELECT count(*) AS n FROM noetl.outbox WHERE execution_id = %s AND payload::text LIKE %s",
-            (execution_id, f"%{PASSWORD}%"),
+            (execution_id, f"%{password}%"),
         ).fetchone()
         assert outbox is not None and outbox["n"] == 0
-        assert PASSWORD not in http.get("/api/credentials/pg_local").text
-        assert PASSWORD not in http.get(f"/api/executions/{execution_id}").text
+        assert password not in http.get("/api/credentials/pg_local").text
+        assert password not in http.get(f"/api/executions/{execution_id}").text
 
     count = db.execute("SELECT count(*) AS n FROM public.e2e_big_rows").fetchone()
     assert count is not None and count["n"] == 2000

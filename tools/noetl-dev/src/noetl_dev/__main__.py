@@ -63,15 +63,24 @@ def _all_running(state: dict[str, Any]) -> bool:
     return bool(entries) and all(running(entry) for _, entry in entries)
 
 
+def _without_login(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: terminals get copied into tickets."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def _print_urls(state: dict[str, Any]) -> None:
     procs = state["processes"]
     print(f"control-api      {state['api_url']}   (OpenAPI: {state['api_url']}/schema)")
     for name in ("outbox-publisher", "projector", "worker-shared", "worker-system"):
         if name in procs:
             print(f"{name:<16} {procs[name]['url']}/metrics  /readyz")
-    print(f"nats             {state['nats_url']}")
+    print(f"nats             {_without_login(state['nats_url'])}")
     if state.get("database_url"):
-        print(f"postgres         {state['database_url']}")
+        print(f"postgres         {_without_login(state['database_url'])}   (login in stack.json)")
     print(f"logs             {Path(state['state_dir']) / 'logs'}   (noetl-dev logs)")
     print(f"state            {Path(state['state_dir']) / 'stack.json'}")
 

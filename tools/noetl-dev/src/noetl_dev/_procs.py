@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -143,6 +145,11 @@ def start_postgres(
 
     ``new_session`` puts the server in its own session and process group, so it outlives
     the caller's terminal and can be stopped as a group by pid later.
+
+    TCP logins need a password (scram-sha-256): anything else on the machine — a playbook's
+    python task among them — cannot walk into the suite's database on loopback. The password
+    is generated at initdb and kept in ``<state_dir>/postgres.password`` (mode 0600, this
+    process's user); a data folder made before that keeps trust authentication.
     """
     port = port or free_port()
     data = state_dir / "pgdata"
@@ -156,28 +163,42 @@ def start_postgres(
         if ids is not None:
             os.chown(path, *ids)
     bin_dir = pg_bin_dir() if ids is None else reachable_pg_bin_dir()
+    password_file = state_dir / "postgres.password"
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         if ids is not None:
             os.chown(data, *ids)
-        subprocess.run(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            **creds,
-        )
+        password = secrets.token_urlsafe(24)
+        # initdb reads the password from a file of its own user, removed right after
+        with tempfile.NamedTemporaryFile("w", dir=sock_dir, delete=False) as pwfile:
+            pwfile.write(password + "\n")
+        if ids is not None:
+            os.chown(pwfile.name, *ids)
+        try:
+            subprocess.run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile.name}",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                **creds,
+            )
+        finally:
+            os.unlink(pwfile.name)
+        password_file.write_text(password)
+        password_file.chmod(0o600)
     log_path = log_path or state_dir / "postgres.log"
     log_path.touch()
     proc = _spawn(
@@ -209,7 +230,10 @@ def start_postgres(
     )
     proc.stop_signal = signal.SIGINT  # fast shutdown
     wait_for_port(port, 30, proc.popen)
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    login = "postgres"
+    if password_file.exists():
+        login = f"postgres:{password_file.read_text().strip()}"
+    url = f"postgresql://{login}@127.0.0.1:{port}/postgres"
     _wait_pg_ready(url, proc)
     return proc, url
 
@@ -248,12 +272,15 @@ def start_nats(
     log_path: Path | None = None,
     new_session: bool = False,
     max_payload: int | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> tuple[Proc, str]:
     """Start nats-server with JetStream on 127.0.0.1; returns the process and its URL.
 
     ``max_payload`` (bytes) overrides the server's message size limit (1 MiB by default),
     e.g. to see what happens to an event too large for NATS; the same ``state_dir`` and
-    ``port`` restart a server with its JetStream data.
+    ``port`` restart a server with its JetStream data. ``auth`` (user, password) makes the
+    server require that login (the URL returned carries it); it is written to the server's
+    configuration file (mode 0600), never to its command line, which any local user can read.
     """
     port = port or free_port()
     store = state_dir / "jetstream"
@@ -261,14 +288,21 @@ def start_nats(
     argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
     if monitor_port:
         argv += ["-m", str(monitor_port)]
+    settings = []
     if max_payload is not None:
-        # no command-line flag sets it: a configuration file does
+        settings.append(f"max_payload: {int(max_payload)}")  # no command-line flag sets it
+    if auth is not None:
+        settings.append(f"authorization {{ user: {json.dumps(auth[0])}, password: {json.dumps(auth[1])} }}")
+    if settings:
         config = state_dir / "nats.conf"
-        config.write_text(f"max_payload: {int(max_payload)}\n")
+        config.touch(mode=0o600)
+        config.chmod(0o600)
+        config.write_text("\n".join(settings) + "\n")
         argv += ["-c", str(config)]
     proc = _spawn("nats", argv, log_path or state_dir / "nats.log", start_new_session=new_session)
     wait_for_port(port, 15, proc.popen)
-    return proc, f"nats://127.0.0.1:{port}"
+    login = "" if auth is None else f"{auth[0]}:{auth[1]}@"
+    return proc, f"nats://{login}127.0.0.1:{port}"
 
 
 def python_entry(module: str) -> list[str]:

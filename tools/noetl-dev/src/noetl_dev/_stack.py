@@ -243,6 +243,8 @@ class Stack:
     services: dict[str, Service] = field(default_factory=dict, init=False)
     postgres: Proc | None = field(default=None, init=False)
     nats: Proc | None = field(default=None, init=False)
+    #: the login of the nats-server this stack started (None for one it was given)
+    nats_auth: tuple[str, str] | None = field(default=None, init=False)
     admin_url: str | None = field(default=None, init=False)
     _started_pg: int | None = field(default=None, init=False)
     _started_nats: int | None = field(default=None, init=False)
@@ -326,10 +328,14 @@ class Stack:
             self.database_url = create_database(admin_url, "noetl")
             self._release_log(proc)
         if self.nats_url is None:
+            # a login, so that nothing else on the machine (a playbook's python task among
+            # them) can publish into the suite's streams
+            self.nats_auth = ("noetl", secrets.token_urlsafe(24))
             proc, self.nats_url = start_nats(
                 self.state_dir / "nats",
                 log_path=self.log_path("nats"),
                 new_session=True,
+                auth=self.nats_auth,
             )
             self.nats = proc
             self._started_nats = start_time(proc.pid)
