@@ -57,6 +57,8 @@ class Bench:
         self.args = args
         self.figures: dict[str, Any] = {}
         self.http = httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=stack.auth())
+        #: a python-pool worker's client: the pool no process of the bench stack serves
+        self.worker: httpx.AsyncClient | None = None
 
     # -- helpers ------------------------------------------------------------------------------
     def db(self) -> psycopg.Connection[Any]:
@@ -95,17 +97,41 @@ class Bench:
                 raise TimeoutError(f"{event_type}: fewer than {total} events projected after {timeout}s")
             await asyncio.sleep(0.05)
 
-    async def post_events(self, execution_id: int, event_type: str, count: int) -> None:
+    async def held_execution(self) -> tuple[int, dict[str, int]]:
+        """A running execution whose command the bench holds, as a worker of the python pool
+        (events are accepted only from a command's lease holder); ``(execution_id, meta)``."""
+        if self.worker is None:
+            minted = await self.http.post(
+                "/api/tokens", json={"name": f"bench-worker-{time.time_ns()}", "role": "worker", "pool": "python"}
+            )
+            minted.raise_for_status()
+            headers = {"authorization": f"Bearer {minted.json()['token']}"}
+            self.worker = httpx.AsyncClient(base_url=self.stack.api_url, timeout=60, headers=headers)
+        await self.register(HERE / "playbooks" / "held.yaml")
+        execution_id = await self.execute("bench/held")
+        with self.db() as conn:
+            row = conn.execute(
+                "select event_id from noetl.command where execution_id = %s", (execution_id,)
+            ).fetchone()
+        assert row is not None
+        claim = await self.worker.post(f"/api/commands/{row[0]}/claim", json={"worker_id": "bench"})
+        claim.raise_for_status()
+        return execution_id, {"command_id": claim.json()["command_id"], "attempt": claim.json()["attempt"]}
+
+    async def post_events(self, execution_id: int, meta: dict[str, int], event_type: str, count: int) -> None:
+        assert self.worker is not None
         events = [
             {
                 "execution_id": execution_id,
                 "event_type": event_type,
                 "step": "start",
+                "worker_id": "bench",
+                "meta": meta,
                 "context": {"i": i, "pad": "x" * 100},
             }
             for i in range(count)
         ]
-        reply = await self.http.post("/api/events", content=msgspec.json.encode({"events": events}))
+        reply = await self.worker.post("/api/events", content=msgspec.json.encode({"events": events}))
         reply.raise_for_status()
 
     # -- sections -----------------------------------------------------------------------------
@@ -124,19 +150,19 @@ class Bench:
 
     async def section_pipeline(self) -> None:
         """N events through POST /api/events → outbox → JetStream → projector → noetl.event."""
-        await self.register(HERE / "playbooks" / "idle.yaml")
         total, batch, posters = self.args.events, 1000, 4
         rates, ingest_rates = [], []
         for _ in range(self.args.runs):
-            execution_id = await self.execute("bench/idle")
-            await self.wait_terminal(execution_id)
+            execution_id, meta = await self.held_execution()
             queue: asyncio.Queue[int] = asyncio.Queue()
             for offset in range(0, total, batch):
                 queue.put_nowait(min(batch, total - offset))
 
-            async def poster(eid: int = execution_id, batches: asyncio.Queue[int] = queue) -> None:
+            async def poster(
+                eid: int = execution_id, held: dict[str, int] = meta, batches: asyncio.Queue[int] = queue
+            ) -> None:
                 while not batches.empty():
-                    await self.post_events(eid, "bench.pipeline", batches.get_nowait())
+                    await self.post_events(eid, held, "bench.pipeline", batches.get_nowait())
 
             start = time.perf_counter()
             await asyncio.gather(*(poster() for _ in range(posters)))
@@ -155,14 +181,12 @@ class Bench:
     async def section_latency(self) -> None:
         """Outbox commit → JetStream ack at a steady rate (default 1,000 events/s)."""
         rate, seconds, per_tick = self.args.latency_rate, self.args.latency_seconds, 10
-        await self.register(HERE / "playbooks" / "idle.yaml")  # idempotent; --only latency needs it
-        execution_id = await self.execute("bench/idle")
-        await self.wait_terminal(execution_id)
+        execution_id, meta = await self.held_execution()
         interval = per_tick / rate
         ticks = int(seconds * rate / per_tick)
         start = time.perf_counter()
         for tick in range(ticks):
-            await self.post_events(execution_id, "bench.latency", per_tick)
+            await self.post_events(execution_id, meta, "bench.latency", per_tick)
             delay = start + (tick + 1) * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -370,3 +371,20 @@ async def test_oidc_tokens_carry_their_role(issuer: _Issuer, oidc_app: httpx.Asy
     for token in refused:
         reply = await oidc_app.get("/api/auth/whoami", headers=bearer(token))
         assert reply.status_code == 401, token
+
+
+def test_the_route_table_of_the_security_docs_lists_every_route_with_its_action(api: Any) -> None:
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "security.md").read_text()
+    documented = {
+        (m.group(1), m.group(2)): m.group(3)
+        for m in re.finditer(r"^\| `([A-Z]+) (/[^`]*)` \| ([^|]*) \|", docs, re.M)
+    }
+    served = {}
+    for method, path, opt in _routes(api.client.app):
+        template = next(  # the route's own template, its path parameters without types
+            re.sub(r":[a-z]+\}", "}", route.path)
+            for route in api.client.app.routes
+            if re.sub(r"\{[^}]+\}", "1", route.path) == path
+        )
+        served[(method, template)] = "—" if opt.get("public") else ", ".join(f"`{a}`" for a in opt["action"])
+    assert {k: v.strip() for k, v in documented.items()} == served
