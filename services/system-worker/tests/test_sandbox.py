@@ -471,3 +471,46 @@ async def test_task_folders_of_a_killed_worker_are_removed_at_the_next_start(
 
     assert sorted(os.listdir(tempfile.gettempdir())).count(os.path.basename(stale)) == 0
     assert os.path.basename(live) in os.listdir(tempfile.gettempdir())  # a live worker's stays
+
+
+async def test_a_child_serves_one_execution_and_never_another(pool: SandboxPool) -> None:
+    # a child is pid 1 of its own namespace: it is told apart by a mark it leaves in a module
+    pid = "import sys, uuid\nsys.noetl_mark = getattr(sys, 'noetl_mark', None) or str(uuid.uuid4())\nresult = sys.noetl_mark"
+
+    async def run(key: str | None, code: str = pid) -> Any:
+        reply = await pool.run(code, {}, {}, key)
+        assert reply.ok, reply.error_message
+        return reply.result
+
+    first, again = await run("exec-a"), await run("exec-a")
+    other = await run("exec-b")
+    assert first == again  # kept for the execution's next task: no fork, no confinement
+    assert other != first  # another execution never gets it
+    # fresh globals every task, while modules stay imported
+    assert await run("exec-a", "import json\nresult = 'seen' in globals()") is False
+    assert await run("exec-a", "seen = 1\nresult = 1") == 1
+    assert await run("exec-a", "result = 'seen' in globals()") is False
+    # without a key (no execution), a child is never kept
+    assert await run(None) != await run(None)
+    # a task that spends its CPU budget ends its child
+    spent = await pool.run("while True:\n    pass\n", {}, {}, "exec-a")
+    assert not spent.ok and spent.error_type == "TimeoutError"
+    assert await run("exec-a") != first
+    assert pool.kept <= pool.keep
+
+
+async def test_kept_children_end_once_idle_past_their_time() -> None:
+    sandbox = SandboxPool(LIMITS, warm=1, keep=2, keep_seconds=0.2)
+    try:
+        await sandbox.start()
+        reply = await sandbox.run("import os\nresult = os.getpid()", {}, {}, "exec-a")
+        assert reply.ok and sandbox.kept == 1
+        for key in ("exec-b", "exec-c"):  # over the cap: the oldest kept child goes
+            assert (await sandbox.run("result = 1", {}, {}, key)).ok
+        assert sandbox.kept == 2
+        deadline = asyncio.get_running_loop().time() + 10
+        while sandbox.kept and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert sandbox.kept == 0
+    finally:
+        await sandbox.aclose()

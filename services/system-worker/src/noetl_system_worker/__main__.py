@@ -75,6 +75,8 @@ async def python_sandbox(config: WorkerConfig, log: Any) -> SandboxPool | None:
     pool = SandboxPool(
         settings.limits,
         warm=settings.warm,
+        keep=settings.keep,
+        keep_seconds=settings.keep_seconds,
         env_allow=settings.env_allow,
         timeout_seconds=settings.timeout_seconds,
         logger=log,

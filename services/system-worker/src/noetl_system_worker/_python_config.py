@@ -35,6 +35,9 @@ class PythonSettings:
 
     isolation: str = "process"
     warm: int = 2
+    #: children kept idle for their execution's next task (0: one child per task)
+    keep: int = 8
+    keep_seconds: float = 30.0
     timeout_seconds: float = 3600.0
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
     limits: SandboxLimits = field(default_factory=lambda: SandboxLimits(preload=DEFAULT_PRELOAD))
@@ -74,6 +77,8 @@ class PythonSettings:
         return cls(
             isolation=isolation,
             warm=env_int("WORKER_PYTHON_WARM", 2, minimum=0, maximum=256, env=env),
+            keep=env_int("WORKER_PYTHON_KEEP", 8, minimum=0, maximum=1024, env=env),
+            keep_seconds=env_float("WORKER_PYTHON_KEEP_SECONDS", 30.0, minimum=0.1, env=env),
             timeout_seconds=env_float("WORKER_PYTHON_TIMEOUT_SECONDS", 3600.0, minimum=0.1, env=env),
             env_allow=allow,
             limits=limits,

@@ -245,11 +245,12 @@ def set_limits(
 ) -> None:
     """Soft and hard limits; a hard limit only ever goes down, so the task cannot raise it.
 
-    CPU: SIGXCPU at the soft limit (the child turns it into an exception), SIGKILL one
-    second later."""
+    CPU: SIGXCPU at the soft limit (the child turns it into an exception; see
+    :func:`arm_cpu` for the soft limit of each task), SIGKILL at the hard one: twice the
+    budget, since a child serves several tasks of one execution while it has budget left."""
     wanted = [
         (resource.RLIMIT_CORE, 0, 0),
-        (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
+        (resource.RLIMIT_CPU, cpu_seconds, 2 * cpu_seconds + 1),
         (resource.RLIMIT_AS, memory_bytes, memory_bytes),
         (resource.RLIMIT_NOFILE, max_open_files, max_open_files),
         (resource.RLIMIT_FSIZE, file_max_bytes, file_max_bytes),
@@ -261,6 +262,30 @@ def set_limits(
         if current != resource.RLIM_INFINITY:
             hard = min(hard, current)
         resource.setrlimit(kind, (min(soft, hard), hard))
+
+
+def cpu_used() -> float:
+    """CPU seconds this process has used (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _next_soft(cpu_seconds: int) -> tuple[int, int]:
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    return int(cpu_used()) + 1 + cpu_seconds, hard
+
+
+def cpu_left(cpu_seconds: int) -> bool:
+    """Whether a whole task's ``cpu_seconds`` still fit under the hard limit."""
+    soft, hard = _next_soft(cpu_seconds)
+    return hard == resource.RLIM_INFINITY or soft < hard
+
+
+def arm_cpu(cpu_seconds: int) -> None:
+    """Give the next task ``cpu_seconds`` of CPU: the soft limit moves to what the process
+    used so far plus the budget (under the hard limit set at confinement)."""
+    soft, hard = _next_soft(cpu_seconds)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
 
 def drop_privileges(uid: int, gid: int) -> None:

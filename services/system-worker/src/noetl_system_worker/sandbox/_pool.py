@@ -1,8 +1,12 @@
 """The worker's side of the sandbox: the zygote process and a warm pool of its children.
 
 Per task the critical path is one frame to an already forked, already confined child and
-one frame back; the replacement child is forked meanwhile. A child's answer is untrusted
-input: its length is checked before it is read and it is decoded into typed structs.
+one frame back; the replacement child is forked meanwhile. A child serves the tasks of one
+execution (``key``): after a task it is kept for that execution's next one, for
+``keep_seconds`` at most, so a chain of python steps pays for one fork and one confinement,
+not one per step. The execution is the unit of trust here — its steps share their data
+anyway — and no child ever serves two executions. A child's answer is untrusted input: its
+length is checked before it is read and it is decoded into typed structs.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class _Child:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     exited: asyncio.Future[Exited | None]
+    #: when it was last given back, kept for its execution's next task
+    kept_at: float = 0.0
 
 
 @dataclass
@@ -159,9 +165,14 @@ class SandboxPool:
         logger: Any = None,
         landlock: bool = True,
         drop_uid: bool = True,
+        keep: int = 8,
+        keep_seconds: float = 30.0,
     ) -> None:
         self.limits = limits
         self.warm = warm
+        #: children kept for their execution's next task, at most this many at once
+        self.keep = keep
+        self.keep_seconds = keep_seconds
         self.env_allow = env_allow
         self.timeout_seconds = timeout_seconds
         self._log = logger or structlog.get_logger(service="noetl-system-worker")
@@ -170,6 +181,9 @@ class SandboxPool:
         self._zygote: _Zygote | None = None
         self._starting = asyncio.Lock()
         self._idle: collections.deque[_Child] = collections.deque()
+        #: idle children by the execution they serve, oldest first
+        self._kept: collections.OrderedDict[str, list[_Child]] = collections.OrderedDict()
+        self._sweeper: asyncio.Task[None] | None = None
         self._filling = 0
         self._ids = itertools.count(1)
         self._temp_root: str | None = None
@@ -211,8 +225,15 @@ class SandboxPool:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         while self._idle:
             self._idle.popleft().writer.close()
+        for children in self._kept.values():
+            for child in children:
+                child.writer.close()
+        self._kept.clear()
         if self._zygote is not None:
             await self._stop_zygote(self._zygote)
         if self._temp_root is not None:
@@ -296,6 +317,10 @@ class SandboxPool:
         zygote.exits.clear()
         while self._idle:
             self._idle.popleft().writer.close()
+        for children in self._kept.values():
+            for child in children:
+                child.writer.close()
+        self._kept.clear()
 
     async def _read_zygote(self, zygote: _Zygote) -> None:
         loop = asyncio.get_running_loop()
@@ -407,18 +432,23 @@ class SandboxPool:
             return None
 
     # -- tasks -----------------------------------------------------------------------------------
-    async def run(self, code: str, inputs: dict[str, Any], libs: dict[str, str]) -> Reply:
-        """Run one task in a fresh child; its reply (``ok`` False: the task's own exception).
+    async def run(
+        self, code: str, inputs: dict[str, Any], libs: dict[str, str], key: str | None = None
+    ) -> Reply:
+        """Run one task, in the child kept for execution ``key`` or a fresh one; its reply
+        (``ok`` False: the task's own exception).
 
         Raises :class:`SandboxError` when the child died, broke a limit or answered garbage;
         cancelling (a step or task timeout) kills the child at once."""
         payload = frame(ENCODER.encode(Task(code, inputs, libs)))
-        child = self._idle.popleft() if self._idle else await self._spawn()
-        answered = False
+        child = self._take(key)
+        fresh = child is None
+        if child is None:
+            child = self._idle.popleft() if self._idle else await self._spawn()
+        reply: Reply | None = None
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 reply = await self._exchange(child, payload)
-            answered = True
             return reply
         except TimeoutError:
             raise SandboxError(
@@ -426,10 +456,64 @@ class SandboxPool:
                 "TimeoutError",
             ) from None
         finally:
-            await asyncio.shield(self._end(child, wait=not answered))
-            # the replacement is forked after the task, not beside it: on a small machine
-            # the fork would compete with the task for a core on the critical path
-            self._refill()
+            if reply is not None and reply.reusable and key is not None and self.keep and not self._closed:
+                self._give_back(key, child)
+            else:
+                await asyncio.shield(self._end(child, wait=reply is None))
+            if fresh:
+                # the replacement is forked after the task, not beside it: on a small machine
+                # the fork would compete with the task for a core on the critical path
+                self._refill()
+
+    def _take(self, key: str | None) -> _Child | None:
+        """An idle child kept for execution ``key`` that is still alive."""
+        children = self._kept.get(key) if key is not None else None
+        while children:
+            child = children.pop()
+            if not children:
+                del self._kept[key]  # type: ignore[arg-type]
+            if not child.exited.done():
+                return child
+            child.writer.close()
+        return None
+
+    def _give_back(self, key: str, child: _Child) -> None:
+        """Keep ``child`` for execution ``key``'s next task; the oldest kept one goes past :attr:`keep`."""
+        child.kept_at = asyncio.get_running_loop().time()
+        self._kept.setdefault(key, []).append(child)
+        self._kept.move_to_end(key)
+        while sum(len(c) for c in self._kept.values()) > self.keep:
+            oldest_key, oldest = next(iter(self._kept.items()))
+            self._release(oldest.pop(0))
+            if not oldest:
+                del self._kept[oldest_key]
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep_kept())
+
+    def _release(self, child: _Child) -> None:
+        """End a kept child without waiting (closing its socket ends it; the zygote reaps it)."""
+        task = asyncio.create_task(self._end(child))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _sweep_kept(self) -> None:
+        """End kept children idle for more than :attr:`keep_seconds`, until none is kept."""
+        loop = asyncio.get_running_loop()
+        while self._kept and not self._closed:
+            await asyncio.sleep(min(self.keep_seconds, 1.0))
+            now = loop.time()
+            for key in list(self._kept):
+                children = self._kept[key]
+                for child in [c for c in children if now - c.kept_at >= self.keep_seconds]:
+                    children.remove(child)
+                    self._release(child)
+                if not children:
+                    del self._kept[key]
+
+    @property
+    def kept(self) -> int:
+        """Children kept, idle, for their execution's next task."""
+        return sum(len(c) for c in self._kept.values())
 
     async def _exchange(self, child: _Child, payload: bytes) -> Reply:
         limit = self.limits.output_max_bytes + 2 * 4 * self.limits.capture_max_chars + REPLY_OVERHEAD_BYTES

@@ -89,7 +89,7 @@ FromZygote = Ready | Spawned | Exited
 
 # -- task frames (SOCK_STREAM, length-prefixed) -------------------------------------------------
 class Task(msgspec.Struct, frozen=True):
-    """Worker → child: the one task it runs."""
+    """Worker → child: a task to run (a child serves the tasks of one execution, one at a time)."""
 
     code: str
     inputs: dict[str, Any]
@@ -97,7 +97,8 @@ class Task(msgspec.Struct, frozen=True):
 
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True):
-    """Child → worker: the output, or the error, plus bounded stdout/stderr."""
+    """Child → worker: the output, or the error, plus bounded stdout/stderr. ``reusable``
+    False: the child exits after this reply (its CPU budget is spent, or the task hit it)."""
 
     ok: bool
     result: Any = None
@@ -105,6 +106,7 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     error_message: str = ""
     stdout: str = ""
     stderr: str = ""
+    reusable: bool = False
 
 
 def _is_table(value: Any) -> bool:

@@ -1,10 +1,11 @@
-"""The sandbox's zygote: a clean interpreter that forks one confined child per python task.
+"""The sandbox's zygote: a clean interpreter that forks confined children for python tasks.
 
 The worker starts it as ``python -I -c <bootstrap> <fd>`` with only allow-listed
 environment variables (see ``_pool``). It imports what tasks commonly use once, then forks
 children ahead of time on the worker's request (the warm pool). A child confines itself
-(limits, pid namespace, uid, Landlock), waits for one task frame on its own socket, runs
-it, answers and exits: no state survives from one task to the next. The zygote reaps the
+(limits, pid namespace, uid, Landlock), then runs the task frames of one execution that
+arrive on its own socket, one at a time, and exits when the worker closes it (or its CPU
+budget or task count runs out): nothing survives into another execution's task. The zygote reaps the
 children, tells the worker how each ended, and kills a child with all it started on request.
 It holds no secret: whatever a child could take from it is already the child's.
 """
@@ -43,12 +44,15 @@ from ._wire import (
     Setup,
     Spawn,
     Spawned,
+    Task,
     frame,
     recv_frame,
 )
 
 #: Exit code of a child that could not confine itself (it ran no task code).
 EXIT_UNCONFINED = 3
+#: Tasks one child serves at most (all of one execution) before it exits.
+MAX_TASKS_PER_CHILD = 1000
 #: A task's exception message is cut to this many characters.
 MESSAGE_MAX_CHARS = 16 * 1024
 #: Largest task frame a child accepts (the worker's own inputs).
@@ -281,7 +285,7 @@ class Zygote:
         try:
             sock = socket.socket(fileno=fd)
             sock.setblocking(True)
-            self._run_one(sock)
+            self._serve(sock)
         finally:
             os._exit(0)
 
@@ -324,8 +328,28 @@ class Zygote:
             f"python task used its {self.limits.cpu_seconds} CPU seconds (WORKER_PYTHON_CPU_SECONDS)"
         )
 
-    def _run_one(self, sock: socket.socket) -> None:
-        task = TASK.decode(recv_frame(sock, TASK_MAX_BYTES))
+    def _serve(self, sock: socket.socket) -> None:
+        """Run the tasks the worker sends, one at a time, until it closes the socket, a task
+        spends its CPU budget, too little is left for another, or the process has served
+        :data:`MAX_TASKS_PER_CHILD`; each reply says whether another task may follow."""
+        for served in range(1, MAX_TASKS_PER_CHILD + 1):
+            try:
+                data = recv_frame(sock, TASK_MAX_BYTES)
+            except (EOFError, ConnectionError):
+                return
+            _confine.arm_cpu(self.limits.cpu_seconds)  # the last reply said a whole budget is left
+            signal.signal(signal.SIGXCPU, self._cpu_exhausted)
+            reply = self._run_one(TASK.decode(data))
+            reusable = (
+                reply.error_type != "TimeoutError"
+                and served < MAX_TASKS_PER_CHILD
+                and _confine.cpu_left(self.limits.cpu_seconds)
+            )
+            sock.sendall(frame(ENCODER.encode(msgspec.structs.replace(reply, reusable=reusable))))
+            if not reusable:
+                return
+
+    def _run_one(self, task: Task) -> Reply:
         limits = self.limits
         out, err = Capture(limits.capture_max_chars), Capture(limits.capture_max_chars)
         sys.stdout, sys.stderr = out, err
@@ -348,8 +372,7 @@ class Zygote:
             error_type = "TimeoutError" if isinstance(exc, _CpuExhausted) else type(exc).__name__
             reply = Reply(ok=False, error_type=error_type, error_message=_message(exc))
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        reply = msgspec.structs.replace(reply, stdout=out.text(), stderr=err.text())
-        sock.sendall(frame(ENCODER.encode(reply)))
+        return msgspec.structs.replace(reply, stdout=out.text(), stderr=err.text())
 
 
 def main(control_fd: int) -> None:
