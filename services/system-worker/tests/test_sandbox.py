@@ -508,9 +508,7 @@ async def test_kept_children_end_once_idle_past_their_time() -> None:
         for key in ("exec-b", "exec-c"):  # over the cap: the oldest kept child goes
             assert (await sandbox.run("result = 1", {}, {}, key)).ok
         assert sandbox.kept == 2
-        deadline = asyncio.get_running_loop().time() + 10
-        while sandbox.kept and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(sandbox.kept_drained(), 10)
         assert sandbox.kept == 0
     finally:
         await sandbox.aclose()

@@ -510,6 +510,11 @@ class SandboxPool:
                 if not children:
                     del self._kept[key]
 
+    async def kept_drained(self) -> None:
+        """Return once no child is kept any more (the sweeper ended the idle ones)."""
+        if self._sweeper is not None:
+            await asyncio.shield(self._sweeper)
+
     @property
     def kept(self) -> int:
         """Children kept, idle, for their execution's next task."""
