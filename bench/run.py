@@ -273,21 +273,26 @@ class Bench:
         self.figures["sandbox"] = await sandbox.overhead(self.args.sandbox_tasks)
 
     async def section_isolation(self) -> None:
-        """The 3-step playbook and the chain with python isolation off, then on (bench/sandbox.py)."""
+        """The 3-step playbook and the chain with python isolation off and on, alternated over
+        ``--isolation-rounds`` rounds (one pass of each mode per round, the shared worker
+        restarted between them) so that drift on the machine falls on both; medians of the rounds."""
         assert self.stack.database_url
-        figures: dict[str, Any] = {}
+        rounds: dict[str, list[dict[str, Any]]] = {"thread": [], "process": []}
         try:
-            for mode in ("thread", "process"):
-                await asyncio.to_thread(sandbox.use_isolation, self.stack, mode)
-                figures[mode] = {
-                    "playbook": await self._playbook(),
-                    "chain": await dispatch.section_chain(
-                        self.http, self.stack.database_url, self.args.chain_steps, self.args.runs
-                    ),
-                }
+            for _ in range(self.args.isolation_rounds):
+                for mode in ("thread", "process"):
+                    await asyncio.to_thread(sandbox.use_isolation, self.stack, mode)
+                    rounds[mode].append(
+                        {
+                            "playbook": await self._playbook(),
+                            "chain": await dispatch.section_chain(
+                                self.http, self.stack.database_url, self.args.chain_steps, self.args.runs
+                            ),
+                        }
+                    )
         finally:
             await asyncio.to_thread(sandbox.use_isolation, self.stack, "process")
-        self.figures["isolation"] = figures
+        self.figures["isolation"] = {mode: sandbox.median_round(runs) for mode, runs in rounds.items()}
 
     async def section_fanout(self) -> None:
         """A parallel loop on its own stack with two shared-pool workers (bench/dispatch.py)."""
@@ -390,6 +395,9 @@ def main() -> int:
     parser.add_argument("--chain-steps", type=int, default=200, help="steps of the generated chain")
     parser.add_argument("--fanout-items", type=int, default=1000, help="iterations of the parallel loop")
     parser.add_argument("--sandbox-tasks", type=int, default=300, help="python tasks of the sandbox section")
+    parser.add_argument(
+        "--isolation-rounds", type=int, default=2, help="alternated thread/process rounds of the isolation section"
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.events, args.raw_messages = 1, 5_000, 5_000

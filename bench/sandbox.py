@@ -81,6 +81,20 @@ def use_isolation(stack: Stack, mode: str) -> None:
                 stack.restart(name)
 
 
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One mode's figures over alternated rounds: the median of each, and every round's."""
+    return {
+        "rounds": len(rounds),
+        "playbook": {"client_p50_ms": statistics.median(r["playbook"]["client_p50_ms"] for r in rounds)},
+        "chain": {
+            "steps": rounds[0]["chain"]["steps"],
+            "step_cycle_p50_ms": statistics.median(r["chain"]["step_cycle_p50_ms"] for r in rounds),
+            "per_step_wall_ms": statistics.median(r["chain"]["per_step_wall_ms"] for r in rounds),
+        },
+        "runs": rounds,
+    }
+
+
 def markdown_rows(figures: dict[str, Any]) -> list[str]:
     """Rows for the bench table (the sections that ran)."""
     rows: list[str] = []
@@ -100,7 +114,7 @@ def markdown_rows(figures: dict[str, Any]) -> list[str]:
         off, on = iso["thread"], iso["process"]
         pb_off, pb_on = off["playbook"]["client_p50_ms"], on["playbook"]["client_p50_ms"]
         rows.append(
-            f"| 3-step python playbook p50, python isolation thread / process | "
+            f"| 3-step python playbook p50, python isolation thread / process (median of {on['rounds']} alternated rounds) | "
             f"{pb_off:.1f} / {pb_on:.1f} ms | | {pb_on - pb_off:+.1f} ms |"
         )
         ch_off, ch_on = off["chain"], on["chain"]

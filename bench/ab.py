@@ -1,0 +1,101 @@
+"""Alternated A/B runs of bench/run.py: this tree against another checkout, round after round.
+
+Absolute figures drift on a small shared machine by more than the changes worth measuring
+(the same build moved 20-30 % within ten minutes here), so a comparison is made by turns:
+each round runs every variant once, in the same order, and the report gives each variant's
+median and its per-round ratio to the first variant.
+
+    .venv/bin/python bench/ab.py --tree base=../base-checkout --tree new=. \\
+        --variant new-thread=new:WORKER_PYTHON_ISOLATION=thread --rounds 5 -- --only playbook,chain
+
+A ``--tree NAME=DIR`` is a checkout with its own ``.venv`` (``uv sync`` there first); a
+``--variant NAME=TREE[:VAR=VALUE,...]`` runs that tree with extra environment variables. The
+arguments after ``--`` go to bench/run.py; the results files of these runs are not kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+#: Figures compared (key path in the results JSON → label); lower is better for all.
+FIGURES = {
+    ("playbook", "client_p50_ms"): "3-step playbook p50 (ms)",
+    ("chain", "step_cycle_p50_ms"): "chain step cycle p50 (ms)",
+    ("fanout", "wall_s_median"): "1,000-item loop wall (s)",
+}
+
+
+def _variants(trees: dict[str, Path], specs: list[str]) -> dict[str, tuple[Path, dict[str, str]]]:
+    found: dict[str, tuple[Path, dict[str, str]]] = {name: (path, {}) for name, path in trees.items()}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        tree, _, assignments = rest.partition(":")
+        env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+        found[name] = (trees[tree], env)
+    return found
+
+
+def _run(tree: Path, env: dict[str, str], args: list[str]) -> dict[str, float]:
+    latest = tree / "bench" / "results" / "latest.md"
+    kept = latest.read_text() if latest.exists() else None
+    done = subprocess.run(
+        [str(tree / ".venv" / "bin" / "python"), "bench/run.py", *args],
+        cwd=tree,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"results: (\S+\.json)", done.stdout + done.stderr)
+    path = Path(match.group(1)) if match else max((tree / "bench" / "results").glob("2*.json"))
+    path = path if path.is_absolute() else tree / path
+    figures = json.loads(path.read_text())["figures"]
+    for stale in (path, path.with_suffix(".md")):
+        stale.unlink(missing_ok=True)
+    if kept is not None:
+        latest.write_text(kept)  # the figures of record stay those of a full run
+    return {
+        label: float(figures[section][key])
+        for (section, key), label in FIGURES.items()
+        if section in figures and key in figures[section]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", action="append", required=True, help="NAME=DIR, a checkout with its .venv")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=TREE[:VAR=VALUE,...]")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then bench/run.py's arguments")
+    args = parser.parse_args()
+    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
+    variants = _variants(trees, args.variant)
+    bench_args = [a for a in args.bench_args if a != "--"]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for round_no in range(1, args.rounds + 1):
+        for name, (tree, env) in variants.items():
+            results[name].append(_run(tree, env, bench_args))
+            print(f"round {round_no} {name}: {results[name][-1]}", file=sys.stderr, flush=True)
+    first = next(iter(variants))
+    for label in FIGURES.values():
+        if not all(label in r for runs in results.values() for r in runs):
+            continue
+        print(f"{label}:")
+        for name, runs in results.items():
+            values = [r[label] for r in runs]
+            ratios = [r[label] / b[label] for r, b in zip(runs, results[first], strict=True)]
+            print(
+                f"  {name:<14} median {statistics.median(values):8.2f}  per round {[round(v, 2) for v in values]}"
+                f"  ratio to {first} median {statistics.median(ratios):.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
