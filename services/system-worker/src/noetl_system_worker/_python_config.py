@@ -16,6 +16,9 @@ DEFAULT_PRELOAD = (
     "base64", "collections", "copy", "csv", "dataclasses", "datetime", "decimal", "functools",
     "hashlib", "hmac", "io", "itertools", "json", "math", "operator", "random", "re", "statistics",
     "string", "textwrap", "time", "typing", "urllib.parse", "uuid", "zoneinfo",
+    # the worker's own libraries a task is likeliest to import: each fresh child would pay
+    # 50-100 ms of CPU for them, and an execution's first task always runs in a fresh one
+    "psycopg", "pyarrow",
 )  # fmt: skip
 #: Prefixes of the suite's own settings, which a task must never be handed.
 _SUITE_PREFIXES = ("NOETL_", "NATS_", "WORKER_", "WASM_")
