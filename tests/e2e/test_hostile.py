@@ -412,6 +412,7 @@ def test_zz_the_api_answered_throughout_and_the_outbox_drained(stack: Stack, sam
             "the outbox to drain",
         )
     sampler.stop()
+    print(f"healthz: {sampler.samples} samples, slowest {sampler.slowest * 1000:.0f} ms, failures {sampler.failures}")
     assert sampler.samples > 10
     assert sampler.failures == [] and sampler.slowest < 1.0, (sampler.failures, sampler.slowest)
     logs = "".join(p.read_text(errors="replace") for p in (stack.state_dir / "logs").glob("*.log"))

@@ -473,7 +473,7 @@ async def test_task_folders_of_a_killed_worker_are_removed_at_the_next_start(
     assert os.path.basename(live) in os.listdir(tempfile.gettempdir())  # a live worker's stays
 
 
-async def test_a_child_serves_one_execution_and_never_another(pool: SandboxPool) -> None:
+async def test_a_child_serves_one_key_and_never_another(pool: SandboxPool) -> None:
     # a child is pid 1 of its own namespace: it is told apart by a mark it leaves in a module
     pid = "import sys, uuid\nsys.noetl_mark = getattr(sys, 'noetl_mark', None) or str(uuid.uuid4())\nresult = sys.noetl_mark"
 
@@ -484,13 +484,13 @@ async def test_a_child_serves_one_execution_and_never_another(pool: SandboxPool)
 
     first, again = await run("exec-a"), await run("exec-a")
     other = await run("exec-b")
-    assert first == again  # kept for the execution's next task: no fork, no confinement
-    assert other != first  # another execution never gets it
+    assert first == again  # kept for the key's next task: no fork, no confinement
+    assert other != first  # another key (playbook) never gets it
     # fresh globals every task, while modules stay imported
     assert await run("exec-a", "import json\nresult = 'seen' in globals()") is False
     assert await run("exec-a", "seen = 1\nresult = 1") == 1
     assert await run("exec-a", "result = 'seen' in globals()") is False
-    # without a key (no execution), a child is never kept
+    # without a key, a child is never kept
     assert await run(None) != await run(None)
     # a task that spends its CPU budget ends its child
     spent = await pool.run("while True:\n    pass\n", {}, {}, "exec-a")
@@ -512,3 +512,21 @@ async def test_kept_children_end_once_idle_past_their_time() -> None:
         assert sandbox.kept == 0
     finally:
         await sandbox.aclose()
+
+
+async def test_the_python_tool_shares_a_child_within_a_playbook_only(pool: SandboxPool) -> None:
+    from noetl_system_worker._runtime import ToolRuntime, current_runtime
+
+    tool = SandboxedPython(pool)
+    mark = {"code": "import sys, uuid\nsys.noetl_mark = getattr(sys, 'noetl_mark', None) or str(uuid.uuid4())\nresult = sys.noetl_mark"}
+
+    async def run_in(path: str, execution_id: int) -> Any:
+        token = current_runtime.set(ToolRuntime(execution_id=execution_id, catalog_path=path))
+        try:
+            return await tool(dict(mark), {}, {})
+        finally:
+            current_runtime.reset(token)
+
+    first = await run_in("team-a/etl", 1)
+    assert await run_in("team-a/etl", 2) == first  # another execution of the same playbook
+    assert await run_in("team-b/etl", 3) != first  # another playbook: another child

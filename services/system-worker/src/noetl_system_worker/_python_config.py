@@ -38,7 +38,7 @@ class PythonSettings:
 
     isolation: str = "process"
     warm: int = 2
-    #: children kept idle for their execution's next task (0: one child per task)
+    #: children kept idle for their playbook's next task (0: one child per task)
     keep: int = 8
     keep_seconds: float = 30.0
     timeout_seconds: float = 3600.0

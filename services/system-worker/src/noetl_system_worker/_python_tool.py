@@ -1,7 +1,7 @@
 """The ``python`` tool, with upstream NoETL's conventions (conformance C2; see ``sandbox/_task.py``).
 
 Two ways to run it (``WORKER_PYTHON_ISOLATION``): ``process`` (the default) runs each task in
-a confined child process of the sandbox that serves one execution (:class:`SandboxedPython`); ``thread``
+a confined child process of the sandbox that serves one playbook (:class:`SandboxedPython`); ``thread``
 runs it in a thread of the worker with the worker's privileges (:func:`run_python`), for
 trusted deployments and the benchmark's comparison. Trust model: ``docs/worker.md``.
 """
@@ -60,9 +60,10 @@ class SandboxedPython:
     async def __call__(self, config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any]) -> Any:
         code, libs = task_source(config), task_libs(config)
         try:
-            execution_id = runtime().execution_id
-            key = None if execution_id is None else str(execution_id)
-            reply = await self.pool.run(code, args, libs, key)
+            # one playbook's tasks share a child: the playbook's author wrote all of them, and
+            # every execution of it runs that author's code anyway
+            path = runtime().catalog_path
+            reply = await self.pool.run(code, args, libs, path)
         except SandboxError as exc:
             raise PythonToolError(str(exc), exc.type_name) from None
         if reply.ok:

@@ -104,6 +104,8 @@ class ToolRuntime:
     #: only for a command whose lease the asking worker holds
     event_id: int | None = None
     worker_id: str | None = None
+    #: the catalog path of the command's playbook (python tasks of one playbook share a sandbox child)
+    catalog_path: str | None = None
     keychain_env_vars: tuple[str, ...] = ()
     nats_url: str | None = None
     nats_user: str | None = None

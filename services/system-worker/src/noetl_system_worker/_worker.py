@@ -750,6 +750,7 @@ class Worker:
             execution_id=claim.execution_id,
             event_id=claim.event_id,
             worker_id=self.config.worker_id,
+            catalog_path=claim.catalog_path,
             keychain_env_vars=self.config.keychain_env_vars,
             nats_url=self.config.nats_url,
             nats_user=self.config.nats_user,

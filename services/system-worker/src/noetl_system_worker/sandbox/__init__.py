@@ -1,7 +1,7 @@
-"""The python tool's sandbox: tasks run in confined child processes, one execution's each.
+"""The python tool's sandbox: tasks run in confined child processes, one playbook's each.
 
 A zygote process (a clean interpreter with an allow-listed environment) forks children
-ahead of time; each serves the tasks of one execution under resource limits, its own pid
+ahead of time; each serves the tasks of one playbook under resource limits, its own pid
 namespace and an unprivileged uid (when the worker is root) and Landlock (where the kernel
 has it), then exits. Worker and child exchange msgpack frames, never pickle. Trust model:
 ``docs/security.md`` §5 and ``docs/worker.md``.

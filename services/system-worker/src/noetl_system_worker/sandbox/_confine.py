@@ -247,7 +247,7 @@ def set_limits(
 
     CPU: SIGXCPU at the soft limit (the child turns it into an exception; see
     :func:`arm_cpu` for the soft limit of each task), SIGKILL at the hard one: twice the
-    budget, since a child serves several tasks of one execution while it has budget left."""
+    budget, since a child serves several tasks of one playbook while it has budget left."""
     wanted = [
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_CPU, cpu_seconds, 2 * cpu_seconds + 1),

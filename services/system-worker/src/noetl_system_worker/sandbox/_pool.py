@@ -2,11 +2,11 @@
 
 Per task the critical path is one frame to an already forked, already confined child and
 one frame back; the replacement child is forked meanwhile. A child serves the tasks of one
-execution (``key``): after a task it is kept for that execution's next one, for
-``keep_seconds`` at most, so a chain of python steps pays for one fork and one confinement,
-not one per step. The execution is the unit of trust here — its steps share their data
-anyway — and no child ever serves two executions. A child's answer is untrusted input: its
-length is checked before it is read and it is decoded into typed structs.
+``key`` — the python tool passes the playbook's catalog path — one at a time: after a task it
+is kept for that key's next one, for ``keep_seconds`` at most, so python steps pay for one
+fork and one confinement per playbook and child, not one per step. A child never serves two
+keys. A child's answer is untrusted input: its length is checked before it is read and it is
+decoded into typed structs.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class _Child:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     exited: asyncio.Future[Exited | None]
-    #: when it was last given back, kept for its execution's next task
+    #: when it was last given back, kept for its key's next task
     kept_at: float = 0.0
 
 
@@ -170,7 +170,7 @@ class SandboxPool:
     ) -> None:
         self.limits = limits
         self.warm = warm
-        #: children kept for their execution's next task, at most this many at once
+        #: children kept for their key's next task, at most this many at once
         self.keep = keep
         self.keep_seconds = keep_seconds
         self.env_allow = env_allow
@@ -181,7 +181,7 @@ class SandboxPool:
         self._zygote: _Zygote | None = None
         self._starting = asyncio.Lock()
         self._idle: collections.deque[_Child] = collections.deque()
-        #: idle children by the execution they serve, oldest first
+        #: idle children by the key (playbook) they serve, oldest first
         self._kept: collections.OrderedDict[str, list[_Child]] = collections.OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self._filling = 0
@@ -435,7 +435,7 @@ class SandboxPool:
     async def run(
         self, code: str, inputs: dict[str, Any], libs: dict[str, str], key: str | None = None
     ) -> Reply:
-        """Run one task, in the child kept for execution ``key`` or a fresh one; its reply
+        """Run one task, in a child kept for ``key`` or a fresh one; its reply
         (``ok`` False: the task's own exception).
 
         Raises :class:`SandboxError` when the child died, broke a limit or answered garbage;
@@ -466,7 +466,7 @@ class SandboxPool:
                 self._refill()
 
     def _take(self, key: str | None) -> _Child | None:
-        """An idle child kept for execution ``key`` that is still alive."""
+        """An idle child kept for ``key`` that is still alive."""
         children = self._kept.get(key) if key is not None else None
         while children:
             child = children.pop()
@@ -478,7 +478,7 @@ class SandboxPool:
         return None
 
     def _give_back(self, key: str, child: _Child) -> None:
-        """Keep ``child`` for execution ``key``'s next task; the oldest kept one goes past :attr:`keep`."""
+        """Keep ``child`` for ``key``'s next task; the oldest kept one goes past :attr:`keep`."""
         child.kept_at = asyncio.get_running_loop().time()
         self._kept.setdefault(key, []).append(child)
         self._kept.move_to_end(key)
@@ -517,7 +517,7 @@ class SandboxPool:
 
     @property
     def kept(self) -> int:
-        """Children kept, idle, for their execution's next task."""
+        """Children kept, idle, for their key's next task."""
         return sum(len(c) for c in self._kept.values())
 
     async def _exchange(self, child: _Child, payload: bytes) -> Reply:

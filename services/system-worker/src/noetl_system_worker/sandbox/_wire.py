@@ -89,7 +89,7 @@ FromZygote = Ready | Spawned | Exited
 
 # -- task frames (SOCK_STREAM, length-prefixed) -------------------------------------------------
 class Task(msgspec.Struct, frozen=True):
-    """Worker → child: a task to run (a child serves the tasks of one execution, one at a time)."""
+    """Worker → child: a task to run (a child serves the tasks of one playbook, one at a time)."""
 
     code: str
     inputs: dict[str, Any]

@@ -3,9 +3,9 @@
 The worker starts it as ``python -I -c <bootstrap> <fd>`` with only allow-listed
 environment variables (see ``_pool``). It imports what tasks commonly use once, then forks
 children ahead of time on the worker's request (the warm pool). A child confines itself
-(limits, pid namespace, uid, Landlock), then runs the task frames of one execution that
+(limits, pid namespace, uid, Landlock), then runs the task frames of one playbook that
 arrive on its own socket, one at a time, and exits when the worker closes it (or its CPU
-budget or task count runs out): nothing survives into another execution's task. The zygote reaps the
+budget or task count runs out): nothing survives into another playbook's task. The zygote reaps the
 children, tells the worker how each ended, and kills a child with all it started on request.
 It holds no secret: whatever a child could take from it is already the child's.
 """
@@ -51,7 +51,7 @@ from ._wire import (
 
 #: Exit code of a child that could not confine itself (it ran no task code).
 EXIT_UNCONFINED = 3
-#: Tasks one child serves at most (all of one execution) before it exits.
+#: Tasks one child serves at most (all of one playbook) before it exits.
 MAX_TASKS_PER_CHILD = 1000
 #: A task's exception message is cut to this many characters.
 MESSAGE_MAX_CHARS = 16 * 1024
