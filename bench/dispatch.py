@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import cpu
 import httpx
 import psycopg
 from noetl_control_api.dsl import parse_playbook
@@ -141,8 +142,12 @@ async def section_chain(http: httpx.AsyncClient, database_url: str, steps: int, 
     path = f"{CHAIN_PATH}_{steps}"
     await _run(http, path, 300)  # warm-up
     walls, cycles, dispatches = [], [], []
+    cpu_used: dict[str, float] = {}
     for _ in range(runs):
+        before = cpu.snapshot()
         eid, wall, body = await _run(http, path, 300)
+        for label, seconds in cpu.spent(before, cpu.snapshot()).items():
+            cpu_used[label] = cpu_used.get(label, 0.0) + seconds
         if body["status"] != "COMPLETED":
             raise RuntimeError(f"chain ended {body['status']}: {body.get('error')}")
         cycle, dispatch = await asyncio.to_thread(_step_gaps, database_url, eid)
@@ -154,6 +159,7 @@ async def section_chain(http: httpx.AsyncClient, database_url: str, steps: int, 
         "runs": runs,
         "wall_s_median": statistics.median(walls),
         "per_step_wall_ms": statistics.median(walls) * 1000 / steps,
+        "cpu_ms_per_step": cpu.per_unit_ms({}, cpu_used, steps * runs),
         "step_cycle_p50_ms": _percentile(cycles, 50),
         "step_cycle_p99_ms": _percentile(cycles, 99),
         "dispatch_p50_ms": _percentile(dispatches, 50),
@@ -175,8 +181,12 @@ async def section_fanout(items: int, runs: int) -> dict[str, Any]:
                 await _run(http, f"{FANOUT_PATH}_{items}", 300)  # warm-up
                 walls = []
                 per_worker: dict[str, int] = {}
+                cpu_used: dict[str, float] = {}
                 for _ in range(runs):
+                    before = cpu.snapshot()
                     eid, wall, body = await _run(http, path, 300)
+                    for label, seconds in cpu.spent(before, cpu.snapshot()).items():
+                        cpu_used[label] = cpu_used.get(label, 0.0) + seconds
                     if body["status"] != "COMPLETED" or len(body["results"]["fan"]["results"]) != items:
                         raise RuntimeError(f"fan-out ended {body['status']}: {body.get('error')}")
                     walls.append(wall)
@@ -198,6 +208,7 @@ async def section_fanout(items: int, runs: int) -> dict[str, Any]:
         "wall_s_runs": walls,
         "iterations_per_s": items / statistics.median(walls),
         "iterations_by_worker": per_worker,
+        "cpu_ms_per_iteration": cpu.per_unit_ms({}, cpu_used, items * runs),
     }
 
 
@@ -262,6 +273,7 @@ def markdown_rows(figures: dict[str, Any]) -> list[str]:
         rows.append(
             f"| same, wall per step (median of {chain['runs']} runs) | {chain['per_step_wall_ms']:.2f} ms | | |"
         )
+        rows.append(f"| same, whole-stack CPU per step | {cpu.describe(chain.get('cpu_ms_per_step'))} | | |")
     if inproc:
         rows.append(
             f"| {inproc['steps']}-step chain in process (orchestrator + pipeline runner, no services) | "
@@ -271,5 +283,8 @@ def markdown_rows(figures: dict[str, Any]) -> list[str]:
         rows.append(
             f"| {fan['items']:,}-item parallel loop, 2 shared workers, wall | "
             f"{fan['wall_s_median']:.2f} s ({fan['iterations_per_s']:,.0f} it/s) | ≤ 10 s | |"
+        )
+        rows.append(
+            f"| same, whole-stack CPU per iteration | {cpu.describe(fan.get('cpu_ms_per_iteration'))} | | |"
         )
     return rows

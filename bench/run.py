@@ -33,6 +33,7 @@ from noetl_common import EVENTS_STREAM
 from noetl_dev import Stack
 
 sys.path.insert(0, str(Path(__file__).parent))
+import cpu
 import dispatch
 import raw
 import sandbox
@@ -235,6 +236,7 @@ class Bench:
         for _ in range(5):  # warm the catalog cache, the workers' imports and connections
             await self.wait_terminal(await self.execute("bench/three_step"))
         client_ms, server_ms = [], []
+        cpu_before = cpu.snapshot()
         for _ in range(self.args.playbook_runs):
             start = time.perf_counter()
             execution_id = await self.execute("bench/three_step")
@@ -245,8 +247,10 @@ class Bench:
             created = datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
             updated = datetime.fromisoformat(body["updated_at"].replace("Z", "+00:00"))
             server_ms.append((updated - created).total_seconds() * 1000)
+        cpu_ms = cpu.per_unit_ms(cpu_before, cpu.snapshot(), len(client_ms))
         return {
             "runs": len(client_ms),
+            "cpu_ms_per_run": cpu_ms,
             "client_p50_ms": percentile(client_ms, 50),
             "client_p99_ms": percentile(client_ms, 99),
             "server_p50_ms": percentile(server_ms, 50),
@@ -341,6 +345,7 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(
             f"| same, server-side (execution created → finished) p50 / p99 | {pb['server_p50_ms']:.1f} / {pb['server_p99_ms']:.1f} ms | | |"
         )
+        lines.append(f"| same, whole-stack CPU per run | {cpu.describe(pb.get('cpu_ms_per_run'))} | | |")
     if "wasm" in figures:
         lines += wasm.markdown_rows(figures["wasm"])
     lines += dispatch.markdown_rows(figures)

@@ -85,11 +85,15 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One mode's figures over alternated rounds: the median of each, and every round's."""
     return {
         "rounds": len(rounds),
-        "playbook": {"client_p50_ms": statistics.median(r["playbook"]["client_p50_ms"] for r in rounds)},
+        "playbook": {
+            "client_p50_ms": statistics.median(r["playbook"]["client_p50_ms"] for r in rounds),
+            "cpu_ms_per_run": statistics.median(r["playbook"]["cpu_ms_per_run"]["total"] for r in rounds),
+        },
         "chain": {
             "steps": rounds[0]["chain"]["steps"],
             "step_cycle_p50_ms": statistics.median(r["chain"]["step_cycle_p50_ms"] for r in rounds),
             "per_step_wall_ms": statistics.median(r["chain"]["per_step_wall_ms"] for r in rounds),
+            "cpu_ms_per_step": statistics.median(r["chain"]["cpu_ms_per_step"]["total"] for r in rounds),
         },
         "runs": rounds,
     }
@@ -126,6 +130,16 @@ def markdown_rows(figures: dict[str, Any]) -> list[str]:
         rows.append(
             f"| same, wall per step thread / process | {ch_off['per_step_wall_ms']:.2f} / "
             f"{ch_on['per_step_wall_ms']:.2f} ms | | |"
+        )
+        cpu_pb = (off["playbook"]["cpu_ms_per_run"], on["playbook"]["cpu_ms_per_run"])
+        rows.append(
+            f"| whole-stack CPU per 3-step playbook run, thread / process | {cpu_pb[0]:.1f} / {cpu_pb[1]:.1f} ms"
+            f" | | {cpu_pb[1] / cpu_pb[0]:.2f}x |"
+        )
+        cpu_ch = (ch_off["cpu_ms_per_step"], ch_on["cpu_ms_per_step"])
+        rows.append(
+            f"| whole-stack CPU per chain step, thread / process | {cpu_ch[0]:.2f} / {cpu_ch[1]:.2f} ms"
+            f" | | {cpu_ch[1] / cpu_ch[0]:.2f}x |"
         )
     return rows
 
