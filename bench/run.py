@@ -153,8 +153,10 @@ class Bench:
         """N events through POST /api/events → outbox → JetStream → projector → noetl.event."""
         total, batch, posters = self.args.events, 1000, 4
         rates, ingest_rates = [], []
+        cpu_used: dict[str, float] = {}
         for _ in range(self.args.runs):
             execution_id, meta = await self.held_execution()
+            cpu_before = cpu.snapshot()
             queue: asyncio.Queue[int] = asyncio.Queue()
             for offset in range(0, total, batch):
                 queue.put_nowait(min(batch, total - offset))
@@ -170,12 +172,15 @@ class Bench:
             ingested = time.perf_counter() - start
             await self.wait_projected(execution_id, "bench.pipeline", total)
             elapsed = time.perf_counter() - start
+            for label, seconds in cpu.spent(cpu_before, cpu.snapshot()).items():
+                cpu_used[label] = cpu_used.get(label, 0.0) + seconds
             ingest_rates.append(total / ingested)
             rates.append(total / elapsed)
         self.figures["pipeline"] = {
             "events": total,
             "events_per_s": statistics.median(rates),
             "ingest_events_per_s": statistics.median(ingest_rates),
+            "cpu_ms_per_event": cpu.per_unit_ms({}, cpu_used, total * self.args.runs),
             "runs": rates,
         }
 
@@ -330,6 +335,8 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
             f"| event pipeline, {p['events']:,} events API → noetl.event | {p['events_per_s']:,.0f} events/s | ≥ 5,000 | {ratio} |"
         )
         lines.append(f"| of which API ingest alone | {p['ingest_events_per_s']:,.0f} events/s | | |")
+        per_event = {k: v * 1000 for k, v in p.get("cpu_ms_per_event", {}).items()}
+        lines.append(f"| same, whole-stack CPU per event (µs) | {cpu.describe(per_event).replace(' ms', ' µs', 1)} | | |")
     if "latency" in figures:
         lt = figures["latency"]
         lines.append(
