@@ -1,9 +1,8 @@
-"""An in-memory fake of OUR control-api contract, and a JetStream test helper.
+"""An in-memory fake of the control-api routes a worker calls (its ``ControlPlane`` protocol).
 
-NATS is always a real nats-server (``nats_url`` from noetl_dev's plugin); only the
-HTTP API is faked, by an object with the ``ControlPlane`` protocol's methods that keeps
-the contract's rules (claim leases and attempts, 409 on stale attempts, idempotent
-event ids).
+It keeps the contract's rules (claim leases and attempts, 409 on stale attempts, idempotent
+event ids) so worker tests run without a server; ``tests/contracts`` runs the same cases
+against this fake and the real control-api.
 """
 
 from __future__ import annotations
@@ -16,10 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-import nats
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from noetl_common import (
     ApiError,
     ClaimReply,
@@ -32,9 +27,7 @@ from noetl_common import (
     TaskSpec,
     WorkerHeartbeat,
     WorkerRegistration,
-    command_subject,
 )
-from noetl_dev.testing import eventually
 
 TERMINAL = ("command.completed", "command.failed")
 
@@ -251,40 +244,3 @@ class FakeControlPlane:
     ) -> dict[str, Any]:
         self.resolved.append((names, execution_id))
         return {n: self.keychain[n] for n in names if n in self.keychain}
-
-
-class Bus:
-    """The test's own JetStream client: publishes notifications, inspects ack state."""
-
-    def __init__(self, nc: nats.NATS, js: JetStreamContext) -> None:
-        self.nc = nc
-        self.js = js
-
-    async def publish(self, note: CommandNotification, pool: str = "shared") -> None:
-        await self.js.publish(command_subject(pool, note.execution_id), msgspec.json.encode(note))
-
-    async def publish_raw(self, data: bytes, pool: str = "shared") -> None:
-        await self.js.publish(command_subject(pool, 1), data)
-
-    async def stream_messages(self) -> int:
-        """Messages still in NOETL_COMMANDS (work-queue: an acked message is removed)."""
-        info = await self.js.stream_info("NOETL_COMMANDS")
-        return info.state.messages
-
-    async def consumer(self, pool: str = "shared") -> tuple[int, int]:
-        """(num_ack_pending, num_pending) of the pool's durable consumer."""
-        info = await self.js.consumer_info("NOETL_COMMANDS", f"noetl_worker_pool_{pool}")
-        return info.num_ack_pending, info.num_pending
-
-    async def fetch_one(self, pool: str = "shared", timeout: float = 5.0) -> Msg:
-        """Pull one message from the pool's consumer as another worker would."""
-        sub = await self.js.pull_subscribe_bind(durable=f"noetl_worker_pool_{pool}", stream="NOETL_COMMANDS")
-        try:
-            (msg,) = await sub.fetch(1, timeout=timeout)
-            return msg
-        finally:
-            await sub.unsubscribe()
-
-    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-        """Poll JetStream state until ``check`` holds (it sends no notification for ack state)."""
-        await eventually(check, timeout)
