@@ -1,6 +1,10 @@
 """An in-memory outbox standing in for the control-api's outbox routes (the publisher's ``OutboxSource``).
 
-``tests/contracts`` runs the same cases against this fake and the real control-api.
+As the real outbox: a claimed row is not offered again unless re-offered (``add``, as after
+an expired lease); marking published counts only rows that changed; a failed row comes back
+once its backoff passed (at once when it is zero; the fake has no clock for the rest); a dead
+row is never offered again and fails its execution, once. ``tests/contracts`` runs the same
+cases against this fake and the real control-api.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from collections.abc import Callable
 
 import msgspec
 from noetl_common import (
+    ApiError,
+    ErrorBody,
     LimitsReply,
     MarkDeadReply,
     MarkDeadRequest,
@@ -17,6 +23,7 @@ from noetl_common import (
     MarkFailedRequest,
     OutboxClaimReply,
     OutboxRow,
+    outbox_delay_seconds,
 )
 
 
@@ -34,6 +41,8 @@ class MemoryOutbox:
         self.claim_gate: asyncio.Event | None = None
         self.reoffer_failed = False
         self.claimed: dict[int, OutboxRow] = {}
+        self.dead: set[int] = set()
+        self.failed_executions: set[int] = set()
         self.changed = asyncio.Condition()
         #: what the control-api declares: the nats-server default, as the publisher assumes
         self.declared = LimitsReply(nats_max_payload=1024 * 1024, max_event_bytes=1024 * 1024 - 8192)
@@ -71,23 +80,47 @@ class MemoryOutbox:
 
     async def outbox_mark_published(self, outbox_ids: list[int]) -> int:
         self.mark_published_calls.append(list(outbox_ids))
-        fresh = set(outbox_ids) - self.published
+        fresh = (set(outbox_ids) & self._known()) - self.published
         self.published |= fresh
         await self._notify()
         return len(fresh)
 
     async def outbox_mark_failed(self, request: MarkFailedRequest) -> MarkFailedReply:
         self.mark_failed_calls.append(request)
-        if self.reoffer_failed:  # as if available_at had already passed
-            row = self.claimed[request.outbox_id]
-            self.pending.append(msgspec.structs.replace(row, attempts=request.attempts))
+        delay = outbox_delay_seconds(request.attempts, request.max_delay_seconds)
+        row = self.claimed.get(request.outbox_id)
+        marked = row is not None and request.outbox_id not in self.published | self.dead
+        if row is not None and marked and (self.reoffer_failed or delay == 0):
+            # reoffer_failed: as if available_at had already passed
+            self.pending.append(msgspec.structs.replace(row, attempts=max(row.attempts, request.attempts)))
         await self._notify()
-        return MarkFailedReply(marked=1, available_at_in=1.0)
+        return MarkFailedReply(marked=int(marked), available_at_in=delay)
 
     async def limits(self) -> LimitsReply:
         return self.declared
 
     async def outbox_mark_dead(self, request: MarkDeadRequest) -> MarkDeadReply:
         self.mark_dead_calls.append(request)
-        await self._notify()
-        return MarkDeadReply(marked=1, execution_failed=True)
+        try:
+            row = self._row(request.outbox_id)
+            if row is None:
+                detail = f"outbox row {request.outbox_id} not found"
+                raise ApiError(404, ErrorBody(status_code=404, error="not_found", detail=detail), "", None)
+            if request.outbox_id in self.published | self.dead:
+                return MarkDeadReply(marked=0, execution_failed=False)
+            self.dead.add(request.outbox_id)
+            self.pending = [r for r in self.pending if r.outbox_id != request.outbox_id]
+            failed = row.execution_id not in self.failed_executions
+            self.failed_executions.add(row.execution_id)
+            return MarkDeadReply(marked=1, execution_failed=failed)
+        finally:
+            await self._notify()
+
+    def _known(self) -> set[int]:
+        """Ids of the rows committed to the outbox (offered or still to be)."""
+        return set(self.claimed) | {row.outbox_id for row in self.pending}
+
+    def _row(self, outbox_id: int) -> OutboxRow | None:
+        return self.claimed.get(outbox_id) or next(
+            (r for r in self.pending if r.outbox_id == outbox_id), None
+        )

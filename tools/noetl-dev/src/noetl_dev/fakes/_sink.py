@@ -1,6 +1,8 @@
 """An in-memory event sink standing in for the control-api's project route (the projector's ``EventSink``).
 
-``tests/contracts`` runs the same cases against this fake and the real control-api.
+As the real route: events are kept once per event id, a batch is kept whole or not at all,
+and an event without an id is refused (400). ``tests/contracts`` runs the same cases against
+this fake and the real control-api.
 """
 
 from __future__ import annotations
@@ -46,8 +48,15 @@ class MemorySink:
             if any(self.reject(event) for event in events):
                 body = ErrorBody(status_code=422, error="validation_error", detail="bad event")
                 raise ApiError(422, body, "", None)
-            fresh = {e.event_id: e for e in events if e.event_id not in self.projected}
-            self.projected.update({k: v for k, v in fresh.items() if k is not None})
+            if any(event.event_id is None for event in events):
+                body = ErrorBody(
+                    status_code=400, error="validation_error", detail="an event without event_id"
+                )
+                raise ApiError(400, body, "", None)
+            fresh = {
+                e.event_id: e for e in events if e.event_id is not None and e.event_id not in self.projected
+            }
+            self.projected.update(fresh)
             return ProjectReply(projected=len(fresh), duplicates=len(events) - len(fresh))
         finally:
             await self._notify()
