@@ -1,7 +1,7 @@
 """Fixtures of the system-worker tests: a real nats-server, a fake of our control-api.
 
 NATS is always a real nats-server (``nats_url`` from noetl_dev's plugin); only the
-HTTP API is faked (``system_worker_fakes.FakeControlPlane``).
+HTTP API is faked (``noetl_dev.fakes.FakeControlPlane``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from noetl_common import ensure_streams
-from system_worker_fakes import Bus, FakeControlPlane
+from noetl_dev.fakes import FakeControlPlane
+from system_worker_bus import Bus
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ import msgspec
 import pytest
 from nats.aio.msg import Msg
 from noetl_common import TaskSpec, command_subject, dlq_subject
+from noetl_dev.fakes import FakeControlPlane, api_error
 from noetl_system_worker import Worker, WorkerConfig
-from system_worker_fakes import Bus, FakeControlPlane, api_error
+from system_worker_bus import Bus
 
 NOOP = [TaskSpec(name="only", kind="python", config={"code": "result = {'sum': a + b}"})]
 _unique = itertools.count(7_000_000_000)

@@ -22,12 +22,12 @@ import httpx
 import pytest
 import trustme
 from noetl_common import CommandSpec, TaskSpec
+from noetl_dev.fakes import FakeControlPlane
 from noetl_system_worker import PipelineRunner, StepOutcome, ToolRegistry, WorkerConfig
 from noetl_system_worker._egress import EgressPolicy, EgressRefused, parse_networks
 from noetl_system_worker._runtime import ToolRuntime, current_runtime
 from noetl_system_worker.tools import run_http, run_secrets
 from noetl_system_worker.tools._http import MAX_REDIRECTS
-from system_worker_fakes import FakeControlPlane
 
 #: Addresses of every socket.connect made by this process, in order.
 CONNECTS: list[Any] = []

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from noetl_common import Event, Rule, TaskSpec
+from noetl_dev.fakes import FakeControlPlane, api_error
 from noetl_system_worker import ToolRegistry, Worker, WorkerConfig
 from prometheus_client import REGISTRY
-from system_worker_fakes import Bus, FakeControlPlane, api_error
+from system_worker_bus import Bus
 
 
 class Gate:

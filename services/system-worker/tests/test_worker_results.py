@@ -13,8 +13,9 @@ import msgspec
 import pytest
 from noetl_common import Rule, TaskSpec
 from noetl_common.results import ARROW_MEDIA_TYPE, JSON_MEDIA_TYPE, decode_result
+from noetl_dev.fakes import FakeControlPlane, api_error
 from noetl_system_worker import Worker, WorkerConfig
-from system_worker_fakes import Bus, FakeControlPlane, api_error
+from system_worker_bus import Bus
 
 SECRET = "pw-very-secret-4711"
 

@@ -1,9 +1,12 @@
-"""An in-memory fake of OUR control-api contract, and a JetStream test helper.
+"""An in-memory fake of the control-api routes a worker calls (its ``ControlPlane`` protocol).
 
-NATS is always a real nats-server (``nats_url`` from noetl_dev's plugin); only the
-HTTP API is faked, by an object with the ``ControlPlane`` protocol's methods that keeps
-the contract's rules (claim leases and attempts, 409 on stale attempts, idempotent
-event ids).
+It keeps the contract's rules so worker tests run without a server: a claim takes a
+PENDING command or one whose lease ran out, at the next attempt, and meets 429
+``lease_held`` while a lease lasts; ``command.started`` and ``command.heartbeat`` renew the
+lease; events are idempotent per event id, refused with 409 ``stale_attempt`` from an
+earlier attempt and 409 ``conflict`` before the claim or after a cancel; once a command
+finished its later events change nothing. ``tests/contracts`` runs the same cases against
+this fake and the real control-api.
 """
 
 from __future__ import annotations
@@ -16,10 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-import nats
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from noetl_common import (
     ApiError,
     ClaimReply,
@@ -32,11 +31,13 @@ from noetl_common import (
     TaskSpec,
     WorkerHeartbeat,
     WorkerRegistration,
-    command_subject,
 )
-from noetl_dev.testing import eventually
 
 TERMINAL = ("command.completed", "command.failed")
+#: Statuses of a command that has finished, one way or another.
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+#: Events that renew the lease of the command they name.
+RENEWALS = ("command.started", "command.heartbeat")
 
 
 def api_error(status: int, code: str, retry_after: float | None = None) -> ApiError:
@@ -57,6 +58,11 @@ class FakeCommand:
     status: str = "PENDING"
     attempt: int = 0
     worker_id: str | None = None
+    #: ``time.monotonic()`` when the lease ends (while CLAIMED)
+    lease_expires_at: float = 0.0
+
+    def lease_held(self) -> bool:
+        return self.status == "CLAIMED" and time.monotonic() < self.lease_expires_at
 
 
 PostHook = Callable[[list[Event]], Awaitable[ApiError | None]]
@@ -136,6 +142,10 @@ class FakeControlPlane:
     def terminal(self, event_id: int) -> bool:
         return self.commands[event_id].status in ("COMPLETED", "FAILED")
 
+    def expire_lease(self, event_id: int) -> None:
+        """End the command's lease now, as ``lease_seconds`` without a renewal would."""
+        self.commands[event_id].lease_expires_at = time.monotonic()
+
     # -- the ControlPlane protocol -------------------------------------------------------
     async def claim_command(self, event_id: int, worker_id: str) -> ClaimReply:
         self.claims.append((event_id, worker_id, time.monotonic()))
@@ -146,10 +156,10 @@ class FakeControlPlane:
             command = self.commands.get(event_id)
             if command is None:
                 raise api_error(404, "not_found")
-            if command.status in ("COMPLETED", "FAILED", "CANCELLED"):
+            if command.status in FINISHED:
                 raise api_error(409, "conflict")
-            if command.status == "CLAIMED" and command.worker_id != worker_id:
-                raise api_error(409, "conflict")
+            if command.lease_held():  # whoever holds it: a redelivery comes back after the lease
+                raise api_error(429, "lease_held", retry_after=command.lease_expires_at - time.monotonic())
             return self._lease(command, worker_id)
         finally:
             await self._notify()
@@ -157,6 +167,7 @@ class FakeControlPlane:
     def _lease(self, command: FakeCommand, worker_id: str) -> ClaimReply:
         command.status, command.worker_id = "CLAIMED", worker_id
         command.attempt += 1
+        command.lease_expires_at = time.monotonic() + self.lease_seconds
         return ClaimReply(
             execution_id=command.execution_id,
             event_id=command.event_id,
@@ -178,28 +189,53 @@ class FakeControlPlane:
                 error = await self.post_hook(events)
                 if error is not None:
                     raise error
-            by_command = {c.command_id: c for c in self.commands.values()}
-            for event in events:
-                command = by_command.get((event.meta or {}).get("command_id", -1))
-                if command is not None and (event.meta or {}).get("attempt") != command.attempt:
-                    raise api_error(409, "stale_attempt")
-            seen = {e.event_id for e in self.events}
-            accepted = duplicates = 0
-            for event in events:
-                if event.event_id in seen:
-                    duplicates += 1
-                    continue
-                self.events.append(event)
-                accepted += 1
-                command = by_command.get((event.meta or {}).get("command_id", -1))
-                if command is not None and event.event_type in TERMINAL:
-                    command.status = "COMPLETED" if event.event_type == "command.completed" else "FAILED"
+            accepted, duplicates = self._record(events)
             if eager is not None and self.eager_next and any(e.event_type in TERMINAL for e in events):
                 handed = self._lease(self.commands[self.eager_next.pop(0)], eager.worker_id)
                 return EventsReply(accepted=accepted, duplicates=duplicates, commands=[handed])
             return EventsReply(accepted=accepted, duplicates=duplicates)
         finally:
             await self._notify()
+
+    def _record(self, events: list[Event]) -> tuple[int, int]:
+        """Check the batch, then keep it whole: ``(accepted, duplicates)``; an ApiError
+        leaves everything as it was."""
+        by_command = {c.command_id: c for c in self.commands.values()}
+        seen = {e.event_id for e in self.events}
+        kept: list[Event] = []
+        settled: dict[int, str] = {}  # command_id -> final status, applied with the batch
+        renewed: list[FakeCommand] = []
+        for event in events:
+            meta = event.meta or {}
+            command = by_command.get(meta["command_id"]) if "command_id" in meta else None
+            if "command_id" in meta and command is None:
+                raise api_error(404, "not_found")
+            if command is not None:
+                status = settled.get(command.command_id, command.status)
+                if status == "CANCELLED" and event.event_type not in TERMINAL:
+                    raise api_error(409, "conflict")  # the execution was cancelled: stop the task
+                if status in FINISHED:
+                    continue  # a late or repeated event of a finished command changes nothing
+                if status == "PENDING":
+                    raise api_error(409, "conflict")  # not claimed yet
+                if meta.get("attempt") != command.attempt:
+                    raise api_error(409, "stale_attempt")
+            if event.event_id is not None and event.event_id in seen:
+                continue
+            seen.add(event.event_id)
+            kept.append(event)
+            if command is not None and event.event_type in TERMINAL:
+                settled[command.command_id] = (
+                    "COMPLETED" if event.event_type == "command.completed" else "FAILED"
+                )
+            elif command is not None and event.event_type in RENEWALS:
+                renewed.append(command)
+        self.events.extend(kept)
+        for command in renewed:
+            command.lease_expires_at = time.monotonic() + self.lease_seconds
+        for command in by_command.values():
+            command.status = settled.get(command.command_id, command.status)
+        return len(kept), len(events) - len(kept)
 
     async def fail_command(self, event_id: int, reason: str, worker_id: str) -> dict[str, Any]:
         try:
@@ -208,11 +244,17 @@ class FakeControlPlane:
             command = self.commands.get(event_id)
             if command is None:
                 raise api_error(404, "not_found")
-            finished = command.status in ("COMPLETED", "FAILED", "CANCELLED")
+            finished = command.status in FINISHED
             if not finished:
                 command.status = "FAILED"
                 self.failed.append((event_id, reason, worker_id))
-            return {"event_id": event_id, "failed": not finished, "status": command.status}
+            return {
+                "event_id": event_id,
+                "command_id": command.command_id,
+                "execution_id": command.execution_id,
+                "failed": not finished,
+                "status": command.status,
+            }
         finally:
             await self._notify()
 
@@ -238,7 +280,12 @@ class FakeControlPlane:
         return {"$ref": {"store": "noetl.result", "key": key, "size": len(data), "media_type": media_type}}
 
     async def resolve_credentials(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         missing = [n for n in names if n not in self.credentials]
         if missing:
@@ -247,44 +294,15 @@ class FakeControlPlane:
         return {n: self.credentials[n] for n in names}
 
     async def resolve_keychain(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
+        missing = [n for n in names if n not in self.keychain]
+        if missing:
+            raise api_error(404, "not_found")
         self.resolved.append((names, execution_id))
-        return {n: self.keychain[n] for n in names if n in self.keychain}
-
-
-class Bus:
-    """The test's own JetStream client: publishes notifications, inspects ack state."""
-
-    def __init__(self, nc: nats.NATS, js: JetStreamContext) -> None:
-        self.nc = nc
-        self.js = js
-
-    async def publish(self, note: CommandNotification, pool: str = "shared") -> None:
-        await self.js.publish(command_subject(pool, note.execution_id), msgspec.json.encode(note))
-
-    async def publish_raw(self, data: bytes, pool: str = "shared") -> None:
-        await self.js.publish(command_subject(pool, 1), data)
-
-    async def stream_messages(self) -> int:
-        """Messages still in NOETL_COMMANDS (work-queue: an acked message is removed)."""
-        info = await self.js.stream_info("NOETL_COMMANDS")
-        return info.state.messages
-
-    async def consumer(self, pool: str = "shared") -> tuple[int, int]:
-        """(num_ack_pending, num_pending) of the pool's durable consumer."""
-        info = await self.js.consumer_info("NOETL_COMMANDS", f"noetl_worker_pool_{pool}")
-        return info.num_ack_pending, info.num_pending
-
-    async def fetch_one(self, pool: str = "shared", timeout: float = 5.0) -> Msg:
-        """Pull one message from the pool's consumer as another worker would."""
-        sub = await self.js.pull_subscribe_bind(durable=f"noetl_worker_pool_{pool}", stream="NOETL_COMMANDS")
-        try:
-            (msg,) = await sub.fetch(1, timeout=timeout)
-            return msg
-        finally:
-            await sub.unsubscribe()
-
-    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-        """Poll JetStream state until ``check`` holds (it sends no notification for ack state)."""
-        await eventually(check, timeout)
+        return {n: self.keychain[n] for n in names}
