@@ -11,15 +11,8 @@ import pytest
 import wasm_modules as wm
 from noetl_common import Event, PluginFetch
 from noetl_common.arrow_limits import ArrowLimitError, ArrowLimits
-from noetl_system_worker.wasm import (
-    CommandScope,
-    ModuleCache,
-    PluginHost,
-    WasmConfigError,
-    WasmLinkError,
-    WasmTool,
-    current_command,
-)
+from noetl_system_worker.tools import CommandScope, WasmConfigError, WasmTool, current_command
+from noetl_system_worker.wasm import ModuleCache, PluginHost, WasmLinkError
 
 REPO = Path(__file__).resolve().parents[3]
 

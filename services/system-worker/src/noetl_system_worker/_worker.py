@@ -52,8 +52,7 @@ from ._config import WorkerConfig
 from ._metrics import COMMANDS, CONSUMER_ACK_PENDING, CONSUMER_PENDING, EVENT_POST_RETRIES, IN_FLIGHT
 from ._pipeline import PipelineRunner, StepOutcome
 from ._runtime import ToolRuntime, current_runtime
-from ._tools import ToolRegistry
-from .wasm import CommandScope, current_command
+from .tools import CommandScope, ToolRegistry, current_command, default_registry
 
 #: Redelivery delay after a retryable claim failure that named no Retry-After.
 DEFAULT_NAK_DELAY_SECONDS = 2.0
@@ -178,7 +177,7 @@ class Worker:
         self.config = config
         self._api_for = api_for
         self.runner = runner or PipelineRunner(
-            registry or ToolRegistry.default(), limits=config.template_limits
+            registry or default_registry(config), limits=config.template_limits
         )
         log = logger or structlog.get_logger(service="noetl-system-worker")
         self._log = log.bind(worker_id=config.worker_id, pool=config.pool)
