@@ -99,7 +99,7 @@ class SandboxPool:
         self._filling = 0
         self._temp_root: str | None = None
         self._closed = False
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[object]] = set()
         self._warm_changed = asyncio.Condition()
 
     @property
