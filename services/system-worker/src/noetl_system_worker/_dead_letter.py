@@ -15,7 +15,7 @@ from noetl_common import ApiError, dlq_subject
 
 from ._api import ApiFor
 from ._config import WorkerConfig
-from ._metrics import COMMANDS
+from ._metrics import count_command
 from ._reporting import POST_RETRY_INITIAL_SECONDS, POST_RETRY_MAX_SECONDS, retryable
 from ._running_command import keep_in_progress
 
@@ -52,8 +52,6 @@ class DeadLetters:
         self._log = log
         self.js: JetStreamContext | None = None
 
-    def _count(self, outcome: str) -> None:
-        COMMANDS.labels(self._config.pool, outcome).inc()
 
     async def park(
         self,
@@ -80,7 +78,7 @@ class DeadLetters:
             if failed == "finished":
                 log.info("dead_letter_skipped", reason=reason, command="finished", outcome="acked")
                 await msg.ack()
-                self._count("conflict")
+                count_command(self._config.pool, "conflict")
                 return
         headers = {
             HEADER_ORIGINAL_SUBJECT: msg.subject,
@@ -99,7 +97,7 @@ class DeadLetters:
             # the command is failed (or unknown); losing the copy must not loop the message
             log.error("dead_letter_publish_failed", subject=msg.subject, error=repr(exc))
         await msg.term()
-        self._count("dead_lettered")
+        count_command(self._config.pool, "dead_lettered")
         log.error(
             "command_dead_lettered",
             subject=msg.subject,

@@ -20,7 +20,7 @@ from noetl_common import ApiError, ClaimReply, CommandSpec, Event, EventsReply, 
 
 from ._api import ControlPlane
 from ._config import WorkerConfig
-from ._metrics import COMMANDS
+from ._metrics import count_command
 from ._pipeline import PipelineRunner, StepOutcome
 from ._reporting import EventRejectedError, Reporter, StaleAttemptError, failure_events
 from ._runtime import ToolRuntime, current_runtime
@@ -47,15 +47,18 @@ class Delivery:
         self.settled = False
 
     async def in_progress(self) -> None:
+        """Hold off JetStream's redelivery, while the message is not settled."""
         if self.msg is not None and not self.settled:
             await self.msg.in_progress()
 
     async def ack(self, *, sync: bool = False) -> None:
+        """Settle for good; ``sync`` waits for the server to confirm."""
         self.settled = True
         if self.msg is not None:
             await (self.msg.ack_sync() if sync else self.msg.ack())
 
     async def nak(self, delay: float) -> None:
+        """Settle by asking for redelivery in ``delay`` seconds."""
         self.settled = True
         if self.msg is not None:
             await self.msg.nak(delay=delay)
@@ -119,8 +122,6 @@ class RunningCommand:
             meta=self._meta,
         )
 
-    def _count(self, outcome: str) -> None:
-        COMMANDS.labels(self._config.pool, outcome).inc()
 
     async def run(self) -> ClaimReply | None:
         """Run the command and report it; returns the next command when the control-api
@@ -201,17 +202,17 @@ class RunningCommand:
             except Exception as exc:
                 # The command is recorded; a redelivery will meet a 409 at claim and be dropped.
                 log.warning("command_ack_failed", error=repr(exc), terminal_event="accepted")
-            self._count(outcome.status)
+            count_command(self._config.pool, outcome.status)
             log.info("command_finished", status=outcome.status, task_runs=outcome.task_runs)
             return after
         except StaleAttemptError as exc:
             log.warning("command_attempt_stale", outcome="dropped", reason=str(exc))
             await self.delivery.ack()
-            self._count("stale_attempt")
+            count_command(self._config.pool, "stale_attempt")
         except EventRejectedError as exc:
             log.error("terminal_event_rejected", outcome="redelivery_requested", error=str(exc))
             await self.delivery.nak(DEFAULT_NAK_DELAY_SECONDS)
-            self._count("rejected")
+            count_command(self._config.pool, "rejected")
         finally:
             for task in (*keepalive, started):
                 task.cancel()

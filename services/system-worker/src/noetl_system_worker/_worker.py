@@ -33,7 +33,7 @@ from noetl_common import (
 from ._api import ApiFor, ControlPlane
 from ._config import WorkerConfig
 from ._dead_letter import DeadLetters, event_id_of
-from ._metrics import COMMANDS, IN_FLIGHT
+from ._metrics import IN_FLIGHT, count_command
 from ._pipeline import PipelineRunner
 from ._presence import Presence
 from ._reporting import Reporter, retryable
@@ -88,8 +88,6 @@ class Worker:
         self._eager: dict[int, Delivery] = {}
         self._running = False
 
-    def _count(self, outcome: str) -> None:
-        COMMANDS.labels(self.config.pool, outcome).inc()
 
     # -- health --------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -228,7 +226,7 @@ class Worker:
                 await msg.nak(delay=RELEASE_NAK_DELAY_SECONDS)
             except Exception as exc:
                 self._log.warning("command_release_failed", error=repr(exc))
-            self._count("released")
+            count_command(self.config.pool, "released")
             self._log.info("command_released", subject=msg.subject)
             raise
 
@@ -236,7 +234,7 @@ class Worker:
         try:
             note = msgspec.json.decode(msg.data, type=CommandNotification)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._count("undecodable")
+            count_command(self.config.pool, "undecodable")
             await self._dead_letters.park(
                 msg, f"undecodable command notification: {exc}", "undecodable", event_id_of(msg.data)
             )
@@ -287,22 +285,22 @@ class Worker:
         if status == 409:
             log.info("claim_conflict", outcome="dropped", reason="claimed_elsewhere_or_finished")
             await msg.ack()
-            self._count("conflict")
+            count_command(self.config.pool, "conflict")
         elif status == 404:
             log.warning("claim_not_found", outcome="dropped")
             await msg.ack()
-            self._count("not_found")
+            count_command(self.config.pool, "not_found")
         elif retryable(exc):
             retry_after = exc.retry_after if isinstance(exc, ApiError) else None
             delay = retry_after if retry_after is not None else DEFAULT_NAK_DELAY_SECONDS
             log.info("claim_deferred", outcome="redelivery_requested", status=status, delay=delay, error=str(exc))
             await msg.nak(delay=delay)
-            self._count("retry_later")
+            count_command(self.config.pool, "retry_later")
         else:
             # A 4xx the claim will never get past (bad request): retrying cannot help.
             log.error("claim_refused", outcome="dropped", status=status, error=str(exc))
             await msg.ack()
-            self._count("rejected")
+            count_command(self.config.pool, "rejected")
 
     async def _run_eager(self, claim: ClaimReply, api: ControlPlane) -> ClaimReply | None:
         """Run a command claimed for us in the reply to a terminal event. It has no NATS
