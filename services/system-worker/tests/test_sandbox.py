@@ -103,9 +103,7 @@ async def test_sandbox_keeps_the_python_conventions(
 
 
 async def test_a_pipeline_runs_python_tasks_in_the_sandbox(pool: SandboxPool) -> None:
-    registry = default_registry()
-    registry.register("python", SandboxedPython(pool))
-    runner = PipelineRunner(registry)
+    runner = PipelineRunner(default_registry(sandbox=pool))
     encoded = base64.b64encode(b"result = {'pid': __import__('os').getpid(), 'n': n + 1}").decode()
     spec = CommandSpec(
         tasks=[
