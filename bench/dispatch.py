@@ -32,7 +32,7 @@ import psycopg
 from noetl_control_api.dsl import parse_playbook
 from noetl_control_api.orchestrator import CommandOutcome, apply_outcome, start_execution
 from noetl_dev import Stack
-from noetl_system_worker import PipelineRunner, ToolRegistry
+from noetl_system_worker import PipelineRunner, default_registry
 
 CHAIN_PATH = "bench/chain"
 FANOUT_PATH = "bench/fanout"
@@ -214,7 +214,7 @@ async def section_fanout(items: int, runs: int) -> dict[str, Any]:
 
 async def _inproc_once(steps: int) -> float:
     playbook = parse_playbook(chain_playbook(steps))
-    runner = PipelineRunner(ToolRegistry.default())
+    runner = PipelineRunner(default_registry())
     started = time.perf_counter()
     decision = start_execution(playbook, execution_id=1, payload={}, catalog_path=playbook.path)
     state, pending, command_id = decision.state, list(decision.commands), 0

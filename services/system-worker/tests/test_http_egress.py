@@ -23,7 +23,7 @@ import pytest
 import trustme
 from noetl_common import CommandSpec, TaskSpec
 from noetl_dev.fakes import FakeControlPlane
-from noetl_system_worker import PipelineRunner, StepOutcome, ToolRegistry, WorkerConfig
+from noetl_system_worker import PipelineRunner, StepOutcome, WorkerConfig, default_registry
 from noetl_system_worker._egress import EgressPolicy, EgressRefused, parse_networks
 from noetl_system_worker._runtime import ToolRuntime, current_runtime
 from noetl_system_worker.tools import run_http, run_secrets
@@ -140,7 +140,7 @@ def bearer(**data: Any) -> FakeControlPlane:
 
 
 async def run_task(task: TaskSpec) -> StepOutcome:
-    return await PipelineRunner(ToolRegistry.default()).run(CommandSpec(tasks=[task], args={}, context={}))
+    return await PipelineRunner(default_registry()).run(CommandSpec(tasks=[task], args={}, context={}))
 
 
 # -- refused addresses -------------------------------------------------------------------------

@@ -70,9 +70,9 @@ def test_serves_ops_endpoints_and_stops_on_sigterm(nats_url: str) -> None:
             proc.kill()
             proc.wait()
     logs = proc.stderr.read().decode() if proc.stderr else ""
-    assert "worker started" in logs and "worker stopped" in logs
+    assert '"worker_started"' in logs and '"worker_stopped"' in logs
     # python tasks get a sandbox by default; its zygote does not outlive the worker
-    sandbox = next(json.loads(line) for line in logs.splitlines() if "python sandbox started" in line)
+    sandbox = next(json.loads(line) for line in logs.splitlines() if '"python_sandbox_started"' in line)
     assert sandbox["process"].startswith("on") and not os.path.exists(f"/proc/{sandbox['zygote_pid']}")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from noetl_common import CommandSpec, Rule, TaskSpec
 from noetl_common.templating import TemplateLimits
-from noetl_system_worker import PipelineRunner, ToolRegistry, backoff_delay, execute_python
+from noetl_system_worker import PipelineRunner, backoff_delay, default_registry, execute_python
 
 
 class RecordingSleep:
@@ -29,7 +29,7 @@ def py(name: str, code: str, rules: list[Rule] | None = None, **config: Any) -> 
 async def run(
     *tasks: TaskSpec, args: dict[str, Any] | None = None, context: dict[str, Any] | None = None, sleep=None
 ):
-    runner = PipelineRunner(ToolRegistry.default(), sleep=sleep or RecordingSleep())
+    runner = PipelineRunner(default_registry(), sleep=sleep or RecordingSleep())
     return await runner.run(CommandSpec(tasks=list(tasks), args=args or {}, context=context or {}))
 
 
@@ -161,7 +161,7 @@ async def test_a_template_bomb_in_a_task_config_fails_the_task_naming_step_task_
         ran.append(config)
         return {"ok": True}
 
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("recorder", record)
     bomb = "{% for a in rows %}{% for b in rows %}{% endfor %}{% endfor %}"
     tasks = [
@@ -232,7 +232,7 @@ class Flaky:
 
 async def run_flaky(fail_until: int, rules: list[Rule], sleep: RecordingSleep) -> tuple[Any, Flaky]:
     tool = Flaky(fail_until)
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("flaky", tool)
     task = TaskSpec(name="flaky", kind="flaky", config={"attempt": "{{ _attempt }}"}, rules=rules)
     outcome = await PipelineRunner(registry, sleep=sleep).run(CommandSpec(tasks=[task]))
@@ -283,7 +283,7 @@ class Stalls:
 
 async def test_task_spec_timeout_is_an_error_outcome_rules_can_retry() -> None:
     tool = Stalls(stalls=2)
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("stalls", tool)
     retry = [Rule(when="{{ output.error.type == 'TimeoutError' }}", do="retry", attempts=3, delay=0)]
     task = TaskSpec(name="slow", kind="stalls", config={"spec": {"timeout": 0.05}}, rules=retry)
@@ -368,7 +368,7 @@ async def test_jump_to_unknown_task_fails() -> None:
 
 
 async def test_runaway_jump_cycle_is_bounded() -> None:
-    runner = PipelineRunner(ToolRegistry.default(), sleep=RecordingSleep(), max_task_runs=20)
+    runner = PipelineRunner(default_registry(), sleep=RecordingSleep(), max_task_runs=20)
     spec = CommandSpec(tasks=[TaskSpec(name="a", kind="noop", rules=[Rule(do="jump", to="a")])])
     outcome = await runner.run(spec)
     assert outcome.status == "failed" and (outcome.error or {})["type"] == "PipelineLimitError"

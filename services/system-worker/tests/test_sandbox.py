@@ -19,9 +19,15 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from noetl_common import CommandSpec, TaskSpec
-from noetl_system_worker import PipelineRunner, SandboxedPython, SandboxError, SandboxLimits, SandboxPool
+from noetl_system_worker import (
+    PipelineRunner,
+    SandboxedPython,
+    SandboxError,
+    SandboxLimits,
+    SandboxPool,
+    default_registry,
+)
 from noetl_system_worker._python_config import DEFAULT_ENV_ALLOW, DEFAULT_PRELOAD
-from noetl_system_worker._tools import ToolRegistry
 from noetl_system_worker.sandbox import make_undumpable
 from noetl_system_worker.sandbox._confine import landlock_abi, set_dumpable
 
@@ -97,9 +103,7 @@ async def test_sandbox_keeps_the_python_conventions(
 
 
 async def test_a_pipeline_runs_python_tasks_in_the_sandbox(pool: SandboxPool) -> None:
-    registry = ToolRegistry.default()
-    registry.register("python", SandboxedPython(pool))
-    runner = PipelineRunner(registry)
+    runner = PipelineRunner(default_registry(sandbox=pool))
     encoded = base64.b64encode(b"result = {'pid': __import__('os').getpid(), 'n': n + 1}").decode()
     spec = CommandSpec(
         tasks=[

@@ -16,7 +16,7 @@ import nats
 import psycopg
 import pytest
 from noetl_common import REDACTED, CommandSpec, Rule, TaskSpec
-from noetl_system_worker import PipelineRunner, ToolRegistry
+from noetl_system_worker import PipelineRunner, default_registry
 from noetl_system_worker._egress import EgressPolicy, parse_networks
 from noetl_system_worker._runtime import CredentialError, ToolRuntime, current_runtime
 from noetl_system_worker.tools import (
@@ -147,7 +147,7 @@ async def run_pipeline(*tasks: TaskSpec, context: dict[str, Any] | None = None) 
     async def no_sleep(_delay: float) -> None:
         return None
 
-    runner = PipelineRunner(ToolRegistry.default(), sleep=no_sleep)
+    runner = PipelineRunner(default_registry(), sleep=no_sleep)
     return await runner.run(CommandSpec(tasks=list(tasks), args={}, context=context or {}))
 
 

@@ -17,6 +17,7 @@ import wasm_modules as wm
 import wasmtime
 from noetl_common import ConfigError
 from noetl_common.arrow_abi import decode_batch, encode_batch, table_to_ipc
+from noetl_system_worker.tools import decode_output, encode_input
 from noetl_system_worker.wasm import (
     STATUS_DENIED,
     STATUS_NO_MEMORY,
@@ -33,8 +34,6 @@ from noetl_system_worker.wasm import (
     WasmOutputTooLarge,
     WasmTimeout,
     WasmTrap,
-    decode_output,
-    encode_input,
     parse_grants,
 )
 

@@ -11,15 +11,14 @@ import pytest
 import wasm_modules as wm
 from noetl_common import Event, PluginFetch
 from noetl_common.arrow_limits import ArrowLimitError, ArrowLimits
-from noetl_system_worker.wasm import (
+from noetl_system_worker.tools import (
     CommandScope,
-    ModuleCache,
-    PluginHost,
     WasmConfigError,
-    WasmLinkError,
     WasmTool,
     current_command,
+    default_registry,
 )
+from noetl_system_worker.wasm import ModuleCache, PluginHost, WasmLinkError
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -76,6 +75,12 @@ def api() -> Iterator[Api]:
     token = current_command.set(CommandScope(fake, 42, "start", event))
     yield fake
     current_command.reset(token)
+
+
+def test_the_default_registry_has_wasm_only_with_a_plugin_cache(host: PluginHost) -> None:
+    assert "wasm" not in default_registry()
+    tool = default_registry(plugins=ModuleCache(host, pool="system")).get("wasm")
+    assert isinstance(tool, WasmTool) and tool.pool == "system"
 
 
 async def test_the_tool_runs_only_inside_a_claimed_command(host: PluginHost) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from noetl_common import Event, Rule, TaskSpec
 from noetl_dev.fakes import FakeControlPlane, api_error
-from noetl_system_worker import ToolRegistry, Worker, WorkerConfig
+from noetl_system_worker import ToolRegistry, Worker, WorkerConfig, default_registry
 from prometheus_client import REGISTRY
 from system_worker_bus import Bus
 
@@ -273,7 +273,7 @@ async def test_claim_unavailable_naks_with_retry_after_and_is_redelivered(
 
 async def test_bounded_concurrency(fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker) -> None:
     gate = Gate()
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("gate", gate)
     running = await start_worker(registry, WORKER_MAX_CONCURRENT="2")
     notes = [fake_api.add_command([TaskSpec(name="g", kind="gate", config={"n": i})]) for i in range(5)]
@@ -303,7 +303,7 @@ async def test_heartbeats_while_running(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     gate = Gate()
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("gate", gate)
     await start_worker(registry)
     note = fake_api.add_command([TaskSpec(name="g", kind="gate")])
@@ -332,7 +332,7 @@ async def test_heartbeats_follow_a_short_lease(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     gate = Gate()
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("gate", gate)
     fake_api.lease_seconds = 0.3
     await start_worker(registry, WORKER_HEARTBEAT_INTERVAL="5")
@@ -367,7 +367,7 @@ async def test_lost_lease_abandons_the_run(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     gate = Gate()
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("gate", gate)
 
     async def hook(events: list[Event]) -> Any:
@@ -399,7 +399,7 @@ async def test_graceful_stop_lets_in_flight_commands_finish(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     gate = Gate()
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("gate", gate)
     running = await start_worker(registry, WORKER_SHUTDOWN_GRACE_SECONDS="20")
     note = fake_api.add_command([TaskSpec(name="g", kind="gate")])
@@ -425,7 +425,7 @@ async def test_graceful_stop_releases_commands_after_the_grace_period(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     gate = Gate()
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("gate", gate)
     running = await start_worker(registry, WORKER_SHUTDOWN_GRACE_SECONDS="0.2")
     note = fake_api.add_command([TaskSpec(name="g", kind="gate")])
@@ -448,7 +448,7 @@ async def test_second_worker_takes_over_a_released_command(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     gate = Gate()
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("gate", gate)
     first = await start_worker(registry, WORKER_SHUTDOWN_GRACE_SECONDS="0")
     note = fake_api.add_command([TaskSpec(name="g", kind="gate")])
@@ -500,7 +500,7 @@ async def test_command_timeout_fails_the_step(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     gate = Gate()
-    registry = ToolRegistry.default()
+    registry = default_registry()
     registry.register("gate", gate)
     await start_worker(registry)
     note = fake_api.add_command([TaskSpec(name="g", kind="gate")], timeout_seconds=0.3)

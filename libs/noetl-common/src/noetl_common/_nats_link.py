@@ -34,36 +34,64 @@ class NatsLink:
         return self.nc is not None and self.nc.is_connected
 
     async def connect(self, stop: asyncio.Event) -> NATS | None:
-        """Connect, retrying with backoff; None when ``stop`` was set first."""
+        """Connect, retrying with backoff; None when ``stop`` was set first.
+
+        With unlimited reconnects nats-py retries even the first connect forever, so each
+        attempt is raced against ``stop``: a SIGTERM before NATS is reachable still returns.
+        """
         backoff = Backoff(self._max_backoff)
-        while not stop.is_set():
-            try:
-                self.nc = await nats.connect(
-                    [url.strip() for url in self._url.split(",") if url.strip()],
-                    user=self._user,
-                    password=self._password,
-                    name=self._name,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=1,
-                    connect_timeout=5,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    error_cb=self._on_error,
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                attempt = asyncio.ensure_future(
+                    nats.connect(
+                        [url.strip() for url in self._url.split(",") if url.strip()],
+                        user=self._user,
+                        password=self._password,
+                        name=self._name,
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=1,
+                        connect_timeout=5,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                        error_cb=self._on_error,
+                    )
                 )
+                await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not attempt.done():
+                    attempt.cancel()
+                    await asyncio.gather(attempt, return_exceptions=True)
+                    break
+                try:
+                    self.nc = attempt.result()
+                except Exception as exc:
+                    delay = backoff.next()
+                    self._log.warning(
+                        "nats_connect_failed", url=self._url, error=str(exc), retry_in=round(delay, 2)
+                    )
+                    if await wait_or_stop(stop, delay):
+                        break
+                    continue
                 self._log.info("nats_connected", url=self._url)
                 return self.nc
-            except Exception as exc:
-                delay = backoff.next()
-                self._log.warning(
-                    "nats_connect_failed", url=self._url, error=str(exc), retry_in=round(delay, 2)
-                )
-                if await wait_or_stop(stop, delay):
-                    break
+        finally:
+            stopping.cancel()
         return None
 
-    async def close(self) -> None:
-        """Flush pending acks/publishes and close; bounded so a dead server cannot hang shutdown."""
+    async def close(self, *, drain: bool = True) -> None:
+        """Flush pending acks/publishes and close; bounded so a dead server cannot hang shutdown.
+
+        ``drain=False`` flushes and closes without draining subscriptions: a JetStream pull
+        subscription's internal queue, which ``fetch`` never marks done, would hold a drain
+        for its whole timeout.
+        """
         if self.nc is None or self.nc.is_closed:
+            return
+        if not drain:
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
             return
         try:
             await asyncio.wait_for(self.nc.drain(), timeout=5)

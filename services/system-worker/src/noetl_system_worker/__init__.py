@@ -7,10 +7,19 @@ configuration (``WORKER_POOL_NAME``).
 from ._api import ClientPool, ControlPlane
 from ._config import WorkerConfig
 from ._pipeline import PipelineRunner, StepOutcome, backoff_delay
-from ._python_tool import PythonToolError, SandboxedPython, run_python
-from ._tools import Tool, ToolRegistry, UnknownToolError, run_noop
 from ._worker import Worker
 from .sandbox import SandboxError, SandboxLimits, SandboxPool, execute_python
+from .tools import (
+    PythonToolError,
+    SandboxedPython,
+    Tool,
+    ToolError,
+    ToolRegistry,
+    UnknownToolError,
+    default_registry,
+    run_noop,
+    run_python,
+)
 
 __all__ = [
     "ClientPool",
@@ -23,11 +32,13 @@ __all__ = [
     "SandboxedPython",
     "StepOutcome",
     "Tool",
+    "ToolError",
     "ToolRegistry",
     "UnknownToolError",
     "Worker",
     "WorkerConfig",
     "backoff_delay",
+    "default_registry",
     "execute_python",
     "run_noop",
     "run_python",

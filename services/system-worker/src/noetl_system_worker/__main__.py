@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
+import structlog
 from noetl_common import configure_logging, env_opt, run_service, serve_ops
 
 from ._api import ClientPool
 from ._config import WorkerConfig
-from ._python_tool import SandboxedPython
-from ._tools import ToolRegistry
 from ._worker import Worker
 from .sandbox import SandboxPool, make_undumpable
-from .wasm import ModuleCache, PluginHost, WasmLimits, WasmTool
+from .tools import default_registry
+from .wasm import ModuleCache, PluginHost, WasmLimits
 
 
 def wasm_cache_dir() -> Path | None:
@@ -30,7 +29,7 @@ async def serve(stop: asyncio.Event) -> None:
     log = configure_logging("noetl-system-worker", config.log_level)
     # before anything else runs: a process of our uid may then not read our environ or memory
     if not make_undumpable():
-        log.warning("could not make the worker non-dumpable; same-uid processes may read its memory")
+        log.warning("worker_undumpable_failed", risk="same-uid processes may read the worker's memory")
     # python tasks run in the loop's default executor: size it to the concurrency so every
     # slot gets a thread (the stdlib default is min(32, cpus + 4)), plus spares for
     # threads still finishing after their command timed out.
@@ -41,18 +40,9 @@ async def serve(stop: asyncio.Event) -> None:
         config.server_url, allowed=config.allowed_server_urls, token=config.api_token
     )
     host = PluginHost(WasmLimits.from_env())
-    registry = ToolRegistry.default()
-    registry.register(
-        "wasm",
-        WasmTool(
-            ModuleCache(host, wasm_cache_dir(), pool=config.pool),
-            pool=config.pool,
-            arrow_limits=config.arrow_limits,
-        ),
-    )
+    plugins = ModuleCache(host, wasm_cache_dir(), pool=config.pool)
     sandbox = await python_sandbox(config, log)
-    if sandbox is not None:
-        registry.register("python", SandboxedPython(sandbox))
+    registry = default_registry(config, sandbox=sandbox, plugins=plugins)
     worker = Worker(config, api_for=clients.get, registry=registry, logger=log)
     try:
         async with serve_ops(config.metrics_host, config.metrics_port, worker.ready, worker.details):
@@ -64,13 +54,17 @@ async def serve(stop: asyncio.Event) -> None:
             await sandbox.aclose()
 
 
-async def python_sandbox(config: WorkerConfig, log: Any) -> SandboxPool | None:
+async def python_sandbox(config: WorkerConfig, log: structlog.stdlib.BoundLogger) -> SandboxPool | None:
     """The started sandbox pool of ``WORKER_PYTHON_ISOLATION=process`` (None for ``thread``).
 
     Logs once which isolation layers hold on this host, and warns about those that do not."""
     settings = config.python
     if settings.isolation != "process":
-        log.warning("python tasks run in the worker's threads with its privileges (WORKER_PYTHON_ISOLATION=thread)")
+        log.warning(
+            "python_sandbox_disabled",
+            isolation=settings.isolation,
+            risk="python tasks run in the worker's threads with its privileges",
+        )
         return None
     pool = SandboxPool(
         settings.limits,
@@ -82,10 +76,10 @@ async def python_sandbox(config: WorkerConfig, log: Any) -> SandboxPool | None:
         logger=log,
     )
     layers = await pool.start()
-    log.info("python sandbox started", zygote_pid=pool.zygote_pid, warm=settings.warm, **layers)
+    log.info("python_sandbox_started", zygote_pid=pool.zygote_pid, warm=settings.warm, **layers)
     missing = sorted(name for name, state in layers.items() if state.startswith(("off", "partial")))
     if missing:
-        log.warning("python sandbox layers not in force on this host", layers=missing)
+        log.warning("python_sandbox_layers_missing", layers=missing)
     return pool
 
 

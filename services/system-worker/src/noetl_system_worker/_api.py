@@ -66,6 +66,10 @@ class ControlPlane(Protocol):
         ...
 
 
+#: The control-api to call for a notification's ``server_url`` (None: ``NOETL_SERVER_URL``).
+ApiFor = Callable[[str | None], ControlPlane]
+
+
 class ClientPool:
     """One ``ControlPlaneClient`` per control-api base URL.
 
@@ -99,7 +103,7 @@ class ClientPool:
         if url not in self.refused:
             self.refused.add(url)
             structlog.get_logger(service="noetl-system-worker").warning(
-                "server_url not allowed; using NOETL_SERVER_URL", server_url=url, default=self.default_url
+                "server_url_refused", server_url=url, using=self.default_url, allowed_by="WORKER_ALLOWED_SERVER_URLS"
             )
         return self.default_url
 

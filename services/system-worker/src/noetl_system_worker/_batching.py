@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from noetl_common import ClaimReply, EagerRequest, Event, EventsReply
 
-#: (events, eager or None) → the reply; raises like ``Worker._post``
+#: (events, eager or None) → the reply; raises like ``Reporter.post``
 Post = Callable[[list[Event], EagerRequest | None], Awaitable[EventsReply]]
 
 

@@ -47,3 +47,8 @@ PLUGIN_LOAD_SECONDS = histogram(
 WASM_CALLS = counter(
     SERVICE, "wasm_calls_total", "WASM plug-in calls by outcome (ok or the error type)", ["outcome"]
 )
+
+
+def count_command(pool: str, outcome: str) -> None:
+    """One command message handled with ``outcome`` (a ``commands_total`` label)."""
+    COMMANDS.labels(pool, outcome).inc()

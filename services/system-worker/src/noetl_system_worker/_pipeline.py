@@ -19,8 +19,7 @@ from noetl_common import CommandSpec, Rule, TaskSpec
 from noetl_common.templating import DEFAULT_LIMITS, TemplateError, TemplateLimits, evaluate, render
 
 from ._metrics import DISPATCH_SECONDS
-from ._python_tool import PythonToolError
-from ._tools import ToolError, ToolRegistry, UnknownToolError
+from .tools import PythonToolError, ToolError, ToolRegistry, UnknownToolError
 
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 1.0

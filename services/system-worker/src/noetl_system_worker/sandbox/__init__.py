@@ -8,7 +8,8 @@ has it), then exits. Worker and child exchange msgpack frames, never pickle. Tru
 """
 
 from ._confine import set_dumpable
-from ._pool import DEFAULT_ENV_ALLOW, SandboxError, SandboxPool
+from ._errors import SandboxError
+from ._pool import DEFAULT_ENV_ALLOW, SandboxPool
 from ._task import execute_python, import_libs, task_libs, task_source
 from ._wire import Reply, SandboxLimits
 

@@ -1,4 +1,4 @@
-"""The worker's side of the sandbox: the zygote process and a warm pool of its children.
+"""The worker's side of the sandbox: a warm pool of the zygote's children, and tasks run in them.
 
 Per task the critical path is one frame to an already forked, already confined child and
 one frame back; the replacement child is forked meanwhile. A child serves the tasks of one
@@ -6,7 +6,7 @@ one frame back; the replacement child is forked meanwhile. A child serves the ta
 is kept for that key's next one, for ``keep_seconds`` at most, so python steps pay for one
 fork and one confinement per playbook and child, not one per step. A child never serves two
 keys. A child's answer is untrusted input: its length is checked before it is read and it is
-decoded into typed structs.
+decoded into typed structs. Talking to the zygote itself is ``_zygote_client``'s part.
 """
 
 from __future__ import annotations
@@ -14,67 +14,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import structlog
 
-from ._wire import (
-    CONTROL_ENCODER,
-    CONTROL_MAX_BYTES,
-    ENCODER,
-    FROM_ZYGOTE,
-    HEADER,
-    REPLY,
-    Exited,
-    Kill,
-    Ready,
-    Reply,
-    SandboxLimits,
-    Setup,
-    Spawn,
-    Spawned,
-    Task,
-    frame,
-)
-from ._zygote import EXIT_UNCONFINED
+from ._errors import SandboxError, describe_exit
+from ._wire import ENCODER, HEADER, REPLY, Exited, Kill, Reply, SandboxLimits, Setup, Task, frame
+from ._zygote_client import ZygoteClient
 
 #: Variables of the worker's environment a task sees by default: none of them holds a secret.
 DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED")
 #: How long to wait for the zygote's word on how a dead child ended, for the error message.
 EXIT_REPORT_WAIT_SECONDS = 5.0
-#: How long the zygote may take to start and import its preload modules.
-START_TIMEOUT_SECONDS = 60.0
 #: Room in a reply frame besides the result: stdout, stderr, the error message.
 REPLY_OVERHEAD_BYTES = 1024 * 1024
-
-# Run the zygote without the worker package's __init__ (nats, wasmtime ...): the two
-# packages are registered empty, so only the sandbox's own modules are imported.
-_BOOTSTRAP = """\
-import sys, types
-for name, path in {packages!r}:
-    module = types.ModuleType(name)
-    module.__path__ = [path]
-    sys.modules[name] = module
-from noetl_system_worker.sandbox._zygote import main
-main(int(sys.argv[1]))
-"""
-
-
-_HERE = Path(__file__).resolve().parent
-_PACKAGES = [("noetl_system_worker", str(_HERE.parent)), ("noetl_system_worker.sandbox", str(_HERE))]
-
-
 #: Folder of one worker's task folders: ``<tmp>/noetl-sandbox-<worker pid>-<random>``.
 TEMP_PREFIX = "noetl-sandbox-"
 
@@ -94,14 +51,6 @@ def _sweep_stale_roots() -> None:
             pass  # alive (another user's), or not a pid
 
 
-class SandboxError(Exception):
-    """A python task the sandbox ended (killed, crashed, over a limit); ``type_name`` for the step error."""
-
-    def __init__(self, message: str, type_name: str = "SandboxError") -> None:
-        super().__init__(message)
-        self.type_name = type_name
-
-
 @dataclass
 class _Child:
     pid: int
@@ -110,43 +59,6 @@ class _Child:
     exited: asyncio.Future[Exited | None]
     #: when it was last given back, kept for its key's next task
     kept_at: float = 0.0
-
-
-@dataclass
-class _Zygote:
-    proc: subprocess.Popen[bytes]
-    control: socket.socket
-    pid: int
-    layers: dict[str, str]
-    spawns: dict[int, asyncio.Future[Spawned]] = field(default_factory=dict)
-    exits: dict[int, asyncio.Future[Exited | None]] = field(default_factory=dict)
-    reader: asyncio.Task[None] | None = None
-    alive: bool = True
-
-
-def _describe(exited: Exited | None, limits: SandboxLimits) -> SandboxError:
-    """The task error for a child that ended without answering."""
-    if exited is None:
-        return SandboxError("python task's sandbox process ended without an answer")
-    status = exited.status
-    if os.WIFEXITED(status):
-        code = os.WEXITSTATUS(status)
-        if code == EXIT_UNCONFINED:
-            return SandboxError("python task's sandbox process could not confine itself; the task did not run")
-        return SandboxError(f"python task exited with code {code} before it answered")
-    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-    if signum in (signal.SIGXCPU, signal.SIGKILL) and exited.cpu_seconds >= limits.cpu_seconds:
-        return SandboxError(
-            f"python task used its {limits.cpu_seconds} CPU seconds (WORKER_PYTHON_CPU_SECONDS)",
-            "TimeoutError",
-        )
-    name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
-    if signum == signal.SIGKILL:
-        return SandboxError(
-            "python task's process was killed (SIGKILL): out of memory "
-            f"(WORKER_PYTHON_MEMORY_BYTES is {limits.memory_bytes}) or killed from outside"
-        )
-    return SandboxError(f"python task's process crashed ({name})")
 
 
 class SandboxPool:
@@ -162,7 +74,7 @@ class SandboxPool:
         warm: int = 2,
         env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW,
         timeout_seconds: float = 3600.0,
-        logger: Any = None,
+        logger: structlog.stdlib.BoundLogger | None = None,
         landlock: bool = True,
         drop_uid: bool = True,
         keep: int = 8,
@@ -178,17 +90,16 @@ class SandboxPool:
         self._log = logger or structlog.get_logger(service="noetl-system-worker")
         self._landlock = landlock
         self._drop_uid = drop_uid
-        self._zygote: _Zygote | None = None
+        self._zygote: ZygoteClient | None = None
         self._starting = asyncio.Lock()
         self._idle: collections.deque[_Child] = collections.deque()
         #: idle children by the key (playbook) they serve, oldest first
         self._kept: collections.OrderedDict[str, list[_Child]] = collections.OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self._filling = 0
-        self._ids = itertools.count(1)
         self._temp_root: str | None = None
         self._closed = False
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[object]] = set()
         self._warm_changed = asyncio.Condition()
 
     @property
@@ -228,120 +139,45 @@ class SandboxPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        while self._idle:
-            self._idle.popleft().writer.close()
-        for children in self._kept.values():
-            for child in children:
-                child.writer.close()
-        self._kept.clear()
+        self._close_waiting_children()
         if self._zygote is not None:
-            await self._stop_zygote(self._zygote)
+            await self._zygote.stop()
         if self._temp_root is not None:
             shutil.rmtree(self._temp_root, ignore_errors=True)
 
-    async def _ensure_zygote(self) -> _Zygote:
+    async def _ensure_zygote(self) -> ZygoteClient:
         async with self._starting:
             if self._closed:
                 raise SandboxError("the python sandbox is closed")
             zygote = self._zygote
             if zygote is None or not zygote.alive:
                 if zygote is not None:
-                    self._log.warning("python sandbox zygote exited; starting a new one")
-                    await self._stop_zygote(zygote)
+                    self._log.warning("python_sandbox_zygote_restarted", exited_pid=zygote.pid)
+                    await zygote.stop()
                 zygote = self._zygote = await self._start_zygote()
             self._refill()
             return zygote
 
-    async def _start_zygote(self) -> _Zygote:
+    async def _start_zygote(self) -> ZygoteClient:
         if self._temp_root is None:
             await asyncio.to_thread(_sweep_stale_roots)
             self._temp_root = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
             os.chmod(self._temp_root, 0o711)  # children reach their own folder, list none
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         setup = Setup(
             limits=self.limits, temp_root=self._temp_root, landlock=self._landlock, drop_uid=self._drop_uid
         )
-        with theirs:
-            proc = await asyncio.to_thread(self._launch, theirs.fileno())
-        ours.setblocking(False)
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.sock_sendall(ours, CONTROL_ENCODER.encode(setup))
-            async with asyncio.timeout(START_TIMEOUT_SECONDS):
-                ready = FROM_ZYGOTE.decode(await loop.sock_recv(ours, CONTROL_MAX_BYTES))
-            if not isinstance(ready, Ready):
-                raise SandboxError(f"the python sandbox zygote said {ready!r} instead of ready")
-        except (OSError, TimeoutError, msgspec.DecodeError) as exc:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
-            ours.close()
-            raise SandboxError(f"the python sandbox zygote did not start: {exc!r}") from None
-        zygote = _Zygote(proc=proc, control=ours, pid=ready.pid, layers=dict(ready.layers))
-        zygote.reader = asyncio.create_task(self._read_zygote(zygote))
-        return zygote
-
-    def _launch(self, fd: int) -> subprocess.Popen[bytes]:
-        # a new interpreter, not a fork of the worker: nothing of the worker's memory or
-        # environment reaches it, only the allow-listed variables
-        env = {name: os.environ[name] for name in self.env_allow if name in os.environ}
-        return subprocess.Popen(
-            [sys.executable, "-I", "-c", _BOOTSTRAP.format(packages=_PACKAGES), str(fd)],
-            env=env,
-            pass_fds=(fd,),
-            stdin=subprocess.DEVNULL,
-            cwd="/",
+        return await ZygoteClient.start(
+            setup, env_allow=self.env_allow, log=self._log, on_exit=self._close_waiting_children
         )
 
-    async def _stop_zygote(self, zygote: _Zygote) -> None:
-        zygote.alive = False
-        zygote.control.close()  # the zygote kills its children and exits on EOF
-        if zygote.reader is not None:
-            zygote.reader.cancel()
-            await asyncio.gather(zygote.reader, return_exceptions=True)
-        try:
-            await asyncio.to_thread(zygote.proc.wait, 5)
-        except subprocess.TimeoutExpired:
-            zygote.proc.kill()
-            await asyncio.to_thread(zygote.proc.wait)
-        self._abandon(zygote)
-
-    def _abandon(self, zygote: _Zygote) -> None:
-        zygote.alive = False
-        for spawn in zygote.spawns.values():
-            if not spawn.done():
-                spawn.set_exception(SandboxError("the python sandbox zygote exited"))
-        for exit_ in zygote.exits.values():
-            if not exit_.done():
-                exit_.set_result(None)
-        zygote.spawns.clear()
-        zygote.exits.clear()
+    def _close_waiting_children(self) -> None:
+        """The zygote is gone, and with it every child waiting for a task (warm or kept)."""
         while self._idle:
             self._idle.popleft().writer.close()
         for children in self._kept.values():
             for child in children:
                 child.writer.close()
         self._kept.clear()
-
-    async def _read_zygote(self, zygote: _Zygote) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data = await loop.sock_recv(zygote.control, CONTROL_MAX_BYTES)
-                if not data:
-                    break
-                message = FROM_ZYGOTE.decode(data)
-                if isinstance(message, Spawned):
-                    spawn = zygote.spawns.pop(message.id, None)
-                    if spawn is not None and not spawn.done():
-                        spawn.set_result(message)
-                elif isinstance(message, Exited):
-                    exit_ = zygote.exits.pop(message.pid, None)
-                    if exit_ is not None and not exit_.done():
-                        exit_.set_result(message)
-        except (OSError, msgspec.DecodeError) as exc:
-            self._log.error("python sandbox zygote sent an unreadable message", error=repr(exc))
-        finally:
-            self._abandon(zygote)
 
     # -- children --------------------------------------------------------------------------------
     def _refill(self) -> None:
@@ -355,7 +191,7 @@ class SandboxPool:
         try:
             child = await self._spawn()
         except SandboxError as exc:
-            self._log.warning("could not fork a warm python sandbox child", error=str(exc))
+            self._log.warning("python_sandbox_warm_fork_failed", error=str(exc))
             return
         finally:
             self._filling -= 1
@@ -370,48 +206,9 @@ class SandboxPool:
         zygote = self._zygote
         if zygote is None or not zygote.alive:
             zygote = await self._ensure_zygote()
-        request = next(self._ids)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        loop = asyncio.get_running_loop()
-        spawned: asyncio.Future[Spawned] = loop.create_future()
-        zygote.spawns[request] = spawned
-        try:
-            with theirs:
-                await self._send(zygote, Spawn(request), theirs.fileno())
-            reply = await spawned
-        except BaseException:
-            ours.close()
-            zygote.spawns.pop(request, None)
-            raise
-        if reply.error or not reply.pid:
-            ours.close()
-            raise SandboxError(f"could not fork a python sandbox process: {reply.error}")
-        exited: asyncio.Future[Exited | None] = loop.create_future()
-        if zygote.alive:
-            zygote.exits[reply.pid] = exited
-        else:
-            exited.set_result(None)
+        pid, ours, exited = await zygote.fork()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        return _Child(reply.pid, reader, writer, exited)
-
-    async def _send(self, zygote: _Zygote, message: Spawn | Kill, fd: int | None = None) -> None:
-        if not zygote.alive:
-            raise SandboxError("the python sandbox zygote exited")
-        data = CONTROL_ENCODER.encode(message)
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                socket.send_fds(zygote.control, [data], [fd] if fd is not None else [])
-                return
-            except BlockingIOError:
-                writable = loop.create_future()
-                loop.add_writer(zygote.control, writable.set_result, None)
-                try:
-                    await writable
-                finally:
-                    loop.remove_writer(zygote.control)
-            except OSError as exc:
-                raise SandboxError(f"the python sandbox zygote is gone: {exc}") from None
+        return _Child(pid, reader, writer, exited)
 
     async def _end(self, child: _Child, *, wait: bool = False) -> Exited | None:
         """Kill the child (whatever it left running too) and close our end of its socket.
@@ -422,7 +219,7 @@ class SandboxPool:
         zygote = self._zygote
         if zygote is not None and zygote.alive and not child.exited.done():
             with contextlib.suppress(SandboxError):
-                await self._send(zygote, Kill(child.pid))
+                await zygote.send(Kill(child.pid))
         if not wait:
             return None
         try:
@@ -532,7 +329,7 @@ class SandboxPool:
                 )
             data = await child.reader.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError):
-            raise _describe(await self._end(child, wait=True), self.limits) from None
+            raise describe_exit(await self._end(child, wait=True), self.limits) from None
         try:
             return REPLY.decode(data)
         except Exception as exc:  # msgspec's or pyarrow's: the bytes came from the task's process

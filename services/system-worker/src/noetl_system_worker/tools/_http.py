@@ -35,7 +35,7 @@ import httpx
 
 from .._egress import host_matches, parse_hosts, resolve
 from .._runtime import CredentialError, ToolRuntime, auth_name, runtime
-from .._tools import ToolError
+from ._base import ToolError
 
 DEFAULT_TIMEOUT = 30.0
 #: Response bodies larger than this are refused (a worker must not hold unbounded bodies).

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._runtime import runtime
-from .._tools import ToolError
+from ._base import ToolError
 
 #: Terminal execution statuses, as ``GET /api/executions/{id}`` reports them.
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._runtime import runtime
-from .._tools import ToolError
+from ._base import ToolError
 
 MAX_LIMIT = 1_000_000
 

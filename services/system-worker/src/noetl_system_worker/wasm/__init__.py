@@ -1,8 +1,8 @@
 """The WASM plug-in host (ARCHITECTURE §8): guest ABI v1, capability ring, limits, cache.
 
 ``PluginHost`` compiles and calls modules; ``ModuleCache`` keeps them compiled by
-``(path, version, digest)``; ``WasmTool`` is the ``wasm`` entry of the tool registry.
-Design and decisions: docs/wasm.md.
+``(path, version, digest)``. The ``wasm`` tool that runs them for a task lives with the
+other tools (``tools/_wasm.py``). Design and decisions: docs/wasm.md.
 """
 
 from ._cache import Loaded, ModuleCache, PluginModule
@@ -32,7 +32,6 @@ from ._host import (
     WasmTrap,
 )
 from ._limits import WasmLimits
-from ._tool import CommandScope, WasmConfigError, WasmTool, current_command, decode_output, encode_input
 
 __all__ = [
     "ALL_CAPABILITIES",
@@ -44,14 +43,12 @@ __all__ = [
     "USER_CAPABILITIES",
     "CallResult",
     "CapabilityError",
-    "CommandScope",
     "Intent",
     "Loaded",
     "ModuleCache",
     "PluginHost",
     "PluginModule",
     "WasmAbiError",
-    "WasmConfigError",
     "WasmError",
     "WasmLimits",
     "WasmLinkError",
@@ -59,11 +56,7 @@ __all__ = [
     "WasmOutOfFuel",
     "WasmOutputTooLarge",
     "WasmTimeout",
-    "WasmTool",
     "WasmTrap",
-    "current_command",
-    "decode_output",
-    "encode_input",
     "parse_grants",
     "pool_capabilities",
 ]

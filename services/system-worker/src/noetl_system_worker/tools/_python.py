@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from ._runtime import runtime
-from .sandbox import SandboxError, SandboxPool, execute_python, import_libs, task_libs, task_source
+from .._runtime import runtime
+from ..sandbox import SandboxError, SandboxPool, execute_python, import_libs, task_libs, task_source
 
 
 class PythonToolError(Exception):

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextvars
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -33,9 +31,8 @@ from noetl_common.arrow_limits import ArrowLimits, check_table
 from noetl_common.results import ARROW_MEDIA_TYPE, JSON_MEDIA_TYPE, OCTET_MEDIA_TYPE
 
 from .._metrics import WASM_CALLS
-from ._cache import ModuleCache, PluginModule
-from ._capabilities import parse_grants, pool_capabilities
-from ._host import CallResult, Intent, WasmError
+from ..wasm import CallResult, Intent, ModuleCache, PluginModule, WasmError, parse_grants, pool_capabilities
+from ._base import CommandScope, current_command
 
 FORMATS = ("json", "arrow-ipc", "arrow-batch", "raw")
 #: Rows of a tabular output also returned as JSON columns (bigger tables: IPC bytes only).
@@ -44,22 +41,6 @@ MAX_JSON_ROWS = 1000
 
 class WasmConfigError(ValueError):
     """The task's wasm config is incomplete or malformed."""
-
-
-@dataclass(frozen=True)
-class CommandScope:
-    """The claimed command a tool runs for: where to flush intents and how to mint events."""
-
-    api: Any  # ControlPlaneClient: post_events, get_plugin, put_object
-    execution_id: int
-    step: str
-    event: Callable[..., Event]  # (event_type, status, context) -> Event with the claim's meta
-
-
-#: Set by the worker around each claimed command's pipeline.
-current_command: contextvars.ContextVar[CommandScope | None] = contextvars.ContextVar(
-    "noetl_current_command", default=None
-)
 
 
 def _plugin_ref(config: Mapping[str, Any]) -> tuple[str, int | None, str]:
