@@ -98,15 +98,17 @@ class NatsLink:
             )
         )
         stopping = asyncio.ensure_future(stop.wait())
+        cut_short = False
         try:
             await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
             if not attempt.done():
+                cut_short = True
                 attempt.cancel()
                 await asyncio.wait({attempt})
                 await _discard(nc)
-        if attempt.cancelled():
+        if cut_short:
             return None
         error = attempt.exception()
         if error is not None:
