@@ -60,6 +60,27 @@ def test_serves_ops_while_the_api_is_down_and_exits_zero_on_sigterm(nats_url: st
             proc.wait(10)
 
 
+def test_exits_zero_on_sigterm_while_nats_is_down() -> None:
+    port = free_port()
+    # Nothing listens on the NATS port: the first connect never completes.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noetl_outbox_publisher"],
+        env=_env(f"nats://127.0.0.1:{free_port()}", port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        ready = get_when_up(f"http://127.0.0.1:{port}/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "not_ready", "nats_connected": False}
+        logs = stop_with_sigterm(proc)
+        assert "publisher_stopped" in logs and "nats_connected" not in logs
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_a_missing_token_fails_at_start_with_one_line_naming_it(nats_url: str) -> None:
     env = _env(nats_url, free_port())
     del env["NOETL_API_TOKEN"]

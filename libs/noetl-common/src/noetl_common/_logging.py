@@ -1,28 +1,41 @@
-"""structlog JSON logging: one line per event, scrubbed."""
+"""structlog JSON logging: one line per event, scrubbed.
+
+Event names are snake_case ``<subject>_<what_happened>`` (``nats_connected``,
+``outbox_claim_failed``); the details go in key=value fields, never in the name.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
-from typing import Any
 
 import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 from ._scrub import scrub
 
+#: Libraries that log every request they make at INFO (httpx: "HTTP Request: POST ...").
+#: A service calls the control-api many times a second; those lines would drown its own.
+CHATTY_LOGGERS = ("httpx", "httpcore")
 
-def _scrub_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    scrubbed: dict[str, Any] = scrub(dict(event_dict))
+
+def _scrub_processor(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    scrubbed: EventDict = scrub(dict(event_dict))
     return scrubbed
 
 
-def configure_logging(service: str, level: str = "INFO") -> structlog.stdlib.BoundLogger:
-    """Configure JSON logs on stderr for ``service`` and return its logger."""
+def configure_logging(service: str, level: str = "INFO") -> FilteringBoundLogger:
+    """Configure JSON logs on stderr for ``service`` and return its logger.
+
+    The HTTP clients' own request lines show only when ``level`` is DEBUG; otherwise
+    they log warnings and errors alone.
+    """
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -36,4 +49,5 @@ def configure_logging(service: str, level: str = "INFO") -> structlog.stdlib.Bou
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    return structlog.get_logger(service=service)
+    log: FilteringBoundLogger = structlog.get_logger(service=service)
+    return log

@@ -1,15 +1,23 @@
-"""A NATS connection that retries its first connect and reconnects forever after."""
+"""A NATS connection that retries its first connect and reconnects forever after.
+
+nats-py's ``connect`` with unbounded reconnects does not return while no server answers:
+it keeps trying in place. So every connect races the process's stop event; when stop
+wins, the pending connect is cancelled and the half-made client closed, and a process
+told to stop while NATS is down exits at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
+from structlog.typing import FilteringBoundLogger
 
 from ._waiting import Backoff, wait_or_stop
+
+#: How long closing a client may take before it is abandoned (a dead server must not hang shutdown).
+_CLOSE_SECONDS = 5.0
 
 
 class NatsLink:
@@ -19,7 +27,14 @@ class NatsLink:
     """
 
     def __init__(
-        self, url: str, *, user: str | None, password: str | None, name: str, log: Any, max_backoff: float
+        self,
+        url: str,
+        *,
+        user: str | None,
+        password: str | None,
+        name: str,
+        log: FilteringBoundLogger,
+        max_backoff: float,
     ) -> None:
         self._url = url
         self._user = user
@@ -40,42 +55,22 @@ class NatsLink:
         attempt is raced against ``stop``: a SIGTERM before NATS is reachable still returns.
         """
         backoff = Backoff(self._max_backoff)
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                attempt = asyncio.ensure_future(
-                    nats.connect(
-                        [url.strip() for url in self._url.split(",") if url.strip()],
-                        user=self._user,
-                        password=self._password,
-                        name=self._name,
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=1,
-                        connect_timeout=5,
-                        disconnected_cb=self._on_disconnected,
-                        reconnected_cb=self._on_reconnected,
-                        error_cb=self._on_error,
-                    )
+        while not stop.is_set():
+            try:
+                nc = await self._connect_or_stop(stop)
+            except Exception as exc:
+                delay = backoff.next()
+                self._log.warning(
+                    "nats_connect_failed", url=self._url, error=str(exc), retry_in=round(delay, 2)
                 )
-                await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not attempt.done():
-                    attempt.cancel()
-                    await asyncio.gather(attempt, return_exceptions=True)
+                if await wait_or_stop(stop, delay):
                     break
-                try:
-                    self.nc = attempt.result()
-                except Exception as exc:
-                    delay = backoff.next()
-                    self._log.warning(
-                        "nats_connect_failed", url=self._url, error=str(exc), retry_in=round(delay, 2)
-                    )
-                    if await wait_or_stop(stop, delay):
-                        break
-                    continue
-                self._log.info("nats_connected", url=self._url)
-                return self.nc
-        finally:
-            stopping.cancel()
+                continue
+            if nc is None:
+                break
+            self.nc = nc
+            self._log.info("nats_connected", url=self._url)
+            return nc
         return None
 
     async def close(self, *, drain: bool = True) -> None:
@@ -94,16 +89,60 @@ class NatsLink:
                 await self.nc.close()
             return
         try:
-            await asyncio.wait_for(self.nc.drain(), timeout=5)
+            await asyncio.wait_for(self.nc.drain(), timeout=_CLOSE_SECONDS)
         except Exception:
             with contextlib.suppress(Exception):
                 await self.nc.close()
 
+    async def _connect_or_stop(self, stop: asyncio.Event) -> NATS | None:
+        """One connect (which nats-py retries in place until a server answers) raced against
+        ``stop``: the connected client, or None when stop came first. Raises what connect raised."""
+        nc = NATS()
+        attempt = asyncio.ensure_future(
+            nc.connect(
+                [url.strip() for url in self._url.split(",") if url.strip()],
+                user=self._user,
+                password=self._password,
+                name=self._name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=5,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                error_cb=self._on_error,
+            )
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        cut_short = False
+        try:
+            await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not attempt.done():
+                cut_short = True
+                attempt.cancel()
+                await asyncio.wait({attempt})
+                await _discard(nc)
+        if cut_short:
+            return None
+        error = attempt.exception()
+        if error is not None:
+            await _discard(nc)
+            raise error
+        return nc
+
     async def _on_disconnected(self) -> None:
-        self._log.warning("nats_disconnected")
+        if self.nc is not None:  # not the half-made client of a connect that stop cut short
+            self._log.warning("nats_disconnected")
 
     async def _on_reconnected(self) -> None:
         self._log.info("nats_reconnected")
 
     async def _on_error(self, exc: Exception) -> None:
         self._log.warning("nats_error", error=str(exc))
+
+
+async def _discard(nc: NATS) -> None:
+    """Close a client whose connect was cancelled: its socket and tasks, whatever state it got to."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), timeout=_CLOSE_SECONDS)

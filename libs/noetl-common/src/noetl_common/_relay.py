@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from structlog.typing import FilteringBoundLogger
 
 from ._client import ControlPlaneClient
 from ._config import ServiceEnv
@@ -37,7 +38,7 @@ async def run_relay(
     metrics_bind: tuple[str, int],
     max_backoff: float,
     build: BuildLoop,
-    log: Any,
+    log: FilteringBoundLogger,
     on_connect: Callable[[NATS], None] | None = None,
 ) -> None:
     """Serve ops, connect to NATS (stop-aware, retried), build the loop and run it until ``stop``.

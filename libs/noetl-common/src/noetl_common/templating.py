@@ -25,8 +25,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import jinja2
-from jinja2.runtime import Undefined, missing
+from jinja2.runtime import Undefined
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import missing
 
 from ._template_budget import (
     ACTIVE,

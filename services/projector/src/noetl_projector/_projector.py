@@ -42,6 +42,7 @@ from noetl_common import (
     finish_within_grace,
     wait_or_stop,
 )
+from structlog.typing import FilteringBoundLogger
 
 from . import _metrics as m
 from ._config import ProjectorSettings
@@ -89,13 +90,13 @@ class Projector:
         settings: ProjectorSettings,
         *,
         connected: Callable[[], bool] = lambda: True,
-        log: Any = None,
+        log: FilteringBoundLogger | None = None,
     ) -> None:
         self._sink = sink
         self._js = js
         self._settings = settings
         self._connected = connected
-        self._log = log if log is not None else structlog.get_logger(service=m.SERVICE)
+        self._log: FilteringBoundLogger = log if log is not None else structlog.get_logger(service=m.SERVICE)
         self._decoder = msgspec.json.Decoder(Event)
         self._running = False
         self._consumer_ready = False

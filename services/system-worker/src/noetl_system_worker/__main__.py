@@ -54,7 +54,7 @@ async def serve(stop: asyncio.Event) -> None:
             await sandbox.aclose()
 
 
-async def python_sandbox(config: WorkerConfig, log: structlog.stdlib.BoundLogger) -> SandboxPool | None:
+async def python_sandbox(config: WorkerConfig, log: structlog.typing.FilteringBoundLogger) -> SandboxPool | None:
     """The started sandbox pool of ``WORKER_PYTHON_ISOLATION=process`` (None for ``thread``).
 
     Logs once which isolation layers hold on this host, and warns about those that do not."""

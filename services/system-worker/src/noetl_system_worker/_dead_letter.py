@@ -46,7 +46,7 @@ def event_id_of(data: bytes) -> tuple[int, str | None] | None:
 class DeadLetters:
     """Parks poison messages of one worker; ``js`` is set once the worker is connected."""
 
-    def __init__(self, config: WorkerConfig, api_for: ApiFor, log: structlog.stdlib.BoundLogger) -> None:
+    def __init__(self, config: WorkerConfig, api_for: ApiFor, log: structlog.typing.FilteringBoundLogger) -> None:
         self._config = config
         self._api_for = api_for
         self._log = log
@@ -59,7 +59,7 @@ class DeadLetters:
         error: str,
         reason: str,
         command: tuple[int, str | None] | None,
-        log: structlog.stdlib.BoundLogger | None = None,
+        log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         """Fail the command through the API, copy ``msg`` to NOETL_DLQ, terminate it.
 
@@ -108,7 +108,7 @@ class DeadLetters:
         )
 
     async def _fail_command(
-        self, event_id: int, server_url: str | None, error: str, log: structlog.stdlib.BoundLogger
+        self, event_id: int, server_url: str | None, error: str, log: structlog.typing.FilteringBoundLogger
     ) -> str:
         """``failed`` | ``finished`` | why it could not be reported (retried with backoff, bounded)."""
         api = self._api_for(server_url)

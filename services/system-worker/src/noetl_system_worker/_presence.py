@@ -40,7 +40,7 @@ class Presence:
         self,
         config: WorkerConfig,
         api_for: ApiFor,
-        log: structlog.stdlib.BoundLogger,
+        log: structlog.typing.FilteringBoundLogger,
         *,
         in_flight: Callable[[], int],
     ) -> None:

@@ -67,7 +67,7 @@ def failure_events(event: MintEvent, error: dict[str, Any]) -> list[Event]:
 class Reporter:
     """Sends a worker's events: one :class:`TerminalBatcher` per control-api, retried POSTs."""
 
-    def __init__(self, config: WorkerConfig, log: structlog.stdlib.BoundLogger) -> None:
+    def __init__(self, config: WorkerConfig, log: structlog.typing.FilteringBoundLogger) -> None:
         self._config = config
         self._log = log
         self._batchers: dict[int, TerminalBatcher] = {}  # by id() of the client: clients live on
@@ -76,7 +76,7 @@ class Reporter:
         self,
         api: ControlPlane,
         events: list[Event],
-        log: structlog.stdlib.BoundLogger,
+        log: structlog.typing.FilteringBoundLogger,
         eager: EagerRequest | None = None,
     ) -> EventsReply:
         """POST events until accepted; retries reuse the same event ids (idempotent)."""

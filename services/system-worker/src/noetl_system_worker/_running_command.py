@@ -64,7 +64,7 @@ class Delivery:
             await self.msg.nak(delay=delay)
 
 
-async def keep_in_progress(msg: Msg | Delivery, interval: float, log: structlog.stdlib.BoundLogger) -> None:
+async def keep_in_progress(msg: Msg | Delivery, interval: float, log: structlog.typing.FilteringBoundLogger) -> None:
     """Tell JetStream every ``interval`` that the message is still being worked on."""
     while True:
         await asyncio.sleep(interval)
@@ -93,7 +93,7 @@ class RunningCommand:
         config: WorkerConfig,
         runner: PipelineRunner,
         reporter: Reporter,
-        log: structlog.stdlib.BoundLogger,
+        log: structlog.typing.FilteringBoundLogger,
         accepting: Callable[[], bool],
     ) -> None:
         self.claim = claim

@@ -64,12 +64,12 @@ class Worker:
         api_for: ApiFor,
         registry: ToolRegistry | None = None,
         runner: PipelineRunner | None = None,
-        logger: structlog.stdlib.BoundLogger | None = None,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.config = config
         self._api_for = api_for
         self.runner = runner or PipelineRunner(registry or default_registry(config), limits=config.template_limits)
-        log: structlog.stdlib.BoundLogger = logger or structlog.get_logger(service="noetl-system-worker")
+        log: structlog.typing.FilteringBoundLogger = logger or structlog.get_logger(service="noetl-system-worker")
         self._log = log.bind(worker_id=config.worker_id, pool=config.pool)
         self._nats = NatsLink(
             config.nats_url,
@@ -267,7 +267,7 @@ class Worker:
             after = await self._run_eager(after, api)
 
     def _command(
-        self, claim: ClaimReply, api: ControlPlane, delivery: Delivery, log: structlog.stdlib.BoundLogger
+        self, claim: ClaimReply, api: ControlPlane, delivery: Delivery, log: structlog.typing.FilteringBoundLogger
     ) -> RunningCommand:
         return RunningCommand(
             claim,
@@ -280,7 +280,7 @@ class Worker:
             accepting=lambda: self._running,
         )
 
-    async def _claim_failed(self, msg: Msg, exc: Exception, log: structlog.stdlib.BoundLogger) -> None:
+    async def _claim_failed(self, msg: Msg, exc: Exception, log: structlog.typing.FilteringBoundLogger) -> None:
         status = exc.status_code if isinstance(exc, ApiError) else None
         if status == 409:
             log.info("claim_conflict", outcome="dropped", reason="claimed_elsewhere_or_finished")

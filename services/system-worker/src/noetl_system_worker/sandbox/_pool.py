@@ -74,7 +74,7 @@ class SandboxPool:
         warm: int = 2,
         env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW,
         timeout_seconds: float = 3600.0,
-        logger: structlog.stdlib.BoundLogger | None = None,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
         landlock: bool = True,
         drop_uid: bool = True,
         keep: int = 8,

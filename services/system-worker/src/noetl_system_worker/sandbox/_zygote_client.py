@@ -65,7 +65,7 @@ class ZygoteClient:
         control: socket.socket,
         ready: Ready,
         *,
-        log: structlog.stdlib.BoundLogger,
+        log: structlog.typing.FilteringBoundLogger,
         on_exit: Callable[[], None],
     ) -> None:
         self.proc = proc
@@ -86,7 +86,7 @@ class ZygoteClient:
         setup: Setup,
         *,
         env_allow: tuple[str, ...],
-        log: structlog.stdlib.BoundLogger,
+        log: structlog.typing.FilteringBoundLogger,
         on_exit: Callable[[], None],
     ) -> ZygoteClient:
         """Launch a zygote, hand it ``setup`` and wait for its ``ready`` (bounded)."""
