@@ -57,37 +57,17 @@ class _Paged(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class _PlainEcho(BaseHTTPRequestHandler):
-    """Stands in for ``echo_server.Handler`` when the shared set is absent: 200 ``{path, method}``."""
-
-    def _handle(self) -> None:
-        data = json.dumps({"path": urlparse(self.path).path, "method": self.command}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def echo() -> Iterator[tuple[str, Any]]:
     """The set's ``support/echo_server.py`` (plus a paged and a slow route) in a thread: (URL, its call counter)."""
     import importlib.util
-    from collections import Counter
 
-    source = CONFORMANCE / "support" / "echo_server.py"
-    base: type[BaseHTTPRequestHandler] = _PlainEcho
-    calls: Any = Counter()
-    if source.is_file():
-        spec = importlib.util.spec_from_file_location("echo_server", source)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        base, calls = module.Handler, module.CALLS
-    handler = type("Handler", (_Paged, base), {})
+    spec = importlib.util.spec_from_file_location("echo_server", CONFORMANCE / "support" / "echo_server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls: Any = module.CALLS
+    handler = type("Handler", (_Paged, module.Handler), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -1,4 +1,5 @@
-"""Helpers for whole-system tests: bounded condition waits and reads of the event log."""
+"""Helpers for whole-system tests: bounded condition waits, reads of the event log, and where
+the shared conformance set is (:func:`conformance_dir`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,22 @@ from typing import Any, TypeVar
 
 import httpx
 import psycopg
+
+from ._repository import ConformanceSetMissing, conformance_dir, repository_root
+
+__all__ = [
+    "ConformanceSetMissing",
+    "config_error",
+    "conformance_dir",
+    "eventually",
+    "get_until",
+    "get_when_up",
+    "recorded_events",
+    "repository_root",
+    "stop_with_sigterm",
+    "wait_for_event",
+    "wait_until",
+]
 
 T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
