@@ -31,6 +31,7 @@ from noetl_cli import Api
 from noetl_dev import Stack
 from noetl_dev._pgroup import stop_group
 from noetl_dev._procs import start_nats, start_postgres
+from noetl_dev.testing import suite_stack
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -239,9 +240,11 @@ class Chaos:
 
 @pytest.fixture(scope="module")
 def stack(noetl_state_dir: Path) -> Iterator[Stack]:
-    running = Stack(
+    with suite_stack(
         noetl_state_dir / "chaos",
-        ready_timeout=90.0,
+        # Postgres and NATS are killed and restarted by the test: always embedded ones
+        database_prefix=None,
+        require_clean_stop=False,
         extra_env={
             # short leases and ack waits so a killed holder's work comes back within seconds
             "NOETL_COMMAND_CLAIM_LEASE_SECONDS": "8",
@@ -251,12 +254,8 @@ def stack(noetl_state_dir: Path) -> Iterator[Stack]:
             "WORKER_MAX_DELIVER": "30",
             "WORKER_MAX_CONCURRENT": "24",
         },
-    )
-    running.start()
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop(grace=10.0)
 
 
 def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack) -> None:

@@ -6,10 +6,8 @@ See ``conformance_support.py`` for where the set is read from and how each run i
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +18,8 @@ import httpx
 import psycopg
 import pytest
 from noetl_cli import Api
-from noetl_dev import Stack, create_database
+from noetl_dev import Stack
+from noetl_dev.testing import suite_stack
 from psycopg.rows import dict_row
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -82,24 +81,13 @@ def echo() -> Iterator[tuple[str, Any]]:
 
 @pytest.fixture(scope="session")
 def stack(noetl_state_dir: Path) -> Iterator[Stack]:
-    database_url = None
-    admin = os.environ.get("NOETL_TEST_DATABASE_URL")
-    if admin:
-        database_url = create_database(admin, f"conf_{uuid.uuid4().hex[:12]}")
-    running = Stack(
+    with suite_stack(
         noetl_state_dir / "conformance-stack",
-        database_url=database_url,
+        database_prefix="conf",
         # a cancelled command's worker learns it at its next heartbeat (409): keep that short
         service_overrides={"worker-shared": {"WORKER_HEARTBEAT_INTERVAL": "0.2"}},
-        nats_url=os.environ.get("NOETL_TEST_NATS_URL") or None,
-        ready_timeout=90.0,
-    )
-    running.start()
-    try:
+    ) as running:
         yield running
-    finally:
-        leftovers = running.stop(grace=10.0)
-        assert not leftovers, f"processes left running after stop: {leftovers}"
 
 
 @pytest.fixture(scope="session")
