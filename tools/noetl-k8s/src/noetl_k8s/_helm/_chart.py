@@ -10,7 +10,8 @@ import yaml
 
 from .._build import build_manifests
 from .._gotemplate import Chart as GoChart
-from .._spec import Profile, base_profile
+from .._profiles import base_profile
+from .._spec import Profile
 from ._checks import (
     HELM_ONLY_KEYS,
     Chart,

@@ -13,7 +13,8 @@ import yaml
 
 from .._build import build_manifests
 from .._env import env_names
-from .._spec import OidcSpec, Profile, base_profile
+from .._profiles import base_profile
+from .._spec import OidcSpec, Profile
 
 #: Chart template → rendered files of the base tree it must correspond to.
 TEMPLATE_FILES: dict[str, tuple[str, ...]] = {

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from .._profiles import base_profile
 from .._spec import (
     OIDC_ALGORITHMS,
     OIDC_ROLE_CLAIM,
@@ -22,7 +23,6 @@ from .._spec import (
     Resources,
     ServiceSpec,
     WorkerPoolSpec,
-    base_profile,
 )
 
 CHART_DIR = "charts/noetl"
