@@ -291,7 +291,12 @@ def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack)
         mark = total_commands * i // (len(VICTIMS) + 2)  # spread over the first 3/4 of the work
         _wait(partial(_at_least, completed_commands, mark), 240.0, f"{mark} completed commands")
         kills[name] = chaos.crash(name, completed_commands)
-        print(f"chaos: killed {name}: ready after {kills[name]['ready_seconds']} s")
+        crash = kills[name]
+        print(
+            f"process_restarted name={name} at_completed_commands={crash['at_completed_commands']}"
+            f" restart_seconds={crash['restart_seconds']} ready_seconds={crash['ready_seconds']}"
+            f" progress_seconds={crash['progress_seconds']}"
+        )
 
     def terminal() -> int:
         return int(
@@ -402,8 +407,8 @@ def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"chaos-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print("chaos report:", json.dumps(report, indent=2))
-    print(f"chaos report written to {out.relative_to(REPO)}")
+    print(json.dumps(report, indent=2))
+    print(f"chaos_report_written path={out.relative_to(REPO)} wall_seconds={report['wall_seconds']}")
 
     assert statuses == {"COMPLETED": EXECUTIONS}, statuses
     assert effects == total_commands
