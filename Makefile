@@ -56,7 +56,7 @@ lint: sync
 
 # One mypy run per package: every package has its own tests/ folder with the same module names.
 typecheck: sync
-	@failed=""; for pkg in $(PACKAGES) tests/e2e/ tests/conformance/ tests/chaos/; do \
+	@failed=""; for pkg in $(PACKAGES) tests/e2e/ tests/conformance/ tests/chaos/ tests/hygiene/; do \
 		dirs=""; \
 		for d in $${pkg}src $${pkg}tests; do \
 			if [ -n "$$(find $$d -name '*.py' 2>/dev/null | head -1)" ]; then dirs="$$dirs $$d"; fi; \
