@@ -19,6 +19,7 @@ help:
 	@echo "make down     stop everything 'make up' started"
 	@echo "make logs     follow the logs of every process (make logs NAMES='control-api projector')"
 	@echo "make status   pids and readiness of every process"
+	@echo "make sync     uv sync with the plugins group (ziglang, for the C plug-in build check)"
 	@echo "make test     sync, lint, type-check, then every package's tests and tests/e2e"
 	@echo "make lint     ruff"
 	@echo "make e2e      only the whole-system tests"
@@ -34,8 +35,9 @@ uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 		python3 -m pip install --quiet uv || python3 -m pip install --quiet --break-system-packages uv
 
+# The plugins group (ziglang) too: the test comparing plugins/wasm with a fresh C build runs then.
 sync: uv
-	$(UV) sync
+	$(UV) sync --group plugins
 
 up: sync
 	$(VENV)/bin/noetl-dev up
@@ -54,7 +56,7 @@ lint: sync
 
 # One mypy run per package: every package has its own tests/ folder with the same module names.
 typecheck: sync
-	@failed=""; for pkg in $(PACKAGES) tests/contracts/ tests/e2e/ tests/conformance/ tests/chaos/; do \
+	@failed=""; for pkg in $(PACKAGES) tests/contracts/ tests/e2e/ tests/conformance/ tests/chaos/ tests/hygiene/; do \
 		dirs=""; \
 		for d in $${pkg}src $${pkg}tests; do \
 			if [ -n "$$(find $$d -name '*.py' 2>/dev/null | head -1)" ]; then dirs="$$dirs $$d"; fi; \

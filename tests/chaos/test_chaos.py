@@ -31,6 +31,7 @@ from noetl_cli import Api
 from noetl_dev import Stack
 from noetl_dev._pgroup import stop_group
 from noetl_dev._procs import start_nats, start_postgres
+from noetl_dev.testing import suite_stack
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -239,9 +240,11 @@ class Chaos:
 
 @pytest.fixture(scope="module")
 def stack(noetl_state_dir: Path) -> Iterator[Stack]:
-    running = Stack(
+    with suite_stack(
         noetl_state_dir / "chaos",
-        ready_timeout=90.0,
+        # Postgres and NATS are killed and restarted by the test: always embedded ones
+        database_prefix=None,
+        require_clean_stop=False,
         extra_env={
             # short leases and ack waits so a killed holder's work comes back within seconds
             "NOETL_COMMAND_CLAIM_LEASE_SECONDS": "8",
@@ -251,12 +254,8 @@ def stack(noetl_state_dir: Path) -> Iterator[Stack]:
             "WORKER_MAX_DELIVER": "30",
             "WORKER_MAX_CONCURRENT": "24",
         },
-    )
-    running.start()
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop(grace=10.0)
 
 
 def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack) -> None:
@@ -292,7 +291,12 @@ def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack)
         mark = total_commands * i // (len(VICTIMS) + 2)  # spread over the first 3/4 of the work
         _wait(partial(_at_least, completed_commands, mark), 240.0, f"{mark} completed commands")
         kills[name] = chaos.crash(name, completed_commands)
-        print(f"chaos: killed {name}: ready after {kills[name]['ready_seconds']} s")
+        crash = kills[name]
+        print(
+            f"process_restarted name={name} at_completed_commands={crash['at_completed_commands']}"
+            f" restart_seconds={crash['restart_seconds']} ready_seconds={crash['ready_seconds']}"
+            f" progress_seconds={crash['progress_seconds']}"
+        )
 
     def terminal() -> int:
         return int(
@@ -403,8 +407,8 @@ def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"chaos-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print("chaos report:", json.dumps(report, indent=2))
-    print(f"chaos report written to {out.relative_to(REPO)}")
+    print(json.dumps(report, indent=2))
+    print(f"chaos_report_written path={out.relative_to(REPO)} wall_seconds={report['wall_seconds']}")
 
     assert statuses == {"COMPLETED": EXECUTIONS}, statuses
     assert effects == total_commands

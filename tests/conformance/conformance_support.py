@@ -1,10 +1,11 @@
 """Conformance suite helpers: where the shared set lives, and how a finished execution is checked.
 
-The playbooks are read straight from the shared set (``NOETL_CONFORMANCE_DIR``, default
-``/work/shared/conformance``): ``upstream/`` (18 verbatim NoETL v2 playbooks, expected values
-in its ``INDEX.md``) and ``e2e-fixtures/`` (13). When that folder is absent every test of
-those two modules is skipped with a reason saying so, and nothing of them is counted.
-``tests/conformance/playbooks/`` holds the suite's own playbooks.
+The playbooks are read straight from the shared set (``noetl_dev.testing.conformance_dir``:
+``NOETL_CONFORMANCE_DIR``, default ``../shared/conformance`` from the repository root):
+``upstream/`` (18 verbatim NoETL v2 playbooks, expected values in its ``INDEX.md``) and
+``e2e-fixtures/`` (13). When that folder is absent the suite stops at collection with an
+error naming the folder and the variable. ``tests/conformance/playbooks/`` holds the suite's
+own playbooks.
 
 Every test that runs an execution finishes with :func:`finish`, which also asserts that the
 state rebuilt from the execution's events (``GET /api/executions/{id}/replay``) equals the
@@ -14,24 +15,18 @@ stored one.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from noetl_cli import Api
-from noetl_dev.testing import wait_until
+from noetl_dev.testing import conformance_dir, wait_until
 
-CONFORMANCE = Path(os.environ.get("NOETL_CONFORMANCE_DIR", "/work/shared/conformance"))
+CONFORMANCE = conformance_dir()
 UPSTREAM = CONFORMANCE / "upstream"
 FIXTURES = CONFORMANCE / "e2e-fixtures"
 OWN = Path(__file__).resolve().parent / "playbooks"
-SKIP_NO_SET = pytest.mark.skipif(
-    not (UPSTREAM.is_dir() and FIXTURES.is_dir()),
-    reason=f"the shared conformance set is not on this machine ({CONFORMANCE} has no upstream/ and e2e-fixtures/)",
-)
 TERMINAL_EVENTS = {
     "playbook.completed": "COMPLETED",
     "playbook.failed": "FAILED",

@@ -6,10 +6,8 @@ See ``conformance_support.py`` for where the set is read from and how each run i
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +18,8 @@ import httpx
 import psycopg
 import pytest
 from noetl_cli import Api
-from noetl_dev import Stack, create_database
+from noetl_dev import Stack
+from noetl_dev.testing import suite_stack
 from psycopg.rows import dict_row
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -57,37 +56,17 @@ class _Paged(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class _PlainEcho(BaseHTTPRequestHandler):
-    """Stands in for ``echo_server.Handler`` when the shared set is absent: 200 ``{path, method}``."""
-
-    def _handle(self) -> None:
-        data = json.dumps({"path": urlparse(self.path).path, "method": self.command}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def echo() -> Iterator[tuple[str, Any]]:
     """The set's ``support/echo_server.py`` (plus a paged and a slow route) in a thread: (URL, its call counter)."""
     import importlib.util
-    from collections import Counter
 
-    source = CONFORMANCE / "support" / "echo_server.py"
-    base: type[BaseHTTPRequestHandler] = _PlainEcho
-    calls: Any = Counter()
-    if source.is_file():
-        spec = importlib.util.spec_from_file_location("echo_server", source)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        base, calls = module.Handler, module.CALLS
-    handler = type("Handler", (_Paged, base), {})
+    spec = importlib.util.spec_from_file_location("echo_server", CONFORMANCE / "support" / "echo_server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls: Any = module.CALLS
+    handler = type("Handler", (_Paged, module.Handler), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -102,24 +81,13 @@ def echo() -> Iterator[tuple[str, Any]]:
 
 @pytest.fixture(scope="session")
 def stack(noetl_state_dir: Path) -> Iterator[Stack]:
-    database_url = None
-    admin = os.environ.get("NOETL_TEST_DATABASE_URL")
-    if admin:
-        database_url = create_database(admin, f"conf_{uuid.uuid4().hex[:12]}")
-    running = Stack(
+    with suite_stack(
         noetl_state_dir / "conformance-stack",
-        database_url=database_url,
+        database_prefix="conf",
         # a cancelled command's worker learns it at its next heartbeat (409): keep that short
         service_overrides={"worker-shared": {"WORKER_HEARTBEAT_INTERVAL": "0.2"}},
-        nats_url=os.environ.get("NOETL_TEST_NATS_URL") or None,
-        ready_timeout=90.0,
-    )
-    running.start()
-    try:
+    ) as running:
         yield running
-    finally:
-        leftovers = running.stop(grace=10.0)
-        assert not leftovers, f"processes left running after stop: {leftovers}"
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conformance_support import FIXTURES, SKIP_NO_SET, Finished, finish
+from conformance_support import FIXTURES, Finished, finish
 from noetl_cli import Api
 
-pytestmark = SKIP_NO_SET
 Conn = psycopg.Connection[dict[str, Any]]
 
 FILES = [

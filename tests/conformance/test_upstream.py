@@ -16,10 +16,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conformance_support import SKIP_NO_SET, UPSTREAM, Finished, finish
+from conformance_support import UPSTREAM, Finished, finish
 from noetl_cli import Api, CliError
 
-pytestmark = SKIP_NO_SET
 Conn = psycopg.Connection[dict[str, Any]]
 
 #: (case key, file, payload maker given the echo URL); the child scorer is registered first

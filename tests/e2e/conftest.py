@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 from noetl_cli import Api
-from noetl_dev import Stack, create_database
+from noetl_dev import Stack
+from noetl_dev.testing import suite_stack
 from psycopg.rows import dict_row
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,22 +54,8 @@ def skip_if_remote() -> None:
 @pytest.fixture(scope="session")
 def stack(noetl_state_dir: Path) -> Iterator[Stack]:
     skip_if_remote()
-    database_url = None
-    admin = os.environ.get("NOETL_TEST_DATABASE_URL")
-    if admin:
-        database_url = create_database(admin, f"e2e_{uuid.uuid4().hex[:12]}")
-    running = Stack(
-        noetl_state_dir / "stack",
-        database_url=database_url,
-        nats_url=os.environ.get("NOETL_TEST_NATS_URL") or None,
-        ready_timeout=90.0,
-    )
-    running.start()
-    try:
+    with suite_stack(noetl_state_dir / "stack", database_prefix="e2e") as running:
         yield running
-    finally:
-        leftovers = running.stop(grace=10.0)
-        assert not leftovers, f"processes left running after stop: {leftovers}"
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,12 +18,10 @@ import psycopg
 import pytest
 from noetl_cli import Api
 from noetl_dev import Stack
-from noetl_dev.testing import wait_for_event
+from noetl_dev.testing import conformance_dir, wait_for_event
 
-CONFORMANCE = Path("/work/shared/conformance")
+CONFORMANCE = conformance_dir()
 Conn = psycopg.Connection[dict[str, Any]]
-
-pytestmark = pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="the conformance set is not on this machine")
 
 
 @pytest.fixture(scope="module")

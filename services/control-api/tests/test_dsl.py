@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from noetl_common import Rule
 from noetl_control_api.dsl import Playbook, PlaybookError, parse_playbook
+from noetl_dev.testing import conformance_dir
 
-CONFORMANCE = Path("/work/shared/conformance")
+CONFORMANCE = conformance_dir()
 HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t, path: tests/t}\n"
 
 

@@ -30,9 +30,10 @@ from noetl_control_api.orchestrator import (
     state_from_json,
     state_to_json,
 )
+from noetl_dev.testing import conformance_dir
 
-UPSTREAM = Path("/work/shared/conformance/upstream")
-FIXTURES = Path("/work/shared/conformance/e2e-fixtures")
+UPSTREAM = conformance_dir() / "upstream"
+FIXTURES = conformance_dir() / "e2e-fixtures"
 EXECUTION_ID = 7001
 HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t, path: tests/t}\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from noetl_dev._stack import BIND_VARIABLES, SERVICES, common_env, new_tokens, service_env
+from noetl_dev._services import BIND_VARIABLES, SERVICES, common_env, new_tokens, service_env
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "compose.yaml"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from noetl_dev._pgroup import group_members, is_running, start_time, stop_group
-from noetl_dev._stack import STATE_FILE, stop_recorded
+from noetl_dev._recorded import STATE_FILE, stop_recorded
 
 # A parent that starts a grandchild in the same group, ignores SIGTERM unless told not to,
 # and prints when both are up so the test never guesses with a sleep.

@@ -1,7 +1,9 @@
 """Embedded dev stack: Postgres, nats-server and the suite on loopback."""
 
 from ._procs import Proc, create_database, free_port, start_nats, start_postgres
-from ._stack import SERVICES, Service, Stack, StackError, read_state, stop_recorded
+from ._recorded import read_state, stop_recorded
+from ._services import SERVICES, Service, StackError
+from ._stack import Stack
 
 __all__ = [
     "SERVICES",

@@ -20,17 +20,9 @@ from typing import Any
 import httpx
 from noetl_cli import Api, CliError, store_token
 
-from ._stack import (
-    DEFAULT_API_PORT,
-    Stack,
-    StackError,
-    kill_recorded,
-    read_state,
-    recorded_processes,
-    restart_recorded,
-    running,
-    stop_recorded,
-)
+from ._recorded import kill_recorded, read_state, recorded_processes, restart_recorded, running, stop_recorded
+from ._services import DEFAULT_API_PORT, StackError
+from ._stack import Stack
 
 
 def repo_root(start: Path | None = None) -> Path:

@@ -10,6 +10,7 @@ guards against pid reuse after a reboot or a long pause.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import time
@@ -93,3 +94,10 @@ def stop_groups(targets: list[tuple[int, int]], grace: float = 15.0) -> list[int
     for pgid in pending:
         wait_group_gone(pgid, 10.0)
     return [pid for pgid in pending for pid in group_members(pgid)]
+
+
+def parent_death_signal() -> None:
+    """Child-side hook (``preexec_fn``): get SIGTERM if the parent dies (attached stacks, e.g. tests)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

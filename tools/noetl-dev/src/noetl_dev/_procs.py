@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ._pgroup import is_running
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -236,6 +238,22 @@ def start_postgres(
     url = f"postgresql://{login}@127.0.0.1:{port}/postgres"
     _wait_pg_ready(url, proc)
     return proc, url
+
+
+def clear_stale_postmaster_pid(pgdata: Path) -> None:
+    """Remove a lock file left by a Postgres that was killed (power cut, SIGKILL).
+
+    Postgres removes it itself when the recorded pid is gone, but a killed server whose
+    zombie nobody reaps (PID 1 in some containers does not) still answers ``kill(pid, 0)``
+    and would block every later start. Only a pid that is gone or a zombie is stale.
+    """
+    lock = pgdata / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        return
+    if not is_running(pid):
+        lock.unlink(missing_ok=True)
 
 
 def _wait_pg_ready(url: str, proc: Proc, timeout: float = 30) -> None:

@@ -1,19 +1,77 @@
-"""Helpers for whole-system tests: bounded condition waits and reads of the event log."""
+"""Helpers for whole-system tests: the suite started for a test session (:func:`suite_stack`),
+bounded condition waits, reads of the event log, and where the shared conformance set is
+(:func:`conformance_dir`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import psycopg
 
+from ._procs import create_database
+from ._repository import ConformanceSetMissing, conformance_dir, repository_root
+from ._stack import Stack
+
+__all__ = [
+    "ConformanceSetMissing",
+    "config_error",
+    "conformance_dir",
+    "eventually",
+    "get_until",
+    "get_when_up",
+    "recorded_events",
+    "repository_root",
+    "stop_with_sigterm",
+    "suite_stack",
+    "wait_for_event",
+    "wait_until",
+]
+
 T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
+
+
+@contextmanager
+def suite_stack(
+    state_dir: Path,
+    *,
+    database_prefix: str | None,
+    require_clean_stop: bool = True,
+    **options: Any,
+) -> Iterator[Stack]:
+    """The whole suite started under ``state_dir`` for the tests of a session or module, stopped
+    after them.
+
+    ``database_prefix``: with ``NOETL_TEST_DATABASE_URL`` set, the suite gets a fresh database
+    ``<prefix>_<hex>`` in that server, and with ``NOETL_TEST_NATS_URL`` that NATS; ``None``
+    always starts embedded servers (for tests that kill them). ``require_clean_stop``: fail
+    the teardown when a process is left running after the stop. ``options`` go to
+    :class:`Stack` (``ready_timeout`` 90 s unless given).
+    """
+    if database_prefix is not None:
+        admin = os.environ.get("NOETL_TEST_DATABASE_URL")
+        if admin:
+            options["database_url"] = create_database(admin, f"{database_prefix}_{uuid.uuid4().hex[:12]}")
+        options["nats_url"] = os.environ.get("NOETL_TEST_NATS_URL") or None
+    options.setdefault("ready_timeout", 90.0)
+    running = Stack(state_dir, **options)
+    running.start()
+    try:
+        yield running
+    finally:
+        leftovers = running.stop(grace=10.0)
+        if require_clean_stop:
+            assert not leftovers, f"processes left running after stop: {leftovers}"
 
 
 def wait_until(condition: Callable[[], T | None], timeout: float = 30.0, message: str = "condition") -> T:

@@ -5,10 +5,10 @@ output under k8s/, charts/noetl/values.yaml and deploy/grafana/, ``noetl-k8s che
 verifies the checked-in files offline.
 """
 
-from ._build import build_manifests, build_worker_deployment, build_worker_scaledobject
+from ._build import build_manifests
+from ._profiles import PROFILES, base_profile, gke_profile, kind_profile
 from ._render import diff_all, dump_documents, load_documents, render_all, render_tree, write_all
 from ._spec import (
-    PROFILES,
     ControlApiSpec,
     Images,
     KedaSpec,
@@ -20,12 +20,10 @@ from ._spec import (
     Resources,
     ServiceSpec,
     WorkerPoolSpec,
-    base_profile,
-    gke_profile,
     ingress_controller,
-    kind_profile,
 )
 from ._validate import K8S_VERSION, lint_documents, validate_documents, validate_manifest
+from ._workloads import build_worker_deployment, build_worker_scaledobject
 
 __all__ = [
     "K8S_VERSION",

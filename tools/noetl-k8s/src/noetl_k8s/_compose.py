@@ -6,8 +6,8 @@ from typing import Any
 
 import yaml
 
-from ._build import Manifest
 from ._env import COMPOSE_ONLY, K8S_EXPLICIT, env_names
+from ._objects import Manifest
 
 #: compose service → (kind, object name, container name) of its Kubernetes counterpart.
 COMPOSE_TO_K8S: dict[str, tuple[str, str, str]] = {

@@ -23,8 +23,8 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 
-from ._build import CONTROL_API_NAME, OUTBOX_PUBLISHER_NAME, POOL_LABEL, PROJECTOR_NAME, Manifest
 from ._netpol import ingress_allowed, pods_of, selector_matches
+from ._objects import CONTROL_API_NAME, OUTBOX_PUBLISHER_NAME, POOL_LABEL, PROJECTOR_NAME, Manifest
 from ._spec import (
     ADMIN_TOKEN,
     API_TOKEN,
