@@ -219,7 +219,7 @@ class ControlPlaneClient:
 
     # -- commands and events (worker) -----------------------------------------------------
     async def claim_command(self, event_id: int, worker_id: str) -> ClaimReply:
-        """Claim a command lease. Raises ApiError 409 (terminal/held), 404, 408/429/503."""
+        """Claim a command lease. Raises ApiError 409 (finished/cancelled), 429 ``lease_held`` (Retry-After), 404, 403, 408/503."""
         reply = await self.request(
             "POST",
             f"/api/commands/{event_id}/claim",

@@ -25,7 +25,7 @@ class ControlPlane(Protocol):
     """Calls a worker makes; each raises ``noetl_common.ApiError`` on a non-2xx reply."""
 
     async def claim_command(self, event_id: int, worker_id: str) -> ClaimReply:
-        """Take the command's lease: 200 reply, 409 taken/terminal, 404 unknown, 408/429/503 later."""
+        """Take the command's lease: 200 reply; 409 finished or cancelled; 429 ``lease_held`` (Retry-After: the lease end); 404 unknown; 403 another pool; 408/503 later."""
         ...
 
     async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:

@@ -169,7 +169,7 @@ def reachable_view(paths: Iterable[str], uid: int, gid: int) -> list[str]:
     unshare(CLONE_NEWNS)
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
     masked: list[str] = []
-    for _ in range(16):  # one level of nesting per pass (/root 0700, then /root/x 0700 ...)
+    for _ in range(16):  # one level of nesting per pass (a 0700 home folder, then a 0700 folder inside it ...)
         blocked = _blocked(wanted, uid, gid)
         if not blocked:
             return masked
