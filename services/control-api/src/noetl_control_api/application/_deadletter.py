@@ -10,7 +10,7 @@ execution (on_error arcs, or the execution fails) and the event log records why.
 from __future__ import annotations
 
 import msgspec
-from noetl_common import Event, utc_now_iso
+from noetl_common import Event, TaskError, utc_now_iso
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
@@ -94,7 +94,7 @@ class DeadLetterService:
                 step=command.step,
                 status="FAILED",
                 created_at=utc_now_iso(),
-                context={"error": {"message": reason, "type": "DeadLettered"}},
+                context={"error": TaskError(message=reason, kind="DeadLettered").to_json()},
                 worker_id=request.worker_id,
                 meta={"command_id": command.command_id, "attempt": attempt},
             )

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-from noetl_common import MAX_BATCH_EVENTS, ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
+from noetl_common import (
+    MAX_BATCH_EVENTS,
+    ClaimReply,
+    EagerRequest,
+    Event,
+    EventsReply,
+    TaskError,
+    utc_now_iso,
+)
 from noetl_common.arrow_limits import ArrowLimits
 from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 from psycopg.errors import UniqueViolation
@@ -386,8 +394,6 @@ class EventIngest:
             playbook = self._playbooks.get(entry.path, entry.version, entry.content)
         context = event.context or {}
         error = context.get("error")
-        if error is not None and not isinstance(error, dict):
-            error = {"message": str(error)}
         raw_set = context.get("set")
         set_ = (
             await ResultService.resolve_refs(conn, raw_set, self._arrow)
@@ -403,7 +409,7 @@ class EventIngest:
             meta=command.meta or {},
             # a result offloaded to the result store arrives as a reference: templates read the data
             result=resolved,
-            error=error if status == "failed" else None,
+            error=TaskError.parse(error) if status == "failed" and error is not None else None,
             set=set_,
         )
         # decoded straight into structs and worked on in place: nobody else holds this copy
