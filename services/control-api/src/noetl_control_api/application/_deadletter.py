@@ -15,7 +15,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import Conflict, Forbidden, LeaseHeld, NotFound, StaleAttempt, ValidationFailed
-from ..store._commands import TERMINAL
 from ._claims import ClaimService
 from ._ingest import EventIngest
 from ._policy import Principal
@@ -79,7 +78,7 @@ class DeadLetterService:
                 failed=False,
                 status=command.status,
             )
-            if command.status in TERMINAL:
+            if command.status in store.commands.TERMINAL:
                 return reply
             attempt = command.attempt
             if command.status == "PENDING":

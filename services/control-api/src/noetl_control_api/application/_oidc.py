@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import jwt
-import msgspec
 import structlog
 
+from .._options import OidcSettings
 from ._policy import HUMAN_ROLES, Principal
 
 _JWKS_MAX_AGE = 3600.0
@@ -28,16 +28,6 @@ _REFETCH_MIN_INTERVAL = 30.0
 _LEEWAY_SECONDS = 30
 
 log = structlog.get_logger("noetl.control_api.oidc")
-
-
-class OidcSettings(msgspec.Struct, kw_only=True, frozen=True):
-    """``NOETL_OIDC_*``: issuer and audience are required to enable OIDC."""
-
-    issuer: str
-    audience: str
-    jwks_url: str | None = None
-    role_claim: str = "noetl_role"
-    algorithms: tuple[str, ...] = ("RS256", "ES256")
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import NotFound, PayloadTooLarge, ValidationFailed
-from ..store._plugins import PluginRow
+from ..store import PluginRow
 
 WASM_MEDIA_TYPE = "application/wasm"
 WASM_MAGIC = b"\0asm"

@@ -16,34 +16,19 @@ from typing import Any
 
 import msgspec
 import psycopg
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import InvalidToken, MultiFernet
 from noetl_common import REDACTED, ConfigError
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import Forbidden, NotFound, PayloadTooLarge, Unavailable, ValidationFailed
-from ..store._secrets import CredentialRow, KeychainRow
+from .._options import KEY_VARIABLE, parse_keys
+from ..store import CredentialRow, KeychainRow
 from ._ids import client_id
 from ._policy import Principal, is_system_path
 
-KEY_VARIABLE = "NOETL_CREDENTIALS_KEY"
 MAX_NAME = 200
 MAX_DATA_BYTES = 256 * 1024
-
-
-def parse_keys(raw: str) -> MultiFernet:
-    """Fernet keys from a comma list; ConfigError naming the variable when one is invalid."""
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
-    if not keys:
-        raise ConfigError(f"{KEY_VARIABLE} is empty")
-    try:
-        return MultiFernet([Fernet(k.encode()) for k in keys])
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"{KEY_VARIABLE} must be one or more comma-separated Fernet keys (32 url-safe base64-encoded"
-            " bytes; make one with `python -c 'from cryptography.fernet import Fernet;"
-            " print(Fernet.generate_key().decode())'`)"
-        ) from None
 
 
 class SecretBox:

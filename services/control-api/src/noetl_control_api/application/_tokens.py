@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import Conflict, NotFound, ValidationFailed
-from ..store._tokens import TokenRow
+from ..store import TokenRow
 from ._oidc import OidcVerifier
 from ._policy import POOLS, ROLES, Principal
 
