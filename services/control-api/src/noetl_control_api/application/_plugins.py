@@ -172,7 +172,7 @@ class PluginService:
                 continue
             await self.publish(path, data, version, WASM_MEDIA_TYPE)
             seeded += 1
-            log.info("plug-in seeded", path=path, version=version, file=name)
+            log.info("plugin_seeded", path=path, version=version, file=name)
         return seeded
 
     # -- objects ------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
             )
         names = opt.get("action")
         if not names:
-            log.error("route without an action refused", path=scope.get("path"))
+            log.error("route_refused", reason="the route names no action", path=scope.get("path"))
             raise Forbidden("this route names no action and is closed")
         if not any(services.policy.allows(principal, name) for name in names):
             require(services.policy, principal, names[0])
