@@ -8,10 +8,12 @@ return, and the few checks the HTTP layer shares with them.
 from .._options import OidcSettings, RetentionPolicy
 from ._catalog import CatalogService
 from ._claims import ClaimService
+from ._credentials import CredentialIn, CredentialList, CredentialService, CredentialView
 from ._deadletter import CommandFailReply, CommandFailRequest, DeadLetterService
 from ._executions import ExecutionService
 from ._ids import client_id
 from ._ingest import EventIngest
+from ._keychain import KeychainIn, KeychainList, KeychainService, KeychainView
 from ._nodes import NodeLease
 from ._oidc import OidcVerifier
 from ._outbox import OutboxService
@@ -22,19 +24,7 @@ from ._projection import ProjectionService
 from ._recorder import Recorder
 from ._replay import ReplayReply
 from ._results import ResultService
-from ._secrets import (
-    CredentialIn,
-    CredentialList,
-    CredentialService,
-    CredentialView,
-    KeychainIn,
-    KeychainList,
-    KeychainService,
-    KeychainView,
-    ResolveRequest,
-    SecretBox,
-    check_key_present,
-)
+from ._secrets import ResolveRequest, SecretBox, check_key_present
 from ._stream import EventStreamService
 from ._stream_limits import StreamLimits
 from ._tokens import TokenCreate, TokenCreated, TokenList, TokenService, TokenView
