@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import random
 import textwrap
 from collections import deque
@@ -31,8 +32,12 @@ from noetl_control_api.orchestrator import (
     state_to_json,
 )
 
-UPSTREAM = Path("/work/shared/conformance/upstream")
-FIXTURES = Path("/work/shared/conformance/e2e-fixtures")
+# the shared conformance set: ../shared/conformance beside the repository (as tests/conformance reads it)
+CONFORMANCE = Path(
+    os.environ.get("NOETL_CONFORMANCE_DIR", Path(__file__).resolve().parents[3].parent / "shared" / "conformance")
+)
+UPSTREAM = CONFORMANCE / "upstream"
+FIXTURES = CONFORMANCE / "e2e-fixtures"
 EXECUTION_ID = 7001
 HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t, path: tests/t}\n"
 
