@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import pytest
 from noetl_common import Rule
 from noetl_control_api.dsl import Playbook, PlaybookError, parse_playbook
 
-CONFORMANCE = Path("/work/shared/conformance")
+# the shared conformance set: ../shared/conformance beside the repository (as tests/conformance reads it)
+CONFORMANCE = Path(
+    os.environ.get("NOETL_CONFORMANCE_DIR", Path(__file__).resolve().parents[3].parent / "shared" / "conformance")
+)
 HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t, path: tests/t}\n"
 
 
