@@ -21,7 +21,7 @@ help:
 	@echo "make status   pids and readiness of every process"
 	@echo "make sync     uv sync with the plugins group (ziglang, for the C plug-in build check)"
 	@echo "make test     sync, lint, type-check, then every package's tests and tests/e2e"
-	@echo "make lint     ruff"
+	@echo "make lint     ruff, then lint-imports: layers, public faces, no import cycle ([tool.importlinter])"
 	@echo "make e2e      only the whole-system tests"
 	@echo "make conformance  the upstream playbooks + the suite's own (tests/conformance)"
 	@echo "make chaos    200 executions while every process is killed -9 in turn (tests/chaos, ~3 min)"
@@ -53,6 +53,7 @@ status:
 
 lint: sync
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # One mypy run per package: every package has its own tests/ folder with the same module names.
 typecheck: sync

@@ -29,6 +29,7 @@ from typing import Any
 import cpu
 import httpx
 import psycopg
+from noetl_common import TaskError
 from noetl_control_api.dsl import parse_playbook
 from noetl_control_api.orchestrator import CommandOutcome, apply_outcome, start_execution
 from noetl_dev import Stack
@@ -231,7 +232,7 @@ async def _inproc_once(steps: int) -> float:
                 status="completed" if outcome.ok else "failed",
                 meta=draft.meta,
                 result=outcome.result,
-                error=outcome.error,
+                error=None if outcome.error is None else TaskError.parse(outcome.error),
                 set=outcome.set or None,
             ),
         )

@@ -10,8 +10,7 @@ import httpx
 import psycopg
 import pytest
 from noetl_common import Snowflake
-from noetl_control_api import Settings, create_app
-from noetl_control_api.application._retention import RetentionPolicy
+from noetl_control_api import RetentionPolicy, Settings, create_app
 
 SERVER_URL = "http://control-api.test:8082"
 

@@ -156,7 +156,7 @@ async def test_token_requests_are_validated(api: Any) -> None:
 async def test_last_used_is_recorded(api: Any) -> None:
     headers = await _token(api, "used", "viewer")
     await api.client.get("/api/catalog/list", headers=headers)
-    await api.client.app.state.tokens.flush()
+    await api.client.app.state.services.tokens.flush()
     cur = await api.db.execute("SELECT last_used_at FROM noetl.api_token WHERE name = 'used'")
     assert (await cur.fetchone())[0] is not None
 
@@ -245,7 +245,7 @@ async def test_open_event_streams_are_capped_per_principal(api: Any, make_settin
         await http.post("/api/catalog/register", json={"content": api.linear})
         execution_id = (await http.post("/api/execute", json={"path": "tests/linear"})).json()["execution_id"]
         admin = Principal(**(await http.get("/api/auth/whoami")).json())
-        limits = http.app.state.stream_limits
+        limits = http.app.state.services.stream_limits
         held = [limits.acquire(admin), limits.acquire(admin)]  # two streams the admin has open
         url = f"/api/executions/{execution_id}/stream"
         third = await http.get(url)
@@ -262,7 +262,7 @@ async def test_open_event_streams_are_capped_per_principal(api: Any, make_settin
 
 def test_a_stream_slot_comes_back_when_its_body_is_dropped_unstarted() -> None:
     """A client that leaves before the first byte: the response body is never iterated."""
-    from noetl_control_api.application._stream_limits import StreamLimits
+    from noetl_control_api.application import StreamLimits
 
     limits = StreamLimits(total=10, per_principal=1)
     principal = Principal(name="p", role="viewer")

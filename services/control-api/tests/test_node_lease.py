@@ -80,6 +80,6 @@ async def test_the_api_leases_its_own_node_and_mints_ids_with_it(
             leases = await _leases(db)
             (holder,) = [h for h in leases if h.startswith("control-api:")]
             assert leases[holder] == 7  # the lowest free id
-            assert app.state.ingest._recorder.ids.node_id == 7
-            assert _node_of(app.state.ingest._recorder.ids.next_id()) == 7
+            assert app.state.services.ingest._recorder.ids.node_id == 7
+            assert _node_of(app.state.services.ingest._recorder.ids.next_id()) == 7
         assert not [h for h in await _leases(db) if h.startswith("control-api:")]

@@ -116,7 +116,7 @@ async def test_mark_failed_delays_the_row(api: Any) -> None:
 
 async def _parked(api: Any) -> None:
     """Return once a claim is parked waiting for a wake-up."""
-    service = api.client.app.state.outbox
+    service = api.client.app.state.services.outbox
     async with service.parked:
         await asyncio.wait_for(service.parked.wait_for(lambda: service.waiting > 0), timeout=10)
 
@@ -163,7 +163,7 @@ async def test_claim_request_bounds(api: Any) -> None:
 async def test_shutdown_releases_parked_long_polls(api: Any) -> None:
     waiter = asyncio.create_task(_claim(api, wait_ms=60_000))
     await _parked(api)
-    api.client.app.state.outbox.close()
+    api.client.app.state.services.outbox.close()
     assert await asyncio.wait_for(waiter, timeout=10) == {"rows": [], "claimed": 0}
 
 

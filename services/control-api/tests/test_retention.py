@@ -107,7 +107,7 @@ async def test_old_events_of_terminal_executions_are_trimmed(api: Any) -> None:
 async def test_no_purge_is_wider_than_the_retention_policy(
     database_url: str, serve_app: Any, make_settings: Any, auth: Any
 ) -> None:
-    from noetl_control_api.application._retention import RetentionPolicy
+    from noetl_control_api import RetentionPolicy
 
     policy = RetentionPolicy(outbox_seconds=3600, executions_seconds=86_400, events_seconds=7200)
     async with serve_app(make_settings(database_url, retention=policy)) as http:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 from noetl_common import Event, Snowflake
-from noetl_control_api.application._stream import EventStreamService
+from noetl_control_api.application import EventStreamService
 from noetl_control_api.store import EVENT_CHANNEL, WAKE_ALL
 from prometheus_client import REGISTRY
 
@@ -56,7 +56,7 @@ async def _next(stream: AsyncIterator[Event | None]) -> Event:
 async def test_a_stream_wakes_for_its_own_execution_only(api: Any) -> None:
     await api.register()
     a, b, c = [await api.execute() for _ in range(3)]
-    streams: EventStreamService = api.client.app.state.streams
+    streams: EventStreamService = api.client.app.state.services.streams
     follow_a, follow_c = streams.follow(a), streams.follow(c)
     next_a = asyncio.create_task(_next(follow_a))
     next_c = asyncio.create_task(_next(follow_c))
@@ -82,7 +82,7 @@ async def test_a_stream_wakes_for_its_own_execution_only(api: Any) -> None:
 async def test_a_batch_too_wide_to_name_its_executions_wakes_every_stream(api: Any) -> None:
     await api.register()
     a = await api.execute()
-    streams: EventStreamService = api.client.app.state.streams
+    streams: EventStreamService = api.client.app.state.services.streams
     follow_a = streams.follow(a)
     next_a = asyncio.create_task(_next(follow_a))
     await _parked(streams, 1)

@@ -46,7 +46,7 @@ async def _get(client: httpx.AsyncClient, execution_id: int, wait: float | str =
 
 async def _parked(client: httpx.AsyncClient, count: int = 1) -> None:
     """Return once ``count`` reads of this app are parked waiting for their execution's end."""
-    service = client.app.state.executions  # type: ignore[attr-defined]
+    service = client.app.state.services.executions  # type: ignore[attr-defined]
     async with service.parked:
         await asyncio.wait_for(service.parked.wait_for(lambda: service.waiting >= count), HELD)
 
@@ -207,7 +207,7 @@ async def test_shutdown_releases_held_reads(api: Any) -> None:
     held = asyncio.create_task(_get(api.client, execution_id))
     await _parked(api.client)
 
-    api.client.app.state.executions.close()
+    api.client.app.state.services.executions.close()
 
     reply = await held
     assert reply.status_code == 200 and reply.json()["status"] == "RUNNING"

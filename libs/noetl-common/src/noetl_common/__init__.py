@@ -71,6 +71,7 @@ from ._subjects import (
     outbox_dlq_subject,
     pool_for,
 )
+from ._task_error import TaskError
 from ._time import utc_now_iso
 from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
@@ -121,6 +122,7 @@ __all__ = [
     "Rule",
     "ServiceEnv",
     "Snowflake",
+    "TaskError",
     "TaskSpec",
     "WorkerHeartbeat",
     "WorkerRegistration",

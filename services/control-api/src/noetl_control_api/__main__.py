@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         applied = asyncio.run(apply_migrations(settings.database_url))
     except Exception as exc:
-        log.error("migrations failed", error=str(exc))
+        log.error("migrations_failed", error=str(exc))
         raise SystemExit(1) from None
-    log.info("migrations applied", versions=applied)
+    log.info("migrations_applied", versions=applied)
     if args.command == "migrate":
         return
     from .application import check_key_present

@@ -20,8 +20,7 @@ from noetl_common import (
 from noetl_common.arrow_limits import ArrowLimits
 from noetl_common.templating import TemplateLimits
 
-from .application._oidc import OidcSettings
-from .application._retention import RetentionPolicy
+from ._options import OidcSettings, RetentionPolicy, parse_keys
 
 MiB = 1024 * 1024
 OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -156,8 +155,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ConfigError(str(exc)) from None
         credentials_key = env_opt("NOETL_CREDENTIALS_KEY", env=env)
         if credentials_key:
-            from .application._secrets import parse_keys
-
             parse_keys(credentials_key)  # a malformed key fails at start, naming the variable
         settings = cls(
             database_url=env_str("NOETL_DATABASE_URL", env=env),

@@ -1,53 +1,113 @@
 """Use cases of the control-api: each service owns its transactions and calls the store
-and the pure orchestrator; the HTTP layer only parses, calls one of these and replies."""
+and the pure orchestrator; the HTTP layer only parses, calls one of these and replies.
 
+This module is the layer's whole public face: the services, the bodies they take and
+return, and the few checks the HTTP layer shares with them.
+"""
+
+from .._options import OidcSettings, RetentionPolicy
 from ._catalog import CatalogService
 from ._claims import ClaimService
+from ._credentials import CredentialIn, CredentialList, CredentialService, CredentialView
 from ._deadletter import CommandFailReply, CommandFailRequest, DeadLetterService
 from ._executions import ExecutionService
+from ._ids import client_id
 from ._ingest import EventIngest
-from ._internal import OutboxService, ProjectionService
+from ._keychain import KeychainIn, KeychainList, KeychainService, KeychainView
 from ._nodes import NodeLease
-from ._oidc import OidcSettings, OidcVerifier
+from ._oidc import OidcVerifier
+from ._outbox import OutboxService
 from ._playbooks import PlaybookCache
+from ._plugins import ObjectReply, PluginList, PluginService, PublishReply, decode_publish
 from ._policy import ACTIONS, GRANTS, Policy, Principal, RoleTable, require
+from ._projection import ProjectionService
 from ._recorder import Recorder
+from ._replay import ReplayReply
 from ._results import ResultService
-from ._secrets import CredentialService, KeychainService, SecretBox, check_key_present
+from ._secrets import ResolveRequest, SecretBox, check_key_present
+from ._stream import EventStreamService
+from ._stream_limits import StreamLimits
 from ._tokens import TokenCreate, TokenCreated, TokenList, TokenService, TokenView
+from ._views import (
+    CancelRequest,
+    CatalogList,
+    CommandView,
+    ExecuteReply,
+    ExecuteRequest,
+    ExecutionList,
+    ExecutionView,
+    PurgeReply,
+    PurgeRequest,
+    RegisterReply,
+    RegisterRequest,
+    ResourceReply,
+    ResourceRequest,
+    WorkerRef,
+)
 from ._workers import WorkerRegisterReply, WorkerService
 
 __all__ = [
     "ACTIONS",
     "GRANTS",
+    "CancelRequest",
+    "CatalogList",
     "CatalogService",
     "ClaimService",
     "CommandFailReply",
     "CommandFailRequest",
+    "CommandView",
+    "CredentialIn",
+    "CredentialList",
     "CredentialService",
+    "CredentialView",
     "DeadLetterService",
     "EventIngest",
+    "EventStreamService",
+    "ExecuteReply",
+    "ExecuteRequest",
+    "ExecutionList",
     "ExecutionService",
+    "ExecutionView",
+    "KeychainIn",
+    "KeychainList",
     "KeychainService",
+    "KeychainView",
     "NodeLease",
+    "ObjectReply",
     "OidcSettings",
     "OidcVerifier",
     "OutboxService",
     "PlaybookCache",
+    "PluginList",
+    "PluginService",
     "Policy",
     "Principal",
     "ProjectionService",
+    "PublishReply",
+    "PurgeReply",
+    "PurgeRequest",
     "Recorder",
+    "RegisterReply",
+    "RegisterRequest",
+    "ReplayReply",
+    "ResolveRequest",
+    "ResourceReply",
+    "ResourceRequest",
     "ResultService",
+    "RetentionPolicy",
     "RoleTable",
     "SecretBox",
+    "StreamLimits",
     "TokenCreate",
     "TokenCreated",
     "TokenList",
     "TokenService",
     "TokenView",
+    "WorkerRef",
     "WorkerRegisterReply",
     "WorkerService",
     "check_key_present",
+    "client_id",
+    "decode_publish",
     "require",
 ]

@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from .. import store
 from .._errors import Conflict, Forbidden, LeaseHeld, NotFound, ValidationFailed
 from .._metrics import CLAIMS
-from ..store._commands import CommandRow
+from ..store import CommandRow
 from ._policy import Principal
 from ._recorder import ExecutionRef, Recorder
 from ._views import CommandView

@@ -10,12 +10,11 @@ execution (on_error arcs, or the execution fails) and the event log records why.
 from __future__ import annotations
 
 import msgspec
-from noetl_common import Event, utc_now_iso
+from noetl_common import Event, TaskError, utc_now_iso
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import Conflict, Forbidden, LeaseHeld, NotFound, StaleAttempt, ValidationFailed
-from ..store._commands import TERMINAL
 from ._claims import ClaimService
 from ._ingest import EventIngest
 from ._policy import Principal
@@ -79,7 +78,7 @@ class DeadLetterService:
                 failed=False,
                 status=command.status,
             )
-            if command.status in TERMINAL:
+            if command.status in store.commands.TERMINAL:
                 return reply
             attempt = command.attempt
             if command.status == "PENDING":
@@ -94,7 +93,7 @@ class DeadLetterService:
                 step=command.step,
                 status="FAILED",
                 created_at=utc_now_iso(),
-                context={"error": {"message": reason, "type": "DeadLettered"}},
+                context={"error": TaskError(message=reason, kind="DeadLettered").to_json()},
                 worker_id=request.worker_id,
                 meta={"command_id": command.command_id, "attempt": attempt},
             )

@@ -14,8 +14,7 @@ from .. import store
 from .._errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from .._metrics import EXECUTION_WAITERS, EXECUTION_WAITS
 from ..orchestrator import cancel_execution, fail_execution, start_execution, state_from_json
-from ..store import KeyedNotifier
-from ..store._executions import ExecutionRow
+from ..store import ExecutionRow, KeyedNotifier
 from ._ids import optional_id
 from ._playbooks import PlaybookCache
 from ._policy import Policy, Principal, require

@@ -10,100 +10,28 @@ each other.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-from noetl_common import MAX_BATCH_EVENTS, ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
+from noetl_common import ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
 from noetl_common.arrow_limits import ArrowLimits
 from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Conflict, Forbidden, NotFound, PayloadTooLarge, StaleAttempt, ValidationFailed
+from .._errors import Conflict, Forbidden, NotFound, ValidationFailed
 from .._metrics import CLAIMS, EVENTS
-from ..orchestrator import CommandOutcome, EventDraft, ExecutionState, apply_outcome, state_decode
-from ..store._commands import TERMINAL, CommandRow, NewCommand
-from ..store._executions import ExecutionRow
+from ..orchestrator import ExecutionState, apply_outcome, state_decode
+from ..store import CommandRow, ExecutionRow, NewCommand
 from ._claims import claim_reply
-from ._ids import client_id
+from ._incoming import TERMINAL_EVENTS, Incoming, check_batch, check_command
+from ._outcomes import claimed_row, read_outcome
 from ._playbooks import PlaybookCache
 from ._policy import Principal
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder, Writes
-from ._results import ResultService
 
-MAX_BATCH = MAX_BATCH_EVENTS
 MAX_EAGER_SLOTS = 256
-#: Largest ``meta`` of a client's event, as JSON: ids and counters, not data.
-MAX_META_BYTES = 16 * 1024
-_COMMAND_EVENTS = frozenset({"command.started", "command.heartbeat", "command.completed", "command.failed"})
-_TERMINAL_EVENTS = {"command.completed": "COMPLETED", "command.failed": "FAILED"}
-# written only by the server: accepting them from clients would let the event log disagree
-# with the state tables it must be able to rebuild
-_SERVER_EVENTS = frozenset(
-    {
-        "playbook.execution_requested",
-        "playbook.started",
-        "playbook.completed",
-        "playbook.failed",
-        "playbook.cancelled",
-        "step.enter",
-        "command.issued",
-        "command.claimed",
-        "next.evaluated",
-        "ctx.patched",
-        "loop.started",
-        "loop.done",
-    }
-)
-
-
-@dataclass
-class _Incoming:
-    event: Event
-    command_id: int | None
-    attempt: int | None
-
-
-def _attempt(meta: dict[str, Any]) -> int | None:
-    raw = meta.get("attempt")
-    if raw is None:
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise ValidationFailed(f"meta.attempt must be an integer, got {raw!r:.40}")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationFailed(f"meta.attempt must be an integer, got {raw!r:.40}") from None
-    if not 0 <= value < 2**31:
-        raise ValidationFailed(f"meta.attempt out of range: {value}")
-    return value
-
-
-def _keep_references(
-    drafts: list[EventDraft], reference: Any, resolved: Any, raw_set: Any, resolved_set: Any
-) -> None:
-    """Events keep the small result-store references, not the data they stand for:
-    ``playbook.completed`` (the last result) and the ``ctx.patched`` of the worker's ``set``."""
-    for draft in drafts:
-        context = draft.context
-        if not context:
-            continue
-        if resolved is not reference and context.get("result") == resolved:
-            draft.context = {**context, "result": reference}
-        elif (
-            draft.event_type == "ctx.patched"
-            and context.get("source") == "rules"
-            and isinstance(context.get("set"), dict)
-            and isinstance(raw_set, dict)
-            and isinstance(resolved_set, dict)
-        ):
-            patched = {
-                key: raw_set[key] if key in raw_set and value == resolved_set.get(key) else value
-                for key, value in context["set"].items()
-            }
-            draft.context = {**context, "set": patched}
 
 
 class EventIngest:
@@ -128,42 +56,6 @@ class EventIngest:
         self._arrow = arrow_limits or ArrowLimits()
         self._limits = template_limits
 
-    def _validate(self, events: Sequence[Event]) -> list[_Incoming]:
-        if not events:
-            raise ValidationFailed("events must not be empty")
-        if len(events) > MAX_BATCH:
-            raise ValidationFailed(f"at most {MAX_BATCH} events per batch, got {len(events)}")
-        incoming: list[_Incoming] = []
-        for i, event in enumerate(events):
-            client_id(event.execution_id, f"events[{i}].execution_id")
-            if event.event_id is not None:
-                client_id(event.event_id, f"events[{i}].event_id")
-            if not event.event_type or len(event.event_type) > 200:
-                raise ValidationFailed(f"events[{i}].event_type must be a non-empty name")
-            if event.event_type in _SERVER_EVENTS:
-                raise ValidationFailed(f"events[{i}]: {event.event_type} is recorded by the server only")
-            if event.context is not None:
-                size = len(msgspec.json.encode(event.context))
-                if size > self._context_max:
-                    raise PayloadTooLarge(
-                        f"events[{i}].context is {size} bytes, over NOETL_EVENT_RESULT_CONTEXT_MAX_BYTES="
-                        f"{self._context_max}; store the result with PUT /api/result and send a reference",
-                    )
-            meta = event.meta or {}
-            if meta and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
-                raise PayloadTooLarge(f"events[{i}].meta is over {MAX_META_BYTES} bytes of JSON")
-            raw_command = meta.get("command_id")
-            command_id = (
-                None if raw_command is None else client_id(raw_command, f"events[{i}].meta.command_id")
-            )
-            attempt = _attempt(meta)
-            if event.event_type in _COMMAND_EVENTS and (command_id is None or attempt is None):
-                raise ValidationFailed(
-                    f"events[{i}]: {event.event_type} needs meta.command_id and meta.attempt"
-                )
-            incoming.append(_Incoming(event, command_id, attempt))
-        return incoming
-
     async def ingest(
         self, events: Sequence[Event], principal: Principal, eager: EagerRequest | None = None
     ) -> EventsReply:
@@ -179,11 +71,13 @@ class EventIngest:
         of one meets 429 (held) or 409 (finished), and a worker crash leaves it to be claimed
         through that notification once the lease expires.
         """
-        incoming = self._validate(events)
+        incoming = check_batch(events, self._context_max)
         if principal.is_worker:
             for i, item in enumerate(incoming):
                 if item.command_id is None:
-                    raise ValidationFailed(f"events[{i}]: a worker's event names its command (meta.command_id)")
+                    raise ValidationFailed(
+                        f"events[{i}]: a worker's event names its command (meta.command_id)"
+                    )
             if eager is not None and eager.pool != principal.pool:
                 raise Forbidden(
                     f"eager.pool {eager.pool[:40]!r}: {principal.describe()} serves pool {principal.pool!r}"
@@ -193,7 +87,7 @@ class EventIngest:
         if eager is not None and not 1 <= eager.slots <= MAX_EAGER_SLOTS:
             raise ValidationFailed(f"eager.slots must be within 1..{MAX_EAGER_SLOTS}, got {eager.slots}")
         mode: Literal["UPDATE", "SHARE"] = (
-            "UPDATE" if any(i.event.event_type in _TERMINAL_EVENTS for i in incoming) else "SHARE"
+            "UPDATE" if any(i.event.event_type in TERMINAL_EVENTS for i in incoming) else "SHARE"
         )
         writes = Writes(lease_seconds=self._lease)
         claimed: list[ClaimReply] = []
@@ -221,7 +115,7 @@ class EventIngest:
     async def _decide(
         self,
         conn: Any,
-        incoming: list[_Incoming],
+        incoming: list[Incoming],
         mode: Literal["UPDATE", "SHARE"],
         writes: Writes,
         eager: EagerRequest | None,
@@ -258,8 +152,10 @@ class EventIngest:
                 catalog_path=execution.path,
                 parent_execution_id=execution.parent_execution_id,
             )
-            command = self._check_command(item, commands, execution.execution_id, principal)
-            if command is not None and (command.status in TERMINAL or command.command_id in writes.finished):
+            command = check_command(item, commands, execution.execution_id, principal)
+            if command is not None and (
+                command.status in store.commands.TERMINAL or command.command_id in writes.finished
+            ):
                 continue  # the command is finished: a late or repeated event changes nothing
             event = self._complete(item.event, ref)
             assert event.event_id is not None
@@ -268,7 +164,7 @@ class EventIngest:
                 continue
             seen.add(key)
             kind = event.event_type
-            if command is None or kind not in _TERMINAL_EVENTS:
+            if command is None or kind not in TERMINAL_EVENTS:
                 # may repeat an event recorded before: skipped then, and applying a repeated
                 # started or heartbeat again (renewing the lease) changes nothing more
                 writes.incoming.append(self._recorder.event_row(event))
@@ -278,7 +174,7 @@ class EventIngest:
                     writes.renewed.append(command.command_id)
                 continue
             # a terminal event of an unfinished command: new, and recorded before its decision
-            writes.finished[command.command_id] = _TERMINAL_EVENTS[kind]
+            writes.finished[command.command_id] = TERMINAL_EVENTS[kind]
             writes.outbox.append(self._recorder.event_row(event))
             applied += 1
             new = await self._advance(
@@ -301,59 +197,15 @@ class EventIngest:
             ][: eager.slots]
             for ref, new_command in mine:
                 self._recorder.stage_claim(writes, ref, new_command, eager.worker_id, principal.name)
-                claimed.append(claim_reply(_claimed_row(new_command), ref.catalog_path, self._lease))
+                claimed.append(claim_reply(claimed_row(new_command), ref.catalog_path, self._lease))
         return applied
-
-    @staticmethod
-    def _check_command(
-        item: _Incoming, commands: dict[int, CommandRow], execution_id: int, principal: Principal
-    ) -> CommandRow | None:
-        """The event's command, or an error when the event may not be recorded for it."""
-        if item.command_id is None:
-            return None
-        command = commands.get(item.command_id)
-        if command is None:
-            raise NotFound(f"command {item.command_id} not found")
-        if command.execution_id != execution_id:
-            raise ValidationFailed(
-                f"command {command.command_id} belongs to execution {command.execution_id}, not {execution_id}"
-            )
-        if command.status == "CANCELLED" and item.event.event_type not in _TERMINAL_EVENTS:
-            # a heartbeat or progress event of a cancelled execution: the worker stops the task
-            raise Conflict(
-                f"command {command.command_id} was cancelled with its execution; stop the task",
-                {"command_id": command.command_id, "status": command.status},
-            )
-        if command.status in TERMINAL:
-            return command
-        if command.status == "PENDING":
-            raise Conflict(
-                f"command {command.command_id} has not been claimed; claim it first",
-                {"status": command.status, "attempt": command.attempt},
-            )
-        if item.attempt is not None and item.attempt != command.attempt:
-            raise StaleAttempt(
-                f"command {command.command_id} is at attempt {command.attempt};"
-                f" event from attempt {item.attempt} rejected",
-                {"command_id": command.command_id, "attempt": command.attempt},
-            )
-        if principal.is_worker and (
-            command.claimed_by != principal.name
-            or (item.event.worker_id is not None and item.event.worker_id != command.worker_id)
-        ):
-            raise Forbidden(
-                f"command {command.command_id}'s lease is not held by {principal.describe()}"
-                f" as worker {item.event.worker_id!r}",
-                {"command_id": command.command_id},
-            )
-        return command
 
     def _complete(self, event: Event, ref: ExecutionRef) -> Event:
         """Fill what the server knows: an id when the worker sent none, time, catalog path;
         on a terminal event ``meta.applied_id``, a server id minted under the execution lock:
         the order outcomes are applied in, which a replay folds them by."""
         meta = event.meta
-        if event.event_type in _TERMINAL_EVENTS:
+        if event.event_type in TERMINAL_EVENTS:
             meta = {**(meta if isinstance(meta, dict) else {}), "applied_id": self._recorder.ids.next_id()}
         return msgspec.structs.replace(
             event,
@@ -384,53 +236,11 @@ class EventIngest:
             entry = await store.catalog.get(conn, row.path, row.version)
             assert entry is not None  # the foreign key guarantees it
             playbook = self._playbooks.get(entry.path, entry.version, entry.content)
-        context = event.context or {}
-        error = context.get("error")
-        if error is not None and not isinstance(error, dict):
-            error = {"message": str(error)}
-        raw_set = context.get("set")
-        set_ = (
-            await ResultService.resolve_refs(conn, raw_set, self._arrow)
-            if isinstance(raw_set, dict)
-            else None
-        )
-        reference = context.get("result")
-        resolved = await ResultService.resolve_refs(conn, reference, self._arrow)
-        outcome = CommandOutcome(
-            command_id=command.command_id,
-            step=command.step,
-            status=status,
-            meta=command.meta or {},
-            # a result offloaded to the result store arrives as a reference: templates read the data
-            result=resolved,
-            error=error if status == "failed" else None,
-            set=set_,
-        )
+        read = await read_outcome(conn, event, command, status, self._arrow)
         # decoded straight into structs and worked on in place: nobody else holds this copy
         state = row.state if isinstance(row.state, ExecutionState) else state_decode(row.state)
-        decision = apply_outcome(playbook, state, outcome, owned=True, limits=self._limits)
-        if resolved is not reference or set_ is not raw_set:
-            _keep_references(decision.events, reference, resolved, raw_set, set_)
+        decision = apply_outcome(playbook, state, read.outcome, owned=True, limits=self._limits)
+        read.keep_references(decision.events)
         staged = self._recorder.stage_decision(writes, ref, decision)
         row.status, row.state = staged.decision.status, staged.decision.state
         return staged.commands
-
-
-def _claimed_row(command: NewCommand) -> CommandRow:
-    """The row of a command inserted claimed (see :meth:`Recorder.stage_claim`)."""
-    return CommandRow(
-        command_id=command.command_id,
-        event_id=command.event_id,
-        execution_id=command.execution_id,
-        step=command.step,
-        pool=command.pool,
-        tool_kind=command.tool_kind,
-        spec=command.spec,
-        meta=command.meta,
-        status="CLAIMED",
-        attempt=1,
-        worker_id=command.worker_id,
-        lease_expires_at=None,
-        started_at=None,
-        claimed_by=command.claimed_by,
-    )

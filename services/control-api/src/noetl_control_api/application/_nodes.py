@@ -41,10 +41,10 @@ class NodeLease:
         """Lease a node id and switch the id generator to it; keep the hashed one if all are held."""
         node = await self._lease()
         if node is None:
-            _log.error("no free snowflake node id; keeping the hashed one", node_id=self._ids.node_id)
+            _log.error("snowflake_node_unavailable", reason="every node id is leased", kept="hashed", node_id=self._ids.node_id)
         else:
             self._ids.set_node(node)
-            _log.info("snowflake node id leased", node_id=node, holder=self.holder)
+            _log.info("snowflake_node_leased", node_id=node, holder=self.holder)
         self._task = asyncio.create_task(self._renew())
 
     async def _renew(self) -> None:
@@ -53,10 +53,10 @@ class NodeLease:
             try:
                 node = await self._lease()  # renews ours, or takes a new one if ours was lost
             except Exception as exc:  # database down: try again next period
-                _log.warning("snowflake node lease renewal failed", error=repr(exc))
+                _log.warning("snowflake_node_renewal_failed", error=repr(exc))
                 continue
             if node is not None and node != self._ids.node_id:
-                _log.warning("snowflake node lease was lost; leased another", node_id=node)
+                _log.warning("snowflake_node_lease_lost", leased_instead=node)
                 self._ids.set_node(node)
 
     async def stop(self) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import jwt
-import msgspec
 import structlog
 
+from .._options import OidcSettings
 from ._policy import HUMAN_ROLES, Principal
 
 _JWKS_MAX_AGE = 3600.0
@@ -28,16 +28,6 @@ _REFETCH_MIN_INTERVAL = 30.0
 _LEEWAY_SECONDS = 30
 
 log = structlog.get_logger("noetl.control_api.oidc")
-
-
-class OidcSettings(msgspec.Struct, kw_only=True, frozen=True):
-    """``NOETL_OIDC_*``: issuer and audience are required to enable OIDC."""
-
-    issuer: str
-    audience: str
-    jwks_url: str | None = None
-    role_claim: str = "noetl_role"
-    algorithms: tuple[str, ...] = ("RS256", "ES256")
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:
@@ -91,7 +81,7 @@ class OidcVerifier:
                 keyset = jwt.PyJWKSet.from_dict(reply.json())
             except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
                 self._fetched_at = time.monotonic()  # do not retry on every request
-                log.warning("jwks fetch failed", issuer=self.settings.issuer, error=str(exc)[:200])
+                log.warning("oidc_jwks_fetch_failed", issuer=self.settings.issuer, error=str(exc)[:200])
                 return
             self._keys = {key.key_id or "": key for key in keyset.keys}
             self._fetched_at = time.monotonic()
@@ -120,11 +110,11 @@ class OidcVerifier:
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.PyJWTError as exc:
-            log.info("oidc token refused", reason=type(exc).__name__)
+            log.info("oidc_token_refused", reason=type(exc).__name__)
             return None
         role = role_from_claim(_claim(claims, self.settings.role_claim))
         if role is None:
             # authenticated, but granted nothing: every route answers 403, not 401
-            log.info("oidc token without a role", subject=str(claims["sub"])[:200], claim=self.settings.role_claim)
+            log.info("oidc_token_without_role", subject=str(claims["sub"])[:200], claim=self.settings.role_claim)
             role = "none"
         return Principal(name=f"oidc:{claims['sub']}"[:200], role=role, source="oidc")

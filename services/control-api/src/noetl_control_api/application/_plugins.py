@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import NotFound, PayloadTooLarge, ValidationFailed
-from ..store._plugins import PluginRow
+from ..store import PluginRow
 
 WASM_MEDIA_TYPE = "application/wasm"
 WASM_MAGIC = b"\0asm"
@@ -172,7 +172,7 @@ class PluginService:
                 continue
             await self.publish(path, data, version, WASM_MEDIA_TYPE)
             seeded += 1
-            log.info("plug-in seeded", path=path, version=version, file=name)
+            log.info("plugin_seeded", path=path, version=version, file=name)
         return seeded
 
     # -- objects ------------------------------------------------------------------------------

@@ -38,8 +38,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from .. import store
 from .._errors import PayloadTooLarge
 from ..orchestrator import Decision, EventDraft, fail_execution, state_encode
-from ..store._commands import NewCommand
-from ..store._outbox import OutboxInsert
+from ..store import NewCommand, OutboxInsert
 
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 #: ``cause`` of the failure of an execution whose decision was too large to record.

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from noetl_common import Event
+from noetl_common import Event, TaskError
 from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 
 from .. import store
@@ -140,8 +140,6 @@ async def replay_execution(
         context = event.context if isinstance(event.context, dict) else {}
         failed = event.event_type == "command.failed"
         error = context.get("error")
-        if error is not None and not isinstance(error, dict):
-            error = {"message": str(error)}
         raw_set = context.get("set")
         outcomes.append(
             CommandOutcome(
@@ -150,7 +148,7 @@ async def replay_execution(
                 status="failed" if failed else "completed",
                 meta=issued_meta.get(command_id, {}),
                 result=await ResultService.resolve_refs(conn, context.get("result")),
-                error=error if failed else None,
+                error=TaskError.parse(error) if failed and error is not None else None,
                 set=await ResultService.resolve_refs(conn, raw_set) if isinstance(raw_set, dict) else None,
             )
         )

@@ -1,49 +1,33 @@
-"""Credentials and keychain: encrypted at rest, never returned in clear by public routes.
+"""Secrets at rest: the sealing box and the checks credentials and keychain entries share.
 
 Data is encrypted with Fernet (AES-128-CBC + HMAC-SHA256, from the ``cryptography``
 package) under ``NOETL_CREDENTIALS_KEY``. Several comma-separated keys rotate: the first
 encrypts, any of them decrypts. Public replies carry metadata and the data's *keys* with
 every value redacted; clear data leaves only through the internal resolve routes, which
-the worker calls right before it runs a task that names a credential.
+the worker calls right before it runs a task that names a credential, for the command
+whose lease it holds (:func:`held_command`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import psycopg
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import InvalidToken, MultiFernet
 from noetl_common import REDACTED, ConfigError
-from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import Forbidden, NotFound, PayloadTooLarge, Unavailable, ValidationFailed
-from ..store._secrets import CredentialRow, KeychainRow
+from .._errors import Forbidden, Unavailable, ValidationFailed
+from .._options import KEY_VARIABLE, parse_keys
 from ._ids import client_id
 from ._policy import Principal, is_system_path
 
-KEY_VARIABLE = "NOETL_CREDENTIALS_KEY"
 MAX_NAME = 200
 MAX_DATA_BYTES = 256 * 1024
-
-
-def parse_keys(raw: str) -> MultiFernet:
-    """Fernet keys from a comma list; ConfigError naming the variable when one is invalid."""
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
-    if not keys:
-        raise ConfigError(f"{KEY_VARIABLE} is empty")
-    try:
-        return MultiFernet([Fernet(k.encode()) for k in keys])
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"{KEY_VARIABLE} must be one or more comma-separated Fernet keys (32 url-safe base64-encoded"
-            " bytes; make one with `python -c 'from cryptography.fernet import Fernet;"
-            " print(Fernet.generate_key().decode())'`)"
-        ) from None
 
 
 class SecretBox:
@@ -86,33 +70,6 @@ def redact(value: Any) -> Any:
     return REDACTED
 
 
-class CredentialIn(msgspec.Struct, kw_only=True):
-    """``POST /api/credentials`` body."""
-
-    name: str
-    credential_type: str = "generic"
-    data: dict[str, Any]
-    description: str | None = None
-    #: playbook path prefixes that may use it; None: every path outside system/; ["*"]: all
-    allowed_paths: list[str] | None = None
-
-
-class CredentialView(msgspec.Struct, kw_only=True):
-    """A credential as public routes show it: ``data`` keys only, values redacted."""
-
-    name: str
-    credential_type: str
-    description: str | None
-    created_at: str
-    updated_at: str
-    data: dict[str, Any] | None = None
-    allowed_paths: list[str] | None = None
-
-
-class CredentialList(msgspec.Struct, kw_only=True):
-    credentials: list[CredentialView]
-
-
 class ResolveRequest(msgspec.Struct, kw_only=True):
     """``POST /api/internal/{credentials,keychain}/resolve`` body.
 
@@ -126,37 +83,12 @@ class ResolveRequest(msgspec.Struct, kw_only=True):
     worker_id: str | None = None
 
 
-class KeychainIn(msgspec.Struct, kw_only=True):
-    """``POST /api/keychain`` body: a global entry, or one of an execution."""
-
-    name: str
-    value: Any
-    execution_id: int | str | None = None
-    description: str | None = None
-    ttl_seconds: float | None = None
-    allowed_paths: list[str] | None = None
-
-
-class KeychainView(msgspec.Struct, kw_only=True):
-    name: str
-    execution_id: int | None
-    description: str | None
-    expires_at: str | None
-    created_at: str
-    updated_at: str
-    value: Any = None
-    allowed_paths: list[str] | None = None
-
-
-class KeychainList(msgspec.Struct, kw_only=True):
-    entries: list[KeychainView]
-
-
 #: Names are path segments (``GET /api/credentials/{name}``): no slash, space or control character.
 _NAME = re.compile(r"[A-Za-z0-9_.:@-]+")
 
 
-def _name(name: str, what: str = "name") -> str:
+def check_name(name: str, what: str = "name") -> str:
+    """A credential or keychain name (or type), as it may appear in a path; 400 otherwise."""
     if not name or len(name) > MAX_NAME or not _NAME.fullmatch(name):
         raise ValidationFailed(
             f"{what} must be 1..{MAX_NAME} characters of letters, digits and _ . : @ -, got {name[:60]!r}"
@@ -164,29 +96,29 @@ def _name(name: str, what: str = "name") -> str:
     return name
 
 
-def _names(names: list[str]) -> list[str]:
+def check_names(names: list[str]) -> list[str]:
+    """The names of one resolve call: 1 to 100 of them, each a valid name."""
     if not names or len(names) > 100:
         raise ValidationFailed("names must hold 1 to 100 names")
-    return [_name(n, "names[]") for n in names]
+    return [check_name(n, "names[]") for n in names]
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A timestamp as the replies show it (UTC, ``Z``)."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
-def _scope(execution_id: int | str | None) -> int:
-    return 0 if execution_id in (None, "", 0, "0") else client_id(execution_id, "execution_id")
 
 
 MAX_ALLOWED_PATHS = 100
 
 
-def _allowed_paths(paths: list[str] | None) -> list[str] | None:
+def check_allowed_paths(paths: list[str] | None) -> list[str] | None:
     """Validate ``allowed_paths``: prefixes of catalog paths, or ``*`` for every path."""
     if paths is None:
         return None
     if not paths or len(paths) > MAX_ALLOWED_PATHS:
-        raise ValidationFailed(f"allowed_paths must hold 1 to {MAX_ALLOWED_PATHS} path prefixes (or be omitted)")
+        raise ValidationFailed(
+            f"allowed_paths must hold 1 to {MAX_ALLOWED_PATHS} path prefixes (or be omitted)"
+        )
     cleaned = []
     for prefix in paths:
         prefix = prefix.strip().strip("/")
@@ -214,7 +146,9 @@ async def held_command(conn: Any, body: ResolveRequest, principal: Principal) ->
     """``(execution_id, playbook path)`` of the command a worker says it holds; 403 unless it
     holds that command's live lease as that worker."""
     if body.event_id is None or not body.worker_id:
-        raise ValidationFailed("a worker resolves secrets for a command it holds: send event_id and worker_id")
+        raise ValidationFailed(
+            "a worker resolves secrets for a command it holds: send event_id and worker_id"
+        )
     event_id = client_id(body.event_id, "event_id")
     command = await store.commands.get_by_event(conn, event_id)
     held = None
@@ -227,162 +161,6 @@ async def held_command(conn: Any, body: ResolveRequest, principal: Principal) ->
     execution = await store.executions.get(conn, held.execution_id)
     assert execution is not None  # the foreign key guarantees it
     return held.execution_id, execution.path
-
-
-class CredentialService:
-    """Create, list, show (redacted), delete and — internally — resolve credentials."""
-
-    def __init__(self, pool: AsyncConnectionPool, box: SecretBox) -> None:
-        self._pool = pool
-        self._box = box
-
-    def _view(self, row: CredentialRow, data: dict[str, Any] | None = None) -> CredentialView:
-        return CredentialView(
-            name=row.name,
-            credential_type=row.credential_type,
-            description=row.description,
-            created_at=_iso(row.created_at) or "",
-            updated_at=_iso(row.updated_at) or "",
-            data=None if data is None else redact(data),
-            allowed_paths=row.allowed_paths,
-        )
-
-    async def put(self, body: CredentialIn) -> tuple[CredentialView, bool]:
-        """Create or replace; the reply's data is redacted."""
-        _name(body.name)
-        _name(body.credential_type, "credential_type")
-        allowed = _allowed_paths(body.allowed_paths)
-        if len(msgspec.json.encode(body.data)) > MAX_DATA_BYTES:
-            raise PayloadTooLarge(f"data must be at most {MAX_DATA_BYTES} bytes of JSON", {"field": "data"})
-        sealed = self._box.seal(body.data)
-        async with self._pool.connection() as conn, conn.transaction():
-            row, created = await store.secrets.upsert_credential(
-                conn, body.name, body.credential_type, body.description, sealed, allowed
-            )
-        return self._view(row, body.data), created
-
-    async def list_all(self, credential_type: str | None) -> CredentialList:
-        """Metadata only: no data, not even redacted (listing needs no key)."""
-        async with self._pool.connection() as conn:
-            rows = await store.secrets.list_credentials(conn, credential_type)
-        return CredentialList(credentials=[self._view(r) for r in rows])
-
-    async def get(self, name: str) -> CredentialView:
-        """One credential with its data's keys and every value redacted."""
-        async with self._pool.connection() as conn:
-            row = await store.secrets.get_credential(conn, name)
-        if row is None:
-            raise NotFound(f"credential {name!r} not found")
-        return self._view(row, self._box.open(row.data_enc))
-
-    async def delete(self, name: str) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            if not await store.secrets.delete_credential(conn, name):
-                raise NotFound(f"credential {name!r} not found")
-
-    async def resolve(self, body: ResolveRequest, principal: Principal) -> dict[str, Any]:
-        """Clear data for the worker: ``{credentials: {name: {credential_type, data}}}``; 404 lists
-        missing names; 403 when the worker does not hold the command, or a credential's
-        ``allowed_paths`` do not cover the command's playbook."""
-        names = _names(body.names)
-        async with self._pool.connection() as conn:
-            _execution_id, path = await held_command(conn, body, principal)
-            rows = await store.secrets.get_credentials(conn, names)
-        refused = [r.name for r in rows if not path_allowed(path, r.allowed_paths)]
-        if refused:
-            raise Forbidden(
-                f"credential(s) {', '.join(sorted(refused))} may not be used by playbook {path!r}"
-                " (see the credential's allowed_paths)",
-                {"refused": sorted(refused), "path": path},
-            )
-        found = {
-            r.name: {"name": r.name, "credential_type": r.credential_type, "data": self._box.open(r.data_enc)}
-            for r in rows
-        }
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise NotFound(f"unknown credential(s): {', '.join(sorted(set(missing)))}", {"missing": missing})
-        return {"credentials": found}
-
-
-class KeychainService:
-    """Key-value secrets, global or per execution; same redaction rules as credentials."""
-
-    def __init__(self, pool: AsyncConnectionPool, box: SecretBox) -> None:
-        self._pool = pool
-        self._box = box
-
-    @staticmethod
-    def _view(row: KeychainRow, value: Any = None, show: bool = False) -> KeychainView:
-        return KeychainView(
-            name=row.name,
-            execution_id=row.scope_id or None,
-            description=row.description,
-            expires_at=_iso(row.expires_at),
-            created_at=_iso(row.created_at) or "",
-            updated_at=_iso(row.updated_at) or "",
-            value=redact(value) if show else None,
-            allowed_paths=row.allowed_paths,
-        )
-
-    async def put(self, body: KeychainIn) -> tuple[KeychainView, bool]:
-        _name(body.name)
-        scope = _scope(body.execution_id)
-        allowed = _allowed_paths(body.allowed_paths)
-        if len(msgspec.json.encode(body.value)) > MAX_DATA_BYTES:
-            raise PayloadTooLarge(f"value must be at most {MAX_DATA_BYTES} bytes of JSON", {"field": "value"})
-        expires = None
-        if body.ttl_seconds is not None:
-            if not 0 < body.ttl_seconds <= 10 * 365 * 86400:
-                raise ValidationFailed("ttl_seconds must be positive and at most ten years")
-            expires = datetime.now(UTC) + timedelta(seconds=body.ttl_seconds)
-        sealed = self._box.seal(body.value)
-        async with self._pool.connection() as conn, conn.transaction():
-            row, created = await store.secrets.upsert_keychain(
-                conn, scope, body.name, body.description, sealed, expires, allowed
-            )
-        return self._view(row, body.value, show=True), created
-
-    async def list_all(self, execution_id: int | str | None) -> KeychainList:
-        scope = None if execution_id in (None, "") else _scope(execution_id)
-        async with self._pool.connection() as conn:
-            rows = await store.secrets.list_keychain(conn, scope)
-        return KeychainList(entries=[self._view(r) for r in rows])
-
-    async def get(self, name: str, execution_id: int | str | None) -> KeychainView:
-        async with self._pool.connection() as conn:
-            row = await store.secrets.get_keychain(conn, _scope(execution_id), name)
-        if row is None:
-            raise NotFound(f"keychain entry {name!r} not found")
-        return self._view(row, self._box.open(row.value_enc), show=True)
-
-    async def delete(self, name: str, execution_id: int | str | None) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            if not await store.secrets.delete_keychain(conn, _scope(execution_id), name):
-                raise NotFound(f"keychain entry {name!r} not found")
-
-    async def resolve(self, body: ResolveRequest, principal: Principal) -> dict[str, Any]:
-        """Clear values for the worker: ``{values: {name: value}}``; the execution's entry wins.
-        Only for the command the worker holds; a global entry only when its ``allowed_paths``
-        cover the command's playbook."""
-        names = _names(body.names)
-        async with self._pool.connection() as conn:
-            scope, path = await held_command(conn, body, principal)
-            rows = await store.secrets.resolve_keychain(conn, names, scope)
-        refused = [n for n, r in rows.items() if r.scope_id == 0 and not path_allowed(path, r.allowed_paths)]
-        if refused:
-            raise Forbidden(
-                f"keychain entr(ies) {', '.join(sorted(refused))} may not be used by playbook {path!r}"
-                " (see the entry's allowed_paths)",
-                {"refused": sorted(refused), "path": path},
-            )
-        values = {name: self._box.open(row.value_enc) for name, row in rows.items()}
-        missing = [n for n in names if n not in values]
-        if missing:
-            raise NotFound(
-                f"unknown keychain entr(ies): {', '.join(sorted(set(missing)))}", {"missing": missing}
-            )
-        return {"values": values}
 
 
 async def check_key_present(database_url: str, key: str | None) -> None:

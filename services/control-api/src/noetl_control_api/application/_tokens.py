@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import Conflict, NotFound, ValidationFailed
-from ..store._tokens import TokenRow
+from ..store import TokenRow
 from ._oidc import OidcVerifier
 from ._policy import POOLS, ROLES, Principal
 
@@ -211,7 +211,7 @@ class TokenService:
             )
         if row is None:
             raise Conflict(f"a live token is already called {name!r}; revoke it first or pick another name")
-        log.info("token created", token_name=name, role=request.role, pool=request.pool, by=created_by.name)
+        log.info("token_created", token_name=name, role=request.role, pool=request.pool, by=created_by.name)
         return TokenCreated(token=token, name=row.name, role=row.role, pool=row.pool, expires_at=row.expires_at)
 
     async def list_all(self, include_revoked: bool = False) -> TokenList:
@@ -234,7 +234,7 @@ class TokenService:
         for digest, cached in list(self._cache.items()):
             if cached.principal is not None and cached.principal.token_id == row.token_id:
                 del self._cache[digest]
-        log.info("token revoked", token_name=name, by=by.name)
+        log.info("token_revoked", token_name=name, by=by.name)
         return _view(row)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class TokenService:
                 await store.tokens.touch(conn, sorted(used))
         except Exception as exc:  # best effort: a lost touch only makes last_used_at older
             self._used |= used
-            log.warning("token last-used update failed", error=str(exc)[:200])
+            log.warning("token_last_used_update_failed", error=str(exc)[:200])
 
     async def _flush_loop(self) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""The Litestar application factory: wires settings → store → application → controllers."""
+"""The Litestar application factory: settings → services (``_services``) → controllers."""
 
 from __future__ import annotations
 
@@ -6,42 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
-import structlog
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from noetl_common import LimitsReply, Snowflake, configure_logging
+from noetl_common import Snowflake, configure_logging
 
-from .. import store
-from .._settings import CONFIGURED_TOKENS, Settings
-from ..application import (
-    CatalogService,
-    ClaimService,
-    CredentialService,
-    DeadLetterService,
-    EventIngest,
-    ExecutionService,
-    KeychainService,
-    NodeLease,
-    OidcVerifier,
-    OutboxService,
-    PlaybookCache,
-    Principal,
-    ProjectionService,
-    Recorder,
-    ResultService,
-    RoleTable,
-    SecretBox,
-    TokenService,
-    WorkerService,
-)
-from ..application._plugins import PluginService
-from ..application._stream import EventStreamService
-from ..application._stream_limits import StreamLimits
+from .._settings import Settings
+from ..application import Principal
 from ._auth import auth_middleware, principal_of
 from ._errors import EXCEPTION_HANDLERS
 from ._internal import InternalController
@@ -55,12 +29,9 @@ from ._public import (
     ExecutionController,
     WorkerPoolController,
 )
-from ._secrets import (
-    CredentialController,
-    InternalSecretsController,
-    KeychainController,
-    ResultController,
-)
+from ._results import ResultController
+from ._secrets import CredentialController, InternalSecretsController, KeychainController
+from ._services import build_services, services_of
 from ._shutdown import release_long_polls_on_signal
 from ._stream import StreamController
 from ._tokens import TokenController, whoami
@@ -73,141 +44,24 @@ def _version() -> str:
         return "0.0.0"
 
 
-def _provider(name: str) -> Provide:
-    def provide(state: State) -> Any:
-        return getattr(state, name)
-
-    return Provide(provide, sync_to_thread=False)
-
-
 def _principal(request: Request[Any, Any, Any]) -> Principal:
     return principal_of(request.scope)
-
-
-def configured_principals(settings: Settings) -> dict[str, Principal]:
-    """``{token: principal}`` of the tokens set in the environment (docs/security.md)."""
-    return {
-        settings.tokens[variable]: Principal(name=name, role=role, pool=pool, source="config")
-        for variable, name, role, pool in CONFIGURED_TOKENS
-        if variable in settings.tokens
-    }
 
 
 def create_app(
     settings: Settings, *, apply_migrations: bool = True, ids: Snowflake | None = None
 ) -> Litestar:
-    """Build the app; the pool opens (and migrations run) in the app's lifespan."""
-    pool = store.create_pool(settings.database_url, settings.db_pool_size)
-    notifier = store.OutboxNotifier(settings.database_url)
-    event_notifier = store.KeyedNotifier(settings.database_url, store.EVENT_CHANNEL)
-    done_notifier = store.KeyedNotifier(settings.database_url, store.EXECUTION_DONE_CHANNEL)
-    playbooks = PlaybookCache()
-    lease_node = ids is None and settings.snowflake_node_lease
-    if ids is None:
-        epoch, node = settings.snowflake_epoch_ms, settings.snowflake_node_id
-        ids = Snowflake(node) if epoch is None else Snowflake(node, epoch)
-    node_lease = NodeLease(pool, ids, ttl_seconds=settings.node_lease_seconds) if lease_node else None
-    recorder = Recorder(
-        ids,
-        shard_count=settings.event_shard_count,
-        server_url=settings.server_url,
-        max_event_bytes=settings.max_event_bytes,
-    )
-    policy = RoleTable()
-    executions = ExecutionService(
-        pool,
-        playbooks,
-        recorder,
-        done_notifier,
-        policy,
-        payload_max_bytes=settings.execute_payload_max_bytes,
-        page_max_bytes=settings.page_max_bytes,
-        template_limits=settings.template_limits,
-    )
-    limits = LimitsReply(
-        nats_max_payload=settings.nats_max_payload_bytes, max_event_bytes=settings.max_event_bytes
-    )
-    oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
-    services: dict[str, Any] = {
-        "settings": settings,
-        "policy": policy,
-        "tokens": TokenService(
-            pool, ids, configured=configured_principals(settings), cache_seconds=settings.auth_cache_seconds, oidc=oidc
-        ),
-        "stream_limits": StreamLimits(
-            total=settings.sse_max_streams, per_principal=settings.sse_max_streams_per_principal
-        ),
-        "pool": pool,
-        "notifier": notifier,
-        "event_notifier": event_notifier,
-        "done_notifier": done_notifier,
-        "streams": EventStreamService(pool, event_notifier, page_max_bytes=settings.page_max_bytes),
-        "catalog": CatalogService(pool, playbooks, policy, max_bytes=settings.playbook_max_bytes),
-        "executions": executions,
-        "ingest": EventIngest(
-            pool,
-            playbooks,
-            recorder,
-            lease_seconds=settings.command_lease_seconds,
-            context_max_bytes=settings.event_result_context_max_bytes,
-            arrow_limits=settings.arrow_limits,
-            template_limits=settings.template_limits,
-        ),
-        "claims": ClaimService(pool, recorder, lease_seconds=settings.command_lease_seconds),
-        "outbox": OutboxService(
-            pool,
-            notifier,
-            executions,
-            lease_seconds=settings.outbox_lease_seconds,
-            limits=limits,
-            retention=settings.retention,
-        ),
-        "projection": ProjectionService(pool),
-        "workers": WorkerService(pool, node_lease_seconds=settings.node_lease_seconds),
-        "credentials": CredentialService(pool, box := SecretBox(settings.credentials_key)),
-        "keychain": KeychainService(pool, box),
-        "results": ResultService(pool, settings.arrow_limits),
-        "plugins": PluginService(pool),
-    }
+    """Build the app; the pool opens (and migrations run) in the app's lifespan.
 
-    services["deadletter"] = DeadLetterService(pool, services["claims"], services["ingest"])
+    ``app.state.services`` holds the :class:`~._services.Services`; ``app.state.lifespan()``
+    runs the lifespan outside a server (an embedding host, a test in its own event loop).
+    """
+    services = build_services(settings, ids)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar | None = None) -> AsyncIterator[None]:
-        """Migrate, open the pool, start the listeners; undo on the way out."""
-        if apply_migrations:
-            await store.apply_migrations(settings.database_url)
-        await pool.open(wait=True, timeout=30.0)
-        try:
-            if node_lease is not None:
-                await node_lease.start()  # before any id is minted
-            if settings.plugin_seed_dir:
-                await services["plugins"].seed(Path(settings.plugin_seed_dir))
-            await notifier.start()
-            await event_notifier.start()
-            await done_notifier.start()
-            services["tokens"].start()
-            if "NOETL_ADMIN_TOKEN" not in settings.tokens and settings.oidc is None:
-                structlog.get_logger("noetl.control_api.auth").warning(
-                    "no NOETL_ADMIN_TOKEN and no OIDC issuer: only tokens already in noetl.api_token"
-                    " can call the API (docs/security.md)"
-                )
+        async with services.running(migrate=apply_migrations):
             yield
-        finally:
-            await services["tokens"].stop()
-            if oidc is not None:
-                await oidc.aclose()
-            if node_lease is not None:
-                await node_lease.stop()
-            services["outbox"].close()
-            services["executions"].close()
-            await done_notifier.stop()
-            await event_notifier.stop()
-            await notifier.stop()
-            await pool.close()
-
-    # exposed so an embedding host (or a test in its own event loop) can run it directly
-    services["lifespan"] = lifespan
 
     return Litestar(
         route_handlers=[
@@ -227,19 +81,11 @@ def create_app(
             TokenController,
             whoami,
         ],
-        dependencies={
-            "principal": Provide(_principal, sync_to_thread=False),
-            **{
-                name: _provider(name)
-                for name in services
-                if name
-                not in ("settings", "pool", "notifier", "event_notifier", "done_notifier", "lifespan", "policy")
-            },
-        },
+        dependencies={"principal": Provide(_principal, sync_to_thread=False), **services.dependencies()},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[latency_middleware, auth_middleware],
         lifespan=[lifespan],
-        state=State(services),
+        state=State({"services": services, "lifespan": lifespan}),
         request_max_body_size=settings.request_max_body_bytes,
         openapi_config=OpenAPIConfig(title="NoETL control API", version=_version(), path="/schema"),
         logging_config=None,
@@ -252,7 +98,8 @@ def app_from_env() -> Litestar:
     settings = Settings.from_env()
     configure_logging("control-api", settings.log_level)
     app = create_app(settings)
+    services = services_of(app.state)
     app.on_startup.append(
-        partial(release_long_polls_on_signal, app.state.outbox.close, app.state.executions.close)
+        partial(release_long_polls_on_signal, services.outbox.close, services.executions.close)
     )
     return app

@@ -16,8 +16,8 @@ import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .._errors import Forbidden, Unauthenticated
-from ..application import Policy, Principal, require
-from ..application._tokens import TokenService
+from ..application import Principal, require
+from ._services import services_of
 
 #: Routes Litestar adds itself (the OpenAPI document); they carry no data.
 _PUBLIC_PREFIXES = ("/schema",)
@@ -55,10 +55,9 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
         if opt.get("public") or scope.get("path", "").startswith(_PUBLIC_PREFIXES):
             await app(scope, receive, send)
             return
-        state = scope["litestar_app"].state
-        tokens: TokenService = state.tokens
+        services = services_of(scope["litestar_app"].state)
         credential = _bearer(scope)
-        principal = await tokens.authenticate(credential) if credential else None
+        principal = await services.tokens.authenticate(credential) if credential else None
         if principal is None:
             raise Unauthenticated(
                 "missing or invalid credential: send Authorization: Bearer <token>"
@@ -67,11 +66,10 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
             )
         names = opt.get("action")
         if not names:
-            log.error("route without an action refused", path=scope.get("path"))
+            log.error("route_refused", reason="the route names no action", path=scope.get("path"))
             raise Forbidden("this route names no action and is closed")
-        policy: Policy = state.policy
-        if not any(policy.allows(principal, name) for name in names):
-            require(policy, principal, names[0])
+        if not any(services.policy.allows(principal, name) for name in names):
+            require(services.policy, principal, names[0])
         scope["user"] = principal
         await app(scope, receive, send)
 

@@ -80,14 +80,14 @@ def on_recursion(_request: Request[Any, Any, Any], _exc: RecursionError) -> Resp
 
 
 def on_unavailable(_request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    log.warning("database unavailable", error=str(exc))
+    log.warning("database_unavailable", error=str(exc))
     return error_response(
         503, "unavailable", "the database is unavailable; retry later", headers={"Retry-After": "1"}
     )
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    log.exception("unhandled error", path=request.url.path, method=request.method)
+    log.exception("request_failed", path=request.url.path, method=request.method)
     return error_response(500, "internal_error", "internal error; see the server log")
 
 

@@ -27,9 +27,10 @@ from ..application import (
     OutboxService,
     Principal,
     ProjectionService,
+    PurgeReply,
+    PurgeRequest,
+    client_id,
 )
-from ..application._ids import client_id
-from ..application._views import PurgeReply, PurgeRequest
 from ._auth import action
 
 

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ..application import OutboxService
 from ._auth import PUBLIC
+from ._services import services_of
 
 
 @get("/api/health", media_type=MediaType.JSON, tags=["ops"], opt=PUBLIC)
@@ -30,12 +31,13 @@ async def healthz() -> dict[str, str]:
 @get("/readyz", media_type=MediaType.JSON, tags=["ops"], opt=PUBLIC)
 async def readyz(state: State) -> Response[dict[str, Any]]:
     """Readiness: the database answers within two seconds."""
+    services = services_of(state)
     try:
-        async with asyncio.timeout(2.0), state.pool.connection() as conn:
+        async with asyncio.timeout(2.0), services.pool.connection() as conn:
             await conn.execute("SELECT 1")
     except Exception as exc:
         return Response({"status": "not_ready", "database": str(exc)[:200]}, status_code=503)
-    return Response({"status": "ready", "outbox_listener": state.notifier.connected})
+    return Response({"status": "ready", "outbox_listener": services.notifier.connected})
 
 
 @get("/metrics", tags=["ops"], opt=PUBLIC)

@@ -6,7 +6,7 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
-from ..application._plugins import ObjectReply, PluginList, PluginService, PublishReply, decode_publish
+from ..application import ObjectReply, PluginList, PluginService, PublishReply, decode_publish
 from ._auth import action
 
 

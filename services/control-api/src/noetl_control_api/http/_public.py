@@ -21,29 +21,27 @@ from noetl_common import (
 
 from .._errors import ValidationFailed
 from ..application import (
-    CatalogService,
-    ClaimService,
-    EventIngest,
-    ExecutionService,
-    Principal,
-    WorkerRegisterReply,
-    WorkerService,
-)
-from ..application._ids import client_id
-from ..application._replay import ReplayReply
-from ..application._views import (
     CancelRequest,
     CatalogList,
+    CatalogService,
+    ClaimService,
     CommandView,
+    EventIngest,
     ExecuteReply,
     ExecuteRequest,
     ExecutionList,
+    ExecutionService,
     ExecutionView,
+    Principal,
     RegisterReply,
     RegisterRequest,
+    ReplayReply,
     ResourceReply,
     ResourceRequest,
     WorkerRef,
+    WorkerRegisterReply,
+    WorkerService,
+    client_id,
 )
 from ._auth import action
 from ._body import convert, decode_json

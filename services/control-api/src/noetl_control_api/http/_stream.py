@@ -12,10 +12,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from .._errors import ValidationFailed
-from ..application import Principal
-from ..application._ids import client_id
-from ..application._stream import EventStreamService
-from ..application._stream_limits import StreamLimits
+from ..application import EventStreamService, Principal, StreamLimits, client_id
 from ._auth import action
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-from noetl_common import CommandSpec
+from noetl_common import CommandSpec, TaskError
 
 ExecutionStatus = Literal["RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
 
@@ -31,12 +31,12 @@ class CommandDraft(msgspec.Struct, kw_only=True):
 
 
 class CommandOutcome(msgspec.Struct, kw_only=True):
-    """A command's terminal result as reported by a worker."""
+    """A command's terminal result as reported by a worker; ``error`` when it failed."""
 
     command_id: int
     step: str
     status: Literal["completed", "failed"]
     meta: dict[str, Any] = msgspec.field(default_factory=dict)
     result: Any = None
-    error: dict[str, Any] | None = None
+    error: TaskError | None = None
     set: dict[str, Any] | None = None

@@ -12,7 +12,9 @@ from . import _retention as retention
 from . import _secrets as secrets
 from . import _tokens as tokens
 from . import _workers as workers
+from ._commands import CommandRow, NewCommand
 from ._db import configure_json, create_pool
+from ._executions import ExecutionRow
 from ._migrate import apply_migrations, load_migrations
 from ._notifier import (
     EVENT_CHANNEL,
@@ -22,14 +24,26 @@ from ._notifier import (
     KeyedNotifier,
     OutboxNotifier,
 )
+from ._outbox import OutboxInsert
+from ._plugins import PluginRow
+from ._secrets import CredentialRow, KeychainRow
+from ._tokens import TokenRow
 
 __all__ = [
     "EVENT_CHANNEL",
     "EXECUTION_DONE_CHANNEL",
     "OUTBOX_CHANNEL",
     "WAKE_ALL",
+    "CommandRow",
+    "CredentialRow",
+    "ExecutionRow",
+    "KeychainRow",
     "KeyedNotifier",
+    "NewCommand",
+    "OutboxInsert",
     "OutboxNotifier",
+    "PluginRow",
+    "TokenRow",
     "apply_migrations",
     "catalog",
     "commands",

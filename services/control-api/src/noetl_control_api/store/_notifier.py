@@ -95,7 +95,7 @@ class _Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("listener disconnected", channel=self._channel, error=str(exc), retry_in=backoff)
+                log.warning("listener_disconnected", channel=self._channel, error=str(exc), retry_in=backoff)
             finally:
                 self.connected = False
             await asyncio.sleep(backoff)
@@ -181,6 +181,6 @@ class KeyedNotifier(_Listener):
             try:
                 key = int(part)
             except ValueError:
-                log.warning("notification without an integer key", channel=self._channel, payload=part[:40])
+                log.warning("notification_key_invalid", channel=self._channel, payload=part[:40])
                 continue
             self.wake_key(key)

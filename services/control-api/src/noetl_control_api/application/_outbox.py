@@ -1,4 +1,4 @@
-"""Use cases of the internal API: the outbox relay's claim/mark calls and the projection."""
+"""The outbox relay's use cases: claim rows (long-polling), mark them, dead-letter, purge."""
 
 from __future__ import annotations
 
@@ -6,28 +6,25 @@ import asyncio
 
 import msgspec
 from noetl_common import (
-    Event,
     LimitsReply,
     MarkDeadReply,
     MarkFailedReply,
     OutboxClaimReply,
-    ProjectReply,
     outbox_delay_seconds,
 )
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import NotFound, ValidationFailed
-from .._metrics import OUTBOX_CLAIMED, OUTBOX_PENDING, OUTBOX_WAITERS, PROJECTED
+from .._metrics import OUTBOX_CLAIMED, OUTBOX_PENDING, OUTBOX_WAITERS
+from .._options import RetentionPolicy
 from ..store import OutboxNotifier
 from ._executions import ExecutionService
 from ._ids import client_id
-from ._retention import RetentionPolicy
 from ._views import PurgeReply, PurgeRequest
 
 MAX_CLAIM = 10_000
 MAX_WAIT_MS = 120_000
-MAX_PROJECT = 50_000
 #: ``cause`` of the failure of an execution one of whose outbox rows could not be published.
 OUTBOX_DEAD = "outbox_dead_letter"
 # when the listener is down, re-check this often instead of trusting a wake-up that may not come
@@ -201,26 +198,3 @@ class OutboxService:
             pending = await store.outbox.pending_count(conn)
         OUTBOX_PENDING.set(pending)
         return pending
-
-
-class ProjectionService:
-    """Writes the read model ``noetl.event`` from the events the projector consumed."""
-
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self._pool = pool
-
-    async def project(self, events: list[Event]) -> ProjectReply:
-        if len(events) > MAX_PROJECT:
-            raise ValidationFailed(f"at most {MAX_PROJECT} events per call, got {len(events)}")
-        for i, event in enumerate(events):
-            client_id(event.execution_id, f"events[{i}].execution_id")
-            if event.event_id is None:
-                raise ValidationFailed(f"events[{i}].event_id is required to project an event")
-            client_id(event.event_id, f"events[{i}].event_id")
-            if event.parent_execution_id is not None:
-                client_id(event.parent_execution_id, f"events[{i}].parent_execution_id")
-        async with self._pool.connection() as conn, conn.transaction():
-            projected = await store.events.project_events(conn, events)
-        PROJECTED.labels("projected").inc(projected)
-        PROJECTED.labels("duplicate").inc(len(events) - projected)
-        return ProjectReply(projected=projected, duplicates=len(events) - projected)

@@ -1,0 +1,59 @@
+"""What a step's templates see, and rendering them within the execution's budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noetl_common.templating import TemplateError, TemplateLimits, evaluate, render
+
+from ..dsl import Playbook
+from ._failure import StepFailure
+from ._state import ExecutionState
+
+
+def template_names(
+    playbook: Playbook,
+    state: ExecutionState,
+    args: dict[str, Any],
+    *,
+    iterator: str | None = None,
+    item: Any = None,
+    index: int | None = None,
+) -> dict[str, Any]:
+    """Every name a template may use; reserved names win over bare workload keys."""
+    names: dict[str, Any] = dict(state.workload)
+    for step in playbook.steps:
+        names[step.name] = state.results.get(step.name)
+    names.update(
+        workload=state.workload,
+        ctx=state.ctx,
+        vars=state.vars,
+        execution_id=state.execution_id,
+        args=args,
+        input=args,
+        iter={},
+    )
+    if iterator is not None:
+        names["iter"] = {iterator: item, "index": index}
+        names[iterator] = item
+    return names
+
+
+def render_field(step: str, what: str, value: Any, names: dict[str, Any], limits: TemplateLimits) -> Any:
+    """Render one field of a step; a failure (a template over its budget too) fails the step."""
+    try:
+        return render(value, names, limits)
+    except TemplateError as exc:
+        raise StepFailure(step, f"step {step!r}: {exc.at(what)}: {exc.message}") from exc
+
+
+def condition_holds(
+    step: str, what: str, condition: str | None, names: dict[str, Any], limits: TemplateLimits
+) -> bool:
+    """Whether a ``when`` holds (no condition always does); a failure fails the step."""
+    if condition is None:
+        return True
+    try:
+        return evaluate(condition, names, limits)
+    except TemplateError as exc:
+        raise StepFailure(step, f"step {step!r}: {what}: {exc.message}") from exc
