@@ -1,4 +1,4 @@
-"""The WASM plug-in surface through the real stack (ARCHITECTURE §8, docs/wasm.md).
+"""The WASM plug-in surface through the real stack (architecture.md §8, docs/wasm.md).
 
 Its own stack, so the pools get their WASM settings: the control-api seeds the built-in
 plug-ins from plugins/wasm; the shared (user) worker runs without a fuel budget (only the

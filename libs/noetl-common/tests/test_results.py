@@ -1,4 +1,4 @@
-"""The stored-result codec and references (ARCHITECTURE §5.6)."""
+"""The stored-result codec and references (architecture.md §5.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Secrets are redacted by key and by shape, whatever the key (ARCHITECTURE §10)."""
+"""Secrets are redacted by key and by shape, whatever the key (architecture.md §10)."""
 
 from noetl_common import REDACTED, scrub, scrub_text
 

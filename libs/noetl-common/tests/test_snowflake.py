@@ -1,4 +1,4 @@
-"""Snowflake layout, node-id derivation and the clock-back rule (ARCHITECTURE §3)."""
+"""Snowflake layout, node-id derivation and the clock-back rule (architecture.md §3)."""
 
 import pytest
 from noetl_common import Snowflake, node_id_from_env, parse_id

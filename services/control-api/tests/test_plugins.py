@@ -1,4 +1,4 @@
-"""The WASM plug-in registry and the object store (ARCHITECTURE §6, §8)."""
+"""The WASM plug-in registry and the object store (architecture.md §6, §8)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "compose.yaml"
 
 
-#: Named by the deployment spec (ARCHITECTURE §9) and set here, but no service reads it yet.
+#: Named by the deployment spec (architecture.md §9) and set here, but no service reads it yet.
 #: A test below fails once one does, so this list only ever shrinks.
 SPECIFIED_NOT_YET_READ: frozenset[str] = frozenset()
 

@@ -1,4 +1,4 @@
-"""The deployment contract of the brief and ARCHITECTURE §4/§9, read off the rendered objects."""
+"""The deployment contract of architecture.md §4/§9, read off the rendered objects."""
 
 from __future__ import annotations
 

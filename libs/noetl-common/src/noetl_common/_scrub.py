@@ -1,4 +1,4 @@
-"""Redaction of secrets in anything that leaves a process (ARCHITECTURE §10)."""
+"""Redaction of secrets in anything that leaves a process (architecture.md §10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""JetStream stream and consumer definitions with an idempotent ensure (ARCHITECTURE §4)."""
+"""JetStream stream and consumer definitions with an idempotent ensure (architecture.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""JetStream subjects, consumer names and pool routing (ARCHITECTURE §4)."""
+"""JetStream subjects, consumer names and pool routing (architecture.md §4)."""
 
 from __future__ import annotations
 

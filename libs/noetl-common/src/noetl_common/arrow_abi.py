@@ -1,4 +1,4 @@
-"""The Arrow-over-WASM ABI, host side (ARCHITECTURE §8, docs/wasm.md).
+"""The Arrow-over-WASM ABI, host side (architecture.md §8, docs/wasm.md).
 
 Tabular data crosses the host/guest boundary in one of two encodings:
 

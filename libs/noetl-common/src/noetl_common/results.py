@@ -1,4 +1,4 @@
-"""Result-store references and the codec of stored results (ARCHITECTURE §5.6).
+"""Result-store references and the codec of stored results (architecture.md §5.6).
 
 A step result too large for an event is stored with ``PUT /api/result/{execution_id}``
 and the event carries a reference in its place::

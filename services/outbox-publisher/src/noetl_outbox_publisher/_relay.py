@@ -1,6 +1,6 @@
 """The relay loop: claim outbox rows → publish to JetStream → mark published/failed.
 
-Shape (ARCHITECTURE §6, STYLE "worker loop"): one loop long-polls ``outbox_claim``;
+Shape (architecture.md §6, STYLE "worker loop"): one loop long-polls ``outbox_claim``;
 each batch is sent with ``publish_async`` (pipelined, one ack future per row) carrying
 ``Nats-Msg-Id: <event_id>``; the batch is then *settled* — acks awaited, its published
 rows queued for one ``outbox_mark_published`` call per ``OUTBOX_MARK_INTERVAL_MS`` (or

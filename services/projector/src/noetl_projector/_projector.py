@@ -1,6 +1,6 @@
 """The projection loop: fetch a batch from NOETL_EVENTS → one project call → ack.
 
-Shape (ARCHITECTURE §4/§5.7, STYLE "worker loop"): a durable pull consumer
+Shape (architecture.md §4/§5.7, STYLE "worker loop"): a durable pull consumer
 ``noetl_projector_<shard>``; each fetched batch is decoded to ``Event``s and sent to
 the control-api in one ``project_events`` call; the messages are acked only after a
 2xx. While the call runs, ``in_progress`` keeps the batch from redelivering.

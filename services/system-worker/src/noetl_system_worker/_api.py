@@ -74,7 +74,7 @@ class ClientPool:
     """One ``ControlPlaneClient`` per control-api base URL.
 
     Notifications carry ``server_url`` and the worker sends that command's follow-up calls
-    there (ARCHITECTURE §4), but only when the URL is ``NOETL_SERVER_URL`` itself or listed
+    there (architecture.md §4), but only when the URL is ``NOETL_SERVER_URL`` itself or listed
     in ``WORKER_ALLOWED_SERVER_URLS``: a message on NATS must not be able to send the
     worker's results and bearer token to a host of its choosing. Any other URL falls back
     to ``NOETL_SERVER_URL`` (the same API under another name, e.g. its public address).

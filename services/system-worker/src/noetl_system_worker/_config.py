@@ -1,4 +1,4 @@
-"""Worker configuration from the environment (ARCHITECTURE §9).
+"""Worker configuration from the environment (architecture.md §9).
 
 Every setting is read once at start; a bad value raises :class:`ConfigError` whose
 message names the variable, which ``run_service`` prints as one line before exiting 2.
@@ -105,7 +105,7 @@ class WorkerConfig:
     result_inline_max_bytes: int = 100 * 1024
     ack_wait_seconds: float = ACK_WAIT_SECONDS
     max_deliver: int = 10
-    #: Longest blocking pull; bounds how late a stop request is noticed (ARCHITECTURE §5: ≤ 2 s).
+    #: Longest blocking pull; bounds how late a stop request is noticed (architecture.md §5: ≤ 2 s).
     fetch_timeout_seconds: float = 2.0
     #: Ask for the next command of this pool in the reply to a terminal event (eager dispatch).
     eager_dispatch: bool = False

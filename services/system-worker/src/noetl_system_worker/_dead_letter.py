@@ -1,4 +1,4 @@
-"""Poison messages (ARCHITECTURE §5.7): a notification that is undecodable, or on its last
+"""Poison messages (architecture.md §5.7): a notification that is undecodable, or on its last
 allowed delivery, is not run. Its command is failed through the control-api, the message
 is copied to ``NOETL_DLQ`` and terminated.
 """

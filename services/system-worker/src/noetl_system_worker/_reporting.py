@@ -1,6 +1,6 @@
 """Reporting a command to the control-api: event POSTs retried until accepted, terminal
 batches travelling together (``_batching``), and results too big for an event stored by
-reference (ARCHITECTURE §5.6).
+reference (architecture.md §5.6).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class Reporter:
         self, api: ControlPlane, execution_id: int, outcome: StepOutcome, runtime: ToolRuntime
     ) -> dict[str, Any]:
         """``{result, set?}`` with secrets redacted; while the context is too big for an event,
-        its largest piece (the result, or one ``set`` value) is stored (ARCHITECTURE §5.6) and
+        its largest piece (the result, or one ``set`` value) is stored (architecture.md §5.6) and
         the event carries the reference instead (tabular → Arrow IPC)."""
         value = outcome.result
         if type(value).__module__.startswith("pyarrow") and hasattr(value, "to_pylist"):

@@ -1,7 +1,7 @@
 """One claimed command on this worker, from its claim to the ack of its NATS message.
 
 A message is acked only after its terminal event was accepted by the control-api
-(ARCHITECTURE §5): until then ``msg.in_progress()`` keeps JetStream from redelivering it
+(architecture.md §5): until then ``msg.in_progress()`` keeps JetStream from redelivering it
 and ``command.heartbeat`` events renew the claim's lease. ``command.started`` is minted
 when the command starts but posted only once the tool has run for
 :data:`STARTED_POST_DELAY_SECONDS`; a quicker tool sends it at the head of its terminal

@@ -88,7 +88,7 @@ def service_env(name: str, *, port: int, database_url: str, tokens: Mapping[str,
     ``NOETL_API_TOKEN`` (a worker never holds the admin's or another pool's token)."""
     env = {BIND_VARIABLES[name]: f"127.0.0.1:{port}"}
     if name == "control-api":
-        # Only the control-api opens a database connection (ARCHITECTURE §1).
+        # Only the control-api opens a database connection (architecture.md §1).
         env["NOETL_DATABASE_URL"] = database_url
         env.update(tokens)
         if BUILTIN_PLUGINS.is_dir():

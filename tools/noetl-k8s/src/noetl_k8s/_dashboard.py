@@ -1,7 +1,7 @@
 """The Grafana dashboard (deploy/grafana/noetl-dashboard.json), built from one metric table.
 
 :data:`METRICS` is the list of series the dashboard reads. Names marked provisional are
-what the services are expected to export (``noetl_<service>_<name>``, ARCHITECTURE §10);
+what the services are expected to export (``noetl_<service>_<name>``, architecture.md §10);
 docs/deploy-kubernetes.md lists them so each service's owner can match or rename them.
 """
 

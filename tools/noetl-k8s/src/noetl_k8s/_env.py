@@ -1,4 +1,4 @@
-"""The environment each workload is started with: the deploy side of ARCHITECTURE §9.
+"""The environment each workload is started with: the deploy side of architecture.md §9.
 
 One function per workload returns Kubernetes ``EnvVar`` objects. Every name here is one
 the services' config parsers read (a test checks it against their source), and

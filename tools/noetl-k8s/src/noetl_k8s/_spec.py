@@ -15,7 +15,7 @@ CONTROL_API = "control-api"
 OUTBOX_PUBLISHER = "outbox-publisher"
 PROJECTOR = "projector"
 
-#: Port the control-api serves HTTP on (ARCHITECTURE §9).
+#: Port the control-api serves HTTP on (architecture.md §9).
 CONTROL_API_PORT = 8082
 #: Ports the other processes serve ``/metrics``, ``/healthz`` and ``/readyz`` on (their defaults).
 WORKER_METRICS_PORT = 9090
@@ -36,7 +36,7 @@ def worker_token_key(pool: str) -> str:
 
 
 def consumer_name(pool: str) -> str:
-    """Durable consumer of a pool on NOETL_COMMANDS (ARCHITECTURE §4)."""
+    """Durable consumer of a pool on NOETL_COMMANDS (architecture.md §4)."""
     return f"noetl_worker_pool_{pool}"
 
 

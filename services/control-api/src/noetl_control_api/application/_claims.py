@@ -1,4 +1,4 @@
-"""The command claim protocol (ARCHITECTURE §5): leases, attempts, ``command.claimed``."""
+"""The command claim protocol (architecture.md §5): leases, attempts, ``command.claimed``."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A worker that parks a command notification in ``NOETL_DLQ`` (past ``max_deliver``, or one
 it could not run at all) calls this so the execution does not wait forever for a command
-no worker will ever deliver again (ARCHITECTURE §5.7). The command is failed through the
+no worker will ever deliver again (architecture.md §5.7). The command is failed through the
 same ingest path a worker's ``command.failed`` takes, so the orchestrator advances the
 execution (on_error arcs, or the execution fails) and the event log records why.
 """

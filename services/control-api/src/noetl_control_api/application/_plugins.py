@@ -1,4 +1,4 @@
-"""The WASM plug-in registry and the object store (ARCHITECTURE §6, §8).
+"""The WASM plug-in registry and the object store (architecture.md §6, §8).
 
 The registry is the digest authority: ``digest`` = sha256 hex of the module bytes, served
 as the ``ETag``; a worker revalidates with ``If-None-Match`` and gets 304 while its copy

@@ -3,7 +3,7 @@
 Every route names an *action*; the HTTP layer asks the policy before the handler runs, and a
 use case whose catalog path is known only once the body is parsed (register, execute,
 cancel) asks again with that path. Nothing else decides. :class:`RoleTable` is the built-in
-policy; a system plug-in can replace it behind :class:`Policy` (ARCHITECTURE §8: auth and
+policy; a system plug-in can replace it behind :class:`Policy` (architecture.md §8: auth and
 RBAC belong to the system plug-in ring). The table is documented in docs/security.md.
 """
 

@@ -1,4 +1,4 @@
-"""The result store (ARCHITECTURE §5.6): big step results, stored once, read by reference.
+"""The result store (architecture.md §5.6): big step results, stored once, read by reference.
 
 ``PUT /api/result/{execution_id}`` stores the body (JSON, an Arrow IPC stream, or any
 bytes) and replies with the reference events carry. JSON bodies that are tabular (a list

@@ -92,7 +92,7 @@ def parse_playbook(text: str) -> Playbook:
 
 
 def _lower_wasm(executor: dict[str, Any] | None, steps: list[Step]) -> None:
-    """Lower both WASM opt-ins to one task shape (ARCHITECTURE §8).
+    """Lower both WASM opt-ins to one task shape (architecture.md §8).
 
     ``executor: {runtime: wasm, plugin, capabilities}`` is the playbook's default for its
     ``wasm`` tasks: a task without its own ``plugin`` / ``capabilities`` takes them from it.

@@ -1,4 +1,4 @@
-"""The result store's routes (ARCHITECTURE §5.6): store a step's large result, resolve a reference."""
+"""The result store's routes (architecture.md §5.6): store a step's large result, resolve a reference."""
 
 from __future__ import annotations
 

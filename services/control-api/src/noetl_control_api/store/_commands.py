@@ -1,4 +1,4 @@
-"""Command rows and the claim lease (ARCHITECTURE §5)."""
+"""Command rows and the claim lease (architecture.md §5)."""
 
 from __future__ import annotations
 

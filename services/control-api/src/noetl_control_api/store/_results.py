@@ -1,4 +1,4 @@
-"""``noetl.result_store``: step results too large for an event (ARCHITECTURE §5.6)."""
+"""``noetl.result_store``: step results too large for an event (architecture.md §5.6)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ``wasm`` tool: resolve the plug-in, call it under limits, flush its intents.
 
-Task config (both playbook forms lower to this; ARCHITECTURE §8)::
+Task config (both playbook forms lower to this; architecture.md §8)::
 
     kind: wasm
     plugin: {path: system/echo, version: 1, entry: run}   # version omitted: latest

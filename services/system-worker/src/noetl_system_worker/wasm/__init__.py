@@ -1,4 +1,4 @@
-"""The WASM plug-in host (ARCHITECTURE §8): guest ABI v1, capability ring, limits, cache.
+"""The WASM plug-in host (architecture.md §8): guest ABI v1, capability ring, limits, cache.
 
 ``PluginHost`` compiles and calls modules; ``ModuleCache`` keeps them compiled by
 ``(path, version, digest)``. The ``wasm`` tool that runs them for a task lives with the

@@ -1,4 +1,4 @@
-"""The capability ring: which host imports a plug-in may be linked with (ARCHITECTURE §8).
+"""The capability ring: which host imports a plug-in may be linked with (architecture.md §8).
 
 Deny by default: a plug-in is linked with exactly the imports its step grants
 (``capabilities``); any other import of module ``noetl`` fails at instantiate. Which

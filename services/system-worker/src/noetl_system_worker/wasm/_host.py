@@ -1,6 +1,6 @@
 """The WASM host: one wasmtime engine, guest ABI v1, capability linking, per-call limits.
 
-Guest ABI v1 (ARCHITECTURE §8): exports ``memory``, ``alloc(i32) -> i32`` and an entry
+Guest ABI v1 (architecture.md §8): exports ``memory``, ``alloc(i32) -> i32`` and an entry
 (default ``run``) ``(i32 ptr, i32 len) -> i64`` returning ``(out_ptr << 32) | out_len``.
 Host imports live in module ``noetl``; each returns a status (0 ok, 1 no memory, 2 out
 of bounds, 3 denied) and only *buffers an intent*: the worker flushes intents through

@@ -1,4 +1,4 @@
-"""Per-call limits of the WASM host, per pool from the environment (ARCHITECTURE §8)."""
+"""Per-call limits of the WASM host, per pool from the environment (architecture.md §8)."""
 
 from __future__ import annotations
 
