@@ -1,6 +1,6 @@
 """Shared contracts of the NoETL suite: envelopes, ids, subjects, scrub, config."""
 
-from ._client import ApiError, ControlPlaneClient, PluginFetch
+from ._client import ApiError, ControlPlaneClient, PluginFetch, api_urls
 from ._config import (
     MIN_TOKEN_CHARS,
     ConfigError,
@@ -12,6 +12,7 @@ from ._config import (
     env_int,
     env_opt,
     env_str,
+    stream_replicas,
 )
 from ._envelopes import (
     MAX_BATCH_EVENTS,
@@ -126,6 +127,7 @@ __all__ = [
     "TaskSpec",
     "WorkerHeartbeat",
     "WorkerRegistration",
+    "api_urls",
     "command_subject",
     "configure_logging",
     "consumer_name",
@@ -160,6 +162,7 @@ __all__ = [
     "scrub",
     "scrub_text",
     "serve_ops",
+    "stream_replicas",
     "utc_now_iso",
     "wait_or_stop",
 ]

@@ -3,12 +3,20 @@
 Every service reaches NoETL data only through this HTTP API. Internal routes send the
 bearer token of the calling service. Transport errors and 502/503/504 are retried with capped exponential
 backoff (``Retry-After`` honoured); other statuses raise ``ApiError`` at once.
+
+The client may be given several control-api replicas (``NOETL_SERVER_URL`` as a comma-separated
+list): a transport error or a 502/503/504 moves it to the next URL, which then serves every later
+call too. A retry goes to the next URL at once; the backoff pause comes once every URL has failed
+since the last one. A request that never reached a server (connection refused or timed out) does
+not count as an attempt while some URL is still untried, so even a call made without retries
+(a claim) survives a dead replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -42,6 +50,18 @@ from ._envelopes import (
 
 T = TypeVar("T")
 _RETRYABLE = frozenset({502, 503, 504})
+#: Transport errors raised before the request left this process: safe to send to another replica.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def api_urls(value: str | Sequence[str]) -> tuple[str, ...]:
+    """The control-api base URLs in ``value`` (a comma-separated list, as ``NOETL_SERVER_URL``
+    holds, or a sequence), in order, without trailing slashes; ``ValueError`` if there is none."""
+    parts = value.split(",") if isinstance(value, str) else value
+    urls = tuple(part.strip().rstrip("/") for part in parts if part.strip())
+    if not urls:
+        raise ValueError("no control-api URL given")
+    return urls
 
 
 class ApiError(Exception):
@@ -63,6 +83,14 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        error = msgspec.json.decode(response.content, type=ErrorBody)
+    except msgspec.DecodeError:
+        error = None
+    return ApiError(response.status_code, error, response.text, _retry_after(response))
+
+
 @dataclass(frozen=True)
 class PluginFetch:
     """A plug-in registry reply: ``data`` is None when the module was not modified (304)."""
@@ -74,11 +102,14 @@ class PluginFetch:
 
 
 class ControlPlaneClient:
-    """Thin typed wrapper over the control-api routes the other services use."""
+    """Thin typed wrapper over the control-api routes the other services use.
+
+    ``base_url``: one URL, or several replicas of the same API (comma-separated or a sequence)
+    to fail over between (module docstring)."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         token: str | None = None,
         timeout: float = 30.0,
@@ -89,15 +120,20 @@ class ControlPlaneClient:
         if token:
             # the caller's own credential, on every route (docs/security.md)
             headers["authorization"] = f"Bearer {token}"
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = api_urls(base_url)
+        self._current = 0
         self.retries = retries
         self.max_backoff = max_backoff
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
             headers=headers,
             timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
+
+    @property
+    def base_url(self) -> str:
+        """The URL calls go to now (the first of ``base_urls`` until it fails)."""
+        return self.base_urls[self._current]
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -132,38 +168,69 @@ class ControlPlaneClient:
         retries: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> T | None:
+        response = await self._exchange(
+            method, path, content=content, timeout=timeout, retries=retries, headers=headers
+        )
+        if response.status_code < 300:
+            if reply_type is None or not response.content:
+                return None
+            return msgspec.json.decode(response.content, type=reply_type)
+        raise _api_error(response)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send with failover and retries; returns the last response (a 502/503/504 only once
+        the attempts are spent) or raises the last transport error."""
         attempts = self.retries if retries is None else retries
+        attempt = 0
         delay = 0.1
-        for attempt in range(attempts + 1):
+        untried = len(self.base_urls)  # URLs not tried since the last pause
+        while True:
+            index = self._current
+            untried -= 1
+            pause = delay * (1 + random.random())
             try:
                 response = await self._http.request(
                     method,
-                    path,
+                    self.base_urls[index] + path,
                     content=content,
                     headers=headers,
+                    params=params,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
+                self._fail_over(index)
+                if isinstance(exc, _NOT_SENT) and untried > 0:
+                    continue  # nothing reached a server: the next replica takes it, no attempt spent
                 if attempt >= attempts:
                     raise
-                await asyncio.sleep(delay * (1 + random.random()))
+            else:
+                if response.status_code not in _RETRYABLE:
+                    return response
+                self._fail_over(index)
+                if attempt >= attempts:
+                    return response
+                retry_after = _retry_after(response)
+                pause = retry_after if retry_after is not None else delay
+            attempt += 1
+            if untried <= 0:
+                await asyncio.sleep(pause)
                 delay = min(self.max_backoff, delay * 2)
-                continue
-            if response.status_code < 300:
-                if reply_type is None or not response.content:
-                    return None
-                return msgspec.json.decode(response.content, type=reply_type)
-            retry_after = _retry_after(response)
-            if response.status_code in _RETRYABLE and attempt < attempts:
-                await asyncio.sleep(retry_after if retry_after is not None else delay)
-                delay = min(self.max_backoff, delay * 2)
-                continue
-            try:
-                error = msgspec.json.decode(response.content, type=ErrorBody)
-            except msgspec.DecodeError:
-                error = None
-            raise ApiError(response.status_code, error, response.text, retry_after)
-        raise AssertionError("unreachable")
+                untried = len(self.base_urls)
+
+    def _fail_over(self, index: int) -> None:
+        """Move to the URL after ``index``, unless a concurrent call already moved on from it."""
+        if self._current == index:
+            self._current = (index + 1) % len(self.base_urls)
 
     # -- outbox (publisher) ---------------------------------------------------------------
     async def outbox_claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
@@ -308,18 +375,14 @@ class ControlPlaneClient:
     async def _raise_for(self, response: httpx.Response) -> None:
         if response.status_code < 300 or response.status_code == 304:
             return
-        try:
-            error = msgspec.json.decode(response.content, type=ErrorBody)
-        except msgspec.DecodeError:
-            error = None
-        raise ApiError(response.status_code, error, response.text, _retry_after(response))
+        raise _api_error(response)
 
     async def get_plugin(self, path: str, version: int | None = None, etag: str | None = None) -> PluginFetch:
         """``GET /api/internal/plugins/{path}``; with ``etag`` an unchanged module answers 304."""
         headers = {"if-none-match": f'"{etag}"'} if etag else {}
         params = {"version": str(version)} if version is not None else {}
-        response = await self._http.get(
-            f"/api/internal/plugins/{quote(path, safe='/')}", params=params, headers=headers
+        response = await self._exchange(
+            "GET", f"/api/internal/plugins/{quote(path, safe='/')}", params=params, headers=headers, retries=0
         )
         await self._raise_for(response)
         digest = response.headers.get("etag", "").strip('"') or (etag or "")
@@ -329,9 +392,11 @@ class ControlPlaneClient:
 
     async def put_object(self, key: str, data: bytes, media_type: str = "application/octet-stream") -> None:
         """``PUT /api/internal/objects/{key}`` (create or replace)."""
-        response = await self._http.put(
+        response = await self._exchange(
+            "PUT",
             f"/api/internal/objects/{quote(key, safe='/')}",
             content=data,
             headers={"content-type": media_type},
+            retries=0,
         )
         await self._raise_for(response)
