@@ -16,6 +16,7 @@ PYTEST := timeout --signal=INT 1200 $(PY) -m pytest -o faulthandler_timeout=300
 
 help:
 	@echo "make up       start the whole suite locally (Postgres, NATS, 4 services), run examples/hello"
+	@echo "              make up CLUSTER=1: 3 JetStream servers, 2 control-api replicas, 2 projector shards"
 	@echo "make down     stop everything 'make up' started"
 	@echo "make logs     follow the logs of every process (make logs NAMES='control-api projector')"
 	@echo "make status   pids and readiness of every process"
@@ -39,8 +40,9 @@ uv:
 sync: uv
 	$(UV) sync --group plugins
 
+# CLUSTER=1: the clustered topology (noetl-dev up --cluster, docs/devstack.md)
 up: sync
-	$(VENV)/bin/noetl-dev up
+	$(VENV)/bin/noetl-dev up $(if $(filter-out 0,$(CLUSTER)),--cluster)
 
 down:
 	@if [ -x $(VENV)/bin/noetl-dev ]; then $(VENV)/bin/noetl-dev down; else echo "nothing to stop (no $(VENV))"; fi
