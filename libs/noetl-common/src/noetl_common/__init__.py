@@ -1,6 +1,6 @@
 """Shared contracts of the NoETL suite: envelopes, ids, subjects, scrub, config."""
 
-from ._client import ApiError, ControlPlaneClient, PluginFetch, api_urls
+from ._client import ApiError, ControlPlaneClient, PluginFetch
 from ._config import (
     MIN_TOKEN_CHARS,
     ConfigError,
@@ -47,6 +47,7 @@ from ._envelopes import (
     WorkerRegistration,
     outbox_delay_seconds,
 )
+from ._failover import api_urls
 from ._logging import configure_logging
 from ._loop import EVENT_LOOPS, event_loop_factory, event_loop_name
 from ._metrics import counter, gauge, histogram, metric_name

@@ -2,21 +2,13 @@
 
 Every service reaches NoETL data only through this HTTP API. Internal routes send the
 bearer token of the calling service. Transport errors and 502/503/504 are retried with capped exponential
-backoff (``Retry-After`` honoured); other statuses raise ``ApiError`` at once.
-
-The client may be given several control-api replicas (``NOETL_SERVER_URL`` as a comma-separated
-list): a transport error or a 502/503/504 moves it to the next URL, which then serves every later
-call too. A retry goes to the next URL at once; the backoff pause comes once every URL has failed
-since the last one. A request that never reached a server (connection refused or timed out) does
-not count as an attempt while some URL is still untried, so even a call made without retries
-(a claim) survives a dead replica.
+backoff (``Retry-After`` honoured), and fail over between the API's replicas when it is given several
+(``_failover.py``); other statuses raise ``ApiError`` at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -47,21 +39,9 @@ from ._envelopes import (
     WorkerHeartbeat,
     WorkerRegistration,
 )
+from ._failover import Replicas, retry_after
 
 T = TypeVar("T")
-_RETRYABLE = frozenset({502, 503, 504})
-#: Transport errors raised before the request left this process: safe to send to another replica.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
-
-
-def api_urls(value: str | Sequence[str]) -> tuple[str, ...]:
-    """The control-api base URLs in ``value`` (a comma-separated list, as ``NOETL_SERVER_URL``
-    holds, or a sequence), in order, without trailing slashes; ``ValueError`` if there is none."""
-    parts = value.split(",") if isinstance(value, str) else value
-    urls = tuple(part.strip().rstrip("/") for part in parts if part.strip())
-    if not urls:
-        raise ValueError("no control-api URL given")
-    return urls
 
 
 class ApiError(Exception):
@@ -75,20 +55,12 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status_code}: {detail}")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
 def _api_error(response: httpx.Response) -> ApiError:
     try:
         error = msgspec.json.decode(response.content, type=ErrorBody)
     except msgspec.DecodeError:
         error = None
-    return ApiError(response.status_code, error, response.text, _retry_after(response))
+    return ApiError(response.status_code, error, response.text, retry_after(response))
 
 
 @dataclass(frozen=True)
@@ -104,8 +76,8 @@ class PluginFetch:
 class ControlPlaneClient:
     """Thin typed wrapper over the control-api routes the other services use.
 
-    ``base_url``: one URL, or several replicas of the same API (comma-separated or a sequence)
-    to fail over between (module docstring)."""
+    ``base_url``: one URL, or several replicas of the same API (comma-separated, as
+    ``NOETL_SERVER_URL`` may list them, or a sequence) to fail over between."""
 
     def __init__(
         self,
@@ -120,20 +92,22 @@ class ControlPlaneClient:
         if token:
             # the caller's own credential, on every route (docs/security.md)
             headers["authorization"] = f"Bearer {token}"
-        self.base_urls = api_urls(base_url)
-        self._current = 0
-        self.retries = retries
-        self.max_backoff = max_backoff
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
+        self._replicas = Replicas(base_url, self._http, retries=retries, max_backoff=max_backoff)
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every replica's URL, in the order given."""
+        return self._replicas.urls
 
     @property
     def base_url(self) -> str:
         """The URL calls go to now (the first of ``base_urls`` until it fails)."""
-        return self.base_urls[self._current]
+        return self._replicas.url
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -168,7 +142,7 @@ class ControlPlaneClient:
         retries: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> T | None:
-        response = await self._exchange(
+        response = await self._replicas.send(
             method, path, content=content, timeout=timeout, retries=retries, headers=headers
         )
         if response.status_code < 300:
@@ -176,61 +150,6 @@ class ControlPlaneClient:
                 return None
             return msgspec.json.decode(response.content, type=reply_type)
         raise _api_error(response)
-
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        *,
-        content: bytes | None = None,
-        timeout: float | None = None,
-        retries: int | None = None,
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """Send with failover and retries; returns the last response (a 502/503/504 only once
-        the attempts are spent) or raises the last transport error."""
-        attempts = self.retries if retries is None else retries
-        attempt = 0
-        delay = 0.1
-        untried = len(self.base_urls)  # URLs not tried since the last pause
-        while True:
-            index = self._current
-            untried -= 1
-            pause = delay * (1 + random.random())
-            try:
-                response = await self._http.request(
-                    method,
-                    self.base_urls[index] + path,
-                    content=content,
-                    headers=headers,
-                    params=params,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-            except httpx.TransportError as exc:
-                self._fail_over(index)
-                if isinstance(exc, _NOT_SENT) and untried > 0:
-                    continue  # nothing reached a server: the next replica takes it, no attempt spent
-                if attempt >= attempts:
-                    raise
-            else:
-                if response.status_code not in _RETRYABLE:
-                    return response
-                self._fail_over(index)
-                if attempt >= attempts:
-                    return response
-                retry_after = _retry_after(response)
-                pause = retry_after if retry_after is not None else delay
-            attempt += 1
-            if untried <= 0:
-                await asyncio.sleep(pause)
-                delay = min(self.max_backoff, delay * 2)
-                untried = len(self.base_urls)
-
-    def _fail_over(self, index: int) -> None:
-        """Move to the URL after ``index``, unless a concurrent call already moved on from it."""
-        if self._current == index:
-            self._current = (index + 1) % len(self.base_urls)
 
     # -- outbox (publisher) ---------------------------------------------------------------
     async def outbox_claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
@@ -381,7 +300,7 @@ class ControlPlaneClient:
         """``GET /api/internal/plugins/{path}``; with ``etag`` an unchanged module answers 304."""
         headers = {"if-none-match": f'"{etag}"'} if etag else {}
         params = {"version": str(version)} if version is not None else {}
-        response = await self._exchange(
+        response = await self._replicas.send(
             "GET", f"/api/internal/plugins/{quote(path, safe='/')}", params=params, headers=headers, retries=0
         )
         await self._raise_for(response)
@@ -392,7 +311,7 @@ class ControlPlaneClient:
 
     async def put_object(self, key: str, data: bytes, media_type: str = "application/octet-stream") -> None:
         """``PUT /api/internal/objects/{key}`` (create or replace)."""
-        response = await self._exchange(
+        response = await self._replicas.send(
             "PUT",
             f"/api/internal/objects/{quote(key, safe='/')}",
             content=data,
