@@ -47,6 +47,7 @@ from noetl_dev.chaos import (
     wait_for,
     write_report,
 )
+from noetl_dev.testing import suite_stack
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
@@ -205,8 +206,10 @@ async def _nats_state(url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(noetl_state_dir: Path) -> Iterator[Stack]:
-    running = Stack(
+    with suite_stack(
         noetl_state_dir / "chaos-cluster",
+        # servers are killed and hung by the test: always embedded ones
+        database_prefix=None,
         ready_timeout=120.0,
         **CLUSTER,
         extra_env={
@@ -218,12 +221,8 @@ def stack(noetl_state_dir: Path) -> Iterator[Stack]:
             "WORKER_MAX_DELIVER": "30",
             "WORKER_MAX_CONCURRENT": "24",
         },
-    )
-    running.start()
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop(grace=10.0)
 
 
 def test_clustered_stack_loses_a_server_and_a_replica_nothing_lost_nothing_doubled(stack: Stack) -> None:

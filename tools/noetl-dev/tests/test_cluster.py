@@ -135,6 +135,13 @@ def test_up_cluster_survives_a_lost_nats_server_and_a_lost_api_replica(state_dir
             return row is not None and 0 < row[0] == row[1]
 
         wait_until(projected, 60, "the execution's events in noetl.event")
+
+        # a server comes back with its recorded configuration and store, and rejoins
+        restarted = _dev(state_dir, "restart", leader)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        after = read_state(state_dir)
+        assert after is not None
+        processes = {**processes, **{f"{leader} (restarted)": after["processes"][leader]}}
     finally:
         down = _dev(state_dir, "down")
     assert down.returncode == 0, down.stdout + down.stderr
