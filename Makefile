@@ -11,11 +11,12 @@ PYTEST_DIRS := libs services tools tests
 # A hung test dumps every thread's stack after 5 min; the whole run is cut at 20 min.
 PYTEST := timeout --signal=INT 1200 $(PY) -m pytest -o faulthandler_timeout=300
 
-.PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos bench \
+.PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos chaos-cluster bench \
 	k8s-render k8s-check e2e-kind
 
 help:
 	@echo "make up       start the whole suite locally (Postgres, NATS, 4 services), run examples/hello"
+	@echo "              make up CLUSTER=1: 3 JetStream servers, 2 control-api replicas, 2 projector shards"
 	@echo "make down     stop everything 'make up' started"
 	@echo "make logs     follow the logs of every process (make logs NAMES='control-api projector')"
 	@echo "make status   pids and readiness of every process"
@@ -25,6 +26,8 @@ help:
 	@echo "make e2e      only the whole-system tests"
 	@echo "make conformance  the upstream playbooks + the suite's own (tests/conformance)"
 	@echo "make chaos    200 executions while every process is killed -9 in turn (tests/chaos, ~3 min)"
+	@echo "make chaos-cluster  the same on the clustered stack: a NATS server and an API replica lost"
+	@echo "              for good, every other service killed -9 in turn, Postgres hung 100 s (~5 min)"
 	@echo "make bench    the benchmark (bench/run.py)"
 	@echo "make k8s-render  regenerate k8s/, charts/noetl/values.yaml, deploy/grafana (noetl-k8s render)"
 	@echo "make k8s-check   check those checked-in files offline (noetl-k8s check)"
@@ -39,8 +42,9 @@ uv:
 sync: uv
 	$(UV) sync --group plugins
 
+# CLUSTER=1: the clustered topology (noetl-dev up --cluster, docs/devstack.md)
 up: sync
-	$(VENV)/bin/noetl-dev up
+	$(VENV)/bin/noetl-dev up $(if $(filter-out 0,$(CLUSTER)),--cluster)
 
 down:
 	@if [ -x $(VENV)/bin/noetl-dev ]; then $(VENV)/bin/noetl-dev down; else echo "nothing to stop (no $(VENV))"; fi
@@ -81,7 +85,13 @@ test: lint typecheck
 
 # The long chaos run, kept out of `make test`; .ci/run calls it after the tests. Cut at 8 min.
 chaos: sync
-	timeout --signal=INT 480 $(PY) -m pytest -o faulthandler_timeout=420 -s tests/chaos
+	timeout --signal=INT 480 $(PY) -m pytest -o faulthandler_timeout=420 -s tests/chaos \
+		--ignore=tests/chaos/test_chaos_cluster.py
+
+# The same workload on the clustered stack (tests/chaos/test_chaos_cluster.py); .ci/run calls it
+# after `make chaos`. Cut at 8 min like it.
+chaos-cluster: sync
+	timeout --signal=INT 480 $(PY) -m pytest -o faulthandler_timeout=420 -s tests/chaos/test_chaos_cluster.py
 
 bench: sync
 	@if [ -f bench/run.py ]; then $(PY) bench/run.py; else echo "bench/run.py is not written yet"; fi

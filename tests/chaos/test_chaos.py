@@ -1,11 +1,11 @@
 """Chaos: 200 executions of a mixed playbook while every process is killed -9 in turn.
 
 Started by ``make chaos`` (``.ci/run`` runs it after ``make test``). A real stack: Postgres,
-nats-server, control-api, outbox-publisher, projector, workers. The playbook has python steps, a
-parallel loop and a conditional branch; every step writes its side effect to
-``chaos.effect`` keyed by (execution, step, iteration) with ``ON CONFLICT DO NOTHING`` and
-logs every run of the tool to ``chaos.run`` (no key), so re-executions after a kill show up
-honestly. While the executions run, the control-api, the outbox-publisher, the projector, the
+nats-server, control-api, outbox-publisher, projector, workers. The workload and its accounting
+are ``noetl_dev.chaos`` (shared with ``make chaos-cluster``): python steps, a parallel loop and a
+conditional branch; every step writes its side effect to ``chaos.effect`` keyed by (execution,
+step, iteration) with ``ON CONFLICT DO NOTHING`` and logs every run of the tool to ``chaos.run``
+(no key), so re-executions after a kill show up honestly. While the executions run, the control-api, the outbox-publisher, the projector, the
 shared worker, nats-server and Postgres are each SIGKILLed and restarted, one after another,
 each at a set point of progress. Then: every execution COMPLETED, every side effect exactly
 once, ``noetl.event`` equal to the outbox's event rows (nothing lost, nothing doubled), one
@@ -22,120 +22,32 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from noetl_cli import Api
 from noetl_dev import Stack
 from noetl_dev._pgroup import stop_group
 from noetl_dev._procs import start_nats, start_postgres
+from noetl_dev.chaos import (
+    COMMANDS_PER_EXECUTION,
+    EXECUTIONS,
+    PLAYBOOK,
+    SCHEMA,
+    SYNCHRONOUS_COMMIT,
+    Ledger,
+    wait_for,
+    write_report,
+)
 from noetl_dev.testing import suite_stack
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
-EXECUTIONS = 200
-#: Commands per execution: start, 3 loop iterations, one branch, end.
-COMMANDS_PER_EXECUTION = 6
 #: Who is killed, in this order, each once the workload passed the next progress mark.
 VICTIMS = ("control-api", "outbox-publisher", "projector", "worker-shared", "nats", "postgres")
 #: The whole run is bounded: executions must all be terminal within this after the last kill.
 SETTLE_TIMEOUT = 180.0
-
-# A step's side effect. The tool retries its own database connection (Postgres is killed too);
-# the effect is idempotent by key, the run log is not.
-EFFECT = """
-import time, psycopg
-deadline = time.monotonic() + 120
-while True:
-    try:
-        with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO chaos.run (execution_id, step, iteration) VALUES (%s, %s, %s)",
-                (eid, step_name, it),
-            )
-            conn.execute(
-                "INSERT INTO chaos.effect (execution_id, step, iteration) VALUES (%s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (eid, step_name, it),
-            )
-        break
-    except psycopg.OperationalError:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.5)
-time.sleep(pause)
-"""
-
-
-def _step(name: str, code: str, iteration: str = "0", extra: str = "") -> str:
-    body = (EFFECT + code).replace("\n", "\n        ")
-    return f"""
-  - step: {name}{extra}
-    tool:
-      kind: python
-      input:
-        dsn: "{{{{ dsn }}}}"
-        eid: "{{{{ execution_id }}}}"
-        step_name: {name}
-        it: "{iteration}"
-        pause: "{{{{ pause }}}}"
-        n: "{{{{ n }}}}"
-      code: |
-        {body}"""
-
-
-PLAYBOOK = (
-    """apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: chaos_mixed, path: chaos/mixed}
-workload: {dsn: "", pause: 0.2, n: 0}
-workflow:"""
-    + _step("start", "result = {'items': [0, 1, 2], 'even': n % 2 == 0}\n")
-    + """
-    next: {spec: {mode: exclusive}, arcs: [{step: fan}]}"""
-    + _step(
-        "fan",
-        "result = {'i': it}\n",
-        iteration="{{ iter.index }}",
-        extra="""
-    loop: {in: "{{ start['items'] }}", iterator: item, spec: {mode: parallel}}""",
-    )
-    + """
-    next: {spec: {mode: exclusive}, arcs: [{step: even, when: "{{ start.even }}"}, {step: odd}]}"""
-    + _step("even", "result = {'route': 'even'}\n")
-    + """
-    next: {spec: {mode: exclusive}, arcs: [{step: end}]}"""
-    + _step("odd", "result = {'route': 'odd'}\n")
-    + """
-    next: {spec: {mode: exclusive}, arcs: [{step: end}]}"""
-    + _step("end", "result = {'done': True}\n")
-    + "\n"
-)
-
-
-def _retrying(action: Callable[[], T], timeout: float = 120.0) -> T:
-    """Run a check against Postgres, which may be restarting: retry until it answers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return action()
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> float:
-    """Poll ``condition`` until true (returns the seconds it took); fail after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-    return time.monotonic() - started
 
 
 def _at_least(count: Callable[[], int], mark: int) -> bool:
@@ -145,17 +57,9 @@ def _at_least(count: Callable[[], int], mark: int) -> bool:
 class Chaos:
     """Kills and restarts the stack's processes, infrastructure included."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, ledger: Ledger) -> None:
         self.stack = stack
-
-    def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        def run() -> list[tuple[Any, ...]]:
-            assert self.stack.database_url is not None
-            with psycopg.connect(self.stack.database_url, autocommit=True, connect_timeout=3) as conn:
-                cur = conn.execute(sql, params)
-                return cur.fetchall() if cur.description is not None else []
-
-        return _retrying(run)
+        self.ledger = ledger
 
     def kill(self, name: str) -> None:
         if name == "nats":
@@ -200,42 +104,32 @@ class Chaos:
                     return False
         return True
 
-    def crash(self, name: str, progress: Callable[[], int]) -> dict[str, Any]:
+    def crash(self, name: str) -> dict[str, Any]:
         """SIGKILL ``name`` and start it again. Returns the seconds from the kill until every
         service answered ready again and until a command completed after the restart, and
-        what was in flight (the commands claimed at the kill, and the database's clock then)."""
-        before = progress()
-        held, killed_at = self.query(
-            "SELECT coalesce(array_agg(command_id), '{}'), now() FROM noetl.command WHERE status = 'CLAIMED'"
-        )[0]
+        what was in flight (the commands claimed at the kill, and the database's clock then:
+        ``Ledger.in_flight`` turns them into figures once the run is over)."""
+        before = self.ledger.completed_commands()
+        held = self.ledger.claimed()
         killed = time.monotonic()
         self.kill(name)
         self.start(name)
         restarted = time.monotonic() - killed
-        _wait(self.all_ready, 120.0, f"every service ready after {name} was killed", 0.1)
+        wait_for(self.all_ready, 120.0, f"every service ready after {name} was killed", 0.1)
         ready = time.monotonic() - killed
-        _wait(lambda: progress() > before, 120.0, f"a command to complete after {name} was killed", 0.1)
+        wait_for(
+            lambda: self.ledger.completed_commands() > before,
+            120.0,
+            f"a command to complete after {name} was killed",
+            0.1,
+        )
         return {
             "at_completed_commands": before,
             "restart_seconds": round(restarted, 3),
             "ready_seconds": round(ready, 3),
             "progress_seconds": round(time.monotonic() - killed, 3),
-            "held": list(held),
-            "killed_at": killed_at,
+            "_held": held,
         }
-
-    def in_flight_finished(self, crash: dict[str, Any]) -> dict[str, Any]:
-        """Replace the raw in-flight record by its figures: how many, and the seconds from the
-        kill until the last of them finished (a killed worker's come back after the ack wait
-        and the lease)."""
-        held, killed_at = crash.pop("held"), crash.pop("killed_at")
-        (last,) = self.query(
-            "SELECT extract(epoch FROM max(updated_at) - %s) FROM noetl.command WHERE command_id = ANY(%s)",
-            (killed_at, held),
-        )[0]
-        crash["in_flight_at_kill"] = len(held)
-        crash["in_flight_finished_seconds"] = None if last is None else round(float(last), 3)
-        return crash
 
 
 @pytest.fixture(scope="module")
@@ -259,21 +153,14 @@ def stack(noetl_state_dir: Path) -> Iterator[Stack]:
 
 
 def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack) -> None:
-    chaos = Chaos(stack)
-    # The dev stack runs Postgres with synchronous_commit=off (fast tests): a crash of the server
-    # then loses the last commits it had acknowledged — a terminal event accepted, the command
-    # left CLAIMED. Production runs with it on; so does this test, from a restart of the API on.
-    chaos.query(
-        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = on', current_database()); END $$"
-    )
+    assert stack.database_url is not None
+    ledger = Ledger(stack.database_url)
+    chaos = Chaos(stack, ledger)
+    # The dev stack runs Postgres with synchronous_commit=off; this test with it on, as production
+    # does, from a restart of the API on (noetl_dev.chaos.SYNCHRONOUS_COMMIT says why).
+    ledger.query(SYNCHRONOUS_COMMIT)
     stack.restart("control-api")
-    chaos.query(
-        "CREATE SCHEMA IF NOT EXISTS chaos;"
-        " CREATE TABLE IF NOT EXISTS chaos.effect (execution_id bigint, step text, iteration int,"
-        "  PRIMARY KEY (execution_id, step, iteration));"
-        " CREATE TABLE IF NOT EXISTS chaos.run (execution_id bigint, step text, iteration int,"
-        "  at timestamptz DEFAULT now())"
-    )
+    ledger.query(SCHEMA)
     started = time.monotonic()
     with Api(stack.api_url, token=stack.token) as api:
         api.register(PLAYBOOK)
@@ -283,14 +170,11 @@ def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack)
         ]
     total_commands = EXECUTIONS * COMMANDS_PER_EXECUTION
 
-    def completed_commands() -> int:
-        return int(chaos.query("SELECT count(*) FROM noetl.command WHERE status = 'COMPLETED'")[0][0])
-
     kills: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(VICTIMS, start=1):
         mark = total_commands * i // (len(VICTIMS) + 2)  # spread over the first 3/4 of the work
-        _wait(partial(_at_least, completed_commands, mark), 240.0, f"{mark} completed commands")
-        kills[name] = chaos.crash(name, completed_commands)
+        wait_for(partial(_at_least, ledger.completed_commands, mark), 240.0, f"{mark} completed commands")
+        kills[name] = chaos.crash(name)
         crash = kills[name]
         print(
             f"process_restarted name={name} at_completed_commands={crash['at_completed_commands']}"
@@ -298,126 +182,37 @@ def test_every_process_killed_in_turn_nothing_lost_nothing_doubled(stack: Stack)
             f" progress_seconds={crash['progress_seconds']}"
         )
 
-    def terminal() -> int:
-        return int(
-            chaos.query(
-                "SELECT count(*) FROM noetl.execution WHERE execution_id = ANY(%s)"
-                " AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')",
-                (ids,),
-            )[0][0]
-        )
-
     # on a timeout the report is still written (and the assertions below say what is wrong)
     with contextlib.suppress(AssertionError):
-        _wait(lambda: terminal() == EXECUTIONS, SETTLE_TIMEOUT, "every execution terminal", 0.5)
-
+        wait_for(lambda: ledger.terminal(ids) == EXECUTIONS, SETTLE_TIMEOUT, "every execution terminal", 0.5)
     # the read model catches up with the outbox: every event row published and projected
-    events_outbox = "SELECT count(*) FROM noetl.outbox o WHERE o.execution_id = ANY(%s) AND o.subject LIKE 'noetl.events.%%'"
-    missing_sql = (
-        events_outbox + " AND NOT EXISTS (SELECT 1 FROM noetl.event e WHERE e.event_id = o.event_id)"
-    )
     with contextlib.suppress(AssertionError):
-        _wait(lambda: chaos.query(missing_sql, (ids,))[0][0] == 0, 60.0, "the projector to catch up", 0.5)
+        wait_for(lambda: ledger.missing_events(ids) == 0, 60.0, "the projector to catch up", 0.5)
     wall = time.monotonic() - started
 
     for crash in kills.values():
-        chaos.in_flight_finished(crash)
-    statuses = dict(
-        chaos.query(
-            "SELECT status, count(*) FROM noetl.execution WHERE execution_id = ANY(%s) GROUP BY status",
-            (ids,),
-        )
-    )
-    outbox_events = int(chaos.query(events_outbox, (ids,))[0][0])
-    outbox_distinct = int(
-        chaos.query(
-            "SELECT count(DISTINCT event_id) FROM noetl.outbox WHERE execution_id = ANY(%s)"
-            " AND subject LIKE 'noetl.events.%%'",
-            (ids,),
-        )[0][0]
-    )
-    log_events = int(
-        chaos.query("SELECT count(*) FROM noetl.event WHERE execution_id = ANY(%s)", (ids,))[0][0]
-    )
-    missing = int(chaos.query(missing_sql, (ids,))[0][0])
-    extra = int(
-        chaos.query(
-            "SELECT count(*) FROM noetl.event e WHERE e.execution_id = ANY(%s) AND NOT EXISTS"
-            " (SELECT 1 FROM noetl.outbox o WHERE o.event_id = e.event_id AND o.subject LIKE 'noetl.events.%%')",
-            (ids,),
-        )[0][0]
-    )
-    # a command finished twice would show as two terminal events for one command id
-    doubled_terminals = int(
-        chaos.query(
-            "SELECT count(*) FROM (SELECT meta->>'command_id' FROM noetl.event WHERE execution_id = ANY(%s)"
-            " AND event_type IN ('command.completed', 'command.failed')"
-            " GROUP BY 1 HAVING count(*) > 1) d",
-            (ids,),
-        )[0][0]
-    )
-    doubled_finishes = int(
-        chaos.query(
-            "SELECT count(*) FROM (SELECT execution_id FROM noetl.event WHERE execution_id = ANY(%s)"
-            " AND event_type LIKE 'playbook.%%' AND event_type <> 'playbook.started'"
-            " AND event_type <> 'playbook.execution_requested' GROUP BY 1 HAVING count(*) > 1) d",
-            (ids,),
-        )[0][0]
-    )
-    effects = int(chaos.query("SELECT count(*) FROM chaos.effect WHERE execution_id = ANY(%s)", (ids,))[0][0])
-    runs = int(chaos.query("SELECT count(*) FROM chaos.run WHERE execution_id = ANY(%s)", (ids,))[0][0])
-    rerun_keys = int(
-        chaos.query(
-            "SELECT count(*) FROM (SELECT 1 FROM chaos.run WHERE execution_id = ANY(%s)"
-            " GROUP BY execution_id, step, iteration HAVING count(*) > 1) r",
-            (ids,),
-        )[0][0]
-    )
-    commands = dict(
-        chaos.query(
-            "SELECT status, count(*) FROM noetl.command WHERE execution_id = ANY(%s) GROUP BY status", (ids,)
-        )
-    )
-    attempts_over_one = int(
-        chaos.query(
-            "SELECT count(*) FROM noetl.command WHERE execution_id = ANY(%s) AND attempt > 1", (ids,)
-        )[0][0]
-    )
+        crash.update(ledger.in_flight(*crash.pop("_held")))
+    figures = ledger.figures(ids)
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make chaos",
-        "executions": EXECUTIONS,
-        "execution_statuses": statuses,
-        "commands": commands,
-        "commands_with_more_than_one_attempt": attempts_over_one,
         "kills": kills,
-        "events_in_outbox": outbox_events,
-        "events_in_outbox_distinct": outbox_distinct,
-        "events_in_log": log_events,
-        "events_missing_from_log": missing,
-        "events_in_log_not_in_outbox": extra,
-        "commands_with_two_terminal_events": doubled_terminals,
-        "executions_finished_twice": doubled_finishes,
-        "side_effects_expected": total_commands,
-        "side_effects": effects,
-        "tool_runs": runs,
-        "keys_run_more_than_once": rerun_keys,
+        **figures,
         "wall_seconds": round(wall, 1),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"chaos-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    out = write_report(report, RESULTS, "chaos")
+    print(json.dumps(report, indent=2, default=str))
     print(f"chaos_report_written path={out.relative_to(REPO)} wall_seconds={report['wall_seconds']}")
 
-    assert statuses == {"COMPLETED": EXECUTIONS}, statuses
-    assert effects == total_commands
-    assert runs >= effects
-    assert outbox_events == outbox_distinct
-    assert missing == 0 and extra == 0
-    assert log_events == outbox_events
-    assert doubled_terminals == 0
-    assert doubled_finishes == 0
+    stranded = figures["open_commands_of_unfinished_executions"]
+    assert figures["execution_statuses"] == {"COMPLETED": EXECUTIONS}, json.dumps(stranded, default=str)
+    assert figures["side_effects"] == total_commands
+    assert figures["tool_runs"] >= figures["side_effects"]
+    assert figures["events_in_outbox"] == figures["events_in_outbox_distinct"]
+    assert figures["events_missing_from_log"] == 0 and figures["events_in_log_not_in_outbox"] == 0
+    assert figures["events_in_log"] == figures["events_in_outbox"]
+    assert figures["commands_with_two_terminal_events"] == 0
+    assert figures["executions_finished_twice"] == 0
     assert chaos.all_ready(), "a service is not ready at the end"
     # and after all that, every service still stops cleanly on SIGTERM: exit code 0
     codes = {

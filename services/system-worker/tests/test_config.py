@@ -229,3 +229,25 @@ def test_template_limits_come_from_the_environment() -> None:
     assert config.template_limits == TemplateLimits(max_iterations=1000, max_seconds=2.0)
     with pytest.raises(ConfigError, match="NOETL_TEMPLATE_MAX_OUTPUT_BYTES"):
         WorkerConfig.from_env({**REQUIRED, "NOETL_TEMPLATE_MAX_OUTPUT_BYTES": "lots"})
+
+
+def test_server_url_may_list_replicas_each_checked() -> None:
+    config = WorkerConfig.from_env({**REQUIRED, "NOETL_SERVER_URL": " http://a:8082/, http://b:8082 "})
+    assert config.server_url == "http://a:8082,http://b:8082"
+    with pytest.raises(ConfigError, match="NOETL_SERVER_URL"):
+        WorkerConfig.from_env({**REQUIRED, "NOETL_SERVER_URL": "http://a:8082,b:8082"})
+    with pytest.raises(ConfigError, match="NOETL_STREAM_REPLICAS"):
+        WorkerConfig.from_env({**REQUIRED, "NOETL_STREAM_REPLICAS": "0"})
+
+
+async def test_client_pool_sends_a_notification_naming_one_replica_to_the_failover_client() -> None:
+    pool = ClientPool("http://a:8082,http://b:8082/")
+    try:
+        replicas = pool.get(None)
+        assert replicas.base_urls == ("http://a:8082", "http://b:8082")
+        assert pool.get("http://b:8082/") is replicas
+        assert pool.get("http://a:8082, http://b:8082") is replicas
+        assert pool.get("http://a:8082,http://attacker.example") is replicas
+        assert pool.refused == {"http://a:8082,http://attacker.example"}
+    finally:
+        await pool.aclose()

@@ -12,6 +12,7 @@ from ._config import (
     env_int,
     env_opt,
     env_str,
+    stream_replicas,
 )
 from ._envelopes import (
     MAX_BATCH_EVENTS,
@@ -46,6 +47,7 @@ from ._envelopes import (
     WorkerRegistration,
     outbox_delay_seconds,
 )
+from ._failover import api_urls
 from ._logging import configure_logging
 from ._loop import EVENT_LOOPS, event_loop_factory, event_loop_name
 from ._metrics import counter, gauge, histogram, metric_name
@@ -126,6 +128,7 @@ __all__ = [
     "TaskSpec",
     "WorkerHeartbeat",
     "WorkerRegistration",
+    "api_urls",
     "command_subject",
     "configure_logging",
     "consumer_name",
@@ -160,6 +163,7 @@ __all__ = [
     "scrub",
     "scrub_text",
     "serve_ops",
+    "stream_replicas",
     "utc_now_iso",
     "wait_or_stop",
 ]

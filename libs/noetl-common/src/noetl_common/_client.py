@@ -2,13 +2,13 @@
 
 Every service reaches NoETL data only through this HTTP API. Internal routes send the
 bearer token of the calling service. Transport errors and 502/503/504 are retried with capped exponential
-backoff (``Retry-After`` honoured); other statuses raise ``ApiError`` at once.
+backoff (``Retry-After`` honoured), and fail over between the API's replicas when it is given several
+(``_failover.py``); other statuses raise ``ApiError`` at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -39,9 +39,9 @@ from ._envelopes import (
     WorkerHeartbeat,
     WorkerRegistration,
 )
+from ._failover import Replicas, retry_after
 
 T = TypeVar("T")
-_RETRYABLE = frozenset({502, 503, 504})
 
 
 class ApiError(Exception):
@@ -55,12 +55,12 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status_code}: {detail}")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
+def _api_error(response: httpx.Response) -> ApiError:
     try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
+        error = msgspec.json.decode(response.content, type=ErrorBody)
+    except msgspec.DecodeError:
+        error = None
+    return ApiError(response.status_code, error, response.text, retry_after(response))
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,14 @@ class PluginFetch:
 
 
 class ControlPlaneClient:
-    """Thin typed wrapper over the control-api routes the other services use."""
+    """Thin typed wrapper over the control-api routes the other services use.
+
+    ``base_url``: one URL, or several replicas of the same API (comma-separated, as
+    ``NOETL_SERVER_URL`` may list them, or a sequence) to fail over between."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         token: str | None = None,
         timeout: float = 30.0,
@@ -89,15 +92,22 @@ class ControlPlaneClient:
         if token:
             # the caller's own credential, on every route (docs/security.md)
             headers["authorization"] = f"Bearer {token}"
-        self.base_url = base_url.rstrip("/")
-        self.retries = retries
-        self.max_backoff = max_backoff
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
             headers=headers,
             timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
+        self._replicas = Replicas(base_url, self._http, retries=retries, max_backoff=max_backoff)
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every replica's URL, in the order given."""
+        return self._replicas.urls
+
+    @property
+    def base_url(self) -> str:
+        """The URL calls go to now (the first of ``base_urls`` until it fails)."""
+        return self._replicas.url
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -132,38 +142,14 @@ class ControlPlaneClient:
         retries: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> T | None:
-        attempts = self.retries if retries is None else retries
-        delay = 0.1
-        for attempt in range(attempts + 1):
-            try:
-                response = await self._http.request(
-                    method,
-                    path,
-                    content=content,
-                    headers=headers,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-            except httpx.TransportError:
-                if attempt >= attempts:
-                    raise
-                await asyncio.sleep(delay * (1 + random.random()))
-                delay = min(self.max_backoff, delay * 2)
-                continue
-            if response.status_code < 300:
-                if reply_type is None or not response.content:
-                    return None
-                return msgspec.json.decode(response.content, type=reply_type)
-            retry_after = _retry_after(response)
-            if response.status_code in _RETRYABLE and attempt < attempts:
-                await asyncio.sleep(retry_after if retry_after is not None else delay)
-                delay = min(self.max_backoff, delay * 2)
-                continue
-            try:
-                error = msgspec.json.decode(response.content, type=ErrorBody)
-            except msgspec.DecodeError:
-                error = None
-            raise ApiError(response.status_code, error, response.text, retry_after)
-        raise AssertionError("unreachable")
+        response = await self._replicas.send(
+            method, path, content=content, timeout=timeout, retries=retries, headers=headers
+        )
+        if response.status_code < 300:
+            if reply_type is None or not response.content:
+                return None
+            return msgspec.json.decode(response.content, type=reply_type)
+        raise _api_error(response)
 
     # -- outbox (publisher) ---------------------------------------------------------------
     async def outbox_claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
@@ -308,18 +294,14 @@ class ControlPlaneClient:
     async def _raise_for(self, response: httpx.Response) -> None:
         if response.status_code < 300 or response.status_code == 304:
             return
-        try:
-            error = msgspec.json.decode(response.content, type=ErrorBody)
-        except msgspec.DecodeError:
-            error = None
-        raise ApiError(response.status_code, error, response.text, _retry_after(response))
+        raise _api_error(response)
 
     async def get_plugin(self, path: str, version: int | None = None, etag: str | None = None) -> PluginFetch:
         """``GET /api/internal/plugins/{path}``; with ``etag`` an unchanged module answers 304."""
         headers = {"if-none-match": f'"{etag}"'} if etag else {}
         params = {"version": str(version)} if version is not None else {}
-        response = await self._http.get(
-            f"/api/internal/plugins/{quote(path, safe='/')}", params=params, headers=headers
+        response = await self._replicas.send(
+            "GET", f"/api/internal/plugins/{quote(path, safe='/')}", params=params, headers=headers, retries=0
         )
         await self._raise_for(response)
         digest = response.headers.get("etag", "").strip('"') or (etag or "")
@@ -329,9 +311,11 @@ class ControlPlaneClient:
 
     async def put_object(self, key: str, data: bytes, media_type: str = "application/octet-stream") -> None:
         """``PUT /api/internal/objects/{key}`` (create or replace)."""
-        response = await self._http.put(
+        response = await self._replicas.send(
+            "PUT",
             f"/api/internal/objects/{quote(key, safe='/')}",
             content=data,
             headers={"content-type": media_type},
+            retries=0,
         )
         await self._raise_for(response)

@@ -89,6 +89,16 @@ def env_hostport(name: str, default: str, *, env: Mapping[str, str] | None = Non
     return host or "0.0.0.0", int(port)
 
 
+#: JetStream's own limit on the replicas of a stream.
+MAX_STREAM_REPLICAS = 5
+
+
+def stream_replicas(env: Mapping[str, str] | None = None) -> int:
+    """``NOETL_STREAM_REPLICAS``: on how many NATS servers each stream is kept (1..5, default 1);
+    a bad value raises ``ConfigError`` naming it."""
+    return env_int("NOETL_STREAM_REPLICAS", 1, minimum=1, maximum=MAX_STREAM_REPLICAS, env=env)
+
+
 MIN_TOKEN_CHARS = 32
 
 
@@ -129,6 +139,7 @@ class ServiceEnv:
     @staticmethod
     def read(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The base fields as keyword arguments; a bad value raises ``ConfigError`` naming it."""
+        stream_replicas(env)  # read again where the streams are ensured; a bad value fails here, at start
         return {
             "server_url": env_str("NOETL_SERVER_URL", "http://127.0.0.1:8082", env=env),
             "api_token": env_api_token(env),

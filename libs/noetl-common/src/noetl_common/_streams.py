@@ -1,4 +1,10 @@
-"""JetStream stream and consumer definitions with an idempotent ensure (architecture.md §4)."""
+"""JetStream stream and consumer definitions with an idempotent ensure (architecture.md §4).
+
+Each stream is kept on ``NOETL_STREAM_REPLICAS`` servers of the NATS cluster (1 by default: one
+server). Three replicas keep every acknowledged message through the loss of one server; a
+consumer has as many replicas as its stream. Every service that ensures the streams must be
+given the same value, or each start would rescale them.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
+from ._config import stream_replicas
 from ._subjects import (
     COMMAND_SUBJECT_PREFIX,
     COMMANDS_STREAM,
@@ -28,17 +35,20 @@ DEFAULT_EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 
-def commands_stream_config() -> StreamConfig:
+def commands_stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=COMMANDS_STREAM,
         subjects=[COMMAND_SUBJECT_PREFIX, f"{COMMAND_SUBJECT_PREFIX}.>"],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        num_replicas=replicas,
     )
 
 
-def events_stream_config(max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS) -> StreamConfig:
+def events_stream_config(
+    max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS, replicas: int = 1
+) -> StreamConfig:
     return StreamConfig(
         name=EVENTS_STREAM,
         subjects=[f"{EVENT_SUBJECT_PREFIX}.>"],
@@ -46,10 +56,11 @@ def events_stream_config(max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS
         storage=StorageType.FILE,
         max_age=max_age_seconds,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        num_replicas=replicas,
     )
 
 
-def dlq_stream_config() -> StreamConfig:
+def dlq_stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=DLQ_STREAM,
         subjects=[f"{DLQ_SUBJECT_PREFIX}.>"],
@@ -57,6 +68,7 @@ def dlq_stream_config() -> StreamConfig:
         storage=StorageType.FILE,
         max_age=30 * 24 * 3600.0,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        num_replicas=replicas,
     )
 
 
@@ -76,12 +88,19 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_streams(
-    js: JetStreamContext, events_max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS
+    js: JetStreamContext,
+    events_max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS,
+    *,
+    replicas: int | None = None,
 ) -> None:
-    """Ensure all three streams; safe to call from every service at every start."""
-    await ensure_stream(js, commands_stream_config())
-    await ensure_stream(js, events_stream_config(events_max_age_seconds))
-    await ensure_stream(js, dlq_stream_config())
+    """Ensure all three streams; safe to call from every service at every start.
+
+    ``replicas`` defaults to ``NOETL_STREAM_REPLICAS`` of this process's environment (which the
+    services check at start, so a bad value never reaches here)."""
+    replicas = stream_replicas() if replicas is None else replicas
+    await ensure_stream(js, commands_stream_config(replicas))
+    await ensure_stream(js, events_stream_config(events_max_age_seconds, replicas))
+    await ensure_stream(js, dlq_stream_config(replicas))
 
 
 def pool_consumer_config(

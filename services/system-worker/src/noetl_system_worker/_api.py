@@ -18,6 +18,7 @@ from noetl_common import (
     EventsReply,
     WorkerHeartbeat,
     WorkerRegistration,
+    api_urls,
 )
 
 
@@ -78,7 +79,9 @@ class ClientPool:
     in ``WORKER_ALLOWED_SERVER_URLS``: a message on NATS must not be able to send the
     worker's results and bearer token to a host of its choosing. Any other URL falls back
     to ``NOETL_SERVER_URL`` (the same API under another name, e.g. its public address).
-    Connections are reused across commands.
+    ``NOETL_SERVER_URL`` may list several replicas of the API: a notification naming any one of
+    them gets the client that fails over between all of them. Connections are reused across
+    commands.
     """
 
     def __init__(
@@ -89,7 +92,9 @@ class ClientPool:
         token: str | None = None,
         factory: Callable[[str], ControlPlaneClient] | None = None,
     ) -> None:
-        self.default_url = default_url.rstrip("/")
+        replicas = api_urls(default_url)
+        self.default_url = ",".join(replicas)
+        self._replicas = frozenset(replicas)
         self.allowed = frozenset(u.rstrip("/") for u in allowed) | {self.default_url}
         self._factory = factory or (lambda url: ControlPlaneClient(url, token=token))
         self._clients: dict[str, ControlPlaneClient] = {}
@@ -97,7 +102,10 @@ class ClientPool:
 
     def resolve(self, server_url: str | None) -> str:
         """The base URL to call for a notification's ``server_url``."""
-        url = (server_url or self.default_url).rstrip("/")
+        named = server_url if server_url and server_url.strip(" ,") else self.default_url
+        url = ",".join(api_urls(named))
+        if url in self._replicas:
+            return self.default_url
         if url in self.allowed:
             return url
         if url not in self.refused:

@@ -26,6 +26,7 @@ from noetl_common import (
     env_int,
     env_opt,
     env_str,
+    stream_replicas,
 )
 from noetl_common.arrow_limits import ArrowLimits
 from noetl_common.templating import TemplateLimits
@@ -47,6 +48,16 @@ def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     if parsed.scheme not in schemes or not parsed.netloc:
         raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {value!r}")
     return value
+
+
+def _server_urls(env: Mapping[str, str]) -> str:
+    """``NOETL_SERVER_URL``: one control-api URL or a comma-separated list of its replicas (the
+    client fails over between them), each checked; returned as one normalised list."""
+    raw = env_str("NOETL_SERVER_URL", env=env)
+    urls = [_url("NOETL_SERVER_URL", u.strip(), ("http", "https")).rstrip("/") for u in raw.split(",") if u.strip()]
+    if not urls:
+        raise ConfigError(f"NOETL_SERVER_URL must be a http/https URL, got {raw!r}")
+    return ",".join(urls)
 
 
 def _egress(env: Mapping[str, str]) -> EgressPolicy:
@@ -159,6 +170,7 @@ class WorkerConfig:
         log_level = env_str("NOETL_LOG_LEVEL", "INFO", env=env).upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"NOETL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        stream_replicas(env)  # ensure_streams reads it when it declares the streams; checked here, at start
         return cls(
             worker_id=worker_id,
             pool=pool,
@@ -167,7 +179,7 @@ class WorkerConfig:
             shutdown_grace_seconds=env_float("WORKER_SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0, env=env),
             metrics_host=host,
             metrics_port=port,
-            server_url=_url("NOETL_SERVER_URL", env_str("NOETL_SERVER_URL", env=env), ("http", "https")),
+            server_url=_server_urls(env),
             nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222", env=env),
             nats_user=user,
             nats_password=password,

@@ -3,7 +3,9 @@
 ``up`` starts Postgres, nats-server, control-api, outbox-publisher, projector and two
 workers (pools ``shared`` and ``system``) detached under the state dir (default
 ``.state/`` at the repository root), registers the playbooks in ``examples/``, runs
-``examples/hello`` and prints where everything answers. ``down`` stops all of it.
+``examples/hello`` and prints where everything answers. ``up --cluster`` runs three
+JetStream servers, two control-api replicas and two projector shards instead. ``down``
+stops all of it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 from noetl_cli import Api, CliError, store_token
 
+from ._cluster import CLUSTER, SINGLE
 from ._recorded import kill_recorded, read_state, recorded_processes, restart_recorded, running, stop_recorded
 from ._services import DEFAULT_API_PORT, StackError
 from ._stack import Stack
@@ -55,8 +58,13 @@ def _all_running(state: dict[str, Any]) -> bool:
     return bool(entries) and all(running(entry) for _, entry in entries)
 
 
-def _without_login(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: terminals get copied into tickets."""
+def _without_login(urls: str) -> str:
+    """``urls`` (one, or a comma-separated list) with each password replaced by ``***``:
+    terminals get copied into tickets."""
+    return ",".join(_one_without_login(url) for url in urls.split(","))
+
+
+def _one_without_login(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
     if not at or ":" not in userinfo:
@@ -67,9 +75,11 @@ def _without_login(url: str) -> str:
 def _print_urls(state: dict[str, Any]) -> None:
     procs = state["processes"]
     print(f"control-api      {state['api_url']}   (OpenAPI: {state['api_url']}/schema)")
-    for name in ("outbox-publisher", "projector", "worker-shared", "worker-system"):
-        if name in procs:
-            print(f"{name:<16} {procs[name]['url']}/metrics  /readyz")
+    for url in state.get("api_urls", [])[1:]:
+        print(f"                 {url}   (replica)")
+    for name, entry in procs.items():
+        if name.startswith(("outbox-publisher", "projector", "worker-")):
+            print(f"{name:<16} {entry['url']}/metrics  /readyz")
     print(f"nats             {_without_login(state['nats_url'])}")
     if state.get("database_url"):
         print(f"postgres         {_without_login(state['database_url'])}   (login in stack.json)")
@@ -99,6 +109,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     state = read_state(state_dir)
     if state is not None:
         if _all_running(state):
+            if ("nats-1" in state["processes"]) != args.cluster:
+                running_now = "single-node" if args.cluster else "clustered"
+                print(f"error: a {running_now} stack is up; `noetl-dev down` it first", file=sys.stderr)
+                return 1
             print(f"the stack is already up (state in {state_dir})")
             _print_urls(state)
             return 0
@@ -121,8 +135,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         detach=True,
         ready_timeout=args.ready_timeout,
+        **(CLUSTER if args.cluster else SINGLE),
     )
-    print(f"starting the stack under {state_dir} ...", flush=True)
+    clustered = " (clustered: 3 NATS servers, 2 control-api replicas, 2 projector shards)" if args.cluster else ""
+    print(f"starting the stack under {state_dir}{clustered} ...", flush=True)
     try:
         stack.start()
     except StackError as exc:
@@ -239,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=int, default=int(os.environ.get("NOETL_API_PORT", DEFAULT_API_PORT)))
     up.add_argument("--examples", type=Path, default=repo_root() / "examples")
     up.add_argument("--no-examples", action="store_true", help="skip registering and running the examples")
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="three JetStream servers (streams at 3 replicas), two control-api replicas and two "
+        "projector shards (make up CLUSTER=1)",
+    )
     up.add_argument("--ready-timeout", type=float, default=90.0)
     up.add_argument("--hello-timeout", type=float, default=60.0)
     up.set_defaults(func=cmd_up)

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ._cluster import stop_order
 from ._pgroup import group_members, is_running, start_time, stop_group, stop_groups
 from ._services import STOP_WAVES, StackError, tail
 
@@ -62,11 +63,9 @@ def stop_recorded(state_dir: Path, grace: float = 15.0) -> tuple[list[str], list
     if state is None:
         return [], []
     entries = dict(recorded_processes(state))
-    known = {name for wave in STOP_WAVES for name in wave}
-    others = tuple(name for name in entries if name not in known)
     stopped: list[str] = []
     leftovers: list[str] = []
-    for wave in (others, *STOP_WAVES):
+    for wave in stop_order(entries, STOP_WAVES):  # nats-2 with nats, control-api-2 with control-api
         names = [name for name in wave if name in entries and running(entries[name])]
         stop_groups(
             [(int(entries[n]["pid"]), int(entries[n].get("signal", signal.SIGTERM))) for n in names], grace

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._cluster import NatsCluster, api_ports, replica_services, start_cluster, stop_order
 from ._pgroup import group_members, parent_death_signal, start_time, stop_group, stop_groups
 from ._procs import (
     Proc,
@@ -56,10 +57,11 @@ class Stack:
     ``database_url`` / ``nats_url``: use these servers instead of starting embedded
     ones (the database must exist; migrations are applied to it). ``detach``: children
     outlive this process (``noetl-dev up``); otherwise they get SIGTERM if it dies.
-    ``extra_env`` goes to every service, ``service_overrides[name]`` to one. Only one
-    projector runs, so ``shard_count`` other than 1 needs more replicas than this starts.
+    ``extra_env`` goes to every service, ``service_overrides[name]`` to one.
     ``shared_workers``: how many workers of the shared pool (the 2nd and later are named
     ``worker-shared-2`` ..., with ``worker-shared``'s environment and their own id and port).
+    ``shard_count`` projectors (``projector-2`` ...), ``api_replicas`` control-apis, and with
+    ``nats_nodes`` > 1 a JetStream cluster (``nats-1`` ...): ``Stack(dir, **CLUSTER)`` (_cluster.py).
     """
 
     state_dir: Path
@@ -70,6 +72,8 @@ class Stack:
     ready_timeout: float = 90.0
     shard_count: int = 1
     shared_workers: int = 1
+    nats_nodes: int = 1
+    api_replicas: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
     service_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=new_tokens)
@@ -79,6 +83,10 @@ class Stack:
     #: the login of the nats-server this stack started (None for one it was given)
     nats_auth: tuple[str, str] | None = field(default=None, init=False)
     admin_url: str | None = field(default=None, init=False)
+    #: the JetStream cluster this stack started (``nats_nodes`` > 1)
+    nats_cluster: NatsCluster | None = field(default=None, init=False)
+    #: every control-api replica's port, the first being ``api_port``
+    api_ports: list[int] = field(default_factory=list, init=False)
     _started_pg: int | None = field(default=None, init=False)
     _started_nats: int | None = field(default=None, init=False)
 
@@ -99,6 +107,11 @@ class Stack:
     @property
     def api_url(self) -> str:
         return self.services["control-api"].url
+
+    @property
+    def api_urls(self) -> list[str]:
+        """Every control-api replica's URL (what the services get as ``NOETL_SERVER_URL``)."""
+        return [f"http://127.0.0.1:{port}" for port in self.api_ports]
 
     @property
     def pg_dir(self) -> Path:
@@ -160,6 +173,9 @@ class Stack:
             self.admin_url = admin_url
             self.database_url = create_database(admin_url, "noetl")
             self._release_log(proc)
+        if self.nats_url is None and self.nats_nodes > 1:
+            self.nats_cluster = start_cluster(self.state_dir, self.log_path, self.nats_nodes, self.ready_timeout)
+            self.nats_url, self.nats_auth = self.nats_cluster.url, self.nats_cluster.auth
         if self.nats_url is None:
             # a login, so that nothing else on the machine (a playbook's python task among
             # them) can publish into the suite's streams
@@ -184,15 +200,18 @@ class Stack:
         """The inherited environment plus what every suite process shares."""
         assert self.database_url is not None and self.nats_url is not None
         self.api_port = self.api_port or free_port()
+        self.api_ports = self.api_ports or api_ports(self.api_port, self.api_replicas)
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(
             common_env(
-                server_url=f"http://127.0.0.1:{self.api_port}",
+                server_url=",".join(self.api_urls),
                 nats_url=self.nats_url,
                 shard_count=self.shard_count,
             )
         )
+        if self.nats_cluster is not None:
+            env["NOETL_STREAM_REPLICAS"] = str(self.nats_cluster.stream_replicas)
         return env
 
     def _migrate(self) -> None:
@@ -244,6 +263,15 @@ class Stack:
             self.services[name] = Service(
                 name=name, argv=shared.argv, env=env, port=port, log_path=self.log_path(name)
             )
+        self.services.update(
+            replica_services(
+                self.services,
+                api_ports=self.api_ports,
+                shard_count=self.shard_count,
+                overrides=self.service_overrides,
+                log_path=self.log_path,
+            )
+        )
 
     def start_service(self, name: str, *, wait: bool = True) -> Service:
         """(Re)start one service with its original ports and environment."""
@@ -306,12 +334,12 @@ class Stack:
         }
         if self.nats is not None:
             procs["nats"] = (self.nats, signal.SIGTERM)
+        if self.nats_cluster is not None:
+            procs.update(self.nats_cluster.stoppable())
         if self.postgres is not None:
             procs["postgres"] = (self.postgres, self.postgres.stop_signal)
         leftovers: list[str] = []
-        known = {name for wave in STOP_WAVES for name in wave}
-        extra = tuple(name for name in procs if name not in known)  # e.g. worker-shared-2
-        for wave in ((*extra, *STOP_WAVES[0]), *STOP_WAVES[1:]):
+        for wave in stop_order(procs, STOP_WAVES):  # worker-shared-2 with the workers, nats-2 with nats
             names = [name for name in wave if name in procs]
             left = stop_groups([(procs[n][0].pid, procs[n][1]) for n in names], grace)
             leftovers += [n for n in names if procs[n][0].pid in left or group_members(procs[n][0].pid)]
@@ -348,12 +376,15 @@ class Stack:
                 "signal": int(signal.SIGTERM),
                 "log": str(self.log_path("nats")),
             }
+        if self.nats_cluster is not None:
+            procs.update(self.nats_cluster.records())
         for name, service in self.services.items():
             procs[name] = service.record()
         return {
             "state_dir": str(self.state_dir),
             "pg_dir": str(self.pg_dir) if self.postgres is not None else None,
             "api_url": f"http://127.0.0.1:{self.api_port}" if self.api_port else None,
+            "api_urls": self.api_urls,
             "database_url": self.database_url,
             "admin_url": self.admin_url,
             "nats_url": self.nats_url,
