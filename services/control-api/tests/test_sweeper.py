@@ -90,6 +90,15 @@ async def execution(api: Any, execution_id: int) -> dict[str, Any]:
     return dict((await api.client.get(f"/api/executions/{execution_id}")).json())
 
 
+async def worker(api: Any, *, worker_id: str = "w-idle", in_flight: int = 0) -> None:
+    """A worker of the shared pool (the client's worker token) alive now, with two slots,
+    ``in_flight`` of them busy."""
+    body = {"worker_id": worker_id, "pool": "shared", "capacity": 2}
+    assert (await api.client.post("/api/worker/pool/register", json=body)).status_code == 200
+    beat = {"worker_id": worker_id, "in_flight": in_flight}
+    assert (await api.client.post("/api/worker/pool/heartbeat", json=beat)).status_code == 204
+
+
 async def assert_replays(api: Any, execution_id: int) -> None:
     replayed = await api.replay(execution_id)
     assert replayed["log_complete"] and replayed["matches"], replayed["differences"]
@@ -103,6 +112,7 @@ async def test_an_unclaimed_command_is_notified_again_with_a_fresh_message_id(ap
     execution_id = await api.execute()
     (command,) = await api.open_commands(execution_id)
     sweeper = sweeper_of(api.client)
+    await worker(api)  # idle: a message that reached it would have been claimed
 
     # notification written, not published: the publisher is behind, nothing is lost
     await sql(api, "UPDATE noetl.command SET notified_at = now() - interval '1 hour'")
@@ -130,7 +140,7 @@ async def test_an_unclaimed_command_is_notified_again_with_a_fresh_message_id(ap
     assert (await sweeper.sweep()).republished == 0
     await publish(api, execution_id, seconds_ago=61)
     assert (await sweeper.sweep()).republished == 0
-    await publish(api, execution_id)
+    await sql(api, "UPDATE noetl.command SET notified_at = now() - interval '122 seconds'")
     await sql(api, "UPDATE noetl.outbox SET published_at = now() - interval '121 seconds' WHERE execution_id = %s", execution_id)
     assert (await sweeper.sweep()).republished == 1
 
@@ -147,9 +157,27 @@ async def test_a_published_notification_whose_row_was_purged_still_counts_from_i
     await api.register()
     execution_id = await api.execute()
     await sql(api, "DELETE FROM noetl.outbox WHERE execution_id = %s AND subject LIKE 'noetl.commands.%%'", execution_id)
+    await worker(api)
     assert (await sweeper_of(api.client).sweep()).republished == 0  # notified just now
     await sql(api, "UPDATE noetl.command SET notified_at = now() - interval '61 seconds'")
     assert (await sweeper_of(api.client).sweep()).republished == 1
+
+
+async def test_no_duplicate_while_the_pools_live_workers_are_all_busy_or_there_are_none(api: Any) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    await publish(api, execution_id, seconds_ago=3600)
+    await sql(api, "UPDATE noetl.command SET notified_at = now() - interval '1 hour'")
+    sweeper = sweeper_of(api.client)
+    assert (await sweeper.sweep()).republished == 0  # no worker: nobody to send it to
+    await worker(api, worker_id="w-busy", in_flight=2)
+    assert (await sweeper.sweep()).republished == 0  # queued behind the busy worker's work, most likely
+    await sql(api, "UPDATE noetl.worker SET heartbeat_at = now() - interval '31 seconds'")
+    await worker(api, worker_id="w-idle-but-silent", in_flight=0)
+    await sql(api, "UPDATE noetl.worker SET heartbeat_at = now() - interval '31 seconds'")
+    assert (await sweeper.sweep()).republished == 0  # silent for longer than a lease: not live
+    await worker(api, worker_id="w-busy", in_flight=1)
+    assert (await sweeper.sweep()).republished == 1  # a free slot, and still no claim: lost
 
 
 # -- 2. CLAIMED commands whose lease expired go back to PENDING, notified again ------------------
@@ -379,8 +407,10 @@ async def _stranded_everything(api: Any) -> dict[str, int]:
     cases["pool_absent"] = await api.execute("tests/agent")
     cases["playbook_timeout"] = await api.execute("tests/timed")
     await api.hold(cases["reissue"])
+    await worker(api)
     for execution_id in cases.values():
         await publish(api, execution_id, seconds_ago=61)
+    await sql(api, "UPDATE noetl.command SET notified_at = now() - interval '62 seconds'")
     await sql(api, "UPDATE noetl.command SET lease_expires_at = now() - interval '61 seconds' WHERE status = 'CLAIMED'")
     await sql(api, "UPDATE noetl.command SET created_at = now() - interval '61 seconds' WHERE execution_id = %s", cases["step_timeout"])
     await sql(api, "UPDATE noetl.command SET created_at = now() - interval '301 seconds' WHERE execution_id = %s", cases["pool_absent"])

@@ -128,20 +128,27 @@ async def lock_expired_leases(conn: AsyncConnection[Any], wait_seconds: float, l
 
 
 async def lock_unclaimed(
-    conn: AsyncConnection[Any], wait_seconds: float, max_factor: int, limit: int
+    conn: AsyncConnection[Any], wait_seconds: float, max_factor: int, live_seconds: float, limit: int
 ) -> list[Stranded]:
     """Lock PENDING commands of running executions whose latest notification was published (or,
     when its row is gone, written) longer ago than ``wait_seconds`` doubled per re-publish, at
-    most ``max_factor`` times. A command whose notification is still unpublished is left alone:
-    the publisher is behind, the message is not lost."""
+    most ``max_factor`` times, while a worker of their pool heard from within ``live_seconds``
+    has a free slot (it would have claimed a message that reached it).
+
+    Left alone: a command whose notification is still unpublished (the publisher is behind, the
+    message is not lost), and one whose pool's live workers are all busy (its message is most
+    likely queued behind theirs; a duplicate would only wait there too)."""
+    wait = "make_interval(secs => %s * least(power(2, c.republished), %s))"
     cur = await conn.execute(
         _STRANDED + " LEFT JOIN noetl.outbox o"
         "  ON o.execution_id = c.execution_id AND o.event_id = coalesce(c.notice_id, c.command_id)"
         " WHERE c.status = 'PENDING' AND e.status = 'RUNNING' AND (o.outbox_id IS NULL OR o.status = 'PUBLISHED')"
-        " AND coalesce(o.published_at, c.notified_at)"
-        "     < now() - make_interval(secs => %s * least(power(2, c.republished), %s))"
+        # published after it was written: the cheap test first
+        f" AND c.notified_at < now() - {wait} AND coalesce(o.published_at, c.notified_at) < now() - {wait}"
+        " AND EXISTS (SELECT 1 FROM noetl.worker w WHERE w.pool = c.pool AND w.status = 'ACTIVE'"
+        "             AND w.heartbeat_at > now() - %s AND w.in_flight < w.capacity)"
         " ORDER BY c.command_id LIMIT %s FOR UPDATE OF c SKIP LOCKED",
-        (wait_seconds, max_factor, limit),
+        (wait_seconds, max_factor, wait_seconds, max_factor, timedelta(seconds=live_seconds), limit),
     )
     return [Stranded(*r) for r in await cur.fetchall()]
 
