@@ -123,8 +123,8 @@ class Sweeper:
     # -- one round --------------------------------------------------------------------------
 
     async def sweep(self, *, lead: bool = True) -> SweepReport:
-        """One round, if this replica gets the round's lock (``lead=False``: without the lock,
-        for tests of the guards every action keeps on its own)."""
+        """One round, if this replica gets the round's lock. ``lead=False`` runs it without
+        taking the lock: tests use it to show that each action's own row guards suffice."""
         loop = asyncio.get_running_loop()
         began = loop.time()
         if not lead:
