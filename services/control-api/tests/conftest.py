@@ -10,7 +10,7 @@ import httpx
 import psycopg
 import pytest
 from noetl_common import Snowflake
-from noetl_control_api import RetentionPolicy, Settings, create_app
+from noetl_control_api import RetentionPolicy, Settings, SweepPolicy, create_app
 
 SERVER_URL = "http://control-api.test:8082"
 
@@ -37,17 +37,21 @@ def bearer(variable: str) -> dict[str, str]:
 
 #: A retention policy of zero: tests of the purge itself sweep what they just wrote.
 NO_RETENTION = RetentionPolicy(outbox_seconds=0, executions_seconds=0, events_seconds=0)
+#: No background sweep: a test drives the sweeper itself (``services.sweeper.sweep()``), or it
+#: would act on what other tests leave open on purpose.
+NO_SWEEP = SweepPolicy(interval_seconds=0)
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
-    """Settings of the test app: the test tokens, the test server URL, no retention floor, and
-    ``overrides``."""
+    """Settings of the test app: the test tokens, the test server URL, no retention floor, no
+    background sweep, and ``overrides``."""
     return Settings(
         **{
             "database_url": database_url,
             "tokens": dict(TOKENS),
             "server_url": SERVER_URL,
             "retention": NO_RETENTION,
+            "sweep": NO_SWEEP,
             **overrides,
         }
     )
@@ -185,6 +189,21 @@ class Api:
         return command
 
     ids = Snowflake(900)
+
+    async def project(self, execution_id: int) -> None:
+        """What the publisher and the projector would do: the outbox's events into noetl.event."""
+        events = [
+            r["payload"] for r in await self.outbox(execution_id) if r["subject"].startswith("noetl.events.")
+        ]
+        reply = await self.client.post("/api/internal/events/project", json={"events": events}, headers=self.auth)
+        assert reply.status_code == 200, reply.text
+
+    async def replay(self, execution_id: int) -> dict[str, Any]:
+        """Project the execution's events, then ``GET /api/executions/{id}/replay``."""
+        await self.project(execution_id)
+        reply = await self.client.get(f"/api/executions/{execution_id}/replay")
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
 
     async def outbox(self, execution_id: int | None = None) -> list[dict[str, Any]]:
         cur = await self.db.execute(

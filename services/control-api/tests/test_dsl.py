@@ -542,3 +542,21 @@ def test_a_bad_step_timeout_is_rejected_naming_the_step(raw: str) -> None:
         field="timeout",
         match="timeout must be",
     )
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [(None, None), ("90", 90.0), ("'1h'", 3600.0), ("'8000h'", 8000 * 3600.0)])
+def test_a_playbook_timeout_bounds_each_execution(raw: str | None, seconds: float | None) -> None:
+    line = "" if raw is None else f"timeout: {raw}\n"
+    playbook = parse(line + "workflow: [{step: start, tool: {kind: noop}, timeout: 5}]\n")
+    assert playbook.timeout == seconds
+    assert playbook.step("start").timeout == 5.0  # the step's own bound is another thing
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "'later'", "false", "'9000h'", ".nan", "[1]"])
+def test_a_bad_playbook_timeout_is_rejected(raw: str) -> None:
+    rejects(
+        f"timeout: {raw}\nworkflow: [{{step: start, tool: {{kind: noop}}}}]\n",
+        step=None,
+        field="timeout",
+        match="timeout must be a positive number of seconds .* under 366 days",
+    )

@@ -191,18 +191,8 @@ async def test_a_decision_too_large_to_record_fails_the_execution_naming_step_an
     assert max(len(msgspec.json.encode(r["payload"])) for r in outbox) < 1040384
     failed = [r["payload"] for r in outbox if r["payload"].get("event_type") == "playbook.failed"]
     assert [f["context"]["cause"] for f in failed] == ["event_too_large"]
-    await project_outbox(api, execution_id)
-    replayed = (await api.client.get(f"/api/executions/{execution_id}/replay")).json()
+    replayed = await api.replay(execution_id)
     assert replayed["matches"], replayed["differences"]
-
-
-async def project_outbox(api: Any, execution_id: int) -> None:
-    """What the publisher and the projector would do: the outbox's events into noetl.event."""
-    events = [
-        r["payload"] for r in await api.outbox(execution_id) if r["subject"].startswith("noetl.events.")
-    ]
-    reply = await api.client.post("/api/internal/events/project", json={"events": events}, headers=api.auth)
-    assert reply.status_code == 200, reply.text
 
 
 async def test_mark_dead_fails_the_row_for_good_and_its_running_execution(api: Any) -> None:
@@ -232,8 +222,7 @@ async def test_mark_dead_fails_the_row_for_good_and_its_running_execution(api: A
         "/api/internal/outbox/claim", json={"limit": 1000, "wait_ms": 0}, headers=api.auth
     )
     assert started["outbox_id"] not in {r["outbox_id"] for r in claimed.json()["rows"]}
-    await project_outbox(api, execution_id)
-    replayed = (await api.client.get(f"/api/executions/{execution_id}/replay")).json()
+    replayed = await api.replay(execution_id)
     assert replayed["matches"], replayed["differences"]
 
 

@@ -49,6 +49,15 @@ async def test_old_terminal_executions_are_purged_with_all_their_rows(api: Any) 
     )
     commands = await _count(api, "command", old)
     outbox = await _count(api, "outbox", old)
+    # what the execution's steps left besides its rows: a keychain entry, a plug-in's object
+    for execution_id in (old, recent):
+        await api.db.execute(
+            "INSERT INTO noetl.keychain (scope_id, name, value_enc) VALUES (%s, 'token', 'x')", (execution_id,)
+        )
+        await api.db.execute(
+            "INSERT INTO noetl.object (key, digest, bytes) VALUES (%s, 'd', 'x')",
+            (f"executions/{execution_id}/start/out.json",),
+        )
     reply = await api.client.post(
         "/api/internal/cleanup/purge",
         json={"executions_older_than_seconds": 7 * 86_400, "outbox_published_older_than_seconds": 86_400},
@@ -61,9 +70,15 @@ async def test_old_terminal_executions_are_purged_with_all_their_rows(api: Any) 
         "events_deleted": projected,
         "commands_deleted": commands,
         "results_deleted": 0,
+        "keychain_deleted": 1,
+        "objects_deleted": 1,
     }
     for table in ("execution", "command", "outbox", "event"):
         assert await _count(api, table, old) == 0, table
+    cur = await api.db.execute("SELECT scope_id FROM noetl.keychain")
+    assert [r[0] for r in await cur.fetchall()] == [recent]
+    cur = await api.db.execute("SELECT key FROM noetl.object")
+    assert [r[0] for r in await cur.fetchall()] == [f"executions/{recent}/start/out.json"]
     # the recent one and the running one (old, but not terminal) are kept
     assert await _count(api, "execution", recent) == 1
     assert await _count(api, "execution", running) == 1

@@ -35,3 +35,22 @@ STREAM_WAKEUPS = counter(
     "Event-stream waits ended early: by a NOTIFY naming the stream's execution, a batch too wide "
     "to name its executions, or a listener reconnect",
 )
+SWEEP_ROUNDS = counter(
+    SERVICE,
+    "sweep_rounds_total",
+    "Sweeper rounds by outcome: leader (this replica swept), follower (another held the lock), error",
+    ["outcome"],
+)
+SWEEP_ROUND_SECONDS = histogram(SERVICE, "sweep_round_seconds", "Duration of a round this replica led")
+SWEEP_ACTIONS = counter(
+    SERVICE,
+    "sweep_actions_total",
+    "What the sweeper did: playbook_timeout, pool_absent, step_timeout, reissued, republished, retention",
+    ["action"],
+)
+RETENTION_DELETED = counter(
+    SERVICE,
+    "retention_deleted_total",
+    "Rows deleted by the retention policy the sweeper runs on its schedule, by kind",
+    ["kind"],
+)

@@ -54,6 +54,21 @@ class RetentionPolicy(msgspec.Struct, kw_only=True, frozen=True):
         return _FIELDS[request_field][1]
 
 
+class SweepPolicy(msgspec.Struct, kw_only=True, frozen=True):
+    """``NOETL_SWEEP_*`` and the sweeper's bounds (docs/sweeper.md); 0 turns off what says so."""
+
+    #: seconds between two rounds of one replica; 0: this replica does not sweep
+    interval_seconds: float = 10.0
+    #: a command no worker holds for this long gets its notification again
+    republish_seconds: float = 60.0
+    #: the bound of a step without a ``timeout`` of its own
+    step_timeout_seconds: float = 3600.0
+    #: a pool without a worker heartbeat for this long fails its open commands; 0: never
+    pool_absent_seconds: float = 300.0
+    #: how often the retention policy runs, across replicas; 0: never (a CronJob runs it)
+    retention_interval_seconds: float = 3600.0
+
+
 def parse_keys(raw: str) -> MultiFernet:
     """Fernet keys from a comma list; ConfigError naming the variable when one is invalid."""
     keys = [k.strip() for k in raw.split(",") if k.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -20,7 +21,7 @@ from noetl_common import (
 from noetl_common.arrow_limits import ArrowLimits
 from noetl_common.templating import TemplateLimits
 
-from ._options import OidcSettings, RetentionPolicy, parse_keys
+from ._options import OidcSettings, RetentionPolicy, SweepPolicy, parse_keys
 
 MiB = 1024 * 1024
 OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -41,6 +42,31 @@ def _seed_dir(env: Mapping[str, str] | None) -> str | None:
     if raw is not None and not os.path.isdir(raw):
         raise ConfigError(f"NOETL_PLUGIN_SEED_DIR must be a directory, got {raw!r}")
     return raw
+
+
+def _seconds(
+    env: Mapping[str, str] | None, name: str, default: float, low: float, high: float, *, off: bool = False
+) -> float:
+    """A duration within ``low..high`` seconds (or 0 when ``off`` allows it), finite."""
+    value = env_float(name, default, minimum=0.0, env=env)
+    if off and value == 0:
+        return value
+    if not math.isfinite(value) or not low <= value <= high:
+        zero = "0 (off) or " if off else ""
+        raise ConfigError(f"{name} must be {zero}{low:g}..{high:g} seconds, got {value:g}")
+    return value
+
+
+def _sweep(env: Mapping[str, str] | None) -> SweepPolicy:
+    return SweepPolicy(
+        interval_seconds=_seconds(env, "NOETL_SWEEP_INTERVAL_SECONDS", 10.0, 0.5, 3600.0, off=True),
+        republish_seconds=_seconds(env, "NOETL_PENDING_REPUBLISH_SECONDS", 60.0, 1.0, 86_400.0),
+        step_timeout_seconds=_seconds(env, "NOETL_STEP_TIMEOUT_SECONDS", 3600.0, 1.0, 30 * 86_400.0),
+        pool_absent_seconds=_seconds(env, "NOETL_POOL_ABSENT_SECONDS", 300.0, 5.0, 7 * 86_400.0, off=True),
+        retention_interval_seconds=_seconds(
+            env, "NOETL_RETENTION_INTERVAL_SECONDS", 3600.0, 10.0, 7 * 86_400.0, off=True
+        ),
+    )
 
 
 #: Tokens the control-api takes from its environment (the Secret), with the principal each is.
@@ -106,6 +132,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     auth_cache_seconds: float = 5.0
     oidc: OidcSettings | None = None
     retention: RetentionPolicy = msgspec.field(default_factory=RetentionPolicy)
+    sweep: SweepPolicy = msgspec.field(default_factory=SweepPolicy)
     sse_max_streams: int = 1000
     sse_max_streams_per_principal: int = 20
     bind_host: str = "0.0.0.0"
@@ -166,6 +193,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 executions_seconds=env_float("NOETL_RETENTION_EXECUTIONS_SECONDS", 30 * 86_400.0, minimum=0.0, env=env),
                 events_seconds=env_float("NOETL_RETENTION_EVENTS_SECONDS", 30 * 86_400.0, minimum=0.0, env=env),
             ),
+            sweep=_sweep(env),
             sse_max_streams=env_int("NOETL_SSE_MAX_STREAMS", 1000, minimum=1, maximum=100_000, env=env),
             sse_max_streams_per_principal=env_int(
                 "NOETL_SSE_MAX_STREAMS_PER_PRINCIPAL", 20, minimum=1, maximum=100_000, env=env

@@ -27,6 +27,7 @@ from ._results import ResultService
 from ._secrets import ResolveRequest, SecretBox, check_key_present
 from ._stream import EventStreamService
 from ._stream_limits import StreamLimits
+from ._sweeper import Sweeper, SweepReport
 from ._tokens import TokenCreate, TokenCreated, TokenList, TokenService, TokenView
 from ._views import (
     CancelRequest,
@@ -98,6 +99,8 @@ __all__ = [
     "RoleTable",
     "SecretBox",
     "StreamLimits",
+    "SweepReport",
+    "Sweeper",
     "TokenCreate",
     "TokenCreated",
     "TokenList",

@@ -46,7 +46,8 @@ class CommandFailReply(msgspec.Struct, kw_only=True):
 
 
 class DeadLetterService:
-    """Fails a command for good, whatever state its lease is in."""
+    """Fails a command for good, whatever state its lease is in: a dead-lettered one (the
+    worker's call) or one the sweeper found stranded or past its timeout."""
 
     def __init__(self, pool: AsyncConnectionPool, claims: ClaimService, ingest: EventIngest) -> None:
         self._pool = pool
@@ -60,16 +61,41 @@ class DeadLetterService:
             raise ValidationFailed("worker_id must be a non-empty string of at most 200 characters")
         if not request.reason.strip():
             raise ValidationFailed("reason must not be empty")
-        reason = request.reason[:MAX_REASON_CHARS]
+        return await self.fail_command(
+            event_id,
+            request.reason,
+            kind="DeadLettered",
+            worker_id=request.worker_id,
+            pool=principal.pool if principal.is_worker else None,
+            describe=principal.describe(),
+        )
+
+    async def fail_command(
+        self,
+        event_id: int,
+        reason: str,
+        *,
+        kind: str,
+        worker_id: str,
+        pool: str | None = None,
+        describe: str = "the control plane",
+        attempt: int | None = None,
+    ) -> CommandFailReply:
+        """Record ``command.failed {error: {message: reason, type: kind}}`` for the command's
+        current attempt through the ingest (a PENDING command is claimed first by ``worker_id``),
+        so the orchestrator applies it like any failed step; idempotent. ``pool``: the command
+        must be of that pool (403 otherwise; ``describe`` names who asked). ``attempt``: only that
+        attempt is failed; a command claimed again since (a worker took it after all) is left
+        alone. 404 unknown, 409 when it kept changing under us."""
+        reason = reason[:MAX_REASON_CHARS]
         for _ in range(_TRIES):
             async with self._pool.connection() as conn:
                 command = await store.commands.get_by_event(conn, event_id)
             if command is None:
                 raise NotFound(f"no command with event_id {event_id}")
-            if principal.is_worker and command.pool != principal.pool:
+            if pool is not None and command.pool != pool:
                 raise Forbidden(
-                    f"command {command.command_id} is for pool {command.pool!r};"
-                    f" {principal.describe()} serves pool {principal.pool!r}"
+                    f"command {command.command_id} is for pool {command.pool!r}; {describe} serves pool {pool!r}"
                 )
             reply = CommandFailReply(
                 event_id=event_id,
@@ -78,13 +104,13 @@ class DeadLetterService:
                 failed=False,
                 status=command.status,
             )
-            if command.status in store.commands.TERMINAL:
+            if command.status in store.commands.TERMINAL or attempt not in (None, command.attempt):
                 return reply
-            attempt = command.attempt
+            current = command.attempt
             if command.status == "PENDING":
                 # events are accepted only for a claimed command: take the lease first
                 try:
-                    attempt = (await self._claims.claim(event_id, request.worker_id, _DEAD_LETTER)).attempt
+                    current = (await self._claims.claim(event_id, worker_id, _DEAD_LETTER)).attempt
                 except (LeaseHeld, Conflict):
                     continue
             event = Event(
@@ -93,10 +119,12 @@ class DeadLetterService:
                 step=command.step,
                 status="FAILED",
                 created_at=utc_now_iso(),
-                context={"error": TaskError(message=reason, kind="DeadLettered").to_json()},
-                worker_id=request.worker_id,
-                meta={"command_id": command.command_id, "attempt": attempt},
+                context={"error": TaskError(message=reason, kind=kind).to_json()},
+                worker_id=worker_id,
+                meta={"command_id": command.command_id, "attempt": current},
             )
+            if attempt is not None:
+                attempt = current  # the sweeper's own claim took the next attempt
             try:
                 accepted = (await self._ingest.ingest([event], _DEAD_LETTER)).accepted
             except (StaleAttempt, Conflict):

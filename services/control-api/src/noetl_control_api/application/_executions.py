@@ -145,7 +145,7 @@ class ExecutionService:
                 ref,
                 decision,
                 leading=[requested],
-                insert_execution={"version": entry.version, "payload": payload},
+                insert_execution={"version": entry.version, "payload": payload, "timeout": playbook.timeout},
             )
         return ExecuteReply(
             execution_id=execution_id, status=decision.status, path=entry.path, version=entry.version
@@ -270,6 +270,20 @@ class ExecutionService:
             execution_id=row.execution_id, catalog_path=row.path, parent_execution_id=row.parent_execution_id
         )
         await self._recorder.write_decision(conn, ref, decision)
+        return True
+
+    async def time_out(self, execution_id: int, error: str, *, cause: str) -> bool:
+        """Fail a RUNNING execution past its deadline and cancel its running child executions
+        (nobody waits for them any more), in one transaction; False when it had ended already."""
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await self.fail_locked(conn, execution_id, error, cause=cause):
+                return False
+            # the parent is locked first, then its descendants in id order, as cancel() does
+            descendants = await store.executions.running_descendants(conn, execution_id)
+            children = await store.executions.lock(conn, descendants, "UPDATE")
+            for child in children.values():
+                if child.status not in TERMINAL_STATUSES:
+                    await self._cancel_one(conn, child, f"parent execution {execution_id} failed: {error}")
         return True
 
     async def _cancel_one(self, conn: Any, row: ExecutionRow, reason: str) -> None:

@@ -34,6 +34,8 @@ SERVER_EVENTS = frozenset(
         "step.enter",
         "command.issued",
         "command.claimed",
+        "command.reissued",
+        "command.republished",
         "next.evaluated",
         "ctx.patched",
         "loop.started",

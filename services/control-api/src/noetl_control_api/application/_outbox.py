@@ -191,6 +191,8 @@ class OutboxService:
             events_deleted=purged.events + events,
             commands_deleted=purged.commands,
             results_deleted=purged.results,
+            keychain_deleted=purged.keychain,
+            objects_deleted=purged.objects,
         )
 
     async def pending_count(self) -> int:

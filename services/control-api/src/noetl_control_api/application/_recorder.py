@@ -141,6 +141,35 @@ class Recorder:
             raise EventTooLarge(kind, step, len(data), self.max_event_bytes)
         return data
 
+    def notification_row(
+        self,
+        execution_id: int,
+        *,
+        event_id: int,
+        command_id: int,
+        step: str,
+        pool: str,
+        notice_id: int | None = None,
+    ) -> OutboxInsert:
+        """The outbox row of a command's notification, keyed by ``notice_id`` (the command id for
+        the one issued with the command; a fresh id for each one the sweeper writes again, so
+        JetStream does not drop it as a duplicate). The payload is the same every time: its
+        ``event_id`` is the claim key."""
+        notification = CommandNotification(
+            execution_id=execution_id,
+            event_id=event_id,
+            command_id=command_id,
+            step=step,
+            server_url=self.server_url,
+            execution_pool=pool,
+        )
+        return (
+            execution_id,
+            command_id if notice_id is None else notice_id,
+            command_subject(pool, execution_id),
+            self._encode(notification, "command notification", step),
+        )
+
     async def write_events(self, conn: AsyncConnection[Any], events: Sequence[Event]) -> set[tuple[int, int]]:
         """Write events to the outbox; returns the (execution_id, event_id) keys that were new."""
         return await store.outbox.insert_outbox(conn, [self.event_row(e) for e in events])
@@ -174,7 +203,7 @@ class Recorder:
         """Add a decision to ``writes``: the execution row, events, commands and all outbox
         rows; returns what was staged (the new commands still PENDING, for :meth:`stage_claim`).
 
-        ``insert_execution`` (path, version, payload) creates the execution row instead of
+        ``insert_execution`` (version, payload, timeout) creates the execution row instead of
         updating it. ``leading`` events are recorded before the decision's own; one of them
         too large raises :class:`EventTooLarge`. One of the decision's own too large: the
         execution fails instead (its state as the decision left it, so a replay, which
@@ -228,20 +257,9 @@ class Recorder:
                     meta=draft.meta,
                 )
             )
-            notification = CommandNotification(
-                execution_id=ref.execution_id,
-                event_id=issued.event_id,
-                command_id=command_id,
-                step=draft.step,
-                server_url=self.server_url,
-                execution_pool=draft.pool,
-            )
             notifications.append(
-                (
-                    ref.execution_id,
-                    command_id,
-                    command_subject(draft.pool, ref.execution_id),
-                    self._encode(notification, "command notification", draft.step),
+                self.notification_row(
+                    ref.execution_id, event_id=issued.event_id, command_id=command_id, step=draft.step, pool=draft.pool
                 )
             )
         event_rows = [self.event_row(e) for e in events]
@@ -294,7 +312,7 @@ class _ExecutionWrite(msgspec.Struct):
     state: bytes  # JSON text
     result: Any
     error: str | None
-    insert: dict[str, Any] | None = None  # version and payload of a new execution row
+    insert: dict[str, Any] | None = None  # version, payload and timeout of a new execution row
 
 
 class Writes:
@@ -335,6 +353,7 @@ class Writes:
                     result=write.result,
                     error=write.error,
                     parent_execution_id=write.ref.parent_execution_id,
+                    timeout_seconds=write.insert.get("timeout"),
                 )
             else:
                 await store.executions.update(

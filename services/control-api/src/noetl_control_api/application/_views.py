@@ -122,3 +122,7 @@ class PurgeReply(msgspec.Struct, kw_only=True):
     events_deleted: int = 0
     commands_deleted: int = 0
     results_deleted: int = 0
+    #: keychain entries scoped to the purged executions
+    keychain_deleted: int = 0
+    #: objects the purged executions' plug-ins wrote (``executions/<execution_id>/...``)
+    objects_deleted: int = 0

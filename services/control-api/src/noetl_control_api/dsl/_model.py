@@ -69,6 +69,9 @@ class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True, dict=True):
     workload: dict[str, Any] = msgspec.field(default_factory=dict)
     executor: dict[str, Any] | None = None
     api_version: str = "noetl.io/v2"
+    #: wall-clock bound of each execution (root ``timeout:``), seconds; the sweeper fails an
+    #: execution still running past it (docs/sweeper.md)
+    timeout: float | None = None
 
     @functools.cached_property
     def _by_name(self) -> dict[str, Step]:

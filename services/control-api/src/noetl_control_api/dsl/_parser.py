@@ -37,6 +37,9 @@ _V2_EXAMPLE = (
 )
 #: ``timeout`` units: a bare number is seconds; ``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``
 _TIMEOUT_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: A step's ``timeout`` is under 7 days; a playbook's (the whole execution) under 366.
+STEP_TIMEOUT_MAX = 7 * 86400.0
+PLAYBOOK_TIMEOUT_MAX = 366 * 86400.0
 
 
 def parse_playbook(text: str) -> Playbook:
@@ -86,6 +89,7 @@ def parse_playbook(text: str) -> Playbook:
         workload={str(k): v for k, v in workload.items()},
         executor=executor,
         api_version=API_VERSION,
+        timeout=_timeout(doc.get("timeout"), None, PLAYBOOK_TIMEOUT_MAX),
     )
     validate(playbook)
     return playbook
@@ -211,12 +215,13 @@ def _step(raw: Any, index: int, workbook: dict[str, dict[str, Any]]) -> Step:
         loop=loop_of(raw.get("loop"), name),
         set=scoped_set(raw, name, "set", allowed=frozenset({"ctx", "vars"})),
         desc=desc if isinstance(desc, str) else None,
-        timeout=_timeout(raw.get("timeout", spec.get("timeout")), name),
+        timeout=_timeout(raw.get("timeout", spec.get("timeout")), name, STEP_TIMEOUT_MAX),
     )
 
 
-def _timeout(raw: Any, step: str) -> float | None:
-    """A step's timeout in seconds: a positive number, or a string with a unit (ms, s, m, h)."""
+def _timeout(raw: Any, step: str | None, maximum: float) -> float | None:
+    """A step's (or with ``step`` None the playbook's) timeout in seconds: a positive number, or
+    a string with a unit (ms, s, m, h), below ``maximum``."""
     if raw is None:
         return None
     value: float | None = None
@@ -229,9 +234,10 @@ def _timeout(raw: Any, step: str) -> float | None:
             value = float(text[: len(text) - len(unit)]) * _TIMEOUT_UNITS.get(unit, 1.0)
         except ValueError:
             value = None
-    if value is None or not 0 < value < 7 * 86400:
+    if value is None or not 0 < value < maximum:
         raise PlaybookError(
-            f"timeout must be a positive number of seconds (or '30s', '2m', '500ms') under 7 days, got {raw!r}",
+            f"timeout must be a positive number of seconds (or '30s', '2m', '500ms') under"
+            f" {maximum / 86400:g} days, got {raw!r}",
             step=step,
             field="timeout",
         )

@@ -37,6 +37,7 @@ from ..application import (
     RoleTable,
     SecretBox,
     StreamLimits,
+    Sweeper,
     TokenService,
     WorkerService,
 )
@@ -71,10 +72,11 @@ class Services:
     results: ResultService
     plugins: PluginService
     deadletter: DeadLetterService
+    sweeper: Sweeper
 
     #: what route handlers never take by name: the plumbing under the use cases
     _NOT_INJECTED: ClassVar[frozenset[str]] = frozenset(
-        {"settings", "pool", "notifier", "event_notifier", "done_notifier", "node_lease", "oidc", "policy"}
+        {"settings", "pool", "notifier", "event_notifier", "done_notifier", "node_lease", "oidc", "policy", "sweeper"}
     )
 
     def dependencies(self) -> dict[str, Provide]:
@@ -101,6 +103,7 @@ class Services:
             await self.event_notifier.start()
             await self.done_notifier.start()
             self.tokens.start()
+            self.sweeper.start()
             if "NOETL_ADMIN_TOKEN" not in settings.tokens and settings.oidc is None:
                 log.warning(
                     "admin_token_missing",
@@ -109,6 +112,7 @@ class Services:
                 )
             yield
         finally:
+            await self.sweeper.stop()
             await self.tokens.stop()
             if self.oidc is not None:
                 await self.oidc.aclose()
@@ -178,6 +182,15 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
     claims = ClaimService(pool, recorder, lease_seconds=settings.command_lease_seconds)
     oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
     box = SecretBox(settings.credentials_key)
+    outbox = OutboxService(
+        pool,
+        notifier,
+        executions,
+        lease_seconds=settings.outbox_lease_seconds,
+        limits=LimitsReply(nats_max_payload=settings.nats_max_payload_bytes, max_event_bytes=settings.max_event_bytes),
+        retention=settings.retention,
+    )
+    deadletter = DeadLetterService(pool, claims, ingest)
     return Services(
         settings=settings,
         pool=pool,
@@ -202,23 +215,23 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
         executions=executions,
         ingest=ingest,
         claims=claims,
-        outbox=OutboxService(
-            pool,
-            notifier,
-            executions,
-            lease_seconds=settings.outbox_lease_seconds,
-            limits=LimitsReply(
-                nats_max_payload=settings.nats_max_payload_bytes, max_event_bytes=settings.max_event_bytes
-            ),
-            retention=settings.retention,
-        ),
+        outbox=outbox,
         projection=ProjectionService(pool),
         workers=WorkerService(pool, node_lease_seconds=settings.node_lease_seconds),
         credentials=CredentialService(pool, box),
         keychain=KeychainService(pool, box),
         results=ResultService(pool, settings.arrow_limits),
         plugins=PluginService(pool),
-        deadletter=DeadLetterService(pool, claims, ingest),
+        deadletter=deadletter,
+        sweeper=Sweeper(
+            pool,
+            recorder,
+            executions,
+            deadletter,
+            outbox,
+            policy=settings.sweep,
+            lease_seconds=settings.command_lease_seconds,
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from . import _plugins as plugins
 from . import _results as results
 from . import _retention as retention
 from . import _secrets as secrets
+from . import _sweeps as sweeps
 from . import _tokens as tokens
 from . import _workers as workers
 from ._commands import CommandRow, NewCommand
@@ -27,6 +28,7 @@ from ._notifier import (
 from ._outbox import OutboxInsert
 from ._plugins import PluginRow
 from ._secrets import CredentialRow, KeychainRow
+from ._time import iso
 from ._tokens import TokenRow
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "create_pool",
     "events",
     "executions",
+    "iso",
     "load_migrations",
     "nodes",
     "outbox",
@@ -58,6 +61,7 @@ __all__ = [
     "results",
     "retention",
     "secrets",
+    "sweeps",
     "tokens",
     "workers",
 ]

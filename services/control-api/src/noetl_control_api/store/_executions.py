@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
 import msgspec
@@ -70,10 +71,12 @@ async def insert(
     result: Any,
     error: str | None,
     parent_execution_id: int | None,
+    timeout_seconds: float | None = None,
 ) -> None:
+    """Insert an execution; ``timeout_seconds`` (the playbook's) sets its deadline from now."""
     await conn.execute(
         "INSERT INTO noetl.execution (execution_id, path, version, status, payload, state, result, error,"
-        " parent_execution_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " parent_execution_id, deadline_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now() + %s::interval)",
         (
             execution_id,
             path,
@@ -84,6 +87,7 @@ async def insert(
             Jsonb(result),
             error,
             parent_execution_id,
+            None if timeout_seconds is None else timedelta(seconds=timeout_seconds),
         ),
     )
 

@@ -20,10 +20,14 @@ class Purged:
     commands: int = 0
     outbox: int = 0
     results: int = 0
+    keychain: int = 0
+    objects: int = 0
 
 
 async def purge_executions(conn: AsyncConnection[Any], older_than_seconds: float, limit: int) -> Purged:
-    """Delete up to ``limit`` terminal executions last updated before the age, with all their rows.
+    """Delete up to ``limit`` terminal executions last updated before the age, with all their rows:
+    events, outbox rows, commands, stored results, keychain entries scoped to them and the
+    objects their plug-ins wrote (keys ``executions/<execution_id>/...``).
 
     An execution is kept while any of its outbox rows is unpublished (its events must still
     reach the stream) or while it has a child execution that is still running.
@@ -45,6 +49,16 @@ async def purge_executions(conn: AsyncConnection[Any], older_than_seconds: float
     for table in ("event", "outbox", "command", "result_store"):
         cur = await conn.execute(f"DELETE FROM noetl.{table} WHERE execution_id = ANY(%b::bigint[])", (ids,))
         counts[table] = cur.rowcount
+    cur = await conn.execute("DELETE FROM noetl.keychain WHERE scope_id = ANY(%b::bigint[])", (ids,))
+    keychain = cur.rowcount
+    # a range in byte order per execution: 'executions/12/' <= key < 'executions/120' ('0' follows '/')
+    cur = await conn.execute(
+        "DELETE FROM noetl.object o USING unnest(%b::bigint[]) AS u(id)"
+        " WHERE o.key COLLATE \"C\" >= ('executions/' || u.id || '/')"
+        " AND o.key COLLATE \"C\" < ('executions/' || u.id || '0')",
+        (ids,),
+    )
+    objects = cur.rowcount
     cur = await conn.execute("DELETE FROM noetl.execution WHERE execution_id = ANY(%b::bigint[])", (ids,))
     return Purged(
         executions=cur.rowcount,
@@ -52,6 +66,8 @@ async def purge_executions(conn: AsyncConnection[Any], older_than_seconds: float
         commands=counts["command"],
         outbox=counts["outbox"],
         results=counts["result_store"],
+        keychain=keychain,
+        objects=objects,
     )
 
 
