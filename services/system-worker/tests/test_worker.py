@@ -257,7 +257,7 @@ async def test_claim_not_found_is_acked_and_dropped(
 
 
 @pytest.mark.parametrize("status", [503, 429, 408])
-async def test_claim_unavailable_naks_with_retry_after_and_is_redelivered(
+async def test_claim_unavailable_is_claimed_again_after_retry_after_on_the_same_delivery(
     status: int, fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     await start_worker()
@@ -267,7 +267,7 @@ async def test_claim_unavailable_naks_with_retry_after_and_is_redelivered(
     await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
     assert [c[0] for c in fake_api.claims] == [note.event_id, note.event_id]
     gap = fake_api.claims[1][2] - fake_api.claims[0][2]
-    assert gap >= 0.35, f"redelivered after {gap:.3f}s, before the Retry-After delay"
+    assert gap >= 0.35, f"claimed again after {gap:.3f}s, before the Retry-After delay"
     await bus.until(lambda: _is(bus.stream_messages(), 0))
 
 
