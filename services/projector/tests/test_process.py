@@ -9,7 +9,8 @@ import sys
 
 import msgspec
 import nats
-from noetl_common import Event, ensure_streams, event_subject
+from nats.js.api import StorageType, StreamConfig
+from noetl_common import DLQ_STREAM, Event, ensure_streams, event_subject
 from noetl_dev import free_port
 from noetl_dev.testing import config_error, get_until, get_when_up, stop_with_sigterm
 
@@ -104,3 +105,20 @@ def test_a_missing_token_fails_at_start_with_one_line_naming_it(nats_url: str) -
     assert config_error([sys.executable, "-m", "noetl_projector"], env) == [
         "configuration error: NOETL_API_TOKEN is required: this service's token for the control-api"
     ]
+
+
+async def _conflicting_dlq(nats_url: str) -> None:
+    """NOETL_DLQ made by someone else with memory storage: unsafe, the suite's copy would not survive."""
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().add_stream(StreamConfig(name=DLQ_STREAM, subjects=["noetl.dlq.>"], storage=StorageType.MEMORY))
+    finally:
+        await nc.close()
+
+
+def test_a_stream_with_unsafe_settings_refuses_the_start_and_is_left_alone(nats_url: str) -> None:
+    asyncio.run(_conflicting_dlq(nats_url))
+    lines = config_error([sys.executable, "-m", "noetl_projector"], _env(nats_url, free_port()))
+    assert lines[-1].startswith("configuration error: JetStream stream differs from the declared configuration:")
+    assert "NOETL_DLQ.storage is 'memory', declared 'file'" in lines[-1]
+    assert any('"stream_config_differs"' in line and '"unsafe": true' in line for line in lines)

@@ -57,7 +57,14 @@ from ._relay import RelayLoop, run_relay
 from ._runner import run_service
 from ._scrub import REDACTED, scrub, scrub_text
 from ._snowflake import Snowflake, node_id_from_env, parse_id
-from ._streams import DEFAULT_EVENTS_MAX_AGE_SECONDS, ensure_consumer, ensure_streams, pool_consumer_config
+from ._stream_check import StreamConfigConflict, StreamDifference, stream_differences
+from ._streams import (
+    DEFAULT_EVENTS_MAX_AGE_SECONDS,
+    declared_streams,
+    ensure_consumer,
+    ensure_streams,
+    pool_consumer_config,
+)
 from ._subjects import (
     COMMANDS_STREAM,
     DLQ_STREAM,
@@ -124,6 +131,8 @@ __all__ = [
     "Rule",
     "ServiceEnv",
     "Snowflake",
+    "StreamConfigConflict",
+    "StreamDifference",
     "TaskError",
     "TaskSpec",
     "WorkerHeartbeat",
@@ -133,6 +142,7 @@ __all__ = [
     "configure_logging",
     "consumer_name",
     "counter",
+    "declared_streams",
     "dlq_subject",
     "ensure_consumer",
     "ensure_streams",
@@ -163,6 +173,7 @@ __all__ = [
     "scrub",
     "scrub_text",
     "serve_ops",
+    "stream_differences",
     "stream_replicas",
     "utc_now_iso",
     "wait_or_stop",

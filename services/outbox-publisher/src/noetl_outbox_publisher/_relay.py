@@ -32,6 +32,7 @@ from noetl_common import (
     Backoff,
     GraceExpired,
     OutboxRow,
+    StreamConfigConflict,
     ensure_streams,
     finish_within_grace,
     wait_or_stop,
@@ -173,9 +174,11 @@ class OutboxPublisher:
         backoff = Backoff(self._settings.max_backoff_seconds)
         while not stop.is_set():
             try:
-                await ensure_streams(self._js, self._settings.events_max_age_seconds)
+                await ensure_streams(self._js, self._settings.events_max_age_seconds, log=self._log)
                 self._streams_ready = True
                 return True
+            except StreamConfigConflict:
+                raise  # a stream the suite cannot run on: refuse to start (exit 2), never overwrite it
             except Exception as exc:
                 delay = backoff.next()
                 self._log.warning("streams_ensure_failed", error=str(exc), retry_in=round(delay, 2))

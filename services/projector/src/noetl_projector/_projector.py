@@ -31,11 +31,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from noetl_common import (
+    DLQ_STREAM,
     EVENTS_STREAM,
     ApiError,
     Backoff,
     Event,
     GraceExpired,
+    StreamConfigConflict,
     dlq_subject,
     ensure_consumer,
     ensure_streams,
@@ -192,9 +194,16 @@ class Projector:
         backoff = Backoff(self._settings.max_backoff_seconds)
         while not stop.is_set():
             try:
-                await ensure_streams(self._js, self._settings.events_max_age_seconds)
+                await ensure_streams(
+                    self._js,
+                    self._settings.events_max_age_seconds,
+                    streams=(EVENTS_STREAM, DLQ_STREAM),
+                    log=self._log,
+                )
                 await ensure_consumer(self._js, EVENTS_STREAM, consumer_config(self._settings))
                 sub = await self._js.pull_subscribe_bind(self._settings.consumer_name, stream=EVENTS_STREAM)
+            except StreamConfigConflict:
+                raise  # a stream the suite cannot run on: refuse to start (exit 2), never overwrite it
             except Exception as exc:
                 delay = backoff.next()
                 self._log.warning("projector_subscribe_failed", error=str(exc), retry_in=round(delay, 2))

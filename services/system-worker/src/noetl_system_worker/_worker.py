@@ -22,6 +22,8 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from noetl_common import (
+    COMMANDS_STREAM,
+    DLQ_STREAM,
     ClaimReply,
     CommandNotification,
     NatsLink,
@@ -121,7 +123,8 @@ class Worker:
         presence: asyncio.Future[tuple[None, None]] | None = None
         try:
             js = self._dead_letters.js = nc.jetstream()
-            await ensure_streams(js)
+            # the streams it uses; a stream it finds with unsafe settings stops the start (exit 2)
+            await ensure_streams(js, streams=(COMMANDS_STREAM, DLQ_STREAM), log=self._log)
             consumer = dataclasses.replace(
                 pool_consumer_config(
                     self.config.pool,
