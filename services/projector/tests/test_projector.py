@@ -129,7 +129,7 @@ async def test_acks_only_after_the_sink_accepted(nc: NATS, sink: Any, start: Any
 
     sink.gate.set()
     await eventually(lambda: settled(nc))
-    assert set(sink.projected) == {1, 2, 3}
+    assert sink.event_ids() == {1, 2, 3}
 
 
 async def test_a_failed_projection_is_nakd_and_really_redelivered(nc: NATS, sink: Any, start: Any) -> None:
@@ -156,7 +156,7 @@ async def test_poison_messages_go_to_the_dlq_and_the_rest_is_projected(
     await publish(nc, event(21), b"{not json", event(22), no_id)
     start()
 
-    await sink.wait_for(lambda: set(sink.projected) == {21, 22})
+    await sink.wait_for(lambda: sink.event_ids() == {21, 22})
     await eventually(lambda: settled(nc))
 
     dead = await nc.jetstream().get_msg(DLQ_STREAM, 1)
@@ -180,7 +180,7 @@ async def test_an_event_the_api_rejects_is_isolated_and_dead_lettered(
     await publish(nc, *(event(i) for i in range(31, 36)))
     start()
 
-    await sink.wait_for(lambda: set(sink.projected) == {31, 32, 34, 35})
+    await sink.wait_for(lambda: sink.event_ids() == {31, 32, 34, 35})
     await eventually(lambda: settled(nc))
 
     dead = await nc.jetstream().get_msg(DLQ_STREAM, 1)
@@ -216,7 +216,7 @@ async def test_a_shard_consumes_only_its_own_subjects(nc: NATS, sink: Any, start
     await sink.wait_for(lambda: bool(sink.projected))
     await eventually(lambda: settled(nc, "noetl_projector_1"))
 
-    assert list(sink.projected) == [51]
+    assert sorted(sink.event_ids()) == [51]
     info = await nc.jetstream().consumer_info(EVENTS_STREAM, "noetl_projector_1")
     assert info.config.filter_subject == "noetl.events.*.*.*.1"
 
@@ -231,7 +231,7 @@ async def test_stop_finishes_the_batch_in_hand(nc: NATS, sink: Any) -> None:
     sink.gate.set()
     await asyncio.wait_for(loop.task, 10)
 
-    assert set(sink.projected) == {61, 62}
+    assert sink.event_ids() == {61, 62}
     await eventually(lambda: settled(nc))
     assert sink.entered == 1
 
@@ -250,7 +250,7 @@ async def test_a_batch_that_outlives_the_shutdown_grace_is_handed_back(nc: NATS,
     sink.gate = None
     successor = Running(Projector(sink, nc.jetstream(), SETTINGS))
     try:
-        await sink.wait_for(lambda: set(sink.projected) == {71})
+        await sink.wait_for(lambda: sink.event_ids() == {71})
     finally:
         await successor.finish()
     assert metric("redelivered_total") == redelivered_before + 1

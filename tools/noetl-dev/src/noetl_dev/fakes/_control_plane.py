@@ -100,6 +100,10 @@ class FakeControlPlane:
     fail_errors: list[ApiError] = field(default_factory=list)
     #: while set, every call raises it (the API is down: connection refused, a 503 ...)
     unreachable: Exception | None = None
+    #: calls refused while unreachable: (method, time.monotonic())
+    refused: list[tuple[str, float]] = field(default_factory=list)
+    #: how long a leased node id lasts without a heartbeat (the register reply says so)
+    node_lease_seconds: float = 300.0
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -154,15 +158,18 @@ class FakeControlPlane:
         """End the command's lease now, as ``lease_seconds`` without a renewal would."""
         self.commands[event_id].lease_expires_at = time.monotonic()
 
-    def _reachable(self) -> None:
+    async def _reachable(self, call: str) -> None:
+        """Raise ``unreachable`` when set, recording the refused ``call`` (and notifying)."""
         if self.unreachable is not None:
+            self.refused.append((call, time.monotonic()))
+            await self._notify()
             raise self.unreachable
 
     # -- the ControlPlane protocol -------------------------------------------------------
     async def claim_command(self, event_id: int, worker_id: str) -> ClaimReply:
         self.claims.append((event_id, worker_id, time.monotonic()))
         try:
-            self._reachable()
+            await self._reachable("claim_command")
             scripted = self.claim_errors.get(event_id)
             if scripted:
                 raise scripted.pop(0)
@@ -200,7 +207,7 @@ class FakeControlPlane:
 
     async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
         try:
-            self._reachable()
+            await self._reachable("post_events")
             self.posts.append(list(events))
             if eager is not None:
                 self.eager_requests.append(eager)
@@ -258,7 +265,7 @@ class FakeControlPlane:
 
     async def fail_command(self, event_id: int, reason: str, worker_id: str) -> dict[str, Any]:
         try:
-            self._reachable()
+            await self._reachable("fail_command")
             if self.fail_errors:
                 raise self.fail_errors.pop(0)
             command = self.commands.get(event_id)
@@ -279,15 +286,19 @@ class FakeControlPlane:
             await self._notify()
 
     async def register_worker(self, registration: WorkerRegistration) -> dict[str, Any] | None:
-        self._reachable()
+        await self._reachable("register_worker")
         self.registrations.append(registration)
         await self._notify()
         if self.node_id is None:
             return None  # an API that answers 204
-        return {"worker_id": registration.worker_id, "node_id": self.node_id, "node_lease_seconds": 300.0}
+        return {
+            "worker_id": registration.worker_id,
+            "node_id": self.node_id,
+            "node_lease_seconds": self.node_lease_seconds,
+        }
 
     async def heartbeat_worker(self, heartbeat: WorkerHeartbeat) -> None:
-        self._reachable()
+        await self._reachable("heartbeat_worker")
         self.heartbeats.append(heartbeat)
         await self._notify()
 
@@ -297,7 +308,7 @@ class FakeControlPlane:
 
     async def put_result(self, execution_id: int, data: bytes, media_type: str) -> dict[str, Any]:
         """The result store: content-addressed keys, as the real one."""
-        self._reachable()
+        await self._reachable("put_result")
         key = f"{execution_id}/{hashlib.sha256(data).hexdigest()}"
         self.results[key] = (data, media_type)
         return {"$ref": {"store": "noetl.result", "key": key, "size": len(data), "media_type": media_type}}

@@ -1,6 +1,6 @@
 """An in-memory event sink standing in for the control-api's project route (the projector's ``EventSink``).
 
-As the real route: events are kept once per event id, a batch is kept whole or not at all,
+As the real route: events are kept once per (execution id, event id), a batch is kept whole or not at all,
 and an event without an id is refused (400). ``tests/contracts`` runs the same cases against
 this fake and the real control-api.
 """
@@ -18,13 +18,17 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.calls: list[list[Event]] = []
-        self.projected: dict[int, Event] = {}
+        self.projected: dict[tuple[int, int], Event] = {}
         self.fail_next = 0
         self.always_fail = False
         self.reject: Callable[[Event], bool] = lambda _event: False
         self.gate: asyncio.Event | None = None
         self.entered = 0
         self.changed = asyncio.Condition()
+
+    def event_ids(self) -> set[int]:
+        """The event ids projected (of every execution)."""
+        return {event_id for _, event_id in self.projected}
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -54,7 +58,9 @@ class MemorySink:
                 )
                 raise ApiError(400, body, "", None)
             fresh = {
-                e.event_id: e for e in events if e.event_id is not None and e.event_id not in self.projected
+                (e.execution_id, e.event_id): e
+                for e in events
+                if e.event_id is not None and (e.execution_id, e.event_id) not in self.projected
             }
             self.projected.update(fresh)
             return ProjectReply(projected=len(fresh), duplicates=len(events) - len(fresh))
