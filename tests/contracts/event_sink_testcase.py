@@ -71,6 +71,11 @@ class EventSinkContract:
         assert (reply.projected, reply.duplicates) == (2, 0)
         assert (again.projected, again.duplicates) == (0, 1)
 
+    async def test_limits_declare_the_event_shard_count(self, harness: SinkHarness) -> None:
+        """The projector refuses to start when its NOETL_EVENT_SHARD_COUNT is not this one."""
+        limits = await harness.sink.limits()
+        assert limits.event_shard_count == 1  # the control-api's default
+
     async def test_a_batch_with_an_event_it_refuses_is_kept_not_at_all(self, harness: SinkHarness) -> None:
         good = events(2)
         anonymous = Event(execution_id=4242, event_type="step.enter", step="x")

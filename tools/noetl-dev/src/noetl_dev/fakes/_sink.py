@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from noetl_common import ApiError, ErrorBody, Event, ProjectReply
+from noetl_common import ApiError, ErrorBody, Event, LimitsReply, ProjectReply
 
 
 class MemorySink:
@@ -25,6 +25,12 @@ class MemorySink:
         self.gate: asyncio.Event | None = None
         self.entered = 0
         self.changed = asyncio.Condition()
+        #: what ``limits`` declares: the control-api's event shard count (its default, 1)
+        self.declared = LimitsReply(
+            nats_max_payload=1024 * 1024, max_event_bytes=1024 * 1024 - 8192, event_shard_count=1
+        )
+        #: the next ``limits`` calls that fail as an unreachable API would (503)
+        self.limits_failures_left = 0
 
     def event_ids(self) -> set[int]:
         """The event ids projected (of every execution)."""
@@ -37,6 +43,16 @@ class MemorySink:
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         async with self.changed:
             await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
+
+    async def limits(self) -> LimitsReply:
+        """``GET /api/internal/limits`` as the projector calls it at start."""
+        try:
+            if self.limits_failures_left > 0:
+                self.limits_failures_left -= 1
+                raise ApiError(503, ErrorBody(status_code=503, error="unavailable", detail="down"), "", None)
+            return self.declared
+        finally:
+            await self._notify()
 
     async def project_events(self, events: list[Event]) -> ProjectReply:
         self.entered += 1
