@@ -66,8 +66,11 @@ from ._streams import (
     pool_consumer_config,
 )
 from ._subjects import (
+    COMMAND_SUBJECT_PREFIX,
     COMMANDS_STREAM,
     DLQ_STREAM,
+    DLQ_SUBJECT_PREFIX,
+    EVENT_SUBJECT_PREFIX,
     EVENTS_STREAM,
     POOL_FILTER_MAP,
     POOLS,
@@ -86,10 +89,13 @@ from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 __all__ = [
     "COMMANDS_STREAM",
+    "COMMAND_SUBJECT_PREFIX",
     "DEFAULT_EVENTS_MAX_AGE_SECONDS",
     "DLQ_STREAM",
+    "DLQ_SUBJECT_PREFIX",
     "EVENTS_STREAM",
     "EVENT_LOOPS",
+    "EVENT_SUBJECT_PREFIX",
     "MAX_BATCH_EVENTS",
     "MAX_META_KEYS",
     "MAX_NAME_CHARS",
