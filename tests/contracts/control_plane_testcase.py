@@ -153,6 +153,8 @@ class ControlPlaneContract:
             error = await refused(harness.api.claim_command(issued.event_id, worker_id))
             assert reason(error) == (429, "lease_held")
             assert error.retry_after is not None and error.retry_after > 0  # when to ask again
+            extra = error.body.extra if error.body is not None else None
+            assert isinstance(extra, dict) and extra["worker_id"] == "w1"  # who holds it (logged)
 
     async def test_an_expired_lease_goes_to_the_next_claim_at_the_next_attempt(
         self, harness: WorkerHarness

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 
+import msgspec
 import pytest
 from noetl_common import ApiError, Event, Snowflake, utc_now_iso
 from noetl_projector import EventSink
@@ -57,6 +58,23 @@ class EventSinkContract:
         assert (again.projected, again.duplicates) == (0, 2)
         assert (mixed.projected, mixed.duplicates) == (1, 2)
         assert (twice.projected, twice.duplicates) == (1, 1)
+
+    async def test_one_event_id_in_two_executions_is_two_events(self, harness: SinkHarness) -> None:
+        """Event ids are unique per execution only (two processes may mint one id for two
+        executions: docs/architecture.md#3-identifiers); the read model keys events by both."""
+        mine, theirs = events(1, execution_id=4242), events(1, execution_id=4343)
+        theirs = [msgspec.structs.replace(theirs[0], event_id=mine[0].event_id)]
+
+        reply = await harness.sink.project_events([*mine, *theirs])
+        again = await harness.sink.project_events(theirs)
+
+        assert (reply.projected, reply.duplicates) == (2, 0)
+        assert (again.projected, again.duplicates) == (0, 1)
+
+    async def test_limits_declare_the_event_shard_count(self, harness: SinkHarness) -> None:
+        """The projector refuses to start when its NOETL_EVENT_SHARD_COUNT is not this one."""
+        limits = await harness.sink.limits()
+        assert limits.event_shard_count == 1  # the control-api's default
 
     async def test_a_batch_with_an_event_it_refuses_is_kept_not_at_all(self, harness: SinkHarness) -> None:
         good = events(2)

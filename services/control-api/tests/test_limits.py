@@ -244,11 +244,13 @@ async def test_mark_dead_leaves_an_execution_that_has_ended_alone(api: Any) -> N
     assert view["status"] == "COMPLETED" and view["error"] is None
 
 
-async def test_the_declared_limits_are_served_to_the_publisher(api: Any) -> None:
+async def test_the_declared_limits_are_served_to_the_publisher_and_the_projector(api: Any, auth: Any) -> None:
     reply = await api.client.get("/api/internal/limits", headers=api.auth)
+    projector = await api.client.get("/api/internal/limits", headers=auth.PROJECTOR)
     unguarded = await api.client.get("/api/internal/limits", headers={"authorization": ""})
 
-    assert reply.json() == {"nats_max_payload": 1048576, "max_event_bytes": 1048576 - 8192}
+    declared = {"nats_max_payload": 1048576, "max_event_bytes": 1048576 - 8192, "event_shard_count": 1}
+    assert reply.json() == declared and projector.json() == declared
     assert unguarded.status_code == 401
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from noetl_common import Snowflake
 from noetl_control_api import create_app
 
 SPLIT = 12  # sequence bits below the node bits
@@ -83,3 +84,23 @@ async def test_the_api_leases_its_own_node_and_mints_ids_with_it(
             assert app.state.services.ingest._recorder.ids.node_id == 7
             assert _node_of(app.state.services.ingest._recorder.ids.next_id()) == 7
         assert not [h for h in await _leases(db) if h.startswith("control-api:")]
+
+
+async def test_a_lapsed_node_lease_goes_to_a_newcomer_while_its_first_holder_mints_on(api: Any) -> None:
+    """Why event ids are unique per execution only (docs/architecture.md#3-identifiers): a
+    worker whose heartbeats stopped reaching the API for NOETL_NODE_LEASE_SECONDS loses its
+    node id to the next worker that registers, and nothing in a later heartbeat's reply tells
+    it so; until it registers again, both mint ids with one node id, and in one millisecond
+    the same id, which the outbox (unique per execution) accepts for two executions."""
+    first = (await _register(api.client, "w-first"))["node_id"]
+    await api.db.execute(
+        "UPDATE noetl.node_lease SET expires_at = now() - interval '1 second' WHERE holder = 'worker:w-first'"
+    )
+    assert (await _register(api.client, "w-newcomer"))["node_id"] == first
+    beat = await api.client.post("/api/worker/pool/heartbeat", json={"worker_id": "w-first", "in_flight": 0})
+    assert beat.status_code == 204 and not beat.content  # no word of the node id it lost
+    assert (await _leases(api.db))["worker:w-newcomer"] == first and "worker:w-first" not in await _leases(api.db)
+
+    now = 1_800_000_000_000  # one millisecond, as both processes see it
+    mine, theirs = Snowflake(first, clock_ms=lambda: now), Snowflake(first, clock_ms=lambda: now)
+    assert mine.next_id() == theirs.next_id()

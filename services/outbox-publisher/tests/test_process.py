@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 
+import nats
+from nats.js.api import StreamConfig
+from noetl_common import EVENTS_STREAM
 from noetl_dev import free_port
 from noetl_dev.testing import config_error, get_until, get_when_up, stop_with_sigterm
 
@@ -87,3 +91,19 @@ def test_a_missing_token_fails_at_start_with_one_line_naming_it(nats_url: str) -
     assert config_error([sys.executable, "-m", "noetl_outbox_publisher"], env) == [
         "configuration error: NOETL_API_TOKEN is required: this service's token for the control-api"
     ]
+
+
+async def _conflicting_events_stream(nats_url: str) -> None:
+    """NOETL_EVENTS kept one hour where the publisher declares seven days: unsafe."""
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().add_stream(StreamConfig(name=EVENTS_STREAM, subjects=["noetl.events.>"], max_age=3600.0))
+    finally:
+        await nc.close()
+
+
+def test_a_stream_with_unsafe_settings_refuses_the_start_and_is_left_alone(nats_url: str) -> None:
+    asyncio.run(_conflicting_events_stream(nats_url))
+    lines = config_error([sys.executable, "-m", "noetl_outbox_publisher"], _env(nats_url, free_port()))
+    assert lines[-1].startswith("configuration error: JetStream stream differs from the declared configuration:")
+    assert "NOETL_EVENTS.max_age is 3600.0, declared 604800.0" in lines[-1]

@@ -87,11 +87,11 @@ async def test_publishes_a_batch_with_msg_id_and_marks_it_once(
     js = nc.jetstream()
     for seq, row in enumerate(rows, start=1):
         msg = await js.get_msg(EVENTS_STREAM, seq)
-        assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == str(row.event_id)
+        assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == f"{row.execution_id}:{row.event_id}"
         assert msg.subject == row.subject
         assert msg.data is not None and msgspec.json.decode(msg.data) == row.payload
     cmd = await js.get_msg(COMMANDS_STREAM, 1)
-    assert cmd.headers is not None and cmd.headers["Nats-Msg-Id"] == "2000"
+    assert cmd.headers is not None and cmd.headers["Nats-Msg-Id"] == "7:2000"
     assert running.publisher.ready()
 
 
@@ -109,6 +109,26 @@ async def test_a_reclaimed_row_is_deduplicated_by_jetstream(nc: NATS, outbox: An
     assert info.state.messages == 1
     assert outbox.mark_published_calls == [[1], [1]]
     assert metric("duplicates_total") == duplicates_before + 1
+
+
+async def test_rows_of_two_executions_with_one_event_id_are_both_stored(
+    nc: NATS, outbox: Any, running: Running
+) -> None:
+    """Event ids are unique per execution (the outbox's key), not across executions: two
+    processes minting with one Snowflake node id in one millisecond (a node lease that lapsed
+    and went to another process while its first holder minted on, clocks apart across a
+    node id's reuse, explicit node ids) make the same id for two executions. JetStream's
+    dedup is keyed by Msg-Id: the second row must not be dropped as a re-publish of the first."""
+    first, second = event_row(1, 777, execution_id=7), event_row(2, 777, execution_id=8)
+    duplicates_before = metric("duplicates_total")
+    await outbox.add(first, second)
+    await outbox.wait_for(lambda: outbox.published == {1, 2})
+
+    js = nc.jetstream()
+    assert (await js.stream_info(EVENTS_STREAM)).state.messages == 2
+    stored = [await js.get_msg(EVENTS_STREAM, seq) for seq in (1, 2)]
+    assert [m.headers["Nats-Msg-Id"] for m in stored if m.headers] == ["7:777", "8:777"]
+    assert metric("duplicates_total") == duplicates_before
 
 
 async def test_a_failed_publish_marks_the_row_failed_and_the_rest_published(

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-import msgspec
 import nats
-from noetl_common import Event, ensure_streams, event_subject
+from nats.js.api import StorageType, StreamConfig
+from noetl_common import DLQ_STREAM
 from noetl_dev import free_port
 from noetl_dev.testing import config_error, get_until, get_when_up, stop_with_sigterm
 
@@ -29,18 +29,7 @@ def _env(nats_url: str, metrics_port: int) -> dict[str, str]:
     return env
 
 
-async def _publish_one_event(nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        await ensure_streams(nc.jetstream())
-        event = Event(execution_id=7, event_id=1, event_type="command.started")
-        await nc.jetstream().publish(event_subject(7, 1), msgspec.json.encode(event))
-    finally:
-        await nc.close()
-
-
 def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_url: str) -> None:
-    asyncio.run(_publish_one_event(nats_url))
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "noetl_projector"],
@@ -50,12 +39,12 @@ def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_ur
     )
     try:
         assert get_when_up(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        # the loop has tried to project the event; the API never answers
+        # before its first fetch the loop asks the API for its shard count; the API never answers
         ready = get_until(
             f"http://127.0.0.1:{port}/readyz",
             lambda r: bool(r.json().get("sink_ok") is False),
             30,
-            "a failed project call",
+            "a failed call to the API",
         )
         assert ready.status_code == 503
         assert ready.json() | {"seconds_since_progress": 0} == {
@@ -63,14 +52,14 @@ def test_serves_ops_reports_an_unreachable_api_and_exits_zero_on_sigterm(nats_ur
             "running": True,
             "consumer": "noetl_projector_0",
             "filter_subject": "noetl.events.>",
-            "consumer_ready": True,
+            "consumer_ready": False,
+            "shard_count_checked": False,
             "sink_ok": False,
             "nats_connected": True,
             "seconds_since_progress": 0,
         }
-        metrics = get_when_up(f"http://127.0.0.1:{port}/metrics").text
-        assert 'noetl_projector_sink_failures_total{kind="unavailable"} 1.0' in metrics
-        assert "projector_stopped" in stop_with_sigterm(proc)
+        logs = stop_with_sigterm(proc)
+        assert "projector_limits_unavailable" in logs and "projector_stopped" in logs
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -104,3 +93,20 @@ def test_a_missing_token_fails_at_start_with_one_line_naming_it(nats_url: str) -
     assert config_error([sys.executable, "-m", "noetl_projector"], env) == [
         "configuration error: NOETL_API_TOKEN is required: this service's token for the control-api"
     ]
+
+
+async def _conflicting_dlq(nats_url: str) -> None:
+    """NOETL_DLQ made by someone else with memory storage: unsafe, the suite's copy would not survive."""
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().add_stream(StreamConfig(name=DLQ_STREAM, subjects=["noetl.dlq.>"], storage=StorageType.MEMORY))
+    finally:
+        await nc.close()
+
+
+def test_a_stream_with_unsafe_settings_refuses_the_start_and_is_left_alone(nats_url: str) -> None:
+    asyncio.run(_conflicting_dlq(nats_url))
+    lines = config_error([sys.executable, "-m", "noetl_projector"], _env(nats_url, free_port()))
+    assert lines[-1].startswith("configuration error: JetStream stream differs from the declared configuration:")
+    assert "NOETL_DLQ.storage is 'memory', declared 'file'" in lines[-1]
+    assert any('"stream_config_differs"' in line and '"unsafe": true' in line for line in lines)

@@ -9,9 +9,18 @@ from typing import Any
 
 import msgspec
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
-from noetl_common import DLQ_STREAM, EVENTS_STREAM, Event, dlq_subject, ensure_streams, event_subject
+from noetl_common import (
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    ConfigError,
+    Event,
+    dlq_subject,
+    ensure_streams,
+    event_subject,
+)
 from noetl_dev.testing import eventually
 from noetl_projector import (
     HEADER_ERROR,
@@ -129,7 +138,7 @@ async def test_acks_only_after_the_sink_accepted(nc: NATS, sink: Any, start: Any
 
     sink.gate.set()
     await eventually(lambda: settled(nc))
-    assert set(sink.projected) == {1, 2, 3}
+    assert sink.event_ids() == {1, 2, 3}
 
 
 async def test_a_failed_projection_is_nakd_and_really_redelivered(nc: NATS, sink: Any, start: Any) -> None:
@@ -156,7 +165,7 @@ async def test_poison_messages_go_to_the_dlq_and_the_rest_is_projected(
     await publish(nc, event(21), b"{not json", event(22), no_id)
     start()
 
-    await sink.wait_for(lambda: set(sink.projected) == {21, 22})
+    await sink.wait_for(lambda: sink.event_ids() == {21, 22})
     await eventually(lambda: settled(nc))
 
     dead = await nc.jetstream().get_msg(DLQ_STREAM, 1)
@@ -180,7 +189,7 @@ async def test_an_event_the_api_rejects_is_isolated_and_dead_lettered(
     await publish(nc, *(event(i) for i in range(31, 36)))
     start()
 
-    await sink.wait_for(lambda: set(sink.projected) == {31, 32, 34, 35})
+    await sink.wait_for(lambda: sink.event_ids() == {31, 32, 34, 35})
     await eventually(lambda: settled(nc))
 
     dead = await nc.jetstream().get_msg(DLQ_STREAM, 1)
@@ -211,14 +220,43 @@ async def test_the_last_allowed_delivery_parks_the_message_in_the_dlq(
 
 async def test_a_shard_consumes_only_its_own_subjects(nc: NATS, sink: Any, start: Any) -> None:
     await publish(nc, event(51, execution_id=3), event(52, execution_id=4), shard_count=2)
+    sink.declared = msgspec.structs.replace(sink.declared, event_shard_count=2)
     start(dataclasses.replace(SETTINGS, shard=1, shard_count=2))
 
     await sink.wait_for(lambda: bool(sink.projected))
     await eventually(lambda: settled(nc, "noetl_projector_1"))
 
-    assert list(sink.projected) == [51]
+    assert sorted(sink.event_ids()) == [51]
     info = await nc.jetstream().consumer_info(EVENTS_STREAM, "noetl_projector_1")
     assert info.config.filter_subject == "noetl.events.*.*.*.1"
+
+
+async def test_a_shard_count_other_than_the_apis_refuses_the_start(nc: NATS, sink: Any) -> None:
+    """The control-api writes events on 4 shards; a projector counting 2 would leave shards 2
+    and 3 to nobody. It refuses to start (ConfigError: exit 2) before making a consumer."""
+    sink.declared = msgspec.structs.replace(sink.declared, event_shard_count=4)
+    projector = Projector(sink, nc.jetstream(), dataclasses.replace(SETTINGS, shard=1, shard_count=2))
+    with pytest.raises(ConfigError, match="NOETL_EVENT_SHARD_COUNT is 2 here but 4 at the control-api"):
+        await asyncio.wait_for(projector.run(asyncio.Event()), 10)
+    assert sink.calls == []
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await nc.jetstream().consumer_info(EVENTS_STREAM, "noetl_projector_1")
+
+
+async def test_the_shard_count_is_checked_once_the_api_answers(nc: NATS, sink: Any, start: Any) -> None:
+    sink.limits_failures_left = 2  # the API is down at start: retried with backoff, nothing fetched
+    await publish(nc, event(81))
+    loop = start()
+    await sink.wait_for(lambda: sink.event_ids() == {81})
+    assert loop.projector.details()["shard_count_checked"] is True
+    assert sink.limits_failures_left == 0
+
+
+async def test_an_api_that_does_not_declare_its_shard_count_is_trusted(nc: NATS, sink: Any, start: Any) -> None:
+    sink.declared = msgspec.structs.replace(sink.declared, event_shard_count=None)  # an older control-api
+    await publish(nc, event(91))
+    start()
+    await sink.wait_for(lambda: sink.event_ids() == {91})
 
 
 async def test_stop_finishes_the_batch_in_hand(nc: NATS, sink: Any) -> None:
@@ -231,7 +269,7 @@ async def test_stop_finishes_the_batch_in_hand(nc: NATS, sink: Any) -> None:
     sink.gate.set()
     await asyncio.wait_for(loop.task, 10)
 
-    assert set(sink.projected) == {61, 62}
+    assert sink.event_ids() == {61, 62}
     await eventually(lambda: settled(nc))
     assert sink.entered == 1
 
@@ -250,7 +288,7 @@ async def test_a_batch_that_outlives_the_shutdown_grace_is_handed_back(nc: NATS,
     sink.gate = None
     successor = Running(Projector(sink, nc.jetstream(), SETTINGS))
     try:
-        await sink.wait_for(lambda: set(sink.projected) == {71})
+        await sink.wait_for(lambda: sink.event_ids() == {71})
     finally:
         await successor.finish()
     assert metric("redelivered_total") == redelivered_before + 1

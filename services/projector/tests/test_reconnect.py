@@ -37,13 +37,13 @@ async def test_projection_resumes_after_nats_restarts(tmp_path: Path, sink: Any)
     task = asyncio.create_task(projector.run(stop))
     try:
         await publish(url, 1)
-        await sink.wait_for(lambda: set(sink.projected) == {1})
+        await sink.wait_for(lambda: sink.event_ids() == {1})
 
         await asyncio.to_thread(server.stop)
         server, _ = await asyncio.to_thread(start_nats, tmp_path, port)
         await publish(url, 2)
 
-        await sink.wait_for(lambda: set(sink.projected) == {1, 2}, timeout=30)
+        await sink.wait_for(lambda: sink.event_ids() == {1, 2}, timeout=30)
         assert not task.done()
     finally:
         stop.set()

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 import pytest
 from nats.aio.msg import Msg
-from noetl_common import TaskSpec, command_subject, dlq_subject
+from noetl_common import TaskSpec, command_subject, dlq_subject, ensure_consumer, pool_consumer_config
 from noetl_dev.fakes import FakeControlPlane, api_error
 from noetl_system_worker import Worker, WorkerConfig
 from system_worker_bus import Bus
@@ -38,21 +38,27 @@ def _config(nats_url: str, max_deliver: int) -> WorkerConfig:
 
 
 @pytest.fixture
-async def worker(nats_url: str, fake_api: FakeControlPlane, bus: Bus) -> AsyncIterator[Worker]:
-    # the pool's durable consumer may exist from an earlier test with another max_deliver
-    with contextlib.suppress(Exception):
-        await bus.js.delete_consumer("NOETL_COMMANDS", "noetl_worker_pool_shared")
-    running = Worker(_config(nats_url, max_deliver=3), api_for=lambda _url: fake_api)
-    stop = asyncio.Event()
-    task = asyncio.create_task(running.run(stop))
-    await fake_api.wait_for(lambda: bool(fake_api.registrations))
-    try:
-        yield running
-    finally:
+async def start(nats_url: str, fake_api: FakeControlPlane, bus: Bus) -> AsyncIterator[Callable[[], Any]]:
+    """Starts the worker (max_deliver 3) when the test asks."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start() -> Worker:
+        worker = Worker(_config(nats_url, max_deliver=3), api_for=lambda _url: fake_api)
+        stop = asyncio.Event()
+        running.append((stop, asyncio.create_task(worker.run(stop))))
+        await fake_api.wait_for(lambda: bool(fake_api.registrations))
+        return worker
+
+    yield start
+    for stop, task in running:
         stop.set()
         await asyncio.wait_for(task, 15.0)
-        with contextlib.suppress(Exception):
-            await bus.js.delete_consumer("NOETL_COMMANDS", "noetl_worker_pool_shared")
+
+
+@pytest.fixture
+async def worker(start: Callable[[], Any]) -> Worker:
+    worker: Worker = await start()
+    return worker
 
 
 async def _dead_letters(bus: Bus, execution_id: int, count: int, timeout: float = 10.0) -> list[Msg]:
@@ -82,16 +88,19 @@ def _note_on(fake_api: FakeControlPlane, execution_id: int) -> Any:
 
 
 async def test_past_max_deliver_the_command_is_failed_and_parked(
-    fake_api: FakeControlPlane, bus: Bus, worker: Worker
+    fake_api: FakeControlPlane, bus: Bus, start: Callable[[], Any]
 ) -> None:
     execution_id = next(_unique)
     note = _note_on(fake_api, execution_id)
-    # the claim never gets through: every delivery is nak'd with a short Retry-After
-    fake_api.claim_errors[note.event_id] = [api_error(503, "unavailable", retry_after=0.1) for _ in range(10)]
+    await ensure_consumer(bus.js, "NOETL_COMMANDS", pool_consumer_config("shared", max_deliver=3))
     await bus.js.publish(command_subject("shared", execution_id), msgspec.json.encode(note))
+    # two workers took it and gave it back without an answer (died, or released it at a stop)
+    for _ in range(2):
+        taken = await bus.fetch_one()
+        await taken.nak()
+    await start()  # the 3rd delivery is the last allowed: not run, failed and parked
     await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
-    # deliveries 1 and 2 claimed (and were told to come back); the 3rd is the last allowed
-    assert [c[0] for c in fake_api.claims] == [note.event_id, note.event_id]
+    assert fake_api.claims == []
     ((event_id, reason, worker_id),) = fake_api.failed
     assert event_id == note.event_id and worker_id == "w-dlq"
     assert "delivered 3 times (max_deliver 3)" in reason
@@ -107,6 +116,31 @@ async def test_past_max_deliver_the_command_is_failed_and_parked(
     await bus.js.publish(command_subject("shared", after.execution_id), msgspec.json.encode(after))
     await fake_api.wait_for(lambda: fake_api.terminal(after.event_id))
     assert fake_api.commands[after.event_id].status == "COMPLETED"
+
+
+async def test_a_claim_the_api_refuses_as_invalid_is_parked_and_a_refused_credential_is_not(
+    fake_api: FakeControlPlane, bus: Bus, worker: Worker
+) -> None:
+    """A 4xx about the command (here a 403 naming its pool: a message on the wrong pool's
+    subject) is poison; a 401 or a 403 about this worker's own credential is not the message's
+    fault: it is held and claimed again, as while the API is down."""
+    wrong, held = next(_unique), next(_unique)
+    misrouted = _note_on(fake_api, wrong)
+    fake_api.claim_errors[misrouted.event_id] = [api_error(403, "forbidden", extra={"pool": "system"})]
+    kept = _note_on(fake_api, held)
+    fake_api.claim_errors[kept.event_id] = [api_error(401, "unauthenticated"), api_error(403, "forbidden")]
+    await bus.js.publish(command_subject("shared", wrong), msgspec.json.encode(misrouted))
+    await bus.js.publish(command_subject("shared", held), msgspec.json.encode(kept))
+
+    (parked,) = await _dead_letters(bus, wrong, 1)
+    assert parked.headers is not None and parked.headers["Noetl-Reason"] == "refused"
+    assert "claim refused: HTTP 403" in parked.headers["Noetl-Error"]
+    assert [f[0] for f in fake_api.failed] == [misrouted.event_id]
+    await fake_api.wait_for(lambda: fake_api.terminal(kept.event_id))
+    assert fake_api.commands[kept.event_id].status == "COMPLETED"
+    assert [c[0] for c in fake_api.claims].count(kept.event_id) == 3
+    await bus.until(lambda: _is(bus.consumer(), (0, 0)))
+    assert await _dead_letters(bus, held, 1, timeout=0.5) == []
 
 
 async def test_undecodable_notifications_are_parked_and_a_named_command_is_failed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,9 @@ import sys
 import time
 
 import httpx
+import nats
+from nats.js.api import StreamConfig
+from noetl_common import COMMANDS_STREAM
 
 
 def free_port() -> int:
@@ -84,3 +88,29 @@ def test_bad_config_exits_2_with_one_line_naming_the_variable() -> None:
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "WORKER_POOL_NAME" in lines[0]
+
+
+async def _conflicting_commands_stream(nats_url: str) -> None:
+    """NOETL_COMMANDS with limits retention where a work queue is declared: unsafe."""
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().add_stream(StreamConfig(name=COMMANDS_STREAM, subjects=["noetl.commands", "noetl.commands.>"]))
+    finally:
+        await nc.close()
+
+
+def test_a_stream_with_unsafe_settings_refuses_the_start(nats_url: str) -> None:
+    asyncio.run(_conflicting_commands_stream(nats_url))
+    env = worker_env(
+        NATS_URL=nats_url,
+        NOETL_SERVER_URL=f"http://127.0.0.1:{free_port()}",
+        WORKER_METRICS_BIND=f"127.0.0.1:{free_port()}",
+        WORKER_PYTHON_ISOLATION="thread",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "noetl_system_worker"], env=env, capture_output=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("configuration error: JetStream stream differs from the declared configuration:")
+    assert "NOETL_COMMANDS.retention is 'limits', declared 'workqueue'" in last

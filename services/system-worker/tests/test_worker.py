@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 from noetl_common import Event, Rule, TaskSpec
 from noetl_dev.fakes import FakeControlPlane, api_error
@@ -257,7 +258,7 @@ async def test_claim_not_found_is_acked_and_dropped(
 
 
 @pytest.mark.parametrize("status", [503, 429, 408])
-async def test_claim_unavailable_naks_with_retry_after_and_is_redelivered(
+async def test_claim_unavailable_is_claimed_again_after_retry_after_on_the_same_delivery(
     status: int, fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:
     await start_worker()
@@ -267,7 +268,7 @@ async def test_claim_unavailable_naks_with_retry_after_and_is_redelivered(
     await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
     assert [c[0] for c in fake_api.claims] == [note.event_id, note.event_id]
     gap = fake_api.claims[1][2] - fake_api.claims[0][2]
-    assert gap >= 0.35, f"redelivered after {gap:.3f}s, before the Retry-After delay"
+    assert gap >= 0.35, f"claimed again after {gap:.3f}s, before the Retry-After delay"
     await bus.until(lambda: _is(bus.stream_messages(), 0))
 
 
@@ -572,6 +573,39 @@ async def test_event_ids_carry_the_node_id_leased_at_registration(
             ((e.event_id or 0) >> 12) & 0x3FF for e in fake_api.events_of(note.event_id, heartbeats=True)
         }
         assert nodes == {613}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15.0)
+
+
+async def test_heartbeats_lost_for_half_the_node_lease_make_the_worker_register_again(
+    nats_url: str, fake_api: FakeControlPlane, bus: Bus
+) -> None:
+    """A node id not renewed for its lease may have gone to another process (and a heartbeat
+    reply would not say): after heartbeats failed for half the lease the worker registers
+    again and mints with the node id that registration leases."""
+    fake_api.node_id, fake_api.node_lease_seconds = 613, 1.0
+    env = {k: v for k, v in _base_env(nats_url).items() if k != "NOETL_SNOWFLAKE_NODE_ID"}
+    worker = Worker(
+        dataclasses.replace(WorkerConfig.from_env(env), fetch_timeout_seconds=0.25), api_for=lambda _url: fake_api
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await fake_api.wait_for(lambda: len(fake_api.heartbeats) >= 1)
+        assert worker.config.snowflake.node_id == 613
+        fake_api.unreachable = httpx.ConnectError("connection refused")
+        fake_api.node_id = 614  # meanwhile the lease lapsed and 613 went to another process
+        await fake_api.wait_for(
+            lambda: len(fake_api.refused) >= 2 and fake_api.refused[-1][1] - fake_api.refused[0][1] >= 0.5
+        )
+        fake_api.unreachable = None
+        await fake_api.wait_for(lambda: len(fake_api.registrations) == 2)
+        assert worker.config.snowflake.node_id == 614
+        note = fake_api.add_command(NOOP, args={"a": 1, "b": 1})
+        await bus.publish(note)
+        await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+        assert {((e.event_id or 0) >> 12) & 0x3FF for e in fake_api.events_of(note.event_id)} == {614}
     finally:
         stop.set()
         await asyncio.wait_for(task, 15.0)

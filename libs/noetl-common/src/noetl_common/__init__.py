@@ -57,10 +57,20 @@ from ._relay import RelayLoop, run_relay
 from ._runner import run_service
 from ._scrub import REDACTED, scrub, scrub_text
 from ._snowflake import Snowflake, node_id_from_env, parse_id
-from ._streams import DEFAULT_EVENTS_MAX_AGE_SECONDS, ensure_consumer, ensure_streams, pool_consumer_config
+from ._stream_check import StreamConfigConflict, StreamDifference, stream_differences
+from ._streams import (
+    DEFAULT_EVENTS_MAX_AGE_SECONDS,
+    declared_streams,
+    ensure_consumer,
+    ensure_streams,
+    pool_consumer_config,
+)
 from ._subjects import (
+    COMMAND_SUBJECT_PREFIX,
     COMMANDS_STREAM,
     DLQ_STREAM,
+    DLQ_SUBJECT_PREFIX,
+    EVENT_SUBJECT_PREFIX,
     EVENTS_STREAM,
     POOL_FILTER_MAP,
     POOLS,
@@ -79,10 +89,13 @@ from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 __all__ = [
     "COMMANDS_STREAM",
+    "COMMAND_SUBJECT_PREFIX",
     "DEFAULT_EVENTS_MAX_AGE_SECONDS",
     "DLQ_STREAM",
+    "DLQ_SUBJECT_PREFIX",
     "EVENTS_STREAM",
     "EVENT_LOOPS",
+    "EVENT_SUBJECT_PREFIX",
     "MAX_BATCH_EVENTS",
     "MAX_META_KEYS",
     "MAX_NAME_CHARS",
@@ -124,6 +137,8 @@ __all__ = [
     "Rule",
     "ServiceEnv",
     "Snowflake",
+    "StreamConfigConflict",
+    "StreamDifference",
     "TaskError",
     "TaskSpec",
     "WorkerHeartbeat",
@@ -133,6 +148,7 @@ __all__ = [
     "configure_logging",
     "consumer_name",
     "counter",
+    "declared_streams",
     "dlq_subject",
     "ensure_consumer",
     "ensure_streams",
@@ -163,6 +179,7 @@ __all__ = [
     "scrub",
     "scrub_text",
     "serve_ops",
+    "stream_differences",
     "stream_replicas",
     "utc_now_iso",
     "wait_or_stop",

@@ -184,10 +184,13 @@ class MarkDeadReply(msgspec.Struct, kw_only=True):
 
 class LimitsReply(msgspec.Struct, kw_only=True):
     """``GET /api/internal/limits``: the NATS max payload the control-api was configured
-    for, and the largest outbox payload it writes (that minus a margin for headers)."""
+    for, the largest outbox payload it writes (that minus a margin for headers), and the
+    number of event shards it spreads event subjects over (``NOETL_EVENT_SHARD_COUNT``; None
+    from a control-api that does not say)."""
 
     nats_max_payload: int
     max_event_bytes: int
+    event_shard_count: int | None = None
 
 
 class PendingCountReply(msgspec.Struct, kw_only=True):

@@ -2,7 +2,7 @@
 
 Shape (architecture.md §6, STYLE "worker loop"): one loop long-polls ``outbox_claim``;
 each batch is sent with ``publish_async`` (pipelined, one ack future per row) carrying
-``Nats-Msg-Id: <event_id>``; the batch is then *settled* — acks awaited, its published
+``Nats-Msg-Id: <execution_id>:<event_id>`` (the outbox's key); the batch is then *settled* — acks awaited, its published
 rows queued for one ``outbox_mark_published`` call per ``OUTBOX_MARK_INTERVAL_MS`` (or
 per batch size of rows), one ``outbox_mark_failed`` per failed row — in a task that
 overlaps the next claims. At most two batch sizes of rows are in
@@ -32,6 +32,7 @@ from noetl_common import (
     Backoff,
     GraceExpired,
     OutboxRow,
+    StreamConfigConflict,
     ensure_streams,
     finish_within_grace,
     wait_or_stop,
@@ -173,9 +174,11 @@ class OutboxPublisher:
         backoff = Backoff(self._settings.max_backoff_seconds)
         while not stop.is_set():
             try:
-                await ensure_streams(self._js, self._settings.events_max_age_seconds)
+                await ensure_streams(self._js, self._settings.events_max_age_seconds, log=self._log)
                 self._streams_ready = True
                 return True
+            except StreamConfigConflict:
+                raise  # a stream the suite cannot run on: refuse to start (exit 2), never overwrite it
             except Exception as exc:
                 delay = backoff.next()
                 self._log.warning("streams_ensure_failed", error=str(exc), retry_in=round(delay, 2))
@@ -214,7 +217,8 @@ class OutboxPublisher:
         for row in rows:
             try:
                 data = self._encoder.encode(row.payload)
-                headers = {"Nats-Msg-Id": str(row.event_id)}
+                # event ids are unique per execution only (docs/architecture.md#3-identifiers)
+                headers = {"Nats-Msg-Id": f"{row.execution_id}:{row.event_id}"}
                 size = message_bytes(data, headers)
                 if size > limit:
                     # nats-py checks the body alone; over the limit by its headers, the

@@ -14,6 +14,11 @@ Failures never loop hot and never loop forever:
 * any other failure (API down, 5xx, timeout) naks the batch with an exponential delay
   and backs the loop off; a message on its last allowed delivery (``max_deliver``) is
   parked in the DLQ instead of being dropped silently.
+
+Before the first fetch it checks what it would run on: the streams (never overwritten, an
+unsafe one refuses the start) and the control-api's ``NOETL_EVENT_SHARD_COUNT``, which must be
+its own — the control-api spreads event subjects over that many shards, and a projector that
+counts differently would leave shards nobody consumes (refuses the start: exit 2).
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from noetl_common import (
+    DLQ_STREAM,
     EVENTS_STREAM,
     ApiError,
     Backoff,
+    ConfigError,
     Event,
     GraceExpired,
     dlq_subject,
@@ -100,6 +107,7 @@ class Projector:
         self._decoder = msgspec.json.Decoder(Event)
         self._running = False
         self._consumer_ready = False
+        self._shards_checked = False
         self._sink_ok = True
         self._last_progress = time.monotonic()
 
@@ -122,6 +130,7 @@ class Projector:
             "consumer": self._settings.consumer_name,
             "filter_subject": self._settings.filter_subject,
             "consumer_ready": self._consumer_ready,
+            "shard_count_checked": self._shards_checked,
             "sink_ok": self._sink_ok,
             "nats_connected": self._connected(),
             "seconds_since_progress": round(time.monotonic() - self._last_progress, 3),
@@ -192,9 +201,17 @@ class Projector:
         backoff = Backoff(self._settings.max_backoff_seconds)
         while not stop.is_set():
             try:
-                await ensure_streams(self._js, self._settings.events_max_age_seconds)
+                await ensure_streams(
+                    self._js,
+                    self._settings.events_max_age_seconds,
+                    streams=(EVENTS_STREAM, DLQ_STREAM),
+                    log=self._log,
+                )
+                await self._check_shard_count()
                 await ensure_consumer(self._js, EVENTS_STREAM, consumer_config(self._settings))
                 sub = await self._js.pull_subscribe_bind(self._settings.consumer_name, stream=EVENTS_STREAM)
+            except ConfigError:
+                raise  # a stream or a shard count the suite cannot run on: refuse to start (exit 2)
             except Exception as exc:
                 delay = backoff.next()
                 self._log.warning("projector_subscribe_failed", error=str(exc), retry_in=round(delay, 2))
@@ -208,6 +225,30 @@ class Projector:
             )
             return sub
         return None
+
+    async def _check_shard_count(self) -> None:
+        """The control-api's ``NOETL_EVENT_SHARD_COUNT`` against ours (once; raises while the
+        API is unreachable, so the caller retries): different counts raise ``ConfigError``."""
+        if self._shards_checked:
+            return
+        try:
+            limits = await self._sink.limits()
+        except Exception as exc:
+            self._sink_ok = False
+            self._log.warning("projector_limits_unavailable", error=str(exc) or repr(exc))
+            raise
+        self._sink_ok = True
+        ours, theirs = self._settings.shard_count, limits.event_shard_count
+        if theirs is None:
+            self._log.warning("projector_shard_count_unchecked", shard_count=ours, reason="not declared by the API")
+        elif theirs != ours:
+            raise ConfigError(
+                f"NOETL_EVENT_SHARD_COUNT is {ours} here but {theirs} at the control-api: events of"
+                f" shards this projector does not count would never be projected; give both the same value"
+            )
+        else:
+            self._log.info("projector_shard_count_checked", shard_count=ours)
+        self._shards_checked = True
 
     # -- one batch -----------------------------------------------------------------------
     async def _handle(self, msgs: list[Msg]) -> bool:

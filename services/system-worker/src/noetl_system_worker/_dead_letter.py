@@ -1,6 +1,11 @@
-"""Poison messages (architecture.md §5.7): a notification that is undecodable, or on its last
-allowed delivery, is not run. Its command is failed through the control-api, the message
-is copied to ``NOETL_DLQ`` and terminated.
+"""Poison messages (architecture.md §5.7): a notification that is undecodable, on its last
+allowed delivery, or naming a command whose claim the API refuses as invalid, is not run.
+Its command is failed through the control-api, the message is copied to ``NOETL_DLQ`` and
+terminated.
+
+Failing the command is retried (the message kept in progress) for as long as the API is
+unreachable: an outage must not leave a dead-lettered command open. Only a stop request cuts
+it short; the copy in the DLQ then says the failure is unreported.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from noetl_common import ApiError, dlq_subject
+from noetl_common import ApiError, dlq_subject, wait_or_stop
 
 from ._api import ApiFor
 from ._config import WorkerConfig
@@ -19,8 +24,6 @@ from ._metrics import count_command
 from ._reporting import POST_RETRY_INITIAL_SECONDS, POST_RETRY_MAX_SECONDS, retryable
 from ._running_command import keep_in_progress
 
-#: How long a dead-lettering worker keeps trying to fail the command through the API.
-DEAD_LETTER_FAIL_TIMEOUT_SECONDS = 60.0
 #: Headers of a message parked in NOETL_DLQ (the projector uses the same names).
 HEADER_ORIGINAL_SUBJECT = "Noetl-Original-Subject"
 HEADER_ERROR = "Noetl-Error"
@@ -44,12 +47,20 @@ def event_id_of(data: bytes) -> tuple[int, str | None] | None:
 
 
 class DeadLetters:
-    """Parks poison messages of one worker; ``js`` is set once the worker is connected."""
+    """Parks poison messages of one worker; ``js`` is set once the worker is connected, and
+    ``stop`` (the worker's stop request) ends the retries of an unreachable API."""
 
-    def __init__(self, config: WorkerConfig, api_for: ApiFor, log: structlog.typing.FilteringBoundLogger) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        api_for: ApiFor,
+        log: structlog.typing.FilteringBoundLogger,
+        stop: asyncio.Event | None = None,
+    ) -> None:
         self._config = config
         self._api_for = api_for
         self._log = log
+        self._stop = stop or asyncio.Event()
         self.js: JetStreamContext | None = None
 
 
@@ -110,10 +121,10 @@ class DeadLetters:
     async def _fail_command(
         self, event_id: int, server_url: str | None, error: str, log: structlog.typing.FilteringBoundLogger
     ) -> str:
-        """``failed`` | ``finished`` | why it could not be reported (retried with backoff, bounded)."""
+        """``failed`` | ``finished`` | why it could not be reported (retried with backoff while
+        the API is unreachable, until it answers or the worker stops)."""
         api = self._api_for(server_url)
         delay = POST_RETRY_INITIAL_SECONDS
-        deadline = asyncio.get_running_loop().time() + DEAD_LETTER_FAIL_TIMEOUT_SECONDS
         while True:
             try:
                 reply = await api.fail_command(event_id, error, self._config.worker_id)
@@ -128,9 +139,8 @@ class DeadLetters:
                 last = str(exc)
             except Exception as exc:
                 wait, last = delay, repr(exc)
-            if asyncio.get_running_loop().time() + wait > deadline:
-                log.error("command_fail_unreported", error=last, gave_up_after=DEAD_LETTER_FAIL_TIMEOUT_SECONDS)
-                return f"unreported: {last}"
             log.warning("command_fail_post_failed", error=last, retry_in=wait)
-            await asyncio.sleep(wait)  # backoff between retries
+            if await wait_or_stop(self._stop, wait):
+                log.error("command_fail_unreported", error=last, reason="stopping")
+                return f"unreported: {last}"
             delay = min(delay * 2, POST_RETRY_MAX_SECONDS)

@@ -10,7 +10,8 @@ COMMANDS = counter(
     SERVICE,
     "commands_total",
     "Command messages handled, by outcome (completed, failed, conflict, not_found, "
-    "retry_later, undecodable, stale_attempt, released, rejected)",
+    "undecodable, dead_lettered, stale_attempt, released, rejected), and claims without a verdict "
+    "(claim_retried, lease_held)",
     ["pool", "outcome"],
 )
 DISPATCH_SECONDS = histogram(

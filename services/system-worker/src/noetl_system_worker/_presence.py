@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -50,6 +51,10 @@ class Presence:
         self._in_flight = in_flight
         # set after the first registration attempt: ids are minted from the leased node id
         self._first_registration = asyncio.Event()
+        #: how long the API keeps a node id leased without a heartbeat (from the register reply)
+        self._node_lease_seconds: float | None = None
+        #: when the API last renewed our node lease (a register or heartbeat reply, monotonic)
+        self._renewed_at = 0.0
 
     async def first_registration(self) -> None:
         """Return after the first registration attempt, or after REGISTRATION_WAIT_SECONDS:
@@ -63,6 +68,11 @@ class Presence:
         api = self._api_for(None)
         registered = False
         while True:
+            if registered and self._node_lease_lapsed():
+                # Heartbeats failed for half the node lease: the id may have gone to another
+                # process, and a heartbeat reply would not say so. Register again for a lease.
+                self._log.warning("snowflake_node_lease_may_have_lapsed", node_id=config.snowflake.node_id)
+                registered = False
             failed = "worker_heartbeat_failed" if registered else "worker_registration_failed"
             try:
                 if not registered:
@@ -77,12 +87,14 @@ class Presence:
                         )
                     )
                     registered = True
+                    self._renewed_at = time.monotonic()
                     self._adopt_node(reply)
                     self._log.info("worker_registered", node_id=config.snowflake.node_id)
                 else:
                     await api.heartbeat_worker(
                         WorkerHeartbeat(worker_id=config.worker_id, pool=config.pool, in_flight=self._in_flight())
                     )
+                    self._renewed_at = time.monotonic()
             except ApiError as exc:
                 if exc.status_code == 404:
                     registered = False
@@ -92,8 +104,16 @@ class Presence:
             self._first_registration.set()
             await asyncio.sleep(config.heartbeat_interval)
 
+    def _node_lease_lapsed(self) -> bool:
+        """True when no heartbeat renewed the node lease for half its length."""
+        ttl = self._node_lease_seconds
+        return ttl is not None and time.monotonic() - self._renewed_at >= ttl / 2
+
     def _adopt_node(self, reply: dict[str, Any] | None) -> None:
         """Mint ids with the node id the control-api leased us, unless the environment named one."""
+        ttl = (reply or {}).get("node_lease_seconds")
+        if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0:
+            self._node_lease_seconds = float(ttl)
         node = (reply or {}).get("node_id")
         if self._config.snowflake_node_explicit or isinstance(node, bool) or not isinstance(node, int):
             return

@@ -2,10 +2,11 @@
 :class:`RunningCommand`.
 
 Shape (STYLE.md, after temporalio's worker): one poller that fetches only as many
-messages as there are free slots, a bounded set of in-flight command tasks, and a
+messages as there are free run slots, a bounded set of in-flight command tasks, and a
 graceful stop — stop fetching, let in-flight commands finish within a grace period,
-then nak what is left so another worker takes it over. Beside it: presence
-(``_presence``), reporting (``_reporting``), dead-lettering (``_dead_letter``).
+then nak what is left so another worker takes it over. Beside it: claiming without
+spending deliveries (``_claiming``), presence (``_presence``), reporting (``_reporting``),
+dead-lettering (``_dead_letter``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from noetl_common import (
-    ApiError,
+    COMMANDS_STREAM,
+    DLQ_STREAM,
     ClaimReply,
     CommandNotification,
     NatsLink,
@@ -31,17 +33,16 @@ from noetl_common import (
 )
 
 from ._api import ApiFor, ControlPlane
+from ._claiming import RELEASE_NAK_DELAY_SECONDS, Claimer, Slot, Slots
 from ._config import WorkerConfig
 from ._dead_letter import DeadLetters, event_id_of
 from ._metrics import IN_FLIGHT, count_command
 from ._pipeline import PipelineRunner
 from ._presence import Presence
-from ._reporting import Reporter, retryable
-from ._running_command import DEFAULT_NAK_DELAY_SECONDS, Delivery, RunningCommand
+from ._reporting import Reporter
+from ._running_command import Delivery, RunningCommand
 from .tools import ToolRegistry, default_registry
 
-#: Redelivery delay of a message handed back at shutdown (every nak carries a delay: no hot loop).
-RELEASE_NAK_DELAY_SECONDS = 1.0
 #: Longest wait between two attempts to connect to NATS at start.
 NATS_MAX_BACKOFF_SECONDS = 10.0
 
@@ -81,9 +82,11 @@ class Worker:
         )
         self._presence = Presence(config, api_for, self._log, in_flight=lambda: len(self._in_flight))
         self._reporter = Reporter(config, self._log)
-        self._dead_letters = DeadLetters(config, api_for, self._log)
+        self._stop = asyncio.Event()  # set when the stop request arrives: ends every wait for a claim
+        self._dead_letters = DeadLetters(config, api_for, self._log, self._stop)
+        self._claimer = Claimer(config, self._dead_letters, self._stop)
+        self._slots = Slots(config.max_concurrent)
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._slot_freed = asyncio.Event()
         #: eager commands running here, by claim key: their notification is adopted, not claimed
         self._eager: dict[int, Delivery] = {}
         self._running = False
@@ -102,6 +105,7 @@ class Worker:
             "nats_connected": self._nats.connected,
             "loop_running": self._running,
             "in_flight": len(self._in_flight),
+            "parked": self._claimer.parked,
             "max_concurrent": self.config.max_concurrent,
         }
 
@@ -119,7 +123,8 @@ class Worker:
         presence: asyncio.Future[tuple[None, None]] | None = None
         try:
             js = self._dead_letters.js = nc.jetstream()
-            await ensure_streams(js)
+            # the streams it uses; a stream it finds with unsafe settings stops the start (exit 2)
+            await ensure_streams(js, streams=(COMMANDS_STREAM, DLQ_STREAM), log=self._log)
             consumer = dataclasses.replace(
                 pool_consumer_config(
                     self.config.pool,
@@ -145,6 +150,7 @@ class Worker:
                 await self._fetch_loop(sub, stop)
             finally:
                 self._running = False
+                self._stop.set()  # messages still waiting for a claim are handed back at once
                 await self._drain_in_flight()
                 await self._reporter.aclose()
         finally:
@@ -160,42 +166,45 @@ class Worker:
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                free = self.config.max_concurrent - len(self._in_flight)
+                free = self._slots.fetchable
                 if free <= 0:
                     # Fetch nothing while full: un-fetched messages stay available to other workers.
-                    self._slot_freed.clear()
-                    slot = asyncio.ensure_future(self._slot_freed.wait())
+                    slot = asyncio.ensure_future(self._slots.changed())
                     await asyncio.wait({slot, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                     slot.cancel()
                     continue
+                self._slots.take(free)
                 try:
                     messages = await sub.fetch(batch=free, timeout=self.config.fetch_timeout_seconds)
-                except nats.errors.TimeoutError:
-                    continue
+                except (TimeoutError, nats.errors.TimeoutError):  # nats-py raises either
+                    messages = []
                 except Exception as exc:
+                    self._slots.give(free)
                     self._log.warning("fetch_failed", error=repr(exc))
                     await asyncio.wait({stop_wait}, timeout=1.0)
                     continue
+                self._slots.give(free - len(messages))
                 for msg in messages:
                     if stop.is_set():
                         # Pulled while stopping: give it straight back for another worker.
+                        self._slots.give()
                         with contextlib.suppress(Exception):
                             await msg.nak(delay=RELEASE_NAK_DELAY_SECONDS)
                         continue
-                    self._spawn(msg)
+                    self._spawn(msg, Slot(self._slots))
         finally:
             stop_wait.cancel()
 
-    def _spawn(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._handle(msg))
+    def _spawn(self, msg: Msg, slot: Slot) -> None:
+        task = asyncio.create_task(self._handle(msg, slot))
         self._in_flight.add(task)
         IN_FLIGHT.labels(self.config.pool).inc()
-        task.add_done_callback(self._finished)
+        task.add_done_callback(lambda done: self._finished(done, slot))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[None], slot: Slot) -> None:
         self._in_flight.discard(task)
         IN_FLIGHT.labels(self.config.pool).dec()
-        self._slot_freed.set()
+        slot.release()
         if not task.cancelled() and task.exception() is not None:
             self._log.error("command_handler_crashed", error=repr(task.exception()))
 
@@ -213,10 +222,10 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
 
     # -- one message -----------------------------------------------------------------------
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, slot: Slot) -> None:
         delivery = Delivery(msg)
         try:
-            await self._handle_message(msg, delivery)
+            await self._handle_message(msg, delivery, slot)
         except asyncio.CancelledError:
             if delivery.settled:
                 raise  # acked already (an eager command ran after it): nothing to hand back
@@ -230,7 +239,7 @@ class Worker:
             self._log.info("command_released", subject=msg.subject)
             raise
 
-    async def _handle_message(self, msg: Msg, delivery: Delivery) -> None:
+    async def _handle_message(self, msg: Msg, delivery: Delivery, slot: Slot) -> None:
         try:
             note = msgspec.json.decode(msg.data, type=CommandNotification)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -256,11 +265,9 @@ class Worker:
             log.debug("eager_notification_adopted")
             return
         api = self._api_for(note.server_url)
-        try:
-            claim = await api.claim_command(note.event_id, self.config.worker_id)
-        except Exception as exc:
-            await self._claim_failed(msg, exc, log)
-            return
+        claim = await self._claimer.claim(msg, note, api, slot, log)
+        if claim is None:
+            return  # settled already: acked, dead-lettered, or handed back at stop
         command_log = log.bind(attempt=claim.attempt, command_id=claim.command_id)
         after = await self._command(claim, api, delivery, command_log).run()
         while after is not None:  # eager dispatch: the next command, in this slot
@@ -279,28 +286,6 @@ class Worker:
             log=log,
             accepting=lambda: self._running,
         )
-
-    async def _claim_failed(self, msg: Msg, exc: Exception, log: structlog.typing.FilteringBoundLogger) -> None:
-        status = exc.status_code if isinstance(exc, ApiError) else None
-        if status == 409:
-            log.info("claim_conflict", outcome="dropped", reason="claimed_elsewhere_or_finished")
-            await msg.ack()
-            count_command(self.config.pool, "conflict")
-        elif status == 404:
-            log.warning("claim_not_found", outcome="dropped")
-            await msg.ack()
-            count_command(self.config.pool, "not_found")
-        elif retryable(exc):
-            retry_after = exc.retry_after if isinstance(exc, ApiError) else None
-            delay = retry_after if retry_after is not None else DEFAULT_NAK_DELAY_SECONDS
-            log.info("claim_deferred", outcome="redelivery_requested", status=status, delay=delay, error=str(exc))
-            await msg.nak(delay=delay)
-            count_command(self.config.pool, "retry_later")
-        else:
-            # A 4xx the claim will never get past (bad request): retrying cannot help.
-            log.error("claim_refused", outcome="dropped", status=status, error=str(exc))
-            await msg.ack()
-            count_command(self.config.pool, "rejected")
 
     async def _run_eager(self, claim: ClaimReply, api: ControlPlane) -> ClaimReply | None:
         """Run a command claimed for us in the reply to a terminal event. It has no NATS

@@ -1,6 +1,7 @@
 """``noetl``: register playbooks, run them and read their state and events.
 
-Exit codes: 0 success; 1 API error or unreachable server (one line on stderr);
+Exit codes: 0 success; 1 API error or unreachable server (one line on stderr; ``dlq``: NATS
+unreachable or a message not replayed);
 2 usage error; 3 the execution FAILED; 4 it was CANCELLED; 5 ``--wait``/``--watch`` timed
 out; 6 ``replay`` found the replayed state different from the stored one.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from ._api import DEFAULT_SERVER, Api, CliError, WaitTimeout
 from ._auth_commands import add_auth_commands
 from ._credentials import token_for
+from ._dlq import add_dlq_commands
 from ._watch import watch
 
 EXIT_OK = 0
@@ -327,12 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(func=cmd_credential_delete)
     add_auth_commands(sub)
+    add_dlq_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "nats", False):  # straight on NATS, no control-api call (noetl dlq)
+            nats_code: int = args.func(args)
+            return nats_code
         with Api(args.server, token=token_for(args.server)) as api:
             code: int = args.func(api, args)
             return code

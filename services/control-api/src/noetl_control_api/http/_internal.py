@@ -66,10 +66,11 @@ class InternalController(Controller):
         (one already ended is left alone). Role: ``publisher``."""
         return await outbox.mark_dead(data.outbox_id, data.error)
 
-    @get("/limits", opt=action("outbox.read"))
+    @get("/limits", opt=action("outbox.read", "event.project"))
     async def limits(self, outbox: NamedDependency[OutboxService]) -> LimitsReply:
-        """``{nats_max_payload, max_event_bytes}``: what the publisher checks its NATS server
-        against at start. Role: ``publisher``."""
+        """``{nats_max_payload, max_event_bytes, event_shard_count}``: what the publisher checks
+        its NATS server against, and the projector its shard count, at start. Roles:
+        ``publisher``, ``projector``."""
         return outbox.limits()
 
     @get("/outbox/pending-count", opt=action("outbox.read"))

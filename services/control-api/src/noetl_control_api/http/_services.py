@@ -187,7 +187,11 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
         notifier,
         executions,
         lease_seconds=settings.outbox_lease_seconds,
-        limits=LimitsReply(nats_max_payload=settings.nats_max_payload_bytes, max_event_bytes=settings.max_event_bytes),
+        limits=LimitsReply(
+            nats_max_payload=settings.nats_max_payload_bytes,
+            max_event_bytes=settings.max_event_bytes,
+            event_shard_count=settings.event_shard_count,
+        ),
         retention=settings.retention,
     )
     deadletter = DeadLetterService(pool, claims, ingest)

@@ -52,7 +52,7 @@ async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) ->
         " %b::jsonb[], %b::jsonb[], %b::text[], %b::bigint[], %b::text[])"
         " AS e(event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
         " parent_execution_id, catalog_path)"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING execution_id),"
+        " ON CONFLICT (execution_id, event_id) DO NOTHING RETURNING execution_id),"
         " new AS (SELECT count(*) AS n, string_agg(DISTINCT execution_id::text, ',') AS ids FROM ins),"
         " woke AS (SELECT pg_notify(%b, CASE WHEN octet_length(ids) <= %b THEN ids ELSE %b END)"
         " FROM new WHERE n > 0)"

@@ -74,7 +74,8 @@ async def purge_executions(conn: AsyncConnection[Any], older_than_seconds: float
 async def purge_events(conn: AsyncConnection[Any], older_than_seconds: float, limit: int) -> int:
     """Delete up to ``limit`` read-model events older than the age of terminal executions."""
     cur = await conn.execute(
-        "DELETE FROM noetl.event WHERE event_id IN (SELECT e.event_id FROM noetl.event e"
+        "DELETE FROM noetl.event WHERE (execution_id, event_id) IN (SELECT e.execution_id, e.event_id"
+        " FROM noetl.event e"
         " JOIN noetl.execution x ON x.execution_id = e.execution_id"
         " WHERE x.status = ANY(%s) AND e.created_at < now() - %s LIMIT %s)",
         (list(TERMINAL_EXECUTION), timedelta(seconds=older_than_seconds), limit),

@@ -7,6 +7,10 @@ lease; events are idempotent per event id, refused with 409 ``stale_attempt`` fr
 earlier attempt and 409 ``conflict`` before the claim or after a cancel; once a command
 finished its later events change nothing. ``tests/contracts`` runs the same cases against
 this fake and the real control-api.
+
+Failures are scripted: ``claim_errors`` answers the next claims of a command with errors,
+``post_hook`` may refuse a batch, and ``unreachable`` (an exception, e.g. ``httpx.ConnectError``)
+makes every call raise it, as a control-api that is down would, until it is set back to None.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
 RENEWALS = ("command.started", "command.heartbeat")
 
 
-def api_error(status: int, code: str, retry_after: float | None = None) -> ApiError:
+def api_error(
+    status: int, code: str, retry_after: float | None = None, extra: dict[str, Any] | None = None
+) -> ApiError:
     """An ApiError as ControlPlaneClient raises it for a non-2xx reply."""
-    body = ErrorBody(status_code=status, error=code, detail=f"fake {code}")
+    body = ErrorBody(status_code=status, error=code, detail=f"fake {code}", extra=extra)
     return ApiError(status, body, "", retry_after)
 
 
@@ -74,7 +80,7 @@ class FakeControlPlane:
 
     commands: dict[int, FakeCommand] = field(default_factory=dict)
     claims: list[tuple[int, str, float]] = field(default_factory=list)
-    claim_errors: dict[int, list[ApiError]] = field(default_factory=dict)
+    claim_errors: dict[int, list[Exception]] = field(default_factory=dict)
     posts: list[list[Event]] = field(default_factory=list)
     eager_requests: list[EagerRequest] = field(default_factory=list)
     #: claim keys handed over, one per terminal batch that asks, as eager commands
@@ -92,6 +98,12 @@ class FakeControlPlane:
     failed: list[tuple[int, str, str]] = field(default_factory=list)
     node_id: int | None = None  # the node id the register reply leases, when set
     fail_errors: list[ApiError] = field(default_factory=list)
+    #: while set, every call raises it (the API is down: connection refused, a 503 ...)
+    unreachable: Exception | None = None
+    #: calls refused while unreachable: (method, time.monotonic())
+    refused: list[tuple[str, float]] = field(default_factory=list)
+    #: how long a leased node id lasts without a heartbeat (the register reply says so)
+    node_lease_seconds: float = 300.0
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -146,10 +158,18 @@ class FakeControlPlane:
         """End the command's lease now, as ``lease_seconds`` without a renewal would."""
         self.commands[event_id].lease_expires_at = time.monotonic()
 
+    async def _reachable(self, call: str) -> None:
+        """Raise ``unreachable`` when set, recording the refused ``call`` (and notifying)."""
+        if self.unreachable is not None:
+            self.refused.append((call, time.monotonic()))
+            await self._notify()
+            raise self.unreachable
+
     # -- the ControlPlane protocol -------------------------------------------------------
     async def claim_command(self, event_id: int, worker_id: str) -> ClaimReply:
         self.claims.append((event_id, worker_id, time.monotonic()))
         try:
+            await self._reachable("claim_command")
             scripted = self.claim_errors.get(event_id)
             if scripted:
                 raise scripted.pop(0)
@@ -159,7 +179,12 @@ class FakeControlPlane:
             if command.status in FINISHED:
                 raise api_error(409, "conflict")
             if command.lease_held():  # whoever holds it: a redelivery comes back after the lease
-                raise api_error(429, "lease_held", retry_after=command.lease_expires_at - time.monotonic())
+                raise api_error(
+                    429,
+                    "lease_held",
+                    retry_after=command.lease_expires_at - time.monotonic(),
+                    extra={"worker_id": command.worker_id, "attempt": command.attempt},
+                )
             return self._lease(command, worker_id)
         finally:
             await self._notify()
@@ -181,10 +206,11 @@ class FakeControlPlane:
         )
 
     async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
-        self.posts.append(list(events))
-        if eager is not None:
-            self.eager_requests.append(eager)
         try:
+            await self._reachable("post_events")
+            self.posts.append(list(events))
+            if eager is not None:
+                self.eager_requests.append(eager)
             if self.post_hook is not None:
                 error = await self.post_hook(events)
                 if error is not None:
@@ -239,6 +265,7 @@ class FakeControlPlane:
 
     async def fail_command(self, event_id: int, reason: str, worker_id: str) -> dict[str, Any]:
         try:
+            await self._reachable("fail_command")
             if self.fail_errors:
                 raise self.fail_errors.pop(0)
             command = self.commands.get(event_id)
@@ -259,13 +286,19 @@ class FakeControlPlane:
             await self._notify()
 
     async def register_worker(self, registration: WorkerRegistration) -> dict[str, Any] | None:
+        await self._reachable("register_worker")
         self.registrations.append(registration)
         await self._notify()
         if self.node_id is None:
             return None  # an API that answers 204
-        return {"worker_id": registration.worker_id, "node_id": self.node_id, "node_lease_seconds": 300.0}
+        return {
+            "worker_id": registration.worker_id,
+            "node_id": self.node_id,
+            "node_lease_seconds": self.node_lease_seconds,
+        }
 
     async def heartbeat_worker(self, heartbeat: WorkerHeartbeat) -> None:
+        await self._reachable("heartbeat_worker")
         self.heartbeats.append(heartbeat)
         await self._notify()
 
@@ -275,6 +308,7 @@ class FakeControlPlane:
 
     async def put_result(self, execution_id: int, data: bytes, media_type: str) -> dict[str, Any]:
         """The result store: content-addressed keys, as the real one."""
+        await self._reachable("put_result")
         key = f"{execution_id}/{hashlib.sha256(data).hexdigest()}"
         self.results[key] = (data, media_type)
         return {"$ref": {"store": "noetl.result", "key": key, "size": len(data), "media_type": media_type}}
