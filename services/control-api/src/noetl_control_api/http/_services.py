@@ -19,6 +19,7 @@ from .._settings import CONFIGURED_TOKENS, Settings
 from ..application import (
     CatalogService,
     ClaimService,
+    CompatService,
     CredentialService,
     DeadLetterService,
     EventIngest,
@@ -71,6 +72,7 @@ class Services:
     results: ResultService
     plugins: PluginService
     deadletter: DeadLetterService
+    compat: CompatService
 
     #: what route handlers never take by name: the plumbing under the use cases
     _NOT_INJECTED: ClassVar[frozenset[str]] = frozenset(
@@ -178,6 +180,8 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
     claims = ClaimService(pool, recorder, lease_seconds=settings.command_lease_seconds)
     oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
     box = SecretBox(settings.credentials_key)
+    catalog = CatalogService(pool, playbooks, policy, max_bytes=settings.playbook_max_bytes)
+    keychain = KeychainService(pool, box)
     return Services(
         settings=settings,
         pool=pool,
@@ -198,7 +202,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
             total=settings.sse_max_streams, per_principal=settings.sse_max_streams_per_principal
         ),
         streams=EventStreamService(pool, event_notifier, page_max_bytes=settings.page_max_bytes),
-        catalog=CatalogService(pool, playbooks, policy, max_bytes=settings.playbook_max_bytes),
+        catalog=catalog,
         executions=executions,
         ingest=ingest,
         claims=claims,
@@ -215,10 +219,11 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
         projection=ProjectionService(pool),
         workers=WorkerService(pool, node_lease_seconds=settings.node_lease_seconds),
         credentials=CredentialService(pool, box),
-        keychain=KeychainService(pool, box),
+        keychain=keychain,
         results=ResultService(pool, settings.arrow_limits),
         plugins=PluginService(pool),
         deadletter=DeadLetterService(pool, claims, ingest),
+        compat=CompatService(pool, catalog, executions, keychain, page_max_bytes=settings.page_max_bytes),
     )
 
 
