@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,11 @@ from ._api import DEFAULT_SERVER, Api, CliError, WaitTimeout
 from ._auth_commands import add_auth_commands
 from ._credentials import token_for
 from ._dlq import add_dlq_commands
+from ._executions import add_execution_commands
+from ._output import add_output, print_fields, quiet_broken_pipe, show, wants_json
+from ._output import print_json as _print_json
+from ._output import print_table as _table
+from ._upstream import add_list_commands, add_upstream_commands
 from ._watch import watch
 
 EXIT_OK = 0
@@ -30,17 +36,6 @@ EXIT_CANCELLED = 4
 EXIT_TIMEOUT = 5
 EXIT_REPLAY_DIFFERS = 6
 STATUS_EXIT = {"COMPLETED": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
-
-
-def _print_json(value: Any, *, compact: bool = False) -> None:
-    text = json.dumps(value, separators=(",", ":")) if compact else json.dumps(value, indent=2)
-    print(text)
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
 
 
 def _summary(execution: dict[str, Any]) -> dict[str, Any]:
@@ -77,16 +72,26 @@ def cmd_register(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_list(api: Api, args: argparse.Namespace) -> int:
-    entries = api.catalog()
-    if args.json:
-        _print_json(entries)
-    else:
-        rows = [[str(e.get("path")), str(e.get("version")), str(e.get("name"))] for e in entries]
-        _table(rows, ["PATH", "VERSION", "NAME"])
+    """The catalog; upstream's ``TYPE`` argument: ``Playbook`` (the default), ``Credential``
+    (the credential list), any other kind is not stored here (nothing listed)."""
+    kind = str(getattr(args, "resource_type", None) or "playbook").lower()
+    if kind == "credential":
+        return cmd_credential_list(api, args)
+    entries = api.catalog() if kind == "playbook" else []
+    rows = [[str(e.get("path")), str(e.get("version")), str(e.get("name"))] for e in entries]
+    show(args, entries, ["PATH", "VERSION", "NAME"], rows)
     return EXIT_OK
 
 
 def cmd_execute(api: Api, args: argparse.Namespace) -> int:
+    if args.extra is not None and args.path in ("status", "playbook"):
+        # upstream's `execute status ID` and `execute playbook PATH`
+        if args.path == "status":
+            args.execution_id, args.output = args.extra, "json"
+            return cmd_status(api, args)
+        args.path = args.extra
+    elif args.extra is not None:
+        raise CliError(f"unexpected argument {args.extra!r} after PATH")
     payload = _payload(args.payload)
     target = args.path
     if Path(target).is_file():
@@ -121,13 +126,16 @@ def cmd_execute(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_status(api: Api, args: argparse.Namespace) -> int:
     execution = api.execution(args.execution_id)
-    _print_json(execution)
+    if wants_json(args):
+        _print_json(execution)
+    else:
+        print_fields(execution)
     return EXIT_OK
 
 
 def cmd_events(api: Api, args: argparse.Namespace) -> int:
     events = api.events(args.execution_id)
-    if args.json:
+    if wants_json(args):
         for event in events:
             _print_json(event, compact=True)
         return EXIT_OK
@@ -148,7 +156,7 @@ def cmd_events(api: Api, args: argparse.Namespace) -> int:
 def cmd_replay(api: Api, args: argparse.Namespace) -> int:
     """Rebuild the state from the event log on the server; exit 0 when it equals the stored state."""
     report = api.request("GET", f"/api/executions/{args.execution_id}/replay")
-    if args.json:
+    if wants_json(args):
         _print_json(report)
     else:
         print(
@@ -166,7 +174,9 @@ def cmd_replay(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(api: Api, args: argparse.Namespace) -> int:
-    _print_json(_summary(api.cancel(args.execution_id)))
+    """Running children are always cancelled with their parent (``--cascade`` is upstream's word)."""
+    reply = api.cancel(args.execution_id, args.reason)
+    _print_json({**_summary(reply), "cancelled_executions": reply.get("cancelled_executions", [])})
     return EXIT_OK
 
 
@@ -183,14 +193,11 @@ def cmd_plugin_publish(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_plugin_list(api: Api, args: argparse.Namespace) -> int:
     plugins = api.plugins(args.path)
-    if args.json:
-        _print_json(plugins)
-    else:
-        rows = [
-            [str(p.get("path")), str(p.get("version")), str(p.get("size")), str(p.get("digest"))[:16]]
-            for p in plugins
-        ]
-        _table(rows, ["PATH", "VERSION", "BYTES", "DIGEST"])
+    rows = [
+        [str(p.get("path")), str(p.get("version")), str(p.get("size")), str(p.get("digest"))[:16]]
+        for p in plugins
+    ]
+    show(args, plugins, ["PATH", "VERSION", "BYTES", "DIGEST"], rows)
     return EXIT_OK
 
 
@@ -218,16 +225,17 @@ def cmd_credential_add(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_credential_list(api: Api, args: argparse.Namespace) -> int:
     found = api.credentials()
-    if args.json:
-        _print_json(found)
-    else:
-        rows = [[str(c.get("name")), str(c.get("credential_type")), str(c.get("updated_at"))] for c in found]
-        _table(rows, ["NAME", "TYPE", "UPDATED_AT"])
+    rows = [[str(c.get("name")), str(c.get("credential_type")), str(c.get("updated_at"))] for c in found]
+    show(args, found, ["NAME", "TYPE", "UPDATED_AT"], rows)
     return EXIT_OK
 
 
 def cmd_credential_show(api: Api, args: argparse.Namespace) -> int:
-    _print_json(api.credential(args.name))
+    credential = api.credential(args.name)
+    if wants_json(args):
+        _print_json(credential)
+    else:
+        print_fields(credential)
     return EXIT_OK
 
 
@@ -239,6 +247,7 @@ def cmd_credential_delete(api: Api, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="noetl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"noetl {_version()}")
     parser.add_argument(
         "--server",
         default=os.environ.get("NOETL_SERVER_URL") or DEFAULT_SERVER,
@@ -254,11 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("files", nargs="+", metavar="FILE")
     register.set_defaults(func=cmd_register)
     listing = catalog_sub.add_parser("list", help="latest version of every registered playbook")
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument("resource_type", metavar="TYPE", nargs="?", help="upstream's kind: Playbook (default)")
+    add_output(listing)
     listing.set_defaults(func=cmd_list)
 
     execute = sub.add_parser("execute", help="run a playbook by catalog path (or a playbook file)")
     execute.add_argument("path", metavar="PATH")
+    execute.add_argument("extra", nargs="?", metavar="ID", help=argparse.SUPPRESS)
     execute.add_argument("--payload", help="workload overrides: a JSON object, or @file.json")
     execute.add_argument("--version", type=int, help="catalog version (default: latest)")
     execute.add_argument("--wait", action="store_true", help="wait until the execution ends")
@@ -274,20 +285,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="an execution's status, result and step results")
     status.add_argument("execution_id", metavar="ID")
+    add_output(status, default="json")
     status.set_defaults(func=cmd_status)
 
     events = sub.add_parser("events", help="an execution's recorded events")
     events.add_argument("execution_id", metavar="ID")
-    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_output(events)  # -o json: one JSON object per line
     events.set_defaults(func=cmd_events)
 
     replay = sub.add_parser("replay", help="rebuild an execution's state from its events and compare")
     replay.add_argument("execution_id", metavar="ID")
-    replay.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    add_output(replay)
     replay.set_defaults(func=cmd_replay)
 
     cancel = sub.add_parser("cancel", help="cancel a running execution")
     cancel.add_argument("execution_id", metavar="ID")
+    cancel.add_argument("-r", "--reason", help="why (recorded in the cancel event)")
+    cancel.add_argument("--cascade", action="store_true", help="accepted: running children are always cancelled")
+    cancel.add_argument("-j", "--json", action="store_true", help="accepted: the reply is JSON")
     cancel.set_defaults(func=cmd_cancel)
 
     plugin = sub.add_parser("plugin", help="WASM plug-in registry (publishing needs an admin token)")
@@ -299,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(func=cmd_plugin_publish)
     plugins = plugin_sub.add_parser("list", help="published plug-in versions")
     plugins.add_argument("--path", help="only this plug-in path")
-    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output(plugins)
     plugins.set_defaults(func=cmd_plugin_list)
 
     credential = sub.add_parser("credential", help="credentials for auth: (values are never shown)")
@@ -320,17 +335,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.set_defaults(func=cmd_credential_add)
     credentials = credential_sub.add_parser("list", help="names and types")
-    credentials.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output(credentials)
     credentials.set_defaults(func=cmd_credential_list)
     show = credential_sub.add_parser("show", help="one credential, its values redacted")
     show.add_argument("name", metavar="NAME")
+    add_output(show, default="json")
     show.set_defaults(func=cmd_credential_show)
     remove = credential_sub.add_parser("delete", help="delete a credential")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(func=cmd_credential_delete)
     add_auth_commands(sub)
     add_dlq_commands(sub)
+    add_execution_commands(sub)
+    add_upstream_commands(sub)
+    add_list_commands(sub, cmd_list, cmd_credential_show)
     return parser
+
+
+def _version() -> str:
+    try:
+        return version("noetl-cli")
+    except PackageNotFoundError:
+        return "0.0.0"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -345,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # `noetl ... | head`: the reader has gone, nothing left to say
+        return quiet_broken_pipe()
     except KeyboardInterrupt:
         return 130
 

@@ -149,6 +149,14 @@ class Api:
         executions: list[dict[str, Any]] = reply.get("executions", []) if isinstance(reply, dict) else []
         return executions
 
+    def executions_page(self, **filters: Any) -> dict[str, Any]:
+        """One page of ``GET /api/executions`` as the server sends it: ``{executions, next_cursor}``.
+        ``filters``: ``limit``, ``status``, ``path``, ``parent_execution_id``, ``since``, ``until``,
+        ``before``, ``offset``; None values are left out."""
+        params = {key: value for key, value in filters.items() if value is not None}
+        reply: dict[str, Any] = self.request("GET", "/api/executions", params=params)
+        return reply
+
     def events(self, execution_id: int | str, page: int = 500) -> list[dict[str, Any]]:
         """Every event of an execution in ``event_id`` order, following ``after`` pages."""
         events: list[dict[str, Any]] = []
@@ -164,8 +172,10 @@ class Api:
                 return events
             after = int(batch[-1]["event_id"])
 
-    def cancel(self, execution_id: int | str) -> dict[str, Any]:
-        reply: dict[str, Any] = self.request("POST", f"/api/executions/{execution_id}/cancel")
+    def cancel(self, execution_id: int | str, reason: str | None = None) -> dict[str, Any]:
+        """Cancel it and its running children; the reply lists every execution it ended."""
+        body = {"reason": reason} if reason else None
+        reply: dict[str, Any] = self.request("POST", f"/api/executions/{execution_id}/cancel", body)
         return reply
 
     def execution(self, execution_id: int | str, wait: float | None = None) -> dict[str, Any]:

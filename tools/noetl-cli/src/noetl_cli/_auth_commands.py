@@ -9,6 +9,7 @@ import sys
 
 from ._api import Api, CliError
 from ._credentials import store_token
+from ._output import add_output, print_fields, show, wants_json
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -36,17 +37,12 @@ def cmd_token_create(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_token_list(api: Api, args: argparse.Namespace) -> int:
     tokens = api.tokens(args.all)
-    if args.json:
-        print(json.dumps(tokens, indent=2))
-        return 0
     header = ["NAME", "ROLE", "POOL", "SOURCE", "EXPIRES_AT", "LAST_USED_AT", "REVOKED_AT"]
     rows = [
         [str(t.get(k) or "-") for k in ("name", "role", "pool", "source", "expires_at", "last_used_at", "revoked_at")]
         for t in tokens
     ]
-    widths = [max(len(c) for c in column) for column in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
+    show(args, tokens, header, rows)
     return 0
 
 
@@ -56,8 +52,12 @@ def cmd_token_revoke(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_whoami(api: Api, _args: argparse.Namespace) -> int:
-    print(json.dumps(api.whoami(), indent=2))
+def cmd_whoami(api: Api, args: argparse.Namespace) -> int:
+    who = api.whoami()
+    if wants_json(args):
+        print(json.dumps(who, indent=2))
+    else:
+        print_fields(who)
     return 0
 
 
@@ -83,13 +83,14 @@ def add_auth_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     create.set_defaults(func=cmd_token_create)
     listing = token_sub.add_parser("list", help="token metadata (never a token)")
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output(listing)
     listing.set_defaults(func=cmd_token_list)
     revoke = token_sub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name", metavar="NAME")
     revoke.set_defaults(func=cmd_token_revoke)
 
     whoami = sub.add_parser("whoami", help="the name and role the server sees for this CLI's token")
+    add_output(whoami, default="json")
     whoami.set_defaults(func=cmd_whoami)
     login = sub.add_parser("login", help="check a token and store it for --server (mode 0600)")
     login.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")

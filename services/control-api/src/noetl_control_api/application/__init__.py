@@ -8,10 +8,22 @@ return, and the few checks the HTTP layer shares with them.
 from .._options import OidcSettings, RetentionPolicy
 from ._catalog import CatalogService
 from ._claims import ClaimService
+from ._compat import CompatService
+from ._compat_views import (
+    CatalogEntries,
+    CatalogListRequest,
+    ExecutionEntry,
+    ExecutionStatus,
+    KeychainCatalogList,
+    RegisterBatchReply,
+    RegisterBatchRequest,
+    RerunRequest,
+    WorkerPools,
+)
 from ._credentials import CredentialIn, CredentialList, CredentialService, CredentialView
 from ._deadletter import CommandFailReply, CommandFailRequest, DeadLetterService
 from ._executions import ExecutionService
-from ._ids import client_id
+from ._ids import client_id, optional_id
 from ._ingest import EventIngest
 from ._keychain import KeychainIn, KeychainList, KeychainService, KeychainView
 from ._nodes import NodeLease
@@ -30,6 +42,7 @@ from ._stream_limits import StreamLimits
 from ._sweeper import Sweeper, SweepReport
 from ._tokens import TokenCreate, TokenCreated, TokenList, TokenService, TokenView
 from ._views import (
+    CancelReply,
     CancelRequest,
     CatalogList,
     CommandView,
@@ -50,13 +63,17 @@ from ._workers import WorkerRegisterReply, WorkerService
 __all__ = [
     "ACTIONS",
     "GRANTS",
+    "CancelReply",
     "CancelRequest",
+    "CatalogEntries",
     "CatalogList",
+    "CatalogListRequest",
     "CatalogService",
     "ClaimService",
     "CommandFailReply",
     "CommandFailRequest",
     "CommandView",
+    "CompatService",
     "CredentialIn",
     "CredentialList",
     "CredentialService",
@@ -66,9 +83,12 @@ __all__ = [
     "EventStreamService",
     "ExecuteReply",
     "ExecuteRequest",
+    "ExecutionEntry",
     "ExecutionList",
     "ExecutionService",
+    "ExecutionStatus",
     "ExecutionView",
+    "KeychainCatalogList",
     "KeychainIn",
     "KeychainList",
     "KeychainService",
@@ -88,9 +108,12 @@ __all__ = [
     "PurgeReply",
     "PurgeRequest",
     "Recorder",
+    "RegisterBatchReply",
+    "RegisterBatchRequest",
     "RegisterReply",
     "RegisterRequest",
     "ReplayReply",
+    "RerunRequest",
     "ResolveRequest",
     "ResourceReply",
     "ResourceRequest",
@@ -106,11 +129,13 @@ __all__ = [
     "TokenList",
     "TokenService",
     "TokenView",
+    "WorkerPools",
     "WorkerRef",
     "WorkerRegisterReply",
     "WorkerService",
     "check_key_present",
     "client_id",
     "decode_publish",
+    "optional_id",
     "require",
 ]

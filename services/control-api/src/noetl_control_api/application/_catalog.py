@@ -7,7 +7,11 @@ import re
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
-from .._errors import InvalidPlaybook, NotFound, PayloadTooLarge
+from .._errors import InvalidPlaybook, NotFound, PayloadTooLarge, ValidationFailed
+from ..store import CatalogEntry
+from ._content import playbook_text
+from ._executions import check_version
+from ._ids import client_id
 from ._playbooks import PlaybookCache, parse
 from ._policy import Policy, Principal, require
 from ._views import CatalogList, CatalogListEntry, RegisterReply, ResourceReply
@@ -27,8 +31,10 @@ class CatalogService:
         self._max_bytes = max_bytes
 
     async def register(self, content: str, principal: Principal) -> RegisterReply:
-        """Validate and store ``content``; identical content keeps its version. The path is
-        known only once parsed, so the policy is asked again with it (``system/`` is admin's)."""
+        """Validate and store ``content`` (YAML text, or base64 of it); identical content keeps
+        its version. The path is known only once parsed, so the policy is asked again with it
+        (``system/`` is admin's)."""
+        content = playbook_text(content)
         size = len(content.encode())
         if size > self._max_bytes:
             raise PayloadTooLarge(
@@ -45,28 +51,76 @@ class CatalogService:
         async with self._pool.connection() as conn, conn.transaction():
             entry, _created = await store.catalog.register(conn, playbook.path, playbook.name, content)
         self._playbooks.put(entry.path, entry.version, playbook)
-        return RegisterReply(path=entry.path, version=entry.version, name=entry.name)
+        return RegisterReply(
+            path=entry.path,
+            version=entry.version,
+            name=entry.name,
+            catalog_id=str(entry.catalog_id),
+            message=f"Resource {entry.path!r} version {entry.version} registered.",
+        )
 
     async def list_entries(self) -> CatalogList:
         async with self._pool.connection() as conn:
             entries = await store.catalog.list_latest(conn)
         return CatalogList(
             entries=[
-                CatalogListEntry(path=e.path, version=e.version, name=e.name, created_at=e.created_at)
+                CatalogListEntry(
+                    path=e.path,
+                    version=e.version,
+                    name=e.name,
+                    created_at=e.created_at,
+                    catalog_id=str(e.catalog_id),
+                )
                 for e in entries
             ]
         )
 
-    async def resource(self, path: str, version: int | None) -> ResourceReply:
-        async with self._pool.connection() as conn:
-            entry = await store.catalog.get(conn, path, version)
-        if entry is None:
-            which = f"version {version}" if version is not None else "any version"
-            raise NotFound(f"no catalog entry for path {path[:200]!r} ({which})")
+    async def resource(
+        self, path: str | None, version: int | str | None, catalog_id: object = None
+    ) -> ResourceReply:
+        """One entry: by ``path`` (a ``version``, else the latest) or by ``catalog_id``."""
+        entry = await self.entry(path, version, catalog_id)
         return ResourceReply(
             path=entry.path,
             version=entry.version,
             name=entry.name,
             content=entry.content,
             created_at=entry.created_at,
+            catalog_id=str(entry.catalog_id),
         )
+
+    async def entry(
+        self, path: str | None, version: int | str | None, catalog_id: object = None
+    ) -> CatalogEntry:
+        """The stored entry named by ``catalog_id``, or by ``path`` and ``version`` (a number,
+        ``"latest"`` or None for the latest); 404 when there is none."""
+        async with self._pool.connection() as conn:
+            if catalog_id is not None:
+                wanted = client_id(catalog_id, "catalog_id")
+                entry = await store.catalog.get_by_id(conn, wanted)
+                if entry is None or (path is not None and path != entry.path):
+                    raise NotFound(
+                        f"no catalog entry {wanted}" + (f" at path {path[:200]!r}" if path else "")
+                    )
+                return entry
+            if path is None:
+                raise ValidationFailed(
+                    "name the entry with path (and version) or catalog_id", {"field": "path"}
+                )
+            number = _version(version)
+            entry = await store.catalog.get(conn, path, number)
+        if entry is None:
+            which = f"version {number}" if number is not None else "any version"
+            raise NotFound(f"no catalog entry for path {path[:200]!r} ({which})")
+        return entry
+
+
+def _version(version: int | str | None) -> int | None:
+    """A catalog version as clients send it: a number, its digits, ``"latest"`` or nothing."""
+    if version is None or (isinstance(version, str) and version.strip().lower() in ("", "latest")):
+        return None
+    try:
+        number = int(version)
+    except ValueError:
+        raise ValidationFailed(f"version must be a number or 'latest', got {version!r:.40}") from None
+    return check_version(number)

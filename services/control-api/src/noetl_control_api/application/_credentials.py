@@ -30,6 +30,8 @@ class CredentialIn(msgspec.Struct, kw_only=True):
 
     name: str
     credential_type: str = "generic"
+    #: upstream's name for ``credential_type``; wins when given
+    type: str | None = None
     data: dict[str, Any]
     description: str | None = None
     #: playbook path prefixes that may use it; None: every path outside system/; ["*"]: all
@@ -46,10 +48,16 @@ class CredentialView(msgspec.Struct, kw_only=True):
     updated_at: str
     data: dict[str, Any] | None = None
     allowed_paths: list[str] | None = None
+    #: upstream's names: ``id`` (the name is the key here) and ``type`` (= ``credential_type``)
+    id: str = ""
+    type: str = ""
 
 
 class CredentialList(msgspec.Struct, kw_only=True):
     credentials: list[CredentialView]
+    #: the same list under upstream's name, and the filters it was taken with
+    items: list[CredentialView] = msgspec.field(default_factory=list)
+    filter: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class CredentialService:
@@ -68,10 +76,14 @@ class CredentialService:
             updated_at=iso(row.updated_at) or "",
             data=None if data is None else redact(data),
             allowed_paths=row.allowed_paths,
+            id=row.name,
+            type=row.credential_type,
         )
 
     async def put(self, body: CredentialIn) -> tuple[CredentialView, bool]:
         """Create or replace; the reply's data is redacted."""
+        if body.type is not None:
+            body = msgspec.structs.replace(body, credential_type=body.type, type=None)
         check_name(body.name)
         check_name(body.credential_type, "credential_type")
         allowed = check_allowed_paths(body.allowed_paths)
@@ -84,11 +96,17 @@ class CredentialService:
             )
         return self._view(row, body.data), created
 
-    async def list_all(self, credential_type: str | None) -> CredentialList:
-        """Metadata only: no data, not even redacted (listing needs no key)."""
+    async def list_all(self, credential_type: str | None, q: str | None = None) -> CredentialList:
+        """Metadata only: no data, not even redacted (listing needs no key). ``q`` keeps the
+        credentials whose name or description contains it (any case)."""
         async with self._pool.connection() as conn:
             rows = await store.secrets.list_credentials(conn, credential_type)
-        return CredentialList(credentials=[self._view(r) for r in rows])
+        if q:
+            needle = q.lower()
+            rows = [r for r in rows if needle in r.name.lower() or needle in (r.description or "").lower()]
+        views = [self._view(r) for r in rows]
+        filters = {k: v for k, v in (("type", credential_type), ("q", q)) if v}
+        return CredentialList(credentials=views, items=views, filter=filters)
 
     async def get(self, name: str) -> CredentialView:
         """One credential with its data's keys and every value redacted."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -20,7 +21,7 @@ from ._playbooks import PlaybookCache
 from ._policy import Policy, Principal, require
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder
 from ._replay import ReplayReply, replay_execution
-from ._views import ExecuteReply, ExecutionList, ExecutionView
+from ._views import CancelReply, ExecuteReply, ExecutionList, ExecutionView
 
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 MAX_VERSION = 2**31 - 1
@@ -28,6 +29,8 @@ MAX_VERSION = 2**31 - 1
 MAX_WAIT_SECONDS = 60.0
 #: most rows of one page of ``GET /api/executions`` and ``GET /api/executions/{id}/events``
 MAX_PAGE = 1000
+#: deepest ``offset`` of ``GET /api/executions``: deeper pages go on with the ``before`` cursor
+MAX_OFFSET = 100_000
 #: longest cancel reason or imposed failure kept (it is written into an event)
 MAX_REASON_CHARS = 4000
 # when the listener is down, re-read this often instead of trusting a wake-up that may not come
@@ -200,19 +203,42 @@ class ExecutionService:
             self.waiting -= 1
             EXECUTION_WAITERS.dec()
 
-    async def list_recent(self, *, limit: int, status: str | None, path: str | None) -> ExecutionList:
+    async def list_recent(
+        self,
+        *,
+        limit: int,
+        status: str | None,
+        path: str | None,
+        parent: int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        before: int | None = None,
+        offset: int = 0,
+    ) -> ExecutionList:
+        """Newest first, filtered; page on with ``before`` = ``next_cursor`` (or with ``offset``)."""
         if status is not None and status.upper() not in STATUSES:
             raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}, got {status[:40]!r}")
         _check_limit(limit)
+        if not 0 <= offset <= MAX_OFFSET:
+            raise ValidationFailed(
+                f"offset must be within 0..{MAX_OFFSET}, got {offset}", {"field": "offset"}
+            )
         async with self._pool.connection() as conn:
-            rows = await store.executions.list_recent(
+            rows, more = await store.executions.list_recent(
                 conn,
                 limit=limit,
                 status=status.upper() if status else None,
                 path=path,
                 max_bytes=self._page_max,
+                parent=parent,
+                since=_timestamp(since, "since"),
+                until=_timestamp(until, "until"),
+                before=before,
+                offset=offset,
             )
-        return ExecutionList(executions=[view(r) for r in rows])
+        return ExecutionList(
+            executions=[view(r) for r in rows], next_cursor=rows[-1].execution_id if rows and more else None
+        )
 
     async def events(self, execution_id: int, *, after: int, limit: int) -> list[Event]:
         """Projected events; empty for an execution whose events are not projected yet. A page
@@ -235,10 +261,12 @@ class ExecutionService:
             reply = await replay_execution(conn, self._playbooks, execution_id, self._limits)
         return msgspec.convert(scrub(msgspec.to_builtins(reply)), type(reply))
 
-    async def cancel(self, execution_id: int, reason: str | None, principal: Principal) -> ExecutionView:
+    async def cancel(self, execution_id: int, reason: str | None, principal: Principal) -> CancelReply:
         """Cancel a running execution and its running child executions (a child outliving its
-        parent would be an orphan nobody waits for); a finished execution is returned unchanged."""
+        parent would be an orphan nobody waits for); a finished execution is returned unchanged.
+        The reply names every execution this cancel ended."""
         reason = (reason or "cancelled by request")[:MAX_REASON_CHARS]
+        cancelled: list[str] = []
         async with self._pool.connection() as conn, conn.transaction():
             rows = await store.executions.lock(conn, [execution_id], "UPDATE")
             row = rows.get(execution_id)
@@ -249,14 +277,23 @@ class ExecutionService:
                 descendants = await store.executions.running_descendants(conn, execution_id)
                 children = await store.executions.lock(conn, descendants, "UPDATE")
                 await self._cancel_one(conn, row, reason)
+                cancelled.append(str(execution_id))
                 for child in children.values():
                     if child.status not in TERMINAL_STATUSES:
                         await self._cancel_one(
                             conn, child, f"parent execution {execution_id} cancelled: {reason}"
                         )
+                        cancelled.append(str(child.execution_id))
                 row = await store.executions.get(conn, execution_id)
                 assert row is not None
-        return view(row)
+        message = (
+            f"cancelled {len(cancelled)} execution(s)"
+            if cancelled
+            else f"execution {execution_id} had already ended {row.status}"
+        )
+        return CancelReply(
+            **msgspec.structs.asdict(view(row)), cancelled_executions=cancelled, message=message
+        )
 
     async def fail_locked(self, conn: Any, execution_id: int, error: str, *, cause: str) -> bool:
         """Fail a RUNNING execution the control plane cannot carry on (``cause`` says why), in
@@ -297,6 +334,19 @@ class ExecutionService:
             execution_id=row.execution_id, catalog_path=row.path, parent_execution_id=row.parent_execution_id
         )
         await self._recorder.write_decision(conn, ref, decision)
+
+
+def _timestamp(value: str | None, field: str) -> str | None:
+    """An ISO 8601 time (a date alone is its midnight, a time without zone is UTC)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(
+            f"{field} must be an ISO 8601 time, got {value[:40]!r}", {"field": field}
+        ) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()
 
 
 def _check_limit(limit: int) -> None:

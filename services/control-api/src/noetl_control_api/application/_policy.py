@@ -38,6 +38,7 @@ ACTIONS: frozenset[str] = frozenset(
         "command.claim",
         "command.fail",
         "worker.presence",
+        "worker.read",
         "credential.read",
         "credential.write",
         "keychain.read",
@@ -60,7 +61,7 @@ ACTIONS: frozenset[str] = frozenset(
 _READ = frozenset(
     {"auth.whoami", "catalog.read", "execution.read", "event.read", "command.read", "result.read", "plugin.read"}
 )
-_VIEWER = _READ | {"outbox.read"}
+_VIEWER = _READ | {"outbox.read", "worker.read"}
 _OPERATOR = _VIEWER | {"execution.start", "execution.cancel"}
 _DEVELOPER = _OPERATOR | {"catalog.register", "credential.read", "credential.write", "keychain.read", "keychain.write"}
 _ADMIN = _DEVELOPER | {"plugin.publish", "token.manage", "cleanup.purge", "command.fail", "object.read"}

@@ -12,7 +12,10 @@ import msgspec
 
 
 class RegisterRequest(msgspec.Struct, kw_only=True):
+    #: the playbook's YAML, as text or base64-encoded (what the upstream CLI sends)
     content: str
+    #: upstream's resource kind; only playbooks live in this catalog
+    resource_type: str = "Playbook"
 
 
 class RegisterReply(msgspec.Struct, kw_only=True):
@@ -20,6 +23,9 @@ class RegisterReply(msgspec.Struct, kw_only=True):
     version: int
     name: str
     kind: str = "Playbook"
+    catalog_id: str = ""
+    status: str = "success"
+    message: str = ""
 
 
 class CatalogListEntry(msgspec.Struct, kw_only=True):
@@ -27,6 +33,7 @@ class CatalogListEntry(msgspec.Struct, kw_only=True):
     version: int
     name: str
     created_at: str | None
+    catalog_id: str = ""
 
 
 class CatalogList(msgspec.Struct, kw_only=True):
@@ -34,8 +41,11 @@ class CatalogList(msgspec.Struct, kw_only=True):
 
 
 class ResourceRequest(msgspec.Struct, kw_only=True):
-    path: str
-    version: int | None = None
+    """``path`` (and ``version``, a number or ``"latest"``), or ``catalog_id``."""
+
+    path: str | None = None
+    version: int | str | None = None
+    catalog_id: int | str | None = None
 
 
 class ResourceReply(msgspec.Struct, kw_only=True):
@@ -44,12 +54,20 @@ class ResourceReply(msgspec.Struct, kw_only=True):
     name: str
     content: str
     created_at: str | None
+    catalog_id: str = ""
+    kind: str = "Playbook"
 
 
 class ExecuteRequest(msgspec.Struct, kw_only=True):
-    path: str
+    """``path`` (and ``version``), or ``catalog_id``; ``workload`` is upstream's name for
+    ``payload``; ``resource_kind`` may only name a playbook."""
+
+    path: str | None = None
     version: int | None = None
     payload: dict[str, Any] | None = None
+    workload: dict[str, Any] | None = None
+    catalog_id: int | str | None = None
+    resource_kind: str | None = None
     parent_execution_id: int | str | None = None
     # pools follow the tool kinds and the catalog path; an override is only accepted when it
     # names the pool the playbook runs on anyway, and "system" never for a non-system playbook
@@ -79,10 +97,21 @@ class ExecutionView(msgspec.Struct, kw_only=True):
 
 class ExecutionList(msgspec.Struct, kw_only=True):
     executions: list[ExecutionView]
+    #: pass as ``before`` for the next page; None when this page is the last
+    next_cursor: int | None = None
 
 
 class CancelRequest(msgspec.Struct, kw_only=True):
     reason: str | None = None
+    #: upstream's flag; running children are always cancelled with their parent
+    cascade: bool = True
+
+
+class CancelReply(ExecutionView, kw_only=True):
+    """The execution after the cancel, and every execution the cancel ended (itself first)."""
+
+    cancelled_executions: list[str]
+    message: str
 
 
 class CommandView(msgspec.Struct, kw_only=True):

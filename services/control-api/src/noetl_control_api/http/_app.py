@@ -17,6 +17,7 @@ from noetl_common import Snowflake, configure_logging
 from .._settings import Settings
 from ..application import Principal
 from ._auth import auth_middleware, principal_of
+from ._compat import CompatController
 from ._errors import EXCEPTION_HANDLERS
 from ._internal import InternalController
 from ._middleware import latency_middleware
@@ -79,6 +80,7 @@ def create_app(
             InternalSecretsController,
             PluginController,
             TokenController,
+            CompatController,
             whoami,
         ],
         dependencies={"principal": Provide(_principal, sync_to_thread=False), **services.dependencies()},

@@ -21,14 +21,19 @@ from noetl_common import (
 
 from .._errors import ValidationFailed
 from ..application import (
+    CancelReply,
     CancelRequest,
+    CatalogEntries,
     CatalogList,
+    CatalogListRequest,
     CatalogService,
     ClaimService,
     CommandView,
+    CompatService,
     EventIngest,
     ExecuteReply,
     ExecuteRequest,
+    ExecutionEntry,
     ExecutionList,
     ExecutionService,
     ExecutionView,
@@ -42,6 +47,7 @@ from ..application import (
     WorkerRegisterReply,
     WorkerService,
     client_id,
+    optional_id,
 )
 from ._auth import action
 from ._body import convert, decode_json
@@ -79,11 +85,21 @@ class CatalogController(Controller):
     async def list_entries(self, catalog: NamedDependency[CatalogService]) -> CatalogList:
         return await catalog.list_entries()
 
+    @post("/list", status_code=200, opt=action("catalog.read"))
+    async def list_filtered(
+        self, request: Request[Any, Any, Any], compat: NamedDependency[CompatService]
+    ) -> CatalogEntries:
+        """Upstream's listing (docs/compatibility.md): body optional, ``{resource_type?, path?,
+        agent_only?, capability?, capabilities?}``; every version, newest first, with content."""
+        body = await request.body()
+        filters = decode_json(body, CatalogListRequest) if body.strip() else CatalogListRequest()
+        return await compat.catalog_list(filters)
+
     @post("/resource", status_code=200, opt=action("catalog.read"))
     async def resource(
         self, data: JSONBody[ResourceRequest], catalog: NamedDependency[CatalogService]
     ) -> ResourceReply:
-        reply = await catalog.resource(data.path, data.version)
+        reply = await catalog.resource(data.path, data.version, data.catalog_id)
         reply.content = scrub_text(reply.content)
         return reply
 
@@ -97,29 +113,44 @@ class ExecutionController(Controller):
     async def execute(
         self,
         data: JSONBody[ExecuteRequest],
-        executions: NamedDependency[ExecutionService],
+        compat: NamedDependency[CompatService],
         principal: NamedDependency[Principal],
     ) -> ExecuteReply:
         """``execution.start`` (a worker: ``execution.start_child``), asked again by the use case
-        with the playbook's path once it is known."""
-        return await executions.execute(
-            data.path,
-            data.version,
-            data.payload,
-            data.parent_execution_id,
-            data.execution_pool,
-            principal=principal,
-        )
+        with the playbook's path once it is known. Upstream's ``workload`` and ``catalog_id``
+        are taken too (docs/compatibility.md)."""
+        return await compat.execute(data, principal)
 
     @get("/api/executions", opt=action("execution.read"))
     async def list_executions(
         self,
         executions: NamedDependency[ExecutionService],
+        compat: NamedDependency[CompatService],
         limit: FromQuery[int] = 100,
         status: FromQuery[str | None] = None,
         path: FromQuery[str | None] = None,
-    ) -> ExecutionList:
-        return await executions.list_recent(limit=limit, status=status, path=path)
+        parent_execution_id: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
+        before: FromQuery[str | None] = None,
+        offset: FromQuery[int] = 0,
+        page: FromQuery[int | None] = None,
+        page_size: FromQuery[int | None] = None,
+    ) -> ExecutionList | list[ExecutionEntry]:
+        """Newest first; page on with ``before`` = the reply's ``next_cursor``, or ``offset``.
+        Upstream's ``page``/``page_size`` answer upstream's shape: a list of entries."""
+        if page is not None or page_size is not None:
+            return await compat.executions_page(page=page or 1, page_size=page_size or 100, status=status, path=path)
+        return await executions.list_recent(
+            limit=limit,
+            status=status,
+            path=path,
+            parent=optional_id(parent_execution_id, "parent_execution_id"),
+            since=since,
+            until=until,
+            before=optional_id(before, "before"),
+            offset=offset,
+        )
 
     @get("/api/executions/{execution_id:str}", opt=action("execution.read"))
     async def get_execution(
@@ -157,8 +188,9 @@ class ExecutionController(Controller):
         request: Request[Any, Any, Any],
         executions: NamedDependency[ExecutionService],
         principal: NamedDependency[Principal],
-    ) -> ExecutionView:
-        """Body optional: ``{"reason": "..."}``."""
+    ) -> CancelReply:
+        """Body optional: ``{"reason": "...", "cascade": true}``; running children are always
+        cancelled with their parent."""
         body = await request.body()
         reason = decode_json(body, CancelRequest).reason if body.strip() else None
         return await executions.cancel(client_id(execution_id, "execution_id"), reason, principal)

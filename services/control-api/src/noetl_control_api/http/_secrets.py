@@ -39,10 +39,13 @@ class CredentialController(Controller):
 
     @get("/", opt=action("credential.read"))
     async def list_all(
-        self, credentials: NamedDependency[CredentialService], type: FromQuery[str | None] = None
+        self,
+        credentials: NamedDependency[CredentialService],
+        type: FromQuery[str | None] = None,
+        q: FromQuery[str | None] = None,
     ) -> CredentialList:
-        """Names, types and descriptions; never data."""
-        return await credentials.list_all(type)
+        """Names, types and descriptions; never data. ``q``: a part of the name or description."""
+        return await credentials.list_all(type, q)
 
     @get("/{name:str}", opt=action("credential.read"))
     async def get_one(

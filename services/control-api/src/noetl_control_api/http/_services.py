@@ -19,6 +19,7 @@ from .._settings import CONFIGURED_TOKENS, Settings
 from ..application import (
     CatalogService,
     ClaimService,
+    CompatService,
     CredentialService,
     DeadLetterService,
     EventIngest,
@@ -73,6 +74,7 @@ class Services:
     plugins: PluginService
     deadletter: DeadLetterService
     sweeper: Sweeper
+    compat: CompatService
 
     #: what route handlers never take by name: the plumbing under the use cases
     _NOT_INJECTED: ClassVar[frozenset[str]] = frozenset(
@@ -195,6 +197,8 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
         retention=settings.retention,
     )
     deadletter = DeadLetterService(pool, claims, ingest)
+    catalog = CatalogService(pool, playbooks, policy, max_bytes=settings.playbook_max_bytes)
+    keychain = KeychainService(pool, box)
     return Services(
         settings=settings,
         pool=pool,
@@ -215,7 +219,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
             total=settings.sse_max_streams, per_principal=settings.sse_max_streams_per_principal
         ),
         streams=EventStreamService(pool, event_notifier, page_max_bytes=settings.page_max_bytes),
-        catalog=CatalogService(pool, playbooks, policy, max_bytes=settings.playbook_max_bytes),
+        catalog=catalog,
         executions=executions,
         ingest=ingest,
         claims=claims,
@@ -223,7 +227,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
         projection=ProjectionService(pool),
         workers=WorkerService(pool, node_lease_seconds=settings.node_lease_seconds),
         credentials=CredentialService(pool, box),
-        keychain=KeychainService(pool, box),
+        keychain=keychain,
         results=ResultService(pool, settings.arrow_limits),
         plugins=PluginService(pool),
         deadletter=deadletter,
@@ -236,6 +240,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
             policy=settings.sweep,
             lease_seconds=settings.command_lease_seconds,
         ),
+        compat=CompatService(pool, catalog, executions, keychain, page_max_bytes=settings.page_max_bytes),
     )
 
 

@@ -13,6 +13,7 @@ from . import _secrets as secrets
 from . import _sweeps as sweeps
 from . import _tokens as tokens
 from . import _workers as workers
+from ._catalog import CatalogEntry
 from ._commands import CommandRow, NewCommand
 from ._db import configure_json, create_pool
 from ._executions import ExecutionRow
@@ -30,12 +31,14 @@ from ._plugins import PluginRow
 from ._secrets import CredentialRow, KeychainRow
 from ._time import iso
 from ._tokens import TokenRow
+from ._workers import WorkerRow
 
 __all__ = [
     "EVENT_CHANNEL",
     "EXECUTION_DONE_CHANNEL",
     "OUTBOX_CHANNEL",
     "WAKE_ALL",
+    "CatalogEntry",
     "CommandRow",
     "CredentialRow",
     "ExecutionRow",
@@ -46,6 +49,7 @@ __all__ = [
     "OutboxNotifier",
     "PluginRow",
     "TokenRow",
+    "WorkerRow",
     "apply_migrations",
     "catalog",
     "commands",

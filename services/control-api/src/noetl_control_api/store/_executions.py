@@ -10,7 +10,7 @@ import msgspec
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Json, Jsonb
 
-from ._pages import budgeted
+from ._pages import budgeted, was_cut
 from ._time import iso
 
 _COLUMNS = (
@@ -168,21 +168,54 @@ async def update(
 
 
 async def list_recent(
-    conn: AsyncConnection[Any], *, limit: int, status: str | None, path: str | None, max_bytes: int
-) -> list[ExecutionRow]:
-    """Newest first (snowflake ids grow with time), optionally filtered; their state cut to the
-    view (see :func:`get_view`); at most ``limit``, and no more once the rows' JSON reaches
-    ``max_bytes`` (at least one)."""
+    conn: AsyncConnection[Any],
+    *,
+    limit: int,
+    status: str | None,
+    path: str | None,
+    max_bytes: int,
+    parent: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    before: int | None = None,
+    offset: int = 0,
+) -> tuple[list[ExecutionRow], bool]:
+    """Newest first (snowflake ids grow with time), optionally filtered (status, path, parent,
+    created at or after ``since`` and before ``until``, ids below the cursor ``before``), after
+    skipping ``offset``; their state cut to the view (see :func:`get_view`); at most ``limit``,
+    and no more once the rows' JSON reaches ``max_bytes`` (at least one). The flag says whether
+    more rows may follow (the page is full or was cut)."""
     cur = await conn.execute(
         budgeted(
             f"SELECT {_VIEW_COLUMNS}, {_VIEW_SIZE} FROM noetl.execution"
             " WHERE (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR path = %s)"
-            " ORDER BY execution_id DESC LIMIT %s",
+            " AND (%s::bigint IS NULL OR parent_execution_id = %s)"
+            " AND (%s::timestamptz IS NULL OR created_at >= %s::timestamptz)"
+            " AND (%s::timestamptz IS NULL OR created_at < %s::timestamptz)"
+            " AND (%s::bigint IS NULL OR execution_id < %s)"
+            " ORDER BY execution_id DESC OFFSET %s LIMIT %s",
             "execution_id DESC",
         ),
-        (status, status, path, path, limit, max_bytes),
+        (
+            status,
+            status,
+            path,
+            path,
+            parent,
+            parent,
+            since,
+            since,
+            until,
+            until,
+            before,
+            before,
+            offset,
+            limit,
+            max_bytes,
+        ),
     )
-    return [_row(r) for r in await cur.fetchall()]
+    rows = await cur.fetchall()
+    return [_row(r) for r in rows], len(rows) == limit or was_cut(rows)
 
 
 async def running_descendants(conn: AsyncConnection[Any], execution_id: int) -> list[int]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from noetl_common import WorkerHeartbeat, WorkerRegistration
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
+
+from ._time import iso
 
 
 async def register(conn: AsyncConnection[Any], reg: WorkerRegistration) -> bool:
@@ -49,3 +52,43 @@ async def deregister(conn: AsyncConnection[Any], worker_id: str, pool: str | Non
         " WHERE worker_id = %s AND (%s::text IS NULL OR pool = %s)",
         (worker_id, pool, pool),
     )
+
+
+class WorkerRow(msgspec.Struct, kw_only=True):
+    """One registered worker, as listings show it."""
+
+    worker_id: str
+    pool: str
+    capacity: int
+    hostname: str | None
+    version: str | None
+    status: str
+    in_flight: int
+    registered_at: str | None
+    heartbeat_at: str | None
+
+
+async def list_workers(
+    conn: AsyncConnection[Any], *, pool: str | None, status: str | None
+) -> list[WorkerRow]:
+    """Registered workers, by pool then id, optionally of one pool or status."""
+    cur = await conn.execute(
+        "SELECT worker_id, pool, capacity, hostname, version, status, in_flight, registered_at, heartbeat_at"
+        " FROM noetl.worker WHERE (%s::text IS NULL OR pool = %s) AND (%s::text IS NULL OR status = %s)"
+        " ORDER BY pool, worker_id",
+        (pool, pool, status, status),
+    )
+    return [
+        WorkerRow(
+            worker_id=r[0],
+            pool=r[1],
+            capacity=r[2],
+            hostname=r[3],
+            version=r[4],
+            status=r[5],
+            in_flight=r[6],
+            registered_at=iso(r[7]),
+            heartbeat_at=iso(r[8]),
+        )
+        for r in await cur.fetchall()
+    ]
