@@ -9,7 +9,7 @@ UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PACKAGES := $(sort $(wildcard libs/*/ services/*/ tools/*/))
 PYTEST_DIRS := libs services tools tests
 # A hung test dumps every thread's stack after 5 min; the whole run is cut at 20 min.
-PYTEST := timeout --signal=INT 1200 $(PY) -m pytest -o faulthandler_timeout=300
+PYTEST := timeout --signal=INT 1800 $(PY) -m pytest -o faulthandler_timeout=300
 
 .PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos chaos-cluster bench \
 	k8s-render k8s-check e2e-kind
