@@ -60,6 +60,15 @@ static double parse_number(const uint8_t *s, const uint8_t *end) {
         } else if (*s == '.' && !frac) frac = 1;
         else break;
     }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        /* an exponent, as JSON writes 1e19 or 2.5E-3; past +-400 it is inf or 0 anyway */
+        int neg = 0, exp = 0;
+        s++;
+        if (s < end && (*s == '-' || *s == '+')) neg = *s++ == '-';
+        for (; s < end && *s >= '0' && *s <= '9'; s++)
+            if (exp < 400) exp = exp * 10 + (*s - '0');
+        for (int i = 0; i < exp; i++) value = neg ? value / 10 : value * 10;
+    }
     return sign * value;
 }
 

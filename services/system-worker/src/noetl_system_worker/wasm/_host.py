@@ -177,6 +177,8 @@ class PluginHost:
                 slots=self.limits.pool_slots, keep_resident_bytes=self.limits.keep_resident_bytes
             )
         )
+        self._huge_pages = self.limits.pool_slots > 0 and self.limits.huge_pages
+        self._hinted: set[int] = set()
         # more calls at once than the pool has slots wait here rather than fail to instantiate
         self._slots: threading.BoundedSemaphore | contextlib.nullcontext[None] = (
             threading.BoundedSemaphore(self.limits.pool_slots)
@@ -190,6 +192,14 @@ class PluginHost:
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="noetl-wasm-epoch", daemon=True)
         self._ticker.start()
+
+    def _hint_slot(self, base: int) -> None:
+        # a pooled slot keeps its address: the first call in it asks for huge pages once
+        if self._huge_pages and base not in self._hinted:
+            with self._lock:
+                if base not in self._hinted and len(self._hinted) < 4 * self.limits.pool_slots:
+                    _native.hint_huge_pages(base, min(self.limits.keep_resident_bytes, 1 << 32))
+                    self._hinted.add(base)
 
     def _tick(self) -> None:
         # One ticker serves every store of the engine: deadlines are counted in its ticks.
@@ -307,6 +317,7 @@ class PluginHost:
             instance = pre.instantiate(store)
             exports = _abi_exports(store, instance, entry)
             alloc, run = exports.funcs["alloc"], exports.funcs[entry]
+            self._hint_slot(exports.memory_span()[0])
             ptr = _native.call(store, alloc, (size,)) & _U32 if size else 0
             base, memory_size = exports.memory_span()
             if size and (ptr <= 0 or ptr + size > memory_size):

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from noetl_common import ConfigError, env_float, env_int, env_opt
+from noetl_common import ConfigError, env_bool, env_float, env_int, env_opt
 
 from ._capabilities import ALL_CAPABILITIES
 
@@ -38,6 +38,8 @@ class WasmLimits:
     pool_slots: int = 16
     #: Engine-wide: bytes of each slot's linear memory kept mapped (zeroed) between calls.
     keep_resident_bytes: int = 64 * MiB
+    #: Engine-wide: ask the kernel for transparent huge pages over each slot's resident part.
+    huge_pages: bool = True
 
     @property
     def epoch_ticks(self) -> int:
@@ -71,4 +73,5 @@ class WasmLimits:
             denied=denied,
             pool_slots=env_int("WASM_POOL_SLOTS", cls.pool_slots, minimum=0, env=env),
             keep_resident_bytes=env_int("WASM_KEEP_RESIDENT_BYTES", cls.keep_resident_bytes, minimum=0, env=env),
+            huge_pages=env_bool("WASM_HUGE_PAGES", cls.huge_pages, env=env),
         )

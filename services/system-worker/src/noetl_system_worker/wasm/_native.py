@@ -18,6 +18,8 @@ page-fault its memory in again (on this class of machine a fault costs several Â
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import mmap
 from typing import Any
 
 import wasmtime
@@ -26,6 +28,25 @@ from wasmtime._func import enter_wasm
 
 #: wasm32's whole address space: the pool does not cap a memory, each store's limits do.
 _WASM32_MAX_BYTES = 1 << 32
+_PAGE = mmap.PAGESIZE
+_MADV_HUGEPAGE: int | None = getattr(mmap, "MADV_HUGEPAGE", None)
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if _MADV_HUGEPAGE is not None else None
+if _libc is not None:
+    _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    _libc.madvise.restype = ctypes.c_int
+
+
+def hint_huge_pages(address: int, length: int) -> bool:
+    """Ask Linux to back ``[address, address + length)`` with transparent huge pages.
+
+    A hint about page size only: protections, contents and wasmtime's reset of the slot
+    are unchanged. With 2 MiB pages a slot's resize (mprotect) and reset touch 512 times
+    fewer page-table entries. False where the kernel has no such advice.
+    """
+    if _libc is None or _MADV_HUGEPAGE is None or length <= 0:
+        return False
+    start = address - address % _PAGE
+    return _libc.madvise(start, length + (address - start), _MADV_HUGEPAGE) == 0
 
 
 def pooled_config(*, slots: int, keep_resident_bytes: int) -> wasmtime.Config:
