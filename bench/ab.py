@@ -30,6 +30,10 @@ FIGURES = {
     ("chain", "step_cycle_p50_ms"): "chain step cycle p50 (ms)",
     ("fanout", "wall_s_median"): "1,000-item loop wall (s)",
     ("wasm", "call_1kib_p50_us"): "wasm cached call p50 (µs)",
+    ("wasm", "raw_instantiate_us"): "raw wasmtime instantiate p50 (µs)",
+    ("wasm", "raw_call_us"): "raw wasmtime call p50 (µs)",
+    ("wasm", "filter_sum_wasm_cpu_ms"): "wasm filter + sum 1M rows, CPU (ms)",
+    ("wasm", "filter_sum_pyarrow_cpu_ms"): "pyarrow.compute filter + sum 1M rows, CPU (ms)",
     ("wasm", "filter_sum_wasm_ms"): "wasm filter + sum 1M rows (ms)",
     ("wasm", "filter_sum_pyarrow_ms"): "pyarrow.compute filter + sum 1M rows (ms)",
 }
