@@ -2,7 +2,7 @@
 
 wasmtime-py's ``Func.__call__`` reflects the function's type in Python on every call
 (~15 µs of a ~10 µs call) and ``Instance.exports`` wraps every export; a plug-in call
-needs three exports and two calls of known shapes. These helpers look exports up by name
+needs three exports and two calls of known shapes. These functions look exports up by name
 and call through ``wasmtime_func_call``, which still type-checks the arguments and the
 result count in wasmtime (a guest whose ``alloc`` or entry has another signature fails
 the same way as before, with a ``WasmtimeError``). Traps and host-function exceptions
