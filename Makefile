@@ -11,7 +11,7 @@ PYTEST_DIRS := libs services tools tests
 # A hung test dumps every thread's stack after 5 min; the whole run is cut at 20 min.
 PYTEST := timeout --signal=INT 1800 $(PY) -m pytest -o faulthandler_timeout=300
 
-.PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos chaos-cluster bench \
+.PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos chaos-cluster bench plugins \
 	k8s-render k8s-check e2e-kind
 
 help:
@@ -28,7 +28,8 @@ help:
 	@echo "make chaos    200 executions while every process is killed -9 in turn (tests/chaos, ~3 min)"
 	@echo "make chaos-cluster  the same on the clustered stack: a NATS server and an API replica lost"
 	@echo "              for good, every other service killed -9 in turn, Postgres hung 100 s (~5 min)"
-	@echo "make bench    the benchmark (bench/run.py)"
+	@echo "make bench    the benchmark (bench/run.py); make bench ONLY=wasm runs one section"
+	@echo "make plugins  rebuild the committed plug-ins in plugins/wasm (-O3, SIMD; plugins/build.py)"
 	@echo "make k8s-render  regenerate k8s/, charts/noetl/values.yaml, deploy/grafana (noetl-k8s render)"
 	@echo "make k8s-check   check those checked-in files offline (noetl-k8s check)"
 	@echo "make e2e-kind    build the images, run them on a kind cluster, tests/e2e against it"
@@ -93,8 +94,13 @@ chaos: sync
 chaos-cluster: sync
 	timeout --signal=INT 480 $(PY) -m pytest -o faulthandler_timeout=420 -s tests/chaos/test_chaos_cluster.py
 
+# ONLY=wasm (or any comma-separated sections of bench/run.py --only)
 bench: sync
-	@if [ -f bench/run.py ]; then $(PY) bench/run.py; else echo "bench/run.py is not written yet"; fi
+	@if [ -f bench/run.py ]; then $(PY) bench/run.py $(if $(ONLY),--only $(ONLY)); else echo "bench/run.py is not written yet"; fi
+
+# Reproducible: plugins/build.py --check (a unit test) compares a fresh build with these files.
+plugins: sync
+	$(PY) plugins/build.py
 
 k8s-render: sync
 	$(VENV)/bin/noetl-k8s render

@@ -29,6 +29,19 @@ FIGURES = {
     ("playbook", "client_p50_ms"): "3-step playbook p50 (ms)",
     ("chain", "step_cycle_p50_ms"): "chain step cycle p50 (ms)",
     ("fanout", "wall_s_median"): "1,000-item loop wall (s)",
+    ("wasm", "call_1kib_p50_us"): "wasm cached call p50 (µs)",
+    ("wasm", "raw_instantiate_us"): "raw wasmtime instantiate p50 (µs)",
+    ("wasm", "raw_call_us"): "raw wasmtime call p50 (µs)",
+    ("wasm", "filter_sum_wasm_cpu_ms"): "wasm filter + sum 1M rows, CPU (ms)",
+    ("wasm", "filter_sum_pyarrow_cpu_ms"): "pyarrow.compute filter + sum 1M rows, CPU (ms)",
+    ("wasm", "filter_sum_wasm_ms"): "wasm filter + sum 1M rows (ms)",
+    ("wasm", "filter_sum_pyarrow_ms"): "pyarrow.compute filter + sum 1M rows (ms)",
+}
+#: Ratios to a raw limit of the same run (label → section, numerator, denominator keys).
+RATIOS = {
+    "wasm cached call / raw instantiate + call": ("wasm", ("call_1kib_p50_us",), ("raw_instantiate_us", "raw_call_us")),
+    "wasm filter + sum / pyarrow.compute": ("wasm", ("filter_sum_wasm_ms",), ("filter_sum_pyarrow_ms",)),
+    "same, CPU time": ("wasm", ("filter_sum_wasm_cpu_ms",), ("filter_sum_pyarrow_cpu_ms",)),
 }
 
 
@@ -61,11 +74,16 @@ def _run(tree: Path, env: dict[str, str], args: list[str]) -> dict[str, float]:
         stale.unlink(missing_ok=True)
     if kept is not None:
         latest.write_text(kept)  # the figures of record stay those of a full run
-    return {
+    found = {
         label: float(figures[section][key])
         for (section, key), label in FIGURES.items()
         if section in figures and key in figures[section]
     }
+    for label, (section, over, under) in RATIOS.items():
+        if section in figures and all(k in figures[section] for k in (*over, *under)):
+            part = figures[section]
+            found[label] = sum(float(part[k]) for k in over) / sum(float(part[k]) for k in under)
+    return found
 
 
 def main() -> None:
@@ -73,6 +91,7 @@ def main() -> None:
     parser.add_argument("--tree", action="append", required=True, help="NAME=DIR, a checkout with its .venv")
     parser.add_argument("--variant", action="append", default=[], help="NAME=TREE[:VAR=VALUE,...]")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, help="also write every round's figures and the medians here (JSON)")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then bench/run.py's arguments")
     args = parser.parse_args()
     trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
@@ -84,7 +103,15 @@ def main() -> None:
             results[name].append(_run(tree, env, bench_args))
             print(f"round {round_no} {name}: {results[name][-1]}", file=sys.stderr, flush=True)
     first = next(iter(variants))
-    for label in FIGURES.values():
+    if args.out is not None:
+        medians = {
+            name: {label: statistics.median(r[label] for r in runs) for label in runs[0]}
+            for name, runs in results.items()
+            if runs
+        }
+        command = " ".join(["bench/ab.py", *sys.argv[1:]])
+        args.out.write_text(json.dumps({"command": command, "rounds": results, "medians": medians}, indent=2))
+    for label in [*FIGURES.values(), *RATIOS]:
         if not all(label in r for runs in results.values() for r in runs):
             continue
         print(f"{label}:")

@@ -8,6 +8,7 @@ are measured in the same run so that ratios compare like with like.
     .venv/bin/python bench/run.py                 # everything, default sizes
     .venv/bin/python bench/run.py --quick         # small sizes, a smoke run
     .venv/bin/python bench/run.py --only raw,pipeline
+    .venv/bin/python bench/run.py --only wasm      # in-process sections start no stack
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ import wasm
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SECTIONS = ("raw", "pipeline", "latency", "playbook", "wasm", "chain", "inproc", "fanout", "sandbox", "isolation")
+#: Sections measured in this process alone: a run of only these starts no stack.
+IN_PROCESS = frozenset({"wasm", "inproc"})
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -360,9 +363,8 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def amain(args: argparse.Namespace) -> int:
-    only = set(args.only.split(",")) if args.only else set(SECTIONS)
-    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+async def _with_stack(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
+    """The selected sections against a stack of the bench's own; their figures."""
     with tempfile.TemporaryDirectory(prefix="noetl-bench-") as tmp:
         os.chmod(tmp, 0o755)
         stack = Stack(Path(tmp) / "stack", ready_timeout=120.0)
@@ -377,6 +379,23 @@ async def amain(args: argparse.Namespace) -> int:
         finally:
             await bench.http.aclose()
             stack.stop(grace=10.0)
+    return bench.figures
+
+
+async def amain(args: argparse.Namespace) -> int:
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if only <= IN_PROCESS:
+        # nothing to talk to: no Postgres, NATS or services competing for the two cores
+        figures: dict[str, Any] = {}
+        if "wasm" in only:
+            print("bench: wasm ...", flush=True)
+            figures["wasm"] = await asyncio.to_thread(wasm.measure, args.quick)
+        if "inproc" in only:
+            print("bench: inproc ...", flush=True)
+            figures["inproc"] = await dispatch.section_inproc(args.chain_steps, args.runs)
+    else:
+        figures = await _with_stack(args, only)
     meta = {
         "started_at": started,
         "command": " ".join(["bench/run.py", *sys.argv[1:]]),
@@ -384,11 +403,12 @@ async def amain(args: argparse.Namespace) -> int:
         "load1_after": os.getloadavg()[0],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{started}.json").write_text(json.dumps({"meta": meta, "figures": bench.figures}, indent=2))
-    table = markdown(bench.figures, meta)
+    (RESULTS / f"{started}.json").write_text(json.dumps({"meta": meta, "figures": figures}, indent=2))
+    table = markdown(figures, meta)
     (RESULTS / f"{started}.md").write_text(table)
     (RESULTS / "latest.md").write_text(table)
     print(table)
+    print(f"results: {RESULTS / f'{started}.json'}")
     return 0
 
 

@@ -6,7 +6,8 @@
  * Host imports (module "noetl") exist only when the step grants them; an import the
  * step does not grant makes instantiation fail. Every import returns a status.
  *
- * Build (no libc): python -m ziglang cc --target=wasm32-freestanding -O2 -nostdlib \
+ * Build (no libc; plugins/build.py, `make plugins`): python -m ziglang cc \
+ *     --target=wasm32-freestanding -O3 -msimd128 -mbulk-memory -nostdlib \
  *     -Wl,--no-entry -Wl,--export-dynamic -Wl,-z,stack-size=65536 -I plugins/include \
  *     plugin.c -o plugin.wasm
  */

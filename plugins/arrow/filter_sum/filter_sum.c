@@ -3,8 +3,15 @@
  * is greater than `threshold` and sum their `sum_column`; nulls never match and are
  * never summed. Params (JSON in the batch): {"filter_column", "threshold", "sum_column"}.
  * Output: a NAB1 batch of one row, columns `count` (int64) and `sum` (float64).
+ *
+ * An integer filter column is compared exactly (x > floor(threshold)), as pyarrow.compute
+ * compares an int64 array with an integer scalar. A float64 sum column without nulls,
+ * filtered by an int64 or float64 column without nulls, runs a fused SIMD loop (two rows
+ * per 128-bit lane, four lanes a step, no branch per row); every other combination takes
+ * the row-at-a-time loop. Built with -O3 -msimd128 (plugins/build.py).
  */
 #include "noetl_plugin.h"
+#include <wasm_simd128.h>
 
 extern unsigned char __heap_base;
 static uintptr_t heap = 0;
@@ -53,6 +60,15 @@ static double parse_number(const uint8_t *s, const uint8_t *end) {
         } else if (*s == '.' && !frac) frac = 1;
         else break;
     }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        /* an exponent, as JSON writes 1e19 or 2.5E-3; past +-400 it is inf or 0 anyway */
+        int neg = 0, exp = 0;
+        s++;
+        if (s < end && (*s == '-' || *s == '+')) neg = *s++ == '-';
+        for (; s < end && *s >= '0' && *s <= '9'; s++)
+            if (exp < 400) exp = exp * 10 + (*s - '0');
+        for (int i = 0; i < exp; i++) value = neg ? value / 10 : value * 10;
+    }
     return sign * value;
 }
 
@@ -79,6 +95,74 @@ static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (
 /* Trap with a clear cause: the host reports it as a WasmTrap. */
 static void fail(void) { __builtin_trap(); }
 
+/*
+ * x > t over integers is x > floor(t): 0 and *limit = floor(t) when that fits an int64,
+ * else 1 (every row matches) or -1 (none does; also for a NaN threshold).
+ */
+static int int_threshold(double t, int64_t *limit) {
+    if (!(t == t) || t >= 9223372036854775808.0) return -1;
+    if (t < -9223372036854775808.0) return 1;
+    *limit = (int64_t)__builtin_floor(t);
+    return 0;
+}
+
+static int64_t int_value(const nab_header *h, const nab_column *c, uint32_t row) {
+    const uint8_t *v = (const uint8_t *)h + c->values_off;
+    return c->type == NAB_INT64 ? ((const int64_t *)v)[row] : (int64_t)((const int32_t *)v)[row];
+}
+
+/* Lanes where the mask is set keep the value, the others add +0.0; the count subtracts -1s. */
+#define FUSED_STEP(MASK, OFF)                                                              \
+    do {                                                                                   \
+        v128_t m = MASK(OFF);                                                              \
+        acc##OFF = wasm_f64x2_add(acc##OFF, wasm_v128_and(wasm_v128_load(vs + row + 2 * OFF), m)); \
+        cnt##OFF = wasm_i64x2_sub(cnt##OFF, m);                                            \
+    } while (0)
+
+#define FUSED_LOOP(MASK)                                                                   \
+    for (; row + 8 <= n; row += 8) {                                                       \
+        FUSED_STEP(MASK, 0); FUSED_STEP(MASK, 1); FUSED_STEP(MASK, 2); FUSED_STEP(MASK, 3); \
+    }
+
+/* The SIMD loop; 0 when the columns are not of the kinds it handles. */
+static int fast_path(const nab_header *h, const nab_column *fc, const nab_column *sc, double threshold,
+                     int64_t *count_out, double *sum_out) {
+    if ((fc->flags | sc->flags) & NAB_HAS_VALIDITY) return 0;
+    if (sc->type != NAB_FLOAT64 || (fc->type != NAB_INT64 && fc->type != NAB_FLOAT64)) return 0;
+    int64_t limit = 0;
+    if (fc->type == NAB_INT64 && int_threshold(threshold, &limit) != 0) return 0;
+    const uint8_t *base = (const uint8_t *)h;
+    const double *vs = (const double *)(base + sc->values_off);
+    uint32_t n = h->nrows, row = 0;
+    v128_t zero = wasm_f64x2_splat(0.0);
+    v128_t acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;
+    v128_t cnt0 = wasm_i64x2_splat(0), cnt1 = cnt0, cnt2 = cnt0, cnt3 = cnt0;
+    int64_t count = 0;
+    double tail = 0;
+    if (fc->type == NAB_INT64) {
+        const int64_t *xs = (const int64_t *)(base + fc->values_off);
+        v128_t t = wasm_i64x2_splat(limit);
+#define INT_MASK(OFF) wasm_i64x2_gt(wasm_v128_load(xs + row + 2 * OFF), t)
+        FUSED_LOOP(INT_MASK)
+#undef INT_MASK
+        for (; row < n; row++)
+            if (xs[row] > limit) { count++; tail += vs[row]; }
+    } else {
+        const double *xs = (const double *)(base + fc->values_off);
+        v128_t t = wasm_f64x2_splat(threshold);
+#define FLOAT_MASK(OFF) wasm_f64x2_gt(wasm_v128_load(xs + row + 2 * OFF), t)
+        FUSED_LOOP(FLOAT_MASK)
+#undef FLOAT_MASK
+        for (; row < n; row++)
+            if (xs[row] > threshold) { count++; tail += vs[row]; }
+    }
+    v128_t acc = wasm_f64x2_add(wasm_f64x2_add(acc0, acc1), wasm_f64x2_add(acc2, acc3));
+    v128_t cnt = wasm_i64x2_add(wasm_i64x2_add(cnt0, cnt1), wasm_i64x2_add(cnt2, cnt3));
+    *sum_out = wasm_f64x2_extract_lane(acc, 0) + wasm_f64x2_extract_lane(acc, 1) + tail;
+    *count_out = wasm_i64x2_extract_lane(cnt, 0) + wasm_i64x2_extract_lane(cnt, 1) + count;
+    return 1;
+}
+
 NOETL_EXPORT("run") int64_t run(const uint8_t *in, int32_t len) {
     const nab_header *h = (const nab_header *)in;
     if ((uint32_t)len < sizeof(nab_header) || h->magic != NAB_MAGIC) fail();
@@ -95,10 +179,19 @@ NOETL_EXPORT("run") int64_t run(const uint8_t *in, int32_t len) {
 
     int64_t count = 0;
     double sum = 0;
-    for (uint32_t row = 0; row < h->nrows; row++) {
-        if (!nab_valid(h, fc, row) || !(nab_value(h, fc, row) > threshold)) continue;
-        count++;
-        if (nab_valid(h, sc, row)) sum += nab_value(h, sc, row);
+    if (!fast_path(h, fc, sc, threshold, &count, &sum)) {
+        int exact = fc->type == NAB_INT64 || fc->type == NAB_INT32;
+        int64_t limit = 0;
+        int range = exact ? int_threshold(threshold, &limit) : 0;
+        for (uint32_t row = 0; row < h->nrows; row++) {
+            if (!nab_valid(h, fc, row)) continue;
+            int hit = !exact ? nab_value(h, fc, row) > threshold
+                    : range == 0 ? int_value(h, fc, row) > limit
+                                 : range > 0;
+            if (!hit) continue;
+            count++;
+            if (nab_valid(h, sc, row)) sum += nab_value(h, sc, row);
+        }
     }
 
     /* header 24 + 2 columns x 32 + names "count""sum" (8) = 96; buffers at 96 and 104 */

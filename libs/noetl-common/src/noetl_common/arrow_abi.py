@@ -22,6 +22,7 @@ Tabular data crosses the host/guest boundary in one of two encodings:
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,8 +78,45 @@ def table_from_json(value: Any) -> pa.Table:
     raise ArrowAbiError("tabular input must be {column: [values]} or a list of rows")
 
 
+@dataclass(frozen=True)
+class BatchEncoding:
+    """The ``arrow-batch`` layout of a table, not yet written anywhere.
+
+    ``write_to(address)`` writes the ``nbytes`` bytes at a raw address (the WASM host
+    passes the guest's linear memory): the header once, then every column buffer straight
+    from pyarrow's memory — one copy of the data, none through Python bytes.
+    """
+
+    nbytes: int
+    head: bytes
+    #: (offset in the batch, pyarrow buffer, start in that buffer, length)
+    spans: tuple[tuple[int, pa.Buffer, int, int], ...]
+
+    def write_to(self, address: int) -> None:
+        """Write the batch at ``address`` (``nbytes`` writable bytes; alignment gaps zeroed)."""
+        ctypes.memmove(address, self.head, len(self.head))
+        cursor = len(self.head)
+        for off, buffer, start, length in self.spans:
+            if off > cursor:
+                ctypes.memset(address + cursor, 0, off - cursor)
+            ctypes.memmove(address + off, buffer.address + start, length)
+            cursor = off + length
+        if self.nbytes > cursor:
+            ctypes.memset(address + cursor, 0, self.nbytes - cursor)
+
+    def __bytes__(self) -> bytes:
+        out = ctypes.create_string_buffer(self.nbytes)
+        self.write_to(ctypes.addressof(out))
+        return out.raw
+
+
 def encode_batch(table: pa.Table, params: Mapping[str, Any] | None = None) -> bytes:
     """The ``arrow-batch`` bytes of ``table`` (combined to one chunk) with ``params`` as JSON."""
+    return bytes(batch_encoding(table, params))
+
+
+def batch_encoding(table: pa.Table, params: Mapping[str, Any] | None = None) -> BatchEncoding:
+    """The ``arrow-batch`` layout of ``table`` (combined to one chunk) with ``params`` as JSON."""
     batch = table.combine_chunks()
     ncols, nrows = batch.num_columns, batch.num_rows
     params_bytes = msgspec.json.encode(dict(params)) if params else b""
@@ -89,9 +127,10 @@ def encode_batch(table: pa.Table, params: Mapping[str, Any] | None = None) -> by
         name_offs.append(cursor)
         cursor += len(name)
     params_off = cursor
-    cursor = _align(cursor + len(params_bytes))
+    head_size = cursor + len(params_bytes)
+    cursor = _align(head_size)
     descriptors: list[bytes] = []
-    chunks: list[tuple[int, bytes | memoryview]] = []
+    spans: list[tuple[int, pa.Buffer, int, int]] = []
     for i, column in enumerate(batch.columns):
         array = column.chunk(0) if column.num_chunks else pa.array([], type=column.type)
         code = _CODE_OF.get(str(array.type))
@@ -101,49 +140,36 @@ def encode_batch(table: pa.Table, params: Mapping[str, Any] | None = None) -> by
                 "int64, float64, int32 and float32 (use arrow-ipc for other types)"
             )
         width = array.type.bit_width // 8
+        flags, validity_off = 0, 0
+        if array.null_count and array.offset % 8:
+            # Re-base a sliced bitmap: a copy of the array starts at bit 0.
+            array = pa.concat_arrays([array])
         validity, values = array.buffers()
         assert values is not None
-        start = array.offset * width
-        value_bytes = memoryview(values)[start : start + nrows * width]
-        flags, validity_off = 0, 0
         if validity is not None and array.null_count:
-            if array.offset % 8:
-                # Re-base a sliced bitmap: a copy of the array starts at bit 0.
-                array = pa.concat_arrays([array])
-                validity = array.buffers()[0]
-                assert validity is not None
             flags |= HAS_VALIDITY
             validity_off = cursor
-            bitmap = memoryview(validity)[: (nrows + 7) // 8]
-            chunks.append((cursor, bitmap))
-            cursor = _align(cursor + len(bitmap))
+            length = (nrows + 7) // 8
+            spans.append((cursor, validity, array.offset // 8, length))
+            cursor = _align(cursor + length)
         values_off = cursor
-        chunks.append((cursor, value_bytes))
-        cursor = _align(cursor + len(value_bytes))
+        spans.append((cursor, values, array.offset * width, nrows * width))
+        cursor = _align(cursor + nrows * width)
         descriptors.append(
             COLUMN.pack(
-                code,
-                flags,
-                name_offs[i],
-                len(names[i]),
-                validity_off,
-                values_off,
-                len(value_bytes),
-                array.null_count,
+                code, flags, name_offs[i], len(names[i]), validity_off, values_off, nrows * width, array.null_count
             )
         )
-    out = bytearray(cursor)
+    head = bytearray(head_size)
     HEADER.pack_into(
-        out, 0, MAGIC, VERSION, ncols, nrows, params_off if params_bytes else 0, len(params_bytes)
+        head, 0, MAGIC, VERSION, ncols, nrows, params_off if params_bytes else 0, len(params_bytes)
     )
     for i, descriptor in enumerate(descriptors):
-        out[HEADER.size + i * COLUMN.size : HEADER.size + (i + 1) * COLUMN.size] = descriptor
+        head[HEADER.size + i * COLUMN.size : HEADER.size + (i + 1) * COLUMN.size] = descriptor
     for off, name in zip(name_offs, names, strict=True):
-        out[off : off + len(name)] = name
-    out[params_off : params_off + len(params_bytes)] = params_bytes
-    for off, chunk in chunks:
-        out[off : off + len(chunk)] = chunk
-    return bytes(out)
+        head[off : off + len(name)] = name
+    head[params_off : params_off + len(params_bytes)] = params_bytes
+    return BatchEncoding(cursor, bytes(head), tuple(spans))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,14 @@ from typing import Any
 
 import msgspec
 from noetl_common import Event, PluginFetch
-from noetl_common.arrow_abi import decode_batch, encode_batch, ipc_to_table, table_from_json, table_to_ipc
+from noetl_common.arrow_abi import (
+    BatchEncoding,
+    batch_encoding,
+    decode_batch,
+    ipc_to_table,
+    table_from_json,
+    table_to_ipc,
+)
 from noetl_common.arrow_limits import ArrowLimits, check_table
 from noetl_common.results import ARROW_MEDIA_TYPE, JSON_MEDIA_TYPE, OCTET_MEDIA_TYPE
 
@@ -68,6 +75,15 @@ def _format(config: Mapping[str, Any], key: str, default: str) -> str:
 
 def encode_input(fmt: str, args: Mapping[str, Any], limits: ArrowLimits | None = None) -> bytes:
     """The bytes a guest receives for ``fmt`` from the task's inputs (Arrow within ``limits``)."""
+    payload = input_payload(fmt, args, limits)
+    return payload if isinstance(payload, bytes) else bytes(payload)
+
+
+def input_payload(
+    fmt: str, args: Mapping[str, Any], limits: ArrowLimits | None = None
+) -> bytes | BatchEncoding:
+    """What a guest receives for ``fmt``: bytes, or for ``arrow-batch`` the layout the host
+    writes straight from pyarrow's buffers into the guest's memory (one copy)."""
     if fmt == "json":
         return msgspec.json.encode(dict(args))
     if fmt == "raw":
@@ -86,7 +102,7 @@ def encode_input(fmt: str, args: Mapping[str, Any], limits: ArrowLimits | None =
     else:
         raise WasmConfigError(f"format {fmt} needs an ipc_base64 or table input")
     params = args.get("params")
-    return encode_batch(table, params if isinstance(params, Mapping) else None)
+    return batch_encoding(table, params if isinstance(params, Mapping) else None)
 
 
 def decode_output(fmt: str, output: bytes, limits: ArrowLimits | None = None) -> Any:
@@ -144,7 +160,7 @@ class WasmTool:
         grants = parse_grants(config.get("capabilities"))
         in_fmt = _format(config, "format", "json")
         out_fmt = _format(config, "output", in_fmt)
-        data = encode_input(in_fmt, args, self.arrow_limits)
+        data = input_payload(in_fmt, args, self.arrow_limits)
 
         async def fetch(p: str, v: int | None, digest: str | None) -> PluginModule:
             got: PluginFetch = await scope.api.get_plugin(p, v, digest)

@@ -8,20 +8,23 @@ the control-plane API after the call returned, so a guest never blocks on the ne
 and a trapped call leaves nothing half-written.
 
 Each call gets a fresh ``Store`` (fuel, epoch deadline, memory cap) and a fresh instance,
-so nothing leaks from one call into the next. One ticker thread per engine advances the
+so nothing leaks from one call into the next; instances live in the engine's pooled
+allocator (``_native.pooled_config``), whose slots wasmtime resets between stores. One ticker thread per engine advances the
 epoch; a store's deadline is ``timeout / tick`` ticks ahead of the epoch at call start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import wasmtime
 
+from . import _native
 from ._capabilities import (
     ALL_CAPABILITIES,
     IMPORT_MODULE,
@@ -169,10 +172,19 @@ class PluginHost:
 
     def __init__(self, limits: WasmLimits | None = None) -> None:
         self.limits = limits or WasmLimits()
-        config = wasmtime.Config()
-        config.consume_fuel = True
-        config.epoch_interruption = True
-        self.engine = wasmtime.Engine(config)
+        self.engine = wasmtime.Engine(
+            _native.pooled_config(
+                slots=self.limits.pool_slots, keep_resident_bytes=self.limits.keep_resident_bytes
+            )
+        )
+        self._huge_pages = self.limits.pool_slots > 0 and self.limits.huge_pages
+        self._hinted: set[int] = set()
+        # more calls at once than the pool has slots wait here rather than fail to instantiate
+        self._slots: threading.BoundedSemaphore | contextlib.nullcontext[None] = (
+            threading.BoundedSemaphore(self.limits.pool_slots)
+            if self.limits.pool_slots > 0
+            else contextlib.nullcontext()
+        )
         self._linkers: dict[frozenset[str], wasmtime.Linker] = {}
         # id(module) -> (module, grants -> linked form); holding the module keeps its id unique
         self._pres: dict[int, tuple[wasmtime.Module, dict[frozenset[str], wasmtime.InstancePre]]] = {}
@@ -180,6 +192,14 @@ class PluginHost:
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="noetl-wasm-epoch", daemon=True)
         self._ticker.start()
+
+    def _hint_slot(self, base: int) -> None:
+        # a pooled slot keeps its address: the first call in it asks for huge pages once
+        if self._huge_pages and base not in self._hinted:
+            with self._lock:
+                if base not in self._hinted and len(self._hinted) < 4 * self.limits.pool_slots:
+                    _native.hint_huge_pages(base, min(self.limits.keep_resident_bytes, 1 << 32))
+                    self._hinted.add(base)
 
     def _tick(self) -> None:
         # One ticker serves every store of the engine: deadlines are counted in its ticks.
@@ -252,7 +272,7 @@ class PluginHost:
     def call(
         self,
         module: wasmtime.Module,
-        data: bytes,
+        data: bytes | InputWriter,
         *,
         grants: frozenset[str] = frozenset(),
         denied: frozenset[str] = frozenset(),
@@ -261,85 +281,104 @@ class PluginHost:
     ) -> CallResult:
         """Instantiate ``module`` in a fresh store and call ``entry`` with ``data``.
 
-        ``denied``: granted capabilities this call answers with status 3. Raises a
-        :class:`WasmError` subclass naming the cause; never leaves state behind.
+        ``data``: the input bytes, or an :class:`InputWriter` that writes them straight into
+        the guest's memory (one copy). ``denied``: granted capabilities this call answers
+        with status 3. Raises a :class:`WasmError` subclass naming the cause; never leaves
+        state behind.
         """
         limits = limits or self.limits
         pre = self._pre(module, grants)
-        store = wasmtime.Store(self.engine)
+        state = _CallState(denied | limits.denied, limits.intent_bytes)
+        with self._slots:  # a free slot of the engine's instance pool
+            store = wasmtime.Store(self.engine)
+            _current.state = state
+            try:
+                return self._call_in(store, pre, data, entry, limits, state)
+            finally:
+                _current.state = None
+                store.close()  # the slot is reset and back in the pool now, not at garbage collection
+
+    def _call_in(
+        self,
+        store: wasmtime.Store,
+        pre: wasmtime.InstancePre,
+        data: bytes | InputWriter,
+        entry: str,
+        limits: WasmLimits,
+        state: _CallState,
+    ) -> CallResult:
         store.set_limits(memory_size=limits.memory_bytes)
         fuel = limits.fuel or 2**62
         store.set_fuel(fuel)
         store.set_epoch_deadline(limits.epoch_ticks)
-        state = _CallState(denied | limits.denied, limits.intent_bytes)
-        memory: wasmtime.Memory | None = None
-        _current.state = state
+        size = len(data) if isinstance(data, bytes | bytearray) else data.nbytes
+        exports: _native.Exports | None = None
         try:
             instance = pre.instantiate(store)
-            exports = instance.exports(store)
-            memory, alloc, run = _abi_exports(exports, store, entry)
-            ptr = alloc(store, len(data)) if data else 0
-            if not isinstance(ptr, int) or (
-                data and (ptr <= 0 or (ptr & _U32) + len(data) > memory.data_len(store))
-            ):
+            exports = _abi_exports(store, instance, entry)
+            alloc, run = exports.funcs["alloc"], exports.funcs[entry]
+            self._hint_slot(exports.memory_span()[0])
+            ptr = _native.call(store, alloc, (size,)) & _U32 if size else 0
+            base, memory_size = exports.memory_span()
+            if size and (ptr <= 0 or ptr + size > memory_size):
                 raise WasmMemoryLimit(
-                    f"alloc({len(data)}) gave no room for the input (returned {ptr}); "
+                    f"alloc({size}) gave no room for the input (returned {ptr}); "
                     f"the linear-memory cap is {limits.memory_bytes} bytes"
                 )
-            if data:
-                base = ctypes.addressof(memory.data_ptr(store).contents)
-                ctypes.memmove(base + (ptr & _U32), data, len(data))
-            packed = run(store, ptr & _U32, len(data))
-            if not isinstance(packed, int):
-                raise WasmAbiError(f"{entry} must return an i64 (out_ptr << 32 | out_len), got {packed!r}")
-            packed &= 0xFFFF_FFFF_FFFF_FFFF
+            if isinstance(data, bytes | bytearray):
+                ctypes.memmove(base + ptr, bytes(data), size)
+            elif size:
+                data.write_to(base + ptr)
+            packed = _native.call(store, run, (ptr, size)) & 0xFFFF_FFFF_FFFF_FFFF
             out_ptr, out_len = packed >> 32, packed & _U32
             if out_len > limits.output_bytes:
                 raise WasmOutputTooLarge(
                     f"the plug-in returned {out_len} bytes, over the output cap of {limits.output_bytes} bytes"
                 )
-            size = memory.data_len(store)
-            if out_ptr + out_len > size:
+            base, memory_size = exports.memory_span()
+            if out_ptr + out_len > memory_size:
                 raise WasmAbiError(
-                    f"output [{out_ptr}, {out_ptr + out_len}) is outside the guest's {size}-byte memory"
+                    f"output [{out_ptr}, {out_ptr + out_len}) is outside the guest's {memory_size}-byte memory"
                 )
-            base = ctypes.addressof(memory.data_ptr(store).contents)
             output = ctypes.string_at(base + out_ptr, out_len)
             return CallResult(output, state.intents, fuel - store.get_fuel())
         except wasmtime.Trap as trap:
-            raise _from_trap(trap, store, memory, limits) from None
+            size_now = exports.memory_span()[1] if exports is not None else None
+            raise _from_trap(trap, size_now, limits) from None
         except wasmtime.WasmtimeError as exc:
             if "exceeds memory limits" in str(exc):
                 raise WasmMemoryLimit(
                     f"the module's initial memory is over the {limits.memory_bytes}-byte cap: {_first_line(exc)}"
                 ) from None
             raise WasmLinkError(f"cannot instantiate the module: {_first_line(exc)}") from None
-        finally:
-            _current.state = None
 
 
-def _abi_exports(
-    exports: Any, store: wasmtime.Store, entry: str
-) -> tuple[wasmtime.Memory, wasmtime.Func, wasmtime.Func]:
-    found = {name: exports.get(name) for name in ("memory", "alloc", entry)}
-    missing = [name for name, value in found.items() if value is None]
-    if missing:
-        raise WasmAbiError(f"the module does not export {', '.join(missing)} (guest ABI v1)")
-    memory, alloc, run = found["memory"], found["alloc"], found[entry]
-    if not isinstance(memory, wasmtime.Memory):
+class InputWriter(Protocol):
+    """Input that writes itself into guest memory (``noetl_common.arrow_abi.BatchEncoding``)."""
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def write_to(self, address: int) -> None:
+        """Write ``nbytes`` bytes at ``address``."""
+
+
+def _abi_exports(store: wasmtime.Store, instance: wasmtime.Instance, entry: str) -> _native.Exports:
+    exports = _native.Exports(store, instance, ("alloc", entry))
+    if exports.missing:
+        raise WasmAbiError(f"the module does not export {', '.join(exports.missing)} (guest ABI v1)")
+    if "memory" in exports.wrong_kind:
         raise WasmAbiError("export 'memory' is not a memory")
-    if not isinstance(alloc, wasmtime.Func) or not isinstance(run, wasmtime.Func):
+    if exports.wrong_kind:
         raise WasmAbiError(f"exports 'alloc' and {entry!r} must be functions")
-    return memory, alloc, run
+    return exports
 
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _from_trap(
-    trap: wasmtime.Trap, store: wasmtime.Store, memory: wasmtime.Memory | None, limits: WasmLimits
-) -> WasmError:
+def _from_trap(trap: wasmtime.Trap, memory_size: int | None, limits: WasmLimits) -> WasmError:
     code = trap.trap_code
     if code == wasmtime.TrapCode.OUT_OF_FUEL:
         return WasmOutOfFuel(f"out of fuel: the call used its budget of {limits.fuel} instructions")
@@ -347,16 +386,11 @@ def _from_trap(
         return WasmTimeout(
             f"interrupted: the call ran past its {limits.timeout_seconds:g} s wall-clock limit"
         )
-    if memory is not None:
-        try:
-            size = memory.data_len(store)
-        except wasmtime.WasmtimeError:
-            size = 0
-        if size + PAGE > limits.memory_bytes:
-            # memory.grow was refused (it returns -1 at the cap) and the guest then trapped
-            return WasmMemoryLimit(
-                f"linear-memory cap of {limits.memory_bytes} bytes reached ({size} bytes in use); "
-                f"the guest trapped after memory.grow was refused: {_first_line(trap)}"
-            )
+    if memory_size is not None and memory_size + PAGE > limits.memory_bytes:
+        # memory.grow was refused (it returns -1 at the cap) and the guest then trapped
+        return WasmMemoryLimit(
+            f"linear-memory cap of {limits.memory_bytes} bytes reached ({memory_size} bytes in use); "
+            f"the guest trapped after memory.grow was refused: {_first_line(trap)}"
+        )
     name = code.name.lower() if code is not None else "trap"
     return WasmTrap(f"the plug-in trapped ({name}): {_first_line(trap)}")

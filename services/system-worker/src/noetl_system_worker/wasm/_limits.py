@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from noetl_common import ConfigError, env_float, env_int, env_opt
+from noetl_common import ConfigError, env_bool, env_float, env_int, env_opt
 
 from ._capabilities import ALL_CAPABILITIES
 
@@ -32,6 +32,14 @@ class WasmLimits:
     tick_seconds: float = 0.005
     #: Capabilities linked but answered with status 3 on this worker.
     denied: frozenset[str] = frozenset()
+    #: Engine-wide (read from the host's limits, not per call): instances the pooled
+    #: allocator holds; more concurrent calls wait for a slot. 0: no pool, every call maps
+    #: its memory afresh.
+    pool_slots: int = 16
+    #: Engine-wide: bytes of each slot's linear memory kept mapped (zeroed) between calls.
+    keep_resident_bytes: int = 64 * MiB
+    #: Engine-wide: ask the kernel for transparent huge pages over each slot's resident part.
+    huge_pages: bool = True
 
     @property
     def epoch_ticks(self) -> int:
@@ -63,4 +71,7 @@ class WasmLimits:
             intent_bytes=env_int("WASM_INTENT_LIMIT_BYTES", cls.intent_bytes, minimum=0, env=env),
             tick_seconds=env_float("WASM_EPOCH_TICK_SECONDS", cls.tick_seconds, minimum=0.001, env=env),
             denied=denied,
+            pool_slots=env_int("WASM_POOL_SLOTS", cls.pool_slots, minimum=0, env=env),
+            keep_resident_bytes=env_int("WASM_KEEP_RESIDENT_BYTES", cls.keep_resident_bytes, minimum=0, env=env),
+            huge_pages=env_bool("WASM_HUGE_PAGES", cls.huge_pages, env=env),
         )
