@@ -125,3 +125,16 @@ async def test_a_stale_attempt_keeps_no_log(api: Any) -> None:
     }
     assert (await api.post_events(stale)).status_code == 409
     assert (await api.client.get(f"/api/executions/{execution_id}/logs")).json()["items"] == []
+
+
+async def test_what_postgres_could_not_store_is_shown_not_refused(api: Any) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    await _finish(api, execution_id, [_line("nul \x00 here"), {"stream": "stdout", "at": "not a time", "text": "t"}])
+
+    items = (await api.client.get(f"/api/executions/{execution_id}/logs")).json()["items"]
+
+    assert [i["text"] for i in items] == ["nul \\x00 here", "t"]
+    assert items[1]["at"].endswith("Z") and items[1]["at"] != LINE_AT
+    reply = await api.client.get(f"/api/executions/{execution_id}/logs", params={"step": "a\x00b"})
+    assert reply.status_code == 400

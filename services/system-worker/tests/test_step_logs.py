@@ -4,16 +4,28 @@ before it leaves with the terminal events. Real zygote and children throughout."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 from noetl_common import CommandSpec, TaskSpec
-from noetl_system_worker import PipelineRunner, SandboxLimits, SandboxPool, default_registry
+from noetl_dev.fakes import FakeControlPlane
+from noetl_system_worker import (
+    PipelineRunner,
+    SandboxLimits,
+    SandboxPool,
+    Worker,
+    WorkerConfig,
+    default_registry,
+)
 from noetl_system_worker._python_config import DEFAULT_ENV_ALLOW, PythonSettings
 from noetl_system_worker._runtime import ToolRuntime, current_runtime
 from noetl_system_worker._step_logs import StepLog
 from noetl_system_worker.sandbox import LogLine
+from system_worker_bus import Bus
 
 BUDGET = 2048
 LIMITS = SandboxLimits(cpu_seconds=5, memory_bytes=512 * 1024**2, output_max_bytes=256 * 1024, log_max_bytes=BUDGET)
@@ -86,6 +98,18 @@ async def test_one_line_longer_than_the_budget_is_dropped_not_cut(pool: SandboxP
 
     assert _texts(reply.logs) == [("stdout", None, "first")]
     assert reply.logs_dropped == 1000 * 1000
+
+
+async def test_what_cannot_travel_or_be_stored_is_shown_escaped(pool: SandboxPool) -> None:
+    reply = await pool.run("print('lone \\udc80 surrogate')\nprint('nul \\x00 char')\nresult = 1", {}, {})
+    assert reply.ok, reply.error_message
+    log = StepLog()
+    log.add(reply.logs, reply.logs_dropped, since=0.0)
+
+    logs = log.wire(1, lambda text: text)
+
+    assert logs is not None
+    assert [line.text for line in logs.lines] == ["lone \\udc80 surrogate", "nul \\x00 char"]
 
 
 async def test_a_reused_child_starts_each_task_with_clean_capture(pool: SandboxPool) -> None:
@@ -164,3 +188,53 @@ def test_the_budget_is_worker_step_log_max_bytes() -> None:
     settings = PythonSettings.from_env({"WORKER_STEP_LOG_MAX_BYTES": "4096"})
     assert settings.limits.log_max_bytes == 4096
     assert PythonSettings.from_env({}).limits.log_max_bytes == 64 * 1024
+
+
+@pytest.fixture
+async def worker(nats_url: str, fake_api: FakeControlPlane, pool: SandboxPool) -> AsyncIterator[Worker]:
+    env = {
+        "WORKER_ID": "w-logs",
+        "NOETL_SERVER_URL": "http://fake-control-api",
+        "NOETL_API_TOKEN": "worker-token-for-the-tests-0123456789abcdef",
+        "NATS_URL": nats_url,
+        "WORKER_HEARTBEAT_INTERVAL": "0.1",
+        "WORKER_METRICS_BIND": "127.0.0.1:9999",
+    }
+    config = dataclasses.replace(WorkerConfig.from_env(env), fetch_timeout_seconds=0.25)
+    running = Worker(config, api_for=lambda _url: fake_api, registry=default_registry(config, sandbox=pool))
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    await fake_api.wait_for(lambda: bool(fake_api.registrations))
+    yield running
+    stop.set()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 15.0)
+
+
+async def test_a_failing_steps_output_goes_with_its_terminal_events_scrubbed(
+    fake_api: FakeControlPlane, bus: Bus, worker: Worker
+) -> None:
+    secret = "pw-very-secret-4711"
+    fake_api.credentials["svc"] = {"name": "svc", "credential_type": "generic", "data": {"token": secret}}
+    code = "import logging\nprint('using', t)\nlogging.error('failing now')\nraise RuntimeError('no')"
+    note = fake_api.add_command(
+        [
+            TaskSpec(name="cred", kind="secrets", config={"credential": "svc"}),
+            TaskSpec(name="t", kind="python", config={"code": code, "args": {"t": "{{ cred.value.token }}"}}),
+        ]
+    )
+
+    await bus.publish(note)
+    await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
+
+    failed = [e for e in fake_api.events_of(note.event_id) if e.event_type == "command.failed"]
+    assert failed and failed[0].context is not None and failed[0].context["error"]["message"] == "no"
+    (logs,) = fake_api.logs
+    assert logs.command_id == note.command_id
+    assert [(line.stream, line.level, line.text) for line in logs.lines] == [
+        ("stdout", None, "using [REDACTED]"),
+        ("log", "ERROR", "failing now"),
+    ]
+    # they travelled in the POST of the terminal events, not in one of their own
+    (post,) = [p for p in fake_api.posts if any(e.event_type == "command.failed" for e in p)]
+    assert post[-1].event_type == "command.failed"

@@ -55,7 +55,8 @@ class StepLog:
         now = time.time()
         self.dropped_bytes += max(0, int(dropped_bytes))
         for line in lines:
-            text = line.text if isinstance(line.text, str) else str(line.text)
+            # Postgres text holds no NUL character: shown, as the CLI shows control characters
+            text = line.text.replace("\x00", "\\x00")
             size = len(text.encode("utf-8", "replace"))
             if self._bytes + size > self.max_bytes or len(self._lines) >= MAX_LINES:
                 self.dropped_bytes += size

@@ -10,9 +10,10 @@ the command's secrets, this catches secret-looking strings of a worker that did 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import msgspec
-from noetl_common import StepLogs, scrub_text
+from noetl_common import StepLogs, scrub_text, utc_now_iso
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
@@ -22,6 +23,15 @@ from ..store import CommandRow, LogInsert
 #: Lines of one page, by default and at most.
 DEFAULT_PAGE = 1000
 MAX_PAGE = 5000
+
+
+def _time(at: str) -> str:
+    """The worker's time of a line, when it is one (else now: a bad time must not fail the batch)."""
+    try:
+        parsed = datetime.fromisoformat(at)
+    except ValueError:
+        return utc_now_iso()
+    return at if parsed.tzinfo is not None else utc_now_iso()
 
 
 def staged_logs(
@@ -41,8 +51,8 @@ def staged_logs(
                 attempt=command.attempt,
                 stream=line.stream,
                 level=line.level,
-                at=line.at,
-                text=scrub_text(line.text),
+                at=_time(line.at),
+                text=scrub_text(line.text.replace("\x00", "\\x00")),  # Postgres text holds no NUL
                 truncated=line.truncated,
             )
             for line in entry.lines
@@ -83,7 +93,7 @@ class StepLogService:
             raise ValidationFailed(f"limit must be within 1..{MAX_PAGE}, got {limit}")
         if not 0 <= after < 2**63:
             raise ValidationFailed(f"after must be a seq (>= 0), got {after}")
-        if step is not None and not 0 < len(step) <= 200:
+        if step is not None and not (0 < len(step) <= 200 and "\x00" not in step):
             raise ValidationFailed("step must be a step name of 1..200 characters")
         async with self._pool.connection() as conn:
             if not await store.executions.exists(conn, execution_id):

@@ -33,14 +33,15 @@ class TaskOutput:
 
     def add(self, stream: str, text: str, level: str | None = None) -> None:
         """Keep one whole line, or count it as dropped once the budget is spent."""
-        size = len(text.encode("utf-8", "replace"))
+        data = text.encode("utf-8", "backslashreplace")  # a lone surrogate could not be sent
+        size = len(data)
         if not self.full and (self.kept_bytes + size > self.max_bytes or len(self.lines) >= MAX_LINES):
             self.full = True
         if self.full:
             self.dropped_bytes += size
             return
         self.kept_bytes += size
-        self.lines.append(LogLine(stream, time.time(), text, level))
+        self.lines.append(LogLine(stream, time.time(), data.decode("utf-8"), level))
 
 
 class StreamCapture(io.TextIOBase):
