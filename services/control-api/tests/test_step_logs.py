@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from noetl_control_api import store
+
 LINE_AT = "2026-01-02T03:04:05.000006Z"
 
 
@@ -138,3 +140,19 @@ async def test_what_postgres_could_not_store_is_shown_not_refused(api: Any) -> N
     assert items[1]["at"].endswith("Z") and items[1]["at"] != LINE_AT
     reply = await api.client.get(f"/api/executions/{execution_id}/logs", params={"step": "a\x00b"})
     assert reply.status_code == 400
+
+
+async def test_a_page_stops_at_its_byte_budget_with_at_least_one_line(api: Any) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    await _finish(api, execution_id, [_line(c * 100) for c in "abc"])
+
+    two, more = await store.step_logs.page(api.db, execution_id, step=None, after=0, limit=10, max_bytes=150)
+    one, cut = await store.step_logs.page(api.db, execution_id, step=None, after=0, limit=10, max_bytes=1)
+    last, done = await store.step_logs.page(
+        api.db, execution_id, step=None, after=two[-1].seq, limit=10, max_bytes=150
+    )
+
+    assert [r.text[0] for r in two] == ["a", "b"] and more
+    assert [r.text[0] for r in one] == ["a"] and cut
+    assert [r.text[0] for r in last] == ["c"] and not done

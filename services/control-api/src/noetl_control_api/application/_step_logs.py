@@ -84,11 +84,13 @@ class LogPage(msgspec.Struct, kw_only=True):
 class StepLogService:
     """Reads an execution's step logs."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, page_max_bytes: int) -> None:
         self._pool = pool
+        self._page_max_bytes = page_max_bytes
 
     async def page(self, execution_id: int, *, step: str | None, after: int, limit: int) -> LogPage:
-        """Lines after ``after`` (a ``seq``), oldest first; 404 for an unknown execution."""
+        """Lines after ``after`` (a ``seq``), oldest first, at most ``limit`` and
+        ``NOETL_PAGE_MAX_BYTES`` of text (at least one line); 404 for an unknown execution."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationFailed(f"limit must be within 1..{MAX_PAGE}, got {limit}")
         if not 0 <= after < 2**63:
@@ -98,10 +100,10 @@ class StepLogService:
         async with self._pool.connection() as conn:
             if not await store.executions.exists(conn, execution_id):
                 raise NotFound(f"execution {execution_id} not found")
-            rows = await store.step_logs.page(conn, execution_id, step=step, after=after, limit=limit + 1)
+            rows, more = await store.step_logs.page(
+                conn, execution_id, step=step, after=after, limit=limit, max_bytes=self._page_max_bytes
+            )
             truncated = await store.step_logs.truncated(conn, execution_id, step)
-        more = len(rows) > limit
-        rows = rows[:limit]
         items = [
             LogLine(
                 seq=r.seq,

@@ -243,7 +243,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
             lease_seconds=settings.command_lease_seconds,
         ),
         compat=CompatService(pool, catalog, executions, keychain, page_max_bytes=settings.page_max_bytes),
-        step_logs=StepLogService(pool),
+        step_logs=StepLogService(pool, page_max_bytes=settings.page_max_bytes),
     )
 
 

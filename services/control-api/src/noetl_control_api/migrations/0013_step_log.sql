@@ -17,3 +17,5 @@ CREATE TABLE noetl.step_log (
     PRIMARY KEY (execution_id, seq)
 );
 CREATE INDEX step_log_step_idx ON noetl.step_log (execution_id, step, seq);
+-- the reply's `truncated` flag: a lookup among the few marker lines, not a scan of all
+CREATE INDEX step_log_truncated_idx ON noetl.step_log (execution_id, step) WHERE truncated;

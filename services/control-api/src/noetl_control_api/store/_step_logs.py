@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from ._pages import budgeted, was_cut
 from ._time import iso
 
 
@@ -68,20 +69,26 @@ async def send_insert(conn: AsyncConnection[Any], rows: Sequence[LogInsert]) -> 
 
 
 async def page(
-    conn: AsyncConnection[Any], execution_id: int, *, step: str | None, after: int, limit: int
-) -> list[LogRow]:
-    """Up to ``limit`` lines with ``seq > after`` (of ``step`` only, when given), by ``seq``."""
+    conn: AsyncConnection[Any], execution_id: int, *, step: str | None, after: int, limit: int, max_bytes: int
+) -> tuple[list[LogRow], bool]:
+    """Up to ``limit`` lines with ``seq > after`` (of ``step`` only, when given), by ``seq``, and
+    no more once their text reaches ``max_bytes`` (at least one); and whether more follow now."""
     cur = await conn.execute(
-        "SELECT seq, step, command_id, attempt, stream, level, at, text FROM noetl.step_log"
-        " WHERE execution_id = %s AND seq > %s AND (%s::text IS NULL OR step = %s::text)"
-        " ORDER BY seq LIMIT %s",
-        (execution_id, after, step, step, limit),
+        budgeted(
+            "SELECT seq, step, command_id, attempt, stream, level, at, text, octet_length(text) AS page_size"
+            " FROM noetl.step_log WHERE execution_id = %s AND seq > %s AND (%s::text IS NULL OR step = %s::text)"
+            " ORDER BY seq LIMIT %s",
+            "seq",
+        ),
+        (execution_id, after, step, step, limit + 1, max_bytes),
     )
+    found = await cur.fetchall()
+    more = was_cut(found) or len(found) > limit
     rows: list[LogRow] = []
-    for seq, name, command_id, attempt, stream, level, at, text in await cur.fetchall():
+    for seq, name, command_id, attempt, stream, level, at, text, *_ in found[:limit]:
         assert isinstance(at, datetime)
         rows.append(LogRow(seq, name, command_id, attempt, stream, level, iso(at) or "", text))
-    return rows
+    return rows, more
 
 
 async def truncated(conn: AsyncConnection[Any], execution_id: int, step: str | None) -> bool:
