@@ -58,9 +58,10 @@ class TerminalBatcher:
     def submit(
         self, events: list[Event], *, eager: bool, logs: StepLogs | None = None
     ) -> Awaitable[ClaimReply | None]:
-        """Queue ``events`` (one command's terminal batch, with its step log) at once; awaiting the result gives
-        the command handed over by eager dispatch, if any, or raises what the POST of these
-        events alone would raise. A caller cancelled meanwhile does not take them back."""
+        """Queue ``events`` (one command's terminal batch, with its step log) at once; awaiting
+        the result gives the command handed over by eager dispatch, if any, or raises what the
+        POST of these events alone would raise. A caller cancelled meanwhile does not take them
+        back. The step log goes in whichever POST carries the events, alone or shared."""
         submission = _Submission(events, eager, logs)
         self._queue.append(submission)
         if self._sender is None:
