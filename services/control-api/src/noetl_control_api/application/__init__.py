@@ -37,6 +37,7 @@ from ._recorder import Recorder
 from ._replay import ReplayReply
 from ._results import ResultService
 from ._secrets import ResolveRequest, SecretBox, check_key_present
+from ._step_logs import LogPage, StepLogService
 from ._stream import EventStreamService
 from ._stream_limits import StreamLimits
 from ._sweeper import Sweeper, SweepReport
@@ -93,6 +94,7 @@ __all__ = [
     "KeychainList",
     "KeychainService",
     "KeychainView",
+    "LogPage",
     "NodeLease",
     "ObjectReply",
     "OidcSettings",
@@ -121,6 +123,7 @@ __all__ = [
     "RetentionPolicy",
     "RoleTable",
     "SecretBox",
+    "StepLogService",
     "StreamLimits",
     "SweepReport",
     "Sweeper",
