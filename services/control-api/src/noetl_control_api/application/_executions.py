@@ -59,6 +59,7 @@ def view(row: ExecutionRow) -> ExecutionView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         parent_execution_id=row.parent_execution_id,
+        rerun_of=None if row.rerun_of is None else str(row.rerun_of),
     )
 
 
@@ -125,7 +126,12 @@ class ExecutionService:
                         f"{principal.describe()} may start only a child of an execution whose command it holds",
                         {"field": "parent_execution_id"},
                     )
-        require(self._policy, principal, "execution.start_child" if principal.is_worker else "execution.start", path)
+        require(
+            self._policy,
+            principal,
+            "execution.start_child" if principal.is_worker else "execution.start",
+            path,
+        )
         if entry is None:
             which = f"version {version}" if version is not None else "any version"
             raise NotFound(f"no catalog entry for path {path[:200]!r} ({which})")

@@ -259,7 +259,11 @@ class Recorder:
             )
             notifications.append(
                 self.notification_row(
-                    ref.execution_id, event_id=issued.event_id, command_id=command_id, step=draft.step, pool=draft.pool
+                    ref.execution_id,
+                    event_id=issued.event_id,
+                    command_id=command_id,
+                    step=draft.step,
+                    pool=draft.pool,
                 )
             )
         event_rows = [self.event_row(e) for e in events]
@@ -312,7 +316,7 @@ class _ExecutionWrite(msgspec.Struct):
     state: bytes  # JSON text
     result: Any
     error: str | None
-    insert: dict[str, Any] | None = None  # version, payload and timeout of a new execution row
+    insert: dict[str, Any] | None = None  # version, payload, timeout (and rerun_of) of a new execution row
 
 
 class Writes:
@@ -354,6 +358,7 @@ class Writes:
                     error=write.error,
                     parent_execution_id=write.ref.parent_execution_id,
                     timeout_seconds=write.insert.get("timeout"),
+                    rerun_of=write.insert.get("rerun_of"),
                 )
             else:
                 await store.executions.update(

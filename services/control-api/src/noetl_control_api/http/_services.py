@@ -34,6 +34,7 @@ from ..application import (
     Principal,
     ProjectionService,
     Recorder,
+    RerunService,
     ResultService,
     RoleTable,
     SecretBox,
@@ -78,7 +79,17 @@ class Services:
 
     #: what route handlers never take by name: the plumbing under the use cases
     _NOT_INJECTED: ClassVar[frozenset[str]] = frozenset(
-        {"settings", "pool", "notifier", "event_notifier", "done_notifier", "node_lease", "oidc", "policy", "sweeper"}
+        {
+            "settings",
+            "pool",
+            "notifier",
+            "event_notifier",
+            "done_notifier",
+            "node_lease",
+            "oidc",
+            "policy",
+            "sweeper",
+        }
     )
 
     def dependencies(self) -> dict[str, Provide]:
@@ -240,7 +251,21 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
             policy=settings.sweep,
             lease_seconds=settings.command_lease_seconds,
         ),
-        compat=CompatService(pool, catalog, executions, keychain, page_max_bytes=settings.page_max_bytes),
+        compat=CompatService(
+            pool,
+            catalog,
+            executions,
+            keychain,
+            RerunService(
+                pool,
+                playbooks,
+                recorder,
+                policy,
+                payload_max_bytes=settings.execute_payload_max_bytes,
+                template_limits=settings.template_limits,
+            ),
+            page_max_bytes=settings.page_max_bytes,
+        ),
     )
 
 

@@ -91,12 +91,12 @@ def plan_rerun(
     more. Each recorded outcome is used at most once, so the fold ends."""
     again = rerun_steps(playbook, from_step)
     available: dict[RunKey, RecordedOutcome] = {}
-    for outcome in recorded:
+    for done in recorded:
         reusable_iteration = (
-            failed_iterations_only and outcome.step == from_step and outcome.iteration is not None
+            failed_iterations_only and done.step == from_step and done.iteration is not None
         )
-        if outcome.step not in again or reusable_iteration:
-            available.setdefault((outcome.step, outcome.run, outcome.iteration), outcome)
+        if done.step not in again or reusable_iteration:
+            available.setdefault((done.step, done.run, done.iteration), done)
     start = start_execution(
         playbook, execution_id=execution_id, payload=payload, catalog_path=catalog_path, limits=limits
     )
