@@ -25,6 +25,7 @@ from ._executions import add_execution_commands
 from ._output import add_output, print_fields, quiet_broken_pipe, show, wants_json
 from ._output import print_json as _print_json
 from ._output import print_table as _table
+from ._rerun import add_rerun_commands
 from ._upstream import add_list_commands, add_upstream_commands
 from ._watch import watch
 
@@ -263,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("files", nargs="+", metavar="FILE")
     register.set_defaults(func=cmd_register)
     listing = catalog_sub.add_parser("list", help="latest version of every registered playbook")
-    listing.add_argument("resource_type", metavar="TYPE", nargs="?", help="upstream's kind: Playbook (default)")
+    listing.add_argument(
+        "resource_type", metavar="TYPE", nargs="?", help="upstream's kind: Playbook (default)"
+    )
     add_output(listing)
     listing.set_defaults(func=cmd_list)
 
@@ -301,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a running execution")
     cancel.add_argument("execution_id", metavar="ID")
     cancel.add_argument("-r", "--reason", help="why (recorded in the cancel event)")
-    cancel.add_argument("--cascade", action="store_true", help="accepted: running children are always cancelled")
+    cancel.add_argument(
+        "--cascade", action="store_true", help="accepted: running children are always cancelled"
+    )
     cancel.add_argument("-j", "--json", action="store_true", help="accepted: the reply is JSON")
     cancel.set_defaults(func=cmd_cancel)
 
@@ -347,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_auth_commands(sub)
     add_dlq_commands(sub)
     add_execution_commands(sub)
+    add_rerun_commands(sub)
     add_upstream_commands(sub)
     add_list_commands(sub, cmd_list, cmd_credential_show)
     return parser
