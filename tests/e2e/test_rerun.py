@@ -72,6 +72,25 @@ workflow:
     tool: {kind: python, code: "result = {'done': True}"}
 """
 
+BIG = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: e2e_rerun_big, path: e2e/rerun_big}
+workload: {broken: true}
+workflow:
+  - step: start
+    tool: {kind: python, code: "result = {'blob': 'x' * 150000}"}
+    next: {spec: {mode: exclusive}, arcs: [{step: check}]}
+  - step: check
+    tool:
+      kind: python
+      input: {blob: "{{ start.blob }}", broken: "{{ broken }}"}
+      code: |
+        if broken:
+            raise ValueError("check is broken")
+        result = {"size": len(blob)}
+"""
+
 
 @pytest.fixture
 def counter(stack: Stack) -> Iterator[tuple[str, Counter[str]]]:
@@ -233,3 +252,21 @@ def test_a_rerun_names_its_errors(api: Api, db: Conn, http: httpx.Client) -> Non
         f"/api/executions/{failed}/rerun", json={"from_step": "explode", "failed_iterations_only": True}
     )
     assert not_a_loop.status_code == 422, not_a_loop.text
+
+
+def test_a_reused_result_in_the_result_store_is_kept_under_the_rerun(
+    api: Api, db: Conn, http: httpx.Client
+) -> None:
+    """Retention purges the earlier execution first: the rerun's log must not need its results."""
+    api.register(BIG)
+    old = api.execute("e2e/rerun_big")["execution_id"]
+    _ended(api, db, old, "FAILED")
+
+    new = _rerun(http, old, from_step="check", workload={"broken": False})["execution_id"]
+
+    events = _ended(api, db, new, "COMPLETED")
+    assert http.get(f"/api/executions/{new}").json()["results"]["check"]["size"] == 150_000
+    (reused,) = [e for e in events if e["event_type"] == "step.reused"]
+    assert reused["context"]["result"]["$ref"]["key"].startswith(f"{new}/")
+    db.execute("DELETE FROM noetl.result_store WHERE execution_id = %s", (int(old),))
+    _replays(http, new)

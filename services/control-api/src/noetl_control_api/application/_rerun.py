@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from noetl_common import Event
+from noetl_common.results import ref_key
 from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 from psycopg_pool import AsyncConnectionPool
 
@@ -23,7 +24,7 @@ from ._outcomes import ReadOutcome
 from ._playbooks import PlaybookCache
 from ._policy import Policy, Principal, require
 from ._recorder import ExecutionRef, Recorder
-from ._results import ResultService
+from ._results import MAX_REF_DEPTH, ResultService
 
 #: Most completed outcomes a rerun reads from the earlier execution (a loop's iterations count
 #: one each); an execution with more is refused rather than folded unbounded.
@@ -108,6 +109,53 @@ async def _read_log(conn: Any, execution_id: int) -> list[_Recorded]:
     return found
 
 
+def _rekey(value: Any, execution_id: int, copies: dict[str, str], depth: int = 0) -> Any:
+    """``value`` with each result-store reference moved under ``execution_id`` (same content
+    hash), noting old key → new key in ``copies``; the same object when it holds none."""
+    key = ref_key(value)
+    if key is not None:
+        new_key = f"{execution_id}/{key.partition('/')[2] or key}"
+        copies[key] = new_key
+        return {"$ref": {**value["$ref"], "key": new_key}}
+    if depth >= MAX_REF_DEPTH or not isinstance(value, dict | list):
+        return value
+    items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+    changed = {k: new for k, v in items if (new := _rekey(v, execution_id, copies, depth + 1)) is not v}
+    if not changed:
+        return value
+    if isinstance(value, dict):
+        return {**value, **changed}
+    return [changed.get(i, v) for i, v in enumerate(value)]
+
+
+async def _recorded(
+    conn: Any, log: list[_Recorded], new_id: int, copies: dict[str, str]
+) -> tuple[list[RecordedOutcome], dict[int, tuple[Any, Any]]]:
+    """The outcomes to fold (references resolved) and, by command id, the result and set the
+    new events record: references moved under ``new_id`` (see :func:`_rekey`)."""
+    recorded: list[RecordedOutcome] = []
+    raw: dict[int, tuple[Any, Any]] = {}
+    for item in log:
+        step, run, iteration = run_key(item.meta)
+        result, set_ = item.context.get("result"), item.context.get("set")
+        resolved = await ResultService.resolve_refs(conn, result)
+        resolved_set = await ResultService.resolve_refs(conn, set_) if isinstance(set_, dict) else None
+        result, set_ = _rekey(result, new_id, copies), _rekey(set_, new_id, copies)
+        raw[item.command_id] = (result, set_)
+        recorded.append(
+            RecordedOutcome(
+                step=step,
+                command_id=item.command_id,
+                run=run,
+                iteration=iteration,
+                result=resolved,
+                set=resolved_set,
+                recorded={"result": result, "set": set_},
+            )
+        )
+    return recorded, raw
+
+
 class RerunService:
     """Plans and starts reruns from a step."""
 
@@ -161,27 +209,9 @@ class RerunService:
                     f"failed_iterations_only: step {from_step!r} is not a loop",
                     {"field": "failed_iterations_only"},
                 )
-            log = await _read_log(conn, execution_id)
-            recorded, raw = [], {}
-            for item in log:
-                step, run, iteration = run_key(item.meta)
-                result, set_ = item.context.get("result"), item.context.get("set")
-                resolved = await ResultService.resolve_refs(conn, result)
-                resolved_set = (
-                    await ResultService.resolve_refs(conn, set_) if isinstance(set_, dict) else None
-                )
-                raw[item.command_id] = (result, set_)
-                recorded.append(
-                    RecordedOutcome(
-                        step=step,
-                        command_id=item.command_id,
-                        run=run,
-                        iteration=iteration,
-                        result=resolved,
-                        set=resolved_set,
-                        recorded={"result": result, "set": set_},
-                    )
-                )
+            new_id = self._recorder.ids.next_id()
+            copies: dict[str, str] = {}
+            recorded, raw = await _recorded(conn, await _read_log(conn, execution_id), new_id, copies)
         payload = {**(row.payload or {}), **overlay}
         size = len(msgspec.json.encode(payload))
         if size > self._payload_max:
@@ -189,7 +219,6 @@ class RerunService:
                 f"the payload is {size} bytes, over NOETL_EXECUTE_PAYLOAD_MAX_BYTES={self._payload_max}",
                 {"field": "workload", "limit": self._payload_max},
             )
-        new_id = self._recorder.ids.next_id()
         plan = plan_rerun(
             playbook,
             execution_id=new_id,
@@ -238,4 +267,5 @@ class RerunService:
                     "rerun_of": execution_id,
                 },
             )
+            await store.results.copy(conn, copies, new_id)
         return msgspec.structs.replace(reply, execution_id=str(new_id))

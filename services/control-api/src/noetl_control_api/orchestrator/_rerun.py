@@ -92,9 +92,7 @@ def plan_rerun(
     again = rerun_steps(playbook, from_step)
     available: dict[RunKey, RecordedOutcome] = {}
     for done in recorded:
-        reusable_iteration = (
-            failed_iterations_only and done.step == from_step and done.iteration is not None
-        )
+        reusable_iteration = failed_iterations_only and done.step == from_step and done.iteration is not None
         if done.step not in again or reusable_iteration:
             available.setdefault((done.step, done.run, done.iteration), done)
     start = start_execution(
