@@ -241,6 +241,10 @@ class RerunService:
                 plan.decision.events
             )
         ref = ExecutionRef(execution_id=new_id, catalog_path=entry.path)
+        for draft in plan.decision.events:
+            # 413 now: the recorder would fail the start instead and drop its step.reused
+            # events with the rest, leaving a log that cannot replay the reused outcomes
+            self._recorder.event_row(self._recorder.from_draft(ref, draft))
         requested = self._recorder.new_event(
             ref,
             "playbook.execution_requested",
