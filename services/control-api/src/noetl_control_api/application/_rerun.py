@@ -101,8 +101,8 @@ async def _read_log(conn: Any, execution_id: int) -> list[_Recorded]:
             )
     if not ended:
         raise Conflict(
-            f"execution {execution_id} has ended but its event log does not show it yet (projection lag);"
-            " retry shortly",
+            f"execution {execution_id} has ended but its event log does not show its end: not projected"
+            " yet (retry shortly), or its events were purged by retention (it cannot be rerun from a step)",
             retry_after=1.0,
         )
     found += [_Recorded(command_id=c, meta=issued.get(c, {}), context=ctx) for c, ctx in completed]
@@ -136,6 +136,8 @@ async def _recorded(
     recorded: list[RecordedOutcome] = []
     raw: dict[int, tuple[Any, Any]] = {}
     for item in log:
+        if "step" not in item.meta:
+            continue  # no command meta recorded: no step run it could answer
         step, run, iteration = run_key(item.meta)
         result, set_ = item.context.get("result"), item.context.get("set")
         resolved = await ResultService.resolve_refs(conn, result)
