@@ -77,9 +77,7 @@ class RoleAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Any:
         if "authorization" not in request.headers:
-            request.headers["authorization"] = (
-                f"Bearer {TOKENS[route_owner(request.method, request.url.path)]}"
-            )
+            request.headers["authorization"] = f"Bearer {TOKENS[route_owner(request.method, request.url.path)]}"
         yield request
 
 
@@ -97,7 +95,6 @@ def route_owner(method: str, path: str) -> str:
         or (method == "PUT" and path.startswith(("/api/result/", "/api/internal/objects/")))
     )
     return "NOETL_WORKER_TOKEN_SHARED" if worker_route else "NOETL_ADMIN_TOKEN"
-
 
 LINEAR = """\
 apiVersion: noetl.io/v2
@@ -198,9 +195,7 @@ class Api:
         events = [
             r["payload"] for r in await self.outbox(execution_id) if r["subject"].startswith("noetl.events.")
         ]
-        reply = await self.client.post(
-            "/api/internal/events/project", json={"events": events}, headers=self.auth
-        )
+        reply = await self.client.post("/api/internal/events/project", json={"events": events}, headers=self.auth)
         assert reply.status_code == 200, reply.text
 
     async def replay(self, execution_id: int) -> dict[str, Any]:

@@ -118,9 +118,7 @@ async def test_tokens_are_shown_once_stored_hashed_and_revocable(api: Any, make_
 
     listed = await api.client.get("/api/tokens")
     assert token not in listed.text
-    assert {"ci-bot", "bootstrap-admin", "service:worker-shared"} <= {
-        t["name"] for t in listed.json()["tokens"]
-    }
+    assert {"ci-bot", "bootstrap-admin", "service:worker-shared"} <= {t["name"] for t in listed.json()["tokens"]}
     cur = await api.db.execute("SELECT token_hash FROM noetl.api_token WHERE name = 'ci-bot'")
     (stored,) = await cur.fetchone()
     assert token.encode() not in bytes(stored) and len(bytes(stored)) == 32
@@ -138,9 +136,7 @@ async def test_tokens_are_shown_once_stored_hashed_and_revocable(api: Any, make_
 async def test_an_expired_token_is_refused(api: Any) -> None:
     headers = await _token(api, "short-lived", "viewer", expires_in_seconds=60)
     live = await _token(api, "long-lived", "viewer", expires_in_seconds=3600)
-    await api.db.execute(
-        "UPDATE noetl.api_token SET expires_at = now() - interval '1 s' WHERE name = 'short-lived'"
-    )
+    await api.db.execute("UPDATE noetl.api_token SET expires_at = now() - interval '1 s' WHERE name = 'short-lived'")
     assert (await api.client.get("/api/catalog/list", headers=headers)).status_code == 401
     assert (await api.client.get("/api/catalog/list", headers=live)).status_code == 200
 
@@ -179,12 +175,8 @@ async def test_the_system_namespace_is_the_admins(api: Any) -> None:
     assert (await api.client.post("/api/catalog/register", json=body)).status_code == 201  # the admin
     started = await api.client.post("/api/execute", json={"path": "system/steal"}, headers=developer)
     assert started.status_code == 403
-    assert (
-        await api.client.post("/api/execute", json={"path": "tests/linear"}, headers=operator)
-    ).status_code == 201
-    assert (
-        await api.client.post("/api/execute", json={"path": "tests/linear"}, headers=viewer)
-    ).status_code == 403
+    assert (await api.client.post("/api/execute", json={"path": "tests/linear"}, headers=operator)).status_code == 201
+    assert (await api.client.post("/api/execute", json={"path": "tests/linear"}, headers=viewer)).status_code == 403
 
 
 async def test_a_worker_claims_only_its_pool_and_posts_only_for_its_lease(api: Any, auth: Any) -> None:
@@ -213,9 +205,7 @@ async def test_a_worker_claims_only_its_pool_and_posts_only_for_its_lease(api: A
         assert (await api.client.post("/api/events", json=forged, headers=headers)).status_code == 403
     view = (await api.client.get(f"/api/executions/{execution_id}")).json()
     assert view["results"] == {} and (await api.open_commands(execution_id))[0]["status"] == "CLAIMED"
-    genuine = await api.client.post(
-        "/api/events", json={**forged, "worker_id": "w1", "context": {"result": 1}}
-    )
+    genuine = await api.client.post("/api/events", json={**forged, "worker_id": "w1", "context": {"result": 1}})
     assert genuine.status_code == 200 and genuine.json()["accepted"] == 1
 
 
@@ -223,38 +213,24 @@ async def test_a_worker_starts_only_children_of_what_it_holds(api: Any, auth: An
     await api.register()
     execution_id = await api.execute()
     body = {"path": "tests/linear", "parent_execution_id": execution_id}
-    assert (
-        await api.client.post("/api/execute", json={"path": "tests/linear"}, headers=auth.WORKER)
-    ).status_code == 403
+    assert (await api.client.post("/api/execute", json={"path": "tests/linear"}, headers=auth.WORKER)).status_code == 403
     assert (await api.client.post("/api/execute", json=body, headers=auth.WORKER)).status_code == 403
     await api.hold(execution_id)
     assert (await api.client.post("/api/execute", json=body, headers=auth.WORKER)).status_code == 201
 
 
-async def test_credentials_are_scoped_to_playbook_paths(
-    api: Any, hold: Any, make_settings: Any, serve_app: Any
-) -> None:
+async def test_credentials_are_scoped_to_playbook_paths(api: Any, hold: Any, make_settings: Any, serve_app: Any) -> None:
     from cryptography.fernet import Fernet
 
-    async with serve_app(
-        make_settings(api.client.database_url, credentials_key=Fernet.generate_key().decode())
-    ) as http:
-        for name, allowed in (
-            ("for-tests", ["tests"]),
-            ("for-etl", ["etl/"]),
-            ("unscoped", None),
-            ("any", ["*"]),
-        ):
+    async with serve_app(make_settings(api.client.database_url, credentials_key=Fernet.generate_key().decode())) as http:
+        for name, allowed in (("for-tests", ["tests"]), ("for-etl", ["etl/"]), ("unscoped", None), ("any", ["*"])):
             made = await http.post(
-                "/api/credentials",
-                json={"name": name, "data": {"token": "t0ps3cret"}, "allowed_paths": allowed},
+                "/api/credentials", json={"name": name, "data": {"token": "t0ps3cret"}, "allowed_paths": allowed}
             )
             assert made.status_code == 201, made.text
         held = await hold(http)
         ask = {"event_id": held["event_id"], "worker_id": held["worker_id"]}
-        ok = await http.post(
-            "/api/internal/credentials/resolve", json={"names": ["for-tests", "unscoped", "any"], **ask}
-        )
+        ok = await http.post("/api/internal/credentials/resolve", json={"names": ["for-tests", "unscoped", "any"], **ask})
         assert ok.status_code == 200 and set(ok.json()["credentials"]) == {"for-tests", "unscoped", "any"}
         refused = await http.post("/api/internal/credentials/resolve", json={"names": ["for-etl"], **ask})
         assert refused.status_code == 403 and "tests/linear" in refused.json()["detail"]
@@ -264,9 +240,7 @@ async def test_credentials_are_scoped_to_playbook_paths(
             assert reply.status_code == 400
 
 
-async def test_open_event_streams_are_capped_per_principal(
-    api: Any, make_settings: Any, serve_app: Any
-) -> None:
+async def test_open_event_streams_are_capped_per_principal(api: Any, make_settings: Any, serve_app: Any) -> None:
     async with serve_app(make_settings(api.client.database_url, sse_max_streams_per_principal=2)) as http:
         await http.post("/api/catalog/register", json={"content": api.linear})
         execution_id = (await http.post("/api/execute", json={"path": "tests/linear"})).json()["execution_id"]
@@ -355,9 +329,7 @@ def issuer() -> Iterator[_Issuer]:
 
 
 @pytest.fixture
-async def oidc_app(
-    issuer: _Issuer, database_url: str, make_settings: Any, serve_app: Any
-) -> AsyncIterator[Any]:
+async def oidc_app(issuer: _Issuer, database_url: str, make_settings: Any, serve_app: Any) -> AsyncIterator[Any]:
     settings = make_settings(database_url, oidc=OidcSettings(issuer=issuer.url, audience="noetl"))
     async with serve_app(settings) as http:
         yield http
@@ -371,9 +343,7 @@ async def test_oidc_tokens_carry_their_role(issuer: _Issuer, oidc_app: httpx.Asy
     who = await oidc_app.get("/api/auth/whoami", headers=viewer)
     assert who.status_code == 200 and who.json()["name"] == "oidc:alice" and who.json()["role"] == "viewer"
     assert (await oidc_app.get("/api/catalog/list", headers=viewer)).status_code == 200
-    assert (
-        await oidc_app.post("/api/tokens", json={"name": "n", "role": "admin"}, headers=viewer)
-    ).status_code == 403
+    assert (await oidc_app.post("/api/tokens", json={"name": "n", "role": "admin"}, headers=viewer)).status_code == 403
     highest = bearer(issuer.token(noetl_role=["viewer", "developer"]))
     assert (await oidc_app.get("/api/auth/whoami", headers=highest)).json()["role"] == "developer"
     # no service role through OIDC: the token authenticates, and may do nothing
@@ -386,25 +356,13 @@ async def test_oidc_tokens_carry_their_role(issuer: _Issuer, oidc_app: httpx.Asy
         issuer.token(noetl_role="admin", iss="https://evil.example"),
         issuer.token(noetl_role="admin", exp=int(time.time()) - 3600),
         jwt.encode(
-            {
-                "iss": issuer.url,
-                "aud": "noetl",
-                "sub": "x",
-                "exp": int(time.time()) + 60,
-                "noetl_role": "admin",
-            },
+            {"iss": issuer.url, "aud": "noetl", "sub": "x", "exp": int(time.time()) + 60, "noetl_role": "admin"},
             stranger,
             algorithm="RS256",
             headers={"kid": "k1"},
         ),
         jwt.encode(
-            {
-                "iss": issuer.url,
-                "aud": "noetl",
-                "sub": "x",
-                "exp": int(time.time()) + 60,
-                "noetl_role": "admin",
-            },
+            {"iss": issuer.url, "aud": "noetl", "sub": "x", "exp": int(time.time()) + 60, "noetl_role": "admin"},
             "a-shared-secret-that-is-long-enough-for-hs256",
             algorithm="HS256",
             headers={"kid": "k1"},

@@ -37,9 +37,7 @@ def key() -> str:
 
 
 @pytest.fixture
-async def http(
-    database_url: str, key: str, serve_app: Any, make_settings: Any
-) -> AsyncIterator[httpx.AsyncClient]:
+async def http(database_url: str, key: str, serve_app: Any, make_settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(database_url, credentials_key=key)
     async with serve_app(settings) as client:
         yield client
@@ -95,9 +93,7 @@ async def test_post_again_replaces_the_data(http: httpx.AsyncClient, hold: Any) 
 
     again = await http.post("/api/credentials", json=changed)
     held = await hold(http)
-    resolved = await http.post(
-        "/api/internal/credentials/resolve", json={"names": ["pg_local"], **_for(held)}
-    )
+    resolved = await http.post("/api/internal/credentials/resolve", json={"names": ["pg_local"], **_for(held)})
 
     assert again.status_code == 200
     assert resolved.json()["credentials"]["pg_local"]["data"]["db_password"] == "rotated-pw"
@@ -125,9 +121,7 @@ async def test_resolve_is_for_the_lease_holder_and_returns_clear_data(
     )
     no_command = await http.post("/api/internal/credentials/resolve", json={"names": ["pg_local"]})
     resolved = await http.post("/api/internal/credentials/resolve", json=body)
-    missing = await http.post(
-        "/api/internal/credentials/resolve", json={**body, "names": ["pg_local", "nope"]}
-    )
+    missing = await http.post("/api/internal/credentials/resolve", json={**body, "names": ["pg_local", "nope"]})
 
     assert anonymous.status_code == 401 and wrong.status_code == 401
     assert publisher.status_code == 403 and other_worker.status_code == 403
@@ -141,9 +135,7 @@ async def test_resolve_is_for_the_lease_holder_and_returns_clear_data(
     assert missing.status_code == 404 and missing.json()["extra"] == {"missing": ["nope"]}
 
 
-async def test_keychain_global_and_per_execution(
-    http: httpx.AsyncClient, database_url: str, hold: Any
-) -> None:
+async def test_keychain_global_and_per_execution(http: httpx.AsyncClient, database_url: str, hold: Any) -> None:
     made = await http.post("/api/keychain", json={"name": "api_key", "value": "global-value-1"})
     scoped = await http.post(
         "/api/keychain", json={"name": "api_key", "value": "exec-value-2", "execution_id": 77}
@@ -152,8 +144,7 @@ async def test_keychain_global_and_per_execution(
     listed = await http.get("/api/keychain")
     held = await hold(http)
     own = await http.post(
-        "/api/keychain",
-        json={"name": "api_key", "value": "exec-value-3", "execution_id": held["execution_id"]},
+        "/api/keychain", json={"name": "api_key", "value": "exec-value-3", "execution_id": held["execution_id"]}
     )
     assert own.status_code == 201
     other = await hold(http, worker_id="w2")

@@ -34,9 +34,7 @@ def own_postgres(noetl_state_dir: Path) -> Iterator[tuple[list[Proc], str, Path]
             p.stop(10)
 
 
-async def test_the_api_survives_a_postgres_restart(
-    own_postgres: Any, serve_app: Any, make_settings: Any
-) -> None:
+async def test_the_api_survives_a_postgres_restart(own_postgres: Any, serve_app: Any, make_settings: Any) -> None:
     procs, admin, state = own_postgres
     database_url = create_database(admin, "outage")
     # the test Postgres runs with synchronous_commit=off: a crash would lose the migrations

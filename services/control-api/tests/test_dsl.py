@@ -544,9 +544,7 @@ def test_a_bad_step_timeout_is_rejected_naming_the_step(raw: str) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("raw", "seconds"), [(None, None), ("90", 90.0), ("'1h'", 3600.0), ("'8000h'", 8000 * 3600.0)]
-)
+@pytest.mark.parametrize(("raw", "seconds"), [(None, None), ("90", 90.0), ("'1h'", 3600.0), ("'8000h'", 8000 * 3600.0)])
 def test_a_playbook_timeout_bounds_each_execution(raw: str | None, seconds: float | None) -> None:
     line = "" if raw is None else f"timeout: {raw}\n"
     playbook = parse(line + "workflow: [{step: start, tool: {kind: noop}, timeout: 5}]\n")

@@ -205,9 +205,7 @@ async def test_mark_dead_fails_the_row_for_good_and_its_running_execution(api: A
 
     first = await api.client.post("/api/internal/outbox/mark-dead", json=body, headers=api.auth)
     again = await api.client.post("/api/internal/outbox/mark-dead", json=body, headers=api.auth)
-    unguarded = await api.client.post(
-        "/api/internal/outbox/mark-dead", json=body, headers={"authorization": ""}
-    )
+    unguarded = await api.client.post("/api/internal/outbox/mark-dead", json=body, headers={"authorization": ""})
 
     assert first.json() == {"marked": 1, "execution_failed": True}
     assert again.json() == {"marked": 0, "execution_failed": False}

@@ -99,9 +99,7 @@ async def test_a_lapsed_node_lease_goes_to_a_newcomer_while_its_first_holder_min
     assert (await _register(api.client, "w-newcomer"))["node_id"] == first
     beat = await api.client.post("/api/worker/pool/heartbeat", json={"worker_id": "w-first", "in_flight": 0})
     assert beat.status_code == 204 and not beat.content  # no word of the node id it lost
-    assert (await _leases(api.db))["worker:w-newcomer"] == first and "worker:w-first" not in await _leases(
-        api.db
-    )
+    assert (await _leases(api.db))["worker:w-newcomer"] == first and "worker:w-first" not in await _leases(api.db)
 
     now = 1_800_000_000_000  # one millisecond, as both processes see it
     mine, theirs = Snowflake(first, clock_ms=lambda: now), Snowflake(first, clock_ms=lambda: now)

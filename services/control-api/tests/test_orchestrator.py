@@ -99,11 +99,7 @@ def outcome(
 ) -> CommandOutcome:
     if error is not None:
         return CommandOutcome(
-            command_id=1,
-            step=command.step,
-            meta=command.meta,
-            status="failed",
-            error=TaskError(message=error),
+            command_id=1, step=command.step, meta=command.meta, status="failed", error=TaskError(message=error)
         )
     return CommandOutcome(
         command_id=1, step=command.step, meta=command.meta, status="completed", result=result, set=set
@@ -432,13 +428,9 @@ def test_template_limits_given_to_the_orchestrator_apply() -> None:
         """
     )
     small = TemplateLimits(max_iterations=10)
-    kept = start_execution(
-        pb, execution_id=EXECUTION_ID, payload={"n": 10}, catalog_path=pb.path, limits=small
-    )
+    kept = start_execution(pb, execution_id=EXECUTION_ID, payload={"n": 10}, catalog_path=pb.path, limits=small)
     assert kept.status == "RUNNING" and kept.commands[0].spec.args["ids"] == "0123456789"
-    over = start_execution(
-        pb, execution_id=EXECUTION_ID, payload={"n": 11}, catalog_path=pb.path, limits=small
-    )
+    over = start_execution(pb, execution_id=EXECUTION_ID, payload={"n": 11}, catalog_path=pb.path, limits=small)
     assert over.status == "FAILED" and "more than 10 loop iterations" in (over.error or "")
 
 
@@ -446,9 +438,7 @@ def test_settings_read_the_template_limits() -> None:
     base = {"NOETL_DATABASE_URL": "postgresql://x/y"}
     assert Settings.from_env(base).template_limits == TemplateLimits()
     assert TemplateLimits().max_seconds == 0.25  # /healthz answers within a second while a bomb runs
-    settings = Settings.from_env(
-        {**base, "NOETL_TEMPLATE_MAX_INT_BITS": "256", "NOETL_TEMPLATE_MAX_SECONDS": "1"}
-    )
+    settings = Settings.from_env({**base, "NOETL_TEMPLATE_MAX_INT_BITS": "256", "NOETL_TEMPLATE_MAX_SECONDS": "1"})
     assert settings.template_limits == TemplateLimits(max_int_bits=256, max_seconds=1.0)
 
 

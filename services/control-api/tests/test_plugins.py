@@ -126,9 +126,7 @@ async def test_object_put_get(api: Any) -> None:
         ("PUT", "/api/internal/objects/k"),
     ],
 )
-async def test_plugin_and_object_routes_need_a_credential(
-    api: Any, auth: Any, method: str, path: str
-) -> None:
+async def test_plugin_and_object_routes_need_a_credential(api: Any, auth: Any, method: str, path: str) -> None:
     reply = await api.client.request(method, path, content=EMPTY, headers={"authorization": ""})
     assert reply.status_code == 401 and reply.json()["error"] == "unauthenticated"
     # a publisher's token is a credential, but of a role that has no business here

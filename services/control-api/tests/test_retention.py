@@ -52,8 +52,7 @@ async def test_old_terminal_executions_are_purged_with_all_their_rows(api: Any) 
     # what the execution's steps left besides its rows: a keychain entry, a plug-in's object
     for execution_id in (old, recent):
         await api.db.execute(
-            "INSERT INTO noetl.keychain (scope_id, name, value_enc) VALUES (%s, 'token', 'x')",
-            (execution_id,),
+            "INSERT INTO noetl.keychain (scope_id, name, value_enc) VALUES (%s, 'token', 'x')", (execution_id,)
         )
         await api.db.execute(
             "INSERT INTO noetl.object (key, digest, bytes) VALUES (%s, 'd', 'x')",
@@ -134,18 +133,14 @@ async def test_no_purge_is_wider_than_the_retention_policy(
         ):
             reply = await http.post("/api/internal/cleanup/purge", json=body)  # the admin
             assert reply.status_code == 400, (body, reply.text)
-            assert (
-                "retention policy" in reply.json()["detail"] and "NOETL_RETENTION_" in reply.json()["detail"]
-            )
+            assert "retention policy" in reply.json()["detail"] and "NOETL_RETENTION_" in reply.json()["detail"]
         at_policy = await http.post(
             "/api/internal/cleanup/purge",
             json={"outbox_published_older_than_seconds": 3600, "executions_older_than_seconds": 86_400},
         )
         assert at_policy.status_code == 200
         # the system pool applies the policy as it stands; the shared pool may not purge at all
-        swept = await http.post(
-            "/api/internal/cleanup/purge", json={"policy": True}, headers=auth.SYSTEM_WORKER
-        )
+        swept = await http.post("/api/internal/cleanup/purge", json={"policy": True}, headers=auth.SYSTEM_WORKER)
         assert swept.status_code == 200 and swept.json()["executions_deleted"] == 0
         shared = await http.post("/api/internal/cleanup/purge", json={"policy": True}, headers=auth.WORKER)
         assert shared.status_code == 403

@@ -41,9 +41,7 @@ def _bounded(case: Any) -> Any:
 def test_no_generated_request_gets_a_5xx(postgres_admin_url: str, make_settings: Any, auth: Any) -> None:
     database_url = create_database(postgres_admin_url, f"t_{uuid.uuid4().hex[:12]}")
     app = create_app(
-        make_settings(
-            database_url, server_url="http://testserver", credentials_key=Fernet.generate_key().decode()
-        )
+        make_settings(database_url, server_url="http://testserver", credentials_key=Fernet.generate_key().decode())
     )
     schema = schemathesis.openapi.from_asgi("/schema/openapi.json", app)
     statuses: Counter[int] = Counter()

@@ -29,12 +29,7 @@ def _wakeups() -> float:
 
 
 def _event(execution_id: int) -> dict[str, Any]:
-    return {
-        "execution_id": execution_id,
-        "event_id": IDS.next_id(),
-        "event_type": "step.enter",
-        "step": "start",
-    }
+    return {"execution_id": execution_id, "event_id": IDS.next_id(), "event_type": "step.enter", "step": "start"}
 
 
 async def _project(api: Any, events: list[dict[str, Any]]) -> None:

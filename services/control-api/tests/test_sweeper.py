@@ -120,11 +120,7 @@ async def test_an_unclaimed_command_is_notified_again_with_a_fresh_message_id(ap
     await publish(api, execution_id, seconds_ago=59)
     assert (await sweeper.sweep()).republished == 0  # published 59 s ago: within the bound
     await publish(api, execution_id, seconds_ago=0)
-    await sql(
-        api,
-        "UPDATE noetl.outbox SET published_at = now() - interval '61 seconds' WHERE execution_id = %s",
-        execution_id,
-    )
+    await sql(api, "UPDATE noetl.outbox SET published_at = now() - interval '61 seconds' WHERE execution_id = %s", execution_id)
 
     report = await sweeper.sweep()
     assert report.leader and report.republished == 1
@@ -145,11 +141,7 @@ async def test_an_unclaimed_command_is_notified_again_with_a_fresh_message_id(ap
     await publish(api, execution_id, seconds_ago=61)
     assert (await sweeper.sweep()).republished == 0
     await sql(api, "UPDATE noetl.command SET notified_at = now() - interval '122 seconds'")
-    await sql(
-        api,
-        "UPDATE noetl.outbox SET published_at = now() - interval '121 seconds' WHERE execution_id = %s",
-        execution_id,
-    )
+    await sql(api, "UPDATE noetl.outbox SET published_at = now() - interval '121 seconds' WHERE execution_id = %s", execution_id)
     assert (await sweeper.sweep()).republished == 1
 
     # both messages reach workers: the claim is the one gate
@@ -164,11 +156,7 @@ async def test_an_unclaimed_command_is_notified_again_with_a_fresh_message_id(ap
 async def test_a_published_notification_whose_row_was_purged_still_counts_from_its_command(api: Any) -> None:
     await api.register()
     execution_id = await api.execute()
-    await sql(
-        api,
-        "DELETE FROM noetl.outbox WHERE execution_id = %s AND subject LIKE 'noetl.commands.%%'",
-        execution_id,
-    )
+    await sql(api, "DELETE FROM noetl.outbox WHERE execution_id = %s AND subject LIKE 'noetl.commands.%%'", execution_id)
     await worker(api)
     assert (await sweeper_of(api.client).sweep()).republished == 0  # notified just now
     await sql(api, "UPDATE noetl.command SET notified_at = now() - interval '61 seconds'")
@@ -250,9 +238,7 @@ async def test_a_command_past_its_step_timeout_fails_the_step_through_the_orches
     assert report.step_timeouts == 1
     view = await execution(api, execution_id)
     assert view["status"] == "FAILED"
-    assert view["error"].startswith(
-        "step 'start' failed: TimeoutError: no outcome within the step's timeout of 30 s"
-    )
+    assert view["error"].startswith("step 'start' failed: TimeoutError: no outcome within the step's timeout of 30 s")
     (claimed,) = await events_of(api, execution_id, "command.claimed")
     assert claimed["worker_id"] == "control-api:sweeper"
     (failed,) = await events_of(api, execution_id, "command.failed")
@@ -276,11 +262,7 @@ async def test_the_default_step_timeout_counts_from_the_start_of_the_current_att
     await sql(api, "UPDATE noetl.command SET started_at = now() - interval '631 seconds'")
     assert (await sweeper.sweep()).step_timeouts == 1
     (failed,) = await events_of(api, execution_id, "command.failed")
-    assert failed["meta"] == {
-        "command_id": held["command_id"],
-        "attempt": 1,
-        "applied_id": failed["meta"]["applied_id"],
-    }
+    assert failed["meta"] == {"command_id": held["command_id"], "attempt": 1, "applied_id": failed["meta"]["applied_id"]}
     assert "timeout of 600 s" in failed["context"]["error"]["message"]
     # the worker that held it reports late: a duplicate, nothing changes
     late = await api.post_events(
@@ -304,9 +286,7 @@ async def test_an_execution_past_its_playbook_timeout_fails_and_cancels_its_chil
     await api.register()
     parent = await api.execute("tests/timed")
     untimed = await api.execute()
-    child = await api.client.post(
-        "/api/execute", json={"path": "tests/linear", "parent_execution_id": parent}
-    )
+    child = await api.client.post("/api/execute", json={"path": "tests/linear", "parent_execution_id": parent})
     child_id = int(child.json()["execution_id"])
     rows = await sql(
         api,
@@ -329,11 +309,7 @@ async def test_an_execution_past_its_playbook_timeout_fails_and_cancels_its_chil
     assert view["error"] == "the playbook timed out: still running after its timeout of 3600 s"
     assert await api.open_commands(parent) == []
     (failed,) = await events_of(api, parent, "playbook.failed")
-    assert failed["context"] == {
-        "error": view["error"],
-        "abandoned_steps": ["start"],
-        "cause": "playbook_timeout",
-    }
+    assert failed["context"] == {"error": view["error"], "abandoned_steps": ["start"], "cause": "playbook_timeout"}
     assert (await execution(api, child_id))["status"] == "CANCELLED"
     assert (await execution(api, untimed))["status"] == "RUNNING"
     assert (await sweeper.sweep()).playbook_timeouts == 0
@@ -362,10 +338,7 @@ async def test_commands_of_a_pool_without_a_live_worker_fail_naming_the_pool(api
     assert (await sweeper.sweep()).pool_absent == 1
     view = await execution(api, execution_id)
     assert view["status"] == "FAILED"
-    assert (
-        view["error"]
-        == "step 'start' failed: PoolAbsent: no worker of pool 'python' has been alive for 300 s"
-    )
+    assert view["error"] == "step 'start' failed: PoolAbsent: no worker of pool 'python' has been alive for 300 s"
     await assert_replays(api, execution_id)
 
 
@@ -406,12 +379,7 @@ async def test_retention_runs_once_per_interval_and_purges_keychain_entries_and_
         f"executions/{execution_id}/end/deep/x.bin",
         f"executions/{other}/start/out.json",
     )
-    await sql(
-        api,
-        "INSERT INTO noetl.result_store (key, execution_id, media_type, size, data) VALUES (%s, %s, 'x', 1, 'r')",
-        f"{execution_id}/abc",
-        execution_id,
-    )
+    await sql(api, "INSERT INTO noetl.result_store (key, execution_id, media_type, size, data) VALUES (%s, %s, 'x', 1, 'r')", f"{execution_id}/abc", execution_id)
 
     report = await sweeper_of(api.client).sweep()
     assert report.retention is not None
@@ -443,20 +411,9 @@ async def _stranded_everything(api: Any) -> dict[str, int]:
     for execution_id in cases.values():
         await publish(api, execution_id, seconds_ago=61)
     await sql(api, "UPDATE noetl.command SET notified_at = now() - interval '62 seconds'")
-    await sql(
-        api,
-        "UPDATE noetl.command SET lease_expires_at = now() - interval '61 seconds' WHERE status = 'CLAIMED'",
-    )
-    await sql(
-        api,
-        "UPDATE noetl.command SET created_at = now() - interval '61 seconds' WHERE execution_id = %s",
-        cases["step_timeout"],
-    )
-    await sql(
-        api,
-        "UPDATE noetl.command SET created_at = now() - interval '301 seconds' WHERE execution_id = %s",
-        cases["pool_absent"],
-    )
+    await sql(api, "UPDATE noetl.command SET lease_expires_at = now() - interval '61 seconds' WHERE status = 'CLAIMED'")
+    await sql(api, "UPDATE noetl.command SET created_at = now() - interval '61 seconds' WHERE execution_id = %s", cases["step_timeout"])
+    await sql(api, "UPDATE noetl.command SET created_at = now() - interval '301 seconds' WHERE execution_id = %s", cases["pool_absent"])
     await sql(
         api,
         "UPDATE noetl.execution SET created_at = created_at - interval '1 hour', deadline_at = now()"
@@ -494,13 +451,7 @@ async def test_two_sweepers_at_once_act_on_each_case_once(
         name: sum(getattr(r, name) for r in reports)
         for name in ("republished", "reissued", "step_timeouts", "pool_absent", "playbook_timeouts")
     }
-    assert totals == {
-        "republished": 1,
-        "reissued": 1,
-        "step_timeouts": 1,
-        "pool_absent": 1,
-        "playbook_timeouts": 1,
-    }
+    assert totals == {"republished": 1, "reissued": 1, "step_timeouts": 1, "pool_absent": 1, "playbook_timeouts": 1}
     assert await _recorded(api, cases) == dict.fromkeys(cases, 1)
     again = await sweeper_of(api.client).sweep()
     assert (again.republished, again.reissued, again.step_timeouts, again.pool_absent) == (0, 0, 0, 0)

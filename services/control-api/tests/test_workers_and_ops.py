@@ -35,14 +35,10 @@ async def test_worker_register_heartbeat_deregister(api: Any, auth: Any) -> None
     # a worker unknown here (a restored database) is re-added in the pool its token serves
     unknown = await client.post("/api/worker/pool/heartbeat", json={"worker_id": "ghost"})
     assert unknown.status_code == 204 and (await _worker(api, "ghost"))[0] == "shared"  # type: ignore[index]
-    other_pool = await client.post(
-        "/api/worker/pool/heartbeat", json={"worker_id": "ghost2", "pool": "system"}
-    )
+    other_pool = await client.post("/api/worker/pool/heartbeat", json={"worker_id": "ghost2", "pool": "system"})
     assert other_pool.status_code == 403 and await _worker(api, "ghost2") is None
     readd = await client.post(
-        "/api/worker/pool/heartbeat",
-        json={"worker_id": "ghost2", "pool": "system"},
-        headers=auth.SYSTEM_WORKER,
+        "/api/worker/pool/heartbeat", json={"worker_id": "ghost2", "pool": "system"}, headers=auth.SYSTEM_WORKER
     )
     assert readd.status_code == 204 and (await _worker(api, "ghost2"))[0] == "system"  # type: ignore[index]
     # an id registered for one pool cannot be taken over by another pool's token

@@ -78,26 +78,13 @@ def test_the_token_comes_from_the_environment_else_the_file_of_its_server(
     assert token_for("http://a:8082") == "noetl_from_env"
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90", 90), ("2w", 1209600)]
-)
+@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90", 90), ("2w", 1209600)])
 def test_expiry_durations(text: str, seconds: int) -> None:
     assert duration_seconds(text) == seconds
 
 
 def test_a_bad_expiry_is_one_line_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [
-        "--server",
-        _closed_server(),
-        "token",
-        "create",
-        "--name",
-        "n",
-        "--role",
-        "viewer",
-        "--expires-in",
-        "soon",
-    ]
+    argv = ["--server", _closed_server(), "token", "create", "--name", "n", "--role", "viewer", "--expires-in", "soon"]
     assert main(argv) == EXIT_ERROR
     assert "--expires-in must be a number" in capsys.readouterr().err
 

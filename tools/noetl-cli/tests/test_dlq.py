@@ -14,14 +14,7 @@ from noetl_dev import free_port
 
 COMMAND_SUBJECT = "noetl.commands.shared.7"
 EVENT_SUBJECT = "noetl.events.default.default.8.0"
-COMMAND = {
-    "execution_id": 7,
-    "event_id": 70,
-    "command_id": 71,
-    "step": "a",
-    "server_url": "http://x",
-    "execution_pool": "shared",
-}
+COMMAND = {"execution_id": 7, "event_id": 70, "command_id": 71, "step": "a", "server_url": "http://x", "execution_pool": "shared"}
 EVENT = {"execution_id": 8, "event_id": 80, "event_type": "step.enter", "step": "b"}
 
 
@@ -94,11 +87,7 @@ def test_list_shows_what_each_service_parked(parked: str, capsys: pytest.Capture
     assert main(["dlq", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["SEQ", "TIME", "REASON", "ORIGINAL_SUBJECT", "ERROR"]
-    assert [line.split()[:4:2] for line in lines[1:]] == [
-        ["1", "max_deliver"],
-        ["2", "max_deliver"],
-        ["3", "outbox"],
-    ]
+    assert [line.split()[:4:2] for line in lines[1:]] == [["1", "max_deliver"], ["2", "max_deliver"], ["3", "outbox"]]
     assert COMMAND_SUBJECT in lines[1] and EVENT_SUBJECT in lines[2] and "max_payload" in lines[3]
 
     assert main(["dlq", "list", "--json", "--subject", "noetl.dlq.noetl.events.>"]) == 0
@@ -136,30 +125,14 @@ def test_replay_publishes_on_the_original_subject_and_removes_the_message(
 def test_replay_with_keep_leaves_the_message_and_a_second_replay_is_stored_once(
     parked: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(
-            [
-                "dlq",
-                "replay",
-                "--keep",
-                "--reason",
-                "max_deliver",
-                "--subject",
-                "noetl.dlq.noetl.events.>",
-                "--all",
-            ]
-        )
-        == 0
-    )
+    assert main(["dlq", "replay", "--keep", "--reason", "max_deliver", "--subject", "noetl.dlq.noetl.events.>", "--all"]) == 0
     assert main(["dlq", "replay", "--keep", "2"]) == 0
     assert capsys.readouterr().out.count("(kept in NOETL_DLQ)") == 2
     assert len(asyncio.run(_stream(parked, EVENTS_STREAM))) == 1  # deduplicated by its replay Msg-Id
     assert [seq for seq, *_ in _seqs(parked)] == [1, 2, 3]
 
 
-def test_usage_and_unreachable_nats(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_usage_and_unreachable_nats(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dlq", "replay"]) == 2
     assert "name the messages (SEQ ...) or --all" in capsys.readouterr().err
     monkeypatch.setenv("NATS_URL", f"nats://127.0.0.1:{free_port()}")

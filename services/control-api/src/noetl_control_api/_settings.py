@@ -164,7 +164,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def max_event_bytes(self) -> int:
         """The largest outbox payload written: the NATS max payload less the header margin."""
         return self.nats_max_payload_bytes - HEADER_MARGIN_BYTES
-
     # the budget of one template field the orchestrator renders (NOETL_TEMPLATE_*)
     template_limits: TemplateLimits = msgspec.field(default_factory=TemplateLimits)
 
@@ -191,12 +190,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             oidc=_oidc(env),
             retention=RetentionPolicy(
                 outbox_seconds=env_float("NOETL_RETENTION_OUTBOX_SECONDS", 86_400.0, minimum=0.0, env=env),
-                executions_seconds=env_float(
-                    "NOETL_RETENTION_EXECUTIONS_SECONDS", 30 * 86_400.0, minimum=0.0, env=env
-                ),
-                events_seconds=env_float(
-                    "NOETL_RETENTION_EVENTS_SECONDS", 30 * 86_400.0, minimum=0.0, env=env
-                ),
+                executions_seconds=env_float("NOETL_RETENTION_EXECUTIONS_SECONDS", 30 * 86_400.0, minimum=0.0, env=env),
+                events_seconds=env_float("NOETL_RETENTION_EVENTS_SECONDS", 30 * 86_400.0, minimum=0.0, env=env),
             ),
             sweep=_sweep(env),
             sse_max_streams=env_int("NOETL_SSE_MAX_STREAMS", 1000, minimum=1, maximum=100_000, env=env),

@@ -264,9 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("files", nargs="+", metavar="FILE")
     register.set_defaults(func=cmd_register)
     listing = catalog_sub.add_parser("list", help="latest version of every registered playbook")
-    listing.add_argument(
-        "resource_type", metavar="TYPE", nargs="?", help="upstream's kind: Playbook (default)"
-    )
+    listing.add_argument("resource_type", metavar="TYPE", nargs="?", help="upstream's kind: Playbook (default)")
     add_output(listing)
     listing.set_defaults(func=cmd_list)
 
@@ -304,9 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a running execution")
     cancel.add_argument("execution_id", metavar="ID")
     cancel.add_argument("-r", "--reason", help="why (recorded in the cancel event)")
-    cancel.add_argument(
-        "--cascade", action="store_true", help="accepted: running children are always cancelled"
-    )
+    cancel.add_argument("--cascade", action="store_true", help="accepted: running children are always cancelled")
     cancel.add_argument("-j", "--json", action="store_true", help="accepted: the reply is JSON")
     cancel.set_defaults(func=cmd_cancel)
 

@@ -39,10 +39,7 @@ def cmd_token_list(api: Api, args: argparse.Namespace) -> int:
     tokens = api.tokens(args.all)
     header = ["NAME", "ROLE", "POOL", "SOURCE", "EXPIRES_AT", "LAST_USED_AT", "REVOKED_AT"]
     rows = [
-        [
-            str(t.get(k) or "-")
-            for k in ("name", "role", "pool", "source", "expires_at", "last_used_at", "revoked_at")
-        ]
+        [str(t.get(k) or "-") for k in ("name", "role", "pool", "source", "expires_at", "last_used_at", "revoked_at")]
         for t in tokens
     ]
     show(args, tokens, header, rows)

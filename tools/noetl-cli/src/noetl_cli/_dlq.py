@@ -95,7 +95,6 @@ async def connect() -> NATS:
     """NATS with the environment's credentials; one line when it cannot be reached."""
     url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
     user, password = os.environ.get("NATS_USER") or None, os.environ.get("NATS_PASSWORD") or None
-
     async def quiet(_error: Exception) -> None:
         """nats-py prints each failed attempt's traceback otherwise; the one line below says it."""
 
@@ -137,9 +136,7 @@ async def read(
     seq = 1
     while limit is None or len(letters) < limit:
         try:
-            raw = await js.get_msg(
-                DLQ_STREAM, seq=seq, subject=subject or f"{DLQ_SUBJECT_PREFIX}.>", next=True
-            )
+            raw = await js.get_msg(DLQ_STREAM, seq=seq, subject=subject or f"{DLQ_SUBJECT_PREFIX}.>", next=True)
         except NotFoundError:
             break
         letter = _letter(raw)
@@ -230,9 +227,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def add_dlq_commands(sub: Any) -> None:
     """``noetl dlq list|replay`` (NATS credentials from NATS_URL, NATS_USER, NATS_PASSWORD)."""
-    dlq = sub.add_parser(
-        "dlq", help="inspect and re-drive NOETL_DLQ (straight on NATS: NATS_URL, NATS_USER, NATS_PASSWORD)"
-    )
+    dlq = sub.add_parser("dlq", help="inspect and re-drive NOETL_DLQ (straight on NATS: NATS_URL, NATS_USER, NATS_PASSWORD)")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     subject_help = (
         "a NATS filter on the DLQ subject: noetl.dlq.noetl.events.> (projector), "
@@ -240,17 +235,11 @@ def add_dlq_commands(sub: Any) -> None:
     )
     listing = dlq_sub.add_parser("list", help="the parked messages, oldest first")
     listing.add_argument("--subject", help=subject_help)
-    listing.add_argument(
-        "--reason", help="only this reason (undecodable, max_deliver, refused, rejected, outbox)"
-    )
+    listing.add_argument("--reason", help="only this reason (undecodable, max_deliver, refused, rejected, outbox)")
     listing.add_argument("--limit", type=int, help="at most this many")
-    listing.add_argument(
-        "--json", action="store_true", help="one JSON object per line, headers and body included"
-    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line, headers and body included")
     listing.set_defaults(func=cmd_list, nats=True)
-    again = dlq_sub.add_parser(
-        "replay", help="publish messages on their original subject again and remove them"
-    )
+    again = dlq_sub.add_parser("replay", help="publish messages on their original subject again and remove them")
     again.add_argument("seqs", nargs="*", type=int, metavar="SEQ", help="the messages (their DLQ sequence)")
     again.add_argument("--all", action="store_true", help="every message the filters select")
     again.add_argument("--subject", help=subject_help)

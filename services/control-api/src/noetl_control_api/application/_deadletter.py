@@ -54,9 +54,7 @@ class DeadLetterService:
         self._claims = claims
         self._ingest = ingest
 
-    async def fail(
-        self, event_id: int, request: CommandFailRequest, principal: Principal
-    ) -> CommandFailReply:
+    async def fail(self, event_id: int, request: CommandFailRequest, principal: Principal) -> CommandFailReply:
         """Record ``command.failed {type: DeadLettered}`` for the command; idempotent. A worker
         may fail only commands of its own pool."""
         if not request.worker_id or len(request.worker_id) > 200:

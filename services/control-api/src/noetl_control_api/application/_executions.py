@@ -126,12 +126,7 @@ class ExecutionService:
                         f"{principal.describe()} may start only a child of an execution whose command it holds",
                         {"field": "parent_execution_id"},
                     )
-        require(
-            self._policy,
-            principal,
-            "execution.start_child" if principal.is_worker else "execution.start",
-            path,
-        )
+        require(self._policy, principal, "execution.start_child" if principal.is_worker else "execution.start", path)
         if entry is None:
             which = f"version {version}" if version is not None else "any version"
             raise NotFound(f"no catalog entry for path {path[:200]!r} ({which})")

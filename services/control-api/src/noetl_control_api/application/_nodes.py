@@ -41,12 +41,7 @@ class NodeLease:
         """Lease a node id and switch the id generator to it; keep the hashed one if all are held."""
         node = await self._lease()
         if node is None:
-            _log.error(
-                "snowflake_node_unavailable",
-                reason="every node id is leased",
-                kept="hashed",
-                node_id=self._ids.node_id,
-            )
+            _log.error("snowflake_node_unavailable", reason="every node id is leased", kept="hashed", node_id=self._ids.node_id)
         else:
             self._ids.set_node(node)
             _log.info("snowflake_node_leased", node_id=node, holder=self.holder)

@@ -115,8 +115,6 @@ class OidcVerifier:
         role = role_from_claim(_claim(claims, self.settings.role_claim))
         if role is None:
             # authenticated, but granted nothing: every route answers 403, not 401
-            log.info(
-                "oidc_token_without_role", subject=str(claims["sub"])[:200], claim=self.settings.role_claim
-            )
+            log.info("oidc_token_without_role", subject=str(claims["sub"])[:200], claim=self.settings.role_claim)
             role = "none"
         return Principal(name=f"oidc:{claims['sub']}"[:200], role=role, source="oidc")

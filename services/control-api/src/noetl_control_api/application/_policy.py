@@ -59,25 +59,11 @@ ACTIONS: frozenset[str] = frozenset(
 )
 
 _READ = frozenset(
-    {
-        "auth.whoami",
-        "catalog.read",
-        "execution.read",
-        "event.read",
-        "command.read",
-        "result.read",
-        "plugin.read",
-    }
+    {"auth.whoami", "catalog.read", "execution.read", "event.read", "command.read", "result.read", "plugin.read"}
 )
 _VIEWER = _READ | {"outbox.read", "worker.read"}
 _OPERATOR = _VIEWER | {"execution.start", "execution.cancel"}
-_DEVELOPER = _OPERATOR | {
-    "catalog.register",
-    "credential.read",
-    "credential.write",
-    "keychain.read",
-    "keychain.write",
-}
+_DEVELOPER = _OPERATOR | {"catalog.register", "credential.read", "credential.write", "keychain.read", "keychain.write"}
 _ADMIN = _DEVELOPER | {"plugin.publish", "token.manage", "cleanup.purge", "command.fail", "object.read"}
 _WORKER = _READ | {
     "event.post",

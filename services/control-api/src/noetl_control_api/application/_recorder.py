@@ -259,11 +259,7 @@ class Recorder:
             )
             notifications.append(
                 self.notification_row(
-                    ref.execution_id,
-                    event_id=issued.event_id,
-                    command_id=command_id,
-                    step=draft.step,
-                    pool=draft.pool,
+                    ref.execution_id, event_id=issued.event_id, command_id=command_id, step=draft.step, pool=draft.pool
                 )
             )
         event_rows = [self.event_row(e) for e in events]

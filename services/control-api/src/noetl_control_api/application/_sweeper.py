@@ -214,9 +214,7 @@ class Sweeper:
                 stranded = await store.sweeps.lock_expired_leases(conn, wait, BATCH)
             else:
                 # a worker is live while it heartbeats within a claim lease (its interval is shorter)
-                stranded = await store.sweeps.lock_unclaimed(
-                    conn, wait, MAX_BACKOFF_FACTOR, self._lease, BATCH
-                )
+                stranded = await store.sweeps.lock_unclaimed(conn, wait, MAX_BACKOFF_FACTOR, self._lease, BATCH)
             if not stranded:
                 return 0
             events: list[OutboxInsert] = []

@@ -212,9 +212,7 @@ class TokenService:
         if row is None:
             raise Conflict(f"a live token is already called {name!r}; revoke it first or pick another name")
         log.info("token_created", token_name=name, role=request.role, pool=request.pool, by=created_by.name)
-        return TokenCreated(
-            token=token, name=row.name, role=row.role, pool=row.pool, expires_at=row.expires_at
-        )
+        return TokenCreated(token=token, name=row.name, role=row.role, pool=row.pool, expires_at=row.expires_at)
 
     async def list_all(self, include_revoked: bool = False) -> TokenList:
         async with self._pool.connection() as conn:

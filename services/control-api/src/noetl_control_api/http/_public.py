@@ -140,9 +140,7 @@ class ExecutionController(Controller):
         """Newest first; page on with ``before`` = the reply's ``next_cursor``, or ``offset``.
         Upstream's ``page``/``page_size`` answer upstream's shape: a list of entries."""
         if page is not None or page_size is not None:
-            return await compat.executions_page(
-                page=page or 1, page_size=page_size or 100, status=status, path=path
-            )
+            return await compat.executions_page(page=page or 1, page_size=page_size or 100, status=status, path=path)
         return await executions.list_recent(
             limit=limit,
             status=status,

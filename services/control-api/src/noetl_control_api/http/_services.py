@@ -79,17 +79,7 @@ class Services:
 
     #: what route handlers never take by name: the plumbing under the use cases
     _NOT_INJECTED: ClassVar[frozenset[str]] = frozenset(
-        {
-            "settings",
-            "pool",
-            "notifier",
-            "event_notifier",
-            "done_notifier",
-            "node_lease",
-            "oidc",
-            "policy",
-            "sweeper",
-        }
+        {"settings", "pool", "notifier", "event_notifier", "done_notifier", "node_lease", "oidc", "policy", "sweeper"}
     )
 
     def dependencies(self) -> dict[str, Provide]:

@@ -57,9 +57,7 @@ class StreamController(Controller):
                     if event is None:
                         yield ServerSentEventMessage(comment="keep-alive")
                     else:
-                        yield ServerSentEventMessage(
-                            data=msgspec.json.encode(event).decode(), id=event.event_id
-                        )
+                        yield ServerSentEventMessage(data=msgspec.json.encode(event).decode(), id=event.event_id)
             finally:
                 slot.release()
 

@@ -35,10 +35,7 @@ class TokenController(Controller):
 
     @delete("/{name:str}", status_code=200, opt=action("token.manage"))
     async def revoke(
-        self,
-        name: FromPath[str],
-        tokens: NamedDependency[TokenService],
-        principal: NamedDependency[Principal],
+        self, name: FromPath[str], tokens: NamedDependency[TokenService], principal: NamedDependency[Principal]
     ) -> TokenView:
         """Revoke the live token ``name``: refused everywhere within ``NOETL_AUTH_CACHE_SECONDS``."""
         return await tokens.revoke(name, principal)
