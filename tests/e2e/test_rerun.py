@@ -201,6 +201,8 @@ def test_a_rerun_from_the_failed_step_completes_without_running_the_steps_before
     assert http.get(f"/api/executions/{old}").json()["rerun_of"] is None
     listing = http.get("/api/executions", params={"path": "e2e/rerun_chain", "limit": 10}).json()
     assert {e["execution_id"]: e["rerun_of"] for e in listing["executions"]}[int(new)] == str(old)
+    paged = http.get("/api/executions", params={"path": "e2e/rerun_chain", "page": 1, "page_size": 10}).json()
+    assert {e["execution_id"]: e["rerun_of"] for e in paged}[str(new)] == str(old)  # upstream's page shape
     _replays(http, new)
 
 

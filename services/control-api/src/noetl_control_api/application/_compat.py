@@ -294,4 +294,5 @@ def _entry(view: ExecutionView, catalog_id: int) -> ExecutionEntry:
         result=view.result,
         error=view.error,
         parent_execution_id=None if view.parent_execution_id is None else str(view.parent_execution_id),
+        rerun_of=view.rerun_of,
     )

@@ -109,6 +109,8 @@ class ExecutionEntry(msgspec.Struct, kw_only=True):
     result: Any
     error: str | None
     parent_execution_id: str | None
+    #: the suite's own: the execution a rerun from a step restarted
+    rerun_of: str | None = None
 
 
 class WorkerPool(msgspec.Struct, kw_only=True):
