@@ -34,6 +34,7 @@ from ..application import (
     Principal,
     ProjectionService,
     Recorder,
+    RerunService,
     ResultService,
     RoleTable,
     SecretBox,
@@ -242,7 +243,21 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
             policy=settings.sweep,
             lease_seconds=settings.command_lease_seconds,
         ),
-        compat=CompatService(pool, catalog, executions, keychain, page_max_bytes=settings.page_max_bytes),
+        compat=CompatService(
+            pool,
+            catalog,
+            executions,
+            keychain,
+            RerunService(
+                pool,
+                playbooks,
+                recorder,
+                policy,
+                payload_max_bytes=settings.execute_payload_max_bytes,
+                template_limits=settings.template_limits,
+            ),
+            page_max_bytes=settings.page_max_bytes,
+        ),
         step_logs=StepLogService(pool, page_max_bytes=settings.page_max_bytes),
     )
 

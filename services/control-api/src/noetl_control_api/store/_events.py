@@ -85,18 +85,32 @@ _EVENT_SIZE = (
 
 
 async def list_events(
-    conn: AsyncConnection[Any], execution_id: int, after: int, limit: int, max_bytes: int
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    after: int,
+    limit: int,
+    max_bytes: int,
+    types: Sequence[str] | None = None,
 ) -> list[Event]:
-    """Projected events of one execution with ``event_id > after``, in id order: at most
-    ``limit``, and no more once their JSON reaches ``max_bytes`` (at least one)."""
+    """Projected events of one execution with ``event_id > after`` (and with ``types``, only
+    events of those types), in id order: at most ``limit``, and no more once their JSON
+    reaches ``max_bytes`` (at least one)."""
     cur = await conn.execute(
         budgeted(
             "SELECT event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
             f" parent_execution_id, catalog_path, {_EVENT_SIZE} FROM noetl.event"
-            " WHERE execution_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",
+            " WHERE execution_id = %s AND event_id > %s"
+            " AND (%s::text[] IS NULL OR event_type = ANY(%s::text[])) ORDER BY event_id LIMIT %s",
             "event_id",
         ),
-        (execution_id, after, limit, max_bytes),
+        (
+            execution_id,
+            after,
+            None if types is None else list(types),
+            None if types is None else list(types),
+            limit,
+            max_bytes,
+        ),
     )
     return [
         Event(
