@@ -6,10 +6,13 @@ from __future__ import annotations
 import textwrap
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from noetl_common import ConfigError
 from noetl_common.templating import TemplateError, TemplateLimits, render
+from noetl_control_api import Settings
 from noetl_control_api.dsl import Playbook, PlaybookError, parse_playbook
 from noetl_control_api.orchestrator import (
     CommandDraft,
@@ -19,6 +22,7 @@ from noetl_control_api.orchestrator import (
     apply_outcome,
     start_execution,
 )
+from noetl_dev.testing import repository_root
 
 HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t, path: tests/t}\n"
 
@@ -143,7 +147,8 @@ workflow:
 @pytest.mark.parametrize(("mode", "result"), [("complete", "side"), ("quiet", "main")])
 def test_on_no_match_quiet_ends_the_branch_without_being_the_runs_end(mode: str, result: str) -> None:
     pb = parse(ON_NO_MATCH.format(side=mode))
-    assert pb.step("side").next is not None and pb.step("side").next.on_no_match == mode
+    routing = pb.step("side").next
+    assert routing is not None and routing.on_no_match == mode
 
     # the in-test worker answers in issue order: main reports, then side dead-ends last
     run = Run(pb, echo)
@@ -217,11 +222,20 @@ def test_admit_rules_are_checked_and_every_step_is_admitted_as_upstream() -> Non
         ("{rules: [{then: {allow: true}}]}", "spec.policy.admit.rules[0]", "when"),
         ("{rules: [{when: x, then: {do: continue}}]}", "spec.policy.admit.rules[0].then", "allow"),
         ("{rules: [{else: {then: {}}}]}", "spec.policy.admit.rules[0].else.then", "allow"),
-        ("{rules: [{when: '{{ (', then: {allow: true}}]}", "spec.policy.admit.rules[0].when", "does not parse"),
+        (
+            "{rules: [{when: '{{ (', then: {allow: true}}]}",
+            "spec.policy.admit.rules[0].when",
+            "does not parse",
+        ),
     ],
 )
 def test_bad_admit_rules_are_rejected_naming_the_step(admit: str, field: str, match: str) -> None:
-    rejects(f"workflow: [{{step: start, spec: {{policy: {{admit: {admit}}}}}}}]\n", step="start", field=field, match=match)
+    rejects(
+        f"workflow: [{{step: start, spec: {{policy: {{admit: {admit}}}}}}}]\n",
+        step="start",
+        field=field,
+        match=match,
+    )
 
 
 # -- backoff: none ---------------------------------------------------------------------------------
@@ -315,16 +329,18 @@ def test_max_in_flight_may_be_a_template_rendered_when_the_loop_starts() -> None
             tool: {kind: noop}
         """
     )
-    assert pb.step("start").loop is not None and pb.step("start").loop.max_in_flight == "{{ width }}"
+    loop = pb.step("start").loop
+    assert loop is not None and loop.max_in_flight == "{{ width }}"
     first = start_execution(pb, execution_id=1, payload={}, catalog_path=pb.path)
     assert len(first.commands) == 2
     wide = start_execution(pb, execution_id=1, payload={"width": "4"}, catalog_path=pb.path)
     assert len(wide.commands) == 4
     run = Run(pb, echo)
     assert run.final.status == "COMPLETED" and len(run.final.result["results"]) == 5
-    assert parse(
+    plain = parse(
         "workflow: [{step: start, loop: {in: [1], iterator: n, spec: {max_in_flight: '3'}}, tool: {kind: noop}}]\n"
-    ).steps[0].loop.max_in_flight == 3  # type: ignore[union-attr]
+    )
+    assert plain.steps[0].loop is not None and plain.steps[0].loop.max_in_flight == 3
 
 
 @pytest.mark.parametrize("width", [0, -1, "many", None, True])
@@ -345,5 +361,193 @@ def test_max_in_flight_that_renders_to_no_positive_integer_fails_the_step(width:
 @pytest.mark.parametrize("raw", ["0", "many", "{{ (", "1.5", "false"])
 def test_bad_max_in_flight_is_rejected_at_register(raw: str) -> None:
     with pytest.raises(PlaybookError) as info:
-        parse(f"workflow: [{{step: start, loop: {{in: [1], iterator: n, spec: {{max_in_flight: {raw!r}}}}}, tool: {{kind: noop}}}}]\n")
+        parse(
+            f"workflow: [{{step: start, loop: {{in: [1], iterator: n, spec: {{max_in_flight: {raw!r}}}}}, tool: {{kind: noop}}}}]\n"
+        )
     assert info.value.step == "start" and info.value.field == "loop.spec.max_in_flight"
+
+
+# -- unknown keys ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "step", "field", "match"),
+    [
+        (
+            "owner: me\nworkflow: [{step: start}]\n",
+            None,
+            "owner",
+            "unknown key 'owner'; the playbook root takes",
+        ),
+        (
+            "workflow: [{step: start, case: []}]\n",
+            "start",
+            "case",
+            "unknown key 'case'; route with next.arcs",
+        ),
+        (
+            "workflow: [{step: start, tool: {kind: python, code: 'result = 1', retry: 3}}]\n",
+            "start",
+            "tool.retry",
+            "unknown key 'retry'; retry a task with spec.policy.rules",
+        ),
+        (
+            "workflow: [{step: start, tool: [{name: a, kind: noop, urll: x}]}]\n",
+            "start",
+            "tool[0].urll",
+            "unknown key 'urll'",
+        ),
+        (
+            "workflow: [{step: start, tool: [{a: {kind: http, url: x, verb: GET}}]}]\n",
+            "start",
+            "tool[0].a.verb",
+            "unknown key 'verb'",
+        ),
+        (
+            "workflow: [{step: start, next: {arcs: [{step: start, guard: x}]}}]\n",
+            "start",
+            "next[0].guard",
+            "guard",
+        ),
+        ("workflow: [{step: start, next: [{step: start, guard: x}]}]\n", "start", "next[0].guard", "guard"),
+        ("workflow: [{step: start, next: {spec: {mood: x}, arcs: []}}]\n", "start", "next.spec.mood", "mood"),
+        (
+            "workflow: [{step: start, spec: {policy: {lifecycle: {}}}}]\n",
+            "start",
+            "spec.policy.lifecycle",
+            "admit",
+        ),
+        (
+            "workflow: [{step: start, loop: {in: [1], iterator: i, spec: {policy: {}}}, tool: {kind: noop}}]\n",
+            "start",
+            "loop.spec.policy",
+            "max_in_flight",
+        ),
+        (
+            "workflow: [{step: start, tool: {kind: noop, spec: {policy: {rules: [{when: x, then: {do: retry, jitter: 1}}]}}}}]\n",
+            "start",
+            "tool.spec.policy.rules[0].then.jitter",
+            "jitter",
+        ),
+        (
+            "workflow: [{step: start, tool: {kind: noop, eval: [{expr: x, do: retry, jitter: 1}]}}]\n",
+            "start",
+            "tool.eval[0].jitter",
+            "jitter",
+        ),
+        (
+            "executor: {spec: {no_next_is_error: true}}\nworkflow: [{step: start}]\n",
+            None,
+            "executor.spec.no_next_is_error",
+            "entry_step",
+        ),
+        (
+            "workbook: [{name: w, tool: {kind: python, code: x, retry: 2}}]\nworkflow: [{step: start}]\n",
+            None,
+            "workbook[0].tool.retry",
+            "retry",
+        ),
+    ],
+)
+def test_unknown_keys_are_refused_naming_the_step_and_the_key(
+    body: str, step: str | None, field: str, match: str
+) -> None:
+    rejects(body, step=step, field=field, match=match)
+
+
+def test_unknown_keys_under_warn_register_with_warnings() -> None:
+    text = (
+        HEADER + "workflow: [{step: start, case: [], tool: {kind: python, code: 'result = 1', retry: 3}}]\n"
+    )
+    pb = parse_playbook(text, unknown_keys="warn")
+    assert pb.warnings == [
+        "step 'start', field 'case': unknown key 'case'; route with next.arcs[].when and handle a task's "
+        "outcome with spec.policy.rules",
+        "step 'start', field 'tool.retry': unknown key 'retry'; retry a task with spec.policy.rules: "
+        "[{when: ..., then: {do: retry, attempts, backoff, delay}}]",
+    ]
+    assert parse_playbook(text, unknown_keys="ignore").warnings == []
+
+
+def test_both_forms_keep_every_key_they_take() -> None:
+    current = parse(
+        """
+        executor: {profile: distributed, spec: {entry_step: start, final_step: done}}
+        workload: {n: 1}
+        workbook: [{name: w, desc: d, assert: {}, tool: {kind: python, code: "result = 1", libs: {}}}]
+        workflow:
+          - step: start
+            desc: d
+            spec: {timeout: 30s, policy: {admit: {mode: exclusive, rules: [{when: "{{ true }}", then: {allow: true}}]}}}
+            input: {a: 1}
+            loop: {in: [1], iterator: i, spec: {mode: parallel, max_in_flight: 2}}
+            tool:
+              - name: call
+                kind: http
+                url: http://x.test/
+                method: GET
+                headers: {}
+                params: {}
+                timeout: 5
+                auth: api
+                spec:
+                  timeout: 10
+                  policy:
+                    rules:
+                      - when: "{{ output.status == 'error' }}"
+                        then: {do: retry, attempts: 3, backoff: none, delay: 1, set: {iter.k: 1}}
+                      - else: {then: {do: continue}}
+              - {name: w, kind: workbook}
+            set: {ctx.done: true}
+            next:
+              spec: {mode: inclusive, on_no_match: quiet}
+              arcs: [{step: done, when: "{{ true }}", set: {ctx.x: 1}}]
+          - {step: done, tool: {kind: playbook, path: a/b, version: 1, return_step: x}}
+        """
+    )
+    assert current.warnings == [] and current.final_step == "done"
+    earlier = parse(
+        """
+        workflow:
+          - step: start
+            when: "{{ true }}"
+            args: {a: 1}
+            set_ctx: {k: 1}
+            spec: {next_mode: exclusive}
+            tool:
+              kind: python
+              code: "result = 1"
+              eval:
+                - {expr: "{{ outcome.status == 'error' }}", do: retry, attempts: 2, backoff: fixed, delay: 1}
+                - else: {do: continue, set_vars: {v: 1}}
+            next: [{step: end, when: "{{ true }}", args: {b: 2}, set_ctx: {c: 3}}]
+          - step: end
+        """
+    )
+    assert earlier.warnings == []
+
+
+def test_the_unknown_key_setting_defaults_to_error() -> None:
+    base = {"NOETL_DATABASE_URL": "postgresql://x/y"}
+    assert Settings.from_env(base).dsl_unknown_keys == "error"
+    assert Settings.from_env({**base, "NOETL_DSL_UNKNOWN_KEYS": "WARN"}).dsl_unknown_keys == "warn"
+    with pytest.raises(ConfigError, match="NOETL_DSL_UNKNOWN_KEYS"):
+        Settings.from_env({**base, "NOETL_DSL_UNKNOWN_KEYS": "ignore"})
+
+
+REPOSITORY_PLAYBOOKS = [
+    path
+    for folder in (
+        "examples",
+        "system",
+        "bench/playbooks",
+        "tests/e2e/playbooks",
+        "tests/conformance/playbooks",
+    )
+    for path in sorted((repository_root() / folder).glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize("path", REPOSITORY_PLAYBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_playbook_of_the_repository_registers_under_the_strict_check(path: Path) -> None:
+    assert parse_playbook(path.read_text(), unknown_keys="error").warnings == []

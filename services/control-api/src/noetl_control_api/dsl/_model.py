@@ -87,6 +87,8 @@ class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True, dict=True):
     entry_step: str = "start"
     #: ``executor.spec.final_step``: entered once when nothing else is left to run
     final_step: str | None = None
+    #: what registration let through (unknown keys under ``NOETL_DSL_UNKNOWN_KEYS=warn``)
+    warnings: list[str] = msgspec.field(default_factory=list)
     #: wall-clock bound of each execution (root ``timeout:``), seconds; the sweeper fails an
     #: execution still running past it (docs/sweeper.md)
     timeout: float | None = None

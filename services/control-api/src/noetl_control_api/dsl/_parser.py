@@ -15,6 +15,8 @@ import yaml
 from ._admit import admit_rules
 from ._errors import PlaybookError
 from ._fields import condition, inputs, mapping, scoped_set
+from ._keys import UnknownKeys
+from ._keys import unknown_keys as unknown_keys_of
 from ._model import Playbook, Step
 from ._routing import loop_of, next_of
 from ._tasks import tool_tasks
@@ -43,8 +45,11 @@ STEP_TIMEOUT_MAX = 7 * 86400.0
 PLAYBOOK_TIMEOUT_MAX = 366 * 86400.0
 
 
-def parse_playbook(text: str) -> Playbook:
-    """Parse and validate playbook YAML; raise :class:`PlaybookError` naming step and field."""
+def parse_playbook(text: str, *, unknown_keys: UnknownKeys = "error") -> Playbook:
+    """Parse and validate playbook YAML; raise :class:`PlaybookError` naming step and field.
+
+    ``unknown_keys``: what a key no table of ``_keys`` holds does (see :data:`UnknownKeys`).
+    """
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -96,6 +101,11 @@ def parse_playbook(text: str) -> Playbook:
         final_step=final_step,
     )
     validate(playbook)
+    if unknown_keys != "ignore":
+        for step, field, message in unknown_keys_of(doc):
+            if unknown_keys == "error":
+                raise PlaybookError(message, step=step, field=field)
+            playbook.warnings.append(str(PlaybookError(message, step=step, field=field)))
     return playbook
 
 

@@ -124,9 +124,9 @@ def _check_step(step: Step, names: set[str], system: bool) -> None:
     _check_templates(step.set, step.name, "set")
     if step.when is not None:
         _check_condition(step.when, step.name, "when")
-    for i, rule in enumerate(step.admit):
-        if rule.when is not None:
-            _check_condition(rule.when, step.name, f"spec.policy.admit.rules[{i}].when")
+    for i, admit in enumerate(step.admit):
+        if admit.when is not None:
+            _check_condition(admit.when, step.name, f"spec.policy.admit.rules[{i}].when")
     if step.loop is not None:
         _check_templates(step.loop.items, step.name, "loop.in")
         _check_templates(step.loop.max_in_flight, step.name, "loop.spec.max_in_flight")

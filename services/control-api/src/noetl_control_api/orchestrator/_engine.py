@@ -18,6 +18,7 @@ from ._run import Run, live_steps
 from ._state import Decision, ExecutionState
 from ._types import CommandOutcome, EventDraft
 
+
 def _copy(state: ExecutionState) -> ExecutionState:
     """A deep copy through JSON (the state's own format), far faster than copy.deepcopy."""
     return msgspec.json.decode(msgspec.json.encode(state), type=ExecutionState)

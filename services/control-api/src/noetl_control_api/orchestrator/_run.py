@@ -214,7 +214,9 @@ class Run:
                 step.name, f"step {step.name!r}: loop.in must render to a list, got {type(items).__name__}"
             )
         limit = loop_limit(step.name, step.loop.max_in_flight, self.names(args), self.limits)
-        self.state.loops[step.name] = LoopRun(items=items, args=args, results=[None] * len(items), limit=limit)
+        self.state.loops[step.name] = LoopRun(
+            items=items, args=args, results=[None] * len(items), limit=limit
+        )
         self.emit(
             "loop.started", step.name, count=len(items), iterator=step.loop.iterator, mode=step.loop.mode
         )
