@@ -418,9 +418,9 @@ def test_bad_max_in_flight_is_rejected_at_register(raw: str) -> None:
             "admit",
         ),
         (
-            "workflow: [{step: start, loop: {in: [1], iterator: i, spec: {policy: {}}}, tool: {kind: noop}}]\n",
+            "workflow: [{step: start, loop: {in: [1], iterator: i, spec: {speed: 2}}, tool: {kind: noop}}]\n",
             "start",
-            "loop.spec.policy",
+            "loop.spec.speed",
             "max_in_flight",
         ),
         (
@@ -480,7 +480,7 @@ def test_both_forms_keep_every_key_they_take() -> None:
             desc: d
             spec: {timeout: 30s, policy: {admit: {mode: exclusive, rules: [{when: "{{ true }}", then: {allow: true}}]}}}
             input: {a: 1}
-            loop: {in: [1], iterator: i, spec: {mode: parallel, max_in_flight: 2}}
+            loop: {in: [1], iterator: i, spec: {mode: parallel, max_in_flight: 2, policy: {exec: distributed}}}
             tool:
               - name: call
                 kind: http

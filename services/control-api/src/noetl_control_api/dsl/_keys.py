@@ -38,7 +38,9 @@ NEXT = frozenset({"spec", "arcs"})
 NEXT_SPEC = frozenset({"mode", "on_no_match"})
 ARC = frozenset({"step", "when", "args", "input", "set", "set_ctx", "set_vars"})
 LOOP = frozenset({"in", "iterator", "spec", "mode", "max_in_flight"})
-LOOP_SPEC = frozenset({"mode", "max_in_flight"})
+LOOP_SPEC = frozenset({"mode", "max_in_flight", "policy"})
+#: ``exec: distributed | local``: every iteration here is its own command, so either reads the same
+LOOP_POLICY = frozenset({"exec"})
 #: Keys of every task, whatever its kind (``assert`` and ``desc`` are documentation).
 TASK = frozenset({"kind", "name", "desc", "spec", "input", "args", "eval", "auth", "assert"})
 TASK_SPEC = frozenset({"policy", "timeout"})
@@ -130,7 +132,15 @@ def _step(found: list[Finding], step: str, raw: dict[str, Any]) -> None:
             )
     loop = raw.get("loop")
     _check(found, step, "loop.", loop, LOOP)
-    _check(found, step, "loop.spec.", loop.get("spec") if isinstance(loop, dict) else None, LOOP_SPEC)
+    loop_spec = loop.get("spec") if isinstance(loop, dict) else None
+    _check(found, step, "loop.spec.", loop_spec, LOOP_SPEC)
+    _check(
+        found,
+        step,
+        "loop.spec.policy.",
+        loop_spec.get("policy") if isinstance(loop_spec, dict) else None,
+        LOOP_POLICY,
+    )
     _next(found, step, raw.get("next"))
     tool = raw.get("tool")
     if isinstance(tool, dict):
