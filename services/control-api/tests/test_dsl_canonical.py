@@ -117,6 +117,18 @@ def test_final_step_runs_once_when_nothing_else_is_left() -> None:
     )
     assert Run(reached, echo).ran() == ["start", "cleanup"]  # reached by the flow: not run again
 
+    with_end = parse(
+        """
+        executor: {spec: {final_step: cleanup}}
+        workflow:
+          - {step: start, tool: {kind: noop}}
+          - {step: end, tool: {kind: noop}}
+          - {step: cleanup, tool: {kind: noop}}
+        """
+    )
+    # start continues to `end` implicitly; the final step does not (end would run twice)
+    assert Run(with_end, echo).ran() == ["start", "end", "cleanup"]
+
 
 def test_entry_and_final_steps_must_name_steps() -> None:
     for key in ("entry_step", "final_step"):
