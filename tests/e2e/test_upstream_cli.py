@@ -63,7 +63,7 @@ kind: Playbook
 metadata: {name: upstream_parent, path: compat/upstream_parent}
 workflow:
   - step: start
-    tool: {kind: playbook, path: compat/upstream_sleep}
+    tool: {kind: playbook, path: compat/upstream_sleep, return_step: start}
 """
 
 CREDENTIAL = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 
 def _assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
@@ -91,3 +93,31 @@ async def test_bad_register_bodies_are_client_errors(api: Any) -> None:
         await client.post("/api/catalog/register", json={"content": bad_path}), 422, "invalid_playbook"
     )
     assert body["extra"]["field"] == "metadata.path"
+
+
+LOOSE = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: loose, path: tests/loose}
+workflow:
+  - step: start
+    case: []
+    tool: {kind: python, code: "result = 1", retry: 3}
+"""
+
+
+async def test_unknown_keys_are_refused_unless_the_setting_says_warn(
+    api: Any, serve_app: Any, settings: Any
+) -> None:
+    refused = await api.client.post("/api/catalog/register", json={"content": LOOSE})
+    body = _assert_error(refused, 422, "invalid_playbook")
+    assert body["extra"] == {"step": "start", "field": "case"} and "unknown key 'case'" in body["detail"]
+
+    async with serve_app(msgspec.structs.replace(settings, dsl_unknown_keys="warn")) as loose:
+        registered = await loose.post("/api/catalog/register", json={"content": LOOSE})
+        assert registered.status_code == 201, registered.text
+        message = registered.json()["message"]
+        assert "field 'case': unknown key 'case'" in message and "field 'tool.retry'" in message
+    # registered under warn, it still starts under the strict setting: stored playbooks are not re-checked
+    started = await api.client.post("/api/execute", json={"path": "tests/loose"})
+    assert started.status_code == 201, started.text

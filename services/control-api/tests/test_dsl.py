@@ -281,8 +281,9 @@ def test_duplicate_steps() -> None:
     rejects("workflow: [{step: start}, {step: start}]\n", step="start", field="step", match="duplicate")
 
 
-def test_missing_start() -> None:
-    rejects("workflow: [{step: begin}]\n", step=None, field="workflow", match="start")
+def test_without_start_the_first_step_is_the_entry() -> None:
+    assert parse("workflow: [{step: begin}, {step: start}]\n").entry_step == "start"
+    assert parse("workflow: [{step: begin}, {step: other}]\n").entry_step == "begin"
 
 
 def test_arc_to_missing_step() -> None:
@@ -419,12 +420,13 @@ def test_every_conformance_playbook_parses(path: Path) -> None:
     assert all(task.kind != "workbook" for step in pb.steps for task in step.tasks)
 
 
-def test_admission_policy_is_rejected_rather_than_ignored() -> None:
+def test_admission_policy_is_read_and_checked() -> None:
+    assert parse("workflow: [{step: start, spec: {policy: {admit: {rules: []}}}}]\n").steps[0].admit == []
     rejects(
-        "workflow: [{step: start, spec: {policy: {admit: {rules: []}}}}]\n",
+        "workflow: [{step: start, spec: {policy: {admit: {rules: [{when: x}]}}}}]\n",
         step="start",
-        field="spec.policy.admit",
-        match="admit",
+        field="spec.policy.admit.rules[0].then",
+        match="allow",
     )
 
 

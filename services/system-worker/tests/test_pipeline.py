@@ -312,6 +312,16 @@ def test_backoff_modes() -> None:
     assert backoff_delay(Rule(do="retry", delay=100, backoff="exponential"), 10) == 300
 
 
+async def test_backoff_none_retries_at_once_whatever_the_delay() -> None:
+    assert [backoff_delay(Rule(do="retry", delay=5, backoff="none"), n) for n in (1, 2, 3)] == [0, 0, 0]
+    rules = [Rule(when="{{ output.status == 'error' }}", do="retry", attempts=4, backoff="none", delay=5)]
+    sleep = RecordingSleep()
+    outcome, tool = await run_flaky(3, rules, sleep)
+    assert outcome.status == "completed", outcome.error
+    assert tool.calls == 3
+    assert sleep.delays == [0.0, 0.0]
+
+
 async def test_rule_fail_on_success_fails_the_step() -> None:
     task = py(
         "check",

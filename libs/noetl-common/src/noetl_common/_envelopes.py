@@ -111,7 +111,7 @@ class Rule(msgspec.Struct, omit_defaults=True, kw_only=True):
     do: str = "continue"  # continue | retry | jump | break | fail
     when: str | None = None
     attempts: int | None = None
-    backoff: str | None = None  # fixed | linear | exponential
+    backoff: str | None = None  # none | fixed | linear | exponential
     delay: float | None = None
     to: str | None = None
     set: JSON | None = None

@@ -36,6 +36,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from ._template_budget import ACTIVE, Budget, active, tick, ticks
+from ._template_codecs import CODEC_FILTERS
 from ._template_filters import PLAIN_FILTERS, budgeted_filter
 from ._template_formats import MeasuringEscapeFormatter, MeasuringFormatter, check_percent
 from ._template_measure import SEQUENCES, TEXT, Args, LoopItems, account, counted, len_or_none, text_size
@@ -118,6 +119,7 @@ class BudgetedEnvironment(SandboxedEnvironment):
         super().__init__(**options)
         self.globals["range"] = _budget_range
         self.globals.pop("lipsum", None)  # its paragraph count is a text amplifier, and no playbook needs it
+        self.filters.update(CODEC_FILTERS)
         for name, func in list(self.filters.items()):
             if name not in PLAIN_FILTERS:
                 self.filters[name] = budgeted_filter(name, func)

@@ -224,6 +224,8 @@ class _Native:
                 self._add(len(value))
             else:
                 self._once(value, len(value))
+            if value.__class__ is not str:
+                return str(value)  # ``tojson``'s Markup: a plain string once rendered
         return value
 
     def _once(self, value: Any, size: int) -> None:

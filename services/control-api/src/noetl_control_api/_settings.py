@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 import msgspec
 from noetl_common import (
@@ -55,6 +56,15 @@ def _seconds(
         zero = "0 (off) or " if off else ""
         raise ConfigError(f"{name} must be {zero}{low:g}..{high:g} seconds, got {value:g}")
     return value
+
+
+def _unknown_keys(env: Mapping[str, str] | None) -> Literal["error", "warn"]:
+    value = env_str("NOETL_DSL_UNKNOWN_KEYS", "error", env=env).strip().lower()
+    if value == "error":
+        return "error"
+    if value == "warn":
+        return "warn"
+    raise ConfigError(f"NOETL_DSL_UNKNOWN_KEYS must be error or warn, got {value!r}")
 
 
 def _sweep(env: Mapping[str, str] | None) -> SweepPolicy:
@@ -156,6 +166,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     event_loop: str = "uvloop"  # granian's loop for the app: uvloop or asyncio
     execute_payload_max_bytes: int = 256 * KiB
     playbook_max_bytes: int = 512 * KiB
+    #: a key no part of the playbook language takes: ``error`` refuses the registration, ``warn``
+    #: logs it and registers (for migrating playbooks); NOETL_DSL_UNKNOWN_KEYS
+    dsl_unknown_keys: Literal["error", "warn"] = "error"
     nats_max_payload_bytes: int = MiB  # the nats-server default
     page_max_bytes: int = 8 * MiB
     arrow_limits: ArrowLimits = msgspec.field(default_factory=ArrowLimits)
@@ -223,6 +236,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 "NOETL_EXECUTE_PAYLOAD_MAX_BYTES", 256 * KiB, minimum=1024, env=env
             ),
             playbook_max_bytes=env_int("NOETL_PLAYBOOK_MAX_BYTES", 512 * KiB, minimum=1024, env=env),
+            dsl_unknown_keys=_unknown_keys(env),
             nats_max_payload_bytes=env_int(
                 "NOETL_NATS_MAX_PAYLOAD_BYTES", MiB, minimum=64 * KiB, maximum=64 * MiB, env=env
             ),

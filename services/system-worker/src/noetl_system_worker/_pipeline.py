@@ -48,9 +48,11 @@ class StepOutcome:
 
 
 def backoff_delay(rule: Rule, attempt: int) -> float:
-    """Delay before attempt ``attempt + 1``: fixed d, linear d*n, exponential d*2^(n-1)."""
+    """Delay before attempt ``attempt + 1``: none 0, fixed d, linear d*n, exponential d*2^(n-1)."""
     delay = DEFAULT_RETRY_DELAY if rule.delay is None else max(0.0, float(rule.delay))
     mode = (rule.backoff or "fixed").lower()
+    if mode == "none":
+        return 0.0
     if mode == "linear":
         delay *= attempt
     elif mode == "exponential":

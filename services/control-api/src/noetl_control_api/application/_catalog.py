@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from .. import store
 from .._errors import InvalidPlaybook, NotFound, PayloadTooLarge, ValidationFailed
+from ..dsl import UnknownKeys
 from ..store import CatalogEntry
 from ._content import playbook_text
 from ._executions import check_version
@@ -16,6 +18,7 @@ from ._playbooks import PlaybookCache, parse
 from ._policy import Policy, Principal, require
 from ._views import CatalogList, CatalogListEntry, RegisterReply, ResourceReply
 
+log = structlog.get_logger("noetl.control_api.catalog")
 _PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,511}$")
 
 
@@ -23,12 +26,19 @@ class CatalogService:
     """Register, list and fetch playbooks."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, playbooks: PlaybookCache, policy: Policy, *, max_bytes: int
+        self,
+        pool: AsyncConnectionPool,
+        playbooks: PlaybookCache,
+        policy: Policy,
+        *,
+        max_bytes: int,
+        unknown_keys: UnknownKeys = "error",
     ) -> None:
         self._pool = pool
         self._playbooks = playbooks
         self._policy = policy
         self._max_bytes = max_bytes
+        self._unknown_keys = unknown_keys
 
     async def register(self, content: str, principal: Principal) -> RegisterReply:
         """Validate and store ``content`` (YAML text, or base64 of it); identical content keeps
@@ -41,8 +51,10 @@ class CatalogService:
                 f"the playbook is {size} bytes, over NOETL_PLAYBOOK_MAX_BYTES={self._max_bytes}",
                 {"field": "content", "limit": self._max_bytes},
             )
-        playbook = parse(content)
+        playbook = parse(content, self._unknown_keys)
         require(self._policy, principal, "catalog.register", playbook.path)
+        for warning in playbook.warnings:
+            log.warning("playbook_unknown_key_registered", path=playbook.path, warning=warning)
         if not _PATH.match(playbook.path) or "//" in playbook.path or ".." in playbook.path:
             raise InvalidPlaybook(
                 f"metadata.path {playbook.path[:100]!r} must be a relative path of letters, digits, '_', '-', '.', '/'",
@@ -56,7 +68,8 @@ class CatalogService:
             version=entry.version,
             name=entry.name,
             catalog_id=str(entry.catalog_id),
-            message=f"Resource {entry.path!r} version {entry.version} registered.",
+            message=f"Resource {entry.path!r} version {entry.version} registered."
+            + "".join(f" Warning: {warning}." for warning in playbook.warnings),
         )
 
     async def list_entries(self) -> CatalogList:

@@ -12,13 +12,16 @@ from typing import Any
 import yaml
 
 from .._errors import InvalidPlaybook
-from ..dsl import Playbook, PlaybookError, parse_playbook
+from ..dsl import Playbook, PlaybookError, UnknownKeys, parse_playbook
 
 
-def parse(text: str) -> Playbook:
-    """Parse and validate playbook text; raises InvalidPlaybook with ``extra={step, field}``."""
+def parse(text: str, unknown_keys: UnknownKeys = "ignore") -> Playbook:
+    """Parse and validate playbook text; raises InvalidPlaybook with ``extra={step, field}``.
+
+    ``unknown_keys``: registration passes the configured check; a playbook read back from the
+    catalog was checked when it was registered, so by default its keys are not looked at."""
     try:
-        return parse_playbook(text)
+        return parse_playbook(text, unknown_keys=unknown_keys)
     except PlaybookError as exc:
         raise InvalidPlaybook(str(exc), {"step": exc.step, "field": exc.field}) from None
     except yaml.YAMLError as exc:

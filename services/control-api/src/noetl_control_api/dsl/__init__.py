@@ -1,6 +1,7 @@
 """The playbook language: YAML → one validated model for both syntax generations."""
 
 from ._errors import PlaybookError
+from ._keys import UnknownKeys
 from ._model import Arc, Loop, Next, Playbook, Step
 from ._parser import parse_playbook
 from ._validate import KNOWN_KINDS, is_system_path
@@ -13,6 +14,7 @@ __all__ = [
     "Playbook",
     "PlaybookError",
     "Step",
+    "UnknownKeys",
     "is_system_path",
     "parse_playbook",
 ]

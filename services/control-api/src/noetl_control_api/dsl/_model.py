@@ -10,6 +10,9 @@ from noetl_common import TaskSpec
 
 NextMode = Literal["exclusive", "inclusive"]
 LoopMode = Literal["sequential", "parallel"]
+#: What a step whose arcs all fail to hold does: ``complete`` (its branch ends and may end the
+#: run, its result the execution's) or ``quiet`` (its branch ends, the run's result is not its).
+NoMatch = Literal["complete", "quiet"]
 
 
 class Arc(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -21,11 +24,12 @@ class Arc(msgspec.Struct, omit_defaults=True, kw_only=True):
     set: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Next(msgspec.Struct, kw_only=True):
+class Next(msgspec.Struct, omit_defaults=True, kw_only=True):
     """A step's routing: ``exclusive`` fires the first arc that holds, ``inclusive`` all."""
 
     mode: NextMode
     arcs: list[Arc]
+    on_no_match: NoMatch = "complete"
 
 
 class Loop(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -34,7 +38,15 @@ class Loop(msgspec.Struct, omit_defaults=True, kw_only=True):
     items: Any
     iterator: str
     mode: LoopMode = "sequential"
-    max_in_flight: int | None = None
+    #: a positive integer, or a template rendered when the loop starts
+    max_in_flight: int | str | None = None
+
+
+class Admit(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One ``spec.policy.admit`` rule: ``when`` None is the ``else``; ``allow`` what it decides."""
+
+    allow: bool
+    when: str | None = None
 
 
 class Step(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -47,6 +59,8 @@ class Step(msgspec.Struct, omit_defaults=True, kw_only=True):
     next: Next | None = None
     loop: Loop | None = None
     set: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: ``spec.policy.admit.rules``, first match wins (validated, not applied: docs/compatibility.md)
+    admit: list[Admit] = msgspec.field(default_factory=list)
     desc: str | None = None
     #: wall-clock bound of one run of the step's pipeline (``timeout:`` or ``spec.timeout``), seconds
     timeout: float | None = None
@@ -58,7 +72,7 @@ class Step(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True, dict=True):
-    """A parsed, validated playbook; ``steps`` keep workflow order, ``start`` is the entry.
+    """A parsed, validated playbook; ``steps`` keep workflow order, ``entry_step`` is the entry.
 
     Treated as immutable once built: lookups by step name (and the orchestrator's routing
     graph) are computed on first use and kept on the instance (``dict=True``)."""
@@ -69,6 +83,12 @@ class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True, dict=True):
     workload: dict[str, Any] = msgspec.field(default_factory=dict)
     executor: dict[str, Any] | None = None
     api_version: str = "noetl.io/v2"
+    #: ``executor.spec.entry_step``, else ``start``, else the first step
+    entry_step: str = "start"
+    #: ``executor.spec.final_step``: entered once when nothing else is left to run
+    final_step: str | None = None
+    #: what registration let through (unknown keys under ``NOETL_DSL_UNKNOWN_KEYS=warn``)
+    warnings: list[str] = msgspec.field(default_factory=list)
     #: wall-clock bound of each execution (root ``timeout:``), seconds; the sweeper fails an
     #: execution still running past it (docs/sweeper.md)
     timeout: float | None = None

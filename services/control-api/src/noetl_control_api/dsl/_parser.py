@@ -12,8 +12,11 @@ from typing import Any
 
 import yaml
 
+from ._admit import admit_rules
 from ._errors import PlaybookError
 from ._fields import condition, inputs, mapping, scoped_set
+from ._keys import UnknownKeys
+from ._keys import unknown_keys as unknown_keys_of
 from ._model import Playbook, Step
 from ._routing import loop_of, next_of
 from ._tasks import tool_tasks
@@ -42,8 +45,11 @@ STEP_TIMEOUT_MAX = 7 * 86400.0
 PLAYBOOK_TIMEOUT_MAX = 366 * 86400.0
 
 
-def parse_playbook(text: str) -> Playbook:
-    """Parse and validate playbook YAML; raise :class:`PlaybookError` naming step and field."""
+def parse_playbook(text: str, *, unknown_keys: UnknownKeys = "error") -> Playbook:
+    """Parse and validate playbook YAML; raise :class:`PlaybookError` naming step and field.
+
+    ``unknown_keys``: what a key no table of ``_keys`` holds does (see :data:`UnknownKeys`).
+    """
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -82,6 +88,7 @@ def parse_playbook(text: str) -> Playbook:
         )
     steps = [_step(raw, i, workbook) for i, raw in enumerate(workflow)]
     _lower_wasm(executor, steps)
+    entry_step, final_step = _entry_and_final(executor, steps)
     playbook = Playbook(
         name=name,
         path=path,
@@ -90,9 +97,36 @@ def parse_playbook(text: str) -> Playbook:
         executor=executor,
         api_version=API_VERSION,
         timeout=_timeout(doc.get("timeout"), None, PLAYBOOK_TIMEOUT_MAX),
+        entry_step=entry_step,
+        final_step=final_step,
     )
     validate(playbook)
+    if unknown_keys != "ignore":
+        for step, field, message in unknown_keys_of(doc):
+            if unknown_keys == "error":
+                raise PlaybookError(message, step=step, field=field)
+            playbook.warnings.append(str(PlaybookError(message, step=step, field=field)))
     return playbook
+
+
+def _entry_and_final(executor: dict[str, Any] | None, steps: list[Step]) -> tuple[str, str | None]:
+    """``executor.spec.entry_step`` (else ``start`` when there is one, else the first step) and
+    ``executor.spec.final_step``; each must name a step of the workflow."""
+    spec = (executor or {}).get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        raise PlaybookError("executor.spec must be a mapping", field="executor.spec")
+    spec = spec or {}
+    names = [step.name for step in steps]
+    found: dict[str, str | None] = {}
+    for key in ("entry_step", "final_step"):
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, str) or value not in names):
+            raise PlaybookError(
+                f"{key} {value!r} is not a step of the workflow", field=f"executor.spec.{key}"
+            )
+        found[key] = value
+    entry = found["entry_step"] or ("start" if "start" in names else names[0])
+    return entry, found["final_step"]
 
 
 def _lower_wasm(executor: dict[str, Any] | None, steps: list[Step]) -> None:
@@ -200,12 +234,6 @@ def _step(raw: Any, index: int, workbook: dict[str, dict[str, Any]]) -> Step:
         )
     desc = raw.get("desc")
     spec = mapping(raw.get("spec"))
-    if "admit" in mapping(spec.get("policy")):
-        raise PlaybookError(
-            "spec.policy.admit is not supported; guard the step with 'when' or with a 'when' on the arcs into it",
-            step=name,
-            field="spec.policy.admit",
-        )
     return Step(
         name=name,
         tasks=tool_tasks(raw.get("tool"), name, workbook),
@@ -214,6 +242,7 @@ def _step(raw: Any, index: int, workbook: dict[str, dict[str, Any]]) -> Step:
         next=next_of(raw.get("next"), name, spec),
         loop=loop_of(raw.get("loop"), name),
         set=scoped_set(raw, name, "set", allowed=frozenset({"ctx", "vars"})),
+        admit=admit_rules(mapping(spec.get("policy")).get("admit"), name),
         desc=desc if isinstance(desc, str) else None,
         timeout=_timeout(raw.get("timeout", spec.get("timeout")), name, STEP_TIMEOUT_MAX),
     )

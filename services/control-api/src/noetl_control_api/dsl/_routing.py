@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from noetl_common.templating import has_template
+
 from ._errors import PlaybookError
 from ._fields import condition, inputs, mapping, scoped_set
 from ._model import Arc, Loop, Next
@@ -19,15 +21,24 @@ def next_of(raw: Any, step: str, step_spec: dict[str, Any]) -> Next | None:
         arcs = [_arc(item, step, f"next[{i}]") for i, item in enumerate(raw)]
         return Next(mode=_earlier_mode(step, step_spec, arcs), arcs=arcs)
     if isinstance(raw, dict) and "arcs" in raw:
-        mode = mapping(raw.get("spec")).get("mode", "exclusive")
+        spec = mapping(raw.get("spec"))
+        mode = spec.get("mode", "exclusive")
         if mode not in ("exclusive", "inclusive"):
             raise PlaybookError(
                 f"next mode must be exclusive or inclusive, got {mode!r}", step=step, field="next.spec.mode"
             )
+        on_no_match = spec.get("on_no_match", "complete")
+        if on_no_match not in ("complete", "quiet"):
+            raise PlaybookError(
+                f"on_no_match must be complete or quiet, got {on_no_match!r}",
+                step=step,
+                field="next.spec.on_no_match",
+            )
         items = raw["arcs"]
         if not isinstance(items, list):
             raise PlaybookError("next.arcs must be a list", step=step, field="next.arcs")
-        return Next(mode=mode, arcs=[_arc(item, step, f"next[{i}]") for i, item in enumerate(items)])
+        arcs = [_arc(item, step, f"next[{i}]") for i, item in enumerate(items)]
+        return Next(mode=mode, arcs=arcs, on_no_match=on_no_match)
     if isinstance(raw, dict) and "step" in raw:
         arc = _arc(raw, step, "next")
         return Next(mode=_earlier_mode(step, step_spec, [arc]), arcs=[arc])
@@ -82,8 +93,13 @@ def loop_of(raw: Any, step: str) -> Loop | None:
             f"loop mode must be sequential or parallel, got {mode!r}", step=step, field="loop.spec.mode"
         )
     max_in_flight = spec.get("max_in_flight", raw.get("max_in_flight"))
-    if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
-        raise PlaybookError(
-            "max_in_flight must be a positive integer", step=step, field="loop.spec.max_in_flight"
-        )
+    if isinstance(max_in_flight, str) and not has_template(max_in_flight):
+        max_in_flight = int(max_in_flight) if max_in_flight.strip().isdigit() else 0
+    if max_in_flight is not None and not isinstance(max_in_flight, str):
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise PlaybookError(
+                "max_in_flight must be a positive integer or a template that renders to one",
+                step=step,
+                field="loop.spec.max_in_flight",
+            )
     return Loop(items=raw["in"], iterator=iterator, mode=mode, max_in_flight=max_in_flight)

@@ -10,7 +10,8 @@ from ._errors import PlaybookError
 from ._fields import condition, inputs, scoped_set
 
 _DIRECTIVES = frozenset({"continue", "retry", "jump", "break", "fail"})
-_BACKOFFS = frozenset({"fixed", "linear", "exponential"})
+#: ``none`` (upstream's) retries at once, whatever ``delay`` says; ``fixed`` is the earlier form's.
+_BACKOFFS = frozenset({"none", "fixed", "linear", "exponential"})
 _SCOPES = frozenset({"ctx", "vars", "iter"})
 # Task keys the model lifts out of ``config``; everything else (auth, libs, assert, desc ...) stays.
 _TASK_META_KEYS = frozenset({"kind", "eval", "args", "input"})

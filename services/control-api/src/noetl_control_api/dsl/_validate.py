@@ -76,8 +76,6 @@ def validate(playbook: Playbook) -> None:
                 field="step",
             )
         names.add(step.name)
-    if "start" not in names:
-        raise PlaybookError("the workflow needs an entry step named 'start'", field="workflow")
     system = is_system_path(playbook.path)
     _check_capabilities(playbook.executor, system, step=None, field="executor")
     for step in playbook.steps:
@@ -126,8 +124,12 @@ def _check_step(step: Step, names: set[str], system: bool) -> None:
     _check_templates(step.set, step.name, "set")
     if step.when is not None:
         _check_condition(step.when, step.name, "when")
+    for i, admit in enumerate(step.admit):
+        if admit.when is not None:
+            _check_condition(admit.when, step.name, f"spec.policy.admit.rules[{i}].when")
     if step.loop is not None:
         _check_templates(step.loop.items, step.name, "loop.in")
+        _check_templates(step.loop.max_in_flight, step.name, "loop.spec.max_in_flight")
     if step.next is not None:
         for i, arc in enumerate(step.next.arcs):
             if arc.when is not None:

@@ -200,7 +200,9 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
         retention=settings.retention,
     )
     deadletter = DeadLetterService(pool, claims, ingest)
-    catalog = CatalogService(pool, playbooks, policy, max_bytes=settings.playbook_max_bytes)
+    catalog = CatalogService(
+        pool, playbooks, policy, max_bytes=settings.playbook_max_bytes, unknown_keys=settings.dsl_unknown_keys
+    )
     keychain = KeychainService(pool, box)
     return Services(
         settings=settings,

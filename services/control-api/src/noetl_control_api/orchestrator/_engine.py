@@ -18,8 +18,6 @@ from ._run import Run, live_steps
 from ._state import Decision, ExecutionState
 from ._types import CommandOutcome, EventDraft
 
-START = "start"
-
 
 def _copy(state: ExecutionState) -> ExecutionState:
     """A deep copy through JSON (the state's own format), far faster than copy.deepcopy."""
@@ -58,7 +56,7 @@ def start_execution(
     catalog_path: str,
     limits: TemplateLimits = DEFAULT_LIMITS,
 ) -> Decision:
-    """Begin an execution: merge ``payload`` over the workload and enter ``start``.
+    """Begin an execution: merge ``payload`` over the workload and enter the entry step.
 
     ``limits``: the budget of each template the decision renders (each field of a step).
     """
@@ -76,7 +74,7 @@ def start_execution(
     run.emit(
         "playbook.started", status="RUNNING", name=playbook.name, catalog_path=catalog_path, workload=workload
     )
-    return _guarded(run, lambda: run.enqueue(START, {}))
+    return _guarded(run, lambda: run.enqueue(playbook.entry_step, {}))
 
 
 def apply_outcome(

@@ -10,10 +10,12 @@ END = "end"
 
 
 def out_arcs(playbook: Playbook, step: Step) -> list[Arc]:
-    """The step's arcs; a step with a tool (or loop) and no ``next`` continues to ``end``."""
+    """The step's arcs; a step with a tool (or loop) and no ``next`` continues to ``end``, unless
+    it is the playbook's final step (entered once everything else, ``end`` too, is done)."""
     if step.next is not None:
         return step.next.arcs
-    if (step.has_tool or step.loop is not None) and step.name != END and playbook.has_step(END):
+    implicit = step.name not in (END, playbook.final_step)
+    if (step.has_tool or step.loop is not None) and implicit and playbook.has_step(END):
         return [Arc(step=END)]
     return []
 

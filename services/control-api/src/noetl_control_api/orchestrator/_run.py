@@ -18,7 +18,7 @@ from ..dsl import Arc, Playbook, Step
 from ._failure import StepFailure, failure_message
 from ._graph import graph_of, out_arcs
 from ._state import Decision, ExecutionState, InFlight, Join, LoopRun
-from ._templates import condition_holds, render_field, template_names
+from ._templates import condition_holds, loop_limit, render_field, template_names
 from ._types import CommandDraft, CommandOutcome, EventDraft
 
 # Route-through steps (no tool) can form a cycle that never issues a command; stop it.
@@ -213,7 +213,10 @@ class Run:
             raise StepFailure(
                 step.name, f"step {step.name!r}: loop.in must render to a list, got {type(items).__name__}"
             )
-        self.state.loops[step.name] = LoopRun(items=items, args=args, results=[None] * len(items))
+        limit = loop_limit(step.name, step.loop.max_in_flight, self.names(args), self.limits)
+        self.state.loops[step.name] = LoopRun(
+            items=items, args=args, results=[None] * len(items), limit=limit
+        )
         self.emit(
             "loop.started", step.name, count=len(items), iterator=step.loop.iterator, mode=step.loop.mode
         )
@@ -227,22 +230,26 @@ class Run:
             self.emit("loop.done", step.name, count=len(run.items))
             self.complete(step, run.args, {"results": run.results}, ran=True)
             return
-        limit = 1 if step.loop.mode == "sequential" else (step.loop.max_in_flight or len(run.items))
+        limit = 1 if step.loop.mode == "sequential" else (run.limit or len(run.items))
         while run.next_index < len(run.items) and run.next_index - run.done < limit:
             self.issue(step, run.args, iteration=run.next_index)
             run.next_index += 1
 
     def complete(self, step: Step, args: dict[str, Any], result: Any, *, ran: bool) -> None:
         """A step run finished: record its result, apply its ``set``, then route."""
+        previous = self.state.last_step
         if ran:
             self.state.results[step.name] = result
             self.state.last_step = step.name
         if step.set:
             values = self._render(step.name, "set", step.set, self.names(args))
             self.patch(step.name, values, "step.set")
-        self.route(step, args)
+        fired = self.route(step, args)
+        if not fired and step.next is not None and step.next.on_no_match == "quiet":
+            self.state.last_step = previous  # a quiet dead end is not the run's end
 
-    def route(self, step: Step, args: dict[str, Any]) -> None:
+    def route(self, step: Step, args: dict[str, Any]) -> int:
+        """Fire the step's arcs that hold (the first only when exclusive); how many fired."""
         arcs = out_arcs(self.playbook, step)
         mode = step.next.mode if step.next is not None else "exclusive"
         names = self.names(args)
@@ -267,6 +274,7 @@ class Run:
         for arc, rendered in deliveries:
             self.patch(step.name, rendered["set"], f"arc:{step.name}->{arc.step}")
             self.deliver(arc.step, step.name, rendered["args"])
+        return len(fired)
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -311,8 +319,15 @@ class Run:
         return None if index is None else InFlight(step=outcome.step, args=run.args, iteration=index)
 
     def finish_if_idle(self) -> None:
+        """Complete the execution once nothing is left to run, after entering its final step."""
         state = self.state
         if state.status == "RUNNING" and not state.in_flight and not state.joins and not state.loops:
+            final = self.playbook.final_step
+            if final is not None and not state.runs.get(final):
+                self.enqueue(final, {})
+                self.drain()
+                self.finish_if_idle()
+                return
             state.status = "COMPLETED"
             state.result = state.results.get(state.last_step) if state.last_step else None
             self.emit(

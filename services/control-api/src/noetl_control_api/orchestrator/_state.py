@@ -41,6 +41,8 @@ class LoopRun(msgspec.Struct, kw_only=True):
     done: int = 0
     results: list[Any] = msgspec.field(default_factory=list)
     pending: dict[str, int] = msgspec.field(default_factory=dict)
+    #: iterations in flight at most (``max_in_flight``, rendered when the loop started)
+    limit: int | None = None
 
 
 class ExecutionState(msgspec.Struct, kw_only=True):

@@ -57,3 +57,17 @@ def condition_holds(
         return evaluate(condition, names, limits)
     except TemplateError as exc:
         raise StepFailure(step, f"step {step!r}: {what}: {exc.message}") from exc
+
+
+def loop_limit(step: str, raw: int | str | None, names: dict[str, Any], limits: TemplateLimits) -> int | None:
+    """A loop's ``max_in_flight``: an integer as written, or a template rendered now to one."""
+    if raw is None or isinstance(raw, int):
+        return raw
+    value = render_field(step, "loop.spec.max_in_flight", raw, names, limits)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StepFailure(
+            step, f"step {step!r}: loop.spec.max_in_flight must render to a positive integer, got {value!r}"
+        )
+    return value

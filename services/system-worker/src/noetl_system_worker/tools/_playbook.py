@@ -1,7 +1,13 @@
-"""The ``playbook`` tool: run a catalog playbook as a child execution and wait for it.
+"""The ``playbook`` tool: run a catalog playbook as a child execution, waiting for it or not.
 
 Config: ``path`` (catalog path, required), ``version`` (optional), ``return_step``
-(optional). The task's rendered ``args`` / ``input`` are the child's payload.
+(optional), ``wait`` (optional). The task's rendered ``args`` / ``input`` are the child's
+payload.
+
+Without ``return_step`` (and without ``wait: true``) the child is started and left to run, as
+upstream NoETL does: the task's result is at once ``{status: started, execution_id, path,
+async: true}`` and the parent never learns how the child ends. With ``return_step``, or
+``wait: true`` to wait for the child's final result, the task waits, as follows.
 
 The task starts the child through the public ``POST /api/execute`` with
 ``parent_execution_id`` set to the running execution, so the link is recorded in the
@@ -32,7 +38,8 @@ POLL_CAP_SECONDS = 1.0
 
 
 async def run_playbook(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any]) -> Any:
-    """Start the child execution, wait for it, return its ``return_step`` result."""
+    """Start the child execution; wait for it and return its ``return_step`` (or final) result,
+    or, without ``return_step`` and ``wait``, return at once what was started."""
     path = config.get("path")
     if not isinstance(path, str) or not path:
         raise ValueError("playbook tool: set 'path' (the child's catalog path)")
@@ -48,6 +55,9 @@ async def run_playbook(config: dict[str, Any], args: dict[str, Any], ctx: Mappin
         body["parent_execution_id"] = str(rt.execution_id)
     started = await request("POST", "/api/execute", body, dict)
     child_id = str(started["execution_id"])
+    return_step = config.get("return_step")
+    if not return_step and config.get("wait") is not True:
+        return {"status": "started", "execution_id": child_id, "path": path, "async": True}
     delay = POLL_FIRST_SECONDS
     while True:
         # held by the API until the child ends or the wait runs out (then asked again)
@@ -66,7 +76,6 @@ async def run_playbook(config: dict[str, Any], args: dict[str, Any], ctx: Mappin
             result={"execution_id": child_id, "status": status, "error": error},
             type_name="ChildExecutionFailed",
         )
-    return_step = config.get("return_step")
     results = current.get("results") or {}
     if isinstance(return_step, str) and return_step:
         if return_step not in results:
