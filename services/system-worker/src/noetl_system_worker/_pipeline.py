@@ -18,8 +18,9 @@ from typing import Any
 from noetl_common import CommandSpec, Rule, TaskSpec
 from noetl_common.templating import DEFAULT_LIMITS, TemplateError, TemplateLimits, evaluate, render
 
+from ._errors import exception_error, pipeline_error, result_error
 from ._metrics import DISPATCH_SECONDS
-from .tools import PythonToolError, ToolError, ToolRegistry, UnknownToolError
+from .tools import ToolError, ToolRegistry, UnknownToolError
 
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -37,7 +38,7 @@ class StepOutcome:
 
     status: str  # "completed" | "failed"
     result: Any = None
-    error: dict[str, Any] | None = None  # {message, type, task}
+    error: dict[str, Any] | None = None  # {message, type, task, kind, retryable, code}
     set: dict[str, Any] = field(default_factory=dict)
     task: str | None = None  # the task that ended the pipeline
     task_runs: int = 0
@@ -75,15 +76,10 @@ def _apply_set(context: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _error(exc: BaseException, task: str) -> dict[str, Any]:
-    type_name = exc.type_name if isinstance(exc, PythonToolError | ToolError) else type(exc).__name__
-    return {"message": str(exc) or type_name, "type": type_name, "task": task}
-
-
 def _template_error(exc: TemplateError, step: str | None, task: str, field: str) -> dict[str, Any]:
     """A template that failed (or went over its budget): names the step, the task and the field."""
     where = f"step {step!r} task {task!r}" if step else f"task {task!r}"
-    return {"message": f"{where}: {exc.at(field)}: {exc.message}", "type": type(exc).__name__, "task": task}
+    return pipeline_error(f"{where}: {exc.at(field)}: {exc.message}", type(exc).__name__, task, kind="config")
 
 
 def _task_inputs(spec: CommandSpec, raw: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,13 +184,8 @@ class PipelineRunner:
             task = tasks[index]
             runs += 1
             if runs > self.max_task_runs:
-                return failed(
-                    {
-                        "message": f"pipeline exceeded {self.max_task_runs} task runs (a retry/jump cycle?)",
-                        "type": "PipelineLimitError",
-                        "task": task.name,
-                    }
-                )
+                message = f"pipeline exceeded {self.max_task_runs} task runs (a retry/jump cycle?)"
+                return failed(pipeline_error(message, "PipelineLimitError", task.name, kind="logic"))
             context.update({"_task": task.name, "_attempt": attempt})
             last_task = task.name
             try:
@@ -204,7 +195,7 @@ class PipelineRunner:
                 # Fixed before the tool runs, so no rule can repair it: fail the step.
                 return failed(_template_error(exc, step, task.name, "config"))
             except UnknownToolError as exc:
-                return failed(_error(exc, task.name))
+                return failed({**exception_error(exc, task.name), "kind": "config"})
             if not isinstance(config, dict):
                 config = {}
             output = await self._call(
@@ -235,7 +226,7 @@ class PipelineRunner:
             elif action == "fail":
                 error = dict(
                     output["error"]
-                    or {"message": f"task {task.name!r} failed by rule", "type": "RuleFailure"}
+                    or pipeline_error(f"task {task.name!r} failed by rule", "RuleFailure", None, kind="logic")
                 )
                 error["task"] = task.name
                 return failed(error)
@@ -246,14 +237,12 @@ class PipelineRunner:
                     else DEFAULT_RETRY_ATTEMPTS
                 )
                 if attempt >= limit:
-                    cause = (output["error"] or {}).get("message")
+                    # the last error, kind / retryable / code included, as upstream reports it
+                    last = output["error"] or pipeline_error("", "RetriesExhausted", None, kind="logic")
                     message = f"task {task.name!r}: retries exhausted after {attempt} attempt(s)"
+                    cause = last.get("message")
                     return failed(
-                        {
-                            "message": f"{message}: {cause}" if cause else message,
-                            "type": (output["error"] or {}).get("type", "RetriesExhausted"),
-                            "task": task.name,
-                        }
+                        {**last, "message": f"{message}: {cause}" if cause else message, "task": task.name}
                     )
                 assert rule is not None
                 await self._sleep(backoff_delay(rule, attempt))
@@ -262,17 +251,13 @@ class PipelineRunner:
                 target = rule.to if rule is not None else None
                 if target not in positions:
                     return failed(
-                        {
-                            "message": f"jump to unknown task {target!r}",
-                            "type": "RuleError",
-                            "task": task.name,
-                        }
+                        pipeline_error(f"jump to unknown task {target!r}", "RuleError", task.name, kind="config")
                     )
                 assert target is not None
                 index, attempt = positions[target], 1
             else:
                 return failed(
-                    {"message": f"unknown rule action {action!r}", "type": "RuleError", "task": task.name}
+                    pipeline_error(f"unknown rule action {action!r}", "RuleError", task.name, kind="config")
                 )
 
         return StepOutcome("completed", result, None, patch, last_task, runs)
@@ -297,13 +282,14 @@ class PipelineRunner:
                     value = await asyncio.wait_for(tool(config, inputs, context), limit)
                 except TimeoutError:
                     raise TimeoutError(f"task {task.name!r} timed out after {limit:g} s") from None
-            status, error = "ok", None
+            error = result_error(value)  # a result {status: error, error_kind | retryable | code}
+            status = "ok" if error is None else "error"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # a ToolError keeps its result (an http error response) for the rules to read
             value, status = (exc.result if isinstance(exc, ToolError) else None), "error"
-            error = {"message": str(exc) or type(exc).__name__, "type": _error(exc, task.name)["type"]}
+            error = exception_error(exc, None)
         elapsed = time.perf_counter() - started
         DISPATCH_SECONDS.labels(task.kind).observe(elapsed)
         output = {
