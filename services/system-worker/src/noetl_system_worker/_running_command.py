@@ -20,8 +20,8 @@ from noetl_common import ApiError, ClaimReply, CommandSpec, Event, EventsReply, 
 
 from ._api import ControlPlane
 from ._config import WorkerConfig
-from ._metrics import count_command
 from ._errors import pipeline_error
+from ._metrics import count_command
 from ._pipeline import PipelineRunner, StepOutcome
 from ._reporting import EventRejectedError, Reporter, StaleAttemptError, failure_events
 from ._runtime import ToolRuntime, current_runtime

@@ -39,6 +39,7 @@ COMPARED = (
     "last_step",
     "result",
     "error",
+    "failure",
 )
 _TERMINAL_STATUS = {
     "playbook.completed": "COMPLETED",

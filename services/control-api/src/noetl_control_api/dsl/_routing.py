@@ -27,7 +27,8 @@ def next_of(raw: Any, step: str, step_spec: dict[str, Any]) -> Next | None:
         items = raw["arcs"]
         if not isinstance(items, list):
             raise PlaybookError("next.arcs must be a list", step=step, field="next.arcs")
-        return Next(mode=mode, arcs=[_arc(item, step, f"next[{i}]") for i, item in enumerate(items)])
+        arcs = [_arc(item, step, f"next[{i}]") for i, item in enumerate(items)]
+        return Next(mode=mode, arcs=arcs, after_error=True)
     if isinstance(raw, dict) and "step" in raw:
         arc = _arc(raw, step, "next")
         return Next(mode=_earlier_mode(step, step_spec, [arc]), arcs=[arc])

@@ -66,6 +66,9 @@ class ExecutionState(msgspec.Struct, kw_only=True):
     last_step: str | None = None
     result: Any = None
     error: str | None = None
+    #: the error of the first failed call whose arcs routed on (a recovery): the execution
+    #: goes on along them and ends FAILED with it, as upstream's does
+    failure: str | None = None
 
 
 class Decision(msgspec.Struct, kw_only=True):

@@ -57,3 +57,23 @@ def condition_holds(
         return evaluate(condition, names, limits)
     except TemplateError as exc:
         raise StepFailure(step, f"step {step!r}: {what}: {exc.message}") from exc
+
+
+def done_scope(step: str, event: str, result: Any) -> dict[str, Any]:
+    """Names an arc sees once ``step`` is done: ``event`` (``call.done``, ``loop.done``, or
+    ``step.exit`` for a step without a tool) and ``output`` (``status: ok``, ``data``)."""
+    return {
+        "event": {"name": event, "step": step, "payload": {"result": result}},
+        "output": {"status": "ok", "data": result, "result": result, "error": None},
+    }
+
+
+def error_scope(step: str, error: dict[str, Any]) -> dict[str, Any]:
+    """Names an arc sees after ``step``'s call failed: ``event`` (``call.error``), ``output``
+    (``status: error``), ``error`` and the step's result ``{status: error, error}`` by its name."""
+    return {
+        "event": {"name": "call.error", "step": step, "payload": {"error": error}},
+        "output": {"status": "error", "data": None, "result": None, "error": error},
+        "error": error,
+        step: {"status": "error", "error": error},
+    }
