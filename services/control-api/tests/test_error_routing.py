@@ -104,7 +104,8 @@ def test_a_failed_call_routes_to_the_recovery_arc_with_event_and_error_in_scope(
     # the recovery ran to its end, and the execution still reports the error (as upstream's does)
     assert final.status == "FAILED" and final.error is not None
     assert final.error.startswith("step 'start' failed: HttpStatusError: HTTP 503")
-    assert events[-1].event_type == "playbook.failed" and "end" in final.state.runs
+    assert events[-1].event_type == "playbook.failed" and events[-1].step == "start"
+    assert "end" in final.state.runs
 
 
 def test_no_arc_holding_after_a_failure_fails_the_run_as_before() -> None:
@@ -137,7 +138,7 @@ def test_an_arc_without_a_condition_fires_after_a_failure_too() -> None:
         """
     )
 
-    final, _, commands = drive(playbook, worker({"start": TaskError(message="boom")}))
+    final, _, commands = drive(playbook, worker({"start": TaskError(message="boom", category="tool_error")}))
 
     assert [c.step for c in commands] == ["start", "cleanup"]
     assert final.status == "FAILED" and final.error == "step 'start' failed: boom"
@@ -179,7 +180,7 @@ def test_a_recovery_in_one_branch_waits_for_the_other_branch_before_failing() ->
         """
     )
 
-    final, _, commands = drive(playbook, worker({"a": TaskError(message="boom")}, {"b": {"n": 2}}))
+    final, _, commands = drive(playbook, worker({"a": TaskError(message="boom", category="tool_error")}, {"b": {"n": 2}}))
 
     assert sorted(c.step for c in commands) == ["a", "b", "b2", "fix"]
     assert final.status == "FAILED" and final.error == "step 'a' failed: boom"
@@ -201,3 +202,13 @@ def test_a_loop_step_routes_on_loop_done() -> None:
     final, _, commands = drive(playbook, worker({}))
 
     assert [c.step for c in commands] == ["start", "start", "after"] and final.status == "COMPLETED"
+
+
+def test_a_failure_the_control_plane_imposes_does_not_route() -> None:
+    """A dead-lettered or swept command fails without a call's error kind: the run ends at once."""
+    dead = TaskError(message="moved to the dead-letter stream", kind="DeadLettered")
+
+    final, _, commands = drive(pb(RECOVERY.replace("and error.retryable", "")), worker({"start": dead}))
+
+    assert [c.step for c in commands] == ["start"] and final.status == "FAILED"
+    assert final.error == "step 'start' failed: DeadLettered: moved to the dead-letter stream"

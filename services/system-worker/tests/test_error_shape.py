@@ -153,3 +153,46 @@ async def test_pipeline_errors_are_config_or_logic() -> None:
     assert (template.error["kind"], template.error["retryable"]) == ("config", False)
     assert unknown.error["kind"] == "config" and unknown.error["type"] == "UnknownToolError"
     assert by_rule.error["kind"] == "logic" and by_rule.error["task"] == "r"
+
+
+# -- output.select ---------------------------------------------------------------------------
+
+
+async def test_output_select_picks_fields_beside_the_whole_result() -> None:
+    code = "result = {'data': {'id': 7, 'items': [{'name': 'a'}, {'name': 'b'}], 'next': None}, 'long': 'x' * 600}"
+    select = ["data.id", {"path": "$.data.items[1].name", "as": "second"}, "data.items.0", "data.next", "nope.x", "long"]
+    seen = Rule(when=None, do="continue", set={"ctx.picked": "{{ output.data.second }}"})
+    task = TaskSpec(name="t", kind="python", config={"code": code, "output": {"select": select}}, rules=[seen])
+    after = py("after", "result = {'id': prev['id'], 'inline': prev['_inline']['data']['id']}")
+    after.config["args"] = {"prev": "{{ _prev }}"}
+
+    out = await run(task, after)
+
+    assert out.ok and out.set == {"ctx.picked": "b"} and out.result == {"id": 7, "inline": 7}
+
+
+async def test_output_select_result_shape() -> None:
+    code = "result = {'data': {'id': 7, 'items': [{'name': 'a'}]}, 'long': 'x' * 600}"
+    select = ["data.id", {"path": "$.data.items[0].name", "as": "first"}, "data.items.0", "nope.x", "long"]
+
+    out = await run(TaskSpec(name="t", kind="python", config={"code": code, "output": {"select": select}}))
+
+    full = {"data": {"id": 7, "items": [{"name": "a"}]}, "long": "x" * 600}
+    assert out.result == {"id": 7, "first": "a", "0": {"name": "a"}, "long": "x" * 500 + "...", "_inline": full}
+
+
+async def test_http_output_select_keeps_output_http_on_the_response(http_url: str) -> None:
+    rules = [Rule(when=None, do="continue", set={"ctx.status": "{{ output.http.status }}"})]
+    config = {"url": f"{http_url}/200", "output": {"select": ["status_code"], "store": {"kind": "kv"}}}
+
+    out = await run(TaskSpec(name="f", kind="http", config=config, rules=rules))
+
+    assert out.ok and out.set == {"ctx.status": 200}
+    assert out.result["status_code"] == 200 and out.result["_inline"]["status_code"] == 200
+
+
+async def test_an_output_that_is_no_mapping_stays_the_tools_key() -> None:
+    from noetl_system_worker._output import output_block
+
+    config: dict[str, Any] = {"output": "arrow-ipc"}
+    assert output_block(config) is None and config == {"output": "arrow-ipc"}

@@ -20,6 +20,7 @@ from noetl_common.templating import DEFAULT_LIMITS, TemplateError, TemplateLimit
 
 from ._errors import exception_error, pipeline_error, result_error
 from ._metrics import DISPATCH_SECONDS
+from ._output import output_block, select_output
 from .tools import ToolError, ToolRegistry, UnknownToolError
 
 DEFAULT_RETRY_ATTEMPTS = 3
@@ -273,6 +274,7 @@ class PipelineRunner:
     ) -> dict[str, Any]:
         """Run one tool call and describe it as the ``outcome`` / ``output`` rules see."""
         started = time.perf_counter()
+        block = output_block(config)  # the task's ``output:`` (select / store), never the tool's
         try:
             limit = task_timeout(config)
             if limit is None:
@@ -301,7 +303,9 @@ class PipelineRunner:
         }
         helper = self.registry.helper(task.kind)
         if helper is not None:
-            output[task.kind] = helper(value)
+            output[task.kind] = helper(value)  # of the tool's own result: http status, headers ...
+        if block is not None and error is None:
+            output["result"] = output["data"] = select_output(value, block)
         return output
 
     def _match(self, task: TaskSpec, context: Mapping[str, Any]) -> tuple[int, Rule | None]:

@@ -12,6 +12,9 @@ from ._fields import condition, inputs, scoped_set
 _DIRECTIVES = frozenset({"continue", "retry", "jump", "break", "fail"})
 _BACKOFFS = frozenset({"fixed", "linear", "exponential"})
 _SCOPES = frozenset({"ctx", "vars", "iter"})
+#: ``output.store.kind`` values upstream accepts (``object`` is its old name of ``disk``).
+STORE_KINDS = frozenset({"auto", "memory", "kv", "disk", "object", "s3", "gcs", "db", "duckdb", "eventlog"})
+MAX_SELECT_PATHS = 100
 # Task keys the model lifts out of ``config``; everything else (auth, libs, assert, desc ...) stays.
 _TASK_META_KEYS = frozenset({"kind", "eval", "args", "input"})
 
@@ -83,9 +86,38 @@ def _task(
         rules = rules or _rules(target, step, f"workbook.{ref}")
         config = _config(target)
         config["workbook"] = ref
+    _check_output(config.get("output"), step, f"{field}.output")
     if args:
         config["args"] = args
     return TaskSpec(name=label, kind=kind, config=config, rules=rules)
+
+
+def _check_output(block: Any, step: str, field: str) -> None:
+    """Upstream's ``output: {select: [path | {path, as}], store: {kind}}``; an ``output`` that is
+    no mapping belongs to the tool (the wasm tool's output format)."""
+    if not isinstance(block, dict):
+        return
+    select, store = block.get("select"), block.get("store")
+    if select is not None:
+        if not isinstance(select, list) or len(select) > MAX_SELECT_PATHS:
+            raise PlaybookError(
+                f"output.select must be a list of at most {MAX_SELECT_PATHS} paths", step=step, field=f"{field}.select"
+            )
+        for i, item in enumerate(select):
+            path = item.get("path") if isinstance(item, dict) else item
+            alias = item.get("as") if isinstance(item, dict) else None
+            if not isinstance(path, str) or not path.strip() or not isinstance(alias, str | None):
+                raise PlaybookError(
+                    "an output.select item is a path or {path, as}", step=step, field=f"{field}.select[{i}]"
+                )
+    if store is not None:
+        kind = store.get("kind", "auto") if isinstance(store, dict) else None
+        if kind not in STORE_KINDS:
+            raise PlaybookError(
+                f"output.store must be a mapping whose kind is one of {', '.join(sorted(STORE_KINDS))}",
+                step=step,
+                field=f"{field}.store",
+            )
 
 
 def _config(raw: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from noetl_common.templating import TemplateLimits
 from ..dsl import Arc, Playbook, Step
 from ._failure import StepFailure, failure_message
 from ._graph import graph_of, out_arcs
-from ._state import Decision, ExecutionState, InFlight, Join, LoopRun
+from ._state import Decision, ExecutionState, InFlight, Join, LoopRun, RoutedFailure
 from ._templates import condition_holds, done_scope, error_scope, render_field, template_names
 from ._types import CommandDraft, CommandOutcome, EventDraft
 
@@ -255,7 +255,7 @@ class Run:
         self.state.results[step.name] = scope[step.name]
         self.state.last_step = step.name
         if self.state.failure is None:
-            self.state.failure = message
+            self.state.failure = RoutedFailure(step=step.name, error=message)
 
     def route(
         self, step: Step, args: dict[str, Any], scope: dict[str, Any], *, failed: bool = False
@@ -309,7 +309,10 @@ class Run:
         step = self.playbook.step(flight.step)
         if outcome.status != "completed":
             message = failure_message(step.name, flight.iteration, outcome.error)
-            if flight.iteration is None and step.next is not None and step.next.after_error:
+            # only a call's own error routes (a worker's, which says its kind), as upstream routes
+            # on call.error; a failure the control plane imposes (dead letter, sweeper) ends the run
+            called = outcome.error is not None and outcome.error.category is not None
+            if called and flight.iteration is None and step.next is not None and step.next.after_error:
                 self.recover(step, flight.args, outcome, message)
                 return
             raise StepFailure(step.name, message)
@@ -337,7 +340,8 @@ class Run:
         state = self.state
         if state.status == "RUNNING" and not state.in_flight and not state.joins and not state.loops:
             if state.failure is not None:
-                self.fail(None, state.failure)  # a routed error still fails the run, once it is idle
+                # a routed error still fails the run, once it is idle
+                self.fail(state.failure.step, state.failure.error)
                 return
             state.status = "COMPLETED"
             state.result = state.results.get(state.last_step) if state.last_step else None
