@@ -612,3 +612,43 @@ def test_tool_output_select_and_store_are_checked_at_register_time() -> None:
         field="tool.output.store",
         match="kind is one of",
     )
+
+
+def test_http_pagination_policies_are_checked_at_register_time() -> None:
+    good = parse(
+        """
+        workflow:
+          - step: start
+            tool:
+              kind: http
+              url: http://x
+              retry:
+                - when: "{{ response.paging.hasMore }}"
+                  then: {max_attempts: 10, next_call: {params: {page: "{{ response.paging.page + 1 }}"}}, collect: {path: data}}
+        """
+    )
+    assert good.step("start").tasks[0].config["retry"][0]["then"]["max_attempts"] == 10
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: http, url: x, retry: [{then: {collect: {}}}]}\n",
+        step="start",
+        field="tool.retry[0]",
+        match="a retry policy is",
+    )
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: http, url: x, retry: [{when: a, then: {max_attempts: 5000, collect: {}}}]}\n",
+        step="start",
+        field="tool.retry[0].then",
+        match="1..1000",
+    )
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: http, url: x, retry: [{when: a, then: {collect: {strategy: zip}}}]}\n",
+        step="start",
+        field="tool.retry[0].then.collect.strategy",
+        match="append, merge, replace",
+    )
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: http, url: x, retry: [{when: '{{ a +', then: {collect: {}}}]}\n",
+        step="start",
+        field="tool.start.retry[0].when",
+        match="does not parse",
+    )

@@ -106,19 +106,24 @@ def _task_inputs(spec: CommandSpec, raw: Mapping[str, Any], config: Mapping[str,
     return inputs
 
 
-#: Config keys of a python task that are source code, never templates (``{{`` is valid python).
-_SOURCE_KEYS = frozenset({"code", "code_b64", "code_base64"})
+#: Config keys left unrendered: a python task's source (``{{`` is valid python), and an http
+#: task's ``retry``, which the tool renders per page over each response (pagination).
+_UNRENDERED_KEYS = {
+    "python": frozenset({"code", "code_b64", "code_base64"}),
+    "http": frozenset({"retry"}),
+}
 
 
 def _render_config(task: TaskSpec, context: Mapping[str, Any], limits: TemplateLimits) -> Any:
-    """Render the task's config over ``context``, except a python task's source."""
-    if task.kind != "python":
+    """Render the task's config over ``context``, except the keys its tool renders itself."""
+    kept = _UNRENDERED_KEYS.get(task.kind)
+    if kept is None:
         return render(task.config, context, limits)
-    rest = {k: v for k, v in task.config.items() if k not in _SOURCE_KEYS}
+    rest = {k: v for k, v in task.config.items() if k not in kept}
     rendered = render(rest, context, limits)
     if not isinstance(rendered, dict):
         return rendered
-    return {**rendered, **{k: v for k, v in task.config.items() if k in _SOURCE_KEYS}}
+    return {**rendered, **{k: v for k, v in task.config.items() if k in kept}}
 
 
 def task_timeout(config: Mapping[str, Any]) -> float | None:

@@ -15,6 +15,9 @@ _SCOPES = frozenset({"ctx", "vars", "iter"})
 #: ``output.store.kind`` values upstream accepts (``object`` is its old name of ``disk``).
 STORE_KINDS = frozenset({"auto", "memory", "kv", "disk", "object", "s3", "gcs", "db", "duckdb", "eventlog"})
 MAX_SELECT_PATHS = 100
+#: http pagination: pages one task may fetch, and how they are aggregated (worker's ``_http_pages``).
+MAX_PAGES = 1000
+COLLECT_STRATEGIES = frozenset({"append", "replace", "merge"})
 # Task keys the model lifts out of ``config``; everything else (auth, libs, assert, desc ...) stays.
 _TASK_META_KEYS = frozenset({"kind", "eval", "args", "input"})
 
@@ -87,9 +90,36 @@ def _task(
         config = _config(target)
         config["workbook"] = ref
     _check_output(config.get("output"), step, f"{field}.output")
+    if kind == "http":
+        _check_pagination(config.get("retry"), step, f"{field}.retry")
     if args:
         config["args"] = args
     return TaskSpec(name=label, kind=kind, config=config, rules=rules)
+
+
+def _check_pagination(retry: Any, step: str, field: str) -> None:
+    """The http tool's ``retry: [{when, then: {max_attempts, next_call, collect}}]`` pagination."""
+    if not isinstance(retry, list):
+        return  # upstream's other retry shapes (true, a count) are left to the rules
+    for i, policy in enumerate(retry):
+        then = policy.get("then") if isinstance(policy, dict) else None
+        if not isinstance(then, dict) or not isinstance(policy.get("when"), str):
+            raise PlaybookError("a retry policy is {when: '{{ ... }}', then: {...}}", step=step, field=f"{field}[{i}]")
+        if "next_call" not in then and "collect" not in then:
+            continue
+        pages, collect = then.get("max_attempts", 1), then.get("collect") or {}
+        if isinstance(pages, bool) or not isinstance(pages, int) or not 1 <= pages <= MAX_PAGES:
+            raise PlaybookError(
+                f"max_attempts of a pagination policy must be 1..{MAX_PAGES}", step=step, field=f"{field}[{i}].then"
+            )
+        if not isinstance(then.get("next_call") or {}, dict) or not isinstance(collect, dict):
+            raise PlaybookError("next_call and collect must be mappings", step=step, field=f"{field}[{i}].then")
+        if collect.get("strategy", "append") not in COLLECT_STRATEGIES:
+            raise PlaybookError(
+                f"collect.strategy must be one of {', '.join(sorted(COLLECT_STRATEGIES))}",
+                step=step,
+                field=f"{field}[{i}].then.collect.strategy",
+            )
 
 
 def _check_output(block: Any, step: str, field: str) -> None:
