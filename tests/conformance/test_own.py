@@ -61,13 +61,23 @@ def case(key: str) -> Any:
 
 
 def _failed_at(run: Finished, step: str) -> str:
-    """Assert the playbook failed at ``step`` (and ran nothing after it); return the message."""
+    """Assert the playbook failed at ``step``; return the message. ``end`` ran only when the
+    step's arcs routed the failed call on (current form: an arc without ``when`` fires after a
+    failure too, as upstream's does), and the execution still ended FAILED."""
     assert run.status == "FAILED", run.view
     message = str(run.view["error"])
     assert f"'{step}'" in message or f" {step}" in message, message
     failed = next(e for e in run.events if e["event_type"] == "playbook.failed")
     assert failed["step"] == step
-    assert "end" not in run.issued()
+    routed = [
+        e
+        for e in run.events
+        if e["event_type"] == "next.evaluated" and e["step"] == step and (e["context"] or {}).get("after")
+    ]
+    assert ("end" in run.issued()) == bool(routed)
+    if routed:
+        assert routed[0]["context"] == {"mode": "exclusive", "fired": ["end"], "implicit": False, "after": "call.error"}
+        assert run.results[step]["status"] == "error" and run.results[step]["error"]["message"]
     return message
 
 

@@ -562,3 +562,95 @@ def test_a_bad_playbook_timeout_is_rejected(raw: str) -> None:
         field="timeout",
         match="timeout must be a positive number of seconds .* under 366 days",
     )
+
+
+def test_current_form_arcs_route_errors_and_the_earlier_form_does_not() -> None:
+    playbook = parse(
+        """
+        workflow:
+          - step: start
+            tool: {kind: noop}
+            next: {spec: {mode: exclusive}, arcs: [{step: b}]}
+          - step: b
+            tool: {kind: noop}
+            next: [{step: end}]
+          - step: end
+        """
+    )
+    assert playbook.step("start").next.after_error is True  # type: ignore[union-attr]
+    assert playbook.step("b").next.after_error is False  # type: ignore[union-attr]
+
+
+def test_tool_output_select_and_store_are_checked_at_register_time() -> None:
+    good = parse(
+        """
+        workflow:
+          - step: start
+            tool:
+              kind: http
+              url: http://x
+              output: {select: [data.id, {path: "$.data.next", as: cursor}], store: {kind: kv}}
+          - step: w
+            tool: {kind: wasm, plugin: {path: p}, output: arrow-ipc}
+        """
+    )
+    assert good.step("start").tasks[0].config["output"]["store"] == {"kind": "kv"}
+    assert good.step("w").tasks[0].config["output"] == "arrow-ipc"
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: noop, output: {select: data.id}}\n",
+        step="start",
+        field="tool.output.select",
+        match="a list of at most 100 paths",
+    )
+    rejects(
+        "workflow:\n  - step: start\n    tool: [{name: a, kind: noop, output: {select: [{as: x}]}}]\n",
+        step="start",
+        field="tool[0].output.select[0]",
+        match="a path or",
+    )
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: noop, output: {store: {kind: tape}}}\n",
+        step="start",
+        field="tool.output.store",
+        match="kind is one of",
+    )
+
+
+def test_http_pagination_policies_are_checked_at_register_time() -> None:
+    good = parse(
+        """
+        workflow:
+          - step: start
+            tool:
+              kind: http
+              url: http://x
+              retry:
+                - when: "{{ response.paging.hasMore }}"
+                  then: {max_attempts: 10, next_call: {params: {page: "{{ response.paging.page + 1 }}"}}, collect: {path: data}}
+        """
+    )
+    assert good.step("start").tasks[0].config["retry"][0]["then"]["max_attempts"] == 10
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: http, url: x, retry: [{then: {collect: {}}}]}\n",
+        step="start",
+        field="tool.retry[0]",
+        match="a retry policy is",
+    )
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: http, url: x, retry: [{when: a, then: {max_attempts: 5000, collect: {}}}]}\n",
+        step="start",
+        field="tool.retry[0].then",
+        match="1..1000",
+    )
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: http, url: x, retry: [{when: a, then: {collect: {strategy: zip}}}]}\n",
+        step="start",
+        field="tool.retry[0].then.collect.strategy",
+        match="append, merge, replace",
+    )
+    rejects(
+        "workflow:\n  - step: start\n    tool: {kind: http, url: x, retry: [{when: '{{ a +', then: {collect: {}}}]}\n",
+        step="start",
+        field="tool.start.retry[0].when",
+        match="does not parse",
+    )

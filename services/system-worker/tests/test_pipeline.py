@@ -79,7 +79,14 @@ def test_no_result_global_gives_none() -> None:
 async def test_python_exception_becomes_step_error_with_message_and_type() -> None:
     outcome = await run(py("boom", "raise ValueError('bad input 42')"))
     assert outcome.status == "failed"
-    assert outcome.error == {"message": "bad input 42", "type": "ValueError", "task": "boom"}
+    assert outcome.error == {
+        "message": "bad input 42",
+        "type": "ValueError",
+        "task": "boom",
+        "kind": "tool_error",
+        "retryable": False,
+        "code": None,
+    }
 
 
 async def test_sys_exit_in_task_code_fails_the_task_only() -> None:

@@ -121,7 +121,14 @@ async def test_a_pipeline_runs_python_tasks_in_the_sandbox(pool: SandboxPool) ->
     outcome = await runner.run(spec)
 
     assert not outcome.ok and outcome.task == "boom"
-    assert outcome.error == {"message": "'missing'", "type": "KeyError", "task": "boom"}
+    assert outcome.error == {
+        "message": "'missing'",
+        "type": "KeyError",
+        "task": "boom",
+        "kind": "tool_error",
+        "retryable": False,
+        "code": None,
+    }
     spec = CommandSpec(tasks=spec.tasks[:2])
     outcome = await runner.run(spec)
     assert outcome.ok and outcome.result == {"again": 20, "dumped": "1"}

@@ -168,7 +168,8 @@ async def test_failed_pipeline_posts_call_error_and_command_failed(
     await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
     events = fake_api.events_of(note.event_id)
     assert types(events) == ["command.started", "call.error", "command.failed"]
-    assert events[-1].context == {"error": {"message": "nope", "type": "ValueError", "task": "bad"}}
+    error = {"message": "nope", "type": "ValueError", "task": "bad", "kind": "tool_error", "retryable": False, "code": None}
+    assert events[-1].context == {"error": error}
     await bus.until(lambda: _is(bus.stream_messages(), 0))
 
 

@@ -18,8 +18,10 @@ from typing import Any
 from noetl_common import CommandSpec, Rule, TaskSpec
 from noetl_common.templating import DEFAULT_LIMITS, TemplateError, TemplateLimits, evaluate, render
 
+from ._errors import exception_error, pipeline_error, result_error
 from ._metrics import DISPATCH_SECONDS
-from .tools import PythonToolError, ToolError, ToolRegistry, UnknownToolError
+from ._output import output_block, select_output
+from .tools import ToolError, ToolRegistry, UnknownToolError
 
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -37,7 +39,7 @@ class StepOutcome:
 
     status: str  # "completed" | "failed"
     result: Any = None
-    error: dict[str, Any] | None = None  # {message, type, task}
+    error: dict[str, Any] | None = None  # {message, type, task, kind, retryable, code}
     set: dict[str, Any] = field(default_factory=dict)
     task: str | None = None  # the task that ended the pipeline
     task_runs: int = 0
@@ -77,15 +79,10 @@ def _apply_set(context: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _error(exc: BaseException, task: str) -> dict[str, Any]:
-    type_name = exc.type_name if isinstance(exc, PythonToolError | ToolError) else type(exc).__name__
-    return {"message": str(exc) or type_name, "type": type_name, "task": task}
-
-
 def _template_error(exc: TemplateError, step: str | None, task: str, field: str) -> dict[str, Any]:
     """A template that failed (or went over its budget): names the step, the task and the field."""
     where = f"step {step!r} task {task!r}" if step else f"task {task!r}"
-    return {"message": f"{where}: {exc.at(field)}: {exc.message}", "type": type(exc).__name__, "task": task}
+    return pipeline_error(f"{where}: {exc.at(field)}: {exc.message}", type(exc).__name__, task, kind="config")
 
 
 def _task_inputs(spec: CommandSpec, raw: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,19 +108,24 @@ def _task_inputs(spec: CommandSpec, raw: Mapping[str, Any], config: Mapping[str,
     return inputs
 
 
-#: Config keys of a python task that are source code, never templates (``{{`` is valid python).
-_SOURCE_KEYS = frozenset({"code", "code_b64", "code_base64"})
+#: Config keys left unrendered: a python task's source (``{{`` is valid python), and an http
+#: task's ``retry``, which the tool renders per page over each response (pagination).
+_UNRENDERED_KEYS = {
+    "python": frozenset({"code", "code_b64", "code_base64"}),
+    "http": frozenset({"retry"}),
+}
 
 
 def _render_config(task: TaskSpec, context: Mapping[str, Any], limits: TemplateLimits) -> Any:
-    """Render the task's config over ``context``, except a python task's source."""
-    if task.kind != "python":
+    """Render the task's config over ``context``, except the keys its tool renders itself."""
+    kept = _UNRENDERED_KEYS.get(task.kind)
+    if kept is None:
         return render(task.config, context, limits)
-    rest = {k: v for k, v in task.config.items() if k not in _SOURCE_KEYS}
+    rest = {k: v for k, v in task.config.items() if k not in kept}
     rendered = render(rest, context, limits)
     if not isinstance(rendered, dict):
         return rendered
-    return {**rendered, **{k: v for k, v in task.config.items() if k in _SOURCE_KEYS}}
+    return {**rendered, **{k: v for k, v in task.config.items() if k in kept}}
 
 
 def task_timeout(config: Mapping[str, Any]) -> float | None:
@@ -190,13 +192,8 @@ class PipelineRunner:
             task = tasks[index]
             runs += 1
             if runs > self.max_task_runs:
-                return failed(
-                    {
-                        "message": f"pipeline exceeded {self.max_task_runs} task runs (a retry/jump cycle?)",
-                        "type": "PipelineLimitError",
-                        "task": task.name,
-                    }
-                )
+                message = f"pipeline exceeded {self.max_task_runs} task runs (a retry/jump cycle?)"
+                return failed(pipeline_error(message, "PipelineLimitError", task.name, kind="logic"))
             context.update({"_task": task.name, "_attempt": attempt})
             last_task = task.name
             try:
@@ -206,7 +203,7 @@ class PipelineRunner:
                 # Fixed before the tool runs, so no rule can repair it: fail the step.
                 return failed(_template_error(exc, step, task.name, "config"))
             except UnknownToolError as exc:
-                return failed(_error(exc, task.name))
+                return failed({**exception_error(exc, task.name), "kind": "config"})
             if not isinstance(config, dict):
                 config = {}
             output = await self._call(
@@ -237,7 +234,7 @@ class PipelineRunner:
             elif action == "fail":
                 error = dict(
                     output["error"]
-                    or {"message": f"task {task.name!r} failed by rule", "type": "RuleFailure"}
+                    or pipeline_error(f"task {task.name!r} failed by rule", "RuleFailure", None, kind="logic")
                 )
                 error["task"] = task.name
                 return failed(error)
@@ -248,14 +245,12 @@ class PipelineRunner:
                     else DEFAULT_RETRY_ATTEMPTS
                 )
                 if attempt >= limit:
-                    cause = (output["error"] or {}).get("message")
+                    # the last error, kind / retryable / code included, as upstream reports it
+                    last = output["error"] or pipeline_error("", "RetriesExhausted", None, kind="logic")
                     message = f"task {task.name!r}: retries exhausted after {attempt} attempt(s)"
+                    cause = last.get("message")
                     return failed(
-                        {
-                            "message": f"{message}: {cause}" if cause else message,
-                            "type": (output["error"] or {}).get("type", "RetriesExhausted"),
-                            "task": task.name,
-                        }
+                        {**last, "message": f"{message}: {cause}" if cause else message, "task": task.name}
                     )
                 assert rule is not None
                 await self._sleep(backoff_delay(rule, attempt))
@@ -264,17 +259,13 @@ class PipelineRunner:
                 target = rule.to if rule is not None else None
                 if target not in positions:
                     return failed(
-                        {
-                            "message": f"jump to unknown task {target!r}",
-                            "type": "RuleError",
-                            "task": task.name,
-                        }
+                        pipeline_error(f"jump to unknown task {target!r}", "RuleError", task.name, kind="config")
                     )
                 assert target is not None
                 index, attempt = positions[target], 1
             else:
                 return failed(
-                    {"message": f"unknown rule action {action!r}", "type": "RuleError", "task": task.name}
+                    pipeline_error(f"unknown rule action {action!r}", "RuleError", task.name, kind="config")
                 )
 
         return StepOutcome("completed", result, None, patch, last_task, runs)
@@ -290,6 +281,7 @@ class PipelineRunner:
     ) -> dict[str, Any]:
         """Run one tool call and describe it as the ``outcome`` / ``output`` rules see."""
         started = time.perf_counter()
+        block = output_block(config)  # the task's ``output:`` (select / store), never the tool's
         try:
             limit = task_timeout(config)
             if limit is None:
@@ -299,13 +291,14 @@ class PipelineRunner:
                     value = await asyncio.wait_for(tool(config, inputs, context), limit)
                 except TimeoutError:
                     raise TimeoutError(f"task {task.name!r} timed out after {limit:g} s") from None
-            status, error = "ok", None
+            error = result_error(value)  # a result {status: error, error_kind | retryable | code}
+            status = "ok" if error is None else "error"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # a ToolError keeps its result (an http error response) for the rules to read
             value, status = (exc.result if isinstance(exc, ToolError) else None), "error"
-            error = {"message": str(exc) or type(exc).__name__, "type": _error(exc, task.name)["type"]}
+            error = exception_error(exc, None)
         elapsed = time.perf_counter() - started
         DISPATCH_SECONDS.labels(task.kind).observe(elapsed)
         output = {
@@ -317,7 +310,9 @@ class PipelineRunner:
         }
         helper = self.registry.helper(task.kind)
         if helper is not None:
-            output[task.kind] = helper(value)
+            output[task.kind] = helper(value)  # of the tool's own result: http status, headers ...
+        if block is not None and error is None:
+            output["result"] = output["data"] = select_output(value, block)
         return output
 
     def _match(self, task: TaskSpec, context: Mapping[str, Any]) -> tuple[int, Rule | None]:

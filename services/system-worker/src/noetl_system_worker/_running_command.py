@@ -20,6 +20,7 @@ from noetl_common import ApiError, ClaimReply, CommandSpec, Event, EventsReply, 
 
 from ._api import ControlPlane
 from ._config import WorkerConfig
+from ._errors import pipeline_error
 from ._metrics import count_command
 from ._pipeline import PipelineRunner, StepOutcome
 from ._reporting import EventRejectedError, Reporter, StaleAttemptError, failure_events
@@ -170,10 +171,8 @@ class RunningCommand:
                 try:
                     context = await self._reporter.completed_context(api, claim.execution_id, outcome, runtime)
                 except Exception as exc:  # refused (e.g. 413 over the API's body limit) or unreachable
-                    error = {
-                        "message": f"the result store refused the result: {exc}",
-                        "type": "ResultStoreError",
-                    }
+                    message = f"the result store refused the result: {exc}"
+                    error = pipeline_error(message, "ResultStoreError", None, kind="storage")
                     outcome = StepOutcome("failed", error=error, task_runs=outcome.task_runs)
             if context is not None:
                 terminal = [
@@ -197,7 +196,8 @@ class RunningCommand:
                     raise
                 # The result itself was refused (e.g. too large): report the step as failed
                 # rather than leaving the command to be redelivered and rerun.
-                error = {"message": f"control-api refused the result: {exc}", "type": "EventRejected"}
+                message = f"control-api refused the result: {exc}"
+                error = pipeline_error(message, "EventRejected", None, kind="storage")
                 await self._reporter.post(api, leading + failure_events(event, error), log)
                 outcome = StepOutcome("failed", error=error)
             try:
@@ -252,13 +252,8 @@ class RunningCommand:
                 return run.result()
             if lost in done:
                 return None
-            return StepOutcome(
-                "failed",
-                error={
-                    "message": f"command timed out after {spec.timeout_seconds:g} s",
-                    "type": "TimeoutError",
-                },
-            )
+            message = f"command timed out after {spec.timeout_seconds:g} s"
+            return StepOutcome("failed", error=pipeline_error(message, "TimeoutError", None, kind="timeout"))
         finally:
             for fut in (run, lost):
                 fut.cancel()

@@ -41,6 +41,7 @@ COMPARED = (
     "last_step",
     "result",
     "error",
+    "failure",
 )
 _TERMINAL_STATUS = {
     "playbook.completed": "COMPLETED",

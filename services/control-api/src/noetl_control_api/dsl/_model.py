@@ -25,10 +25,15 @@ class Arc(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class Next(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """A step's routing: ``exclusive`` fires the first arc that holds, ``inclusive`` all."""
+    """A step's routing: ``exclusive`` fires the first arc that holds, ``inclusive`` all.
+
+    ``after_error``: the arcs are also evaluated after the step's call failed, with ``event``
+    and ``error`` in scope (the current form, ``next: {spec, arcs}``, as upstream routes errors
+    to recovery steps); the earlier list form keeps "a failed step fires no arcs"."""
 
     mode: NextMode
     arcs: list[Arc]
+    after_error: bool = False
     on_no_match: NoMatch = "complete"
 
 

@@ -38,7 +38,7 @@ def next_of(raw: Any, step: str, step_spec: dict[str, Any]) -> Next | None:
         if not isinstance(items, list):
             raise PlaybookError("next.arcs must be a list", step=step, field="next.arcs")
         arcs = [_arc(item, step, f"next[{i}]") for i, item in enumerate(items)]
-        return Next(mode=mode, arcs=arcs, on_no_match=on_no_match)
+        return Next(mode=mode, arcs=arcs, after_error=True, on_no_match=on_no_match)
     if isinstance(raw, dict) and "step" in raw:
         arc = _arc(raw, step, "next")
         return Next(mode=_earlier_mode(step, step_spec, [arc]), arcs=[arc])

@@ -13,6 +13,12 @@ _DIRECTIVES = frozenset({"continue", "retry", "jump", "break", "fail"})
 #: ``none`` (upstream's) retries at once, whatever ``delay`` says; ``fixed`` is the earlier form's.
 _BACKOFFS = frozenset({"none", "fixed", "linear", "exponential"})
 _SCOPES = frozenset({"ctx", "vars", "iter"})
+#: ``output.store.kind`` values upstream accepts (``object`` is its old name of ``disk``).
+STORE_KINDS = frozenset({"auto", "memory", "kv", "disk", "object", "s3", "gcs", "db", "duckdb", "eventlog"})
+MAX_SELECT_PATHS = 100
+#: http pagination: pages one task may fetch, and how they are aggregated (worker's ``_http_pages``).
+MAX_PAGES = 1000
+COLLECT_STRATEGIES = frozenset({"append", "replace", "merge"})
 # Task keys the model lifts out of ``config``; everything else (auth, libs, assert, desc ...) stays.
 _TASK_META_KEYS = frozenset({"kind", "eval", "args", "input"})
 
@@ -84,9 +90,65 @@ def _task(
         rules = rules or _rules(target, step, f"workbook.{ref}")
         config = _config(target)
         config["workbook"] = ref
+    _check_output(config.get("output"), step, f"{field}.output")
+    if kind == "http":
+        _check_pagination(config.get("retry"), step, f"{field}.retry")
     if args:
         config["args"] = args
     return TaskSpec(name=label, kind=kind, config=config, rules=rules)
+
+
+def _check_pagination(retry: Any, step: str, field: str) -> None:
+    """The http tool's ``retry: [{when, then: {max_attempts, next_call, collect}}]`` pagination."""
+    if not isinstance(retry, list):
+        return  # upstream's other retry shapes (true, a count) are left to the rules
+    for i, policy in enumerate(retry):
+        then = policy.get("then") if isinstance(policy, dict) else None
+        if not isinstance(then, dict) or not isinstance(policy.get("when"), str):
+            raise PlaybookError("a retry policy is {when: '{{ ... }}', then: {...}}", step=step, field=f"{field}[{i}]")
+        if "next_call" not in then and "collect" not in then:
+            continue
+        pages, collect = then.get("max_attempts", 1), then.get("collect") or {}
+        if isinstance(pages, bool) or not isinstance(pages, int) or not 1 <= pages <= MAX_PAGES:
+            raise PlaybookError(
+                f"max_attempts of a pagination policy must be 1..{MAX_PAGES}", step=step, field=f"{field}[{i}].then"
+            )
+        if not isinstance(then.get("next_call") or {}, dict) or not isinstance(collect, dict):
+            raise PlaybookError("next_call and collect must be mappings", step=step, field=f"{field}[{i}].then")
+        if collect.get("strategy", "append") not in COLLECT_STRATEGIES:
+            raise PlaybookError(
+                f"collect.strategy must be one of {', '.join(sorted(COLLECT_STRATEGIES))}",
+                step=step,
+                field=f"{field}[{i}].then.collect.strategy",
+            )
+
+
+def _check_output(block: Any, step: str, field: str) -> None:
+    """Upstream's ``output: {select: [path | {path, as}], store: {kind}}``; an ``output`` that is
+    no mapping belongs to the tool (the wasm tool's output format)."""
+    if not isinstance(block, dict):
+        return
+    select, store = block.get("select"), block.get("store")
+    if select is not None:
+        if not isinstance(select, list) or len(select) > MAX_SELECT_PATHS:
+            raise PlaybookError(
+                f"output.select must be a list of at most {MAX_SELECT_PATHS} paths", step=step, field=f"{field}.select"
+            )
+        for i, item in enumerate(select):
+            path = item.get("path") if isinstance(item, dict) else item
+            alias = item.get("as") if isinstance(item, dict) else None
+            if not isinstance(path, str) or not path.strip() or not isinstance(alias, str | None):
+                raise PlaybookError(
+                    "an output.select item is a path or {path, as}", step=step, field=f"{field}.select[{i}]"
+                )
+    if store is not None:
+        kind = store.get("kind", "auto") if isinstance(store, dict) else None
+        if kind not in STORE_KINDS:
+            raise PlaybookError(
+                f"output.store must be a mapping whose kind is one of {', '.join(sorted(STORE_KINDS))}",
+                step=step,
+                field=f"{field}.store",
+            )
 
 
 def _config(raw: dict[str, Any]) -> dict[str, Any]:

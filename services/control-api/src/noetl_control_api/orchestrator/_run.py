@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from noetl_common import CommandSpec, pool_for
+from noetl_common import CommandSpec, TaskError, pool_for
 from noetl_common.templating import TemplateLimits
 
 from ..dsl import Arc, Playbook, Step
 from ._failure import StepFailure, failure_message
 from ._graph import graph_of, out_arcs
-from ._state import Decision, ExecutionState, InFlight, Join, LoopRun
-from ._templates import condition_holds, loop_limit, render_field, template_names
+from ._state import Decision, ExecutionState, InFlight, Join, LoopRun, RoutedFailure
+from ._templates import condition_holds, done_scope, error_scope, loop_limit, render_field, template_names
 from ._types import CommandDraft, CommandOutcome, EventDraft
 
 # Route-through steps (no tool) can form a cycle that never issues a command; stop it.
@@ -228,14 +228,16 @@ class Run:
         if run.done == len(run.items):
             del self.state.loops[step.name]
             self.emit("loop.done", step.name, count=len(run.items))
-            self.complete(step, run.args, {"results": run.results}, ran=True)
+            self.complete(step, run.args, {"results": run.results}, ran=True, event="loop.done")
             return
         limit = 1 if step.loop.mode == "sequential" else (run.limit or len(run.items))
         while run.next_index < len(run.items) and run.next_index - run.done < limit:
             self.issue(step, run.args, iteration=run.next_index)
             run.next_index += 1
 
-    def complete(self, step: Step, args: dict[str, Any], result: Any, *, ran: bool) -> None:
+    def complete(
+        self, step: Step, args: dict[str, Any], result: Any, *, ran: bool, event: str = "call.done"
+    ) -> None:
         """A step run finished: record its result, apply its ``set``, then route."""
         previous = self.state.last_step
         if ran:
@@ -244,15 +246,31 @@ class Run:
         if step.set:
             values = self._render(step.name, "set", step.set, self.names(args))
             self.patch(step.name, values, "step.set")
-        fired = self.route(step, args)
+        fired = self.route(step, args, done_scope(step.name, event if ran else "step.exit", result))
         if not fired and step.next is not None and step.next.on_no_match == "quiet":
             self.state.last_step = previous  # a quiet dead end is not the run's end
 
-    def route(self, step: Step, args: dict[str, Any]) -> int:
-        """Fire the step's arcs that hold (the first only when exclusive); how many fired."""
+    def recover(self, step: Step, args: dict[str, Any], outcome: CommandOutcome, message: str) -> None:
+        """A failed call of a step whose arcs route errors: fire the arcs that hold with
+        ``event`` (``call.error``), ``output`` and ``error`` in scope. None holds: the step fails
+        the execution as before. Some do: the step's result is ``{status: error, error}``, the
+        execution goes on along them and ends FAILED with this error once they are done."""
+        scope = error_scope(step.name, (outcome.error or TaskError()).scope())
+        if not self.route(step, args, scope, failed=True):
+            raise StepFailure(step.name, message)
+        self.state.results[step.name] = scope[step.name]
+        self.state.last_step = step.name
+        if self.state.failure is None:
+            self.state.failure = RoutedFailure(step=step.name, error=message)
+
+    def route(
+        self, step: Step, args: dict[str, Any], scope: dict[str, Any], *, failed: bool = False
+    ) -> list[str]:
+        """Fire the arcs that hold over the step's names plus ``scope`` (``event``, ``output``
+        ...); returns the steps routed to (none fired after a failure delivers nothing)."""
         arcs = out_arcs(self.playbook, step)
         mode = step.next.mode if step.next is not None else "exclusive"
-        names = self.names(args)
+        names = {**self.names(args), **scope}
         fired: list[tuple[int, Arc]] = []
         for i, arc in enumerate(arcs):
             if self._holds(step.name, f"next[{i}].when", arc.when, names):
@@ -264,17 +282,16 @@ class Run:
             (arc, self._render(step.name, f"next[{i}]", {"args": arc.args, "set": arc.set}, names))
             for i, arc in fired
         ]
-        self.emit(
-            "next.evaluated",
-            step.name,
-            mode=mode,
-            fired=[arc.step for _, arc in fired],
-            implicit=step.next is None and bool(arcs),
-        )
+        targets = [arc.step for _, arc in fired]
+        if failed and not fired:
+            return targets  # the caller fails the step, as a step without such arcs does
+        after = {"after": "call.error"} if failed else {}
+        implicit = not failed and step.next is None and bool(arcs)
+        self.emit("next.evaluated", step.name, mode=mode, fired=targets, implicit=implicit, **after)
         for arc, rendered in deliveries:
             self.patch(step.name, rendered["set"], f"arc:{step.name}->{arc.step}")
             self.deliver(arc.step, step.name, rendered["args"])
-        return len(fired)
+        return targets
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -297,7 +314,14 @@ class Run:
             return  # a duplicate or unknown report; the command already counted
         step = self.playbook.step(flight.step)
         if outcome.status != "completed":
-            raise StepFailure(step.name, failure_message(step.name, flight.iteration, outcome.error))
+            message = failure_message(step.name, flight.iteration, outcome.error)
+            # only a call's own error routes (a worker's, which says its kind), as upstream routes
+            # on call.error; a failure the control plane imposes (dead letter, sweeper) ends the run
+            called = outcome.error is not None and outcome.error.category is not None
+            if called and flight.iteration is None and step.next is not None and step.next.after_error:
+                self.recover(step, flight.args, outcome, message)
+                return
+            raise StepFailure(step.name, message)
         self.patch(step.name, outcome.set, "rules")
         if flight.iteration is None:
             self.complete(step, flight.args, outcome.result, ran=True)
@@ -322,6 +346,10 @@ class Run:
         """Complete the execution once nothing is left to run, after entering its final step."""
         state = self.state
         if state.status == "RUNNING" and not state.in_flight and not state.joins and not state.loops:
+            if state.failure is not None:
+                # a routed error still fails the run, once it is idle; no final step after it
+                self.fail(state.failure.step, state.failure.error)
+                return
             final = self.playbook.final_step
             if final is not None and not state.runs.get(final):
                 self.enqueue(final, {})

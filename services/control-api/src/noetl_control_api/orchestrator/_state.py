@@ -45,6 +45,13 @@ class LoopRun(msgspec.Struct, kw_only=True):
     limit: int | None = None
 
 
+class RoutedFailure(msgspec.Struct, kw_only=True):
+    """A step whose call failed and whose arcs took the execution on: its error message."""
+
+    step: str
+    error: str
+
+
 class ExecutionState(msgspec.Struct, kw_only=True):
     """Everything the orchestrator knows about one execution between two events.
 
@@ -68,6 +75,9 @@ class ExecutionState(msgspec.Struct, kw_only=True):
     last_step: str | None = None
     result: Any = None
     error: str | None = None
+    #: the first failed call whose arcs routed on (a recovery): the execution goes on along
+    #: them and ends FAILED with its error, as upstream's does
+    failure: RoutedFailure | None = None
 
 
 class Decision(msgspec.Struct, kw_only=True):

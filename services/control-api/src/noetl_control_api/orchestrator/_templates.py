@@ -71,3 +71,23 @@ def loop_limit(step: str, raw: int | str | None, names: dict[str, Any], limits: 
             step, f"step {step!r}: loop.spec.max_in_flight must render to a positive integer, got {value!r}"
         )
     return value
+
+
+def done_scope(step: str, event: str, result: Any) -> dict[str, Any]:
+    """Names an arc sees once ``step`` is done: ``event`` (``call.done``, ``loop.done``, or
+    ``step.exit`` for a step without a tool) and ``output`` (``status: ok``, ``data``)."""
+    return {
+        "event": {"name": event, "step": step, "payload": {"result": result}},
+        "output": {"status": "ok", "data": result, "result": result, "error": None},
+    }
+
+
+def error_scope(step: str, error: dict[str, Any]) -> dict[str, Any]:
+    """Names an arc sees after ``step``'s call failed: ``event`` (``call.error``), ``output``
+    (``status: error``), ``error`` and the step's result ``{status: error, error}`` by its name."""
+    return {
+        "event": {"name": "call.error", "step": step, "payload": {"error": error}},
+        "output": {"status": "error", "data": None, "result": None, "error": error},
+        "error": error,
+        step: {"status": "error", "error": error},
+    }

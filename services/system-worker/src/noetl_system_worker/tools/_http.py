@@ -5,7 +5,9 @@ Config: ``method`` (GET), ``url``, ``headers``, ``params``, one of ``json`` / ``
 form-encoded for a mapping), ``timeout`` seconds (30), ``follow_redirects`` (true),
 ``verify`` (true), ``auth: <credential>``. Result ``{status_code, headers, body}`` with a
 JSON body decoded (else text). A non-2xx status is an error outcome whose result is
-still the response, so rules can read ``outcome.http.status`` and retry.
+still the response, so rules can read ``outcome.http.status`` and retry. A ``retry`` list
+with a pagination policy (``next_call`` / ``collect``) fetches page after page in the one
+task (``_http_pages``).
 
 Credentials for ``auth:``: type ``bearer`` / ``token`` (``token``), ``basic``
 (``username``, ``password``), ``header`` / ``api_key`` (``header`` or ``name``, and
@@ -36,6 +38,7 @@ import httpx
 from .._egress import host_matches, parse_hosts, resolve
 from .._runtime import CredentialError, ToolRuntime, auth_name, runtime
 from ._base import ToolError
+from ._http_pages import paginate, pagination_policy
 
 DEFAULT_TIMEOUT = 30.0
 #: Response bodies larger than this are refused (a worker must not hold unbounded bodies).
@@ -166,7 +169,15 @@ async def _send(
 
 
 async def run_http(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any]) -> Any:
-    """Send one request, following redirects hop by hop; see the module docstring."""
+    """Send the request (or, with a ``retry`` pagination policy, each page's); see the module docstring."""
+    policy = pagination_policy(config.get("retry"))
+    if policy is not None:
+        return await paginate(config, policy, ctx, fetch_once)
+    return await fetch_once(config)
+
+
+async def fetch_once(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Send one request, following redirects hop by hop; a non-2xx answer raises."""
     url = config.get("url") or config.get("endpoint")
     if not isinstance(url, str) or not url:
         raise ValueError("http tool: 'url' is required")
