@@ -19,7 +19,8 @@ from noetl_common import CommandSpec, Rule, TaskSpec
 from noetl_common.templating import DEFAULT_LIMITS, TemplateError, TemplateLimits, evaluate, render
 
 from ._metrics import DISPATCH_SECONDS
-from .tools import PythonToolError, ToolError, ToolRegistry, UnknownToolError
+from ._runtime import CredentialError, runtime
+from .tools import PythonToolError, ToolError, ToolRegistry, UnknownToolError, keychain_names, keychain_values
 
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -197,6 +198,14 @@ class PipelineRunner:
                 )
             context.update({"_task": task.name, "_attempt": attempt})
             last_task = task.name
+            try:
+                # {{ keychain.<name> }}: resolved for this command before the config is rendered
+                names = keychain_names(task.config)
+                if names:
+                    await keychain_values(runtime(), names)
+                    context["keychain"] = dict(runtime().keychain_values)
+            except CredentialError as exc:
+                return failed(_error(exc, task.name))
             try:
                 config = _render_config(task, context, self.limits)
                 tool = self.registry.get(task.kind)

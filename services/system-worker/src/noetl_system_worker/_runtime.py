@@ -58,6 +58,19 @@ class SecretSource(Protocol):
         """``{name: value}``; the execution's entry wins over a global one."""
         ...
 
+    async def keychain_entries(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
+        """``{values, fetch?, sensitive_only?}``: ``fetch`` holds the token requests of the
+        playbook's ``oauth2`` entries that need a new token."""
+        ...
+
+    async def store_keychain_token(
+        self, name: str, value: dict[str, Any], *, event_id: int | None, worker_id: str | None
+    ) -> dict[str, Any]:
+        """Keep a fetched ``oauth2`` token with the execution."""
+        ...
+
 
 class CredentialError(LookupError):
     """A task named a credential or secret that cannot be resolved here."""
@@ -114,6 +127,8 @@ class ToolRuntime:
     duckdb_directories: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     secrets: set[str] = field(default_factory=set)
+    #: keychain values read by this command's templates (``{{ keychain.<name> }}``)
+    keychain_values: dict[str, Any] = field(default_factory=dict)
     _credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def remember(self, value: Any, *, sensitive_only: bool = False) -> None:

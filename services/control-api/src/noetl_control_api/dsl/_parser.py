@@ -14,6 +14,7 @@ import yaml
 
 from ._errors import PlaybookError
 from ._fields import condition, inputs, mapping, scoped_set
+from ._keychain import keychain_block
 from ._model import Playbook, Step
 from ._routing import loop_of, next_of
 from ._tasks import tool_tasks
@@ -90,6 +91,7 @@ def parse_playbook(text: str) -> Playbook:
         executor=executor,
         api_version=API_VERSION,
         timeout=_timeout(doc.get("timeout"), None, PLAYBOOK_TIMEOUT_MAX),
+        keychain=keychain_block(doc.get("keychain")),
     )
     validate(playbook)
     return playbook

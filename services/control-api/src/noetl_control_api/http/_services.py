@@ -30,6 +30,7 @@ from ..application import (
     OidcVerifier,
     OutboxService,
     PlaybookCache,
+    PlaybookKeychain,
     PluginService,
     Principal,
     ProjectionService,
@@ -198,7 +199,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
     )
     deadletter = DeadLetterService(pool, claims, ingest)
     catalog = CatalogService(pool, playbooks, policy, max_bytes=settings.playbook_max_bytes)
-    keychain = KeychainService(pool, box)
+    keychain = KeychainService(pool, box, PlaybookKeychain(box, playbooks, settings.template_limits))
     return Services(
         settings=settings,
         pool=pool,
