@@ -18,7 +18,7 @@ PLAYBOOK = """\
 apiVersion: noetl.io/v2
 kind: Playbook
 metadata: {name: kc, path: tests/keychain}
-workload: {api_key: "%s", audience: reports}
+workload: {api_key: "<static>", audience: reports}
 keychain:
   - name: api
     kind: static
@@ -36,7 +36,7 @@ keychain:
 workflow:
   - step: start
     tool: {kind: noop}
-""" % STATIC_SECRET
+""".replace("<static>", STATIC_SECRET)
 
 
 def _doc(block: str) -> str:
