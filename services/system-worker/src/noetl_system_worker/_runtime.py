@@ -163,22 +163,12 @@ class ToolRuntime:
         self._credentials[name] = resolved
         return resolved
 
-    async def keychain(self, name: str) -> Any:
-        """A keychain value: an allow-listed environment variable, else the control-api's entry."""
-        if self._readable(name) and name in self.env:
-            value: Any = self.env[name]
-        else:
-            if self.api is None:
-                raise CredentialError(f"keychain entry {name!r}: this worker has no control-api")
-            try:
-                found = await self.api.resolve_keychain(
-                    [name], self.execution_id, event_id=self.event_id, worker_id=self.worker_id
-                )
-            except Exception as exc:
-                raise CredentialError(f"keychain entry {name!r} cannot be resolved: {exc}") from None
-            if name not in found:
-                raise CredentialError(f"keychain entry {name!r} not found")
-            value = found[name]
+    def listed_env(self, name: str) -> str | None:
+        """An environment variable ``NOETL_KEYCHAIN_ENV_VARS`` lists (a keychain name is read
+        from there first); None when it is not listed or not set."""
+        if not self._readable(name) or name not in self.env:
+            return None
+        value = self.env[name]
         self.remember(value)
         return value
 
