@@ -147,7 +147,7 @@ async def test_oauth2_entry_asks_the_worker_to_fetch_then_serves_the_token_until
 
     assert first.status_code == 200, first.text
     request = first.json()["fetch"]["svc"]
-    assert first.json()["values"] == {} and first.json()["sensitive_only"] == ["svc"]
+    assert first.json()["values"] == {} and first.json()["sensitive_only"] == {"svc": ["access_token"]}
     assert request == {
         "endpoint": "http://127.0.0.1:9/token",
         "method": "POST",
@@ -199,3 +199,45 @@ async def test_a_credential_bound_to_its_token_url_cannot_be_sent_elsewhere(
 
     assert reply.status_code == 403 and "token_url" in reply.json()["detail"]
     assert "p-secret" not in reply.text
+
+
+CREDENTIAL_PLAYBOOK = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: kc2, path: tests/keychain2}
+workload: {tok: bearer-value-42}
+keychain:
+  - {name: warehouse, kind: credential, credential: wh}
+  - {name: other_team, kind: credential}
+  - {name: plain, kind: bearer, token: "{{ workload.tok }}", ttl_seconds: 600}
+workflow:
+  - step: start
+    tool: {kind: noop}
+"""
+
+
+async def test_credential_entries_keep_to_allowed_paths_and_bearer_entries_expire(
+    http: httpx.AsyncClient, hold: Any, database_url: str
+) -> None:
+    for name, allowed in (("wh", ["tests"]), ("other_team", ["finance"])):
+        made = await http.post(
+            "/api/credentials",
+            json={"name": name, "credential_type": "generic", "data": {"password": f"{name}-pw-1"}, "allowed_paths": allowed},
+        )
+        assert made.status_code == 201, made.text
+    held = await hold(http, content=CREDENTIAL_PLAYBOOK, path="tests/keychain2")
+
+    ok = await http.post("/api/internal/keychain/resolve", json={"names": ["warehouse", "plain"], **_for(held)})
+    refused = await http.post("/api/internal/keychain/resolve", json={"names": ["other_team"], **_for(held)})
+
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["values"] == {
+        "warehouse": {"password": "wh-pw-1"},
+        "plain": {"access_token": "bearer-value-42", "token_type": "Bearer"},
+    }
+    assert ok.json()["sensitive_only"] == {"warehouse": [], "plain": []}
+    assert refused.status_code == 403 and "allowed_paths" in refused.json()["detail"]
+    assert "other_team-pw-1" not in refused.text
+    rows = await _rows(database_url, held["execution_id"])
+    assert sorted(rows) == ["plain", "warehouse"]
+    assert rows["warehouse"][1] is None and rows["plain"][1] is not None  # ttl_seconds

@@ -78,8 +78,9 @@ class Keychain:
     """The control-api's keychain routes as the worker sees them: an oauth2 entry ``svc``
     without a token is a request to send; a stored token is served."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, token_field: str = "access_token") -> None:
         self.endpoint = endpoint
+        self.token_field = token_field
         self.stored: dict[str, dict[str, Any]] = {}
         self.asked: list[list[str]] = []
 
@@ -94,12 +95,12 @@ class Keychain:
                 "method": "POST",
                 "headers": {},
                 "form": {"grant_type": "client_credentials", "client_id": "c", "client_secret": CLIENT_SECRET},
-                "token_field": "access_token",
+                "token_field": self.token_field,
             }
             for n in names
             if n == "svc" and n not in self.stored
         }
-        return {"values": values, "fetch": fetch, "sensitive_only": ["svc"]}
+        return {"values": values, "fetch": fetch, "sensitive_only": {"svc": [self.token_field]}}
 
     async def store_keychain_token(
         self, name: str, value: dict[str, Any], *, event_id: int | None, worker_id: str | None
@@ -155,6 +156,17 @@ async def test_an_oauth2_token_is_fetched_once_sent_as_bearer_and_kept_out_of_th
     reported = json.dumps(rt.redact(outcome.result))
     assert "tok-1-abcdef" not in reported and "[REDACTED]" in reported
     assert CLIENT_SECRET in rt.secrets
+
+
+async def test_a_token_under_another_field_is_a_secret_and_its_plain_fields_are_not(server: TokenServer) -> None:
+    server.token_reply = (200, json.dumps({"jwt": "opaque-value-123", "token_type": "Bearer", "expires_in": 3600}))
+    rt = install(Keychain(f"{server.url}/token", token_field="jwt"))
+    task = TaskSpec(name="call", kind="http", config={"url": f"{server.url}/api", "headers": {"X": "{{ keychain.svc.jwt }}"}})
+
+    outcome = await run(task)
+
+    assert outcome.ok, outcome.error
+    assert "opaque-value-123" in rt.secrets and not {"Bearer", "3600"} & rt.secrets
 
 
 async def test_a_stored_token_is_used_without_a_request(server: TokenServer) -> None:

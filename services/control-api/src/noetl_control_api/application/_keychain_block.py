@@ -51,11 +51,12 @@ class KeychainTokenIn(msgspec.Struct, kw_only=True):
 @dataclass
 class BlockValues:
     """Resolved entries (``values``), token requests for the worker to send (``fetch``), and
-    the entries whose sensitive fields only are secrets (``sensitive_only``)."""
+    the entries whose sensitive fields only are secrets, with the other fields that are
+    (``sensitive_only``: an oauth2 entry's ``token_field``)."""
 
     values: dict[str, Any] = field(default_factory=dict)
     fetch: dict[str, dict[str, Any]] = field(default_factory=dict)
-    sensitive_only: list[str] = field(default_factory=list)
+    sensitive_only: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _workload(execution: ExecutionRow) -> dict[str, Any]:
@@ -90,7 +91,7 @@ class PlaybookKeychain:
         async with conn.transaction():
             for entry in entries:
                 if entry.kind != "static":
-                    out.sensitive_only.append(entry.name)
+                    out.sensitive_only[entry.name] = [entry.token_field] if entry.kind == "oauth2" else []
                 row = await store.secrets.get_keychain(conn, scope, entry.name)
                 if row is not None and (row.expires_at is None or row.expires_at > renew_at):
                     out.values[entry.name] = self._box.open(row.value_enc)

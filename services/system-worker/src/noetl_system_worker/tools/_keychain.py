@@ -69,13 +69,19 @@ async def keychain_values(rt: ToolRuntime, names: list[str]) -> dict[str, Any]:
             )
         except Exception as exc:
             raise CredentialError(f"keychain entr(ies) {', '.join(wanted)} cannot be resolved: {exc}") from None
-        sensitive_only = set(reply.get("sensitive_only") or ())
+        # entries whose sensitive fields only are secrets, and the other fields that are
+        sensitive: dict[str, list[str]] = dict(reply.get("sensitive_only") or {})
         found = dict(reply.get("values") or {})
         for name, request in dict(reply.get("fetch") or {}).items():
             found[name] = await _fetch_token(rt, name, request)
-            sensitive_only.add(name)
+            sensitive.setdefault(name, [str(request.get("token_field") or "access_token")])
         for name, value in found.items():
-            rt.remember(value, sensitive_only=name in sensitive_only)
+            if name not in sensitive:
+                rt.remember(value)
+                continue
+            rt.remember(value, sensitive_only=True)
+            if isinstance(value, Mapping):
+                rt.remember([value.get(f) for f in sensitive[name] if isinstance(value.get(f), str)])
         rt.keychain_values.update(found)
     missing = [n for n in names if n not in rt.keychain_values]
     if missing:
@@ -108,8 +114,10 @@ async def _fetch_token(rt: ToolRuntime, name: str, request: Mapping[str, Any]) -
         raise CredentialError(f"keychain.{name}: token request to {url.host!r} failed: {exc}") from None
     if not 200 <= response.status_code < 300:
         raise CredentialError(f"keychain.{name}: token URL {url.host!r} answered HTTP {response.status_code}")
-    token = _token_reply(name, content, str(request.get("token_field") or "access_token"))
+    token_field = str(request.get("token_field") or "access_token")
+    token = _token_reply(name, content, token_field)
     rt.remember(token, sensitive_only=True)
+    rt.remember(token[token_field])
     assert rt.api is not None
     try:
         await rt.api.store_keychain_token(name, token, event_id=rt.event_id, worker_id=rt.worker_id)
