@@ -169,6 +169,16 @@ async def test_a_token_under_another_field_is_a_secret_and_its_plain_fields_are_
     assert "opaque-value-123" in rt.secrets and not {"Bearer", "3600"} & rt.secrets
 
 
+async def test_python_source_is_not_searched_for_keychain_names() -> None:
+    install(None)
+    code = "result = {'text': '{{ keychain.nothing.here }}'}"
+
+    outcome = await run(TaskSpec(name="py", kind="python", config={"code": code}))
+
+    assert outcome.ok, outcome.error
+    assert outcome.result == {"text": "{{ keychain.nothing.here }}"}
+
+
 async def test_a_stored_token_is_used_without_a_request(server: TokenServer) -> None:
     api = Keychain(f"{server.url}/token")
     api.stored["svc"] = {"access_token": "tok-stored-123456", "expires_in": 3600}

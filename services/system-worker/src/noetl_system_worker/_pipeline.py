@@ -200,7 +200,8 @@ class PipelineRunner:
             last_task = task.name
             try:
                 # {{ keychain.<name> }}: resolved for this command before the config is rendered
-                names = keychain_names(task.config)
+                rendered = {k: v for k, v in task.config.items() if task.kind != "python" or k not in _SOURCE_KEYS}
+                names = keychain_names(rendered)
                 if names:
                     await keychain_values(runtime(), names)
                     context["keychain"] = dict(runtime().keychain_values)
