@@ -91,7 +91,7 @@ def route_owner(method: str, path: str) -> str:
         path == "/api/events"
         or (path.startswith("/api/commands/") and path.endswith("/claim"))
         or path.startswith("/api/worker/pool/")
-        or path in ("/api/internal/credentials/resolve", "/api/internal/keychain/resolve")
+        or path in ("/api/internal/credentials/resolve", "/api/internal/keychain/resolve", "/api/internal/keychain/token")
         or (method == "PUT" and path.startswith(("/api/result/", "/api/internal/objects/")))
     )
     return "NOETL_WORKER_TOKEN_SHARED" if worker_route else "NOETL_ADMIN_TOKEN"

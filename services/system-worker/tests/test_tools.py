@@ -114,6 +114,11 @@ class Secrets:
         self.calls.append(("keychain", names, execution_id))
         return {n: self.keychain[n] for n in names if n in self.keychain}
 
+    async def keychain_entries(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
+        return {"values": await self.resolve_keychain(names, execution_id)}
+
 
 @pytest.fixture
 def use_runtime() -> Any:

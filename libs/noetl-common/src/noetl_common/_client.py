@@ -296,6 +296,33 @@ class ControlPlaneClient:
         assert reply is not None
         return dict(reply.get("values") or {})
 
+    async def keychain_entries(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
+        """The whole keychain resolve reply: ``{values, fetch?, sensitive_only?}`` (``fetch``: the
+        token requests of the playbook's ``oauth2`` entries that need a new token)."""
+        reply = await self.request(
+            "POST",
+            "/api/internal/keychain/resolve",
+            {"names": names, "execution_id": execution_id, "event_id": event_id, "worker_id": worker_id},
+            dict,
+        )
+        assert reply is not None
+        return dict(reply)
+
+    async def store_keychain_token(
+        self, name: str, value: dict[str, Any], *, event_id: int | None, worker_id: str | None
+    ) -> dict[str, Any]:
+        """Keep a fetched ``oauth2`` token with the execution (internal route); ``{name, expires_at}``."""
+        reply = await self.request(
+            "POST",
+            "/api/internal/keychain/token",
+            {"name": name, "value": value, "event_id": event_id, "worker_id": worker_id},
+            dict,
+        )
+        assert reply is not None
+        return dict(reply)
+
     # -- plug-in registry and object store (WASM host) -------------------------------------
     async def _raise_for(self, response: httpx.Response) -> None:
         if response.status_code < 300 or response.status_code == 304:

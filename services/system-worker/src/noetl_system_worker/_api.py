@@ -70,6 +70,18 @@ class ControlPlane(Protocol):
         """Clear keychain values (internal route)."""
         ...
 
+    async def keychain_entries(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
+        """The whole keychain resolve reply, with the token requests of ``oauth2`` entries."""
+        ...
+
+    async def store_keychain_token(
+        self, name: str, value: dict[str, Any], *, event_id: int | None, worker_id: str | None
+    ) -> dict[str, Any]:
+        """Keep a fetched ``oauth2`` token with the execution (internal route)."""
+        ...
+
 
 #: The control-api to call for a notification's ``server_url`` (None: ``NOETL_SERVER_URL``).
 ApiFor = Callable[[str | None], ControlPlane]

@@ -21,7 +21,8 @@ from noetl_common.templating import DEFAULT_LIMITS, TemplateError, TemplateLimit
 from ._errors import exception_error, pipeline_error, result_error
 from ._metrics import DISPATCH_SECONDS
 from ._output import output_block, select_output
-from .tools import ToolError, ToolRegistry, UnknownToolError
+from ._runtime import CredentialError, runtime
+from .tools import ToolError, ToolRegistry, UnknownToolError, keychain_names, keychain_values
 
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -197,6 +198,16 @@ class PipelineRunner:
             context.update({"_task": task.name, "_attempt": attempt})
             last_task = task.name
             try:
+                # {{ keychain.<name> }}: resolved for this command before the config is rendered
+                unrendered = _UNRENDERED_KEYS.get(task.kind, frozenset())
+                rendered = {k: v for k, v in task.config.items() if k not in unrendered}
+                names = keychain_names(rendered)
+                if names:
+                    await keychain_values(runtime(), names)
+                    context["keychain"] = dict(runtime().keychain_values)
+            except CredentialError as exc:
+                return failed(exception_error(exc, task.name))
+            try:
                 config = _render_config(task, context, self.limits)
                 tool = self.registry.get(task.kind)
             except TemplateError as exc:
@@ -259,7 +270,9 @@ class PipelineRunner:
                 target = rule.to if rule is not None else None
                 if target not in positions:
                     return failed(
-                        pipeline_error(f"jump to unknown task {target!r}", "RuleError", task.name, kind="config")
+                        pipeline_error(
+                            f"jump to unknown task {target!r}", "RuleError", task.name, kind="config"
+                        )
                     )
                 assert target is not None
                 index, attempt = positions[target], 1

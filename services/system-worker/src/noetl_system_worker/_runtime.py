@@ -59,6 +59,19 @@ class SecretSource(Protocol):
         """``{name: value}``; the execution's entry wins over a global one."""
         ...
 
+    async def keychain_entries(
+        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+    ) -> dict[str, Any]:
+        """``{values, fetch?, sensitive_only?}``: ``fetch`` holds the token requests of the
+        playbook's ``oauth2`` entries that need a new token."""
+        ...
+
+    async def store_keychain_token(
+        self, name: str, value: dict[str, Any], *, event_id: int | None, worker_id: str | None
+    ) -> dict[str, Any]:
+        """Keep a fetched ``oauth2`` token with the execution."""
+        ...
+
 
 class CredentialError(LookupError):
     """A task named a credential or secret that cannot be resolved here."""
@@ -117,6 +130,8 @@ class ToolRuntime:
     secrets: set[str] = field(default_factory=set)
     #: what the command's python tasks print and log (step logs)
     step_log: StepLog = field(default_factory=StepLog)
+    #: keychain values read by this command's templates (``{{ keychain.<name> }}``)
+    keychain_values: dict[str, Any] = field(default_factory=dict)
     _credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def remember(self, value: Any, *, sensitive_only: bool = False) -> None:
@@ -151,22 +166,12 @@ class ToolRuntime:
         self._credentials[name] = resolved
         return resolved
 
-    async def keychain(self, name: str) -> Any:
-        """A keychain value: an allow-listed environment variable, else the control-api's entry."""
-        if self._readable(name) and name in self.env:
-            value: Any = self.env[name]
-        else:
-            if self.api is None:
-                raise CredentialError(f"keychain entry {name!r}: this worker has no control-api")
-            try:
-                found = await self.api.resolve_keychain(
-                    [name], self.execution_id, event_id=self.event_id, worker_id=self.worker_id
-                )
-            except Exception as exc:
-                raise CredentialError(f"keychain entry {name!r} cannot be resolved: {exc}") from None
-            if name not in found:
-                raise CredentialError(f"keychain entry {name!r} not found")
-            value = found[name]
+    def listed_env(self, name: str) -> str | None:
+        """An environment variable ``NOETL_KEYCHAIN_ENV_VARS`` lists (a keychain name is read
+        from there first); None when it is not listed or not set."""
+        if not self._readable(name) or name not in self.env:
+            return None
+        value = self.env[name]
         self.remember(value)
         return value
 

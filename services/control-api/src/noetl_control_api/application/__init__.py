@@ -26,6 +26,7 @@ from ._executions import ExecutionService
 from ._ids import client_id, optional_id
 from ._ingest import EventIngest
 from ._keychain import KeychainIn, KeychainList, KeychainService, KeychainView
+from ._keychain_block import KeychainTokenIn, PlaybookKeychain
 from ._nodes import NodeLease
 from ._oidc import OidcVerifier
 from ._outbox import OutboxService
@@ -94,6 +95,7 @@ __all__ = [
     "KeychainIn",
     "KeychainList",
     "KeychainService",
+    "KeychainTokenIn",
     "KeychainView",
     "LogPage",
     "NodeLease",
@@ -102,6 +104,7 @@ __all__ = [
     "OidcVerifier",
     "OutboxService",
     "PlaybookCache",
+    "PlaybookKeychain",
     "PluginList",
     "PluginService",
     "Policy",

@@ -12,6 +12,7 @@ from .. import store
 from .._errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from ..store import KeychainRow
 from ._ids import client_id
+from ._keychain_block import KeychainTokenIn, PlaybookKeychain
 from ._policy import Principal
 from ._secrets import (
     MAX_DATA_BYTES,
@@ -20,7 +21,7 @@ from ._secrets import (
     check_allowed_paths,
     check_name,
     check_names,
-    held_command,
+    held_execution,
     iso,
     path_allowed,
     redact,
@@ -60,9 +61,11 @@ def _scope(execution_id: int | str | None) -> int:
 class KeychainService:
     """Key-value secrets, global or per execution; same redaction rules as credentials."""
 
-    def __init__(self, pool: AsyncConnectionPool, box: SecretBox) -> None:
+    def __init__(self, pool: AsyncConnectionPool, box: SecretBox, block: PlaybookKeychain) -> None:
         self._pool = pool
         self._box = box
+        #: the root ``keychain:`` block of the execution's playbook
+        self._block = block
 
     @staticmethod
     def _view(row: KeychainRow, value: Any = None, show: bool = False) -> KeychainView:
@@ -114,13 +117,20 @@ class KeychainService:
                 raise NotFound(f"keychain entry {name!r} not found")
 
     async def resolve(self, body: ResolveRequest, principal: Principal) -> dict[str, Any]:
-        """Clear values for the worker: ``{values: {name: value}}``; the execution's entry wins.
-        Only for the command the worker holds; a global entry only when its ``allowed_paths``
-        cover the command's playbook."""
+        """Clear values for the worker: ``{values: {name: value}}``. A name the playbook's root
+        ``keychain:`` block declares is that entry, of this execution (an ``oauth2`` entry
+        without a fresh token is a request for the worker to send, under ``fetch``); any other
+        name is the execution's entry, else a global one whose ``allowed_paths`` cover the
+        command's playbook. Only for the command the worker holds."""
         names = check_names(body.names)
         async with self._pool.connection() as conn:
-            scope, path = await held_command(conn, body, principal)
-            rows = await store.secrets.resolve_keychain(conn, names, scope)
+            execution = await held_execution(conn, body.event_id, body.worker_id, principal)
+            scope, path = execution.execution_id, execution.path
+            playbook = await self._block.playbook(conn, execution)
+            declared = [e for e in (playbook.keychain_entry(n) for n in dict.fromkeys(names)) if e is not None]
+            rest = [n for n in names if playbook.keychain_entry(n) is None]
+            rows = await store.secrets.resolve_keychain(conn, rest, scope) if rest else {}
+            block = await self._block.resolve(conn, execution, declared)
         refused = [n for n, r in rows.items() if r.scope_id == 0 and not path_allowed(path, r.allowed_paths)]
         if refused:
             raise Forbidden(
@@ -129,9 +139,23 @@ class KeychainService:
                 {"refused": sorted(refused), "path": path},
             )
         values = {name: self._box.open(row.value_enc) for name, row in rows.items()}
-        missing = [n for n in names if n not in values]
+        values.update(block.values)
+        missing = [n for n in names if n not in values and n not in block.fetch]
         if missing:
             raise NotFound(
                 f"unknown keychain entr(ies): {', '.join(sorted(set(missing)))}", {"missing": missing}
             )
-        return {"values": values}
+        reply: dict[str, Any] = {"values": values}
+        if block.fetch:
+            reply["fetch"] = block.fetch
+        if block.sensitive_only:
+            reply["sensitive_only"] = block.sensitive_only
+        return reply
+
+    async def store_token(self, body: KeychainTokenIn, principal: Principal) -> dict[str, Any]:
+        """Keep the token the worker fetched for an ``oauth2`` entry of the execution it holds a
+        command of; ``{name, expires_at}``."""
+        check_name(body.name)
+        async with self._pool.connection() as conn:
+            execution = await held_execution(conn, body.event_id, body.worker_id, principal)
+            return await self._block.store_token(conn, execution, body)

@@ -145,22 +145,29 @@ def path_allowed(path: str, allowed: list[str] | None) -> bool:
 async def held_command(conn: Any, body: ResolveRequest, principal: Principal) -> tuple[int, str]:
     """``(execution_id, playbook path)`` of the command a worker says it holds; 403 unless it
     holds that command's live lease as that worker."""
-    if body.event_id is None or not body.worker_id:
+    execution = await held_execution(conn, body.event_id, body.worker_id, principal)
+    return execution.execution_id, execution.path
+
+
+async def held_execution(
+    conn: Any, event_id_in: int | str | None, worker_id: str | None, principal: Principal
+) -> store.ExecutionRow:
+    """The execution of the command a worker says it holds; 403 unless it holds that
+    command's live lease as that worker."""
+    if event_id_in is None or not worker_id:
         raise ValidationFailed(
             "a worker resolves secrets for a command it holds: send event_id and worker_id"
         )
-    event_id = client_id(body.event_id, "event_id")
+    event_id = client_id(event_id_in, "event_id")
     command = await store.commands.get_by_event(conn, event_id)
     held = None
     if command is not None:
         held = await store.commands.held_in(conn, command.execution_id, principal.name, event_id)
-    if held is None or held.worker_id != body.worker_id:
-        raise Forbidden(
-            f"{principal.describe()} holds no live lease on command {event_id} as worker {body.worker_id!r}"
-        )
+    if held is None or held.worker_id != worker_id:
+        raise Forbidden(f"{principal.describe()} holds no live lease on command {event_id} as worker {worker_id!r}")
     execution = await store.executions.get(conn, held.execution_id)
     assert execution is not None  # the foreign key guarantees it
-    return held.execution_id, execution.path
+    return execution
 
 
 async def check_key_present(database_url: str, key: str | None) -> None:

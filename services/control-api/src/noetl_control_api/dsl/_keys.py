@@ -18,7 +18,7 @@ _RULE_SET = frozenset({"set", "set_ctx", "set_vars", "set_iter"})
 _THEN = frozenset({"do", "attempts", "backoff", "delay", "to"}) | _RULE_SET
 
 ROOT = frozenset(
-    {"apiVersion", "kind", "metadata", "executor", "workload", "workbook", "workflow", "timeout"}
+    {"apiVersion", "kind", "metadata", "executor", "workload", "workbook", "workflow", "timeout", "keychain"}
 )
 #: ``runtime`` / ``plugin`` / ``capabilities``: the WASM opt-in; ``profile`` / ``version`` /
 #: ``requires``: upstream's declarations, accepted and not acted on.
@@ -60,7 +60,7 @@ _PG_CONNECTION = frozenset(
 KIND: dict[str, frozenset[str]] = {
     "python": frozenset({"code", "code_b64", "code_base64", "libs"}),
     "http": frozenset({"url", "endpoint", "method", "headers", "params", "json", "data", "body", "timeout"})
-    | {"follow_redirects", "verify"},
+    | {"follow_redirects", "verify", "retry"},  # retry: pagination (next_call / collect)
     "postgres": frozenset({"command", "query", "sql", "params", "autocommit", "timeout"}) | _PG_CONNECTION,
     "duckdb": frozenset({"command", "query", "sql", "params", "database", "db_path", "path", "read_only"}),
     "nats": frozenset({"subject", "stream", "headers", "timeout", "jetstream", "msg_id", "data", "payload"})
@@ -75,7 +75,7 @@ KIND: dict[str, frozenset[str]] = {
 #: Why a key that playbooks are known to carry is refused, beside the list of known keys.
 HINTS: dict[str, str] = {
     "case": "route with next.arcs[].when and handle a task's outcome with spec.policy.rules",
-    "retry": "retry a task with spec.policy.rules: [{when: ..., then: {do: retry, attempts, backoff, delay}}]",
+    "retry": "only an http task takes retry (pagination); retry a task with spec.policy.rules: [{when: ..., then: {do: retry, attempts, backoff, delay}}]",
     "type": "declare the tool as tool: {kind: ...}",
 }
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import msgspec
 from noetl_common import TaskSpec
 
+from ._keychain import KeychainEntry
+
 NextMode = Literal["exclusive", "inclusive"]
 LoopMode = Literal["sequential", "parallel"]
 #: What a step whose arcs all fail to hold does: ``complete`` (its branch ends and may end the
@@ -97,6 +99,8 @@ class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True, dict=True):
     #: wall-clock bound of each execution (root ``timeout:``), seconds; the sweeper fails an
     #: execution still running past it (docs/sweeper.md)
     timeout: float | None = None
+    #: the root ``keychain:`` block: definitions of the secrets its tasks read
+    keychain: list[KeychainEntry] = msgspec.field(default_factory=list)
 
     @functools.cached_property
     def _by_name(self) -> dict[str, Step]:
@@ -115,3 +119,7 @@ class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True, dict=True):
     def has_step(self, name: str) -> bool:
         """True when the workflow has a step called ``name``."""
         return name in self._by_name
+
+    def keychain_entry(self, name: str) -> KeychainEntry | None:
+        """The root ``keychain:`` entry called ``name``, if the playbook declares one."""
+        return next((entry for entry in self.keychain if entry.name == name), None)

@@ -15,6 +15,7 @@ import yaml
 from ._admit import admit_rules
 from ._errors import PlaybookError
 from ._fields import condition, inputs, mapping, scoped_set
+from ._keychain import keychain_block
 from ._keys import UnknownKeys
 from ._keys import unknown_keys as unknown_keys_of
 from ._model import Playbook, Step
@@ -99,6 +100,7 @@ def parse_playbook(text: str, *, unknown_keys: UnknownKeys = "error") -> Playboo
         timeout=_timeout(doc.get("timeout"), None, PLAYBOOK_TIMEOUT_MAX),
         entry_step=entry_step,
         final_step=final_step,
+        keychain=keychain_block(doc.get("keychain")),
     )
     validate(playbook)
     if unknown_keys != "ignore":

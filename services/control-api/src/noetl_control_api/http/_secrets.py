@@ -16,6 +16,7 @@ from ..application import (
     KeychainIn,
     KeychainList,
     KeychainService,
+    KeychainTokenIn,
     KeychainView,
     Principal,
     ResolveRequest,
@@ -121,3 +122,14 @@ class InternalSecretsController(Controller):
     ) -> dict[str, Any]:
         """``{names, event_id, worker_id}`` → ``{values: {name: value}}`` in clear."""
         return await keychain.resolve(data, principal)
+
+    @post("/keychain/token", status_code=200, opt=action("secret.resolve"))
+    async def store_keychain_token(
+        self,
+        data: JSONBody[KeychainTokenIn],
+        keychain: NamedDependency[KeychainService],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        """``{name, value, event_id, worker_id}``: the token an ``oauth2`` entry of the playbook's
+        ``keychain:`` block answered, kept sealed with the execution → ``{name, expires_at}``."""
+        return await keychain.store_token(data, principal)

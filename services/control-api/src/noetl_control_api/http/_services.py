@@ -30,6 +30,7 @@ from ..application import (
     OidcVerifier,
     OutboxService,
     PlaybookCache,
+    PlaybookKeychain,
     PluginService,
     Principal,
     ProjectionService,
@@ -203,7 +204,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
     catalog = CatalogService(
         pool, playbooks, policy, max_bytes=settings.playbook_max_bytes, unknown_keys=settings.dsl_unknown_keys
     )
-    keychain = KeychainService(pool, box)
+    keychain = KeychainService(pool, box, PlaybookKeychain(box, playbooks, settings.template_limits))
     return Services(
         settings=settings,
         pool=pool,

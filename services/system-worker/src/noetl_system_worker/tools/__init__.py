@@ -9,6 +9,7 @@ a callable class) and, where rules benefit, ``<kind>_helper(result)`` for ``outc
 from ._base import CommandScope, Helper, Tool, ToolError, UnknownToolError, current_command
 from ._duckdb import duckdb_helper, run_duckdb
 from ._http import HttpStatusError, http_helper, run_http
+from ._keychain import keychain_names, keychain_values
 from ._nats import nats_helper, run_nats
 from ._noop import run_noop
 from ._playbook import playbook_helper, run_playbook
@@ -37,6 +38,8 @@ __all__ = [
     "duckdb_helper",
     "encode_input",
     "http_helper",
+    "keychain_names",
+    "keychain_values",
     "nats_helper",
     "playbook_helper",
     "postgres_helper",

@@ -134,7 +134,7 @@ def _decode(response: httpx.Response, content: bytes) -> Any:
     return text
 
 
-async def _send(
+async def send_checked(
     client: httpx.AsyncClient,
     rt: ToolRuntime,
     method: str,
@@ -207,7 +207,7 @@ async def fetch_once(config: Mapping[str, Any]) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=timeout, verify=verify, trust_env=False) as client:
         for hop in range(MAX_REDIRECTS + 1):
             attach = bool(credential_headers) and _in_scope(target, scope)
-            response = await _send(
+            response = await send_checked(
                 client, rt, method, target, {**headers, **credential_headers} if attach else headers, body
             )
             location = response.headers.get("location")

@@ -3,7 +3,8 @@
 Config, one of:
 * ``name`` / ``key`` (``provider: keychain``, the default): a keychain entry — an
   environment variable listed in the worker's ``NOETL_KEYCHAIN_ENV_VARS`` when set there,
-  else the control-api's entry (the execution's wins over a global one);
+  else the entry of the playbook's root ``keychain:`` block (an ``oauth2`` token fetched
+  when needed), else the control-api's entry (the execution's wins over a global one);
 * ``env`` (or ``provider: env`` with ``name``): an allow-listed environment variable;
 * ``credential`` (or ``provider: credential``, or ``auth:``): a credential's data.
 
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._runtime import auth_name, runtime
+from ._keychain import keychain_values
 
 
 async def run_secrets(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any]) -> Any:
@@ -41,7 +43,10 @@ async def run_secrets(config: dict[str, Any], args: dict[str, Any], ctx: Mapping
         return {"name": name, "provider": "env", "value": rt.env_var(name)}
     if provider not in ("", "keychain"):
         raise ValueError(f"secrets tool: unknown provider {provider!r} (keychain, env, credential)")
-    return {"name": name, "provider": "keychain", "value": await rt.keychain(name)}
+    value = rt.listed_env(name)
+    if value is None:
+        value = (await keychain_values(rt, [name]))[name]
+    return {"name": name, "provider": "keychain", "value": value}
 
 
 def secrets_helper(result: Any) -> dict[str, Any]:

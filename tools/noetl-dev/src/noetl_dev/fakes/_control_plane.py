@@ -346,3 +346,20 @@ class FakeControlPlane:
             raise api_error(404, "not_found")
         self.resolved.append((names, execution_id))
         return {n: self.keychain[n] for n in names}
+
+    async def keychain_entries(
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The resolve reply of the real route; this fake knows no playbook keychain block."""
+        return {"values": await self.resolve_keychain(names, execution_id, event_id=event_id, worker_id=worker_id)}
+
+    async def store_keychain_token(
+        self, name: str, value: dict[str, Any], *, event_id: int | None, worker_id: str | None
+    ) -> dict[str, Any]:
+        self.keychain[name] = value
+        return {"name": name, "expires_at": None}
