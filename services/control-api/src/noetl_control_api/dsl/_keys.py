@@ -41,8 +41,9 @@ LOOP = frozenset({"in", "iterator", "spec", "mode", "max_in_flight"})
 LOOP_SPEC = frozenset({"mode", "max_in_flight", "policy"})
 #: ``exec: distributed | local``: every iteration here is its own command, so either reads the same
 LOOP_POLICY = frozenset({"exec"})
-#: Keys of every task, whatever its kind (``assert`` and ``desc`` are documentation).
-TASK = frozenset({"kind", "name", "desc", "spec", "input", "args", "eval", "auth", "assert"})
+#: Keys of every task, whatever its kind (``assert`` and ``desc`` are documentation; ``output`` is
+#: ``select`` / ``store`` as a mapping, the wasm tool's format as a string).
+TASK = frozenset({"kind", "name", "desc", "spec", "input", "args", "eval", "auth", "assert", "output"})
 TASK_SPEC = frozenset({"policy", "timeout"})
 TASK_POLICY = frozenset({"rules"})
 #: A rule: ``when`` (``expr`` earlier) with ``then``, or ``else``; the earlier form writes the
