@@ -76,7 +76,7 @@ KIND: dict[str, frozenset[str]] = {
 #: Why a key that playbooks are known to carry is refused, beside the list of known keys.
 HINTS: dict[str, str] = {
     "case": "route with next.arcs[].when and handle a task's outcome with spec.policy.rules",
-    "retry": "only an http task takes retry (pagination); retry a task with spec.policy.rules: [{when: ..., then: {do: retry, attempts, backoff, delay}}]",
+    "retry": "retry a task with spec.policy.rules: [{when: ..., then: {do: retry, attempts, backoff, delay}}]",
     "type": "declare the tool as tool: {kind: ...}",
 }
 
