@@ -39,6 +39,8 @@ from ._results import ResultService
 from ._secrets import ResolveRequest, SecretBox, check_key_present
 from ._stream import EventStreamService
 from ._stream_limits import StreamLimits
+from ._summary import SummaryService
+from ._summary_views import ExecutionSummary
 from ._sweeper import Sweeper, SweepReport
 from ._tokens import TokenCreate, TokenCreated, TokenList, TokenService, TokenView
 from ._views import (
@@ -87,6 +89,7 @@ __all__ = [
     "ExecutionList",
     "ExecutionService",
     "ExecutionStatus",
+    "ExecutionSummary",
     "ExecutionView",
     "KeychainCatalogList",
     "KeychainIn",
@@ -122,6 +125,7 @@ __all__ = [
     "RoleTable",
     "SecretBox",
     "StreamLimits",
+    "SummaryService",
     "SweepReport",
     "Sweeper",
     "TokenCreate",

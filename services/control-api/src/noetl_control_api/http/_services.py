@@ -38,6 +38,7 @@ from ..application import (
     RoleTable,
     SecretBox,
     StreamLimits,
+    SummaryService,
     Sweeper,
     TokenService,
     WorkerService,
@@ -75,6 +76,7 @@ class Services:
     deadletter: DeadLetterService
     sweeper: Sweeper
     compat: CompatService
+    summaries: SummaryService
 
     #: what route handlers never take by name: the plumbing under the use cases
     _NOT_INJECTED: ClassVar[frozenset[str]] = frozenset(
@@ -241,6 +243,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
             lease_seconds=settings.command_lease_seconds,
         ),
         compat=CompatService(pool, catalog, executions, keychain, page_max_bytes=settings.page_max_bytes),
+        summaries=SummaryService(pool, playbooks),
     )
 
 

@@ -10,6 +10,7 @@ from . import _plugins as plugins
 from . import _results as results
 from . import _retention as retention
 from . import _secrets as secrets
+from . import _summary as summary
 from . import _sweeps as sweeps
 from . import _tokens as tokens
 from . import _workers as workers
@@ -65,6 +66,7 @@ __all__ = [
     "results",
     "retention",
     "secrets",
+    "summary",
     "sweeps",
     "tokens",
     "workers",

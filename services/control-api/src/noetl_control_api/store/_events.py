@@ -85,18 +85,28 @@ _EVENT_SIZE = (
 
 
 async def list_events(
-    conn: AsyncConnection[Any], execution_id: int, after: int, limit: int, max_bytes: int
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    after: int,
+    limit: int,
+    max_bytes: int,
+    *,
+    event_type: str | None = None,
+    step: str | None = None,
 ) -> list[Event]:
     """Projected events of one execution with ``event_id > after``, in id order: at most
-    ``limit``, and no more once their JSON reaches ``max_bytes`` (at least one)."""
+    ``limit``, and no more once their JSON reaches ``max_bytes`` (at least one); only those
+    of ``event_type`` (a type, or a prefix ending in ``.``: ``command.``) and ``step`` when given."""
     cur = await conn.execute(
         budgeted(
             "SELECT event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
             f" parent_execution_id, catalog_path, {_EVENT_SIZE} FROM noetl.event"
-            " WHERE execution_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",
+            " WHERE execution_id = %s AND event_id > %s"
+            " AND (%s::text IS NULL OR event_type = %s OR (right(%s, 1) = '.' AND starts_with(event_type, %s)))"
+            " AND (%s::text IS NULL OR step = %s) ORDER BY event_id LIMIT %s",
             "event_id",
         ),
-        (execution_id, after, limit, max_bytes),
+        (execution_id, after, event_type, event_type, event_type, event_type, step, step, limit, max_bytes),
     )
     return [
         Event(
