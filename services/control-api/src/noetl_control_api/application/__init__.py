@@ -31,7 +31,7 @@ from ._oidc import OidcVerifier
 from ._outbox import OutboxService
 from ._playbooks import PlaybookCache
 from ._plugins import ObjectReply, PluginList, PluginService, PublishReply, decode_publish
-from ._policy import ACTIONS, GRANTS, Policy, Principal, RoleTable, require
+from ._policy import ACTIONS, GRANTS, HUMAN_ROLES, Policy, Principal, RoleTable, require
 from ._projection import ProjectionService
 from ._recorder import Recorder
 from ._replay import ReplayReply
@@ -65,6 +65,7 @@ from ._workers import WorkerRegisterReply, WorkerService
 __all__ = [
     "ACTIONS",
     "GRANTS",
+    "HUMAN_ROLES",
     "CancelReply",
     "CancelRequest",
     "CatalogEntries",
