@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+#: no Authorization header: the client's RoleAuth would add the route owner's token
+ANON = httpx.Auth()
 VIEWER_PAGES = ("/ui", "/ui/rows", "/ui/runs/1")
 
 
@@ -17,11 +19,11 @@ async def _viewer_token(api: Any, role: str = "viewer") -> str:
 
 
 async def _sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    form = await client.get("/ui/login", auth=None)
+    form = await client.get("/ui/login", auth=ANON)
     assert form.status_code == 200
     csrf = form.cookies["noetl_csrf"]
     assert f'value="{csrf}"' in form.text
-    return await client.post("/ui/login", data={"token": token, "csrf": csrf}, auth=None)
+    return await client.post("/ui/login", data={"token": token, "csrf": csrf}, auth=ANON)
 
 
 async def test_a_token_signs_in_into_an_httponly_strict_cookie(api: Any) -> None:
@@ -31,25 +33,25 @@ async def test_a_token_signs_in_into_an_httponly_strict_cookie(api: Any) -> None
     session = next(c for c in reply.headers.get_list("set-cookie") if c.startswith("noetl_session="))
     assert re.search(r"HttpOnly", session, re.I) and re.search(r"SameSite=Strict", session, re.I), session
     assert token not in reply.headers["location"]
-    page = await api.client.get("/ui", auth=None)
+    page = await api.client.get("/ui", auth=ANON)
     assert page.status_code == 200 and "ui-viewer (viewer)" in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
-    run = await api.client.get("/ui/runs/1", auth=None)
+    run = await api.client.get("/ui/runs/1", auth=ANON)
     # a viewer sees no action buttons: cancel and restart are for roles that may take them
     assert run.status_code == 200 and 'id="cancel"' not in run.text and 'id="restart"' not in run.text
 
 
 async def test_an_operator_gets_the_action_buttons(api: Any) -> None:
     await _sign_in(api.client, await _viewer_token(api, "operator"))
-    run = await api.client.get("/ui/runs/1", auth=None)
+    run = await api.client.get("/ui/runs/1", auth=ANON)
     assert 'id="cancel"' in run.text and 'id="restart"' in run.text
 
 
 async def test_pages_send_a_signed_out_browser_to_the_login_page(api: Any) -> None:
     for path in VIEWER_PAGES:
-        reply = await api.client.get(path, auth=None)
+        reply = await api.client.get(path, auth=ANON)
         assert reply.status_code == 303 and reply.headers["location"] == "/ui/login", path
-    assert (await api.client.get("/api/executions", auth=None)).status_code == 401
+    assert (await api.client.get("/api/executions", auth=ANON)).status_code == 401
 
 
 async def test_login_refuses_a_bad_token_a_service_token_and_a_forged_form(api: Any, auth: Any) -> None:
@@ -58,7 +60,7 @@ async def test_login_refuses_a_bad_token_a_service_token_and_a_forged_form(api: 
     refused = await _sign_in(api.client, worker)
     assert refused.status_code == 401 and "cannot sign in here" in refused.text
     api.client.cookies.clear()
-    forged = await api.client.post("/ui/login", data={"token": await _viewer_token(api), "csrf": "x"}, auth=None)
+    forged = await api.client.post("/ui/login", data={"token": await _viewer_token(api), "csrf": "x"}, auth=ANON)
     assert forged.status_code == 403 and "noetl_session" not in forged.headers.get("set-cookie", "")
 
 
@@ -67,14 +69,14 @@ async def test_a_cookie_signed_state_change_needs_the_csrf_header(api: Any) -> N
     execution_id = await api.execute()
     await _sign_in(api.client, await _viewer_token(api, "operator"))
     path = f"/api/executions/{execution_id}/cancel"
-    refused = await api.client.post(path, json={}, auth=None)
+    refused = await api.client.post(path, json={}, auth=ANON)
     assert refused.status_code == 403 and "X-NoETL-CSRF" in refused.text
-    wrong = await api.client.post(path, json={}, headers={"x-noetl-csrf": "nope"}, auth=None)
+    wrong = await api.client.post(path, json={}, headers={"x-noetl-csrf": "nope"}, auth=ANON)
     assert wrong.status_code == 403
-    still = await api.client.get(f"/api/executions/{execution_id}", auth=None)
+    still = await api.client.get(f"/api/executions/{execution_id}", auth=ANON)
     assert still.json()["status"] == "RUNNING"
     csrf = api.client.cookies["noetl_csrf"]
-    done = await api.client.post(path, json={}, headers={"x-noetl-csrf": csrf}, auth=None)
+    done = await api.client.post(path, json={}, headers={"x-noetl-csrf": csrf}, auth=ANON)
     assert done.status_code == 200 and done.json()["status"] == "CANCELLED", done.text
 
 
@@ -84,16 +86,16 @@ async def test_a_viewer_session_cannot_cancel_even_with_the_csrf_header(api: Any
     await _sign_in(api.client, await _viewer_token(api))
     csrf = api.client.cookies["noetl_csrf"]
     reply = await api.client.post(
-        f"/api/executions/{execution_id}/cancel", json={}, headers={"x-noetl-csrf": csrf}, auth=None
+        f"/api/executions/{execution_id}/cancel", json={}, headers={"x-noetl-csrf": csrf}, auth=ANON
     )
     assert reply.status_code == 403 and reply.json()["extra"]["role"] == "viewer"
 
 
 async def test_static_assets_are_only_the_named_ones(api: Any) -> None:
-    js = await api.client.get("/ui/static/inspector.js", auth=None)
+    js = await api.client.get("/ui/static/inspector.js", auth=ANON)
     assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
     for name in ("..%2F_ui.py", "_ui.py", "inspector.js.map"):
-        assert (await api.client.get(f"/ui/static/{name}", auth=None)).status_code == 404
+        assert (await api.client.get(f"/ui/static/{name}", auth=ANON)).status_code == 404
 
 
 async def test_the_summary_folds_steps_attempts_arcs_and_filters_events(api: Any) -> None:
