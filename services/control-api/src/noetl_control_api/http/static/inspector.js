@@ -143,7 +143,7 @@ function drawGraph(s) {
   const width = 40 + (Math.max(0, ...depth.values()) + 1) * (W + GX);
   const height = 40 + Math.max(1, ...cols.values()) * (H + GY);
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
-  const defs = svg("defs"); const marker = svg("marker", { id: "head", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+  const defs = svg("defs"); const marker = svg("marker", { id: "head", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" });
   marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#57606a" })); defs.append(marker); root.append(defs);
   for (const a of s.arcs) {
     const p = pos.get(a.source), q = pos.get(a.target); if (!p || !q) continue;
@@ -357,6 +357,7 @@ async function runPage(root) {
   if (!state.summary) return;
   follow();
   loadEvents(true).catch((err) => showError(err.message));
+  document.body.dataset.readyAt = String(Math.round(performance.now()));
   document.body.dataset.ready = "1";
 }
 
