@@ -50,6 +50,7 @@ class _Step:
     loop_count: int | None = None
     args: Any = None
     error: Any = None
+    reused: bool = False
     commands: list[int] = field(default_factory=list)
 
 
@@ -86,6 +87,12 @@ class _Fold:
             step.status = "SKIPPED" if e.status == "SKIPPED" else "RUNNING"
             step.started_at = step.started_at or e.at
             step.ended_at = e.at if e.status == "SKIPPED" else step.ended_at
+        elif e.event_type == "step.reused":  # a restart took this outcome from the earlier run
+            step.reused = True
+            step.started_at = step.started_at or e.at
+            step.ended_at = e.at
+            if step.status in ("NOT_REACHED", "RUNNING"):
+                step.status = "REUSED"
         elif e.event_type == "loop.started":
             step.loop_count = (step.loop_count or 0) + (e.count or 0)
         elif e.event_type == "command.issued" and e.command_id is not None:
@@ -228,6 +235,7 @@ async def summarize(pool: AsyncConnectionPool, playbooks: PlaybookCache, executi
             output_chars=chars,
             output_cut=chars > WHOLE_RESULT_CHARS,
             error=scrub(seen.error),
+            reused=seen.reused,
         ))
     arcs: list[Arc] = []
     for spec in defined.values():

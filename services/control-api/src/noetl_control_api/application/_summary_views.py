@@ -15,7 +15,7 @@ class GraphStep(msgspec.Struct, kw_only=True):
     name: str
     tools: list[str]
     loop: bool
-    status: str  # NOT_REACHED | RUNNING | COMPLETED | FAILED | SKIPPED | CANCELLED
+    status: str  # NOT_REACHED | RUNNING | COMPLETED | FAILED | SKIPPED | CANCELLED | REUSED
     runs: int
     attempts: int
     started_at: datetime | None = None
@@ -29,6 +29,8 @@ class GraphStep(msgspec.Struct, kw_only=True):
     output_chars: int = 0
     output_cut: bool = False
     error: Any = None
+    #: its outcome was taken from the execution this one restarts (``step.reused``)
+    reused: bool = False
 
 
 class Arc(msgspec.Struct, kw_only=True):

@@ -325,7 +325,7 @@ function setupActions() {
   const fail = (err) => { const p = $("#restart-error"); p.hidden = false; p.textContent = err.message; };
   restart.addEventListener("click", () => {
     const s = state.summary; const pick = $("#restart-step");
-    pick.replaceChildren(...s.steps.filter((x) => x.status !== "NOT_REACHED").map((x) => el("option", { value: x.name, text: x.name })));
+    pick.replaceChildren(...s.steps.map((x) => el("option", { value: x.name, text: x.name })));
     pick.value = state.selected || (s.error && s.error.step) || (s.steps[0] && s.steps[0].name) || "";
     $("#restart-plan").replaceChildren(); $("#restart-error").hidden = true; $("#restart-confirm").disabled = true;
     dialog.showModal();
