@@ -108,6 +108,15 @@ def test_a_loop_collapses_into_one_row_and_children_are_linked(
     assert page.locator("#run-meta a").first.inner_text() == str(parent["execution_id"])
 
 
+def test_the_runs_list_shows_status_live(page: Any, api: Api, api_url: str) -> None:
+    eid = str(api.execute("e2e/slow", payload={"seconds": 4})["execution_id"])
+    page.goto(f"{api_url}/ui?path=e2e/slow")
+    page.wait_for_selector(f"#runs tr[data-id='{eid}'][data-status='RUNNING']")
+    page.evaluate("() => { window.__samePage = true; }")
+    page.wait_for_selector(f"#runs tr[data-id='{eid}'][data-status='COMPLETED']")
+    assert page.evaluate("() => window.__samePage") is True
+
+
 def test_a_running_execution_finishes_live(page: Any, api: Api, api_url: str) -> None:
     eid = str(api.execute("e2e/slow", payload={"seconds": 4})["execution_id"])
     _open_run(page, api_url, eid)

@@ -78,7 +78,7 @@ function runsPage() {
 
 // ---- run page ----
 const state = { id: null, summary: null, selected: null, lastEvent: null, eventsAfter: null, source: null,
-  refreshing: false, again: false, logsAfter: null };
+  refreshing: false, again: false, logsAfter: null, logsLoading: false };
 
 async function loadSummary() {
   if (state.refreshing) { state.again = true; return; }
@@ -232,17 +232,21 @@ function showStep(name, fresh) {
 }
 
 async function loadLogs(step, target, more) {
+  if (state.logsLoading === step) return;
+  state.logsLoading = step;
   try {
-    const after = more && state.logsAfter ? `&after=${state.logsAfter}` : "";
-    const reply = await api("GET", `/api/executions/${state.id}/logs?step=${encodeURIComponent(step)}&limit=500${after}`);
+    const after = more ? state.logsAfter : null;
+    const reply = await api("GET", `/api/executions/${state.id}/logs?step=${encodeURIComponent(step)}&limit=500${after ? `&after=${after}` : ""}`);
     if (state.selected !== step) return;
-    if (!more || target.textContent === "loading…") target.textContent = "";
+    if (!after) target.textContent = "";
     for (const item of reply.items) target.append(`${short(item.at)} ${item.stream}${item.level ? ` ${item.level}` : ""} ${item.text}\n`);
     if (reply.items.length) state.logsAfter = String(reply.items[reply.items.length - 1].seq);
     if (!target.textContent) target.textContent = "(no log lines)";
-    if (reply.truncated) target.append("… some output was cut at the bound\n");
+    if (reply.truncated && !after) target.append("… some output was cut at the bound\n");
   } catch (err) {
     target.textContent = err.status === 404 ? "No logs are recorded for this execution on this server." : `logs: ${err.message}`;
+  } finally {
+    if (state.logsLoading === step) state.logsLoading = false;
   }
 }
 
