@@ -58,9 +58,11 @@ def page(browser: Any, api_url: str, operator_token: str) -> Iterator[Any]:
     assert not errors, errors
 
 
-def _open_run(page: Any, api_url: str, execution_id: str) -> None:
+def _open_run(page: Any, api_url: str, execution_id: str, *, finished: bool = True) -> None:
+    """Open a run page; a finished run's once its log holds the terminal event (the page
+    follows the stream until then: the read model may lag the execution's end)."""
     page.goto(f"{api_url}/ui/runs/{execution_id}")
-    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_selector("body[data-ready='1'][data-complete='1']" if finished else "body[data-ready='1']")
 
 
 def test_find_and_read_a_failed_run(page: Any, api: Api, api_url: str) -> None:
@@ -74,7 +76,7 @@ def test_find_and_read_a_failed_run(page: Any, api: Api, api_url: str) -> None:
     page.wait_for_selector(f"#runs tr[data-id='{eid}']")
     assert page.locator("#runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.status)") == ["FAILED"] * page.locator("#runs tbody tr").count()
     page.click(f"#runs a.run[href='/ui/runs/{eid}']")
-    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_selector("body[data-ready='1'][data-complete='1']")
     assert page.locator("#run-status").inner_text() == "FAILED"
     assert [r.get_attribute("data-step") for r in page.locator("#steps tbody tr").all()] == ["start", "explode", "end"]
     assert page.locator(".arc.fired[data-source='start'][data-target='explode']").count() == 1
@@ -104,7 +106,7 @@ def test_a_loop_collapses_into_one_row_and_children_are_linked(
     _open_run(page, api_url, str(parent["execution_id"]))
     assert page.locator("#children a").count() == 2
     page.locator("#children a").first.click()
-    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_selector("body[data-ready='1'][data-complete='1']")
     assert page.locator("#run-meta a").first.inner_text() == str(parent["execution_id"])
 
 
@@ -119,7 +121,7 @@ def test_the_runs_list_shows_status_live(page: Any, api: Api, api_url: str) -> N
 
 def test_a_running_execution_finishes_live(page: Any, api: Api, api_url: str) -> None:
     eid = str(api.execute("e2e/slow", payload={"seconds": 4})["execution_id"])
-    _open_run(page, api_url, eid)
+    _open_run(page, api_url, eid, finished=False)
     page.wait_for_selector("body[data-status='RUNNING'] #live.ok")
     page.evaluate("() => { window.__samePage = true; }")
     page.wait_for_selector("body[data-status='COMPLETED']")
@@ -130,7 +132,7 @@ def test_a_running_execution_finishes_live(page: Any, api: Api, api_url: str) ->
 
 def test_an_operator_cancels_a_run(page: Any, api: Api, api_url: str) -> None:
     eid = str(api.execute("e2e/slow", payload={"seconds": 120})["execution_id"])
-    _open_run(page, api_url, eid)
+    _open_run(page, api_url, eid, finished=False)
     page.wait_for_selector("#cancel:not([hidden])")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel")

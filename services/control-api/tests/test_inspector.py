@@ -106,6 +106,7 @@ async def test_the_summary_folds_steps_attempts_arcs_and_filters_events(api: Any
     await api.project(execution_id)
     summary = (await api.client.get(f"/api/executions/{execution_id}/summary")).json()
     assert summary["status"] == "COMPLETED" and summary["execution_id"] == str(execution_id)
+    assert summary["complete"] is True and summary["events"] > 0
     assert [s["name"] for s in summary["steps"]] == ["start", "second", "end"]
     assert [s["status"] for s in summary["steps"]] == ["COMPLETED"] * 3
     assert {(a["source"], a["target"], a["fired"]) for a in summary["arcs"]} == {("start", "second", 1), ("second", "end", 1)}

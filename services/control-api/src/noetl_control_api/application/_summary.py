@@ -25,6 +25,7 @@ MAX_CHILDREN = 1000
 WHOLE_RESULT_CHARS = 16_384
 HEAD_ITEMS = 20
 
+_TERMINAL_EVENTS = ("playbook.completed", "playbook.failed", "playbook.cancelled")
 _END_TYPES = {"command.completed": "COMPLETED", "command.failed": "FAILED", "command.cancelled": "CANCELLED"}
 
 
@@ -263,6 +264,7 @@ async def summarize(pool: AsyncConnectionPool, playbooks: PlaybookCache, executi
         bars=_bars(fold, loops, kids),
         children=[_ref(c) for c in kids],
         events=len(events),
+        complete=any(e.event_type in _TERMINAL_EVENTS for e in events),
         events_cut=len(events) >= MAX_SUMMARY_EVENTS,
         last_event_id=str(events[-1].event_id) if events else None,
     )

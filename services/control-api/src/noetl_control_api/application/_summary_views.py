@@ -90,6 +90,9 @@ class ExecutionSummary(msgspec.Struct, kw_only=True):
     bars: list[Bar]
     children: list[ChildRef]
     events: int
+    #: the log holds the execution's terminal event (a finished execution's events may still
+    #: be on their way to the read model)
+    complete: bool
     #: the summary read only the first NOETL_SUMMARY_MAX_EVENTS events
     events_cut: bool
     last_event_id: str | None

@@ -101,6 +101,7 @@ function render() {
   const status = $("#run-status");
   status.textContent = s.status; status.className = `status s-${s.status}`;
   document.body.dataset.status = s.status;
+  document.body.dataset.complete = s.complete ? "1" : "";
   const meta = $("#run-meta"); meta.textContent = "";
   meta.append(`${s.path} v${s.version} · created ${s.created_at || ""} · updated ${s.updated_at || ""} · ${s.events} events`);
   if (s.parent_execution_id) meta.append(" · parent ", el("a", { href: `/ui/runs/${s.parent_execution_id}`, text: s.parent_execution_id }));
@@ -115,7 +116,7 @@ function render() {
   const restart = $("#restart"); if (restart) restart.hidden = !TERMINAL.has(s.status);
   drawGraph(s); drawGantt(s); drawSteps(s); drawChildren(s);
   if (state.selected) showStep(state.selected, false);
-  if (TERMINAL.has(s.status)) { replayBadge(); if (state.source) { state.source.close(); state.source = null; } }
+  if (s.complete) { replayBadge(); if (state.source) { state.source.close(); state.source = null; } }
   $("#live").textContent = state.source ? "live" : ""; $("#live").className = state.source ? "badge ok" : "badge";
 }
 
@@ -285,7 +286,7 @@ function matches(e) {
 
 let summaryTimer = null;
 function follow() {
-  if (TERMINAL.has(state.summary.status) || state.source) return;
+  if (state.summary.complete || state.source) return;
   const after = state.summary.last_event_id ? `?after=${state.summary.last_event_id}` : "";
   const source = new EventSource(`/api/executions/${state.id}/stream${after}`);
   state.source = source;
