@@ -103,7 +103,7 @@ function render() {
   document.body.dataset.status = s.status;
   document.body.dataset.complete = s.complete ? "1" : "";
   const meta = $("#run-meta"); meta.textContent = "";
-  meta.append(`${s.path} v${s.version} · created ${s.created_at || ""} · updated ${s.updated_at || ""} · ${s.events} events`);
+  meta.append(`${s.path} v${s.version} · created ${s.created_at || ""} · updated ${s.updated_at || ""} · ${s.events} events${s.events_cut ? " (the summary read only these)" : ""}`);
   if (s.parent_execution_id) meta.append(" · parent ", el("a", { href: `/ui/runs/${s.parent_execution_id}`, text: s.parent_execution_id }));
   if (s.rerun_of) meta.append(" · restart of ", el("a", { id: "rerun-of", href: `/ui/runs/${s.rerun_of}`, text: s.rerun_of }));
   const box = $("#run-error");
