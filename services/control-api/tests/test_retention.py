@@ -58,6 +58,11 @@ async def test_old_terminal_executions_are_purged_with_all_their_rows(api: Any) 
             "INSERT INTO noetl.object (key, digest, bytes) VALUES (%s, 'd', 'x')",
             (f"executions/{execution_id}/start/out.json",),
         )
+        await api.db.execute(
+            "INSERT INTO noetl.step_log (execution_id, command_id, step, attempt, stream, at, text)"
+            " VALUES (%s, 1, 'start', 1, 'stdout', now(), 'printed')",
+            (execution_id,),
+        )
     reply = await api.client.post(
         "/api/internal/cleanup/purge",
         json={"executions_older_than_seconds": 7 * 86_400, "outbox_published_older_than_seconds": 86_400},
@@ -72,9 +77,11 @@ async def test_old_terminal_executions_are_purged_with_all_their_rows(api: Any) 
         "results_deleted": 0,
         "keychain_deleted": 1,
         "objects_deleted": 1,
+        "step_logs_deleted": 1,
     }
-    for table in ("execution", "command", "outbox", "event"):
+    for table in ("execution", "command", "outbox", "event", "step_log"):
         assert await _count(api, table, old) == 0, table
+    assert await _count(api, "step_log", recent) == 1
     cur = await api.db.execute("SELECT scope_id FROM noetl.keychain")
     assert [r[0] for r in await cur.fetchall()] == [recent]
     cur = await api.db.execute("SELECT key FROM noetl.object")

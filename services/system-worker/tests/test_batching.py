@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from noetl_common import ClaimReply, CommandSpec, EagerRequest, Event, EventsReply
+from noetl_common import ClaimReply, CommandSpec, EagerRequest, Event, EventsReply, StepLogLine, StepLogs
 from noetl_system_worker._batching import TerminalBatcher
 
 
@@ -45,14 +45,16 @@ class FakeApi:
 
     def __init__(self, stale: set[int] = frozenset()) -> None:  # type: ignore[assignment]
         self.posts: list[tuple[list[int], EagerRequest | None]] = []
+        self.logs: list[list[int]] = []  # the command ids of each POST's step logs
         self.release = asyncio.Event()
         self.first_in_flight = asyncio.Event()
         self.stale = stale
         self.next_claim = 100
 
-    async def post(self, events: list[Event], eager: EagerRequest | None) -> EventsReply:
+    async def post(self, events: list[Event], eager: EagerRequest | None, logs: list[StepLogs]) -> EventsReply:
         ids = [e.event_id or 0 for e in events]
         self.posts.append((ids, eager))
+        self.logs.append([log.command_id for log in logs])
         if len(self.posts) == 1:
             self.first_in_flight.set()
             await self.release.wait()
@@ -132,3 +134,21 @@ async def test_closing_cancels_what_is_still_queued() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert [ids for ids, _ in api.posts] == [[1]]
+
+
+def _logs(command_id: int) -> StepLogs:
+    return StepLogs(command_id=command_id, lines=[StepLogLine(stream="stdout", at="2026-01-01T00:00:00Z", text="x")])
+
+
+async def test_step_logs_travel_with_their_command_and_go_again_alone_with_it() -> None:
+    api = FakeApi(stale={3})
+    batcher = _batcher(api)
+    first = batcher.submit(_events(1), eager=False, logs=_logs(1))
+    await api.first_in_flight.wait()
+    rest = [batcher.submit(_events(i), eager=False, logs=_logs(i) if i != 4 else None) for i in (2, 3, 4)]
+    api.release.set()
+    await asyncio.gather(first, *rest, return_exceptions=True)
+    # the shared POST carried the logs of 2 and 3 (4 printed nothing); each retry alone its own
+    assert api.logs[:2] == [[1], [2, 3]]
+    alone = {tuple(ids): logs for (ids, _), logs in zip(api.posts[2:], api.logs[2:], strict=True)}
+    assert alone == {(2,): [2], (3,): [3], (4,): []}

@@ -11,6 +11,7 @@ import pytest
 from noetl_cli.__main__ import EXIT_ERROR, EXIT_USAGE, build_parser, main
 from noetl_cli._auth_commands import duration_seconds
 from noetl_cli._credentials import store_token, token_for
+from noetl_cli._logs import table_row
 from noetl_dev import free_port
 
 
@@ -100,3 +101,10 @@ def test_bad_credential_data_is_rejected_before_any_request(
 
     assert code == EXIT_ERROR
     assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def test_logs_shows_a_tasks_control_characters_escaped_and_takes_its_options() -> None:
+    row = table_row({"seq": 3, "at": "T", "step": "s", "stream": "log", "level": "INFO", "text": "a\x1b[2Jb\tc\x07"})
+    assert row == ["3", "T", "s", "log:INFO", "a\\x1b[2Jb\tc\\x07"]
+    args = build_parser().parse_args(["logs", "12", "--step", "end", "--follow", "-o", "json"])
+    assert (args.execution_id, args.step, args.follow, args.output) == ("12", "end", True, "json")

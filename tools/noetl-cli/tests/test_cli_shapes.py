@@ -50,6 +50,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         ["list", "Credential"],
         ["status", "1"],
         ["events", "1"],
+        ["logs", "1"],
         ["replay", "1"],
         ["executions", "list"],
         ["credential", "list"],
@@ -85,6 +86,26 @@ def test_a_reader_that_leaves_ends_the_output_quietly() -> None:
         "import sys; from noetl_cli import __main__ as m;"
         " m.Api.catalog = lambda self: [{'path': 'p' * 100, 'version': 1, 'name': 'n'}] * 20000;"
         " sys.exit(m.main(['--server', 'http://127.0.0.1:9', 'catalog', 'list']))"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.read(100)
+    child.stdout.close()
+    stderr = child.stderr.read().decode()
+    assert child.wait() == EXIT_BROKEN_PIPE
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+@pytest.mark.parametrize("output", ["json", "table"])
+def test_a_reader_that_leaves_ends_logs_follow_quietly(output: str) -> None:
+    # pages of lines far larger than a pipe's buffer, of an execution that never ends
+    code = (
+        "import sys; from noetl_cli import __main__ as m, _api;"
+        " line = {'seq': 1, 'step': 's', 'command_id': '1', 'attempt': 1, 'stream': 'stdout', 'level': None,"
+        " 'at': 'T', 'text': 'x' * 100};"
+        " _api.Api.request = lambda self, *a, **k: {'items': [line] * 20000, 'next_after': None, 'truncated': False};"
+        " _api.Api.execution = lambda self, *a, **k: {'status': 'RUNNING'};"
+        f" sys.exit(m.main(['--server', 'http://127.0.0.1:9', 'logs', '1', '--follow', '-o', '{output}']))"
     )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert child.stdout is not None and child.stderr is not None

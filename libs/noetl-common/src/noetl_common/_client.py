@@ -36,6 +36,7 @@ from ._envelopes import (
     PendingCountReply,
     ProjectReply,
     ProjectRequest,
+    StepLogs,
     WorkerHeartbeat,
     WorkerRegistration,
 )
@@ -216,13 +217,18 @@ class ControlPlaneClient:
         assert reply is not None
         return reply
 
-    async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
+    async def post_events(
+        self, events: list[Event], eager: EagerRequest | None = None, logs: list[StepLogs] | None = None
+    ) -> EventsReply:
         """Post worker events in order; idempotent per event_id. 409 means a stale attempt.
 
-        With ``eager``, a command the batch causes for that pool may come back claimed.
+        With ``eager``, a command the batch causes for that pool may come back claimed. ``logs``:
+        the output of the commands whose terminal events these are, stored in the same transaction.
         """
         body: Any = (
-            events[0] if len(events) == 1 and eager is None else EventBatch(events=events, eager=eager)
+            events[0]
+            if len(events) == 1 and eager is None and not logs
+            else EventBatch(events=events, eager=eager, logs=logs or None)
         )
         reply = await self.request("POST", "/api/events", body, EventsReply)
         assert reply is not None

@@ -5,7 +5,7 @@ Ids are JSON integers; inputs also accept decimal strings (``parse_id``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -19,6 +19,9 @@ MAX_PATH_CHARS = 512
 MAX_META_KEYS = 64
 #: Most events in one ``POST /api/events`` batch.
 MAX_BATCH_EVENTS = 1000
+#: Most output lines of one command attempt, and the longest line (the worker keeps fewer).
+MAX_STEP_LOG_LINES = 10_000
+MAX_LOG_LINE_CHARS = 16 * 1024 * 1024
 
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
 _Short = Annotated[str, msgspec.Meta(max_length=64)]
@@ -53,9 +56,30 @@ class EagerRequest(msgspec.Struct, kw_only=True):
     slots: int = 1
 
 
-class EventBatch(msgspec.Struct, kw_only=True):
+class StepLogLine(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One line a step's task printed (``stdout``, ``stderr``) or logged (``log``, with its
+    level), already scrubbed by the worker; ``at`` RFC 3339, UTC."""
+
+    stream: Literal["stdout", "stderr", "log"]
+    at: _Short
+    text: Annotated[str, msgspec.Meta(max_length=MAX_LOG_LINE_CHARS)]
+    level: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    #: this line is the marker of output dropped past the worker's bound
+    truncated: bool = False
+
+
+class StepLogs(msgspec.Struct, kw_only=True):
+    """The output of one command attempt, sent beside its terminal events."""
+
+    command_id: int
+    lines: Annotated[list[StepLogLine], msgspec.Meta(max_length=MAX_STEP_LOG_LINES)]
+
+
+class EventBatch(msgspec.Struct, omit_defaults=True, kw_only=True):
     events: Annotated[list[Event], msgspec.Meta(max_length=MAX_BATCH_EVENTS)]
     eager: EagerRequest | None = None
+    #: step logs of the commands whose terminal events the batch carries
+    logs: Annotated[list[StepLogs], msgspec.Meta(max_length=MAX_BATCH_EVENTS)] | None = None
 
 
 class EventsReply(msgspec.Struct, kw_only=True):

@@ -16,6 +16,7 @@ from noetl_common import (
     EagerRequest,
     Event,
     EventsReply,
+    StepLogs,
     WorkerHeartbeat,
     WorkerRegistration,
     api_urls,
@@ -29,9 +30,12 @@ class ControlPlane(Protocol):
         """Take the command's lease: 200 reply; 409 finished or cancelled; 429 ``lease_held`` (Retry-After: the lease end); 404 unknown; 403 another pool; 408/503 later."""
         ...
 
-    async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
+    async def post_events(
+        self, events: list[Event], eager: EagerRequest | None = None, logs: list[StepLogs] | None = None
+    ) -> EventsReply:
         """Record events in order; idempotent per event_id; 409 ``stale_attempt``. With ``eager``
-        the reply may carry a next command already claimed for this worker."""
+        the reply may carry a next command already claimed for this worker; ``logs`` are the
+        step logs of the commands whose terminal events these are."""
         ...
 
     async def fail_command(self, event_id: int, reason: str, worker_id: str) -> dict[str, Any]:

@@ -22,10 +22,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from noetl_common import ClaimReply, EagerRequest, Event, EventsReply
+from noetl_common import ClaimReply, EagerRequest, Event, EventsReply, StepLogs
 
-#: (events, eager or None) → the reply; raises like ``Reporter.post``
-Post = Callable[[list[Event], EagerRequest | None], Awaitable[EventsReply]]
+#: (events, eager or None, step logs) → the reply; raises like ``Reporter.post``
+Post = Callable[[list[Event], EagerRequest | None, list[StepLogs]], Awaitable[EventsReply]]
 
 
 def _future() -> asyncio.Future[ClaimReply | None]:
@@ -39,6 +39,7 @@ def _future() -> asyncio.Future[ClaimReply | None]:
 class _Submission:
     events: list[Event]
     eager: bool
+    logs: StepLogs | None
     done: asyncio.Future[ClaimReply | None] = field(default_factory=_future)
 
 
@@ -54,11 +55,14 @@ class TerminalBatcher:
         self._queue: list[_Submission] = []
         self._sender: asyncio.Task[None] | None = None
 
-    def submit(self, events: list[Event], *, eager: bool) -> Awaitable[ClaimReply | None]:
-        """Queue ``events`` (one command's terminal batch) at once; awaiting the result gives
-        the command handed over by eager dispatch, if any, or raises what the POST of these
-        events alone would raise. A caller cancelled meanwhile does not take them back."""
-        submission = _Submission(events, eager)
+    def submit(
+        self, events: list[Event], *, eager: bool, logs: StepLogs | None = None
+    ) -> Awaitable[ClaimReply | None]:
+        """Queue ``events`` (one command's terminal batch, with its step log) at once; awaiting
+        the result gives the command handed over by eager dispatch, if any, or raises what the
+        POST of these events alone would raise. A caller cancelled meanwhile does not take them
+        back. The step log goes in whichever POST carries the events, alone or shared."""
+        submission = _Submission(events, eager, logs)
         self._queue.append(submission)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_all())
@@ -85,7 +89,8 @@ class TerminalBatcher:
             EagerRequest(worker_id=self._worker_id, pool=self._pool, slots=len(wanting)) if wanting else None
         )
         try:
-            reply = await self._post([event for s in batch for event in s.events], eager)
+            logs = [s.logs for s in batch if s.logs is not None]
+            reply = await self._post([event for s in batch for event in s.events], eager, logs)
         except asyncio.CancelledError:
             for submission in batch:
                 submission.done.cancel()
@@ -104,7 +109,8 @@ class TerminalBatcher:
     async def _send_alone(self, submission: _Submission) -> None:
         eager = EagerRequest(worker_id=self._worker_id, pool=self._pool) if submission.eager else None
         try:
-            reply = await self._post(submission.events, eager)
+            logs = [submission.logs] if submission.logs is not None else []
+            reply = await self._post(submission.events, eager, logs)
         except asyncio.CancelledError:
             submission.done.cancel()
             raise

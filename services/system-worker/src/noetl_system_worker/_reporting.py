@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 import structlog
-from noetl_common import ApiError, ClaimReply, EagerRequest, Event, EventsReply
+from noetl_common import ApiError, ClaimReply, EagerRequest, Event, EventsReply, StepLogs
 from noetl_common.arrow_limits import check_table
 from noetl_common.results import encode_result
 
@@ -78,11 +78,15 @@ class Reporter:
         events: list[Event],
         log: structlog.typing.FilteringBoundLogger,
         eager: EagerRequest | None = None,
+        logs: list[StepLogs] | None = None,
     ) -> EventsReply:
-        """POST events until accepted; retries reuse the same event ids (idempotent)."""
+        """POST events (with the step logs of their commands) until accepted; retries reuse
+        the same event ids (idempotent)."""
         delay = POST_RETRY_INITIAL_SECONDS
         while True:
             try:
+                if logs:
+                    return await api.post_events(events, eager, logs)
                 if eager is None:
                     return await api.post_events(events)
                 return await api.post_events(events, eager)
@@ -107,18 +111,20 @@ class Reporter:
             await asyncio.sleep(wait)  # backoff between retries
             delay = min(delay * 2, POST_RETRY_MAX_SECONDS)
 
-    async def submit_terminal(self, api: ControlPlane, events: list[Event], *, eager: bool) -> ClaimReply | None:
-        """Send one command's terminal batch, with those of commands finishing meanwhile;
-        returns the command eager dispatch handed over, if any."""
-        return await self._batcher(api).submit(events, eager=eager)
+    async def submit_terminal(
+        self, api: ControlPlane, events: list[Event], *, eager: bool, logs: StepLogs | None = None
+    ) -> ClaimReply | None:
+        """Send one command's terminal batch (and its step log), with those of commands
+        finishing meanwhile; returns the command eager dispatch handed over, if any."""
+        return await self._batcher(api).submit(events, eager=eager, logs=logs)
 
     def _batcher(self, api: ControlPlane) -> TerminalBatcher:
         """The terminal-event batcher of one control-api (see ``_batching``)."""
         batcher = self._batchers.get(id(api))
         if batcher is None:
 
-            async def post(events: list[Event], eager: EagerRequest | None) -> EventsReply:
-                return await self.post(api, events, self._log, eager)
+            async def post(events: list[Event], eager: EagerRequest | None, logs: list[StepLogs]) -> EventsReply:
+                return await self.post(api, events, self._log, eager, logs)
 
             batcher = self._batchers[id(api)] = TerminalBatcher(
                 post,

@@ -24,6 +24,7 @@ from ._metrics import count_command
 from ._pipeline import PipelineRunner, StepOutcome
 from ._reporting import EventRejectedError, Reporter, StaleAttemptError, failure_events
 from ._runtime import ToolRuntime, current_runtime
+from ._step_logs import StepLog
 from .tools import CommandScope, current_command
 
 #: Redelivery delay of a message whose terminal event the control-api refused for good.
@@ -187,7 +188,10 @@ class RunningCommand:
                 # no eager command once stopping: the worker is draining, not taking new work;
                 # sent together with the terminal batches of commands finishing meanwhile
                 wanted = self._config.eager_dispatch and self._accepting()
-                after = await self._reporter.submit_terminal(api, terminal, eager=wanted)
+                # the step's output travels in the same POST (no round trip of its own), scrubbed
+                # with every secret the command resolved
+                logs = runtime.step_log.wire(claim.command_id, runtime.scrub_text)
+                after = await self._reporter.submit_terminal(api, terminal, eager=wanted, logs=logs)
             except EventRejectedError as exc:
                 if not outcome.ok:
                     raise
@@ -233,6 +237,7 @@ class RunningCommand:
             nats_password=config.nats_password,
             egress=config.http_egress,
             duckdb_directories=config.duckdb_directories,
+            step_log=StepLog(config.python.limits.log_max_bytes),
         )
 
     async def _run_pipeline(self, spec: CommandSpec, step: str) -> StepOutcome | None:

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from noetl_common import REDACTED, scrub
+from noetl_common import REDACTED, scrub, scrub_text
 
 from ._egress import EgressPolicy
+from ._step_logs import StepLog
 
 #: Secret strings shorter than this are not redacted by value (they would match everywhere).
 MIN_REDACT_LENGTH = 4
@@ -114,6 +115,8 @@ class ToolRuntime:
     duckdb_directories: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     secrets: set[str] = field(default_factory=set)
+    #: what the command's python tasks print and log (step logs)
+    step_log: StepLog = field(default_factory=StepLog)
     _credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def remember(self, value: Any, *, sensitive_only: bool = False) -> None:
@@ -185,6 +188,11 @@ class ToolRuntime:
         # listed, and never a suite secret: the config refuses those at start, this holds
         # for a runtime built any other way too
         return name in self.keychain_env_vars and not is_suite_secret(name)
+
+    def scrub_text(self, text: str) -> str:
+        """``text`` with every remembered secret and every secret-looking substring redacted."""
+        redacted: str = self.redact(text)
+        return scrub_text(redacted)
 
     def redact(self, value: Any) -> Any:
         """``value`` with every remembered secret replaced by ``[REDACTED]`` (strings, keys kept)."""

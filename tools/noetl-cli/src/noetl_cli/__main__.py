@@ -22,6 +22,7 @@ from ._auth_commands import add_auth_commands
 from ._credentials import token_for
 from ._dlq import add_dlq_commands
 from ._executions import add_execution_commands
+from ._logs import add_logs_commands
 from ._output import add_output, print_fields, quiet_broken_pipe, show, wants_json
 from ._output import print_json as _print_json
 from ._output import print_table as _table
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_auth_commands(sub)
     add_dlq_commands(sub)
     add_execution_commands(sub)
+    add_logs_commands(sub)
     add_upstream_commands(sub)
     add_list_commands(sub, cmd_list, cmd_credential_show)
     return parser

@@ -37,6 +37,7 @@ from ._recorder import Recorder
 from ._replay import ReplayReply
 from ._results import ResultService
 from ._secrets import ResolveRequest, SecretBox, check_key_present
+from ._step_logs import LogPage, StepLogService
 from ._stream import EventStreamService
 from ._stream_limits import StreamLimits
 from ._summary import SummaryService
@@ -97,6 +98,7 @@ __all__ = [
     "KeychainList",
     "KeychainService",
     "KeychainView",
+    "LogPage",
     "NodeLease",
     "ObjectReply",
     "OidcSettings",
@@ -125,6 +127,7 @@ __all__ = [
     "RetentionPolicy",
     "RoleTable",
     "SecretBox",
+    "StepLogService",
     "StreamLimits",
     "SummaryService",
     "SweepReport",

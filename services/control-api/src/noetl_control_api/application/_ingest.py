@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
-from noetl_common import ClaimReply, EagerRequest, Event, EventsReply, utc_now_iso
+from noetl_common import ClaimReply, EagerRequest, Event, EventsReply, StepLogs, utc_now_iso
 from noetl_common.arrow_limits import ArrowLimits
 from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 from psycopg.errors import UniqueViolation
@@ -30,6 +30,7 @@ from ._outcomes import claimed_row, read_outcome
 from ._playbooks import PlaybookCache
 from ._policy import Principal
 from ._recorder import TERMINAL_STATUSES, ExecutionRef, Recorder, Writes
+from ._step_logs import staged_logs
 
 MAX_EAGER_SLOTS = 256
 
@@ -57,7 +58,11 @@ class EventIngest:
         self._limits = template_limits
 
     async def ingest(
-        self, events: Sequence[Event], principal: Principal, eager: EagerRequest | None = None
+        self,
+        events: Sequence[Event],
+        principal: Principal,
+        eager: EagerRequest | None = None,
+        logs: Sequence[StepLogs] = (),
     ) -> EventsReply:
         """Record a batch; duplicates (same event_id, or a finished command) are counted, not applied.
 
@@ -70,6 +75,8 @@ class EventIngest:
         of them, newest first, and returned. Their notifications still flow; a later claim
         of one meets 429 (held) or 409 (finished), and a worker crash leaves it to be claimed
         through that notification once the lease expires.
+
+        ``logs``: step logs of the batch's commands, kept for those it finishes (``_step_logs``).
         """
         incoming = check_batch(events, self._context_max)
         if principal.is_worker:
@@ -95,7 +102,7 @@ class EventIngest:
         # is: the locks are one round trip, everything the batch writes and the COMMIT one more
         try:
             async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                applied = await self._decide(conn, incoming, mode, writes, eager, claimed, principal)
+                applied = await self._decide(conn, incoming, mode, writes, eager, claimed, principal, logs)
                 await writes.flush(conn)
         except UniqueViolation:
             # Under the command's row lock, an unfinished command's terminal event cannot have
@@ -121,6 +128,7 @@ class EventIngest:
         eager: EagerRequest | None,
         claimed: list[ClaimReply],
         principal: Principal,
+        logs: Sequence[StepLogs] = (),
     ) -> int:
         """Lock, check and apply the batch, staging every row in ``writes`` and the eager
         commands in ``claimed``; returns how many terminal events were applied."""
@@ -187,6 +195,8 @@ class EventIngest:
                 "completed" if kind == "command.completed" else "failed",
             )
             issued += [(ref, c) for c in new]
+        # under the execution locks taken above: each execution's seq values commit in order
+        writes.logs += staged_logs(logs, commands, writes.finished)
         if eager is not None:
             # newest first: in a chain that is the step just issued; in a loop the next iterations.
             # Not a command of an execution a later outcome of the batch ended: it is cancelled.

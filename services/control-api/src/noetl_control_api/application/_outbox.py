@@ -193,6 +193,7 @@ class OutboxService:
             results_deleted=purged.results,
             keychain_deleted=purged.keychain,
             objects_deleted=purged.objects,
+            step_logs_deleted=purged.step_logs,
         )
 
     async def pending_count(self) -> int:

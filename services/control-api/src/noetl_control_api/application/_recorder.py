@@ -38,7 +38,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from .. import store
 from .._errors import PayloadTooLarge
 from ..orchestrator import Decision, EventDraft, fail_execution, state_encode
-from ..store import NewCommand, OutboxInsert
+from ..store import LogInsert, NewCommand, OutboxInsert
 
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 #: ``cause`` of the failure of an execution whose decision was too large to record.
@@ -337,6 +337,7 @@ class Writes:
         self.started: list[int] = []
         self.renewed: list[int] = []
         self.cancel_open: list[int] = []
+        self.logs: list[LogInsert] = []  # step logs of the commands this transaction finishes
 
     async def flush(self, conn: AsyncConnection[Any]) -> None:
         """Send everything (nothing is read: the caller's COMMIT brings the results back)."""
@@ -376,6 +377,7 @@ class Writes:
             await store.commands.cancel_open(conn, execution_id)
         self._incoming_sent = await store.outbox.send_outbox(conn, self.incoming)
         await store.outbox.send_outbox(conn, self.outbox, new_only=True)
+        await store.step_logs.send_insert(conn, self.logs)
 
     async def incoming_new(self) -> set[tuple[int, int]]:
         """The keys of ``incoming`` rows that were new, once the transaction committed."""

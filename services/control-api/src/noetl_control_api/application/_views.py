@@ -155,3 +155,4 @@ class PurgeReply(msgspec.Struct, kw_only=True):
     keychain_deleted: int = 0
     #: objects the purged executions' plug-ins wrote (``executions/<execution_id>/...``)
     objects_deleted: int = 0
+    step_logs_deleted: int = 0

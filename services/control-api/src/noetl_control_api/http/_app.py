@@ -20,6 +20,7 @@ from ._auth import auth_middleware, principal_of
 from ._compat import CompatController
 from ._errors import EXCEPTION_HANDLERS
 from ._internal import InternalController
+from ._logs import StepLogController
 from ._middleware import latency_middleware
 from ._ops import OPS_HANDLERS
 from ._plugins import PluginController
@@ -70,6 +71,7 @@ def create_app(
             *OPS_HANDLERS,
             CatalogController,
             ExecutionController,
+            StepLogController,
             StreamController,
             EventController,
             CommandController,

@@ -222,11 +222,12 @@ class EventController(Controller):
         ingest: NamedDependency[EventIngest],
         principal: NamedDependency[Principal],
     ) -> EventsReply:
-        """Body: one ``Event`` or an ``EventBatch {events}``."""
+        """Body: one ``Event`` or an ``EventBatch {events, eager?, logs?}`` (``logs``: step logs
+        of the commands whose terminal events the batch carries)."""
         raw = decode_json(await request.body(), object)
         if isinstance(raw, dict) and "events" in raw and "event_type" not in raw:
             batch = convert(raw, EventBatch)
-            return await ingest.ingest(batch.events, principal, batch.eager)
+            return await ingest.ingest(batch.events, principal, batch.eager, batch.logs or ())
         return await ingest.ingest([convert(raw, Event)], principal)
 
 

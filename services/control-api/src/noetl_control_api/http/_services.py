@@ -37,6 +37,7 @@ from ..application import (
     ResultService,
     RoleTable,
     SecretBox,
+    StepLogService,
     StreamLimits,
     SummaryService,
     Sweeper,
@@ -77,6 +78,7 @@ class Services:
     sweeper: Sweeper
     compat: CompatService
     summaries: SummaryService
+    step_logs: StepLogService
 
     #: what route handlers never take by name: the plumbing under the use cases
     _NOT_INJECTED: ClassVar[frozenset[str]] = frozenset(
@@ -244,6 +246,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
         ),
         compat=CompatService(pool, catalog, executions, keychain, page_max_bytes=settings.page_max_bytes),
         summaries=SummaryService(pool, playbooks),
+        step_logs=StepLogService(pool, page_max_bytes=settings.page_max_bytes),
     )
 
 

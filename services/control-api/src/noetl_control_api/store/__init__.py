@@ -10,6 +10,7 @@ from . import _plugins as plugins
 from . import _results as results
 from . import _retention as retention
 from . import _secrets as secrets
+from . import _step_logs as step_logs
 from . import _summary as summary
 from . import _sweeps as sweeps
 from . import _tokens as tokens
@@ -30,6 +31,7 @@ from ._notifier import (
 from ._outbox import OutboxInsert
 from ._plugins import PluginRow
 from ._secrets import CredentialRow, KeychainRow
+from ._step_logs import LogInsert
 from ._time import iso
 from ._tokens import TokenRow
 from ._workers import WorkerRow
@@ -45,6 +47,7 @@ __all__ = [
     "ExecutionRow",
     "KeychainRow",
     "KeyedNotifier",
+    "LogInsert",
     "NewCommand",
     "OutboxInsert",
     "OutboxNotifier",
@@ -66,6 +69,7 @@ __all__ = [
     "results",
     "retention",
     "secrets",
+    "step_logs",
     "summary",
     "sweeps",
     "tokens",

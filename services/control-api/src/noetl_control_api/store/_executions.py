@@ -111,6 +111,12 @@ async def get_view(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRo
     return None if row is None else _row(row)
 
 
+async def exists(conn: AsyncConnection[Any], execution_id: int) -> bool:
+    cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM noetl.execution WHERE execution_id = %s)", (execution_id,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def get(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
     cur = await conn.execute(
         f"SELECT {_COLUMNS} FROM noetl.execution WHERE execution_id = %s", (execution_id,)

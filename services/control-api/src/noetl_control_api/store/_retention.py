@@ -22,12 +22,13 @@ class Purged:
     results: int = 0
     keychain: int = 0
     objects: int = 0
+    step_logs: int = 0
 
 
 async def purge_executions(conn: AsyncConnection[Any], older_than_seconds: float, limit: int) -> Purged:
     """Delete up to ``limit`` terminal executions last updated before the age, with all their rows:
-    events, outbox rows, commands, stored results, keychain entries scoped to them and the
-    objects their plug-ins wrote (keys ``executions/<execution_id>/...``).
+    events, outbox rows, commands, stored results, step logs, keychain entries scoped to them
+    and the objects their plug-ins wrote (keys ``executions/<execution_id>/...``).
 
     An execution is kept while any of its outbox rows is unpublished (its events must still
     reach the stream) or while it has a child execution that is still running.
@@ -46,7 +47,7 @@ async def purge_executions(conn: AsyncConnection[Any], older_than_seconds: float
     if not ids:
         return Purged()
     counts = {}
-    for table in ("event", "outbox", "command", "result_store"):
+    for table in ("event", "outbox", "command", "result_store", "step_log"):
         cur = await conn.execute(f"DELETE FROM noetl.{table} WHERE execution_id = ANY(%b::bigint[])", (ids,))
         counts[table] = cur.rowcount
     cur = await conn.execute("DELETE FROM noetl.keychain WHERE scope_id = ANY(%b::bigint[])", (ids,))
@@ -68,6 +69,7 @@ async def purge_executions(conn: AsyncConnection[Any], older_than_seconds: float
         results=counts["result_store"],
         keychain=keychain,
         objects=objects,
+        step_logs=counts["step_log"],
     )
 
 

@@ -7,14 +7,17 @@ has it), then exits. Worker and child exchange msgpack frames, never pickle. Tru
 ``docs/security.md`` §5 and ``docs/worker.md``.
 """
 
+from ._capture import MAX_LINES
 from ._confine import set_dumpable
 from ._errors import SandboxError
 from ._pool import DEFAULT_ENV_ALLOW, SandboxPool
 from ._task import execute_python, import_libs, task_libs, task_source
-from ._wire import Reply, SandboxLimits
+from ._wire import LogLine, Reply, SandboxLimits
 
 __all__ = [
     "DEFAULT_ENV_ALLOW",
+    "MAX_LINES",
+    "LogLine",
     "Reply",
     "SandboxError",
     "SandboxLimits",

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from ._capture import MAX_LINES
 from ._errors import SandboxError, describe_exit
 from ._wire import ENCODER, HEADER, REPLY, Exited, Kill, Reply, SandboxLimits, Setup, Task, frame
 from ._zygote_client import ZygoteClient
@@ -32,6 +33,8 @@ DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED
 EXIT_REPORT_WAIT_SECONDS = 5.0
 #: Room in a reply frame besides the result: stdout, stderr, the error message.
 REPLY_OVERHEAD_BYTES = 1024 * 1024
+#: msgpack framing of one output line besides its text (stream, time, level)
+LINE_OVERHEAD_BYTES = 64
 #: Folder of one worker's task folders: ``<tmp>/noetl-sandbox-<worker pid>-<random>``.
 TEMP_PREFIX = "noetl-sandbox-"
 
@@ -318,7 +321,10 @@ class SandboxPool:
         return sum(len(c) for c in self._kept.values())
 
     async def _exchange(self, child: _Child, payload: bytes) -> Reply:
-        limit = self.limits.output_max_bytes + 2 * 4 * self.limits.capture_max_chars + REPLY_OVERHEAD_BYTES
+        limits = self.limits
+        # the lines' text within the log budget, plus a few bytes of framing for each line
+        logs = limits.log_max_bytes + MAX_LINES * LINE_OVERHEAD_BYTES
+        limit = limits.output_max_bytes + logs + REPLY_OVERHEAD_BYTES
         try:
             child.writer.write(payload)
             await child.writer.drain()

@@ -31,7 +31,8 @@ class SandboxLimits(msgspec.Struct, frozen=True, kw_only=True):
     file_max_bytes: int = 256 * 1024**2
     max_processes: int = 256
     output_max_bytes: int = 16 * 1024**2
-    capture_max_chars: int = 64 * 1024
+    #: bytes of output (stdout, stderr, logging) one task keeps (``WORKER_STEP_LOG_MAX_BYTES``)
+    log_max_bytes: int = 64 * 1024
     uid: int = 61000
     gid: int = 61000
     preload: tuple[str, ...] = ()
@@ -96,16 +97,27 @@ class Task(msgspec.Struct, frozen=True):
     libs: dict[str, str]
 
 
+class LogLine(msgspec.Struct, frozen=True, array_like=True):
+    """One line a task printed (``stdout``, ``stderr``) or logged (``log``, with its level);
+    ``at`` is when it was completed, in seconds since the epoch."""
+
+    stream: str
+    at: float
+    text: str
+    level: str | None = None
+
+
 class Reply(msgspec.Struct, frozen=True, kw_only=True):
-    """Child → worker: the output, or the error, plus bounded stdout/stderr. ``reusable``
-    False: the child exits after this reply (its CPU budget is spent, or the task hit it)."""
+    """Child → worker: the output, or the error, plus the task's bounded output lines and how
+    many bytes of output were dropped past the bound. ``reusable`` False: the child exits
+    after this reply (its CPU budget is spent, or the task hit it)."""
 
     ok: bool
     result: Any = None
     error_type: str = ""
     error_message: str = ""
-    stdout: str = ""
-    stderr: str = ""
+    logs: list[LogLine] = []
+    logs_dropped: int = 0
     reusable: bool = False
 
 

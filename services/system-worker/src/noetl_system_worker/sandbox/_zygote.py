@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import io
 import os
 import selectors
 import shutil
@@ -29,6 +28,7 @@ from typing import Any
 import msgspec
 
 from . import _confine
+from ._capture import Captured
 from ._task import execute_python, import_libs
 from ._wire import (
     CONTROL_ENCODER,
@@ -57,33 +57,6 @@ MAX_TASKS_PER_CHILD = 1000
 MESSAGE_MAX_CHARS = 16 * 1024
 #: Largest task frame a child accepts (the worker's own inputs).
 TASK_MAX_BYTES = 2**31 - 1
-
-
-class Capture(io.TextIOBase):
-    """A bounded ``sys.stdout`` / ``sys.stderr``: keeps the first ``limit`` characters."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._parts: list[str] = []
-        self._size = 0
-        self.dropped = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        text = str(text)
-        kept = text[: max(0, self._limit - self._size)]
-        if kept:
-            self._parts.append(kept)
-            self._size += len(kept)
-        self.dropped += len(text) - len(kept)
-        return len(text)
-
-    def text(self) -> str:
-        """What was kept, with a note of how much was dropped."""
-        kept = "".join(self._parts)
-        return f"{kept}\n[{self.dropped} more characters dropped]" if self.dropped else kept
 
 
 class _CpuExhausted(TimeoutError):
@@ -351,8 +324,8 @@ class Zygote:
 
     def _run_one(self, task: Task) -> Reply:
         limits = self.limits
-        out, err = Capture(limits.capture_max_chars), Capture(limits.capture_max_chars)
-        sys.stdout, sys.stderr = out, err
+        captured = Captured(limits.log_max_bytes)
+        captured.install()
         try:
             value = execute_python(task.code, task.inputs, import_libs(task.libs))
             result = ENCODER.encode(value)
@@ -371,8 +344,8 @@ class Zygote:
             # the task's own exceptions, SystemExit included, are its error outcome
             error_type = "TimeoutError" if isinstance(exc, _CpuExhausted) else type(exc).__name__
             reply = Reply(ok=False, error_type=error_type, error_message=_message(exc))
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        return msgspec.structs.replace(reply, stdout=out.text(), stderr=err.text())
+        logs, dropped = captured.finish()
+        return msgspec.structs.replace(reply, logs=logs, logs_dropped=dropped)
 
 
 def main(control_fd: int) -> None:

@@ -9,6 +9,7 @@ trusted deployments and the benchmark's comparison. Trust model: ``docs/worker.m
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,11 +20,9 @@ from ..sandbox import SandboxError, SandboxPool, execute_python, import_libs, ta
 class PythonToolError(Exception):
     """The task's code raised; ``type`` is the original exception's class name."""
 
-    def __init__(self, message: str, type_name: str, *, stdout: str = "", stderr: str = "") -> None:
+    def __init__(self, message: str, type_name: str) -> None:
         super().__init__(message)
         self.type_name = type_name
-        self.stdout = stdout
-        self.stderr = stderr
 
 
 def _guarded(code: str, inputs: Mapping[str, Any], modules: Mapping[str, Any]) -> tuple[bool, Any]:
@@ -51,8 +50,8 @@ async def run_python(config: dict[str, Any], args: dict[str, Any], ctx: Mapping[
 class SandboxedPython:
     """The ``python`` tool in a sandbox child (``WORKER_PYTHON_ISOLATION=process``).
 
-    The child's captured stdout/stderr (bounded) come back in its reply; a task error
-    carries them on :class:`PythonToolError` (step logs are for a later change)."""
+    What the child printed and logged (bounded by it) comes back in its reply, whether the
+    task succeeded or not, and joins the command's step log (``_step_logs``)."""
 
     def __init__(self, pool: SandboxPool) -> None:
         self.pool = pool
@@ -62,13 +61,12 @@ class SandboxedPython:
         try:
             # one playbook's tasks share a child: the playbook's author wrote all of them, and
             # every execution of it runs that author's code anyway
-            path = runtime().catalog_path
-            reply = await self.pool.run(code, args, libs, path)
+            rt = runtime()
+            started = time.time()
+            reply = await self.pool.run(code, args, libs, rt.catalog_path)
         except SandboxError as exc:
             raise PythonToolError(str(exc), exc.type_name) from None
+        rt.step_log.add(reply.logs, reply.logs_dropped, since=started)
         if reply.ok:
             return reply.result
-        raise PythonToolError(
-            reply.error_message or reply.error_type, reply.error_type or "Exception",
-            stdout=reply.stdout, stderr=reply.stderr,
-        )
+        raise PythonToolError(reply.error_message or reply.error_type, reply.error_type or "Exception")

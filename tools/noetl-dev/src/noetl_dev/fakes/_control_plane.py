@@ -32,6 +32,7 @@ from noetl_common import (
     ErrorBody,
     Event,
     EventsReply,
+    StepLogs,
     TaskSpec,
     WorkerHeartbeat,
     WorkerRegistration,
@@ -82,6 +83,8 @@ class FakeControlPlane:
     claims: list[tuple[int, str, float]] = field(default_factory=list)
     claim_errors: dict[int, list[Exception]] = field(default_factory=dict)
     posts: list[list[Event]] = field(default_factory=list)
+    #: step logs sent beside terminal events, in the order they came
+    logs: list[StepLogs] = field(default_factory=list)
     eager_requests: list[EagerRequest] = field(default_factory=list)
     #: claim keys handed over, one per terminal batch that asks, as eager commands
     eager_next: list[int] = field(default_factory=list)
@@ -205,10 +208,13 @@ class FakeControlPlane:
             command=command.spec,
         )
 
-    async def post_events(self, events: list[Event], eager: EagerRequest | None = None) -> EventsReply:
+    async def post_events(
+        self, events: list[Event], eager: EagerRequest | None = None, logs: list[StepLogs] | None = None
+    ) -> EventsReply:
         try:
             await self._reachable("post_events")
             self.posts.append(list(events))
+            self.logs.extend(logs or [])
             if eager is not None:
                 self.eager_requests.append(eager)
             if self.post_hook is not None:
