@@ -127,6 +127,9 @@ async def test_event_errors_are_client_errors(api: Any) -> None:
     assert (await api.post_events({"events": []})).status_code == 400
     spoof = await api.post_events(_event(api, execution_id, "playbook.completed", {}))
     assert spoof.status_code == 400 and "server only" in spoof.json()["detail"]
+    # a reused outcome is folded by replay: only a rerun from a step records one
+    reused = await api.post_events(_event(api, execution_id, "step.reused", meta, context={"result": 1}))
+    assert reused.status_code == 400 and "server only" in reused.json()["detail"]
     assert (await api.post_events({"execution_id": execution_id})).status_code == 400
     huge = _event(api, execution_id, "call.done", meta, context={"result": "x" * 200_000})
     too_large = await api.post_events(huge)

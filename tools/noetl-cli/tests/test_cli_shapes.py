@@ -35,6 +35,15 @@ def test_local_runtime_is_refused_before_any_request(capsys: pytest.CaptureFixtu
     assert "-r distributed" in capsys.readouterr().err
 
 
+def test_rerun_flags_need_a_step_and_are_refused_before_any_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--server", "http://127.0.0.1:9", "rerun", "1", "--dry-run"]) == EXIT_USAGE
+    assert "--from STEP" in capsys.readouterr().err
+    args = build_parser().parse_args(["rerun", "1", "--from", "load", "--failed-only", "--set", "fix=true"])
+    assert (args.step, args.failed_only, args.dry_run, args.set) == ("load", True, False, ["fix=true"])
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["--version"])
@@ -52,6 +61,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         ["events", "1"],
         ["logs", "1"],
         ["replay", "1"],
+        ["rerun", "1", "--from", "s", "--dry-run"],
         ["executions", "list"],
         ["credential", "list"],
         ["credential", "show", "n"],

@@ -88,3 +88,11 @@ class Forbidden(DomainError):
 class Unavailable(DomainError):
     status_code = 503
     code = "unavailable"
+
+
+class Unprocessable(DomainError):
+    """Well-formed and valid in shape, but naming something the target does not have (a
+    rerun's ``from_step`` that is no step of the playbook)."""
+
+    status_code = 422
+    code = "unprocessable"

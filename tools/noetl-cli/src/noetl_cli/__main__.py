@@ -26,6 +26,7 @@ from ._logs import add_logs_commands
 from ._output import add_output, print_fields, quiet_broken_pipe, show, wants_json
 from ._output import print_json as _print_json
 from ._output import print_table as _table
+from ._rerun import add_rerun_commands
 from ._upstream import add_list_commands, add_upstream_commands
 from ._watch import watch
 
@@ -349,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dlq_commands(sub)
     add_execution_commands(sub)
     add_logs_commands(sub)
+    add_rerun_commands(sub)
     add_upstream_commands(sub)
     add_list_commands(sub, cmd_list, cmd_credential_show)
     return parser

@@ -35,6 +35,7 @@ from ._policy import ACTIONS, GRANTS, HUMAN_ROLES, Policy, Principal, RoleTable,
 from ._projection import ProjectionService
 from ._recorder import Recorder
 from ._replay import ReplayReply
+from ._rerun import RerunReply, RerunService
 from ._results import ResultService
 from ._secrets import ResolveRequest, SecretBox, check_key_present
 from ._step_logs import LogPage, StepLogService
@@ -119,7 +120,9 @@ __all__ = [
     "RegisterReply",
     "RegisterRequest",
     "ReplayReply",
+    "RerunReply",
     "RerunRequest",
+    "RerunService",
     "ResolveRequest",
     "ResourceReply",
     "ResourceRequest",

@@ -36,6 +36,7 @@ from ._ids import client_id
 from ._keychain import KeychainService
 from ._policy import Principal
 from ._recorder import TERMINAL_STATUSES
+from ._rerun import RerunReply, RerunService
 from ._secrets import path_allowed
 from ._views import ExecuteReply, ExecuteRequest, ExecutionView
 
@@ -66,10 +67,12 @@ class CompatService:
         catalog: CatalogService,
         executions: ExecutionService,
         keychain: KeychainService,
+        reruns: RerunService,
         *,
         page_max_bytes: int,
     ) -> None:
         self._pool = pool
+        self._reruns = reruns
         self._catalog = catalog
         self._executions = executions
         self._keychain = keychain
@@ -149,10 +152,25 @@ class CompatService:
             principal=principal,
         )
 
-    async def rerun(self, execution_id: int, req: RerunRequest, principal: Principal) -> ExecuteReply:
+    async def rerun(
+        self, execution_id: int, req: RerunRequest, principal: Principal
+    ) -> ExecuteReply | RerunReply:
         """A new execution of the same playbook version, its workload the first run's with
-        ``workload`` laid over it."""
+        ``workload`` laid over it; with ``from_step``, a restart from that step (:class:`RerunService`)."""
         _kind(req.resource_kind, "resource_kind")
+        if req.from_step is not None:
+            return await self._reruns.rerun_from(
+                execution_id,
+                req.from_step,
+                {**(req.workload or {}), **(req.payload or {})},
+                dry_run=req.dry_run,
+                failed_iterations_only=req.failed_iterations_only,
+                principal=principal,
+            )
+        if req.dry_run or req.failed_iterations_only:
+            raise ValidationFailed(
+                "dry_run and failed_iterations_only need from_step", {"field": "from_step"}
+            )
         async with self._pool.connection() as conn:
             row = await store.executions.get(conn, execution_id)
         if row is None:
@@ -276,4 +294,5 @@ def _entry(view: ExecutionView, catalog_id: int) -> ExecutionEntry:
         result=view.result,
         error=view.error,
         parent_execution_id=None if view.parent_execution_id is None else str(view.parent_execution_id),
+        rerun_of=view.rerun_of,
     )

@@ -60,11 +60,17 @@ class RegisterBatchReply(msgspec.Struct, kw_only=True):
 
 
 class RerunRequest(msgspec.Struct, kw_only=True):
-    """``POST /api/executions/{id}/rerun``: values laid over the first run's workload."""
+    """``POST /api/executions/{id}/rerun``: values laid over the first run's workload. With
+    ``from_step``, a restart from that step reusing the outcomes of the steps before it
+    (``dry_run``: only say which are reused and which run; ``failed_iterations_only``: a loop
+    ``from_step`` runs only its iterations that did not complete)."""
 
     workload: dict[str, Any] | None = None
     payload: dict[str, Any] | None = None
     resource_kind: str | None = None
+    from_step: str | None = None
+    dry_run: bool = False
+    failed_iterations_only: bool = False
 
 
 class ExecutionStatus(msgspec.Struct, kw_only=True):
@@ -103,6 +109,8 @@ class ExecutionEntry(msgspec.Struct, kw_only=True):
     result: Any
     error: str | None
     parent_execution_id: str | None
+    #: the suite's own: the execution a rerun from a step restarted
+    rerun_of: str | None = None
 
 
 class WorkerPool(msgspec.Struct, kw_only=True):

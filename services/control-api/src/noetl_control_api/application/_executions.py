@@ -59,6 +59,7 @@ def view(row: ExecutionRow) -> ExecutionView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         parent_execution_id=row.parent_execution_id,
+        rerun_of=None if row.rerun_of is None else str(row.rerun_of),
     )
 
 

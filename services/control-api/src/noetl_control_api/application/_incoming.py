@@ -32,6 +32,7 @@ SERVER_EVENTS = frozenset(
         "playbook.failed",
         "playbook.cancelled",
         "step.enter",
+        "step.reused",
         "command.issued",
         "command.claimed",
         "command.reissued",

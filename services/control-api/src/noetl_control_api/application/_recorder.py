@@ -312,7 +312,7 @@ class _ExecutionWrite(msgspec.Struct):
     state: bytes  # JSON text
     result: Any
     error: str | None
-    insert: dict[str, Any] | None = None  # version, payload and timeout of a new execution row
+    insert: dict[str, Any] | None = None  # version, payload, timeout (and rerun_of) of a new execution row
 
 
 class Writes:
@@ -355,6 +355,7 @@ class Writes:
                     error=write.error,
                     parent_execution_id=write.ref.parent_execution_id,
                     timeout_seconds=write.insert.get("timeout"),
+                    rerun_of=write.insert.get("rerun_of"),
                 )
             else:
                 await store.executions.update(

@@ -6,8 +6,10 @@ command's ``meta`` (``meta.command_meta`` of its ``command.issued`` event), ever
 terminal outcome (``command.completed`` / ``command.failed``, in the order the ingest
 applied them — ``meta.applied_id`` — a result-store reference resolved as the ingest
 resolves it), a cancellation's reason
-(``playbook.cancelled``) and a failure the control plane imposed (``playbook.failed`` with a
-``cause``: a decision too large to record, an event that could not be published). Folding them through :func:`~..orchestrator.replay` gives a
+(``playbook.cancelled``), a failure the control plane imposed (``playbook.failed`` with a
+``cause``: a decision too large to record, an event that could not be published) and, in a
+rerun from a step, the outcomes it reused (``step.reused``, each with its command meta, all
+applied at its start, before any command's). Folding them through :func:`~..orchestrator.replay` gives a
 state that must equal ``noetl.execution.state`` field by field.
 """
 
@@ -21,7 +23,7 @@ from noetl_common.templating import DEFAULT_LIMITS, TemplateLimits
 
 from .. import store
 from .._errors import NotFound
-from ..orchestrator import CommandOutcome, ImposedFailure, replay, state_from_json
+from ..orchestrator import STEP_REUSED, CommandOutcome, ImposedFailure, replay, state_from_json
 from ._playbooks import PlaybookCache
 from ._results import ResultService
 
@@ -102,6 +104,7 @@ async def replay_execution(
     payload: dict[str, Any] = {}
     issued_meta: dict[int, dict[str, Any]] = {}
     terminal: list[Event] = []
+    reused: list[Event] = []
     cancel_reason: str | None = None
     failure: ImposedFailure | None = None
     log_status = "RUNNING"
@@ -118,6 +121,8 @@ async def replay_execution(
                 issued_meta[command_id] = meta
         elif kind in ("command.completed", "command.failed"):
             terminal.append(event)
+        elif kind == STEP_REUSED:
+            reused.append(event)
         elif kind in _TERMINAL_STATUS and log_status == "RUNNING":
             log_status = _TERMINAL_STATUS[kind]
             ended_at = int(event.event_id or 0)
@@ -133,7 +138,7 @@ async def replay_execution(
     # outcomes that arrived after the playbook ended changed nothing (the ingest ignores them)
     terminal = sorted((e for e in terminal if _applied_order(e) < ended_at), key=_applied_order)
     outcomes: list[CommandOutcome] = []
-    for event in terminal:
+    for event in [*reused, *terminal]:
         command_id = _command_id(event)
         if command_id is None:
             continue
@@ -141,12 +146,14 @@ async def replay_execution(
         failed = event.event_type == "command.failed"
         error = context.get("error")
         raw_set = context.get("set")
+        meta = event.meta if isinstance(event.meta, dict) else {}
+        command_meta = meta.get("command_meta") if event.event_type == STEP_REUSED else None
         outcomes.append(
             CommandOutcome(
                 command_id=command_id,
                 step=event.step or "",
                 status="failed" if failed else "completed",
-                meta=issued_meta.get(command_id, {}),
+                meta=command_meta if isinstance(command_meta, dict) else issued_meta.get(command_id, {}),
                 result=await ResultService.resolve_refs(conn, context.get("result")),
                 error=TaskError.parse(error) if failed and error is not None else None,
                 set=await ResultService.resolve_refs(conn, raw_set) if isinstance(raw_set, dict) else None,

@@ -93,6 +93,8 @@ class ExecutionView(msgspec.Struct, kw_only=True):
     created_at: str | None
     updated_at: str | None
     parent_execution_id: int | None
+    #: the execution this one restarts from a step, as a string (``POST .../rerun`` with ``from_step``)
+    rerun_of: str | None = None
 
 
 class ExecutionList(msgspec.Struct, kw_only=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
@@ -17,6 +17,7 @@ from ..application import (
     Principal,
     RegisterBatchReply,
     RegisterBatchRequest,
+    RerunReply,
     RerunRequest,
     WorkerPools,
     client_id,
@@ -55,11 +56,14 @@ class CompatController(Controller):
         request: Request[Any, Any, Any],
         compat: NamedDependency[CompatService],
         principal: NamedDependency[Principal],
-    ) -> ExecuteReply:
-        """Body optional: ``{workload?}``, laid over the first run's workload."""
+    ) -> Response[ExecuteReply | RerunReply]:
+        """Body optional: ``{workload?}``, laid over the first run's workload; with
+        ``{from_step, dry_run?, failed_iterations_only?}`` a restart from that step (200 for a
+        dry run, which starts nothing)."""
         body = await request.body()
         rerun = decode_json(body, RerunRequest) if body.strip() else RerunRequest()
-        return await compat.rerun(client_id(execution_id, "execution_id"), rerun, principal)
+        reply = await compat.rerun(client_id(execution_id, "execution_id"), rerun, principal)
+        return Response(reply, status_code=200 if rerun.dry_run else 201)
 
     @get("/api/worker/pools", opt=action("worker.read"))
     async def worker_pools(

@@ -15,7 +15,7 @@ from ._time import iso
 
 _COLUMNS = (
     "execution_id, path, version, status, payload, state, result, error, parent_execution_id,"
-    " created_at, updated_at"
+    " created_at, updated_at, rerun_of"
 )
 # what the API shows of the state: a running loop's state holds every in-flight iteration
 _VIEW_STATE = "jsonb_build_object('ctx', state->'ctx', 'results', state->'results'),"
@@ -41,6 +41,8 @@ class ExecutionRow(msgspec.Struct, kw_only=True):
     parent_execution_id: int | None
     created_at: str | None
     updated_at: str | None
+    #: the execution this one restarts from a step (``POST /api/executions/{id}/rerun``)
+    rerun_of: int | None = None
 
 
 def _row(r: Any) -> ExecutionRow:
@@ -56,6 +58,7 @@ def _row(r: Any) -> ExecutionRow:
         parent_execution_id=r[8],
         created_at=iso(r[9]),
         updated_at=iso(r[10]),
+        rerun_of=r[11],
     )
 
 
@@ -72,11 +75,13 @@ async def insert(
     error: str | None,
     parent_execution_id: int | None,
     timeout_seconds: float | None = None,
+    rerun_of: int | None = None,
 ) -> None:
     """Insert an execution; ``timeout_seconds`` (the playbook's) sets its deadline from now."""
     await conn.execute(
         "INSERT INTO noetl.execution (execution_id, path, version, status, payload, state, result, error,"
-        " parent_execution_id, deadline_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now() + %s::interval)",
+        " parent_execution_id, deadline_at, rerun_of)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now() + %s::interval, %s)",
         (
             execution_id,
             path,
@@ -88,6 +93,7 @@ async def insert(
             error,
             parent_execution_id,
             None if timeout_seconds is None else timedelta(seconds=timeout_seconds),
+            rerun_of,
         ),
     )
 

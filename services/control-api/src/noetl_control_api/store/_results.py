@@ -33,3 +33,17 @@ async def get(conn: AsyncConnection[Any], key: str) -> StoredResult | None:
     )
     row = await cur.fetchone()
     return StoredResult(row[0], row[1], row[2], row[3], bytes(row[4])) if row else None
+
+
+async def copy(conn: AsyncConnection[Any], keys: dict[str, str], execution_id: int) -> None:
+    """Copy stored results (old key → new key) into ``execution_id``: a rerun keeps the results
+    it reuses under its own id, so purging the earlier execution leaves its log resolvable."""
+    if not keys:
+        return
+    await conn.execute(
+        "INSERT INTO noetl.result_store (key, execution_id, media_type, size, data)"
+        " SELECT n.new_key, %s, r.media_type, r.size, r.data"
+        " FROM unnest(%s::text[], %s::text[]) AS n(old_key, new_key)"
+        " JOIN noetl.result_store r ON r.key = n.old_key ON CONFLICT (key) DO NOTHING",
+        (execution_id, list(keys), list(keys.values())),
+    )
