@@ -158,4 +158,8 @@ def test_step_logs_and_restart_from_a_step(page: Any, api: Api, api_url: str) ->
     page.click("#restart-confirm")
     page.wait_for_url(re.compile(r"/ui/runs/(?!" + old + r")\d+$"))
     page.wait_for_selector("body[data-ready='1']")
+    new = page.url.rsplit("/", 1)[1]
     assert page.locator("#rerun-of").inner_text() == old
+    assert page.locator("#steps tr[data-step='start'] .status").inner_text() == "REUSED"
+    page.click("#rerun-of")
+    page.wait_for_selector(f"#run-meta a.rerun[href='/ui/runs/{new}']")

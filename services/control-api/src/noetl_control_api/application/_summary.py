@@ -21,6 +21,8 @@ from ._summary_views import Arc, Bar, ChildRef, ErrorView, ExecutionSummary, Gra
 MAX_SUMMARY_EVENTS = 200_000
 #: most child executions listed
 MAX_CHILDREN = 1000
+#: most restarts of an execution listed
+MAX_RERUNS = 100
 #: a step result up to this many JSON characters is shown whole, a larger one by its head
 WHOLE_RESULT_CHARS = 16_384
 HEAD_ITEMS = 20
@@ -197,6 +199,7 @@ async def summarize(pool: AsyncConnectionPool, playbooks: PlaybookCache, executi
         events = await store.summary.step_events(conn, execution_id, MAX_SUMMARY_EVENTS)
         previews = await store.summary.result_previews(conn, execution_id, WHOLE_RESULT_CHARS, HEAD_ITEMS)
         kids = await store.summary.children(conn, execution_id, MAX_CHILDREN)
+        restarts = await store.summary.reruns(conn, execution_id, MAX_RERUNS)
         entry = await store.catalog.get(conn, row.path, row.version)
         fold = _Fold()
         for event in events:
@@ -257,7 +260,8 @@ async def summarize(pool: AsyncConnectionPool, playbooks: PlaybookCache, executi
         created_at=row.created_at,
         updated_at=row.updated_at,
         parent_execution_id=None if row.parent_execution_id is None else str(row.parent_execution_id),
-        rerun_of=_rerun_of(row),
+        rerun_of=None if row.rerun_of is None else str(row.rerun_of),
+        reruns=[_ref(r) for r in restarts],
         error=None if error is None else ErrorView(message=scrub(error.message), step=error.step),
         steps=steps,
         arcs=arcs,
@@ -274,9 +278,3 @@ def _bounded(value: Any) -> Any:
     """A scrubbed preview, cut to text when its head is still large (wide items)."""
     text = msgspec.json.encode(value)
     return value if len(text) <= 2 * WHOLE_RESULT_CHARS else text[: 2 * WHOLE_RESULT_CHARS].decode(errors="ignore")
-
-
-def _rerun_of(row: object) -> str | None:
-    """The execution this one re-runs, where the store records it (``rerun_of``)."""
-    value = getattr(row, "rerun_of", None)
-    return None if value is None else str(value)

@@ -84,6 +84,8 @@ class ExecutionSummary(msgspec.Struct, kw_only=True):
     updated_at: str | None
     parent_execution_id: str | None
     rerun_of: str | None
+    #: the executions that restart this one from a step
+    reruns: list[ChildRef]
     error: ErrorView | None
     steps: list[GraphStep]
     arcs: list[Arc]

@@ -117,3 +117,16 @@ async def children(conn: AsyncConnection[Any], execution_id: int, limit: int) ->
         Child(execution_id=r[0], path=r[1], status=r[2], created_at=r[3], updated_at=r[4])
         for r in await cur.fetchall()
     ]
+
+
+async def reruns(conn: AsyncConnection[Any], execution_id: int, limit: int) -> list[Child]:
+    """The executions that restart this one from a step (``rerun_of``), oldest first."""
+    cur = await conn.execute(
+        "SELECT execution_id, path, status, created_at, updated_at FROM noetl.execution"
+        " WHERE rerun_of = %s ORDER BY execution_id LIMIT %s",
+        (execution_id, limit),
+    )
+    return [
+        Child(execution_id=r[0], path=r[1], status=r[2], created_at=r[3], updated_at=r[4])
+        for r in await cur.fetchall()
+    ]

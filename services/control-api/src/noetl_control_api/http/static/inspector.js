@@ -106,6 +106,10 @@ function render() {
   meta.append(`${s.path} v${s.version} · created ${s.created_at || ""} · updated ${s.updated_at || ""} · ${s.events} events${s.events_cut ? " (the summary read only these)" : ""}`);
   if (s.parent_execution_id) meta.append(" · parent ", el("a", { href: `/ui/runs/${s.parent_execution_id}`, text: s.parent_execution_id }));
   if (s.rerun_of) meta.append(" · restart of ", el("a", { id: "rerun-of", href: `/ui/runs/${s.rerun_of}`, text: s.rerun_of }));
+  if (s.reruns.length) {
+    meta.append(" · restarted as");
+    for (const r of s.reruns) meta.append(" ", el("a", { class: "rerun", href: `/ui/runs/${r.execution_id}`, text: r.execution_id }));
+  }
   const box = $("#run-error");
   if (s.error) {
     box.hidden = false; box.textContent = "";
