@@ -11,7 +11,7 @@ PYTEST_DIRS := libs services tools tests
 # A hung test dumps every thread's stack after 5 min; the whole run is cut at 20 min.
 PYTEST := timeout --signal=INT 1800 $(PY) -m pytest -o faulthandler_timeout=300
 
-.PHONY: help uv sync up down logs status test lint typecheck unit e2e conformance chaos chaos-cluster bench plugins \
+.PHONY: help uv sync browser up down logs status test lint typecheck unit e2e conformance chaos chaos-cluster bench plugins \
 	k8s-render k8s-check e2e-kind
 
 help:
@@ -22,6 +22,7 @@ help:
 	@echo "make status   pids and readiness of every process"
 	@echo "make sync     uv sync with the plugins group (ziglang, for the C plug-in build check)"
 	@echo "make test     sync, lint, type-check, then every package's tests and tests/e2e"
+	@echo "make browser  apt-get install Debian's chromium when missing (the run inspector's browser test)"
 	@echo "make lint     ruff, then lint-imports: layers, public faces, no import cycle ([tool.importlinter])"
 	@echo "make e2e      only the whole-system tests"
 	@echo "make conformance  the upstream playbooks + the suite's own (tests/conformance)"
@@ -42,6 +43,12 @@ uv:
 # The plugins group (ziglang) too: the test comparing plugins/wasm with a fresh C build runs then.
 sync: uv
 	$(UV) sync --group plugins
+
+# Debian's chromium for the run inspector's browser test and bench (driven by Playwright, no
+# browser download); installed once, as root, when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # CLUSTER=1: the clustered topology (noetl-dev up --cluster, docs/devstack.md)
 up: sync
@@ -75,13 +82,13 @@ typecheck: sync
 unit: sync
 	$(PYTEST) libs services tools
 
-e2e: sync
+e2e: sync browser
 	$(PYTEST) tests/e2e
 
 conformance: sync
 	$(PYTEST) tests/conformance
 
-test: lint typecheck
+test: lint typecheck browser
 	$(PYTEST) $(PYTEST_DIRS) --ignore=tests/chaos
 
 # The long chaos run, kept out of `make test`; .ci/run calls it after the tests. Cut at 8 min.
@@ -95,7 +102,7 @@ chaos-cluster: sync
 	timeout --signal=INT 480 $(PY) -m pytest -o faulthandler_timeout=420 -s tests/chaos/test_chaos_cluster.py
 
 # ONLY=wasm (or any comma-separated sections of bench/run.py --only)
-bench: sync
+bench: sync browser
 	@if [ -f bench/run.py ]; then $(PY) bench/run.py $(if $(ONLY),--only $(ONLY)); else echo "bench/run.py is not written yet"; fi
 
 # Reproducible: plugins/build.py --check (a unit test) compares a fresh build with these files.

@@ -36,13 +36,16 @@ from noetl_dev import Stack
 sys.path.insert(0, str(Path(__file__).parent))
 import cpu
 import dispatch
+import inspector
 import raw
 import sandbox
 import wasm
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-SECTIONS = ("raw", "pipeline", "latency", "playbook", "wasm", "chain", "inproc", "fanout", "sandbox", "isolation")
+SECTIONS = (
+    "raw", "pipeline", "latency", "playbook", "wasm", "chain", "inproc", "fanout", "sandbox", "isolation", "inspector"
+)
 #: Sections measured in this process alone: a run of only these starts no stack.
 IN_PROCESS = frozenset({"wasm", "inproc"})
 
@@ -306,6 +309,12 @@ class Bench:
             await asyncio.to_thread(sandbox.use_isolation, self.stack, "process")
         self.figures["isolation"] = {mode: sandbox.median_round(runs) for mode, runs in rounds.items()}
 
+    async def section_inspector(self) -> None:
+        """The run page of a finished N-item loop in headless chromium (bench/inspector.py)."""
+        self.figures["inspector"] = await asyncio.to_thread(
+            inspector.measure, self.stack, self.args.inspector_items, self.args.runs
+        )
+
     async def section_fanout(self) -> None:
         """A parallel loop on its own stack with two shared-pool workers (bench/dispatch.py)."""
         self.figures["fanout"] = await dispatch.section_fanout(self.args.fanout_items, self.args.runs)
@@ -360,6 +369,7 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
         lines += wasm.markdown_rows(figures["wasm"])
     lines += dispatch.markdown_rows(figures)
     lines += sandbox.markdown_rows(figures)
+    lines += inspector.markdown_rows(figures)
     return "\n".join(lines) + "\n"
 
 
@@ -426,6 +436,7 @@ def main() -> int:
     parser.add_argument("--playbook-runs", type=int, default=200)
     parser.add_argument("--chain-steps", type=int, default=200, help="steps of the generated chain")
     parser.add_argument("--fanout-items", type=int, default=1000, help="iterations of the parallel loop")
+    parser.add_argument("--inspector-items", type=int, default=1000, help="iterations of the inspector's loop")
     parser.add_argument("--sandbox-tasks", type=int, default=300, help="python tasks of the sandbox section")
     parser.add_argument(
         "--isolation-rounds", type=int, default=2, help="alternated thread/process rounds of the isolation section"

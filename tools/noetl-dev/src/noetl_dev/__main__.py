@@ -75,6 +75,7 @@ def _one_without_login(url: str) -> str:
 def _print_urls(state: dict[str, Any]) -> None:
     procs = state["processes"]
     print(f"control-api      {state['api_url']}   (OpenAPI: {state['api_url']}/schema)")
+    print(f"run inspector    {state['api_url']}/ui   (sign in with a token: noetl token create)")
     for url in state.get("api_urls", [])[1:]:
         print(f"                 {url}   (replica)")
     for name, entry in procs.items():

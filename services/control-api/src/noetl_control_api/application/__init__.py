@@ -32,7 +32,7 @@ from ._oidc import OidcVerifier
 from ._outbox import OutboxService
 from ._playbooks import PlaybookCache
 from ._plugins import ObjectReply, PluginList, PluginService, PublishReply, decode_publish
-from ._policy import ACTIONS, GRANTS, Policy, Principal, RoleTable, require
+from ._policy import ACTIONS, GRANTS, HUMAN_ROLES, Policy, Principal, RoleTable, require
 from ._projection import ProjectionService
 from ._recorder import Recorder
 from ._replay import ReplayReply
@@ -42,6 +42,8 @@ from ._secrets import ResolveRequest, SecretBox, check_key_present
 from ._step_logs import LogPage, StepLogService
 from ._stream import EventStreamService
 from ._stream_limits import StreamLimits
+from ._summary import SummaryService
+from ._summary_views import ExecutionSummary
 from ._sweeper import Sweeper, SweepReport
 from ._tokens import TokenCreate, TokenCreated, TokenList, TokenService, TokenView
 from ._views import (
@@ -66,6 +68,7 @@ from ._workers import WorkerRegisterReply, WorkerService
 __all__ = [
     "ACTIONS",
     "GRANTS",
+    "HUMAN_ROLES",
     "CancelReply",
     "CancelRequest",
     "CatalogEntries",
@@ -90,6 +93,7 @@ __all__ = [
     "ExecutionList",
     "ExecutionService",
     "ExecutionStatus",
+    "ExecutionSummary",
     "ExecutionView",
     "KeychainCatalogList",
     "KeychainIn",
@@ -131,6 +135,7 @@ __all__ = [
     "SecretBox",
     "StepLogService",
     "StreamLimits",
+    "SummaryService",
     "SweepReport",
     "Sweeper",
     "TokenCreate",

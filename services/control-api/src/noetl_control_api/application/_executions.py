@@ -241,17 +241,24 @@ class ExecutionService:
             executions=[view(r) for r in rows], next_cursor=rows[-1].execution_id if rows and more else None
         )
 
-    async def events(self, execution_id: int, *, after: int, limit: int) -> list[Event]:
-        """Projected events; empty for an execution whose events are not projected yet. A page
-        ends at ``limit`` events or once they weigh NOETL_PAGE_MAX_BYTES (at least one event):
-        ask again with ``after`` = the last event id."""
+    async def events(
+        self, execution_id: int, *, after: int, limit: int, event_type: str | None = None, step: str | None = None
+    ) -> list[Event]:
+        """Projected events (of ``event_type``: a type or a prefix ending in ``.``, and ``step``);
+        empty for an execution whose events are not projected yet. A page ends at ``limit``
+        events or at NOETL_PAGE_MAX_BYTES (at least one): ask again with ``after`` = the last id."""
         _check_limit(limit)
+        for name, value in (("event_type", event_type), ("step", step)):
+            if value is not None and not 0 < len(value) <= 200:
+                raise ValidationFailed(f"{name} must be 1..200 characters", {"field": name})
         if not 0 <= after < 2**63:
             raise ValidationFailed(f"after must be a non-negative 63-bit id, got {after}")
         async with self._pool.connection() as conn:
             if await store.executions.get(conn, execution_id) is None:
                 raise NotFound(f"execution {execution_id} not found")
-            events = await store.events.list_events(conn, execution_id, after, limit, self._page_max)
+            events = await store.events.list_events(
+                conn, execution_id, after, limit, self._page_max, event_type=event_type, step=step
+            )
         return [scrub_event(e) for e in events]
 
     async def replay(self, execution_id: int) -> ReplayReply:

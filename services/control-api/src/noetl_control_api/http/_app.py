@@ -37,6 +37,7 @@ from ._services import build_services, services_of
 from ._shutdown import release_long_polls_on_signal
 from ._stream import StreamController
 from ._tokens import TokenController, whoami
+from ._ui import InspectorController
 
 
 def _version() -> str:
@@ -83,6 +84,7 @@ def create_app(
             PluginController,
             TokenController,
             CompatController,
+            InspectorController,
             whoami,
         ],
         dependencies={"principal": Provide(_principal, sync_to_thread=False), **services.dependencies()},

@@ -36,6 +36,7 @@ from ..application import (
     ExecutionEntry,
     ExecutionList,
     ExecutionService,
+    ExecutionSummary,
     ExecutionView,
     Principal,
     RegisterReply,
@@ -43,6 +44,7 @@ from ..application import (
     ReplayReply,
     ResourceReply,
     ResourceRequest,
+    SummaryService,
     WorkerRef,
     WorkerRegisterReply,
     WorkerService,
@@ -170,9 +172,21 @@ class ExecutionController(Controller):
         executions: NamedDependency[ExecutionService],
         after: FromQuery[int] = 0,
         limit: FromQuery[int] = 1000,
+        event_type: FromQuery[str | None] = None,
+        step: FromQuery[str | None] = None,
     ) -> EventList:
-        events = await executions.events(client_id(execution_id, "execution_id"), after=after, limit=limit)
+        """``?event_type=`` a type or a prefix ending in ``.`` (``command.``), ``?step=`` a step."""
+        eid = client_id(execution_id, "execution_id")
+        events = await executions.events(eid, after=after, limit=limit, event_type=event_type, step=step)
         return EventList(events=events)
+
+    @get("/api/executions/{execution_id:str}/summary", opt=action("execution.read"))
+    async def summary(
+        self, execution_id: FromPath[str], summaries: NamedDependency[SummaryService]
+    ) -> ExecutionSummary:
+        """Steps, command attempts (a loop run as one row with its count), arcs fired, child
+        executions and the error, folded on the server (the run inspector's data)."""
+        return await summaries.summary(client_id(execution_id, "execution_id"))
 
     @get("/api/executions/{execution_id:str}/replay", opt=action("event.read"))
     async def replay(

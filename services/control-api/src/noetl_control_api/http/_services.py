@@ -41,6 +41,7 @@ from ..application import (
     SecretBox,
     StepLogService,
     StreamLimits,
+    SummaryService,
     Sweeper,
     TokenService,
     WorkerService,
@@ -78,6 +79,7 @@ class Services:
     deadletter: DeadLetterService
     sweeper: Sweeper
     compat: CompatService
+    summaries: SummaryService
     step_logs: StepLogService
 
     #: what route handlers never take by name: the plumbing under the use cases
@@ -261,6 +263,7 @@ def build_services(settings: Settings, ids: Snowflake | None = None) -> Services
             ),
             page_max_bytes=settings.page_max_bytes,
         ),
+        summaries=SummaryService(pool, playbooks),
         step_logs=StepLogService(pool, page_max_bytes=settings.page_max_bytes),
     )
 

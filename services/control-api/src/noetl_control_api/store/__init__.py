@@ -11,6 +11,7 @@ from . import _results as results
 from . import _retention as retention
 from . import _secrets as secrets
 from . import _step_logs as step_logs
+from . import _summary as summary
 from . import _sweeps as sweeps
 from . import _tokens as tokens
 from . import _workers as workers
@@ -69,6 +70,7 @@ __all__ = [
     "retention",
     "secrets",
     "step_logs",
+    "summary",
     "sweeps",
     "tokens",
     "workers",

@@ -91,16 +91,22 @@ async def list_events(
     limit: int,
     max_bytes: int,
     types: Sequence[str] | None = None,
+    *,
+    event_type: str | None = None,
+    step: str | None = None,
 ) -> list[Event]:
-    """Projected events of one execution with ``event_id > after`` (and with ``types``, only
-    events of those types), in id order: at most ``limit``, and no more once their JSON
-    reaches ``max_bytes`` (at least one)."""
+    """Projected events of one execution with ``event_id > after``, in id order: at most
+    ``limit``, and no more once their JSON reaches ``max_bytes`` (at least one); with ``types``
+    only events of those types, with ``event_type`` (a type, or a prefix ending in ``.``:
+    ``command.``) and ``step`` only those."""
     cur = await conn.execute(
         budgeted(
             "SELECT event_id, execution_id, event_type, step, status, created_at, context, meta, worker_id,"
             f" parent_execution_id, catalog_path, {_EVENT_SIZE} FROM noetl.event"
             " WHERE execution_id = %s AND event_id > %s"
-            " AND (%s::text[] IS NULL OR event_type = ANY(%s::text[])) ORDER BY event_id LIMIT %s",
+            " AND (%s::text[] IS NULL OR event_type = ANY(%s::text[]))"
+            " AND (%s::text IS NULL OR event_type = %s OR (right(%s, 1) = '.' AND starts_with(event_type, %s)))"
+            " AND (%s::text IS NULL OR step = %s) ORDER BY event_id LIMIT %s",
             "event_id",
         ),
         (
@@ -108,6 +114,12 @@ async def list_events(
             after,
             None if types is None else list(types),
             None if types is None else list(types),
+            event_type,
+            event_type,
+            event_type,
+            event_type,
+            step,
+            step,
             limit,
             max_bytes,
         ),
