@@ -108,3 +108,50 @@ def test_logs_shows_a_tasks_control_characters_escaped_and_takes_its_options() -
     assert row == ["3", "T", "s", "log:INFO", "a\\x1b[2Jb\tc\\x07"]
     args = build_parser().parse_args(["logs", "12", "--step", "end", "--follow", "-o", "json"])
     assert (args.execution_id, args.step, args.follow, args.output) == ("12", "end", True, "json")
+
+
+def _bash_completes(words: list[str]) -> list[str]:
+    """What bash offers after ``words`` with the script ``noetl completion bash`` prints."""
+    script = subprocess.run(
+        [sys.executable, "-m", "noetl_cli", "completion", "bash"], capture_output=True, text=True, check=True
+    ).stdout
+    driver = (
+        'eval "$NOETL_COMPLETION"\n'
+        'fn=$(complete -p noetl | sed -E "s/.*-F ([^ ]+).*/\\1/")\n'
+        'COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); "$fn"\n'
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    done = subprocess.run(
+        ["bash", "-c", driver, "bash", *words],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"NOETL_COMPLETION": script, "PATH": "/usr/bin:/bin"},
+    )
+    return done.stdout.split()
+
+
+def test_bash_completes_verbs_options_and_choices_from_the_parser() -> None:
+    assert _bash_completes(["noetl", "exec"]) == ["execute", "executions"]
+    assert "--status" in _bash_completes(["noetl", "executions", "list", "--st"])
+    assert _bash_completes(["noetl", "executions", "list", "--status", ""]) == [
+        "RUNNING",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+    ]
+
+
+@pytest.mark.parametrize("shell", ["zsh", "tcsh"])
+def test_completion_scripts_for_other_shells_name_every_verb(shell: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    for verb in ("executions", "logs", "rerun", "completion"):
+        assert verb in script
+
+
+def test_an_unknown_shell_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["completion", "fish"])
+    assert exit_.value.code == EXIT_USAGE
+    assert "invalid choice: 'fish'" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from typing import Any
 
 from ._api import DEFAULT_SERVER, Api, CliError, WaitTimeout
 from ._auth_commands import add_auth_commands
+from ._completion import add_completion_command
 from ._credentials import token_for
 from ._dlq import add_dlq_commands
 from ._executions import add_execution_commands
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rerun_commands(sub)
     add_upstream_commands(sub)
     add_list_commands(sub, cmd_list, cmd_credential_show)
+    add_completion_command(sub, build_parser)
     return parser
 
 
@@ -366,6 +368,9 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "offline", False):  # no server at all (noetl completion)
+            offline_code: int = args.func(args)
+            return offline_code
         if getattr(args, "nats", False):  # straight on NATS, no control-api call (noetl dlq)
             nats_code: int = args.func(args)
             return nats_code
