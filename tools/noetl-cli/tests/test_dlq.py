@@ -95,7 +95,7 @@ def test_list_shows_what_each_service_parked(parked: str, capsys: pytest.Capture
     assert only["seq"] == 2 and only["body"] == EVENT and only["original_subject"] == EVENT_SUBJECT
     assert only["headers"]["Noetl-Stream-Seq"] == "5" and only["time"]
 
-    assert main(["dlq", "list", "--json", "--reason", "outbox"]) == 0
+    assert main(["dlq", "list", "-o", "json", "--reason", "outbox"]) == 0
     (cut,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert cut["seq"] == 3 and "body_base64" in cut  # not JSON: the body was cut
 

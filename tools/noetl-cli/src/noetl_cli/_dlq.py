@@ -32,6 +32,7 @@ from nats.js.errors import NotFoundError
 from noetl_common import COMMAND_SUBJECT_PREFIX, DLQ_STREAM, DLQ_SUBJECT_PREFIX, EVENT_SUBJECT_PREFIX
 
 from ._api import CliError
+from ._output import add_output, wants_json
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 #: Where a replay may publish: the suite's command and event subjects, never the DLQ itself.
@@ -183,7 +184,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             await nc.close()
 
     letters = asyncio.run(run())
-    if args.json:
+    if wants_json(args):
         for letter in letters:
             print(json.dumps(letter.as_json(), separators=(",", ":")))
         return 0
@@ -237,7 +238,7 @@ def add_dlq_commands(sub: Any) -> None:
     listing.add_argument("--subject", help=subject_help)
     listing.add_argument("--reason", help="only this reason (undecodable, max_deliver, refused, rejected, outbox)")
     listing.add_argument("--limit", type=int, help="at most this many")
-    listing.add_argument("--json", action="store_true", help="one JSON object per line, headers and body included")
+    add_output(listing)  # -o json: one JSON object per line, headers and body included
     listing.set_defaults(func=cmd_list, nats=True)
     again = dlq_sub.add_parser("replay", help="publish messages on their original subject again and remove them")
     again.add_argument("seqs", nargs="*", type=int, metavar="SEQ", help="the messages (their DLQ sequence)")
