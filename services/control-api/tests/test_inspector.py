@@ -64,6 +64,16 @@ async def test_login_refuses_a_bad_token_a_service_token_and_a_forged_form(api: 
     assert forged.status_code == 403 and "noetl_session" not in forged.headers.get("set-cookie", "")
 
 
+async def test_a_service_token_in_a_bearer_header_cannot_open_the_pages(api: Any, auth: Any) -> None:
+    worker = auth.TOKENS["NOETL_WORKER_TOKEN_SHARED"]
+    for path in VIEWER_PAGES:
+        reply = await api.client.get(path, headers={"Authorization": f"Bearer {worker}"}, auth=ANON)
+        assert reply.status_code == 403 and reply.json()["extra"] == {"role": "worker", "action": "ui.view"}, path
+    viewer = await _viewer_token(api)
+    page = await api.client.get("/ui", headers={"Authorization": f"Bearer {viewer}"}, auth=ANON)
+    assert page.status_code == 200
+
+
 async def test_a_cookie_signed_state_change_needs_the_csrf_header(api: Any) -> None:
     await api.register()
     execution_id = await api.execute()

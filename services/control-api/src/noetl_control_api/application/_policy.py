@@ -61,7 +61,8 @@ ACTIONS: frozenset[str] = frozenset(
 _READ = frozenset(
     {"auth.whoami", "catalog.read", "execution.read", "event.read", "command.read", "result.read", "plugin.read"}
 )
-_VIEWER = _READ | {"outbox.read", "worker.read"}
+#: ``ui.view``: the run inspector's pages, for people only (service tokens stay out of browsers)
+_VIEWER = _READ | {"outbox.read", "worker.read", "ui.view"}
 _OPERATOR = _VIEWER | {"execution.start", "execution.cancel"}
 _DEVELOPER = _OPERATOR | {"catalog.register", "credential.read", "credential.write", "keychain.read", "keychain.write"}
 _ADMIN = _DEVELOPER | {"plugin.publish", "token.manage", "cleanup.purge", "command.fail", "object.read"}

@@ -39,7 +39,7 @@ _LOGIN_MAX_BYTES = 16384
 #: rows of one page of the runs list
 _PAGE_ROWS = 50
 
-UI = {"action": ("execution.read",), "ui": True}
+UI = {"action": ("ui.view",), "ui": True}
 
 
 def _html(text: str, status: int = 200, cookies_: list[Any] | None = None) -> Response[str]:
