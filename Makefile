@@ -11,7 +11,7 @@ PYTEST_DIRS := libs services tools tests
 # A hung test dumps every thread's stack after 5 min; the whole run is cut at 20 min.
 PYTEST := timeout --signal=INT 1800 $(PY) -m pytest -o faulthandler_timeout=300
 
-.PHONY: help uv sync browser up down logs status test lint typecheck unit e2e conformance chaos chaos-cluster bench plugins \
+.PHONY: help uv sync browser up down logs status test lint typecheck unit e2e conformance chaos chaos-cluster bench screenshots plugins \
 	k8s-render k8s-check e2e-kind
 
 help:
@@ -30,6 +30,7 @@ help:
 	@echo "make chaos-cluster  the same on the clustered stack: a NATS server and an API replica lost"
 	@echo "              for good, every other service killed -9 in turn, Postgres hung 100 s (~5 min)"
 	@echo "make bench    the benchmark (bench/run.py); make bench ONLY=wasm runs one section"
+	@echo "make screenshots  re-take docs/inspector/*.png: the run inspector in chromium against a fresh stack"
 	@echo "make plugins  rebuild the committed plug-ins in plugins/wasm (-O3, SIMD; plugins/build.py)"
 	@echo "make k8s-render  regenerate k8s/, charts/noetl/values.yaml, deploy/grafana (noetl-k8s render)"
 	@echo "make k8s-check   check those checked-in files offline (noetl-k8s check)"
@@ -104,6 +105,11 @@ chaos-cluster: sync
 # ONLY=wasm (or any comma-separated sections of bench/run.py --only)
 bench: sync browser
 	@if [ -f bench/run.py ]; then $(PY) bench/run.py $(if $(ONLY),--only $(ONLY)); else echo "bench/run.py is not written yet"; fi
+
+# The run inspector's pictures in docs/inspector/ (noetl_dev/screenshots.py): a stack of its own,
+# the runs they show, then headless chromium signed in as an operator.
+screenshots: sync browser
+	$(PY) -m noetl_dev.screenshots
 
 # Reproducible: plugins/build.py --check (a unit test) compares a fresh build with these files.
 plugins: sync
