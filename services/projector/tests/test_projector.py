@@ -108,7 +108,8 @@ async def test_projects_a_batch_in_one_call_and_acks_it(nc: NATS, sink: Any, sta
 
 
 async def test_a_trickle_of_events_lingers_into_one_project_call(nc: NATS, sink: Any, start: Any) -> None:
-    start(dataclasses.replace(SETTINGS, linger_seconds=1.0))
+    # a linger far longer than the test: the batch of 3 ends it by being full, not by time
+    start(dataclasses.replace(SETTINGS, batch_size=3, linger_seconds=60.0))
     await publish(nc, event(31))
 
     async def first_in_hand() -> bool:  # fetched, not projected: the loop is lingering

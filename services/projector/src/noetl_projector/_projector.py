@@ -184,18 +184,25 @@ class Projector:
     ) -> list[Msg]:
         """More messages for a batch that is not full: a trickle of events (one execution's
         steps) would otherwise cost a project call, a transaction and a NOTIFY each few
-        events. Waits ``linger_seconds`` once, then takes what arrived meanwhile."""
+        events. Takes what arrives within ``linger_seconds``, and stops early once the batch
+        is full."""
         missing = self._settings.batch_size - have
         if missing <= 0 or self._settings.linger_seconds <= 0:
             return []
-        await wait_or_stop(stop, self._settings.linger_seconds)
-        try:
-            # what arrived comes back at once (the first pull is no_wait); with nothing there
-            # the fetch gives up after 10 ms, and anything delivered later waits in the
-            # subscription's queue for the next fetch
-            return list(await sub.fetch(missing, timeout=0.01))
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
+        deadline = time.monotonic() + self._settings.linger_seconds
+        more: list[Msg] = []
+        while len(more) < missing and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                # returns as soon as something is there (a no_wait pull first, then a pull
+                # that expires with ``left``); what is delivered after it gave up waits in the
+                # subscription's queue for the next fetch
+                more += await sub.fetch(missing - len(more), timeout=max(left, 0.01))
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+        return more
 
     async def _subscribe(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
         backoff = Backoff(self._settings.max_backoff_seconds)
