@@ -10,7 +10,8 @@ and a trapped call leaves nothing half-written.
 Each call gets a fresh ``Store`` (fuel, epoch deadline, memory cap) and a fresh instance,
 so nothing leaks from one call into the next; instances live in the engine's pooled
 allocator (``_native.pooled_config``), whose slots wasmtime resets between stores. One ticker thread per engine advances the
-epoch; a store's deadline is ``timeout / tick`` ticks ahead of the epoch at call start.
+epoch while a call runs (it sleeps when none does); a store's deadline is ``timeout / tick``
+ticks ahead of the epoch at call start.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -190,6 +191,9 @@ class PluginHost:
         self._pres: dict[int, tuple[wasmtime.Module, dict[frozenset[str], wasmtime.InstancePre]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        #: calls running now; the ticker sleeps while there are none
+        self._active = 0
+        self._activity = threading.Condition()
         self._ticker = threading.Thread(target=self._tick, name="noetl-wasm-epoch", daemon=True)
         self._ticker.start()
 
@@ -202,13 +206,35 @@ class PluginHost:
                     self._hinted.add(base)
 
     def _tick(self) -> None:
-        # One ticker serves every store of the engine: deadlines are counted in its ticks.
-        while not self._stop.wait(self.limits.tick_seconds):
+        # One ticker serves every store of the engine: deadlines are counted in its ticks. It
+        # ticks only while a call runs (a store's deadline counts from the epoch at its start,
+        # so ticks no call can see change nothing), and sleeps otherwise: a worker with no
+        # plug-in call in hand does not wake 1/tick_seconds times a second for nothing.
+        while True:
+            with self._activity:
+                self._activity.wait_for(lambda: self._active > 0 or self._stop.is_set())
+            if self._stop.wait(self.limits.tick_seconds):
+                return
             self.engine.increment_epoch()
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """One call in progress: the ticker runs meanwhile."""
+        with self._activity:
+            self._active += 1
+            if self._active == 1:
+                self._activity.notify_all()
+        try:
+            yield
+        finally:
+            with self._activity:
+                self._active -= 1
 
     def close(self) -> None:
         """Stop the epoch ticker."""
         self._stop.set()
+        with self._activity:
+            self._activity.notify_all()
         self._ticker.join(timeout=1.0)
 
     # -- modules ------------------------------------------------------------------------------
@@ -289,7 +315,7 @@ class PluginHost:
         limits = limits or self.limits
         pre = self._pre(module, grants)
         state = _CallState(denied | limits.denied, limits.intent_bytes)
-        with self._slots:  # a free slot of the engine's instance pool
+        with self._slots, self._running():  # a free slot of the engine's instance pool
             store = wasmtime.Store(self.engine)
             _current.state = state
             try:
