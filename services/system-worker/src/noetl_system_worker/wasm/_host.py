@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +35,7 @@ from ._capabilities import (
     STATUS_OUT_OF_BOUNDS,
 )
 from ._limits import WasmLimits
+from ._ticker import EpochTicker
 
 PAGE = 65536
 _U32 = 0xFFFF_FFFF
@@ -190,12 +191,8 @@ class PluginHost:
         # id(module) -> (module, grants -> linked form); holding the module keeps its id unique
         self._pres: dict[int, tuple[wasmtime.Module, dict[frozenset[str], wasmtime.InstancePre]]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        #: calls running now; the ticker sleeps while there are none
-        self._active = 0
-        self._activity = threading.Condition()
-        self._ticker = threading.Thread(target=self._tick, name="noetl-wasm-epoch", daemon=True)
-        self._ticker.start()
+        # deadlines are counted in this ticker's ticks; it ticks only while a call runs
+        self._ticker = EpochTicker(self.engine, self.limits.tick_seconds)
 
     def _hint_slot(self, base: int) -> None:
         # a pooled slot keeps its address: the first call in it asks for huge pages once
@@ -205,37 +202,9 @@ class PluginHost:
                     _native.hint_huge_pages(base, min(self.limits.keep_resident_bytes, 1 << 32))
                     self._hinted.add(base)
 
-    def _tick(self) -> None:
-        # One ticker serves every store of the engine: deadlines are counted in its ticks. It
-        # ticks only while a call runs (a store's deadline counts from the epoch at its start,
-        # so ticks no call can see change nothing), and sleeps otherwise: a worker with no
-        # plug-in call in hand does not wake 1/tick_seconds times a second for nothing.
-        while True:
-            with self._activity:
-                self._activity.wait_for(lambda: self._active > 0 or self._stop.is_set())
-            if self._stop.wait(self.limits.tick_seconds):
-                return
-            self.engine.increment_epoch()
-
-    @contextlib.contextmanager
-    def _running(self) -> Iterator[None]:
-        """One call in progress: the ticker runs meanwhile."""
-        with self._activity:
-            self._active += 1
-            if self._active == 1:
-                self._activity.notify_all()
-        try:
-            yield
-        finally:
-            with self._activity:
-                self._active -= 1
-
     def close(self) -> None:
         """Stop the epoch ticker."""
-        self._stop.set()
-        with self._activity:
-            self._activity.notify_all()
-        self._ticker.join(timeout=1.0)
+        self._ticker.close()
 
     # -- modules ------------------------------------------------------------------------------
     def compile(self, wasm: bytes) -> wasmtime.Module:
@@ -315,7 +284,7 @@ class PluginHost:
         limits = limits or self.limits
         pre = self._pre(module, grants)
         state = _CallState(denied | limits.denied, limits.intent_bytes)
-        with self._slots, self._running():  # a free slot of the engine's instance pool
+        with self._slots, self._ticker.running():  # a free slot of the engine's instance pool
             store = wasmtime.Store(self.engine)
             _current.state = state
             try:
