@@ -68,6 +68,18 @@ def _variants(trees: dict[str, Path], specs: list[str]) -> dict[str, tuple[Path,
     return found
 
 
+def _portable(arg: str, trees: dict[str, Path]) -> str:
+    """``NAME=DIR`` of a ``--tree`` as ``NAME=<checkout of COMMIT>``: a result file names no path
+    that exists on one machine only."""
+    name, _, path = arg.partition("=")
+    if name not in trees or not path or Path(path).resolve() != trees[name]:
+        return arg
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=trees[name], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return f"{name}=<checkout of {head or 'unknown commit'}>"
+
+
 def _run(tree: Path, env: dict[str, str], args: list[str]) -> dict[str, float]:
     latest = tree / "bench" / "results" / "latest.md"
     kept = latest.read_text() if latest.exists() else None
@@ -125,7 +137,7 @@ def main() -> None:
             for name, runs in results.items()
             if runs
         }
-        command = " ".join(["bench/ab.py", *sys.argv[1:]])
+        command = " ".join(["bench/ab.py", *(_portable(a, trees) for a in sys.argv[1:])])
         load = {"load1_at_start": load_at_start, "load1_at_end": os.getloadavg()[0]}
         args.out.write_text(
             json.dumps({"command": command, "load": load, "rounds": results, "medians": medians}, indent=2)
