@@ -23,11 +23,24 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-#: Figures compared (key path in the results JSON → label); lower is better for all.
-FIGURES = {
+#: Figures compared (key path in the results JSON → label); lower is better for all but the
+#: pipeline's rate.
+FIGURES: dict[tuple[str, ...], str] = {
     ("playbook", "client_p50_ms"): "3-step playbook p50 (ms)",
+    ("playbook", "cpu_ms_per_run", "total"): "3-step playbook, whole-stack CPU per run (ms)",
     ("chain", "step_cycle_p50_ms"): "chain step cycle p50 (ms)",
+    ("chain", "cpu_ms_per_step", "total"): "chain, whole-stack CPU per step (ms)",
+    ("chain", "cpu_ms_per_step", "control-api"): "chain, control-api CPU per step (ms)",
+    ("chain", "cpu_ms_per_step", "postgres"): "chain, postgres CPU per step (ms)",
+    ("chain", "cpu_ms_per_step", "system-worker"): "chain, system-worker CPU per step (ms)",
+    ("chain", "cpu_ms_per_step", "outbox-publisher"): "chain, outbox-publisher CPU per step (ms)",
+    ("chain", "cpu_ms_per_step", "projector"): "chain, projector CPU per step (ms)",
+    ("chain", "cpu_ms_per_step", "nats-server"): "chain, nats-server CPU per step (ms)",
+    ("pipeline", "events_per_s"): "pipeline events/s (higher is better)",
+    ("pipeline", "cpu_ms_per_event", "total"): "pipeline, whole-stack CPU per event (ms)",
+    ("fanout", "cpu_ms_per_iteration", "total"): "loop, whole-stack CPU per iteration (ms)",
     ("fanout", "wall_s_median"): "1,000-item loop wall (s)",
     ("wasm", "call_1kib_p50_us"): "wasm cached call p50 (µs)",
     ("wasm", "raw_instantiate_us"): "raw wasmtime instantiate p50 (µs)",
@@ -55,6 +68,18 @@ def _variants(trees: dict[str, Path], specs: list[str]) -> dict[str, tuple[Path,
     return found
 
 
+def _portable(arg: str, trees: dict[str, Path]) -> str:
+    """``NAME=DIR`` of a ``--tree`` as ``NAME=<checkout of COMMIT>``: a result file names no path
+    that exists on one machine only."""
+    name, _, path = arg.partition("=")
+    if name not in trees or not path or Path(path).resolve() != trees[name]:
+        return arg
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=trees[name], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return f"{name}=<checkout of {head or 'unknown commit'}>"
+
+
 def _run(tree: Path, env: dict[str, str], args: list[str]) -> dict[str, float]:
     latest = tree / "bench" / "results" / "latest.md"
     kept = latest.read_text() if latest.exists() else None
@@ -74,11 +99,13 @@ def _run(tree: Path, env: dict[str, str], args: list[str]) -> dict[str, float]:
         stale.unlink(missing_ok=True)
     if kept is not None:
         latest.write_text(kept)  # the figures of record stay those of a full run
-    found = {
-        label: float(figures[section][key])
-        for (section, key), label in FIGURES.items()
-        if section in figures and key in figures[section]
-    }
+    found: dict[str, float] = {}
+    for path_keys, label in FIGURES.items():
+        value: Any = figures
+        for key in path_keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            found[label] = float(value)
     for label, (section, over, under) in RATIOS.items():
         if section in figures and all(k in figures[section] for k in (*over, *under)):
             part = figures[section]
@@ -98,6 +125,7 @@ def main() -> None:
     variants = _variants(trees, args.variant)
     bench_args = [a for a in args.bench_args if a != "--"]
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    load_at_start = os.getloadavg()[0]
     for round_no in range(1, args.rounds + 1):
         for name, (tree, env) in variants.items():
             results[name].append(_run(tree, env, bench_args))
@@ -109,15 +137,18 @@ def main() -> None:
             for name, runs in results.items()
             if runs
         }
-        command = " ".join(["bench/ab.py", *sys.argv[1:]])
-        args.out.write_text(json.dumps({"command": command, "rounds": results, "medians": medians}, indent=2))
+        command = " ".join(["bench/ab.py", *(_portable(a, trees) for a in sys.argv[1:])])
+        load = {"load1_at_start": load_at_start, "load1_at_end": os.getloadavg()[0]}
+        args.out.write_text(
+            json.dumps({"command": command, "load": load, "rounds": results, "medians": medians}, indent=2)
+        )
     for label in [*FIGURES.values(), *RATIOS]:
         if not all(label in r for runs in results.values() for r in runs):
             continue
         print(f"{label}:")
         for name, runs in results.items():
             values = [r[label] for r in runs]
-            ratios = [r[label] / b[label] for r, b in zip(runs, results[first], strict=True)]
+            ratios = [r[label] / b[label] if b[label] else float("nan") for r, b in zip(runs, results[first], strict=True)]
             print(
                 f"  {name:<14} median {statistics.median(values):8.2f}  per round {[round(v, 2) for v in values]}"
                 f"  ratio to {first} median {statistics.median(ratios):.3f}"

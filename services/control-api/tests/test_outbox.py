@@ -134,6 +134,41 @@ async def test_long_poll_returns_rows_inserted_after_the_call_started(api: Any) 
     assert time.monotonic() - started < 10
 
 
+async def test_a_long_poll_after_a_drained_claim_waits_first_and_still_gets_new_rows(api: Any) -> None:
+    """A claim that took every row leaves nothing to find until an insert notifies: the next
+    long-poll waits without querying the empty table, and the insert still wakes it."""
+    await api.register()
+    service = api.client.app.state.services.outbox
+    assert (await _claim(api))["rows"] == []  # drained: nothing inserted since
+    skipped = service.skipped_queries
+    waiter = asyncio.create_task(_claim(api, wait_ms=20_000))
+    await _parked(api)
+    assert service.skipped_queries == skipped + 1
+    execution_id = await api.execute()
+    body = await asyncio.wait_for(waiter, timeout=10)
+    assert body["claimed"] > 0
+    assert {r["execution_id"] for r in body["rows"]} == {execution_id}
+
+
+async def test_a_row_marked_failed_is_offered_by_the_next_long_poll_at_once(api: Any) -> None:
+    """mark-failed makes a row claimable again without a notification: the next long-poll
+    looks before it waits, and gets it."""
+    await api.register()
+    await api.execute()
+    service = api.client.app.state.services.outbox
+    rows = (await _claim(api, wait_ms=1_000))["rows"]  # every row: drained
+    reply = await api.client.post(
+        "/api/internal/outbox/mark-failed",
+        json={"outbox_id": rows[0]["outbox_id"], "error": "nats down", "attempts": 0, "max_delay_seconds": 0},
+        headers=api.auth,
+    )
+    assert reply.json()["marked"] == 1
+    skipped = service.skipped_queries
+    body = await asyncio.wait_for(_claim(api, wait_ms=20_000), timeout=10)
+    assert [r["outbox_id"] for r in body["rows"]] == [rows[0]["outbox_id"]]
+    assert service.skipped_queries == skipped
+
+
 async def test_long_poll_wakes_on_notify_from_another_connection(api: Any, database_url: str) -> None:
     waiter = asyncio.create_task(_claim(api, wait_ms=20_000))
     await _parked(api)

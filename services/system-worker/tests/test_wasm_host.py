@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import importlib.util
 import subprocess
@@ -120,6 +121,25 @@ def test_infinite_loop_stopped_by_the_epoch_deadline(host: PluginHost) -> None:
         host.call(host.compile(wm.LOOP), b"", limits=limits)
     # without the interrupt the call would never return; the bound is generous on purpose
     assert time.monotonic() - started < 5.0
+
+
+def test_the_epoch_deadline_holds_for_every_call_though_the_ticker_sleeps_between_them() -> None:
+    """The ticker runs only while a call does: each call after an idle host, and two at once,
+    are still stopped at their wall-clock limit."""
+    host = PluginHost(WasmLimits(fuel=0, timeout_seconds=0.1))
+    try:
+        loop = host.compile(wm.LOOP)
+        for _ in range(3):
+            with pytest.raises(WasmTimeout, match=r"0\.1 s wall-clock limit"):
+                host.call(loop, b"")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            calls = [pool.submit(host.call, loop, b"") for _ in range(2)]
+            for call in calls:
+                with pytest.raises(WasmTimeout):
+                    call.result(timeout=30)
+        assert host.call(host.compile((DIST / "system" / "echo.wasm").read_bytes()), b"ok").output == b"ok"
+    finally:
+        host.close()
 
 
 def test_memory_bomb_is_capped(host: PluginHost) -> None:

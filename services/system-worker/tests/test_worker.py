@@ -646,6 +646,53 @@ async def test_an_eager_command_runs_at_once_and_adopts_its_notification(
     await bus.until(lambda: _is(bus.stream_messages(), 0))
 
 
+async def test_the_notification_of_an_eager_command_finished_here_is_acked_without_a_claim(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    """The notification of an eager command often arrives after the command finished here: it
+    is acked and dropped without a claim (which could only answer 409)."""
+    running = await start_worker()
+    first = fake_api.add_command(NOOP, step="first", args={"a": 1, "b": 2})
+    second = fake_api.add_command(NOOP, step="second", args={"a": 3, "b": 4})
+    fake_api.eager_next.append(second.event_id)
+    await bus.publish(first)
+    await fake_api.wait_for(lambda: fake_api.terminal(second.event_id))
+    await bus.until(lambda: _bool(running.worker.in_flight == 0))  # the eager run is over
+    dropped_before = sample("commands_total", pool="shared", outcome="finished_here") or 0.0
+
+    await bus.publish(second)  # the notification, after the eager run reported
+
+    await bus.until(lambda: _is(bus.stream_messages(), 0))
+    assert sample("commands_total", pool="shared", outcome="finished_here") == dropped_before + 1
+    assert [c[0] for c in fake_api.claims] == [first.event_id]
+    assert types(fake_api.events_of(second.event_id)) == ["command.started", "call.done", "command.completed"]
+
+
+async def test_a_redelivered_notification_of_an_eager_command_is_claimed_again(
+    fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
+) -> None:
+    """Only the first notification after the eager run is dropped unclaimed: another delivery
+    of it goes through the claim as before (finished → 409, acked)."""
+    running = await start_worker()
+    first = fake_api.add_command(NOOP, step="first", args={"a": 1, "b": 2})
+    second = fake_api.add_command(NOOP, step="second", args={"a": 3, "b": 4})
+    fake_api.eager_next.append(second.event_id)
+    await bus.publish(first)
+    await fake_api.wait_for(lambda: fake_api.terminal(second.event_id))
+    await bus.until(lambda: _bool(running.worker.in_flight == 0))
+    dropped_before = sample("commands_total", pool="shared", outcome="finished_here") or 0.0
+    await bus.publish(second)
+    await bus.until(lambda: _bool(sample("commands_total", pool="shared", outcome="finished_here") == dropped_before + 1))
+    await bus.until(lambda: _is(bus.stream_messages(), 0))
+
+    await bus.publish(second)  # the same notification once more
+
+    await fake_api.wait_for(lambda: len(fake_api.claims) == 2)
+    await bus.until(lambda: _is(bus.stream_messages(), 0))
+    assert [c[0] for c in fake_api.claims] == [first.event_id, second.event_id]
+    assert types(fake_api.events_of(second.event_id)) == ["command.started", "call.done", "command.completed"]
+
+
 async def test_eager_dispatch_can_be_turned_off(
     fake_api: FakeControlPlane, bus: Bus, start_worker: StartWorker
 ) -> None:

@@ -10,7 +10,8 @@ COMMANDS = counter(
     SERVICE,
     "commands_total",
     "Command messages handled, by outcome (completed, failed, conflict, not_found, "
-    "undecodable, dead_lettered, stale_attempt, released, rejected), and claims without a verdict "
+    "undecodable, dead_lettered, stale_attempt, released, rejected, finished_here), and claims "
+    "without a verdict "
     "(claim_retried, lease_held)",
     ["pool", "outcome"],
 )

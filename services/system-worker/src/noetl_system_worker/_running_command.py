@@ -47,6 +47,8 @@ class Delivery:
     def __init__(self, msg: Msg | None) -> None:
         self.msg = msg
         self.settled = False
+        #: the command's terminal event was accepted by the control-api: it is finished
+        self.finished = False
 
     async def in_progress(self) -> None:
         """Hold off JetStream's redelivery, while the message is not settled."""
@@ -200,6 +202,7 @@ class RunningCommand:
                 error = pipeline_error(message, "EventRejected", None, kind="storage")
                 await self._reporter.post(api, leading + failure_events(event, error), log)
                 outcome = StepOutcome("failed", error=error)
+            self.delivery.finished = True
             try:
                 # with a next command in hand, do not wait for the ack's round trip
                 await self.delivery.ack(sync=after is None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -45,6 +46,9 @@ from .tools import ToolRegistry, default_registry
 
 #: Longest wait between two attempts to connect to NATS at start.
 NATS_MAX_BACKOFF_SECONDS = 10.0
+#: Eager commands remembered as finished here, for their notifications (oldest forgotten
+#: first; a forgotten one is claimed as before and meets 409).
+FINISHED_HERE_MAX = 4096
 
 
 def _delivered(msg: Msg) -> int:
@@ -89,6 +93,9 @@ class Worker:
         self._in_flight: set[asyncio.Task[None]] = set()
         #: eager commands running here, by claim key: their notification is adopted, not claimed
         self._eager: dict[int, Delivery] = {}
+        #: eager commands finished here (terminal event accepted), oldest first: a notification
+        #: of one fetched afterwards is acked without a claim, which could only answer 409
+        self._finished_here: OrderedDict[int, None] = OrderedDict()
         self._running = False
 
 
@@ -249,6 +256,17 @@ class Worker:
             )
             return
         log = self._log.bind(execution_id=note.execution_id, event_id=note.event_id, step=note.step)
+        running = self._eager.get(note.event_id)
+        if note.event_id in self._finished_here or (running is not None and running.finished):
+            # an eager command this worker finished (its terminal event accepted) before the
+            # notification came: a claim could only answer 409, so ack and drop it without one
+            self._finished_here.pop(note.event_id, None)
+            if running is not None:
+                running.msg = msg  # taken: not remembered when its run ends
+            await msg.ack()
+            count_command(self.config.pool, "finished_here")
+            log.debug("eager_notification_dropped", reason="finished_here")
+            return
         delivered = _delivered(msg)
         if delivered >= self.config.max_deliver:
             # JetStream delivers it no more after this one: were it run (and crashed the worker
@@ -259,7 +277,6 @@ class Worker:
             )
             await self._dead_letters.park(msg, reason, "max_deliver", (note.event_id, note.server_url), log)
             return
-        running = self._eager.get(note.event_id)
         if running is not None and running.msg is None and not running.settled:
             running.msg = msg  # ours already (eager): acked when its terminal event is accepted
             log.debug("eager_notification_adopted")
@@ -305,6 +322,11 @@ class Worker:
             return await self._command(claim, api, delivery, log).run()
         finally:
             self._eager.pop(claim.event_id, None)
+            if delivery.finished and delivery.msg is None:
+                # its notification is still to come (or was taken by another worker)
+                self._finished_here[claim.event_id] = None
+                while len(self._finished_here) > FINISHED_HERE_MAX:
+                    self._finished_here.popitem(last=False)
             if delivery.msg is not None and not delivery.settled:
                 # adopted but not reported (cancelled): redelivered, claimed after the lease
                 with contextlib.suppress(Exception):

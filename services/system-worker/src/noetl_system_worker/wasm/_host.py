@@ -10,7 +10,8 @@ and a trapped call leaves nothing half-written.
 Each call gets a fresh ``Store`` (fuel, epoch deadline, memory cap) and a fresh instance,
 so nothing leaks from one call into the next; instances live in the engine's pooled
 allocator (``_native.pooled_config``), whose slots wasmtime resets between stores. One ticker thread per engine advances the
-epoch; a store's deadline is ``timeout / tick`` ticks ahead of the epoch at call start.
+epoch while a call runs (it sleeps when none does); a store's deadline is ``timeout / tick``
+ticks ahead of the epoch at call start.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ._capabilities import (
     STATUS_OUT_OF_BOUNDS,
 )
 from ._limits import WasmLimits
+from ._ticker import EpochTicker
 
 PAGE = 65536
 _U32 = 0xFFFF_FFFF
@@ -189,9 +191,8 @@ class PluginHost:
         # id(module) -> (module, grants -> linked form); holding the module keeps its id unique
         self._pres: dict[int, tuple[wasmtime.Module, dict[frozenset[str], wasmtime.InstancePre]]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ticker = threading.Thread(target=self._tick, name="noetl-wasm-epoch", daemon=True)
-        self._ticker.start()
+        # deadlines are counted in this ticker's ticks; it ticks only while a call runs
+        self._ticker = EpochTicker(self.engine, self.limits.tick_seconds)
 
     def _hint_slot(self, base: int) -> None:
         # a pooled slot keeps its address: the first call in it asks for huge pages once
@@ -201,15 +202,9 @@ class PluginHost:
                     _native.hint_huge_pages(base, min(self.limits.keep_resident_bytes, 1 << 32))
                     self._hinted.add(base)
 
-    def _tick(self) -> None:
-        # One ticker serves every store of the engine: deadlines are counted in its ticks.
-        while not self._stop.wait(self.limits.tick_seconds):
-            self.engine.increment_epoch()
-
     def close(self) -> None:
         """Stop the epoch ticker."""
-        self._stop.set()
-        self._ticker.join(timeout=1.0)
+        self._ticker.close()
 
     # -- modules ------------------------------------------------------------------------------
     def compile(self, wasm: bytes) -> wasmtime.Module:
@@ -289,7 +284,7 @@ class PluginHost:
         limits = limits or self.limits
         pre = self._pre(module, grants)
         state = _CallState(denied | limits.denied, limits.intent_bytes)
-        with self._slots:  # a free slot of the engine's instance pool
+        with self._slots, self._ticker.running():  # a free slot of the engine's instance pool
             store = wasmtime.Store(self.engine)
             _current.state = state
             try:
