@@ -28,7 +28,7 @@ import httpx
 import pytest
 from noetl_cli import Api
 from noetl_dev import Stack
-from noetl_dev._pgroup import stop_group
+from noetl_dev._pgroup import kill_server, stop_group
 from noetl_dev._procs import start_nats, start_postgres
 from noetl_dev.chaos import (
     COMMANDS_PER_EXECUTION,
@@ -68,7 +68,7 @@ class Chaos:
             self.stack.nats.popen.wait(10)
         elif name == "postgres":
             assert self.stack.postgres is not None
-            stop_group(self.stack.postgres.pid, signal.SIGKILL, 5.0)
+            assert not kill_server(self.stack.postgres.pid), "Postgres processes outlived SIGKILL"
             self.stack.postgres.popen.wait(10)
         else:
             self.stack.kill(name)

@@ -54,6 +54,35 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def children(pid: int) -> list[int]:
+    """Live pids whose parent is ``pid``."""
+    kids: list[int] = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and fields[0] not in ("Z", "X") and int(fields[1]) == pid:
+            kids.append(int(entry.name))
+    return kids
+
+
+def kill_server(pid: int, grace: float = 5.0) -> list[int]:
+    """SIGKILL a server and every process it forked, as a machine or container dying would,
+    and wait until all are gone. Its group alone is not enough for Postgres: each backend
+    calls ``setsid()`` and leads a group of its own, so a killed postmaster leaves backends
+    that still hold its shared memory for a moment, and a new postmaster started then
+    refuses ("pre-existing shared memory block is still in use"). Returns the pids left."""
+    kids = children(pid)
+    left = stop_group(pid, signal.SIGKILL, grace)
+    for kid in kids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(kid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while (alive := [kid for kid in kids if is_running(kid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left + alive
+
+
 def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

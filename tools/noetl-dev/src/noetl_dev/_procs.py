@@ -231,7 +231,11 @@ def start_postgres(
         **creds,
     )
     proc.stop_signal = signal.SIGINT  # fast shutdown
-    wait_for_port(port, 30, proc.popen)
+    try:
+        wait_for_port(port, 30, proc.popen)
+    except RuntimeError as exc:  # say why: the last lines Postgres wrote
+        tail = log_path.read_text(errors="replace").splitlines()[-8:]
+        raise RuntimeError(f"{exc}; {log_path} ends with:\n" + "\n".join(tail)) from exc
     login = "postgres"
     if password_file.exists():
         login = f"postgres:{password_file.read_text().strip()}"

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from ._pgroup import children
+
 T = TypeVar("T")
 EXECUTIONS = 200
 #: Commands per execution: start, 3 loop iterations, one branch, end.
@@ -144,17 +146,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
     return time.monotonic() - started
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                    found.add(int(entry.name))
-    return found
-
-
 @contextlib.contextmanager
 def stopped(pid: int) -> Iterator[list[int]]:
     """Hold ``pid`` and every process it forked stopped (SIGSTOP) until the block ends (SIGCONT).
@@ -166,13 +157,13 @@ def stopped(pid: int) -> Iterator[list[int]]:
     held = [pid]
     os.kill(pid, signal.SIGSTOP)
     try:
-        pending = _children(pid)
+        pending = set(children(pid))
         while pending:
             for child in pending:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGSTOP)
             held += sorted(pending)
-            pending = _children(pid) - set(held)
+            pending = set(children(pid)) - set(held)
         yield held
     finally:
         for process in reversed(held):
