@@ -287,13 +287,7 @@ class ControlPlaneClient:
         self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
     ) -> dict[str, Any]:
         """Clear values of keychain entries (internal route); the execution's entry wins."""
-        reply = await self.request(
-            "POST",
-            "/api/internal/keychain/resolve",
-            {"names": names, "execution_id": execution_id, "event_id": event_id, "worker_id": worker_id},
-            dict,
-        )
-        assert reply is not None
+        reply = await self.keychain_entries(names, execution_id, event_id=event_id, worker_id=worker_id)
         return dict(reply.get("values") or {})
 
     async def keychain_entries(

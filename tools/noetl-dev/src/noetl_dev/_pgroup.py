@@ -42,28 +42,27 @@ def is_running(pid: int, started: int | None = None) -> bool:
     return started is None or int(fields[19]) == started
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids whose process group is ``pgid``."""
-    members: list[int] = []
+def _live(field: int, value: int) -> list[int]:
+    """Live (non-zombie) pids whose ``/proc/<pid>/stat`` field ``field`` (after the command
+    name: 1 = parent pid, 2 = process group) is ``value``."""
+    found: list[int] = []
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         fields = _stat_fields(int(entry.name))
-        if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        if fields is not None and fields[0] not in ("Z", "X") and int(fields[field]) == value:
+            found.append(int(entry.name))
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids whose process group is ``pgid``."""
+    return _live(2, pgid)
 
 
 def children(pid: int) -> list[int]:
     """Live pids whose parent is ``pid``."""
-    kids: list[int] = []
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None and fields[0] not in ("Z", "X") and int(fields[1]) == pid:
-            kids.append(int(entry.name))
-    return kids
+    return _live(1, pid)
 
 
 def kill_server(pid: int, grace: float = 5.0) -> list[int]:
