@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import psycopg
 import pytest
 from noetl_cli import Api
-from noetl_dev.testing import wait_for_event
+from noetl_dev.testing import JsonHandler, local_http, url_of, wait_for_event
 
 Conn = psycopg.Connection[dict[str, Any]]
 CALLS: Counter[str] = Counter()
@@ -47,7 +45,7 @@ workflow:
 """
 
 
-class Users(BaseHTTPRequestHandler):
+class Users(JsonHandler):
     """``/users?page=N``: four pages of three users."""
 
     def do_GET(self) -> None:
@@ -58,26 +56,13 @@ class Users(BaseHTTPRequestHandler):
             "data": [{"name": f"u{(page - 1) * 3 + i}"} for i in range(3)],
             "paging": {"page": page, "hasMore": page < 4},
         }
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json(200, body)
 
 
 @pytest.fixture
 def users_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Users)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http(Users, ThreadingHTTPServer) as server:
+        yield url_of(server)
 
 
 def test_pages_are_fetched_in_one_command_and_collected(api: Api, db: Conn, users_url: str) -> None:

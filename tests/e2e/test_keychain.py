@@ -4,11 +4,9 @@ secret reaches the event log, the results, an API reply or a log line."""
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,7 +16,7 @@ import psycopg
 import pytest
 from noetl_cli import Api
 from noetl_dev import Stack
-from noetl_dev.testing import wait_for_event
+from noetl_dev.testing import JsonHandler, local_http, url_of, wait_for_event
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -62,7 +60,7 @@ workflow:
 """
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     """``POST /oauth/token``: a client-credentials token for the right client; ``GET /reports``:
     200 with the Authorization it got for the right bearer token, else 401."""
 
@@ -72,27 +70,17 @@ class Handler(BaseHTTPRequestHandler):
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()).items()}
         self.server.token_requests.append(form)
         if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
-            return self._send(401, {"error": "invalid_client"})
-        self._send(200, {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600})
+            return self.send_json(401, {"error": "invalid_client"})
+        self.send_json(200, {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600})
 
     def do_GET(self) -> None:
         sent = self.headers.get("Authorization")
         self.server.api_auth.append(sent)
         if sent != f"Bearer {TOKEN}":
-            return self._send(401, {"error": "bad token"})
+            return self.send_json(401, {"error": "bad token"})
         # the bare token, which no pattern recognises: only the worker's redaction can hide it
-        self._send(200, {"rows": 3, "echo": TOKEN})
+        self.send_json(200, {"rows": 3, "echo": TOKEN})
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 class Server(ThreadingHTTPServer):
@@ -102,14 +90,9 @@ class Server(ThreadingHTTPServer):
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    started = Server(("127.0.0.1", 0), Handler)
-    started.token_requests, started.api_auth = [], []
-    threading.Thread(target=started.serve_forever, daemon=True).start()
-    try:
+    with local_http(Handler, Server) as started:
+        started.token_requests, started.api_auth = [], []
         yield started
-    finally:
-        started.shutdown()
-        started.server_close()
 
 
 def _leaks(where: str, text: str) -> list[str]:
@@ -119,7 +102,7 @@ def _leaks(where: str, text: str) -> list[str]:
 def test_an_http_step_sends_the_oauth2_token_of_the_keychain_block_and_it_stays_out_of_the_log(
     stack: Stack, api: Api, db: Conn, server: Server
 ) -> None:
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    base = url_of(server)
     replies: list[tuple[str, str]] = []
     with httpx.Client(base_url=stack.api_url, timeout=30, headers=stack.auth()) as http:
 

@@ -3,16 +3,15 @@ server in this test: pages follow each other inside one task, bounded in pages a
 
 from __future__ import annotations
 
-import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from noetl_common import CommandSpec, Rule, TaskSpec
+from noetl_dev.testing import JsonHandler, local_http, url_of
 from noetl_system_worker import PipelineRunner, default_registry
 from noetl_system_worker._egress import EgressPolicy, parse_networks
 from noetl_system_worker._runtime import ToolRuntime, current_runtime
@@ -21,7 +20,7 @@ from noetl_system_worker.tools import _http_pages
 LOOPBACK = EgressPolicy.configured(allow=parse_networks("127.0.0.0/8"))
 
 
-class Paged(BaseHTTPRequestHandler):
+class Paged(JsonHandler):
     """``/items?page=N&size=S`` (3 pages of 2 items; ``/fail`` answers 503 on page 2);
     ``/cursor[/<n>]`` links each page to the next by URL until 3."""
 
@@ -42,27 +41,14 @@ class Paged(BaseHTTPRequestHandler):
                 "paging": {"page": page, "hasMore": page < 3, "token": self.headers.get("X-Token")},
             }
         code = 503 if url.path == "/fail" and page == 2 else 200
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json(code, body)
 
 
 @pytest.fixture
 def base() -> Iterator[str]:
     Paged.calls.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Paged)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http(Paged, ThreadingHTTPServer) as server:
+        yield url_of(server)
 
 
 async def run(config: dict[str, Any], rules: list[Rule] | None = None, context: dict[str, Any] | None = None) -> Any:

@@ -4,14 +4,14 @@ oauth2 tokens fetched behind the egress policy from a real token server on loopb
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 from noetl_common import CommandSpec, TaskSpec
+from noetl_dev.testing import JsonHandler, local_http, url_of
 from noetl_system_worker import PipelineRunner, StepOutcome, default_registry
 from noetl_system_worker._egress import EgressPolicy, parse_networks
 from noetl_system_worker._runtime import ToolRuntime, current_runtime
@@ -22,7 +22,7 @@ CLIENT_SECRET = "cl1ent-s3cret-value"
 DEV = EgressPolicy.configured(allow=parse_networks("127.0.0.0/8"))
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     """``POST /token`` answers a new token (or ``server.token_reply``); ``GET /api`` echoes
     the Authorization header it got."""
 
@@ -35,21 +35,12 @@ class Handler(BaseHTTPRequestHandler):
             200,
             json.dumps({"access_token": f"tok-{len(self.server.forms)}-abcdef", "token_type": "Bearer", "expires_in": 3600}),
         )
-        self._send(status, body.encode())
+        self.send_json(status, body.encode())
 
     def do_GET(self) -> None:
         self.server.auth.append(self.headers.get("Authorization"))
-        self._send(200, json.dumps({"you_sent": self.headers.get("Authorization")}).encode())
-
-    def _send(self, status: int, data: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json(200, json.dumps({"you_sent": self.headers.get("Authorization")}).encode())
+        self.send_json(200, {"you_sent": self.headers.get("Authorization")})
 
 
 class TokenServer(ThreadingHTTPServer):
@@ -59,19 +50,14 @@ class TokenServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return url_of(self)
 
 
 @pytest.fixture
 def server() -> Iterator[TokenServer]:
-    started = TokenServer(("127.0.0.1", 0), Handler)
-    started.forms, started.auth, started.token_reply = [], [], None
-    threading.Thread(target=started.serve_forever, daemon=True).start()
-    try:
+    with local_http(Handler, TokenServer) as started:
+        started.forms, started.auth, started.token_reply = [], [], None
         yield started
-    finally:
-        started.shutdown()
-        started.server_close()
 
 
 class Keychain:

@@ -18,21 +18,25 @@ from typing import Any, TypeVar
 import httpx
 import psycopg
 
+from ._local_http import JsonHandler, local_http, url_of
 from ._procs import create_database
 from ._repository import ConformanceSetMissing, conformance_dir, repository_root
 from ._stack import Stack
 
 __all__ = [
     "ConformanceSetMissing",
+    "JsonHandler",
     "config_error",
     "conformance_dir",
     "eventually",
     "get_until",
     "get_when_up",
+    "local_http",
     "recorded_events",
     "repository_root",
     "stop_with_sigterm",
     "suite_stack",
+    "url_of",
     "wait_for_event",
     "wait_until",
 ]

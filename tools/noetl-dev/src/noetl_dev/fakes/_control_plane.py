@@ -327,11 +327,7 @@ class FakeControlPlane:
         event_id: int | None = None,
         worker_id: str | None = None,
     ) -> dict[str, Any]:
-        missing = [n for n in names if n not in self.credentials]
-        if missing:
-            raise api_error(404, "not_found")
-        self.resolved.append((names, execution_id))
-        return {n: self.credentials[n] for n in names}
+        return self._resolve(self.credentials, names, execution_id)
 
     async def resolve_keychain(
         self,
@@ -341,11 +337,14 @@ class FakeControlPlane:
         event_id: int | None = None,
         worker_id: str | None = None,
     ) -> dict[str, Any]:
-        missing = [n for n in names if n not in self.keychain]
-        if missing:
+        return self._resolve(self.keychain, names, execution_id)
+
+    def _resolve(self, store: dict[str, Any], names: list[str], execution_id: int | None) -> dict[str, Any]:
+        """Every name or a 404, as the real routes answer; each resolve is recorded."""
+        if any(n not in store for n in names):
             raise api_error(404, "not_found")
         self.resolved.append((names, execution_id))
-        return {n: self.keychain[n] for n in names}
+        return {n: store[n] for n in names}
 
     async def keychain_entries(
         self,
