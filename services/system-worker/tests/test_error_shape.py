@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from noetl_common import CommandSpec, Rule, TaskSpec
+from noetl_dev.testing import JsonHandler, local_http, url_of
 from noetl_system_worker import PipelineRunner, default_registry
 from noetl_system_worker._egress import EgressPolicy, parse_networks
 from noetl_system_worker._runtime import ToolRuntime, current_runtime
@@ -17,31 +17,18 @@ from noetl_system_worker._runtime import ToolRuntime, current_runtime
 LOOPBACK = EgressPolicy.configured(allow=parse_networks("127.0.0.0/8"))
 
 
-class Status(BaseHTTPRequestHandler):
+class Status(JsonHandler):
     """``/<code>`` answers with that status and an empty JSON body."""
 
     def do_GET(self) -> None:
         code = int(self.path.strip("/"))
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json(code, {})
 
 
 @pytest.fixture
 def http_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Status)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http(Status, ThreadingHTTPServer) as server:
+        yield url_of(server)
 
 
 async def run(*tasks: TaskSpec, context: dict[str, Any] | None = None) -> Any:
