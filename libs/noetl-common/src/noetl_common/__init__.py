@@ -87,6 +87,7 @@ from ._subjects import (
 )
 from ._task_error import TaskError
 from ._time import utc_now_iso
+from ._tree import tree_depths
 from ._waiting import Backoff, GraceExpired, finish_within_grace, wait_or_stop
 
 __all__ = [
@@ -185,6 +186,7 @@ __all__ = [
     "serve_ops",
     "stream_differences",
     "stream_replicas",
+    "tree_depths",
     "utc_now_iso",
     "wait_or_stop",
 ]

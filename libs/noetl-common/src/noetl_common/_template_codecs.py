@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._template_budget import SLOT_BYTES, TemplateError, active
+from ._tree import tree_depths
 
 #: Deepest JSON ``fromjson`` accepts: far above real payloads, far below Python's recursion limit.
 MAX_JSON_DEPTH = 100
@@ -54,17 +55,11 @@ def fromjson(value: Any) -> Any:
     except (ValueError, RecursionError) as exc:
         raise TemplateError(f"fromjson: not JSON text ({exc})") from None
     # walk it once: bounds its depth and charges one iteration per node
-    stack: list[tuple[Any, int]] = [(parsed, 0)]
     nodes = 0
-    while stack:
-        item, depth = stack.pop()
+    for depth in tree_depths(parsed):
         nodes += 1
         if depth > MAX_JSON_DEPTH:
             raise TemplateError(f"fromjson: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
     budget.charge(nodes)
     budget.add_built(nodes * SLOT_BYTES)
     return parsed

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from noetl_common import tree_depths
 
 from ._admit import admit_rules
 from ._errors import PlaybookError
@@ -160,19 +161,11 @@ def _lower_wasm(executor: dict[str, Any] | None, steps: list[Step]) -> None:
 
 def _check_size(doc: Any) -> None:
     """Bound the expanded document: YAML aliases can make a small text a huge tree."""
-    stack: list[tuple[Any, int]] = [(doc, 0)]
-    nodes = 0
-    while stack:
-        value, depth = stack.pop()
-        nodes += 1
+    for nodes, depth in enumerate(tree_depths(doc), start=1):
         if nodes > MAX_NODES:
             raise PlaybookError(f"the playbook expands to more than {MAX_NODES} YAML nodes")
         if depth > MAX_DEPTH:
             raise PlaybookError(f"the playbook nests deeper than {MAX_DEPTH} levels")
-        if isinstance(value, dict):
-            stack.extend((item, depth + 1) for item in value.values())
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
 
 
 def _check_header(doc: dict[str, Any]) -> None:
