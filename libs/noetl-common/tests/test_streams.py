@@ -109,7 +109,10 @@ async def test_a_more_generous_stream_is_left_as_it_is_and_the_difference_logged
         assert (found.max_age, found.duplicate_window) == (14 * 24 * 3600.0, 600.0)
         differs = {e["setting"]: e for e in logs if e["event"] == "stream_config_differs"}
         assert set(differs) == {"max_age", "duplicate_window"}
-        assert differs["max_age"]["found"] == 14 * 24 * 3600.0 and differs["max_age"]["declared"] == 7 * 24 * 3600.0
+        assert (
+            differs["max_age"]["found"] == 14 * 24 * 3600.0
+            and differs["max_age"]["declared"] == 7 * 24 * 3600.0
+        )
         assert not any(e["unsafe"] for e in differs.values())
         with pytest.raises(NotFoundError):  # not asked for, not made
             await js.stream_info(COMMANDS_STREAM)
@@ -152,7 +155,9 @@ async def test_an_unsafe_difference_refuses_the_start_and_leaves_the_stream_alon
         assert [d.setting for d in refused.value.differences] == [setting]
         assert isinstance(refused.value, ConfigError)  # run_service: one line, exit 2
         assert f"NOETL_EVENTS.{setting} is " in str(refused.value)
-        assert [e["setting"] for e in logs if e["event"] == "stream_config_differs" and e["unsafe"]] == [setting]
+        assert [e["setting"] for e in logs if e["event"] == "stream_config_differs" and e["unsafe"]] == [
+            setting
+        ]
         assert (await js.stream_info(EVENTS_STREAM)).config == before  # never overwritten
     finally:
         await nc.close()

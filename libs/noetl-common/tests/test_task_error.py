@@ -9,7 +9,10 @@ from noetl_common import TaskError
 def test_the_wire_shape_is_message_type_task() -> None:
     error = TaskError(message="boom", kind="TimeoutError", task="fetch")
     assert error.to_json() == {"message": "boom", "type": "TimeoutError", "task": "fetch"}
-    assert TaskError(message="gone", kind="DeadLettered").to_json() == {"message": "gone", "type": "DeadLettered"}
+    assert TaskError(message="gone", kind="DeadLettered").to_json() == {
+        "message": "gone",
+        "type": "DeadLettered",
+    }
     assert msgspec.json.decode(msgspec.json.encode(error), type=TaskError) == error
 
 
@@ -28,7 +31,9 @@ def test_parse_never_refuses_a_recorded_error() -> None:
 
 
 def test_upstream_error_shape_travels_as_kind_retryable_code() -> None:
-    error = TaskError(message="HTTP 503", kind="HttpStatusError", category="tool_error", retryable=True, code="HTTP_503")
+    error = TaskError(
+        message="HTTP 503", kind="HttpStatusError", category="tool_error", retryable=True, code="HTTP_503"
+    )
     wire = error.to_json()
     assert wire == {
         "message": "HTTP 503",
@@ -42,6 +47,11 @@ def test_upstream_error_shape_travels_as_kind_retryable_code() -> None:
 
 
 def test_scope_always_has_kind_retryable_code() -> None:
-    assert TaskError(message="old").scope() == {"message": "old", "kind": "unknown", "retryable": False, "code": None}
+    assert TaskError(message="old").scope() == {
+        "message": "old",
+        "kind": "unknown",
+        "retryable": False,
+        "code": None,
+    }
     assert TaskError.parse({"retryable": "yes", "code": ""}) == TaskError()
     assert TaskError.parse({"retryable": False, "code": 429}).scope()["code"] == "429"

@@ -198,22 +198,41 @@ def test_limits_are_per_call_and_configurable() -> None:
 def test_ordinary_templates_render_as_before() -> None:
     rows = ROWS[:1000]
     context = {**CONTEXT, "rows": rows, "tree": [{"n": 1, "kids": [{"n": 2, "kids": []}]}]}
-    assert render("{% for r in rows %}{{ r.id }},{% endfor %}", context) == "".join(f"{i}," for i in range(1000))
-    assert render("{% for r in rows %}{% if loop.last %}{{ loop.length }}{% endif %}{% endfor %}", context) == "1000"
+    assert render("{% for r in rows %}{{ r.id }},{% endfor %}", context) == "".join(
+        f"{i}," for i in range(1000)
+    )
+    assert (
+        render("{% for r in rows %}{% if loop.last %}{{ loop.length }}{% endif %}{% endfor %}", context)
+        == "1000"
+    )
     assert render("{{ rows | map(attribute='id') | sum }}", context) == sum(range(1000))
     assert render("{{ rows[:3] | join(', ', attribute='name') }}", context) == "row 0, row 1, row 2"
     assert render("{{ rows | selectattr('id', 'lt', 2) | map(attribute='id') | list }}", context) == [0, 1]
     assert render("{{ (rows | groupby('id') | list)[1].grouper }}", context) == 1
     assert render("{% for t in tree recursive %}{{ t.n }}{{ loop(t.kids) }}{% endfor %}", context) == "12"
-    assert render("{% macro m(x) %}<{{ x }}{{ caller() }}>{% endmacro %}{% call m(1) %}c{% endcall %}", {}) == "<1c>"
-    assert render("{{ '%s-%03d' % ('a', 7) }} {{ '{:>4}|{}'.format(1, 'b') }} {{ 'a' ~ 2 }}", {}) == "a-007    1|b a2"
+    assert (
+        render("{% macro m(x) %}<{{ x }}{{ caller() }}>{% endmacro %}{% call m(1) %}c{% endcall %}", {})
+        == "<1c>"
+    )
+    assert (
+        render("{{ '%s-%03d' % ('a', 7) }} {{ '{:>4}|{}'.format(1, 'b') }} {{ 'a' ~ 2 }}", {})
+        == "a-007    1|b a2"
+    )
     appended = "{% set ns = namespace(l=[]) %}{% for i in range(3) %}{% set _ = ns.l.append(i) %}{% endfor %}"
     assert render(appended + "{{ ns.l }}", {}) == "[0, 1, 2]"
     assert render("{{ 2 ** 64 * 3 + 1 }}", {}) == 2**64 * 3 + 1
-    updated = "{% set d = dict({'a': 1}, b=2) %}{% set _ = d.update({'c': 3}) %}{% set _ = d.update([('e', 5)]) %}"
+    updated = (
+        "{% set d = dict({'a': 1}, b=2) %}{% set _ = d.update({'c': 3}) %}{% set _ = d.update([('e', 5)]) %}"
+    )
     assert render(updated + "{{ d }}", {}) == "{'a': 1, 'b': 2, 'c': 3, 'e': 5}"
-    assert render("{{ {}.fromkeys(['x', 'y'], 0) }}|{{ 'a-b'.split('-') | join('+') }}", {}) == "{'x': 0, 'y': 0}|a+b"
-    assert render("{{ workload.n * 'ab' }}|{{ [1, 2] + [3] }}|{{ 'x' | center(5) }}", CONTEXT) == "ababab|[1, 2, 3]|  x  "
+    assert (
+        render("{{ {}.fromkeys(['x', 'y'], 0) }}|{{ 'a-b'.split('-') | join('+') }}", {})
+        == "{'x': 0, 'y': 0}|a+b"
+    )
+    assert (
+        render("{{ workload.n * 'ab' }}|{{ [1, 2] + [3] }}|{{ 'x' | center(5) }}", CONTEXT)
+        == "ababab|[1, 2, 3]|  x  "
+    )
     assert render("{{ {'b': 1, 'a': [1, 2]} | tojson }}", {}) == '{"a": [1, 2], "b": 1}'
     assert evaluate("rows | length == 1000 and rows[0].id == 0", context)
 

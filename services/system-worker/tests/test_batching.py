@@ -51,7 +51,9 @@ class FakeApi:
         self.stale = stale
         self.next_claim = 100
 
-    async def post(self, events: list[Event], eager: EagerRequest | None, logs: list[StepLogs]) -> EventsReply:
+    async def post(
+        self, events: list[Event], eager: EagerRequest | None, logs: list[StepLogs]
+    ) -> EventsReply:
         ids = [e.event_id or 0 for e in events]
         self.posts.append((ids, eager))
         self.logs.append([log.command_id for log in logs])
@@ -137,7 +139,9 @@ async def test_closing_cancels_what_is_still_queued() -> None:
 
 
 def _logs(command_id: int) -> StepLogs:
-    return StepLogs(command_id=command_id, lines=[StepLogLine(stream="stdout", at="2026-01-01T00:00:00Z", text="x")])
+    return StepLogs(
+        command_id=command_id, lines=[StepLogLine(stream="stdout", at="2026-01-01T00:00:00Z", text="x")]
+    )
 
 
 async def test_step_logs_travel_with_their_command_and_go_again_alone_with_it() -> None:

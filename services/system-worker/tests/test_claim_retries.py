@@ -9,9 +9,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
-from noetl_common import TaskSpec
+from noetl_common import ApiUnreachable, TaskSpec
 from noetl_dev.fakes import FakeControlPlane, api_error
 from noetl_system_worker import ToolRegistry, Worker, WorkerConfig, default_registry
 from system_worker_bus import Bus
@@ -57,7 +56,9 @@ async def start(nats_url: str, fake_api: FakeControlPlane) -> AsyncIterator[Star
         worker = Worker(_config(nats_url, **env), api_for=lambda _url: fake_api, registry=registry)
         stop = asyncio.Event()
         running.append((stop, asyncio.create_task(worker.run(stop))))
-        await fake_api.wait_for(lambda: any(r.worker_id == worker.config.worker_id for r in fake_api.registrations))
+        await fake_api.wait_for(
+            lambda: any(r.worker_id == worker.config.worker_id for r in fake_api.registrations)
+        )
         return worker
 
     yield start
@@ -78,8 +79,8 @@ async def _dlq_messages(bus: Bus) -> int:
 @pytest.mark.parametrize(
     "outage",
     [
-        httpx.ConnectError("connection refused"),
-        httpx.ReadTimeout("timed out"),
+        ApiUnreachable("connection refused", sent=False),
+        ApiUnreachable("timed out", sent=True),
         api_error(502, "bad_gateway"),
         api_error(503, "unavailable", retry_after=0.05),
         api_error(504, "gateway_timeout"),
@@ -137,7 +138,11 @@ async def test_an_eager_command_outlives_its_duplicate_notification_and_complete
     await bus.publish(second)  # the duplicate: only w-other has a free slot
 
     def other_claims() -> int:
-        return sum(1 for event_id, worker, _ in fake_api.claims if event_id == second.event_id and worker == "w-other")
+        return sum(
+            1
+            for event_id, worker, _ in fake_api.claims
+            if event_id == second.event_id and worker == "w-other"
+        )
 
     # twice the budget of claims, each refused with lease_held (or the command failed under its owner)
     await fake_api.wait_for(lambda: other_claims() >= 6 or bool(fake_api.failed), timeout=30)

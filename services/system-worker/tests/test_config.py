@@ -160,7 +160,11 @@ def test_python_settings_default_to_a_process_sandbox_and_can_be_changed() -> No
     assert (default.isolation, default.warm, default.timeout_seconds) == ("process", 2, 3600.0)
     assert default.env_allow == ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED")
     assert (default.limits.cpu_seconds, default.limits.memory_bytes) == (600, 2 * 1024**3)
-    assert (default.limits.uid, default.limits.gid, default.limits.output_max_bytes) == (61000, 61000, 16 * 1024**2)
+    assert (default.limits.uid, default.limits.gid, default.limits.output_max_bytes) == (
+        61000,
+        61000,
+        16 * 1024**2,
+    )
     assert "json" in default.limits.preload
     assert (config.isolation, config.warm, config.timeout_seconds) == ("thread", 0, 90.0)
     assert config.env_allow == ("PATH", "TZ")
@@ -173,7 +177,9 @@ def test_python_settings_default_to_a_process_sandbox_and_can_be_changed() -> No
 def test_consumer_ack_wait_and_max_deliver() -> None:
     default = WorkerConfig.from_env(REQUIRED)
     assert (default.ack_wait_seconds, default.max_deliver) == (30.0, 10)
-    config = WorkerConfig.from_env({**REQUIRED, "WORKER_ACK_WAIT_SECONDS": "12.5", "WORKER_MAX_DELIVER": "20"})
+    config = WorkerConfig.from_env(
+        {**REQUIRED, "WORKER_ACK_WAIT_SECONDS": "12.5", "WORKER_MAX_DELIVER": "20"}
+    )
     assert (config.ack_wait_seconds, config.max_deliver) == (12.5, 20)
     for variable, value in (("WORKER_ACK_WAIT_SECONDS", "0"), ("WORKER_MAX_DELIVER", "1")):
         with pytest.raises(ConfigError, match=variable):

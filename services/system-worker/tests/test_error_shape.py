@@ -100,7 +100,10 @@ async def test_a_result_with_status_error_and_error_fields_is_an_error() -> None
         " if _attempt < 3 else {'status': 'ok', 'n': _attempt}"
     )
     task = TaskSpec(
-        name="call", kind="python", config={"code": code, "args": {"_attempt": "{{ _attempt }}"}}, rules=RETRY_RETRYABLE
+        name="call",
+        kind="python",
+        config={"code": code, "args": {"_attempt": "{{ _attempt }}"}},
+        rules=RETRY_RETRYABLE,
     )
 
     out = await run(task)
@@ -147,9 +150,18 @@ async def test_pipeline_errors_are_config_or_logic() -> None:
 
 async def test_output_select_picks_fields_beside_the_whole_result() -> None:
     code = "result = {'data': {'id': 7, 'items': [{'name': 'a'}, {'name': 'b'}], 'next': None}, 'long': 'x' * 600}"
-    select = ["data.id", {"path": "$.data.items[1].name", "as": "second"}, "data.items.0", "data.next", "nope.x", "long"]
+    select = [
+        "data.id",
+        {"path": "$.data.items[1].name", "as": "second"},
+        "data.items.0",
+        "data.next",
+        "nope.x",
+        "long",
+    ]
     seen = Rule(when=None, do="continue", set={"ctx.picked": "{{ output.data.second }}"})
-    task = TaskSpec(name="t", kind="python", config={"code": code, "output": {"select": select}}, rules=[seen])
+    task = TaskSpec(
+        name="t", kind="python", config={"code": code, "output": {"select": select}}, rules=[seen]
+    )
     after = py("after", "result = {'id': prev['id'], 'inline': prev['_inline']['data']['id']}")
     after.config["args"] = {"prev": "{{ _prev }}"}
 
@@ -165,7 +177,13 @@ async def test_output_select_result_shape() -> None:
     out = await run(TaskSpec(name="t", kind="python", config={"code": code, "output": {"select": select}}))
 
     full = {"data": {"id": 7, "items": [{"name": "a"}]}, "long": "x" * 600}
-    assert out.result == {"id": 7, "first": "a", "0": {"name": "a"}, "long": "x" * 500 + "...", "_inline": full}
+    assert out.result == {
+        "id": 7,
+        "first": "a",
+        "0": {"name": "a"},
+        "long": "x" * 500 + "...",
+        "_inline": full,
+    }
 
 
 async def test_http_output_select_keeps_output_http_on_the_response(http_url: str) -> None:

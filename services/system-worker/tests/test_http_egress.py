@@ -225,7 +225,10 @@ async def test_a_name_that_does_not_resolve_is_a_connect_error_naming_it(connect
 
 
 def policy(**env: str) -> EgressPolicy:
-    base = {"NOETL_SERVER_URL": "http://api:8082", "NOETL_API_TOKEN": "worker-token-for-the-egress-tests-0123456789"}
+    base = {
+        "NOETL_SERVER_URL": "http://api:8082",
+        "NOETL_API_TOKEN": "worker-token-for-the-egress-tests-0123456789",
+    }
     return WorkerConfig.from_env({**base, **env}).http_egress
 
 

@@ -51,10 +51,14 @@ def base() -> Iterator[str]:
         yield url_of(server)
 
 
-async def run(config: dict[str, Any], rules: list[Rule] | None = None, context: dict[str, Any] | None = None) -> Any:
+async def run(
+    config: dict[str, Any], rules: list[Rule] | None = None, context: dict[str, Any] | None = None
+) -> Any:
     current_runtime.set(ToolRuntime(egress=LOOPBACK))
     task = TaskSpec(name="fetch", kind="http", config=config, rules=rules or [])
-    return await PipelineRunner(default_registry()).run(CommandSpec(tasks=[task], args={}, context=context or {}))
+    return await PipelineRunner(default_registry()).run(
+        CommandSpec(tasks=[task], args={}, context=context or {})
+    )
 
 
 def paged(then: dict[str, Any], when: str = "{{ response.paging.hasMore }}") -> list[dict[str, Any]]:
@@ -64,7 +68,10 @@ def paged(then: dict[str, Any], when: str = "{{ response.paging.hasMore }}") -> 
 async def test_pages_are_fetched_and_collected_inside_one_task(base: str) -> None:
     then = {
         "max_attempts": 10,
-        "next_call": {"params": {"page": "{{ response.paging.page + 1 }}"}, "headers": {"X-Token": "t{{ _retry.index }}"}},
+        "next_call": {
+            "params": {"page": "{{ response.paging.page + 1 }}"},
+            "headers": {"X-Token": "t{{ _retry.index }}"},
+        },
         "collect": {"strategy": "append", "path": "data", "into": "pages"},
     }
     rules = [Rule(when=None, do="continue", set={"ctx.pages": "{{ output.data.meta.iterations }}"})]
@@ -73,13 +80,21 @@ async def test_pages_are_fetched_and_collected_inside_one_task(base: str) -> Non
 
     assert out.ok, out.error
     assert out.result["data"] == [{"id": i} for i in range(6)]
-    assert out.result["meta"] == {"iterations": 3, "collect_strategy": "append", "status_codes": [200, 200, 200]}
+    assert out.result["meta"] == {
+        "iterations": 3,
+        "collect_strategy": "append",
+        "status_codes": [200, 200, 200],
+    }
     assert out.result["status"] == "success" and out.result["status_code"] == 200
     assert out.set == {"ctx.pages": 3} and Paged.calls["/items"] == 3
 
 
 async def test_max_attempts_bounds_the_pages(base: str) -> None:
-    then = {"max_attempts": 2, "next_call": {"params": {"page": "{{ page.paging.page + 1 }}"}}, "collect": {"path": "data"}}
+    then = {
+        "max_attempts": 2,
+        "next_call": {"params": {"page": "{{ page.paging.page + 1 }}"}},
+        "collect": {"path": "data"},
+    }
 
     out = await run({"url": f"{base}/items", "retry": paged(then, "{{ true }}")})
 
@@ -131,7 +146,10 @@ async def test_a_bad_pagination_policy_is_a_tool_error(base: str) -> None:
 
 async def test_next_call_headers_are_rendered_per_page(base: str) -> None:
     then = {
-        "next_call": {"params": {"page": "{{ response.paging.page + 1 }}"}, "headers": {"X-Token": "t{{ _retry.index }}"}},
+        "next_call": {
+            "params": {"page": "{{ response.paging.page + 1 }}"},
+            "headers": {"X-Token": "t{{ _retry.index }}"},
+        },
         "collect": {"path": "paging.token"},
     }
 

@@ -33,7 +33,13 @@ class Handler(JsonHandler):
         self.server.forms.append({k: v[0] for k, v in form.items()})
         status, body = self.server.token_reply or (
             200,
-            json.dumps({"access_token": f"tok-{len(self.server.forms)}-abcdef", "token_type": "Bearer", "expires_in": 3600}),
+            json.dumps(
+                {
+                    "access_token": f"tok-{len(self.server.forms)}-abcdef",
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                }
+            ),
         )
         self.send_json(status, body.encode())
 
@@ -71,7 +77,12 @@ class Keychain:
         self.asked: list[list[str]] = []
 
     async def keychain_entries(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         self.asked.append(names)
         values = {n: self.stored[n] for n in names if n in self.stored}
@@ -80,7 +91,11 @@ class Keychain:
                 "endpoint": self.endpoint,
                 "method": "POST",
                 "headers": {},
-                "form": {"grant_type": "client_credentials", "client_id": "c", "client_secret": CLIENT_SECRET},
+                "form": {
+                    "grant_type": "client_credentials",
+                    "client_id": "c",
+                    "client_secret": CLIENT_SECRET,
+                },
                 "token_field": self.token_field,
             }
             for n in names
@@ -105,7 +120,10 @@ def call_api(server: TokenServer, name: str = "call") -> TaskSpec:
     return TaskSpec(
         name=name,
         kind="http",
-        config={"url": f"{server.url}/api", "headers": {"Authorization": "Bearer {{ keychain.svc.access_token }}"}},
+        config={
+            "url": f"{server.url}/api",
+            "headers": {"Authorization": "Bearer {{ keychain.svc.access_token }}"},
+        },
     )
 
 
@@ -135,7 +153,9 @@ async def test_an_oauth2_token_is_fetched_once_sent_as_bearer_and_kept_out_of_th
 
     assert outcome.ok, outcome.error
     assert server.auth == ["Bearer tok-1-abcdef", "Bearer tok-1-abcdef"]
-    assert server.forms == [{"grant_type": "client_credentials", "client_id": "c", "client_secret": CLIENT_SECRET}]
+    assert server.forms == [
+        {"grant_type": "client_credentials", "client_id": "c", "client_secret": CLIENT_SECRET}
+    ]
     assert api.stored["svc"]["access_token"] == "tok-1-abcdef" and api.asked == [["svc"]]
     # the server echoed the token: what the worker reports carries it redacted
     assert outcome.result["body"]["you_sent"] == "Bearer tok-1-abcdef"
@@ -144,10 +164,19 @@ async def test_an_oauth2_token_is_fetched_once_sent_as_bearer_and_kept_out_of_th
     assert CLIENT_SECRET in rt.secrets
 
 
-async def test_a_token_under_another_field_is_a_secret_and_its_plain_fields_are_not(server: TokenServer) -> None:
-    server.token_reply = (200, json.dumps({"jwt": "opaque-value-123", "token_type": "Bearer", "expires_in": 3600}))
+async def test_a_token_under_another_field_is_a_secret_and_its_plain_fields_are_not(
+    server: TokenServer,
+) -> None:
+    server.token_reply = (
+        200,
+        json.dumps({"jwt": "opaque-value-123", "token_type": "Bearer", "expires_in": 3600}),
+    )
     rt = install(Keychain(f"{server.url}/token", token_field="jwt"))
-    task = TaskSpec(name="call", kind="http", config={"url": f"{server.url}/api", "headers": {"X": "{{ keychain.svc.jwt }}"}})
+    task = TaskSpec(
+        name="call",
+        kind="http",
+        config={"url": f"{server.url}/api", "headers": {"X": "{{ keychain.svc.jwt }}"}},
+    )
 
     outcome = await run(task)
 

@@ -94,7 +94,9 @@ async def _conflicting_commands_stream(nats_url: str) -> None:
     """NOETL_COMMANDS with limits retention where a work queue is declared: unsafe."""
     nc = await nats.connect(nats_url)
     try:
-        await nc.jetstream().add_stream(StreamConfig(name=COMMANDS_STREAM, subjects=["noetl.commands", "noetl.commands.>"]))
+        await nc.jetstream().add_stream(
+            StreamConfig(name=COMMANDS_STREAM, subjects=["noetl.commands", "noetl.commands.>"])
+        )
     finally:
         await nc.close()
 

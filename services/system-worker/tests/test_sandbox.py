@@ -111,8 +111,11 @@ async def test_a_pipeline_runs_python_tasks_in_the_sandbox(pool: SandboxPool) ->
             TaskSpec(
                 name="second",
                 kind="python",
-                config={"code": "result = {'again': first['n'] * 10, 'dumped': j.dumps(1)}",
-                        "libs": {"j": "json"}, "args": {"first": "{{ first }}"}},
+                config={
+                    "code": "result = {'again': first['n'] * 10, 'dumped': j.dumps(1)}",
+                    "libs": {"j": "json"},
+                    "args": {"first": "{{ first }}"},
+                },
             ),
             TaskSpec(name="boom", kind="python", config={"code": "raise KeyError('missing')"}),
         ]
@@ -141,7 +144,11 @@ async def test_task_exceptions_keep_their_type_and_message(pool: SandboxPool) ->
 
     assert (failed.ok, failed.error_type, failed.error_message) == (False, "ValueError", "bad input")
     assert (exited.ok, exited.error_type) == (False, "SystemExit")
-    assert not missing.ok and missing.error_type == "ValueError" and "no_such_module_xyz" in missing.error_message
+    assert (
+        not missing.ok
+        and missing.error_type == "ValueError"
+        and "no_such_module_xyz" in missing.error_message
+    )
 
 
 async def test_arrow_tables_and_rows_travel_both_ways(pool: SandboxPool) -> None:
@@ -161,8 +168,10 @@ async def test_arrow_tables_and_rows_travel_both_ways(pool: SandboxPool) -> None
 
 
 async def test_tasks_run_concurrently_each_in_a_fresh_process(pool: SandboxPool) -> None:
-    code = "import os, tempfile\nopen(os.path.join(tempfile.gettempdir(), 'mark'), 'w').write(str(n))\n" \
-           "result = {'n': n, 'tmp': tempfile.gettempdir(), 'marks': os.listdir(tempfile.gettempdir())}"
+    code = (
+        "import os, tempfile\nopen(os.path.join(tempfile.gettempdir(), 'mark'), 'w').write(str(n))\n"
+        "result = {'n': n, 'tmp': tempfile.gettempdir(), 'marks': os.listdir(tempfile.gettempdir())}"
+    )
 
     results = await asyncio.gather(*(ok(pool, code, n=n) for n in range(6)))
 
@@ -280,8 +289,10 @@ async def test_signals_do_not_reach_the_worker_or_the_zygote(pool: SandboxPool) 
 
 @pytest.mark.skipif(not ROOT, reason="RLIMIT_NPROC needs the dedicated uid, which needs a root worker")
 async def test_fork_bomb_is_bounded_and_cleaned_up(pool: SandboxPool) -> None:
-    code = NAME_ME.format(name="noetl-forkbomb") + "import os\nwhile True:\n    try:\n        os.fork()\n" \
-           "    except OSError:\n        pass\n"
+    code = (
+        NAME_ME.format(name="noetl-forkbomb") + "import os\nwhile True:\n    try:\n        os.fork()\n"
+        "    except OSError:\n        pass\n"
+    )
 
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(pool.run(code, {}, {}), 1.5)
@@ -298,8 +309,10 @@ async def test_huge_result_is_refused(pool: SandboxPool) -> None:
 
 
 async def test_a_task_that_forges_an_oversized_answer_is_refused(pool: SandboxPool) -> None:
-    code = "import socket, struct\ns = socket.socket(fileno=next(fd for fd in range(3, 64) if __import__('os').path.exists(f'/proc/self/fd/{fd}')))\n" \
-           "s.sendall(struct.pack('!I', 2**31))\nwhile True:\n    pass\n"
+    code = (
+        "import socket, struct\ns = socket.socket(fileno=next(fd for fd in range(3, 64) if __import__('os').path.exists(f'/proc/self/fd/{fd}')))\n"
+        "s.sendall(struct.pack('!I', 2**31))\nwhile True:\n    pass\n"
+    )
 
     with pytest.raises(SandboxError, match="over the limit"):
         await pool.run(code, {}, {})
@@ -307,7 +320,10 @@ async def test_a_task_that_forges_an_oversized_answer_is_refused(pool: SandboxPo
 
 @pytest.mark.parametrize(
     ("code", "message"),
-    [("import os\nos._exit(7)", "exited with code 7"), ("import ctypes\nctypes.string_at(0)", r"crashed \(SIGSEGV\)")],
+    [
+        ("import os\nos._exit(7)", "exited with code 7"),
+        ("import ctypes\nctypes.string_at(0)", r"crashed \(SIGSEGV\)"),
+    ],
     ids=["exit", "segfault"],
 )
 async def test_a_dying_task_is_a_clear_error(pool: SandboxPool, code: str, message: str) -> None:
@@ -418,7 +434,9 @@ LAYER_PROBE = (
         ),
         pytest.param(
             "landlock",
-            marks=pytest.mark.skipif(LANDLOCK < 6, reason="needs Landlock ABI >= 6 (filesystem and signal scope)"),
+            marks=pytest.mark.skipif(
+                LANDLOCK < 6, reason="needs Landlock ABI >= 6 (filesystem and signal scope)"
+            ),
         ),
     ],
 )
@@ -518,7 +536,9 @@ async def test_the_python_tool_shares_a_child_within_a_playbook_only(pool: Sandb
     from noetl_system_worker._runtime import ToolRuntime, current_runtime
 
     tool = SandboxedPython(pool)
-    mark = {"code": "import sys, uuid\nsys.noetl_mark = getattr(sys, 'noetl_mark', None) or str(uuid.uuid4())\nresult = sys.noetl_mark"}
+    mark = {
+        "code": "import sys, uuid\nsys.noetl_mark = getattr(sys, 'noetl_mark', None) or str(uuid.uuid4())\nresult = sys.noetl_mark"
+    }
 
     async def run_in(path: str, execution_id: int) -> Any:
         token = current_runtime.set(ToolRuntime(execution_id=execution_id, catalog_path=path))

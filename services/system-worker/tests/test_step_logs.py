@@ -28,7 +28,9 @@ from noetl_system_worker.sandbox import LogLine
 from system_worker_bus import Bus
 
 BUDGET = 2048
-LIMITS = SandboxLimits(cpu_seconds=5, memory_bytes=512 * 1024**2, output_max_bytes=256 * 1024, log_max_bytes=BUDGET)
+LIMITS = SandboxLimits(
+    cpu_seconds=5, memory_bytes=512 * 1024**2, output_max_bytes=256 * 1024, log_max_bytes=BUDGET
+)
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEabcdefghijklmnop\nqrstuvwxyz0123456789\n-----END RSA PRIVATE KEY-----"
 
 
@@ -131,7 +133,9 @@ async def test_a_command_log_is_scrubbed_with_its_secrets_and_bounded(pool: Sand
     spec = CommandSpec(
         tasks=[
             TaskSpec(name="a", kind="python", config={"code": f"print('the value is', {plain!r})"}),
-            TaskSpec(name="b", kind="python", config={"code": f"print({PEM!r})\nprint('Bearer ' + 'x' * 30)"}),
+            TaskSpec(
+                name="b", kind="python", config={"code": f"print({PEM!r})\nprint('Bearer ' + 'x' * 30)"}
+            ),
             TaskSpec(name="c", kind="python", config={"code": "print('y' * 1500)\nprint('z' * 1500)"}),
         ]
     )
@@ -154,7 +158,10 @@ async def test_a_command_log_is_scrubbed_with_its_secrets_and_bounded(pool: Sand
     assert texts[-2] == "y" * 1500
     marker = logs.lines[-1]
     assert marker.truncated and marker.stream == "log" and marker.level == "WARNING"
-    assert marker.text.startswith("[1500 more bytes of output dropped") and "WORKER_STEP_LOG_MAX_BYTES" in marker.text
+    assert (
+        marker.text.startswith("[1500 more bytes of output dropped")
+        and "WORKER_STEP_LOG_MAX_BYTES" in marker.text
+    )
     assert not any(line.truncated for line in logs.lines[:-1])
 
 

@@ -100,7 +100,12 @@ class Secrets:
         self.calls: list[tuple[str, list[str], int | None]] = []
 
     async def resolve_credentials(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         self.calls.append(("credentials", names, execution_id))
         missing = [n for n in names if n not in self.credentials]
@@ -109,13 +114,23 @@ class Secrets:
         return {n: self.credentials[n] for n in names}
 
     async def resolve_keychain(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         self.calls.append(("keychain", names, execution_id))
         return {n: self.keychain[n] for n in names if n in self.keychain}
 
     async def keychain_entries(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         return {"values": await self.resolve_keychain(names, execution_id)}
 
@@ -502,7 +517,12 @@ async def test_nats_refuses_reserved_and_wildcard_subjects(
 @pytest.mark.parametrize("auth", [None, "bus"])
 @pytest.mark.parametrize(
     "field",
-    [{"url": "nats://nats.attacker.example:4222"}, {"servers": ["nats://x:4222"]}, {"user": "u"}, {"token": "t"}],
+    [
+        {"url": "nats://nats.attacker.example:4222"},
+        {"servers": ["nats://x:4222"]},
+        {"user": "u"},
+        {"token": "t"},
+    ],
     ids=lambda field: next(iter(field)),
 )
 async def test_nats_task_cannot_name_a_server_or_credentials(
@@ -521,7 +541,9 @@ async def test_nats_task_cannot_name_a_server_or_credentials(
 
 
 @pytest.mark.parametrize("stream", ["NOETL_COMMANDS", "NOETL_EVENTS", "NOETL_DLQ"])
-async def test_nats_jetstream_cannot_name_a_suite_stream(nats_url: str, use_runtime: Any, stream: str) -> None:
+async def test_nats_jetstream_cannot_name_a_suite_stream(
+    nats_url: str, use_runtime: Any, stream: str
+) -> None:
     use_runtime(nats_url=nats_url)
 
     with pytest.raises(PermissionError, match=f"stream '{stream}' is reserved"):

@@ -27,7 +27,7 @@ MiB = 1024 * 1024
 #: Returns what a previous call would have left (the i32 at 2048 and a global), then leaves
 #: 0x41414141 in both; with a non-empty input it traps after writing them.
 DIRTY = wm.module(
-    '(global $seen (mut i32) (i32.const 0))'
+    "(global $seen (mut i32) (i32.const 0))"
     '(func (export "run") (param $p i32) (param $n i32) (result i64)'
     "  (i32.store (i32.const 2052) (global.get $seen))"
     "  (i32.store (i32.const 2056) (i32.load (i32.const 2048)))"

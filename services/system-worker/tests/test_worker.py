@@ -10,9 +10,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
-from noetl_common import Event, Rule, TaskSpec
+from noetl_common import ApiUnreachable, Event, Rule, TaskSpec
 from noetl_dev.fakes import FakeControlPlane, api_error
 from noetl_system_worker import ToolRegistry, Worker, WorkerConfig, default_registry
 from prometheus_client import REGISTRY
@@ -168,7 +167,14 @@ async def test_failed_pipeline_posts_call_error_and_command_failed(
     await fake_api.wait_for(lambda: fake_api.terminal(note.event_id))
     events = fake_api.events_of(note.event_id)
     assert types(events) == ["command.started", "call.error", "command.failed"]
-    error = {"message": "nope", "type": "ValueError", "task": "bad", "kind": "tool_error", "retryable": False, "code": None}
+    error = {
+        "message": "nope",
+        "type": "ValueError",
+        "task": "bad",
+        "kind": "tool_error",
+        "retryable": False,
+        "code": None,
+    }
     assert events[-1].context == {"error": error}
     await bus.until(lambda: _is(bus.stream_messages(), 0))
 
@@ -588,14 +594,15 @@ async def test_heartbeats_lost_for_half_the_node_lease_make_the_worker_register_
     fake_api.node_id, fake_api.node_lease_seconds = 613, 1.0
     env = {k: v for k, v in _base_env(nats_url).items() if k != "NOETL_SNOWFLAKE_NODE_ID"}
     worker = Worker(
-        dataclasses.replace(WorkerConfig.from_env(env), fetch_timeout_seconds=0.25), api_for=lambda _url: fake_api
+        dataclasses.replace(WorkerConfig.from_env(env), fetch_timeout_seconds=0.25),
+        api_for=lambda _url: fake_api,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         await fake_api.wait_for(lambda: len(fake_api.heartbeats) >= 1)
         assert worker.config.snowflake.node_id == 613
-        fake_api.unreachable = httpx.ConnectError("connection refused")
+        fake_api.unreachable = ApiUnreachable("connection refused", sent=False)
         fake_api.node_id = 614  # meanwhile the lease lapsed and 613 went to another process
         await fake_api.wait_for(
             lambda: len(fake_api.refused) >= 2 and fake_api.refused[-1][1] - fake_api.refused[0][1] >= 0.5
@@ -682,7 +689,9 @@ async def test_a_redelivered_notification_of_an_eager_command_is_claimed_again(
     await bus.until(lambda: _bool(running.worker.in_flight == 0))
     dropped_before = sample("commands_total", pool="shared", outcome="finished_here") or 0.0
     await bus.publish(second)
-    await bus.until(lambda: _bool(sample("commands_total", pool="shared", outcome="finished_here") == dropped_before + 1))
+    await bus.until(
+        lambda: _bool(sample("commands_total", pool="shared", outcome="finished_here") == dropped_before + 1)
+    )
     await bus.until(lambda: _is(bus.stream_messages(), 0))
 
     await bus.publish(second)  # the same notification once more

@@ -49,7 +49,7 @@ from ._envelopes import (
     WorkerRegistration,
     outbox_delay_seconds,
 )
-from ._failover import api_urls
+from ._failover import ApiUnreachable, api_urls
 from ._logging import configure_logging
 from ._loop import EVENT_LOOPS, event_loop_factory, event_loop_name
 from ._metrics import counter, gauge, histogram, metric_name
@@ -108,6 +108,7 @@ __all__ = [
     "POOL_FILTER_MAP",
     "REDACTED",
     "ApiError",
+    "ApiUnreachable",
     "Backoff",
     "ClaimReply",
     "ClaimRequest",

@@ -3,7 +3,7 @@
 Every service reaches NoETL data only through this HTTP API. Internal routes send the
 bearer token of the calling service. Transport errors and 502/503/504 are retried with capped exponential
 backoff (``Retry-After`` honoured), and fail over between the API's replicas when it is given several
-(``_failover.py``); other statuses raise ``ApiError`` at once.
+(``_failover.py``); other statuses raise ``ApiError`` at once, and no reply at all ``ApiUnreachable``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import httpx
 import msgspec
 
 from ._envelopes import (
@@ -40,7 +39,7 @@ from ._envelopes import (
     WorkerHeartbeat,
     WorkerRegistration,
 )
-from ._failover import Replicas, retry_after
+from ._failover import Replicas, Reply, retry_after
 
 T = TypeVar("T")
 
@@ -56,7 +55,7 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status_code}: {detail}")
 
 
-def _api_error(response: httpx.Response) -> ApiError:
+def _api_error(response: Reply) -> ApiError:
     try:
         error = msgspec.json.decode(response.content, type=ErrorBody)
     except msgspec.DecodeError:
@@ -93,12 +92,9 @@ class ControlPlaneClient:
         if token:
             # the caller's own credential, on every route (docs/security.md)
             headers["authorization"] = f"Bearer {token}"
-        self._http = httpx.AsyncClient(
-            headers=headers,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        self._replicas = Replicas(
+            base_url, headers=headers, timeout=timeout, retries=retries, max_backoff=max_backoff
         )
-        self._replicas = Replicas(base_url, self._http, retries=retries, max_backoff=max_backoff)
 
     @property
     def base_urls(self) -> tuple[str, ...]:
@@ -111,7 +107,7 @@ class ControlPlaneClient:
         return self._replicas.url
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._replicas.aclose()
 
     async def __aenter__(self) -> ControlPlaneClient:
         return self
@@ -268,7 +264,12 @@ class ControlPlaneClient:
         return reply
 
     async def resolve_credentials(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """Clear data of named credentials (internal route): ``{name: {credential_type, data}}``.
 
@@ -284,14 +285,24 @@ class ControlPlaneClient:
         return dict(reply.get("credentials") or {})
 
     async def resolve_keychain(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """Clear values of keychain entries (internal route); the execution's entry wins."""
         reply = await self.keychain_entries(names, execution_id, event_id=event_id, worker_id=worker_id)
         return dict(reply.get("values") or {})
 
     async def keychain_entries(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """The whole keychain resolve reply: ``{values, fetch?, sensitive_only?}`` (``fetch``: the
         token requests of the playbook's ``oauth2`` entries that need a new token)."""
@@ -318,7 +329,7 @@ class ControlPlaneClient:
         return dict(reply)
 
     # -- plug-in registry and object store (WASM host) -------------------------------------
-    async def _raise_for(self, response: httpx.Response) -> None:
+    async def _raise_for(self, response: Reply) -> None:
         if response.status_code < 300 or response.status_code == 304:
             return
         raise _api_error(response)

@@ -77,7 +77,15 @@ def _shorter(found: float | int | None, declared: float | int | None) -> bool:
 #: settings where only the same value is safe
 _EXACT = ("retention", "discard", "storage")
 #: limits and durations where less than declared is unsafe and more is safe
-_AT_LEAST = ("max_age", "duplicate_window", "max_msgs", "max_bytes", "max_msg_size", "max_msgs_per_subject", "max_consumers")
+_AT_LEAST = (
+    "max_age",
+    "duplicate_window",
+    "max_msgs",
+    "max_bytes",
+    "max_msg_size",
+    "max_msgs_per_subject",
+    "max_consumers",
+)
 
 
 def stream_differences(found: StreamConfig, declared: StreamConfig) -> list[StreamDifference]:

@@ -100,7 +100,9 @@ def declared_streams(
     }
 
 
-async def ensure_stream(js: JetStreamContext, config: StreamConfig, log: FilteringBoundLogger | None = None) -> None:
+async def ensure_stream(
+    js: JetStreamContext, config: StreamConfig, log: FilteringBoundLogger | None = None
+) -> None:
     """Create the stream with ``config`` when it is missing; otherwise leave it as it is, log
     how it differs, and raise :class:`StreamConfigConflict` when a difference is unsafe."""
     assert config.name is not None
@@ -110,7 +112,9 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig, log: Filteri
     except NotFoundError:
         try:
             await js.add_stream(config)
-            log.info("stream_created", stream=config.name, replicas=config.num_replicas, max_age=config.max_age)
+            log.info(
+                "stream_created", stream=config.name, replicas=config.num_replicas, max_age=config.max_age
+            )
             return
         except BadRequestError as refused:
             # Another process created it between our lookup and add (with other settings),

@@ -157,7 +157,14 @@ def batch_encoding(table: pa.Table, params: Mapping[str, Any] | None = None) -> 
         cursor = _align(cursor + nrows * width)
         descriptors.append(
             COLUMN.pack(
-                code, flags, name_offs[i], len(names[i]), validity_off, values_off, nrows * width, array.null_count
+                code,
+                flags,
+                name_offs[i],
+                len(names[i]),
+                validity_off,
+                values_off,
+                nrows * width,
+                array.null_count,
             )
         )
     head = bytearray(head_size)

@@ -36,9 +36,7 @@ async def serve(stop: asyncio.Event) -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=config.max_concurrent + 4, thread_name_prefix="noetl-task")
     )
-    clients = ClientPool(
-        config.server_url, allowed=config.allowed_server_urls, token=config.api_token
-    )
+    clients = ClientPool(config.server_url, allowed=config.allowed_server_urls, token=config.api_token)
     host = PluginHost(WasmLimits.from_env())
     plugins = ModuleCache(host, wasm_cache_dir(), pool=config.pool)
     sandbox = await python_sandbox(config, log)
@@ -54,7 +52,9 @@ async def serve(stop: asyncio.Event) -> None:
             await sandbox.aclose()
 
 
-async def python_sandbox(config: WorkerConfig, log: structlog.typing.FilteringBoundLogger) -> SandboxPool | None:
+async def python_sandbox(
+    config: WorkerConfig, log: structlog.typing.FilteringBoundLogger
+) -> SandboxPool | None:
     """The started sandbox pool of ``WORKER_PYTHON_ISOLATION=process`` (None for ``thread``).
 
     Logs once which isolation layers hold on this host, and warns about those that do not."""

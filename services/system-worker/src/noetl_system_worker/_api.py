@@ -59,19 +59,34 @@ class ControlPlane(Protocol):
         ...
 
     async def resolve_credentials(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """Clear data of named credentials (internal route)."""
         ...
 
     async def resolve_keychain(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """Clear keychain values (internal route)."""
         ...
 
     async def keychain_entries(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """The whole keychain resolve reply, with the token requests of ``oauth2`` entries."""
         ...
@@ -127,7 +142,10 @@ class ClientPool:
         if url not in self.refused:
             self.refused.add(url)
             structlog.get_logger(service="noetl-system-worker").warning(
-                "server_url_refused", server_url=url, using=self.default_url, allowed_by="WORKER_ALLOWED_SERVER_URLS"
+                "server_url_refused",
+                server_url=url,
+                using=self.default_url,
+                allowed_by="WORKER_ALLOWED_SERVER_URLS",
             )
         return self.default_url
 

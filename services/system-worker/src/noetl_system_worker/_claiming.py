@@ -169,7 +169,9 @@ class Claimer:
                         wait = asked if asked is not None else backoff * (1 + random.random() / 4)
                         backoff = min(backoff * 2, CLAIM_RETRY_MAX_SECONDS)
                         count_command(self._config.pool, "claim_retried")
-                        log.warning("claim_unanswered", outcome="held", error=str(exc) or repr(exc), retry_in=wait)
+                        log.warning(
+                            "claim_unanswered", outcome="held", error=str(exc) or repr(exc), retry_in=wait
+                        )
                         if await wait_or_stop(self._stop, wait):
                             break
                     else:

@@ -54,7 +54,11 @@ def _server_urls(env: Mapping[str, str]) -> str:
     """``NOETL_SERVER_URL``: one control-api URL or a comma-separated list of its replicas (the
     client fails over between them), each checked; returned as one normalised list."""
     raw = env_str("NOETL_SERVER_URL", env=env)
-    urls = [_url("NOETL_SERVER_URL", u.strip(), ("http", "https")).rstrip("/") for u in raw.split(",") if u.strip()]
+    urls = [
+        _url("NOETL_SERVER_URL", u.strip(), ("http", "https")).rstrip("/")
+        for u in raw.split(",")
+        if u.strip()
+    ]
     if not urls:
         raise ConfigError(f"NOETL_SERVER_URL must be a http/https URL, got {raw!r}")
     return ",".join(urls)

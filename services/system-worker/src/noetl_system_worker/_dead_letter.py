@@ -63,7 +63,6 @@ class DeadLetters:
         self._stop = stop or asyncio.Event()
         self.js: JetStreamContext | None = None
 
-
     async def park(
         self,
         msg: Msg,

@@ -21,7 +21,13 @@ _RESULT_ERROR_KEYS = ("error_kind", "retryable", "code")
 
 
 def pipeline_error(
-    message: str, type_name: str, task: str | None, *, kind: str, retryable: bool = False, code: str | None = None
+    message: str,
+    type_name: str,
+    task: str | None,
+    *,
+    kind: str,
+    retryable: bool = False,
+    code: str | None = None,
 ) -> dict[str, Any]:
     """An error of the pipeline or a tool, in the shape rules and routing read."""
     error: dict[str, Any] = {

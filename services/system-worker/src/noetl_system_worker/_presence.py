@@ -92,7 +92,9 @@ class Presence:
                     self._log.info("worker_registered", node_id=config.snowflake.node_id)
                 else:
                     await api.heartbeat_worker(
-                        WorkerHeartbeat(worker_id=config.worker_id, pool=config.pool, in_flight=self._in_flight())
+                        WorkerHeartbeat(
+                            worker_id=config.worker_id, pool=config.pool, in_flight=self._in_flight()
+                        )
                     )
                     self._renewed_at = time.monotonic()
             except ApiError as exc:

@@ -73,7 +73,9 @@ class PythonSettings:
             output_max_bytes=env_int(
                 "WORKER_PYTHON_OUTPUT_MAX_BYTES", 16 * 1024**2, minimum=1024, maximum=1024**3, env=env
             ),
-            log_max_bytes=env_int("WORKER_STEP_LOG_MAX_BYTES", 64 * 1024, minimum=1024, maximum=1024**2, env=env),
+            log_max_bytes=env_int(
+                "WORKER_STEP_LOG_MAX_BYTES", 64 * 1024, minimum=1024, maximum=1024**2, env=env
+            ),
             uid=env_int("WORKER_SANDBOX_UID", 61000, minimum=1, maximum=2**31 - 2, env=env),
             gid=env_int("WORKER_SANDBOX_GID", 61000, minimum=1, maximum=2**31 - 2, env=env),
             preload=preload,

@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-import httpx
 import msgspec
 import structlog
-from noetl_common import ApiError, ClaimReply, EagerRequest, Event, EventsReply, StepLogs
+from noetl_common import ApiError, ApiUnreachable, ClaimReply, EagerRequest, Event, EventsReply, StepLogs
 from noetl_common.arrow_limits import check_table
 from noetl_common.results import encode_result
 
@@ -47,7 +46,7 @@ def retryable(exc: BaseException) -> bool:
     """True when a call that raised ``exc`` may succeed if tried again later."""
     if isinstance(exc, ApiError):
         return exc.status_code in _RETRY_LATER or exc.status_code >= 500
-    return isinstance(exc, httpx.TransportError | OSError | asyncio.TimeoutError)
+    return isinstance(exc, ApiUnreachable | OSError | asyncio.TimeoutError)
 
 
 def jsonable(value: Any) -> Any:
@@ -123,7 +122,9 @@ class Reporter:
         batcher = self._batchers.get(id(api))
         if batcher is None:
 
-            async def post(events: list[Event], eager: EagerRequest | None, logs: list[StepLogs]) -> EventsReply:
+            async def post(
+                events: list[Event], eager: EagerRequest | None, logs: list[StepLogs]
+            ) -> EventsReply:
                 return await self.post(api, events, self._log, eager, logs)
 
             batcher = self._batchers[id(api)] = TerminalBatcher(

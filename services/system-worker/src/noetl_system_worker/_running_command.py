@@ -68,7 +68,9 @@ class Delivery:
             await self.msg.nak(delay=delay)
 
 
-async def keep_in_progress(msg: Msg | Delivery, interval: float, log: structlog.typing.FilteringBoundLogger) -> None:
+async def keep_in_progress(
+    msg: Msg | Delivery, interval: float, log: structlog.typing.FilteringBoundLogger
+) -> None:
     """Tell JetStream every ``interval`` that the message is still being worked on."""
     while True:
         await asyncio.sleep(interval)
@@ -126,7 +128,6 @@ class RunningCommand:
             meta=self._meta,
         )
 
-
     async def run(self) -> ClaimReply | None:
         """Run the command and report it; returns the next command when the control-api
         handed one over (eager dispatch)."""
@@ -171,7 +172,9 @@ class RunningCommand:
             context: dict[str, Any] | None = None
             if outcome.ok:
                 try:
-                    context = await self._reporter.completed_context(api, claim.execution_id, outcome, runtime)
+                    context = await self._reporter.completed_context(
+                        api, claim.execution_id, outcome, runtime
+                    )
                 except Exception as exc:  # refused (e.g. 413 over the API's body limit) or unreachable
                     message = f"the result store refused the result: {exc}"
                     error = pipeline_error(message, "ResultStoreError", None, kind="storage")

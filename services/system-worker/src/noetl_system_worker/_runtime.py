@@ -48,19 +48,34 @@ class SecretSource(Protocol):
     """The control-api calls the runtime makes (``ControlPlaneClient`` implements them)."""
 
     async def resolve_credentials(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """``{name: {name, credential_type, data}}``; raises ``ApiError`` 404 for unknown names."""
         ...
 
     async def resolve_keychain(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """``{name: value}``; the execution's entry wins over a global one."""
         ...
 
     async def keychain_entries(
-        self, names: list[str], execution_id: int | None, *, event_id: int | None = None, worker_id: str | None = None
+        self,
+        names: list[str],
+        execution_id: int | None,
+        *,
+        event_id: int | None = None,
+        worker_id: str | None = None,
     ) -> dict[str, Any]:
         """``{values, fetch?, sensitive_only?}``: ``fetch`` holds the token requests of the
         playbook's ``oauth2`` entries that need a new token."""

@@ -76,7 +76,10 @@ class StepLog:
             first = self._lines[i]
             j = i + 1
             key = (first.task, first.stream, first.level)
-            while j < len(self._lines) and (self._lines[j].task, self._lines[j].stream, self._lines[j].level) == key:
+            while (
+                j < len(self._lines)
+                and (self._lines[j].task, self._lines[j].stream, self._lines[j].level) == key
+            ):
                 j += 1
             run = self._lines[i:j]
             texts = scrub("\n".join(line.text for line in run)).split("\n")

@@ -73,8 +73,12 @@ class Worker:
     ) -> None:
         self.config = config
         self._api_for = api_for
-        self.runner = runner or PipelineRunner(registry or default_registry(config), limits=config.template_limits)
-        log: structlog.typing.FilteringBoundLogger = logger or structlog.get_logger(service="noetl-system-worker")
+        self.runner = runner or PipelineRunner(
+            registry or default_registry(config), limits=config.template_limits
+        )
+        log: structlog.typing.FilteringBoundLogger = logger or structlog.get_logger(
+            service="noetl-system-worker"
+        )
         self._log = log.bind(worker_id=config.worker_id, pool=config.pool)
         self._nats = NatsLink(
             config.nats_url,
@@ -97,7 +101,6 @@ class Worker:
         #: of one fetched afterwards is acked without a claim, which could only answer 409
         self._finished_here: OrderedDict[int, None] = OrderedDict()
         self._running = False
-
 
     # -- health --------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -220,7 +223,9 @@ class Worker:
         tasks = set(self._in_flight)
         if not tasks:
             return
-        self._log.info("worker_draining", in_flight=len(tasks), grace_seconds=self.config.shutdown_grace_seconds)
+        self._log.info(
+            "worker_draining", in_flight=len(tasks), grace_seconds=self.config.shutdown_grace_seconds
+        )
         _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
         for task in pending:
             task.cancel()  # each handler naks its own message when cancelled
@@ -291,7 +296,11 @@ class Worker:
             after = await self._run_eager(after, api)
 
     def _command(
-        self, claim: ClaimReply, api: ControlPlane, delivery: Delivery, log: structlog.typing.FilteringBoundLogger
+        self,
+        claim: ClaimReply,
+        api: ControlPlane,
+        delivery: Delivery,
+        log: structlog.typing.FilteringBoundLogger,
     ) -> RunningCommand:
         return RunningCommand(
             claim,

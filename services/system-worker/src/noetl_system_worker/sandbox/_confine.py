@@ -169,7 +169,9 @@ def reachable_view(paths: Iterable[str], uid: int, gid: int) -> list[str]:
     unshare(CLONE_NEWNS)
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
     masked: list[str] = []
-    for _ in range(16):  # one level of nesting per pass (a 0700 home folder, then a 0700 folder inside it ...)
+    for _ in range(
+        16
+    ):  # one level of nesting per pass (a 0700 home folder, then a 0700 folder inside it ...)
         blocked = _blocked(wanted, uid, gid)
         if not blocked:
             return masked
@@ -178,8 +180,14 @@ def reachable_view(paths: Iterable[str], uid: int, gid: int) -> list[str]:
             for name in sorted(names):
                 source = os.path.join(directory, name)
                 trees[name] = (
-                    _check(_lib().syscall(SYS_OPEN_TREE, AT_FDCWD, source.encode(),
-                                          OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE)),
+                    _check(
+                        _lib().syscall(
+                            SYS_OPEN_TREE,
+                            AT_FDCWD,
+                            source.encode(),
+                            OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE,
+                        )
+                    ),
                     os.path.isdir(source),
                 )
             info = os.stat(directory)
@@ -192,8 +200,11 @@ def reachable_view(paths: Iterable[str], uid: int, gid: int) -> list[str]:
                 else:
                     os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
                 try:
-                    _check(_lib().syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, target.encode(),
-                                          MOVE_MOUNT_F_EMPTY_PATH))
+                    _check(
+                        _lib().syscall(
+                            SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH
+                        )
+                    )
                 finally:
                     os.close(fd)
             masked.append(directory)
@@ -218,9 +229,7 @@ def restrict_filesystem(read_dirs: Iterable[str], read_files: Iterable[str], pri
     read = AccessFS.READ_FILE | AccessFS.READ_DIR | AccessFS.EXECUTE
     file_rights = AccessFS.READ_FILE | AccessFS.EXECUTE
     device = AccessFS.READ_FILE | AccessFS.WRITE_FILE | AccessFS.TRUNCATE | AccessFS.IOCTL_DEV
-    with Ruleset(
-        handled_net=AccessNet.NONE, scoped=Scope.SIGNAL | Scope.ABSTRACT_UNIX_SOCKET
-    ) as ruleset:
+    with Ruleset(handled_net=AccessNet.NONE, scoped=Scope.SIGNAL | Scope.ABSTRACT_UNIX_SOCKET) as ruleset:
         everything = ruleset.handled_fs
         for path in read_dirs:
             if os.path.isdir(path):
@@ -285,7 +294,9 @@ def arm_cpu(cpu_seconds: int) -> None:
     """Give the next task ``cpu_seconds`` of CPU: the soft limit moves to what the process
     used so far plus the budget (under the hard limit set at confinement)."""
     soft, hard = _next_soft(cpu_seconds)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+    resource.setrlimit(
+        resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard)
+    )
 
 
 def drop_privileges(uid: int, gid: int) -> None:

@@ -25,7 +25,9 @@ def describe_exit(exited: Exited | None, limits: SandboxLimits) -> SandboxError:
     if os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)
         if code == EXIT_UNCONFINED:
-            return SandboxError("python task's sandbox process could not confine itself; the task did not run")
+            return SandboxError(
+                "python task's sandbox process could not confine itself; the task did not run"
+            )
         return SandboxError(f"python task exited with code {code} before it answered")
     signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
     if signum in (signal.SIGXCPU, signal.SIGKILL) and exited.cpu_seconds >= limits.cpu_seconds:

@@ -96,7 +96,9 @@ class Zygote:
         found = {os.path.realpath(p) for p in (*python, *_confine.SYSTEM_READ_DIRS) if p and os.path.isdir(p)}
         # one rule per tree: a folder inside another allowed one (the stdlib in the prefix,
         # /bin as /usr/bin) adds nothing but a rule each child has to load
-        dirs = [d for d in sorted(found) if not any(d.startswith(p.rstrip("/") + "/") for p in found if p != d)]
+        dirs = [
+            d for d in sorted(found) if not any(d.startswith(p.rstrip("/") + "/") for p in found if p != d)
+        ]
         files = [f for f in _confine.SYSTEM_READ_FILES if os.path.isfile(f)]
         # /proc/self is resolved by each child to its own /proc/<pid>
         return [*dirs, "/proc/self"], files
@@ -120,7 +122,9 @@ class Zygote:
             layers["uid"] = f"on: {self.limits.uid}:{self.limits.gid}, no supplementary groups"
             layers["filesystem_view"] = self.view
         else:
-            layers["uid"] = "off: the worker is not root; children run as its uid" if not root else "off: disabled"
+            layers["uid"] = (
+                "off: the worker is not root; children run as its uid" if not root else "off: disabled"
+            )
         if self.pidns is not None:
             layers["pid_namespace"] = "on: a child is pid 1 of its own namespace"
         else:
@@ -129,9 +133,13 @@ class Zygote:
         if abi >= 6:
             layers["landlock"] = f"on: ABI {abi}, filesystem, ptrace, signals, abstract unix sockets"
         elif abi >= 1:
-            layers["landlock"] = f"partial: ABI {abi}, filesystem and ptrace; signals not scoped (needs ABI 6)"
+            layers["landlock"] = (
+                f"partial: ABI {abi}, filesystem and ptrace; signals not scoped (needs ABI 6)"
+            )
         else:
-            layers["landlock"] = "off: not supported by this kernel" if self.setup.landlock else "off: disabled"
+            layers["landlock"] = (
+                "off: not supported by this kernel" if self.setup.landlock else "off: disabled"
+            )
 
     def _preload(self) -> None:
         failed = []

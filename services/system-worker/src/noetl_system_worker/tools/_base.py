@@ -18,7 +18,9 @@ from noetl_common import Event
 class Tool(Protocol):
     """A tool: the task's rendered config, its inputs and the render context → its result."""
 
-    def __call__(self, config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any], /) -> Awaitable[Any]:
+    def __call__(
+        self, config: dict[str, Any], args: dict[str, Any], ctx: Mapping[str, Any], /
+    ) -> Awaitable[Any]:
         """Run the task once; raise to make it an error outcome."""
         ...
 

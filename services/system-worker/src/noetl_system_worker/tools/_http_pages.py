@@ -81,7 +81,9 @@ def _aggregate(total: Any, page: Any, strategy: str) -> Any:
     return [*total, *page] if isinstance(page, list) else [*total, page]
 
 
-def _next_request(config: dict[str, Any], next_call: Mapping[str, Any], names: Mapping[str, Any]) -> dict[str, Any]:
+def _next_request(
+    config: dict[str, Any], next_call: Mapping[str, Any], names: Mapping[str, Any]
+) -> dict[str, Any]:
     """The request of the next page: ``next_call`` rendered and laid over this one."""
     rendered = render(dict(next_call), names, DEFAULT_LIMITS)
     following = dict(config)
@@ -105,7 +107,9 @@ async def paginate(
     into = str(collect.get("into") or "pages")
     limit = then.get("max_attempts", DEFAULT_PAGES)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGES:
-        raise ValueError(f"http tool: max_attempts of a pagination policy must be 1..{MAX_PAGES}, got {limit!r}")
+        raise ValueError(
+            f"http tool: max_attempts of a pagination policy must be 1..{MAX_PAGES}, got {limit!r}"
+        )
     next_call = _mapping(then.get("next_call"))
     request = {k: v for k, v in config.items() if k != "retry"}
     total: Any = None

@@ -25,7 +25,9 @@ from .._runtime import CredentialError, ToolRuntime
 from ._http import send_checked
 
 #: ``keychain.name`` or ``keychain['name']`` inside a template.
-_REFERENCE = re.compile(r"\bkeychain(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\s*\[\s*['\"]([A-Za-z0-9_-]{1,100})['\"]\s*\])")
+_REFERENCE = re.compile(
+    r"\bkeychain(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\s*\[\s*['\"]([A-Za-z0-9_-]{1,100})['\"]\s*\])"
+)
 #: Names one task may read; far above real use.
 MAX_NAMES = 100
 #: Bounds of one token request.
@@ -68,7 +70,9 @@ async def keychain_values(rt: ToolRuntime, names: list[str]) -> dict[str, Any]:
                 wanted, rt.execution_id, event_id=rt.event_id, worker_id=rt.worker_id
             )
         except Exception as exc:
-            raise CredentialError(f"keychain entr(ies) {', '.join(wanted)} cannot be resolved: {exc}") from None
+            raise CredentialError(
+                f"keychain entr(ies) {', '.join(wanted)} cannot be resolved: {exc}"
+            ) from None
         # entries whose sensitive fields only are secrets, and the other fields that are
         sensitive: dict[str, list[str]] = dict(reply.get("sensitive_only") or {})
         found = dict(reply.get("values") or {})

@@ -71,7 +71,9 @@ def default_registry(
     (``WORKER_PYTHON_ISOLATION=process``), else in a worker thread. ``wasm`` calls the
     modules ``plugins`` keeps compiled, within ``config``'s Arrow limits.
     """
-    registry = ToolRegistry({"python": SandboxedPython(sandbox) if sandbox is not None else run_python, "noop": run_noop})
+    registry = ToolRegistry(
+        {"python": SandboxedPython(sandbox) if sandbox is not None else run_python, "noop": run_noop}
+    )
     registry.register("http", run_http, http_helper)
     registry.register("postgres", run_postgres, postgres_helper)
     registry.register("duckdb", run_duckdb, duckdb_helper)

@@ -72,6 +72,8 @@ class WasmLimits:
             tick_seconds=env_float("WASM_EPOCH_TICK_SECONDS", cls.tick_seconds, minimum=0.001, env=env),
             denied=denied,
             pool_slots=env_int("WASM_POOL_SLOTS", cls.pool_slots, minimum=0, env=env),
-            keep_resident_bytes=env_int("WASM_KEEP_RESIDENT_BYTES", cls.keep_resident_bytes, minimum=0, env=env),
+            keep_resident_bytes=env_int(
+                "WASM_KEEP_RESIDENT_BYTES", cls.keep_resident_bytes, minimum=0, env=env
+            ),
             huge_pages=env_bool("WASM_HUGE_PAGES", cls.huge_pages, env=env),
         )

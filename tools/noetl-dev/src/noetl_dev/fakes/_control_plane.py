@@ -9,7 +9,7 @@ finished its later events change nothing. ``tests/contracts`` runs the same case
 this fake and the real control-api.
 
 Failures are scripted: ``claim_errors`` answers the next claims of a command with errors,
-``post_hook`` may refuse a batch, and ``unreachable`` (an exception, e.g. ``httpx.ConnectError``)
+``post_hook`` may refuse a batch, and ``unreachable`` (an exception, e.g. ``noetl_common.ApiUnreachable``)
 makes every call raise it, as a control-api that is down would, until it is set back to None.
 """
 
