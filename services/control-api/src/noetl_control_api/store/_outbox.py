@@ -84,16 +84,21 @@ async def claim_outbox(conn: AsyncConnection[Any], limit: int, lease_seconds: fl
 
     Publishable: PENDING and due, or IN_FLIGHT whose lock is older than the lease (the
     publisher that took it died). SKIP LOCKED lets several publishers claim side by side.
+    Each kind is read from its own partial index (migration 0016), so a claim never steps
+    over rows in flight whose lease still runs; rows one branch locked beyond ``limit`` are
+    left as they were (their row locks end with the transaction).
     """
     cur = await conn.execute(
-        "UPDATE noetl.outbox o SET status = 'IN_FLIGHT', locked_at = now(), updated_at = now()"
-        " FROM (SELECT outbox_id FROM noetl.outbox"
-        "       WHERE (status = 'PENDING' AND available_at <= now())"
-        "          OR (status = 'IN_FLIGHT' AND locked_at < now() - %s)"
-        "       ORDER BY outbox_id LIMIT %s FOR UPDATE SKIP LOCKED) c"
+        "WITH due AS (SELECT outbox_id FROM noetl.outbox WHERE status = 'PENDING' AND available_at <= now()"
+        "             ORDER BY outbox_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        " lapsed AS (SELECT outbox_id FROM noetl.outbox WHERE status = 'IN_FLIGHT' AND locked_at < now() - %(lease)s"
+        "            ORDER BY locked_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+        " UPDATE noetl.outbox o SET status = 'IN_FLIGHT', locked_at = now(), updated_at = now()"
+        " FROM (SELECT outbox_id FROM due UNION ALL SELECT outbox_id FROM lapsed"
+        "       ORDER BY outbox_id LIMIT %(limit)s) c"
         " WHERE o.outbox_id = c.outbox_id"
         " RETURNING o.outbox_id, o.event_id, o.execution_id, o.subject, o.payload, o.attempts",
-        (timedelta(seconds=lease_seconds), limit),
+        {"lease": timedelta(seconds=lease_seconds), "limit": limit},
     )
     rows = [
         OutboxRow(outbox_id=r[0], event_id=r[1], execution_id=r[2], subject=r[3], payload=r[4], attempts=r[5])
