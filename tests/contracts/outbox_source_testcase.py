@@ -80,6 +80,20 @@ class OutboxSourceContract:
         assert (marked, again, unknown) == (len(rows), 0, 0)
         assert (await harness.source.outbox_claim(100, 0)).rows == []
 
+    async def test_a_claim_marks_the_rows_it_carries_and_counts_those_it_changed(
+        self, harness: OutboxHarness
+    ) -> None:
+        rows = await harness.commit()
+        ids = [row.outbox_id for row in (await harness.source.outbox_claim(100, 0)).rows]
+        later = await harness.commit()
+
+        carried = await harness.source.outbox_claim(100, 0, ids)
+        again = await harness.source.outbox_claim(100, 0, ids)
+
+        assert (carried.marked, keys(carried.rows)) == (len(rows), keys(later))
+        assert (again.marked, again.rows) == (0, [])
+        assert await harness.source.outbox_mark_published(ids) == 0  # marked already
+
     async def test_a_failed_row_waits_out_its_backoff(self, harness: OutboxHarness) -> None:
         await harness.commit()
         row, *_ = (await harness.source.outbox_claim(100, 0)).rows

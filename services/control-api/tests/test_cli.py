@@ -125,7 +125,7 @@ def test_sigterm_releases_a_parked_long_poll(database_url: str) -> None:
             assert proc.wait(timeout=30) == 0
             assert time.monotonic() - started < 10  # not the 60 s the long-poll asked for
             reply = poll.result(timeout=10)
-        assert reply.status_code == 200 and reply.json() == {"rows": [], "claimed": 0}
+        assert reply.status_code == 200 and reply.json() == {"rows": [], "claimed": 0, "marked": 0}
 
 
 def test_sigterm_releases_a_held_execution_read(database_url: str) -> None:

@@ -184,12 +184,22 @@ async def test_long_poll_wakes_on_notify_from_another_connection(api: Any, datab
 async def test_long_poll_times_out_empty(api: Any) -> None:
     started = time.monotonic()
     body = await _claim(api, wait_ms=150)
-    assert body == {"rows": [], "claimed": 0}
+    assert body == {"rows": [], "claimed": 0, "marked": 0}
     assert time.monotonic() - started >= 0.15
 
 
 async def test_claim_request_bounds(api: Any) -> None:
-    for body in ({"limit": 0}, {"limit": 10**9}, {"wait_ms": -1}, {"wait_ms": 10**9}, {"limit": "many"}):
+    too_many = list(range(1, 10_002))
+    for body in (
+        {"limit": 0},
+        {"limit": 10**9},
+        {"wait_ms": -1},
+        {"wait_ms": 10**9},
+        {"limit": "many"},
+        {"published": [0]},
+        {"published": ["x"]},
+        {"published": too_many},
+    ):
         reply = await api.client.post("/api/internal/outbox/claim", json=body, headers=api.auth)
         assert reply.status_code == 400, body
         assert reply.json()["error"] == "validation_error"
@@ -199,7 +209,7 @@ async def test_shutdown_releases_parked_long_polls(api: Any) -> None:
     waiter = asyncio.create_task(_claim(api, wait_ms=60_000))
     await _parked(api)
     api.client.app.state.services.outbox.close()
-    assert await asyncio.wait_for(waiter, timeout=10) == {"rows": [], "claimed": 0}
+    assert await asyncio.wait_for(waiter, timeout=10) == {"rows": [], "claimed": 0, "marked": 0}
 
 
 async def test_purge_deletes_only_old_published_rows(api: Any) -> None:

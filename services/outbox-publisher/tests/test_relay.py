@@ -36,6 +36,11 @@ def event_row(outbox_id: int, event_id: int, execution_id: int = 7, attempts: in
     )
 
 
+def marks_of(outbox: Any) -> list[int]:
+    """Every mark the publisher asked for, by call or carried by a claim, in order."""
+    return [i for ids in outbox.mark_published_calls + outbox.claim_marks for i in ids]
+
+
 def metric(name: str) -> float:
     return REGISTRY.get_sample_value(f"noetl_outbox_publisher_{name}") or 0.0
 
@@ -82,7 +87,7 @@ async def test_publishes_a_batch_with_msg_id_and_marks_it_once(
 
     await outbox.wait_for(lambda: outbox.published == {1, 2, 3, 4, 5, 6})
 
-    assert outbox.mark_published_calls == [[1, 2, 3, 4, 5, 6]]
+    assert sorted(marks_of(outbox)) == [1, 2, 3, 4, 5, 6]  # each once, by a call or a claim
     assert outbox.mark_failed_calls == []
     js = nc.jetstream()
     for seq, row in enumerate(rows, start=1):
@@ -99,15 +104,14 @@ async def test_a_reclaimed_row_is_deduplicated_by_jetstream(nc: NATS, outbox: An
     row = event_row(1, 4242)
     duplicates_before = metric("duplicates_total")
     await outbox.add(row)
-    await outbox.wait_for(lambda: len(outbox.mark_published_calls) == 1)
+    await outbox.wait_for(lambda: marks_of(outbox) == [1])
 
-    # The lease expired before mark-published landed: the server offers the row again.
+    # The lease expired before the mark landed: the server offers the row again.
     await outbox.add(row)
-    await outbox.wait_for(lambda: len(outbox.mark_published_calls) == 2)
+    await outbox.wait_for(lambda: marks_of(outbox) == [1, 1])
 
     info = await nc.jetstream().stream_info(EVENTS_STREAM)
     assert info.state.messages == 1
-    assert outbox.mark_published_calls == [[1], [1]]
     assert metric("duplicates_total") == duplicates_before + 1
 
 
@@ -198,29 +202,61 @@ async def _stream_holds(nc: NATS, messages: int) -> bool:
     return bool(info.state.messages == messages)
 
 
-async def test_batches_published_within_the_mark_interval_are_marked_in_one_call(
+async def test_published_rows_ride_on_the_next_claim_and_need_no_call_of_their_own(
     nc: NATS, outbox: Any
 ) -> None:
     loop = Running(
-        OutboxPublisher(outbox, nc.jetstream(), dataclasses.replace(SETTINGS, mark_interval_seconds=2))
+        OutboxPublisher(outbox, nc.jetstream(), dataclasses.replace(SETTINGS, mark_interval_seconds=60))
     )
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
         await eventually(lambda: _stream_holds(nc, 2))
-        await outbox.add(event_row(3, 503))  # a second claim and batch, inside the interval
-        await eventually(lambda: _stream_holds(nc, 3))
-        assert outbox.mark_published_calls == []  # the interval has not passed yet
+        await outbox.add(event_row(3, 503))  # a second batch: its claim carries the first's marks
 
         await outbox.wait_for(lambda: outbox.published == {1, 2, 3})
-        assert outbox.mark_published_calls == [[1, 2, 3]]
+        assert outbox.mark_published_calls == []
+        assert sorted(i for ids in outbox.claim_marks for i in ids) == [1, 2, 3]
+    finally:
+        await loop.finish()
+
+
+async def test_marks_a_parked_claim_cannot_carry_go_out_in_one_call_after_the_interval(
+    nc: NATS, outbox: Any
+) -> None:
+    # the claim after the batch parks for a minute: the interval's call marks the rows
+    settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=0.05, shutdown_grace_seconds=0.1)
+    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
+    try:
+        await outbox.add(event_row(1, 501), event_row(2, 502))
+
+        await outbox.wait_for(lambda: outbox.published == {1, 2})
+        assert outbox.mark_published_calls == [[1, 2]]
+        assert outbox.claim_calls == 2 and outbox.claim_marks == [[], []]
+    finally:
+        await loop.finish()
+
+
+async def test_a_control_api_that_does_not_mark_on_claim_is_asked_with_a_call(nc: NATS, outbox: Any) -> None:
+    outbox.marks_on_claim = False  # an older control-api: no ``marked`` in its claim reply
+    loop = Running(
+        OutboxPublisher(outbox, nc.jetstream(), dataclasses.replace(SETTINGS, mark_interval_seconds=60))
+    )
+    try:
+        await outbox.add(event_row(1, 501), event_row(2, 502))
+        await eventually(lambda: _stream_holds(nc, 2))
+        await outbox.add(event_row(3, 503))
+
+        await outbox.wait_for(lambda: {1, 2} <= outbox.published)
+        assert [1, 2] in outbox.claim_marks
+        assert outbox.mark_published_calls[0] == [1, 2]
     finally:
         await loop.finish()
 
 
 async def test_marks_still_waiting_go_out_at_stop(nc: NATS, outbox: Any) -> None:
-    loop = Running(
-        OutboxPublisher(outbox, nc.jetstream(), dataclasses.replace(SETTINGS, mark_interval_seconds=60))
-    )
+    # no claim returns before the stop (it parks a minute): the marks wait for the end
+    settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=60, shutdown_grace_seconds=0.1)
+    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
     await outbox.add(event_row(1, 601), event_row(2, 602))
     await eventually(lambda: _stream_holds(nc, 2))
 

@@ -149,11 +149,12 @@ class ControlPlaneClient:
         raise _api_error(response)
 
     # -- outbox (publisher) ---------------------------------------------------------------
-    async def outbox_claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
+    async def outbox_claim(self, limit: int, wait_ms: int, published: Sequence[int] = ()) -> OutboxClaimReply:
+        """Claim up to ``limit`` rows (long-polling up to ``wait_ms``), marking ``published`` first."""
         reply = await self.request(
             "POST",
             "/api/internal/outbox/claim",
-            OutboxClaimRequest(limit=limit, wait_ms=wait_ms),
+            OutboxClaimRequest(limit=limit, wait_ms=wait_ms, published=list(published)),
             OutboxClaimReply,
             timeout=wait_ms / 1000 + 30,
         )

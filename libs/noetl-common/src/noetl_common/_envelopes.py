@@ -161,14 +161,19 @@ class OutboxRow(msgspec.Struct, kw_only=True):
     attempts: int = 0
 
 
-class OutboxClaimRequest(msgspec.Struct, kw_only=True):
+class OutboxClaimRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     limit: int = 100
     wait_ms: int = 0
+    #: rows the publisher published since its last claim: marked before the claim looks, so a
+    #: steady flow needs no mark-published call of its own
+    published: list[int] = msgspec.field(default_factory=list)
 
 
 class OutboxClaimReply(msgspec.Struct, kw_only=True):
     rows: list[OutboxRow]
     claimed: int
+    #: how many of ``published`` changed; UNSET from a control-api that does not mark on claim
+    marked: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class MarkPublishedRequest(msgspec.Struct, kw_only=True):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from noetl_common import (
@@ -20,8 +21,9 @@ from noetl_common import (
 class OutboxSource(Protocol):
     """Where outbox rows come from and where their fate is recorded."""
 
-    async def outbox_claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
-        """Claim up to ``limit`` rows, long-polling up to ``wait_ms`` when none are ready."""
+    async def outbox_claim(self, limit: int, wait_ms: int, published: Sequence[int] = ()) -> OutboxClaimReply:
+        """Mark ``published`` rows published (as ``outbox_mark_published``; ``marked`` in the
+        reply), then claim up to ``limit`` rows, long-polling up to ``wait_ms`` when none are ready."""
         ...
 
     async def outbox_mark_published(self, outbox_ids: list[int]) -> int:

@@ -3,8 +3,9 @@
 Shape (architecture.md §6, STYLE "worker loop"): one loop long-polls ``outbox_claim``;
 each batch is sent with ``publish_async`` (pipelined, one ack future per row) carrying
 ``Nats-Msg-Id: <execution_id>:<event_id>`` (the outbox's key); the batch is then *settled* — acks awaited, its published
-rows queued for one ``outbox_mark_published`` call per ``OUTBOX_MARK_INTERVAL_MS`` (or
-per batch size of rows), one ``outbox_mark_failed`` per failed row — in a task that
+rows carried by the next claim (``published``: the server marks them before it looks), or by
+one ``outbox_mark_published`` call when no claim goes out within ``OUTBOX_MARK_INTERVAL_MS``
+(or a batch size of rows waits), one ``outbox_mark_failed`` per failed row — in a task that
 overlaps the next claims. At most two batch sizes of rows are in
 flight: a batch that would exceed that waits for earlier settles first. A small batch
 never waits for the previous one's mark-published, so a row committed meanwhile is
@@ -120,17 +121,20 @@ class OutboxPublisher:
                     # (the client reconnects on its own) so the loop resumes promptly.
                     await wait_or_stop(stop, min(_RECONNECT_CHECK_SECONDS, backoff.next()))
                     continue
+                marks = self._settler.take_marks()
                 try:
                     reply = await finish_within_grace(
-                        self._source.outbox_claim(self._settings.batch_size, self._settings.wait_ms),
+                        self._source.outbox_claim(self._settings.batch_size, self._settings.wait_ms, marks),
                         stop,
                         self._settings.shutdown_grace_seconds,
                     )
                 except GraceExpired:
                     # Rows the server may have leased to that call are re-offered after the lease.
                     self._log.warning("outbox_claim_abandoned_at_shutdown")
+                    self._settler.give_back(marks)
                     break
                 except Exception as exc:
+                    self._settler.give_back(marks)
                     self._api_failed("claim")
                     delay = backoff.next()
                     self._log.warning("outbox_claim_failed", error=str(exc), retry_in=round(delay, 2))
@@ -139,6 +143,7 @@ class OutboxPublisher:
                 self._api_ok = True
                 self._last_progress = time.monotonic()
                 backoff.reset()
+                await self._settler.carried(marks, reply.marked)
                 if not reply.rows:
                     continue
                 m.BATCH_SIZE.observe(len(reply.rows))

@@ -1,7 +1,9 @@
 """Settling a published batch: its acks awaited, then its fate recorded with the control-api.
 
-Published rows are marked in one ``outbox_mark_published`` call per
-``OUTBOX_MARK_INTERVAL_MS`` (or per batch size of rows); a failed row is marked failed
+Published rows ride on the relay's next claim (``published``), which marks them before it
+looks for rows; when no claim goes out within ``OUTBOX_MARK_INTERVAL_MS`` (the loop is parked
+in a long-poll) or a batch size of rows waits, one ``outbox_mark_published`` call marks them
+instead. A failed row is marked failed
 with ``attempts + 1``, or, when it can never be published, copied to ``NOETL_DLQ`` and
 marked dead (:mod:`._deadletter`). A mark that is lost leaves its row IN_FLIGHT: the
 server re-offers it after the lease and JetStream drops the re-publish by its Msg-Id.
@@ -93,15 +95,46 @@ class Settler:
         finally:
             m.IN_FLIGHT.dec(len(rows))
 
+    def take_marks(self) -> list[int]:
+        """The published rows not yet marked, for the next claim to carry (none are left to the
+        interval's call)."""
+        if self._marker is not None:
+            self._marker.cancel()  # still waiting for its interval: the claim marks its rows
+            self._marker = None
+        taken, self._unmarked = self._unmarked, []
+        return taken
+
+    def give_back(self, outbox_ids: list[int]) -> None:
+        """Rows a claim carried that may not have been marked (the claim failed): marked later
+        (marking again changes nothing)."""
+        if outbox_ids:
+            self._unmarked = outbox_ids + self._unmarked
+            self._start_interval()
+
+    async def carried(self, outbox_ids: list[int], marked: int | msgspec.UnsetType) -> None:
+        """A claim that carried ``outbox_ids`` was answered; ``marked`` is UNSET from a
+        control-api that does not mark on claim, which is then asked with a call of its own."""
+        if not outbox_ids:
+            return
+        if marked is msgspec.UNSET:
+            await self._mark_published(outbox_ids)
+        else:
+            m.ROWS_PUBLISHED.inc(len(outbox_ids))
+
     async def _queue_marks(self, outbox_ids: list[int]) -> None:
-        """Mark published rows in one call per ``mark_interval_seconds`` (or per batch size of
-        rows): a trickle of small batches (one execution's steps) otherwise costs a request
-        and a transaction each. A row stays IN_FLIGHT that much longer; if the publisher dies
-        meanwhile, the server re-offers it after the lease and JetStream drops the copy."""
+        """Keep published rows for the next claim, or mark them in one call when no claim took
+        them within ``mark_interval_seconds`` (or a batch size of rows waits): a trickle of
+        small batches (one execution's steps) otherwise costs a request and a transaction
+        each. A row stays IN_FLIGHT that much longer; if the publisher dies meanwhile, the
+        server re-offers it after the lease and JetStream drops the copy."""
         self._unmarked += outbox_ids
         if len(self._unmarked) >= self._settings.batch_size or self._settings.mark_interval_seconds <= 0:
             await self._flush_marks()
-        elif self._marker is None:
+        else:
+            self._start_interval()
+
+    def _start_interval(self) -> None:
+        if self._marker is None:
             self._marker = asyncio.create_task(self._mark_later())
             self._marking.add(self._marker)
             self._marker.add_done_callback(self._marking.discard)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import msgspec
 from noetl_common import (
@@ -61,12 +62,19 @@ class OutboxService:
         #: notified whenever a claim parks to wait; lets callers observe parked pollers
         self.parked = asyncio.Condition()
 
-    async def claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
-        """Claim up to ``limit`` rows; with none ready, wait up to ``wait_ms`` for an insert."""
+    async def claim(self, limit: int, wait_ms: int, published: Sequence[int] = ()) -> OutboxClaimReply:
+        """Mark ``published`` rows published, then claim up to ``limit`` rows; with none ready,
+        wait up to ``wait_ms`` for an insert.
+
+        The marks are the publisher's since its previous claim: carried here, a steady flow
+        needs no mark-published request and transaction of its own. They commit before the
+        claim parks (with the first claim query, or alone when that query is skipped)."""
         if not 1 <= limit <= MAX_CLAIM:
             raise ValidationFailed(f"limit must be within 1..{MAX_CLAIM}, got {limit}")
         if not 0 <= wait_ms <= MAX_WAIT_MS:
             raise ValidationFailed(f"wait_ms must be within 0..{MAX_WAIT_MS}, got {wait_ms}")
+        marks = self._mark_ids(published, "published[]")
+        marked = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
         first = True
@@ -80,19 +88,31 @@ class OutboxService:
                 # the long-poll, as a claim already waiting would find them).
                 self.skipped_queries += 1
                 rows = []
+                if marks:
+                    async with self._pool.connection() as conn, conn.transaction():
+                        marked = await store.outbox.mark_published(conn, marks)
             else:
                 async with self._pool.connection() as conn, conn.transaction():
+                    if first and marks:
+                        marked = await store.outbox.mark_published(conn, marks)
                     rows = await store.outbox.claim_outbox(conn, limit, self._lease)
                 self._drained = wake if len(rows) < limit else None
             first = False
             remaining = deadline - loop.time()
             if rows or remaining <= 0 or self._closing:
                 OUTBOX_CLAIMED.inc(len(rows))
-                return OutboxClaimReply(rows=rows, claimed=len(rows))
+                return OutboxClaimReply(rows=rows, claimed=len(rows), marked=marked)
             timeout = remaining if self._notifier.connected else min(remaining, _FALLBACK_POLL_SECONDS)
             await self._park(wake, timeout)
             if self._closing:
-                return OutboxClaimReply(rows=[], claimed=0)
+                return OutboxClaimReply(rows=[], claimed=0, marked=marked)
+
+    @staticmethod
+    def _mark_ids(outbox_ids: Sequence[int], field: str) -> list[int]:
+        ids = [client_id(v, field) for v in outbox_ids]
+        if len(ids) > MAX_CLAIM:
+            raise ValidationFailed(f"at most {MAX_CLAIM} {field.rstrip('[]')} per call, got {len(ids)}")
+        return ids
 
     def _nothing_new(self, wake: asyncio.Event) -> bool:
         """No row became claimable since the last query that drained the table (as far as
@@ -118,9 +138,7 @@ class OutboxService:
             OUTBOX_WAITERS.dec()
 
     async def mark_published(self, outbox_ids: list[int]) -> int:
-        ids = [client_id(v, "outbox_ids[]") for v in outbox_ids]
-        if len(ids) > MAX_CLAIM:
-            raise ValidationFailed(f"at most {MAX_CLAIM} outbox_ids per call, got {len(ids)}")
+        ids = self._mark_ids(outbox_ids, "outbox_ids[]")
         async with self._pool.connection() as conn, conn.transaction():
             return await store.outbox.mark_published(conn, ids)
 

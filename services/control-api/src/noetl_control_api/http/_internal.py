@@ -44,7 +44,7 @@ class InternalController(Controller):
     async def outbox_claim(
         self, data: JSONBody[OutboxClaimRequest], outbox: NamedDependency[OutboxService]
     ) -> OutboxClaimReply:
-        return await outbox.claim(data.limit, data.wait_ms)
+        return await outbox.claim(data.limit, data.wait_ms, data.published)
 
     @post("/outbox/mark-published", status_code=200, opt=action("outbox.mark"))
     async def mark_published(

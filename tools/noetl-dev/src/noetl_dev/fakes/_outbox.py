@@ -10,7 +10,7 @@ cases against this fake and the real control-api.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 from noetl_common import (
@@ -34,6 +34,10 @@ class MemoryOutbox:
         self.pending: list[OutboxRow] = []
         self.published: set[int] = set()
         self.mark_published_calls: list[list[int]] = []
+        #: the ``published`` ids each claim carried (an empty list when it carried none)
+        self.claim_marks: list[list[int]] = []
+        #: answer as a control-api that does not mark on claim (no ``marked`` in the reply)
+        self.marks_on_claim = True
         self.mark_failed_calls: list[MarkFailedRequest] = []
         self.mark_dead_calls: list[MarkDeadRequest] = []
         self.claim_calls = 0
@@ -60,12 +64,17 @@ class MemoryOutbox:
         async with self.changed:
             await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
 
-    async def outbox_claim(self, limit: int, wait_ms: int) -> OutboxClaimReply:
+    async def outbox_claim(self, limit: int, wait_ms: int, published: Sequence[int] = ()) -> OutboxClaimReply:
         self.claim_calls += 1
+        self.claim_marks.append(list(published))
         await self._notify()
         if self.claim_failures_left > 0:
             self.claim_failures_left -= 1
             raise ConnectionError("control-api unreachable")
+        marked: int | msgspec.UnsetType = msgspec.UNSET
+        if self.marks_on_claim:
+            marked = self._mark(published)
+            await self._notify()
         if self.claim_gate is not None:
             await self.claim_gate.wait()
         if not self.pending:
@@ -73,17 +82,21 @@ class MemoryOutbox:
                 try:
                     await asyncio.wait_for(self.changed.wait_for(lambda: bool(self.pending)), wait_ms / 1000)
                 except TimeoutError:
-                    return OutboxClaimReply(rows=[], claimed=0)
+                    return OutboxClaimReply(rows=[], claimed=0, marked=marked)
         rows, self.pending = self.pending[:limit], self.pending[limit:]
         self.claimed.update((row.outbox_id, row) for row in rows)
-        return OutboxClaimReply(rows=rows, claimed=len(rows))
+        return OutboxClaimReply(rows=rows, claimed=len(rows), marked=marked)
+
+    def _mark(self, outbox_ids: Sequence[int]) -> int:
+        fresh = (set(outbox_ids) & self._known()) - self.published
+        self.published |= fresh
+        return len(fresh)
 
     async def outbox_mark_published(self, outbox_ids: list[int]) -> int:
         self.mark_published_calls.append(list(outbox_ids))
-        fresh = (set(outbox_ids) & self._known()) - self.published
-        self.published |= fresh
+        marked = self._mark(outbox_ids)
         await self._notify()
-        return len(fresh)
+        return marked
 
     async def outbox_mark_failed(self, request: MarkFailedRequest) -> MarkFailedReply:
         self.mark_failed_calls.append(request)
