@@ -22,8 +22,10 @@ BIG = b"x-big: " + b"a" * (60 * 1024) + b"\r\n"
 MORE = b"x-more: " + b"a" * (8 * 1024) + b"\r\n"
 
 
-async def _ok(scope: dict[str, Any], _receive: Any, send: Any) -> None:
+async def _ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
     assert scope["type"] == "http"
+    while (await receive()).get("more_body"):  # read the whole body
+        pass
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
 
@@ -83,6 +85,14 @@ def test_a_request_head_over_64_kib_gets_431_and_the_connection_closed() -> None
 def test_a_head_within_the_bound_is_served() -> None:
     with _serving() as address:
         reply = _exchange(address, LINE + BIG + CLOSE + b"\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
+
+
+def test_a_body_larger_than_the_head_bound_is_no_head() -> None:
+    body = b"a" * (300 * 1024)
+    head = LINE.replace(b"GET", b"POST") + CLOSE + b"content-length: %d\r\n\r\n" % len(body)
+    with _serving() as address:
+        reply = _exchange(address, head + body)
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
 
 
