@@ -1,4 +1,4 @@
-"""``noetl-control-api [serve|migrate]``: run the API under granian, or apply migrations and exit."""
+"""``noetl-control-api [serve|migrate]``: run the API under uvicorn, or apply migrations and exit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sys
 
 from noetl_common import ConfigError, configure_logging
 
-from ._logjson import granian_log_config
 from ._settings import Settings
 
 
@@ -42,20 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from ._server import serve
 
-    Granian(
-        "noetl_control_api.http:app_from_env",
-        factory=True,
-        address=settings.bind_host,
-        port=settings.bind_port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        loop=Loops(settings.event_loop),
-        log_access=False,
-        log_dictconfig=granian_log_config(),
-    ).serve()
+    serve(settings)
 
 
 if __name__ == "__main__":

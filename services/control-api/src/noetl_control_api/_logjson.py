@@ -1,6 +1,6 @@
 """A stdlib logging formatter that writes the same one-line JSON as structlog.
 
-granian and psycopg_pool log through the standard library; this keeps their lines
+uvicorn and psycopg_pool log through the standard library; this keeps their lines
 machine-readable next to the service's own structlog output.
 """
 
@@ -29,8 +29,8 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(line).decode()
 
 
-def granian_log_config() -> dict[str, Any]:
-    """A dictConfig for granian's loggers: JSON lines on stderr."""
+def uvicorn_log_config() -> dict[str, Any]:
+    """A dictConfig for uvicorn's loggers: JSON lines on stderr (access lines are off)."""
     formatter = {"()": f"{__name__}.JsonFormatter"}
     return {
         "version": 1,
@@ -45,7 +45,8 @@ def granian_log_config() -> dict[str, Any]:
             "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
         },
         "loggers": {
-            "_granian": {"handlers": ["console"], "level": "INFO", "propagate": False},
-            "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }

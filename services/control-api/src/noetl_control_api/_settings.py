@@ -163,7 +163,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     snowflake_epoch_ms: int | None = None  # None: the suite's epoch, 2024-01-01Z
     credentials_key: str | None = None  # Fernet key(s); None disables credentials/keychain (503)
     plugin_seed_dir: str | None = None  # built-in WASM plug-ins published at start
-    event_loop: str = "uvloop"  # granian's loop for the app: uvloop or asyncio
+    event_loop: str = "uvloop"  # uvicorn's loop for the app: uvloop or asyncio
+    #: open connections (or requests in flight) at which a request gets 503 at once
+    max_connections: int = 4096
+    #: after SIGTERM, how long requests still running (event streams) may take before they are cancelled
+    shutdown_grace_seconds: int = 10
     execute_payload_max_bytes: int = 256 * KiB
     playbook_max_bytes: int = 512 * KiB
     #: a key no part of the playbook language takes: ``error`` refuses the registration, ``warn``
@@ -232,6 +236,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             credentials_key=credentials_key,
             plugin_seed_dir=_seed_dir(env),
             event_loop=event_loop_name(env),
+            max_connections=env_int("NOETL_API_MAX_CONNECTIONS", 4096, minimum=64, maximum=100_000, env=env),
+            shutdown_grace_seconds=env_int(
+                "NOETL_API_SHUTDOWN_GRACE_SECONDS", 10, minimum=1, maximum=600, env=env
+            ),
             execute_payload_max_bytes=env_int(
                 "NOETL_EXECUTE_PAYLOAD_MAX_BYTES", 256 * KiB, minimum=1024, env=env
             ),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -100,12 +99,14 @@ def create_app(
 
 
 def app_from_env() -> Litestar:
-    """Factory for granian: settings from the environment, JSON logs in the worker process."""
+    """Factory for uvicorn (`_server.serve`): settings from the environment, JSON logs."""
     settings = Settings.from_env()
     configure_logging("control-api", settings.log_level)
     app = create_app(settings)
     services = services_of(app.state)
-    app.on_startup.append(
-        partial(release_long_polls_on_signal, services.outbox.close, services.executions.close)
-    )
+
+    def release_on_signal() -> None:  # no parameter: Litestar would pass the app as one more release
+        release_long_polls_on_signal(services.outbox.close, services.executions.close)
+
+    app.on_startup.append(release_on_signal)
     return app

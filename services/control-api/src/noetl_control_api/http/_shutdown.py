@@ -1,10 +1,11 @@
 """Let SIGTERM release parked long-polls before the server drains requests.
 
-granian waits for in-flight requests before it runs the app's lifespan shutdown, so a
-publisher's long-poll (up to ``wait_ms``) or a client's ``GET /api/executions/{id}?wait=``
-would hold a rolling restart for that long. The handler chains in front of whatever
-Python-level handler is installed; asyncio's own dispatch (through the loop's wakeup fd)
-still runs granian's shutdown as before.
+uvicorn waits for in-flight requests (up to ``NOETL_API_SHUTDOWN_GRACE_SECONDS``) before it
+runs the app's lifespan shutdown, so a publisher's long-poll (up to ``wait_ms``) or a
+client's ``GET /api/executions/{id}?wait=`` would hold a rolling restart for that long. The
+handler is installed at the app's startup and chains in front of whatever Python-level
+handler is there then: uvicorn's ``Server.handle_exit``, which its ``capture_signals`` put in
+before the lifespan started, and which still begins the shutdown.
 """
 
 from __future__ import annotations
