@@ -113,17 +113,62 @@ async def test_eager_dispatch_claims_the_next_command_in_the_terminal_transactio
         "pool": "shared",
         "eager": True,
     }
-    # the notification still flows: its claim meets the live lease (429), and once the lease
-    # has run out (the eager worker died) it takes the command over as attempt 2
-    notified = [r for r in rows if r["subject"].startswith("noetl.commands.")]
-    assert notified[-1]["payload"]["event_id"] == eager["event_id"]
+    # its notification waits in the outbox for the lease's end: the publisher is not offered it
+    (notice,) = [r for r in rows if r["subject"].startswith("noetl.commands.") and r["event_id"] == eager["command_id"]]
+    assert notice["payload"]["event_id"] == eager["event_id"] and notice["status"] == "PENDING"
+    assert eager["command_id"] not in await _offered(api)
+    # the eager worker died: once the lease has run out the notification goes out, and its
+    # claim takes the command over as attempt 2
     assert (await api.claim(eager["event_id"], "worker-b")).status_code == 429
     await api.db.execute(
         "UPDATE noetl.command SET lease_expires_at = now() - interval '1 second' WHERE event_id = %s",
         (eager["event_id"],),
     )
+    await api.db.execute(
+        "UPDATE noetl.outbox SET available_at = now() WHERE execution_id = %s AND event_id = %s",
+        (execution_id, eager["command_id"]),
+    )
+    assert eager["command_id"] in await _offered(api)
     again = await api.claim(eager["event_id"], "worker-b")
     assert again.status_code == 200 and again.json()["attempt"] == 2
+
+
+async def _offered(api: Any) -> list[int]:
+    """The outbox keys of the command notifications a publisher's claim is offered now."""
+    reply = await api.client.post("/api/internal/outbox/claim", json={"limit": 1000}, headers=api.auth)
+    assert reply.status_code == 200, reply.text
+    return [row["event_id"] for row in reply.json()["rows"] if row["subject"].startswith("noetl.commands.")]
+
+
+async def test_an_eager_command_that_finishes_leaves_no_notification_to_publish(api: Any) -> None:
+    execution_id, command = await _started(api)
+    claim = await api.claim(command["event_id"], "worker-a")
+    done = {
+        "execution_id": execution_id,
+        "event_type": "command.completed",
+        "step": command["step"],
+        "meta": {"command_id": command["command_id"], "attempt": claim.json()["attempt"]},
+        "context": {"result": {"n": 1}},
+        "event_id": api.ids.next_id(),
+        "worker_id": "worker-a",
+    }
+    reply = await api.post_events({"events": [done], "eager": {"worker_id": "worker-a", "pool": "shared"}})
+    (eager,) = reply.json()["commands"]
+    finished = {
+        **done,
+        "step": eager["step"],
+        "meta": {"command_id": eager["command_id"], "attempt": 1},
+        "event_id": api.ids.next_id(),
+    }
+
+    assert (await api.post_events({"events": [finished]})).status_code == 200
+
+    notices = [r["event_id"] for r in await api.outbox(execution_id) if r["subject"].startswith("noetl.commands.")]
+    (following,) = await api.open_commands(execution_id)  # issued by that outcome, not eagerly
+    # deleted unpublished with their commands' outcomes: the eager one, and the first one,
+    # which nobody published in this test; the next command's goes out at once
+    assert notices == [following["command_id"]]
+    assert await _offered(api) == [following["command_id"]]
 
 
 async def test_no_eager_command_for_another_pool_or_without_asking(api: Any) -> None:

@@ -9,7 +9,8 @@ with the execution's new state.
 The command notification's outbox row is keyed by ``command_id``: the outbox is unique
 on (execution_id, event_id) and the ``command.issued`` event row already uses the
 issued event id; the notification's payload still carries that ``event_id`` (the claim
-key), which is what workers read.
+key), which is what workers read. An eagerly claimed command's notification is due only at
+its lease's end (``stage_claim``): its terminal event deletes it unpublished.
 
 The last guard on sizes: no outbox row is written whose payload is over ``max_event_bytes``
 (what the NATS max payload leaves after headers), or the publisher could never ship it. A
@@ -290,10 +291,13 @@ class Recorder:
     ) -> Event:
         """Eager dispatch: a command staged by this transaction is inserted CLAIMED by
         ``worker_id`` of principal ``claimed_by`` (attempt 1, with a lease) and its
-        ``command.claimed`` recorded; the notification still goes out, so a crashed worker's
-        command is claimed again once the lease expires."""
+        ``command.claimed`` recorded. Its notification is written due at the lease's end: the
+        command's terminal event deletes it unpublished (no message, claim or ack for a
+        command that already has its worker), and should the worker die it goes out then, so
+        the command is claimed again once the lease expires, as before."""
         command.worker_id = worker_id
         command.claimed_by = claimed_by
+        writes.deferred[(ref.execution_id, command.command_id)] = writes.lease_seconds
         claimed = self.new_event(
             ref,
             "command.claimed",
@@ -331,6 +335,9 @@ class Writes:
         self.incoming: list[OutboxInsert] = []
         self._incoming_sent: AsyncCursor[Any] | None = None
         self.outbox: list[OutboxInsert] = []
+        #: outbox keys of rows first due this many seconds after the commit (eager commands'
+        #: notifications: ``Recorder.stage_claim``)
+        self.deferred: dict[tuple[int, int], float] = {}
         self.commands: list[NewCommand] = []
         self.executions: dict[int, _ExecutionWrite] = {}
         self.finished: dict[int, str] = {}  # command_id → COMPLETED / FAILED
@@ -377,7 +384,7 @@ class Writes:
         for execution_id in self.cancel_open:
             await store.commands.cancel_open(conn, execution_id)
         self._incoming_sent = await store.outbox.send_outbox(conn, self.incoming)
-        await store.outbox.send_outbox(conn, self.outbox, new_only=True)
+        await store.outbox.send_outbox(conn, self.outbox, new_only=True, deferred=self.deferred)
         await store.step_logs.send_insert(conn, self.logs)
 
     async def incoming_new(self) -> set[tuple[int, int]]:

@@ -193,12 +193,17 @@ async def renew_lease(conn: AsyncConnection[Any], command_ids: Sequence[int], le
 
 async def finish(conn: AsyncConnection[Any], finished: Mapping[int, str]) -> None:
     """Give commands their final status (command_id → status); a command that never reported
-    ``command.started`` on its own gets its start time here."""
+    ``command.started`` on its own gets its start time here. A notification of theirs still
+    waiting in the outbox (an eager command's, deferred to its lease's end) is deleted: no
+    worker needs it any more."""
     if finished:
         await conn.execute(
-            "UPDATE noetl.command c SET status = u.status, started_at = coalesce(c.started_at, now()),"
+            "WITH done AS (UPDATE noetl.command c SET status = u.status, started_at = coalesce(c.started_at, now()),"
             " lease_expires_at = NULL, updated_at = now()"
-            " FROM unnest(%b::bigint[], %b::text[]) AS u(command_id, status) WHERE c.command_id = u.command_id",
+            " FROM unnest(%b::bigint[], %b::text[]) AS u(command_id, status) WHERE c.command_id = u.command_id"
+            " RETURNING c.execution_id, coalesce(c.notice_id, c.command_id) AS notice_id)"
+            " DELETE FROM noetl.outbox o USING done"
+            " WHERE o.execution_id = done.execution_id AND o.event_id = done.notice_id AND o.status = 'PENDING'",
             (list(finished), list(finished.values())),
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -36,27 +36,35 @@ async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]
 
 
 async def send_outbox(
-    conn: AsyncConnection[Any], rows: Sequence[OutboxInsert], *, new_only: bool = False
+    conn: AsyncConnection[Any],
+    rows: Sequence[OutboxInsert],
+    *,
+    new_only: bool = False,
+    deferred: Mapping[tuple[int, int], float] | None = None,
 ) -> AsyncCursor[Any] | None:
     """The insert of :func:`insert_outbox`, sent and not read (pipeline mode: its result can
     be read with :func:`read_keys` once a later statement, or the COMMIT, brought it back).
 
     ``new_only``: every row must be new; a key already recorded fails the transaction with
     ``UniqueViolation`` instead of being skipped, and nothing is returned to read.
+    ``deferred``: rows (by key) first due that many seconds from now instead of at once.
     """
     if not rows:
         return None
+    delays = deferred or {}
     columns = (
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
         [_payload(r[3]) for r in rows],
+        [delays.get((r[0], r[1]), 0.0) for r in rows],
         OUTBOX_CHANNEL,
     )
     # one statement: the CTE notifies once, and only when a row was actually inserted
     insert = (
-        "WITH ins AS (INSERT INTO noetl.outbox (execution_id, event_id, subject, payload)"
-        " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[])"
+        "WITH ins AS (INSERT INTO noetl.outbox (execution_id, event_id, subject, payload, available_at)"
+        " SELECT x, e, s, p, now() + d * interval '1 second'"
+        " FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[], %b::float8[]) AS u(x, e, s, p, d)"
     )
     if new_only:
         await conn.execute(
