@@ -202,28 +202,40 @@ async def _stream_holds(nc: NATS, messages: int) -> bool:
     return bool(info.state.messages == messages)
 
 
-async def test_published_rows_ride_on_the_next_claim_and_need_no_call_of_their_own(
-    nc: NATS, outbox: Any
-) -> None:
-    loop = Running(
-        OutboxPublisher(outbox, nc.jetstream(), dataclasses.replace(SETTINGS, mark_interval_seconds=60))
-    )
+class Clock:
+    """The publisher's clock for when marks are due, turned by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_marks_due_ride_on_the_next_claim_and_need_no_call_of_their_own(nc: NATS, outbox: Any) -> None:
+    clock = Clock()
+    # claims return only when rows come: every claim below is one the test caused
+    settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=30, shutdown_grace_seconds=0.1)
+    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings, clock=clock))
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
         await eventually(lambda: _stream_holds(nc, 2))
-        await outbox.add(event_row(3, 503))  # a second batch: its claim carries the first's marks
+        await outbox.add(event_row(3, 503))  # its claim went out before 1 and 2 were due
+        await eventually(lambda: _stream_holds(nc, 3))
+        assert outbox.published == set()
 
-        await outbox.wait_for(lambda: outbox.published == {1, 2, 3})
+        clock.now += 30  # the interval passed: the next claim carries what waits
+        await outbox.add(event_row(4, 504))
+
+        await outbox.wait_for(lambda: {1, 2, 3} <= outbox.published)
         assert outbox.mark_published_calls == []
-        assert sorted(i for ids in outbox.claim_marks for i in ids) == [1, 2, 3]
+        assert [ids for ids in outbox.claim_marks if ids] == [[1, 2, 3]]
     finally:
         await loop.finish()
 
 
-async def test_marks_a_parked_claim_cannot_carry_go_out_in_one_call_after_the_interval(
-    nc: NATS, outbox: Any
-) -> None:
-    # the claim after the batch parks for a minute: the interval's call marks the rows
+async def test_marks_a_parked_claim_cannot_carry_go_out_in_one_call(nc: NATS, outbox: Any) -> None:
+    # the claim after the batch parks for a minute: after two intervals a call marks the rows
     settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=0.05, shutdown_grace_seconds=0.1)
     loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
     try:
@@ -238,17 +250,21 @@ async def test_marks_a_parked_claim_cannot_carry_go_out_in_one_call_after_the_in
 
 async def test_a_control_api_that_does_not_mark_on_claim_is_asked_with_a_call(nc: NATS, outbox: Any) -> None:
     outbox.marks_on_claim = False  # an older control-api: no ``marked`` in its claim reply
-    loop = Running(
-        OutboxPublisher(outbox, nc.jetstream(), dataclasses.replace(SETTINGS, mark_interval_seconds=60))
-    )
+    clock = Clock()
+    settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=30, shutdown_grace_seconds=0.1)
+    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings, clock=clock))
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
         await eventually(lambda: _stream_holds(nc, 2))
+        clock.now += 30
         await outbox.add(event_row(3, 503))
+        await outbox.wait_for(lambda: [1, 2] in outbox.claim_marks)  # carried, and not marked
+        assert outbox.published == set()
+        await outbox.add(event_row(4, 504))  # the carrying claim returns (as a long-poll would)
 
         await outbox.wait_for(lambda: {1, 2} <= outbox.published)
-        assert [1, 2] in outbox.claim_marks
-        assert outbox.mark_published_calls[0] == [1, 2]
+        assert [ids for ids in outbox.claim_marks if ids] == [[1, 2]]
+        assert outbox.mark_published_calls == [[1, 2]]
     finally:
         await loop.finish()
 

@@ -3,9 +3,10 @@
 Shape (architecture.md §6, STYLE "worker loop"): one loop long-polls ``outbox_claim``;
 each batch is sent with ``publish_async`` (pipelined, one ack future per row) carrying
 ``Nats-Msg-Id: <execution_id>:<event_id>`` (the outbox's key); the batch is then *settled* — acks awaited, its published
-rows carried by the next claim (``published``: the server marks them before it looks), or by
-one ``outbox_mark_published`` call when no claim goes out within ``OUTBOX_MARK_INTERVAL_MS``
-(or a batch size of rows waits), one ``outbox_mark_failed`` per failed row — in a task that
+rows marked once per ``OUTBOX_MARK_INTERVAL_MS`` (or per batch size of rows) — carried by
+the first claim after the interval (``published``: the server marks them in the claim's
+transaction), or by one ``outbox_mark_published`` call when no claim goes out within a
+second interval — one ``outbox_mark_failed`` per failed row — in a task that
 overlaps the next claims. At most two batch sizes of rows are in
 flight: a batch that would exceed that waits for earlier settles first. A small batch
 never waits for the previous one's mark-published, so a row committed meanwhile is
@@ -64,6 +65,7 @@ class OutboxPublisher:
         connected: Callable[[], bool] = lambda: True,
         log: FilteringBoundLogger | None = None,
         max_payload: Callable[[], int] = lambda: DEFAULT_MAX_PAYLOAD,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._js = js
@@ -77,7 +79,7 @@ class OutboxPublisher:
         self._api_ok = False
         self._last_progress = time.monotonic()
         self._settler = Settler(
-            source, js, settings, max_payload=max_payload, api_failed=self._api_failed, log=self._log
+            source, js, settings, max_payload=max_payload, api_failed=self._api_failed, log=self._log, clock=clock
         )
 
     # -- health --------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Settling a published batch: its acks awaited, then its fate recorded with the control-api.
 
-Published rows ride on the relay's next claim (``published``), which marks them before it
-looks for rows; when no claim goes out within ``OUTBOX_MARK_INTERVAL_MS`` (the loop is parked
-in a long-poll) or a batch size of rows waits, one ``outbox_mark_published`` call marks them
-instead. A failed row is marked failed
+Published rows are marked once per ``OUTBOX_MARK_INTERVAL_MS`` (or per batch size of rows),
+in one statement: the first claim the relay sends after the interval carries them
+(``published``, marked in the claim's transaction), and when none goes out within a second
+interval (the loop is parked in a long-poll) one ``outbox_mark_published`` call marks them.
+A failed row is marked failed
 with ``attempts + 1``, or, when it can never be published, copied to ``NOETL_DLQ`` and
 marked dead (:mod:`._deadletter`). A mark that is lost leaves its row IN_FLIGHT: the
 server re-offers it after the lease and JetStream drops the re-publish by its Msg-Id.
@@ -49,6 +50,7 @@ class Settler:
         max_payload: Callable[[], int],
         api_failed: Callable[[str], None],
         log: FilteringBoundLogger,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._js = js
@@ -58,6 +60,8 @@ class Settler:
         self._log = log
         self._encoder = msgspec.json.Encoder()
         self._unmarked: list[int] = []  # published and acked, not yet marked
+        self._clock = clock  # when marks are due for a claim (tests turn it)
+        self._marks_due = 0.0  # when a claim takes the unmarked rows (``clock``)
         self._marker: asyncio.Task[None] | None = None  # waiting for the interval to pass
         self._marking: set[asyncio.Task[None]] = set()
 
@@ -96,19 +100,25 @@ class Settler:
             m.IN_FLIGHT.dec(len(rows))
 
     def take_marks(self) -> list[int]:
-        """The published rows not yet marked, for the next claim to carry (none are left to the
-        interval's call)."""
+        """For the claim about to go out: the published rows not yet marked, once the first of
+        them waited ``mark_interval_seconds`` (or a batch size of rows waits); else none (one
+        statement per interval, not one per claim)."""
+        if not self._unmarked or (
+            len(self._unmarked) < self._settings.batch_size and self._clock() < self._marks_due
+        ):
+            return []
         if self._marker is not None:
-            self._marker.cancel()  # still waiting for its interval: the claim marks its rows
+            self._marker.cancel()  # the claim marks its rows
             self._marker = None
         taken, self._unmarked = self._unmarked, []
         return taken
 
     def give_back(self, outbox_ids: list[int]) -> None:
-        """Rows a claim carried that may not have been marked (the claim failed): marked later
-        (marking again changes nothing)."""
+        """Rows a claim carried that may not have been marked (the claim failed): due for the
+        next claim or call (marking again changes nothing)."""
         if outbox_ids:
             self._unmarked = outbox_ids + self._unmarked
+            self._marks_due = self._clock()
             self._start_interval()
 
     async def carried(self, outbox_ids: list[int], marked: int | msgspec.UnsetType) -> None:
@@ -122,11 +132,13 @@ class Settler:
             m.ROWS_PUBLISHED.inc(len(outbox_ids))
 
     async def _queue_marks(self, outbox_ids: list[int]) -> None:
-        """Keep published rows for the next claim, or mark them in one call when no claim took
-        them within ``mark_interval_seconds`` (or a batch size of rows waits): a trickle of
-        small batches (one execution's steps) otherwise costs a request and a transaction
-        each. A row stays IN_FLIGHT that much longer; if the publisher dies meanwhile, the
+        """Keep published rows for the first claim after ``mark_interval_seconds``, or mark them
+        in one call when no claim took them within a second interval (or at once when a batch
+        size of rows waits): a trickle of small batches (one execution's steps) otherwise
+        costs a statement (or a request and a transaction) each. A row stays IN_FLIGHT that much longer; if the publisher dies meanwhile, the
         server re-offers it after the lease and JetStream drops the copy."""
+        if not self._unmarked:
+            self._marks_due = self._clock() + self._settings.mark_interval_seconds
         self._unmarked += outbox_ids
         if len(self._unmarked) >= self._settings.batch_size or self._settings.mark_interval_seconds <= 0:
             await self._flush_marks()
@@ -140,7 +152,8 @@ class Settler:
             self._marker.add_done_callback(self._marking.discard)
 
     async def _mark_later(self) -> None:
-        await asyncio.sleep(self._settings.mark_interval_seconds)  # the only await a stop cancels
+        # a claim takes the rows after one interval; this call, after a second one without a claim
+        await asyncio.sleep(2 * self._settings.mark_interval_seconds)  # the only await a stop cancels
         self._marker = None
         await self._flush_marks()
 

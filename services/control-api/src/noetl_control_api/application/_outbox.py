@@ -66,15 +66,17 @@ class OutboxService:
         """Mark ``published`` rows published, then claim up to ``limit`` rows; with none ready,
         wait up to ``wait_ms`` for an insert.
 
-        The marks are the publisher's since its previous claim: carried here, a steady flow
-        needs no mark-published request and transaction of its own. They commit before the
-        claim parks (with the first claim query, or alone when that query is skipped)."""
+        The marks are the publisher's since an earlier claim: carried here, a steady flow
+        needs no mark-published request and transaction of their own. They commit with this
+        call's claim query: the first one, or, when the first is skipped (nothing was
+        inserted since the last claim drained the table), the one after the wake-up or at the
+        end of the wait; a claim cut short by shutdown marks them alone."""
         if not 1 <= limit <= MAX_CLAIM:
             raise ValidationFailed(f"limit must be within 1..{MAX_CLAIM}, got {limit}")
         if not 0 <= wait_ms <= MAX_WAIT_MS:
             raise ValidationFailed(f"wait_ms must be within 0..{MAX_WAIT_MS}, got {wait_ms}")
         marks = self._mark_ids(published, "published[]")
-        marked = 0
+        marked: int = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
         first = True
@@ -88,24 +90,28 @@ class OutboxService:
                 # the long-poll, as a claim already waiting would find them).
                 self.skipped_queries += 1
                 rows = []
-                if marks:
-                    async with self._pool.connection() as conn, conn.transaction():
-                        marked = await store.outbox.mark_published(conn, marks)
             else:
                 async with self._pool.connection() as conn, conn.transaction():
-                    if first and marks:
-                        marked = await store.outbox.mark_published(conn, marks)
+                    if marks:
+                        marked, marks = await store.outbox.mark_published(conn, marks), []
                     rows = await store.outbox.claim_outbox(conn, limit, self._lease)
                 self._drained = wake if len(rows) < limit else None
             first = False
             remaining = deadline - loop.time()
             if rows or remaining <= 0 or self._closing:
                 OUTBOX_CLAIMED.inc(len(rows))
-                return OutboxClaimReply(rows=rows, claimed=len(rows), marked=marked)
+                return OutboxClaimReply(rows=rows, claimed=len(rows), marked=marked + await self._mark_alone(marks))
             timeout = remaining if self._notifier.connected else min(remaining, _FALLBACK_POLL_SECONDS)
             await self._park(wake, timeout)
             if self._closing:
-                return OutboxClaimReply(rows=[], claimed=0, marked=marked)
+                return OutboxClaimReply(rows=[], claimed=0, marked=marked + await self._mark_alone(marks))
+
+    async def _mark_alone(self, outbox_ids: list[int]) -> int:
+        """Marks no claim query carried (a claim cut short by shutdown)."""
+        if not outbox_ids:
+            return 0
+        async with self._pool.connection() as conn, conn.transaction():
+            return await store.outbox.mark_published(conn, outbox_ids)
 
     @staticmethod
     def _mark_ids(outbox_ids: Sequence[int], field: str) -> list[int]:

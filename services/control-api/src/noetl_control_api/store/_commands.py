@@ -202,8 +202,12 @@ async def finish(conn: AsyncConnection[Any], finished: Mapping[int, str]) -> Non
             " lease_expires_at = NULL, updated_at = now()"
             " FROM unnest(%b::bigint[], %b::text[]) AS u(command_id, status) WHERE c.command_id = u.command_id"
             " RETURNING c.execution_id, coalesce(c.notice_id, c.command_id) AS notice_id)"
-            " DELETE FROM noetl.outbox o USING done"
-            " WHERE o.execution_id = done.execution_id AND o.event_id = done.notice_id AND o.status = 'PENDING'",
+            # each notification looked up by its key (never a join over every pending row,
+            # whatever the planner thinks of the outbox's size), then deleted by its id
+            " DELETE FROM noetl.outbox WHERE outbox_id = ANY(ARRAY("
+            "   SELECT n.outbox_id FROM done, LATERAL (SELECT o.outbox_id FROM noetl.outbox o"
+            "     WHERE o.execution_id = done.execution_id AND o.event_id = done.notice_id"
+            "       AND o.status = 'PENDING') AS n))",
             (list(finished), list(finished.values())),
         )
 
