@@ -9,7 +9,7 @@ attempt while some URL is still untried, so even a request sent without retries 
 survives a dead replica.
 
 The transport is aiohttp (C-accelerated HTTP parsing): on the suite's hot internal routes it spends
-about a quarter of the client CPU per request httpx did (docs/performance.md, "HTTP stacks").
+about a quarter of the client CPU per request httpx did (docs/performance.md, "CPU per step, second round").
 Every reply is read whole into a ``Reply``; every transport failure is raised as
 ``ApiUnreachable``, with ``sent`` telling whether the request may have reached a server.
 """
