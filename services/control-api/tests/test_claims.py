@@ -85,19 +85,25 @@ async def test_concurrent_claims_have_one_winner(api: Any) -> None:
     assert sorted(r.status_code for r in replies) == [200] + [429] * 5
 
 
-async def test_eager_dispatch_claims_the_next_command_in_the_terminal_transaction(api: Any) -> None:
-    execution_id, command = await _started(api)
-    claim = await api.claim(command["event_id"], "worker-a")
-    meta = {"command_id": command["command_id"], "attempt": claim.json()["attempt"]}
-    done = {
+def _done(
+    api: Any, execution_id: int, step: str, command_id: int, attempt: int, result: Any
+) -> dict[str, Any]:
+    """A worker's ``command.completed`` for a command it holds."""
+    return {
         "execution_id": execution_id,
         "event_type": "command.completed",
-        "step": command["step"],
-        "meta": meta,
-        "context": {"result": {"n": 1}},
+        "step": step,
+        "meta": {"command_id": command_id, "attempt": attempt},
+        "context": {"result": result},
         "event_id": api.ids.next_id(),
         "worker_id": "worker-a",
     }
+
+
+async def test_eager_dispatch_claims_the_next_command_in_the_terminal_transaction(api: Any) -> None:
+    execution_id, command = await _started(api)
+    claim = await api.claim(command["event_id"], "worker-a")
+    done = _done(api, execution_id, command["step"], command["command_id"], claim.json()["attempt"], {"n": 1})
     reply = await api.post_events({"events": [done], "eager": {"worker_id": "worker-a", "pool": "shared"}})
     assert reply.status_code == 200, reply.text
     (eager,) = reply.json()["commands"]
@@ -114,7 +120,9 @@ async def test_eager_dispatch_claims_the_next_command_in_the_terminal_transactio
         "eager": True,
     }
     # its notification waits in the outbox for the lease's end: the publisher is not offered it
-    (notice,) = [r for r in rows if r["subject"].startswith("noetl.commands.") and r["event_id"] == eager["command_id"]]
+    (notice,) = [
+        r for r in rows if r["subject"].startswith("noetl.commands.") and r["event_id"] == eager["command_id"]
+    ]
     assert notice["payload"]["event_id"] == eager["event_id"] and notice["status"] == "PENDING"
     assert eager["command_id"] not in await _offered(api)
     # the eager worker died: once the lease has run out the notification goes out, and its
@@ -143,27 +151,16 @@ async def _offered(api: Any) -> list[int]:
 async def test_an_eager_command_that_finishes_leaves_no_notification_to_publish(api: Any) -> None:
     execution_id, command = await _started(api)
     claim = await api.claim(command["event_id"], "worker-a")
-    done = {
-        "execution_id": execution_id,
-        "event_type": "command.completed",
-        "step": command["step"],
-        "meta": {"command_id": command["command_id"], "attempt": claim.json()["attempt"]},
-        "context": {"result": {"n": 1}},
-        "event_id": api.ids.next_id(),
-        "worker_id": "worker-a",
-    }
+    done = _done(api, execution_id, command["step"], command["command_id"], claim.json()["attempt"], {"n": 1})
     reply = await api.post_events({"events": [done], "eager": {"worker_id": "worker-a", "pool": "shared"}})
     (eager,) = reply.json()["commands"]
-    finished = {
-        **done,
-        "step": eager["step"],
-        "meta": {"command_id": eager["command_id"], "attempt": 1},
-        "event_id": api.ids.next_id(),
-    }
+    finished = _done(api, execution_id, eager["step"], eager["command_id"], 1, {"n": 2})
 
     assert (await api.post_events({"events": [finished]})).status_code == 200
 
-    notices = [r["event_id"] for r in await api.outbox(execution_id) if r["subject"].startswith("noetl.commands.")]
+    notices = [
+        r["event_id"] for r in await api.outbox(execution_id) if r["subject"].startswith("noetl.commands.")
+    ]
     (following,) = await api.open_commands(execution_id)  # issued by that outcome, not eagerly
     # deleted unpublished with their commands' outcomes: the eager one, and the first one,
     # which nobody published in this test; the next command's goes out at once
@@ -216,15 +213,7 @@ async def _complete_start(api: Any, eager: dict[str, Any]) -> tuple[int, Any]:
     execution_id = await api.execute("tests/fan_out")
     (command,) = await api.open_commands(execution_id)
     claim = await api.claim(command["event_id"], "worker-a")
-    done = {
-        "execution_id": execution_id,
-        "event_type": "command.completed",
-        "step": "start",
-        "meta": {"command_id": command["command_id"], "attempt": claim.json()["attempt"]},
-        "context": {"result": 1},
-        "event_id": api.ids.next_id(),
-        "worker_id": "worker-a",
-    }
+    done = _done(api, execution_id, "start", command["command_id"], claim.json()["attempt"], 1)
     return execution_id, await api.post_events({"events": [done], "eager": eager})
 
 

@@ -215,7 +215,9 @@ class Clock:
 async def test_marks_due_ride_on_the_next_claim_and_need_no_call_of_their_own(nc: NATS, outbox: Any) -> None:
     clock = Clock()
     # claims return only when rows come: every claim below is one the test caused
-    settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=30, shutdown_grace_seconds=0.1)
+    settings = dataclasses.replace(
+        SETTINGS, wait_ms=60_000, mark_interval_seconds=30, shutdown_grace_seconds=0.1
+    )
     loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings, clock=clock))
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
@@ -236,7 +238,9 @@ async def test_marks_due_ride_on_the_next_claim_and_need_no_call_of_their_own(nc
 
 async def test_marks_a_parked_claim_cannot_carry_go_out_in_one_call(nc: NATS, outbox: Any) -> None:
     # the claim after the batch parks for a minute: after two intervals a call marks the rows
-    settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=0.05, shutdown_grace_seconds=0.1)
+    settings = dataclasses.replace(
+        SETTINGS, wait_ms=60_000, mark_interval_seconds=0.05, shutdown_grace_seconds=0.1
+    )
     loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
@@ -251,7 +255,9 @@ async def test_marks_a_parked_claim_cannot_carry_go_out_in_one_call(nc: NATS, ou
 async def test_a_control_api_that_does_not_mark_on_claim_is_asked_with_a_call(nc: NATS, outbox: Any) -> None:
     outbox.marks_on_claim = False  # an older control-api: no ``marked`` in its claim reply
     clock = Clock()
-    settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=30, shutdown_grace_seconds=0.1)
+    settings = dataclasses.replace(
+        SETTINGS, wait_ms=60_000, mark_interval_seconds=30, shutdown_grace_seconds=0.1
+    )
     loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings, clock=clock))
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
@@ -271,7 +277,9 @@ async def test_a_control_api_that_does_not_mark_on_claim_is_asked_with_a_call(nc
 
 async def test_marks_still_waiting_go_out_at_stop(nc: NATS, outbox: Any) -> None:
     # no claim returns before the stop (it parks a minute): the marks wait for the end
-    settings = dataclasses.replace(SETTINGS, wait_ms=60_000, mark_interval_seconds=60, shutdown_grace_seconds=0.1)
+    settings = dataclasses.replace(
+        SETTINGS, wait_ms=60_000, mark_interval_seconds=60, shutdown_grace_seconds=0.1
+    )
     loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
     await outbox.add(event_row(1, 601), event_row(2, 602))
     await eventually(lambda: _stream_holds(nc, 2))
