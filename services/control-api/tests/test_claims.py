@@ -162,10 +162,10 @@ async def test_an_eager_command_that_finishes_leaves_no_notification_to_publish(
         r["event_id"] for r in await api.outbox(execution_id) if r["subject"].startswith("noetl.commands.")
     ]
     (following,) = await api.open_commands(execution_id)  # issued by that outcome, not eagerly
-    # deleted unpublished with their commands' outcomes: the eager one, and the first one,
-    # which nobody published in this test; the next command's goes out at once
-    assert notices == [following["command_id"]]
-    assert await _offered(api) == [following["command_id"]]
+    # the eager one deleted unpublished with its command's outcome; the others were due at
+    # once (nobody published them in this test) and go out as written
+    assert notices == [command["command_id"], following["command_id"]]
+    assert await _offered(api) == [command["command_id"], following["command_id"]]
 
 
 async def test_no_eager_command_for_another_pool_or_without_asking(api: Any) -> None:

@@ -193,9 +193,9 @@ async def renew_lease(conn: AsyncConnection[Any], command_ids: Sequence[int], le
 
 async def finish(conn: AsyncConnection[Any], finished: Mapping[int, str]) -> None:
     """Give commands their final status (command_id → status); a command that never reported
-    ``command.started`` on its own gets its start time here. A notification of theirs still
-    waiting in the outbox (an eager command's, deferred to its lease's end) is deleted: no
-    worker needs it any more."""
+    ``command.started`` on its own gets its start time here. A notification of theirs not yet
+    due (an eager command's, deferred to its lease's end) is deleted: no worker needs it; one
+    already due goes out as written."""
     if finished:
         await conn.execute(
             "WITH done AS (UPDATE noetl.command c SET status = u.status, started_at = coalesce(c.started_at, now()),"
@@ -207,7 +207,7 @@ async def finish(conn: AsyncConnection[Any], finished: Mapping[int, str]) -> Non
             " DELETE FROM noetl.outbox WHERE outbox_id = ANY(ARRAY("
             "   SELECT n.outbox_id FROM done, LATERAL (SELECT o.outbox_id FROM noetl.outbox o"
             "     WHERE o.execution_id = done.execution_id AND o.event_id = done.notice_id"
-            "       AND o.status = 'PENDING') AS n))",
+            "       AND o.status = 'PENDING' AND o.available_at > now()) AS n))",
             (list(finished), list(finished.values())),
         )
 
