@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from psycopg import AsyncConnection
@@ -108,22 +108,24 @@ async def command_tasks(conn: AsyncConnection[Any], command_ids: Sequence[int]) 
 
 async def children(conn: AsyncConnection[Any], execution_id: int, limit: int) -> list[Child]:
     """The execution's child executions, oldest first, at most ``limit``."""
-    cur = await conn.execute(
-        "SELECT execution_id, path, status, created_at, updated_at FROM noetl.execution"
-        " WHERE parent_execution_id = %s ORDER BY execution_id LIMIT %s",
-        (execution_id, limit),
-    )
-    return [
-        Child(execution_id=r[0], path=r[1], status=r[2], created_at=r[3], updated_at=r[4])
-        for r in await cur.fetchall()
-    ]
+    return await _linked(conn, "parent_execution_id", execution_id, limit)
 
 
 async def reruns(conn: AsyncConnection[Any], execution_id: int, limit: int) -> list[Child]:
     """The executions that restart this one from a step (``rerun_of``), oldest first."""
+    return await _linked(conn, "rerun_of", execution_id, limit)
+
+
+async def _linked(
+    conn: AsyncConnection[Any],
+    column: Literal["parent_execution_id", "rerun_of"],
+    execution_id: int,
+    limit: int,
+) -> list[Child]:
+    """Executions whose ``column`` names ``execution_id``, oldest first, at most ``limit``."""
     cur = await conn.execute(
         "SELECT execution_id, path, status, created_at, updated_at FROM noetl.execution"
-        " WHERE rerun_of = %s ORDER BY execution_id LIMIT %s",
+        f" WHERE {column} = %s ORDER BY execution_id LIMIT %s",
         (execution_id, limit),
     )
     return [
