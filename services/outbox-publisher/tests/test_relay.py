@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -212,13 +213,18 @@ class Clock:
         return self.now
 
 
+def parked(outbox: Any, nc: NATS, interval: float, clock: Clock | None = None) -> Running:
+    """A publisher whose claims return only when rows come (they park a minute), marking
+    once per ``interval``, its stop not waiting for a parked claim."""
+    settings = dataclasses.replace(
+        SETTINGS, wait_ms=60_000, mark_interval_seconds=interval, shutdown_grace_seconds=0.1
+    )
+    return Running(OutboxPublisher(outbox, nc.jetstream(), settings, clock=clock or time.monotonic))
+
+
 async def test_marks_due_ride_on_the_next_claim_and_need_no_call_of_their_own(nc: NATS, outbox: Any) -> None:
     clock = Clock()
-    # claims return only when rows come: every claim below is one the test caused
-    settings = dataclasses.replace(
-        SETTINGS, wait_ms=60_000, mark_interval_seconds=30, shutdown_grace_seconds=0.1
-    )
-    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings, clock=clock))
+    loop = parked(outbox, nc, 30, clock)  # every claim below is one the test caused
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
         await eventually(lambda: _stream_holds(nc, 2))
@@ -238,10 +244,7 @@ async def test_marks_due_ride_on_the_next_claim_and_need_no_call_of_their_own(nc
 
 async def test_marks_a_parked_claim_cannot_carry_go_out_in_one_call(nc: NATS, outbox: Any) -> None:
     # the claim after the batch parks for a minute: after two intervals a call marks the rows
-    settings = dataclasses.replace(
-        SETTINGS, wait_ms=60_000, mark_interval_seconds=0.05, shutdown_grace_seconds=0.1
-    )
-    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
+    loop = parked(outbox, nc, 0.05)
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
 
@@ -255,10 +258,7 @@ async def test_marks_a_parked_claim_cannot_carry_go_out_in_one_call(nc: NATS, ou
 async def test_a_control_api_that_does_not_mark_on_claim_is_asked_with_a_call(nc: NATS, outbox: Any) -> None:
     outbox.marks_on_claim = False  # an older control-api: no ``marked`` in its claim reply
     clock = Clock()
-    settings = dataclasses.replace(
-        SETTINGS, wait_ms=60_000, mark_interval_seconds=30, shutdown_grace_seconds=0.1
-    )
-    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings, clock=clock))
+    loop = parked(outbox, nc, 30, clock)
     try:
         await outbox.add(event_row(1, 501), event_row(2, 502))
         await eventually(lambda: _stream_holds(nc, 2))
@@ -277,10 +277,7 @@ async def test_a_control_api_that_does_not_mark_on_claim_is_asked_with_a_call(nc
 
 async def test_marks_still_waiting_go_out_at_stop(nc: NATS, outbox: Any) -> None:
     # no claim returns before the stop (it parks a minute): the marks wait for the end
-    settings = dataclasses.replace(
-        SETTINGS, wait_ms=60_000, mark_interval_seconds=60, shutdown_grace_seconds=0.1
-    )
-    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
+    loop = parked(outbox, nc, 60)
     await outbox.add(event_row(1, 601), event_row(2, 602))
     await eventually(lambda: _stream_holds(nc, 2))
 
