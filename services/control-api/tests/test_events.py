@@ -143,6 +143,20 @@ async def test_event_errors_are_client_errors(api: Any) -> None:
     assert command["status"] == "PENDING"
 
 
+async def test_a_nul_character_in_an_event_is_refused_before_anything_is_kept(api: Any) -> None:
+    """The outbox keeps payloads as written, the event log (jsonb) cannot hold a NUL: the
+    ingest refuses it with 400, and a string that only spells the escape is stored."""
+    execution_id, _command, meta = await _claimed(api)
+    nul = _event(api, execution_id, "call.done", meta, context={"out": "a\x00b"})
+    refused = await api.post_events(nul)
+    assert refused.status_code == 400 and "NUL character" in refused.json()["detail"]
+    assert [r for r in await api.outbox(execution_id) if r["event_id"] == nul["event_id"]] == []
+    spelled = _event(api, execution_id, "call.done", meta, context={"out": "a\\u0000b"})
+    assert (await api.post_events(spelled)).status_code == 200
+    (row,) = [r for r in await api.outbox(execution_id) if r["event_id"] == spelled["event_id"]]
+    assert row["payload"]["context"] == {"out": "a\\u0000b"}
+
+
 async def test_events_for_an_unclaimed_command_are_409(api: Any) -> None:
     await api.register()
     execution_id = await api.execute()

@@ -68,3 +68,25 @@ async def test_project_rejects_events_without_ids(api: Any) -> None:
 
 async def test_events_of_unknown_execution_is_404(api: Any) -> None:
     assert (await api.client.get("/api/executions/77/events")).status_code == 404
+
+
+async def test_project_keeps_documents_as_sent_and_refuses_ones_that_are_not_objects(api: Any) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    sent = _events(execution_id, [1, 2, 3])
+    sent[0]["context"] = {"nested": {"list": [1, 2.5, None, "ü ✓"]}, "empty": {}}
+    sent[1]["context"] = None
+    del sent[2]["context"], sent[2]["meta"]
+    assert (await _project(api, sent)).json() == {"projected": 3, "duplicates": 0}
+    listed = (await api.client.get(f"/api/executions/{execution_id}/events")).json()["events"]
+    assert listed[0]["context"] == {"nested": {"list": [1, 2.5, None, "ü ✓"]}, "empty": {}}
+    assert "context" not in listed[1] and "context" not in listed[2] and "meta" not in listed[2]
+    for field, value in (("context", [1]), ("context", "text"), ("meta", 5)):
+        bad = _events(execution_id, [9])
+        bad[0][field] = value
+        reply = await _project(api, bad)
+        assert reply.status_code == 400 and f"events[0].{field} must be an object" in reply.json()["detail"]
+    malformed = b'{"events": [{"execution_id": 1, "event_id": 1, "event_type": "x", "context": {"a": }}]}'
+    reply = await api.client.post("/api/internal/events/project", content=malformed, headers=api.auth)
+    assert reply.status_code == 400 and "malformed JSON" in reply.json()["detail"]
+    assert len((await api.client.get(f"/api/executions/{execution_id}/events")).json()["events"]) == 3

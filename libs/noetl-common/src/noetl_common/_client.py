@@ -32,6 +32,7 @@ from ._envelopes import (
     MarkPublishedRequest,
     OutboxClaimReply,
     OutboxClaimRequest,
+    OutboxRow,
     PendingCountReply,
     ProjectReply,
     ProjectRequest,
@@ -71,6 +72,24 @@ class PluginFetch:
     version: int
     digest: str
     data: bytes | None
+
+
+class _ClaimedRow(msgspec.Struct, kw_only=True):
+    """A claimed row as the publisher reads it: its payload stays the JSON text it came as,
+    to be sent on as it is (never decoded and encoded again)."""
+
+    outbox_id: int
+    event_id: int
+    execution_id: int
+    subject: str
+    payload: msgspec.Raw
+    attempts: int = 0
+
+
+class _Claimed(msgspec.Struct, kw_only=True):
+    rows: list[_ClaimedRow]
+    claimed: int
+    marked: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class ControlPlaneClient:
@@ -155,11 +174,22 @@ class ControlPlaneClient:
             "POST",
             "/api/internal/outbox/claim",
             OutboxClaimRequest(limit=limit, wait_ms=wait_ms, published=list(published)),
-            OutboxClaimReply,
+            _Claimed,
             timeout=wait_ms / 1000 + 30,
         )
         assert reply is not None
-        return reply
+        rows = [
+            OutboxRow(
+                outbox_id=r.outbox_id,
+                event_id=r.event_id,
+                execution_id=r.execution_id,
+                subject=r.subject,
+                payload=r.payload,
+                attempts=r.attempts,
+            )
+            for r in reply.rows
+        ]
+        return OutboxClaimReply(rows=rows, claimed=reply.claimed, marked=reply.marked)
 
     async def outbox_mark_published(self, outbox_ids: list[int]) -> int:
         reply = await self.request(

@@ -157,7 +157,9 @@ class OutboxRow(msgspec.Struct, kw_only=True):
     event_id: int
     execution_id: int
     subject: str
-    payload: JSON
+    #: the message body; the control-api passes the JSON text it stored as ``Raw`` (never
+    #: parsed on its way from the outbox to the reply), a reader gets it decoded
+    payload: JSON | msgspec.Raw
     attempts: int = 0
 
 
@@ -228,6 +230,33 @@ class PendingCountReply(msgspec.Struct, kw_only=True):
 
 class ProjectRequest(msgspec.Struct, kw_only=True):
     events: list[Event]
+
+
+#: an absent or null document of a :class:`ProjectedEvent`
+NULL_DOCUMENT = msgspec.Raw(b"null")
+
+
+class ProjectedEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """An :class:`Event` as the projection reads it (the body of ``ProjectRequest`` on the
+    control-api's side): ``context`` and ``meta`` stay the JSON text they came as, checked
+    for syntax by the decoder and written to the event log without being built into objects
+    and encoded again."""
+
+    execution_id: int
+    event_type: Name
+    event_id: int | None = None
+    step: Name | None = None
+    status: _Short | None = None
+    created_at: _Short | None = None
+    context: msgspec.Raw = NULL_DOCUMENT
+    worker_id: Name | None = None
+    meta: msgspec.Raw = NULL_DOCUMENT
+    parent_execution_id: int | None = None
+    catalog_path: _Path | None = None
+
+
+class ProjectBody(msgspec.Struct, kw_only=True):
+    events: list[ProjectedEvent]
 
 
 class ProjectReply(msgspec.Struct, kw_only=True):

@@ -278,9 +278,24 @@ def _error_of(outcome: Outcome) -> str | None:
     return None
 
 
-def _age_seconds(payload: dict[str, Any], now: float) -> float | None:
+class _Stamp(msgspec.Struct):
+    """The one field of a payload the publisher reads (the rest is skipped, not built)."""
+
+    created_at: Any = None
+
+
+_STAMP = msgspec.json.Decoder(_Stamp)
+
+
+def _age_seconds(payload: dict[str, Any] | msgspec.Raw, now: float) -> float | None:
     """Seconds since the payload's ``created_at`` (events carry it; commands do not)."""
-    raw = payload.get("created_at")
+    if isinstance(payload, msgspec.Raw):
+        try:
+            raw = _STAMP.decode(payload).created_at
+        except msgspec.DecodeError:
+            return None
+    else:
+        raw = payload.get("created_at")
     if not isinstance(raw, str):
         return None
     try:

@@ -21,6 +21,7 @@ step and the size; a row of the caller's own (a client's event) is refused with 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ from noetl_common import (
 from psycopg import AsyncConnection, AsyncCursor
 
 from .. import store
-from .._errors import PayloadTooLarge
+from .._errors import PayloadTooLarge, ValidationFailed
 from ..orchestrator import Decision, EventDraft, fail_execution, state_encode
 from ..store import LogInsert, NewCommand, OutboxInsert
 
@@ -45,6 +46,8 @@ TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 #: ``cause`` of the failure of an execution whose decision was too large to record.
 EVENT_TOO_LARGE = "event_too_large"
 _ENCODER = msgspec.json.Encoder()
+#: a NUL escape in a JSON string: ``\\u0000`` after an even number of backslashes
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class EventTooLarge(PayloadTooLarge):
@@ -140,6 +143,13 @@ class Recorder:
         data = _ENCODER.encode(payload)
         if len(data) > self.max_event_bytes:
             raise EventTooLarge(kind, step, len(data), self.max_event_bytes)
+        if b"u0000" in data and _NUL.search(data):
+            # the outbox keeps the text as written (json), but the event log (jsonb) cannot
+            # store a NUL character: refused here, before anything of the batch is kept
+            raise ValidationFailed(
+                f"event {kind[:80]!r} of step {(step or '')[:80]!r}: a string holds a NUL character"
+                " (\\u0000), which the event log cannot store"
+            )
         return data
 
     def notification_row(

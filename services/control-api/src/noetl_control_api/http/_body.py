@@ -22,6 +22,25 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     return convert(raw, kind)
 
 
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def decode_typed(body: bytes, kind: type[T]) -> T:
+    """Decode JSON straight into ``kind`` (no builtins first: ``Raw`` fields stay text); ids
+    given as strings are accepted (strict=False)."""
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        decoder = _DECODERS[kind] = msgspec.json.Decoder(kind, strict=False)
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(f"invalid body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationFailed("malformed JSON: nested too deeply") from None
+
+
 def convert(raw: Any, kind: type[T]) -> T:
     try:
         return msgspec.convert(raw, kind, strict=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, post
+from typing import Any
+
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from noetl_common import (
@@ -16,8 +18,8 @@ from noetl_common import (
     OutboxClaimReply,
     OutboxClaimRequest,
     PendingCountReply,
+    ProjectBody,
     ProjectReply,
-    ProjectRequest,
 )
 
 from ..application import (
@@ -32,6 +34,7 @@ from ..application import (
     client_id,
 )
 from ._auth import action
+from ._body import decode_typed
 
 
 class InternalController(Controller):
@@ -84,9 +87,11 @@ class InternalController(Controller):
 
     @post("/events/project", status_code=200, opt=action("event.project"))
     async def project(
-        self, data: JSONBody[ProjectRequest], projection: NamedDependency[ProjectionService]
+        self, request: Request[Any, Any, Any], projection: NamedDependency[ProjectionService]
     ) -> ProjectReply:
-        return await projection.project(data.events)
+        """Body: ``ProjectRequest {events}``, read as ``ProjectBody``: each event's context and
+        meta go to the event log as the JSON text they came as."""
+        return await projection.project(decode_typed(await request.body(), ProjectBody).events)
 
     @post("/commands/{event_id:str}/fail", status_code=200, opt=action("command.fail"))
     async def fail_command(

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from noetl_common import Event
+import msgspec
+from noetl_common import NULL_DOCUMENT, Event, ProjectedEvent
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -26,11 +27,16 @@ def _timestamp(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _json(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
+def _document(value: msgspec.Raw) -> Jsonb | None:
+    # the JSON text as it came, parsed once, by Postgres; null is SQL NULL as before
+    return None if value == NULL_DOCUMENT else Jsonb(value, dumps=_as_is)
 
 
-async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) -> int:
+def _as_is(raw: Any) -> Any:
+    return raw
+
+
+async def project_events(conn: AsyncConnection[Any], events: Sequence[ProjectedEvent]) -> int:
     """Insert events in one set-based statement; returns how many were new.
 
     Every event must carry an event_id (the caller checks). An unparseable ``created_at``
@@ -64,8 +70,8 @@ async def project_events(conn: AsyncConnection[Any], events: Sequence[Event]) ->
             [e.step for e in events],
             [e.status for e in events],
             [_timestamp(e.created_at) for e in events],
-            [_json(e.context) for e in events],
-            [_json(e.meta) for e in events],
+            [_document(e.context) for e in events],
+            [_document(e.meta) for e in events],
             [e.worker_id for e in events],
             [e.parent_execution_id for e in events],
             [e.catalog_path for e in events],

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 from noetl_common import OutboxRow
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.types.json import Jsonb
+from psycopg.adapt import Buffer, Loader
+from psycopg.types.json import Json
 
 from ._notifier import OUTBOX_CHANNEL
 
@@ -18,13 +20,21 @@ OutboxInsert = tuple[
 ]  # execution_id, event_id, subject, payload (JSON text as bytes, or data)
 
 
-def _payload(value: Any) -> Jsonb:
+def _payload(value: Any) -> Json:
     # JSON text already encoded (and measured) by the recorder is written as is
-    return Jsonb(value, dumps=_as_is) if isinstance(value, bytes) else Jsonb(value)
+    return Json(value, dumps=_as_is) if isinstance(value, bytes) else Json(value)
 
 
 def _as_is(raw: Any) -> Any:
     return raw
+
+
+class _RawJson(Loader):
+    """A ``json`` value as the text it was written as (migration 0018), never parsed: the
+    claim's reply carries it to the publisher as it is."""
+
+    def load(self, data: Buffer) -> msgspec.Raw:
+        return msgspec.Raw(bytes(data))
 
 
 async def insert_outbox(conn: AsyncConnection[Any], rows: Sequence[OutboxInsert]) -> set[tuple[int, int]]:
@@ -64,7 +74,7 @@ async def send_outbox(
     insert = (
         "WITH ins AS (INSERT INTO noetl.outbox (execution_id, event_id, subject, payload, available_at)"
         " SELECT x, e, s, p, now() + d * interval '1 second'"
-        " FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[], %b::float8[]) AS u(x, e, s, p, d)"
+        " FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::json[], %b::float8[]) AS u(x, e, s, p, d)"
     )
     if new_only:
         await conn.execute(
@@ -96,7 +106,9 @@ async def claim_outbox(conn: AsyncConnection[Any], limit: int, lease_seconds: fl
     over rows in flight whose lease still runs; rows one branch locked beyond ``limit`` are
     left as they were (their row locks end with the transaction).
     """
-    cur = await conn.execute(
+    cur = conn.cursor()
+    cur.adapters.register_loader("json", _RawJson)
+    await cur.execute(
         "WITH due AS (SELECT outbox_id FROM noetl.outbox WHERE status = 'PENDING' AND available_at <= now()"
         "             ORDER BY outbox_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
         " lapsed AS (SELECT outbox_id FROM noetl.outbox WHERE status = 'IN_FLIGHT' AND locked_at < now() - %(lease)s"
