@@ -263,18 +263,20 @@ class Projector:
         m.BATCH_SIZE.observe(len(msgs))
         good: list[Msg] = []
         events: list[Event] = []
+        pending: int | None = None
         for msg in msgs:
             metadata = msg.metadata
             if metadata.num_delivered > 1:
                 m.REDELIVERED.inc()
-            if metadata.num_pending is not None:
-                m.PENDING.set(metadata.num_pending)
+            pending = metadata.num_pending
             try:
                 events.append(self._decode(msg))
             except Undecodable as exc:
                 await self._dead_letter(msg, str(exc), "undecodable")
                 continue
             good.append(msg)
+        if pending is not None:  # the batch's last message tells what is left behind it
+            m.PENDING.set(pending)
         if not good:
             return True
         keepalive = asyncio.create_task(self._keep_in_progress(good))
