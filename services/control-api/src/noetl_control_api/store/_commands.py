@@ -19,6 +19,11 @@ _COLUMNS = (
 )
 
 
+#: what the ingest's lock reads: every column but ``spec`` (None), which the ingest never
+#: needs and which carries the step's rendered context, the largest value of the row
+_LOCKED_COLUMNS = _COLUMNS.replace(" spec,", " NULL,")
+
+
 class CommandRow(msgspec.Struct, kw_only=True):
     """One ``noetl.command`` row."""
 
@@ -110,17 +115,18 @@ async def get_by_event(conn: AsyncConnection[Any], event_id: int) -> CommandRow 
 
 
 async def lock_many(conn: AsyncConnection[Any], command_ids: Sequence[int]) -> dict[int, CommandRow]:
-    """Lock command rows in id order; returns those found."""
+    """Lock command rows in id order; returns those found, without their ``spec`` (None)."""
     return await read_locked(await send_lock_many(conn, command_ids))
 
 
 async def send_lock_many(conn: AsyncConnection[Any], command_ids: Sequence[int]) -> AsyncCursor[Any] | None:
     """The query of :func:`lock_many`, sent and not read (pipeline mode: it rides with the
-    statement read next); None when there is nothing to lock."""
+    statement read next); None when there is nothing to lock. The rows come without their
+    ``spec`` (None)."""
     if not command_ids:
         return None
     return await conn.execute(
-        f"SELECT {_COLUMNS} FROM noetl.command WHERE command_id = ANY(%s) ORDER BY command_id FOR UPDATE",
+        f"SELECT {_LOCKED_COLUMNS} FROM noetl.command WHERE command_id = ANY(%s) ORDER BY command_id FOR UPDATE",
         (sorted(set(command_ids)),),
     )
 
@@ -201,14 +207,18 @@ async def finish(conn: AsyncConnection[Any], finished: Mapping[int, str]) -> Non
             "WITH done AS (UPDATE noetl.command c SET status = u.status, started_at = coalesce(c.started_at, now()),"
             " lease_expires_at = NULL, updated_at = now()"
             " FROM unnest(%b::bigint[], %b::text[]) AS u(command_id, status) WHERE c.command_id = u.command_id"
+            # the ids again as an index condition: a join with unnest alone is planned as a
+            # scan of the whole table while it is small, a cost that grows with it
+            " AND c.command_id = ANY(%b::bigint[])"
             " RETURNING c.execution_id, coalesce(c.notice_id, c.command_id) AS notice_id)"
-            # each notification looked up by its key (never a join over every pending row,
-            # whatever the planner thinks of the outbox's size), then deleted by its id
+            # each notification looked up by its key, never a join over every pending row,
+            # whatever the planner thinks of the outbox's size (LIMIT keeps the subquery
+            # from being flattened into one), then deleted by its id
             " DELETE FROM noetl.outbox WHERE outbox_id = ANY(ARRAY("
             "   SELECT n.outbox_id FROM done, LATERAL (SELECT o.outbox_id FROM noetl.outbox o"
             "     WHERE o.execution_id = done.execution_id AND o.event_id = done.notice_id"
-            "       AND o.status = 'PENDING' AND o.available_at > now()) AS n))",
-            (list(finished), list(finished.values())),
+            "       AND o.status = 'PENDING' AND o.available_at > now() LIMIT 1) AS n))",
+            (list(finished), list(finished.values()), list(finished)),
         )
 
 
