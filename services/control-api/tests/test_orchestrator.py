@@ -30,6 +30,7 @@ from noetl_control_api.orchestrator import (
     state_from_json,
     state_to_json,
 )
+from noetl_control_api.orchestrator._templates import template_names
 from noetl_dev.testing import conformance_dir
 
 UPSTREAM = conformance_dir() / "upstream"
@@ -224,13 +225,39 @@ def test_command_draft_carries_tasks_args_context_and_pool() -> None:
     assert spec.args == {"n": 11, "doubled": 22}
     # Task configs travel unrendered: the worker renders them with pipeline locals.
     assert spec.tasks[0].config == {"url": "{{ url }}/{{ fetch_id }}"}
-    context = spec.context
-    assert context["workload"] == {"base": 10, "url": "http://x", "extra": True}
-    assert context["base"] == 10 and context["extra"] is True
-    assert context["start"] == {"n": 1} and context["second"] is None
-    assert context["args"] == context["input"] == {"n": 11, "doubled": 22}
-    assert context["ctx"] == {} and context["execution_id"] == EXECUTION_ID
+    # the context carries the names its tasks' templates read (fetch_id is none: the worker
+    # fails that template as an unknown name, as it would with every name at hand)
+    assert spec.context == {"url": "http://x"}
     assert second.meta["step"] == "second" and isinstance(second.meta["seq"], int)
+
+
+def test_a_command_carries_the_names_its_templates_and_conditions_read_and_no_other() -> None:
+    pb = inline(
+        """
+        workload: {base: 10, unused: "x"}
+        workflow:
+          - step: start
+            tool: {kind: python, code: "result = {'items': [1, 2, 3]}"}
+            next: [{step: fan}]
+          - step: fan
+            loop: {in: "{{ start.items }}", iterator: x, spec: {mode: parallel}}
+            tool:
+              - name: add
+                kind: python
+                input: {v: "{{ x + workload.base }}"}
+                code: "result = v"
+                spec: {policy: {rules: [{when: "ctx.limit and outcome.result > ctx.limit", then: {do: fail}}]}}
+        """
+    )
+    first = start_execution(pb, execution_id=EXECUTION_ID, payload={}, catalog_path="tests/t")
+    (cmd,) = first.commands
+    decision = apply_outcome(pb, first.state, outcome(cmd, {"items": [1, 2, 3]}))
+    contexts = [c.spec.context for c in decision.commands]
+    # the iterator, the workload and ctx (read by the rule's bare condition), not the list
+    # the loop iterates (start) nor the other workload keys
+    assert contexts[0] == {"x": 1, "workload": {"base": 10, "unused": "x"}, "ctx": {}}
+    assert [c["x"] for c in contexts] == [1, 2, 3]
+    assert all("start" not in c and "base" not in c and "args" not in c for c in contexts)
 
 
 def test_system_paths_and_kinds_route_to_the_system_pool() -> None:
@@ -775,7 +802,9 @@ def test_transient_ctx_updates_keep_other_keys() -> None:
         "config": {"timeout": 30, "retries": 3},
     }
     # execution_id is the execution's, not the workload's unrendered '{{ job.uuid }}'.
-    assert trace.commands[0].spec.context["execution_id"] == EXECUTION_ID
+    assert template_names(load(UPSTREAM / "v10_test_transient.yaml"), trace.final.state, {})["execution_id"] == (
+        EXECUTION_ID
+    )
 
 
 def test_heavy_loop_aggregation() -> None:
@@ -854,7 +883,6 @@ def test_playbook_composition_loop_binds_each_user() -> None:
     def worker(command: CommandDraft) -> CommandOutcome:
         if command.step == "process_users":
             seen.append(command.spec.context["user"]["name"])
-            assert command.spec.context["iter"]["user"] == command.spec.context["user"]
             assert [t.kind for t in command.spec.tasks] == ["playbook", "postgres"]
             return outcome(command, {"profile_score": 16.0})
         if command.spec.tasks[0].kind == "postgres":
@@ -918,7 +946,7 @@ def test_a_command_keeps_the_ctx_it_was_issued_with() -> None:
           - step: start
             tool: {kind: noop}
             next: {spec: {mode: inclusive}, arcs: [{step: a}, {step: router}]}
-          - {step: a, tool: {kind: noop}}
+          - {step: a, tool: {kind: noop, input: {late: "{{ ctx.late }}"}}}
           - step: router
             set: {ctx.late: 1, ctx.cfg.k: 2}
         """

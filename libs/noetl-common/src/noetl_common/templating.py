@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import jinja2
+import jinja2.meta
 from jinja2.runtime import Undefined
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
@@ -49,6 +50,7 @@ __all__ = [
     "check_syntax",
     "evaluate",
     "has_template",
+    "names_read",
     "render",
 ]
 
@@ -351,6 +353,39 @@ def evaluate(expr: Any, context: Mapping[str, Any], limits: TemplateLimits = DEF
         return _truthy(value)
     finally:
         ACTIVE.reset(token)
+
+
+def names_read(value: Any) -> frozenset[str] | None:
+    """The top-level names the templates and conditions inside ``value`` may read (recursing
+    into the values of dicts and lists, as :func:`render` does); None when a template does not
+    parse, as then nothing can be said.
+
+    A string with ``{{`` or ``{%`` is read as a template; any other string as a bare
+    condition (``when: "a > 1"``) when it parses as one, so a plain word counts as a name
+    too: the answer may hold names never read, never miss one that is. A caller can give a
+    renderer only these names of a larger context and get the same result from
+    :func:`render` and :func:`evaluate`.
+    """
+    found: set[str] = set()
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if has_template(item):
+                try:
+                    found |= jinja2.meta.find_undeclared_variables(_ENV.parse(item))
+                except jinja2.TemplateSyntaxError:
+                    return None
+            elif item.strip():
+                try:
+                    found |= jinja2.meta.find_undeclared_variables(_ENV.parse("{{ " + item + " }}"))
+                except jinja2.TemplateSyntaxError:
+                    pass  # not a condition: a condition that does not parse fails as it would anyway
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return frozenset(found)
 
 
 def check_syntax(template: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 from noetl_common import TaskSpec
+from noetl_common.templating import names_read
 
 from ._keychain import KeychainEntry
 
@@ -101,6 +102,19 @@ class Playbook(msgspec.Struct, omit_defaults=True, kw_only=True, dict=True):
     timeout: float | None = None
     #: the root ``keychain:`` block: definitions of the secrets its tasks read
     keychain: list[KeychainEntry] = msgspec.field(default_factory=list)
+
+    @functools.cached_property
+    def _names_read(self) -> dict[int, frozenset[str] | None]:
+        return {}
+
+    def names_read_by(self, step: Step) -> frozenset[str] | None:
+        """The names the templates and conditions of ``step``'s tasks may read (None: any),
+        worked out once per step of this playbook."""
+        cache = self._names_read
+        key = id(step)  # the playbook holds its steps: an id is not reused while it lives
+        if key not in cache:
+            cache[key] = names_read(msgspec.to_builtins(step.tasks))
+        return cache[key]
 
     @functools.cached_property
     def _by_name(self) -> dict[str, Step]:

@@ -18,7 +18,15 @@ from ..dsl import Arc, Playbook, Step
 from ._failure import StepFailure, failure_message
 from ._graph import graph_of, out_arcs
 from ._state import Decision, ExecutionState, InFlight, Join, LoopRun, RoutedFailure
-from ._templates import condition_holds, done_scope, error_scope, loop_limit, render_field, template_names
+from ._templates import (
+    command_context,
+    condition_holds,
+    done_scope,
+    error_scope,
+    loop_limit,
+    render_field,
+    template_names,
+)
 from ._types import CommandDraft, CommandOutcome, EventDraft
 
 # Route-through steps (no tool) can form a cycle that never issues a command; stop it.
@@ -193,7 +201,7 @@ class Run:
                 spec=CommandSpec(
                     tasks=step.tasks,
                     args=spec_args,
-                    context=self.names(spec_args, **binding),
+                    context=command_context(self.playbook, step, self.names(spec_args, **binding)),
                     timeout_seconds=step.timeout,
                 ),
                 meta=meta,

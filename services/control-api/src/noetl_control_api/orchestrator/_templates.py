@@ -6,7 +6,7 @@ from typing import Any
 
 from noetl_common.templating import TemplateError, TemplateLimits, evaluate, render
 
-from ..dsl import Playbook
+from ..dsl import Playbook, Step
 from ._failure import StepFailure
 from ._state import ExecutionState
 
@@ -37,6 +37,15 @@ def template_names(
         names["iter"] = {iterator: item, "index": index}
         names[iterator] = item
     return names
+
+
+def command_context(playbook: Playbook, step: Step, names: dict[str, Any]) -> dict[str, Any]:
+    """The names a command of ``step`` carries for its worker: those its tasks' templates and
+    conditions may read, not every step's result. A chain's or a loop's command would carry
+    every earlier result (a loop's, the whole list it iterates) while its templates read a
+    few; the worker renders the same values from these (docs/performance.md)."""
+    read = playbook.names_read_by(step)
+    return names if read is None else {name: value for name, value in names.items() if name in read}
 
 
 def render_field(step: str, what: str, value: Any, names: dict[str, Any], limits: TemplateLimits) -> Any:
