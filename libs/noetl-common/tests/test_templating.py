@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from noetl_common.templating import TemplateError, check_syntax, evaluate, has_template, render
+from noetl_common.templating import TemplateError, check_syntax, evaluate, has_template, names_read, render
 
 CONTEXT: dict[str, Any] = {
     "message": "hi",
@@ -156,3 +156,29 @@ def test_ordinary_arithmetic_still_works() -> None:
     assert render("{{ 'ab' * 3 }}", {}) == "ababab"
     assert render("{{ 2 ** 10 }}", {}) == 1024
     assert render("{{ 1.5 * 2 }}", {}) == 3.0
+
+
+def test_names_read_are_enough_to_render_and_evaluate_the_same() -> None:
+    config = {
+        "url": "{{ base }}/{{ start.id }}",
+        "body": ["{% for row in rows %}{{ row }}{% endfor %}", {"deep": "{% set k = 1 %}{{ k + n }}"}],
+        "retry": [{"when": "response.more and page < workload.max", "plain": "not a condition at all"}],
+        "code": "result = x * 2",
+    }
+    read = names_read(config)
+    assert read is not None
+    assert {"base", "start", "rows", "n", "response", "page", "workload"} <= read
+    assert not {"k", "row", "unused", "x"} & read
+    everything = {
+        "base": "http://h", "start": {"id": 7}, "rows": [1, 2], "n": 1, "workload": {"max": 3},
+        "response": {"more": True}, "page": 1, "unused": list(range(1000)),
+    }
+    only = {name: value for name, value in everything.items() if name in read}
+    assert render(config, only) == render(config, everything)
+    condition = config["retry"][0]["when"]  # type: ignore[index]
+    assert evaluate(condition, only) == evaluate(condition, everything) is True
+
+
+def test_names_read_gives_up_on_a_template_that_does_not_parse() -> None:
+    assert names_read({"a": "{{ x", "b": "{{ y }}"}) is None
+    assert names_read({"a": "plain", "b": 3, "c": None}) == frozenset({"plain"})
