@@ -102,7 +102,7 @@ class ClaimService:
                 worker_id=worker_id,
                 meta={"command_id": command.command_id, "attempt": command.attempt, "pool": command.pool},
             )
-            await self._recorder.write_events(conn, [claimed])
+            await self._recorder.send_new_events(conn, [claimed])
         CLAIMS.labels("claimed").inc()
         return claim_reply(command, catalog_path, self._lease)
 

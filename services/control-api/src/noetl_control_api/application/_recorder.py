@@ -181,9 +181,11 @@ class Recorder:
             self._encode(notification, "command notification", step),
         )
 
-    async def write_events(self, conn: AsyncConnection[Any], events: Sequence[Event]) -> set[tuple[int, int]]:
-        """Write events to the outbox; returns the (execution_id, event_id) keys that were new."""
-        return await store.outbox.insert_outbox(conn, [self.event_row(e) for e in events])
+    async def send_new_events(self, conn: AsyncConnection[Any], events: Sequence[Event]) -> None:
+        """Write events minted here (new ids) to the outbox, sent and not read: in pipeline
+        mode the insert rides with the COMMIT instead of a round trip of its own; a key
+        already taken would fail the transaction (``UniqueViolation``)."""
+        await store.outbox.send_outbox(conn, [self.event_row(e) for e in events], new_only=True)
 
     async def write_decision(
         self,
