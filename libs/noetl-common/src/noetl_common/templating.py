@@ -356,16 +356,10 @@ def evaluate(expr: Any, context: Mapping[str, Any], limits: TemplateLimits = DEF
 
 
 def names_read(value: Any) -> frozenset[str] | None:
-    """The top-level names the templates and conditions inside ``value`` may read (recursing
-    into the values of dicts and lists, as :func:`render` does); None when a template does not
-    parse, as then nothing can be said.
-
-    A string with ``{{`` or ``{%`` is read as a template; any other string as a bare
-    condition (``when: "a > 1"``) when it parses as one, so a plain word counts as a name
-    too: the answer may hold names never read, never miss one that is. A caller can give a
-    renderer only these names of a larger context and get the same result from
-    :func:`render` and :func:`evaluate`.
-    """
+    """The top-level names the templates (``{{``, ``{%``) and bare conditions (any other string
+    that parses as one: a plain word counts) inside ``value`` may read, recursing as
+    :func:`render` does; it may hold names never read, never misses one. Rendering over just
+    these names gives what all names give. None when a template does not parse."""
     found: set[str] = set()
     pending = [value]
     while pending:

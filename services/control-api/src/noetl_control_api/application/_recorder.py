@@ -48,6 +48,7 @@ EVENT_TOO_LARGE = "event_too_large"
 _ENCODER = msgspec.json.Encoder()
 #: a NUL escape in a JSON string: ``\\u0000`` after an even number of backslashes
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_REFUSED = "a string holds a NUL character (\\u0000), which the event log cannot store"
 
 
 class EventTooLarge(PayloadTooLarge):
@@ -143,13 +144,8 @@ class Recorder:
         data = _ENCODER.encode(payload)
         if len(data) > self.max_event_bytes:
             raise EventTooLarge(kind, step, len(data), self.max_event_bytes)
-        if b"u0000" in data and _NUL.search(data):
-            # the outbox keeps the text as written (json), but the event log (jsonb) cannot
-            # store a NUL character: refused here, before anything of the batch is kept
-            raise ValidationFailed(
-                f"event {kind[:80]!r} of step {(step or '')[:80]!r}: a string holds a NUL character"
-                " (\\u0000), which the event log cannot store"
-            )
+        if b"u0000" in data and _NUL.search(data):  # the outbox (json) would take it, the log (jsonb) not
+            raise ValidationFailed(f"event {kind[:80]!r} of step {(step or '')[:80]!r}: {_NUL_REFUSED}")
         return data
 
     def notification_row(
@@ -182,9 +178,8 @@ class Recorder:
         )
 
     async def send_new_events(self, conn: AsyncConnection[Any], events: Sequence[Event]) -> None:
-        """Write events minted here (new ids) to the outbox, sent and not read: in pipeline
-        mode the insert rides with the COMMIT instead of a round trip of its own; a key
-        already taken would fail the transaction (``UniqueViolation``)."""
+        """Write events minted here (new ids) to the outbox, sent and not read: the insert rides
+        with the COMMIT (pipeline mode); a key already taken fails the transaction."""
         await store.outbox.send_outbox(conn, [self.event_row(e) for e in events], new_only=True)
 
     async def write_decision(
