@@ -74,16 +74,11 @@ class PluginFetch:
     data: bytes | None
 
 
-class _ClaimedRow(msgspec.Struct, kw_only=True):
+class _ClaimedRow(OutboxRow, kw_only=True):
     """A claimed row as the publisher reads it: its payload stays the JSON text it came as,
     to be sent on as it is (never decoded and encoded again)."""
 
-    outbox_id: int
-    event_id: int
-    execution_id: int
-    subject: str
     payload: msgspec.Raw
-    attempts: int = 0
 
 
 class _Claimed(msgspec.Struct, kw_only=True):
@@ -178,17 +173,7 @@ class ControlPlaneClient:
             timeout=wait_ms / 1000 + 30,
         )
         assert reply is not None
-        rows = [
-            OutboxRow(
-                outbox_id=r.outbox_id,
-                event_id=r.event_id,
-                execution_id=r.execution_id,
-                subject=r.subject,
-                payload=r.payload,
-                attempts=r.attempts,
-            )
-            for r in reply.rows
-        ]
+        rows: list[OutboxRow] = [*reply.rows]
         return OutboxClaimReply(rows=rows, claimed=reply.claimed, marked=reply.marked)
 
     async def outbox_mark_published(self, outbox_ids: list[int]) -> int:
