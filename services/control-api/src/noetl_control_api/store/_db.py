@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
-from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg.types.json import Json, set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 _encoder = msgspec.json.Encoder()
@@ -15,6 +15,16 @@ _encoder = msgspec.json.Encoder()
 def _dumps(value: Any) -> str:
     # psycopg's default json.dumps is several times slower than msgspec on the hot paths
     return _encoder.encode(value).decode()
+
+
+def as_is(raw: Any) -> Any:
+    """A ``dumps`` for JSON text already encoded: it is written as it is."""
+    return raw
+
+
+def json_param(value: Any) -> Json:
+    """A ``json`` parameter: JSON text already encoded (bytes) as it is, anything else encoded."""
+    return Json(value, dumps=as_is) if isinstance(value, bytes) else Json(value)
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:

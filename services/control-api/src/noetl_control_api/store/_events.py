@@ -11,6 +11,7 @@ from noetl_common import NULL_DOCUMENT, Event, ProjectedEvent
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from ._db import as_is
 from ._notifier import EVENT_CHANNEL, PAYLOAD_MAX_BYTES, WAKE_ALL
 from ._pages import budgeted, was_cut
 from ._time import iso
@@ -29,11 +30,7 @@ def _timestamp(value: str | None) -> datetime | None:
 
 def _document(value: msgspec.Raw) -> Jsonb | None:
     # the JSON text as it came, parsed once, by Postgres; null is SQL NULL as before
-    return None if value == NULL_DOCUMENT else Jsonb(value, dumps=_as_is)
-
-
-def _as_is(raw: Any) -> Any:
-    return raw
+    return None if value == NULL_DOCUMENT else Jsonb(value, dumps=as_is)
 
 
 async def project_events(conn: AsyncConnection[Any], events: Sequence[ProjectedEvent]) -> int:

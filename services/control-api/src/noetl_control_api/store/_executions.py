@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 import msgspec
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.types.json import Json, Jsonb
+from psycopg.types.json import Jsonb
 
+from ._db import json_param
 from ._pages import budgeted, was_cut
 from ._time import iso
 
@@ -88,7 +89,7 @@ async def insert(
             version,
             status,
             Jsonb(payload),
-            _state_param(state),
+            json_param(state),
             Jsonb(result),
             error,
             parent_execution_id,
@@ -96,15 +97,6 @@ async def insert(
             rerun_of,
         ),
     )
-
-
-def _state_param(state: Any) -> Json:
-    """``state`` (a json column) as given, or JSON text already encoded (bytes) passed through as is."""
-    return Json(state, dumps=_as_is) if isinstance(state, bytes) else Json(state)
-
-
-def _as_is(raw: Any) -> Any:
-    return raw
 
 
 async def get_view(conn: AsyncConnection[Any], execution_id: int) -> ExecutionRow | None:
@@ -175,7 +167,7 @@ async def update(
     await conn.execute(
         "UPDATE noetl.execution SET status = %s, state = %s, result = %s, error = %s, updated_at = now()"
         " WHERE execution_id = %s",
-        (status, _state_param(state), Jsonb(result), error, execution_id),
+        (status, json_param(state), Jsonb(result), error, execution_id),
     )
 
 

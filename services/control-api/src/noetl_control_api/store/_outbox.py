@@ -11,22 +11,13 @@ import msgspec
 from noetl_common import OutboxRow
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.adapt import Buffer, Loader
-from psycopg.types.json import Json
 
+from ._db import json_param
 from ._notifier import OUTBOX_CHANNEL
 
 OutboxInsert = tuple[
     int, int, str, Any
 ]  # execution_id, event_id, subject, payload (JSON text as bytes, or data)
-
-
-def _payload(value: Any) -> Json:
-    # JSON text already encoded (and measured) by the recorder is written as is
-    return Json(value, dumps=_as_is) if isinstance(value, bytes) else Json(value)
-
-
-def _as_is(raw: Any) -> Any:
-    return raw
 
 
 class _RawJson(Loader):
@@ -66,7 +57,7 @@ async def send_outbox(
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
-        [_payload(r[3]) for r in rows],
+        [json_param(r[3]) for r in rows],  # the recorder's JSON text, written as is
         [delays.get((r[0], r[1]), 0.0) for r in rows],
         OUTBOX_CHANNEL,
     )
