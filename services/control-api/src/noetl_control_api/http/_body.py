@@ -13,13 +13,7 @@ T = TypeVar("T")
 
 def decode_json(body: bytes, kind: type[T]) -> T:
     """Decode JSON into ``kind``; ids given as strings are accepted (strict=False)."""
-    try:
-        raw: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ValidationFailed(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise ValidationFailed("malformed JSON: nested too deeply") from None
-    return convert(raw, kind)
+    return convert(decode_typed(body, object), kind)
 
 
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
