@@ -70,7 +70,11 @@ def kill_server(pid: int, grace: float = 5.0) -> list[int]:
     and wait until all are gone. Its group alone is not enough for Postgres: each backend
     calls ``setsid()`` and leads a group of its own, so a killed postmaster leaves backends
     that still hold its shared memory for a moment, and a new postmaster started then
-    refuses ("pre-existing shared memory block is still in use"). Returns the pids left."""
+    refuses ("pre-existing shared memory block is still in use"). The server is stopped
+    (SIGSTOP) before its children are listed, so none forked after the listing survives.
+    Returns the pids left."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGSTOP)
     kids = children(pid)
     left = stop_group(pid, signal.SIGKILL, grace)
     for kid in kids:
