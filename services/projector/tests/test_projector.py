@@ -84,7 +84,7 @@ async def start(nc: NATS, sink: Any) -> AsyncIterator[Callable[..., Running]]:
     loops: list[Running] = []
 
     def _start(settings: ProjectorSettings = SETTINGS) -> Running:
-        loops.append(Running(Projector(sink, nc.jetstream(), settings)))
+        loops.append(Running(Projector(sink, nc, settings)))
         return loops[-1]
 
     yield _start
@@ -236,7 +236,7 @@ async def test_a_shard_count_other_than_the_apis_refuses_the_start(nc: NATS, sin
     """The control-api writes events on 4 shards; a projector counting 2 would leave shards 2
     and 3 to nobody. It refuses to start (ConfigError: exit 2) before making a consumer."""
     sink.declared = msgspec.structs.replace(sink.declared, event_shard_count=4)
-    projector = Projector(sink, nc.jetstream(), dataclasses.replace(SETTINGS, shard=1, shard_count=2))
+    projector = Projector(sink, nc, dataclasses.replace(SETTINGS, shard=1, shard_count=2))
     with pytest.raises(ConfigError, match="NOETL_EVENT_SHARD_COUNT is 2 here but 4 at the control-api"):
         await asyncio.wait_for(projector.run(asyncio.Event()), 10)
     assert sink.calls == []
@@ -263,7 +263,7 @@ async def test_an_api_that_does_not_declare_its_shard_count_is_trusted(nc: NATS,
 async def test_stop_finishes_the_batch_in_hand(nc: NATS, sink: Any) -> None:
     sink.gate = asyncio.Event()
     await publish(nc, event(61), event(62))
-    loop = Running(Projector(sink, nc.jetstream(), SETTINGS))
+    loop = Running(Projector(sink, nc, SETTINGS))
     await sink.wait_for(lambda: sink.entered == 1)
 
     loop.stop.set()  # SIGTERM arrives while the batch is with the API
@@ -280,14 +280,14 @@ async def test_a_batch_that_outlives_the_shutdown_grace_is_handed_back(nc: NATS,
     redelivered_before = metric("redelivered_total")
     await publish(nc, event(71))
     settings = dataclasses.replace(SETTINGS, shutdown_grace_seconds=0.1)
-    hung = Running(Projector(sink, nc.jetstream(), settings))
+    hung = Running(Projector(sink, nc, settings))
     await sink.wait_for(lambda: sink.entered == 1)
 
     await hung.finish()
 
     # The nak makes the message available at once, long before its 30 s ack_wait.
     sink.gate = None
-    successor = Running(Projector(sink, nc.jetstream(), SETTINGS))
+    successor = Running(Projector(sink, nc, SETTINGS))
     try:
         await sink.wait_for(lambda: sink.event_ids() == {71})
     finally:

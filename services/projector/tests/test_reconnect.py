@@ -33,7 +33,7 @@ async def test_projection_resumes_after_nats_restarts(tmp_path: Path, sink: Any)
     assert nc is not None
     await ensure_streams(nc.jetstream())
     settings = dataclasses.replace(ProjectorSettings(), fetch_timeout_seconds=0.2, max_backoff_seconds=0.2)
-    projector = Projector(sink, nc.jetstream(), settings, connected=lambda: link.connected)
+    projector = Projector(sink, nc, settings, connected=lambda: link.connected)
     task = asyncio.create_task(projector.run(stop))
     try:
         await publish(url, 1)

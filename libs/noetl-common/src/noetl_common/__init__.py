@@ -58,6 +58,7 @@ from ._loop import EVENT_LOOPS, event_loop_factory, event_loop_name
 from ._metrics import counter, gauge, histogram, metric_name
 from ._nats_link import NatsLink
 from ._ops import serve_ops
+from ._pull import Delivery, Puller, PullFailed, delivery
 from ._relay import RelayLoop, run_relay
 from ._runner import run_service
 from ._scrub import REDACTED, scrub, scrub_text
@@ -120,6 +121,7 @@ __all__ = [
     "CommandSpec",
     "ConfigError",
     "ControlPlaneClient",
+    "Delivery",
     "EagerRequest",
     "ErrorBody",
     "Event",
@@ -143,6 +145,8 @@ __all__ = [
     "ProjectReply",
     "ProjectRequest",
     "ProjectedEvent",
+    "PullFailed",
+    "Puller",
     "RelayLoop",
     "Rule",
     "ServiceEnv",
@@ -161,6 +165,7 @@ __all__ = [
     "consumer_name",
     "counter",
     "declared_streams",
+    "delivery",
     "dlq_subject",
     "ensure_consumer",
     "ensure_streams",

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 from structlog.typing import FilteringBoundLogger
 
 from ._client import ControlPlaneClient
@@ -27,7 +26,7 @@ class RelayLoop(Protocol):
     def details(self) -> dict[str, Any]: ...
 
 
-BuildLoop = Callable[[ControlPlaneClient, JetStreamContext, Callable[[], bool]], RelayLoop]
+BuildLoop = Callable[[ControlPlaneClient, NATS, Callable[[], bool]], RelayLoop]
 
 
 async def run_relay(
@@ -43,7 +42,7 @@ async def run_relay(
 ) -> None:
     """Serve ops, connect to NATS (stop-aware, retried), build the loop and run it until ``stop``.
 
-    ``build(client, js, connected)`` makes the loop once NATS is reachable; readiness is false
+    ``build(client, nc, connected)`` makes the loop once NATS is reachable; readiness is false
     until then and reports the link's state. ``on_connect(nc)`` is told the connection first
     (e.g. to read the server's limits from it).
     """
@@ -72,7 +71,7 @@ async def run_relay(
             if nc is not None:
                 if on_connect is not None:
                     on_connect(nc)
-                loop = build(client, nc.jetstream(), lambda: link.connected)
+                loop = build(client, nc, lambda: link.connected)
                 await loop.run(stop)
         finally:
             await link.close()

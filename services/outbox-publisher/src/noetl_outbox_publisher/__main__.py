@@ -25,9 +25,9 @@ async def serve(stop: asyncio.Event) -> None:
         name=SERVICE,
         metrics_bind=(config.metrics_host, config.metrics_port),
         max_backoff=config.relay.max_backoff_seconds,
-        build=lambda client, js, connected: OutboxPublisher(
+        build=lambda client, nc, connected: OutboxPublisher(
             client,
-            js,
+            nc.jetstream(),
             config.relay,
             connected=connected,
             log=log,

@@ -28,8 +28,8 @@ async def serve(stop: asyncio.Event) -> None:
         name=f"{SERVICE}-{config.settings.shard}",
         metrics_bind=(config.metrics_host, config.metrics_port),
         max_backoff=config.settings.max_backoff_seconds,
-        build=lambda client, js, connected: Projector(
-            client, js, config.settings, connected=connected, log=log
+        build=lambda client, nc, connected: Projector(
+            client, nc, config.settings, connected=connected, log=log
         ),
         log=log,
     )

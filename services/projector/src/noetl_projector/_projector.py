@@ -32,8 +32,8 @@ from typing import Any
 import msgspec
 import nats.errors
 import structlog
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from noetl_common import (
     DLQ_STREAM,
@@ -43,6 +43,8 @@ from noetl_common import (
     ConfigError,
     Event,
     GraceExpired,
+    Puller,
+    delivery,
     dlq_subject,
     ensure_consumer,
     ensure_streams,
@@ -93,14 +95,15 @@ class Projector:
     def __init__(
         self,
         sink: EventSink,
-        js: JetStreamContext,
+        nc: NATS,
         settings: ProjectorSettings,
         *,
         connected: Callable[[], bool] = lambda: True,
         log: FilteringBoundLogger | None = None,
     ) -> None:
         self._sink = sink
-        self._js = js
+        self._nc = nc
+        self._js = nc.jetstream()
         self._settings = settings
         self._connected = connected
         self._log: FilteringBoundLogger = log if log is not None else structlog.get_logger(service=m.SERVICE)
@@ -144,44 +147,50 @@ class Projector:
             sub = await self._subscribe(stop)
             if sub is None:
                 return
-            backoff = Backoff(self._settings.max_backoff_seconds)
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(
-                        self._settings.batch_size, timeout=self._settings.fetch_timeout_seconds
-                    )
-                    msgs += await self._linger(sub, len(msgs), stop)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    self._last_progress = time.monotonic()
-                    continue
-                except Exception as exc:
-                    delay = backoff.next()
-                    self._log.warning("projector_fetch_failed", error=str(exc), retry_in=round(delay, 2))
-                    await wait_or_stop(stop, delay)
-                    continue
-                self._last_progress = time.monotonic()
-                try:
-                    handled = await finish_within_grace(
-                        self._handle(msgs), stop, self._settings.shutdown_grace_seconds
-                    )
-                except GraceExpired:
-                    self._log.warning("projector_batch_released_at_shutdown", messages=len(msgs))
-                    break
-                except Exception:
-                    # An ack/nak/term that could not be sent (connection closed mid-batch):
-                    # the unsettled messages come back after ack_wait; keep the loop alive.
-                    self._log.exception("projector_batch_failed", messages=len(msgs))
-                    handled = False
-                if handled:
-                    backoff.reset()
-                else:
-                    await wait_or_stop(stop, backoff.next())
+            try:
+                await self._loop(sub, stop)
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.stop()
         finally:
             self._running = False
 
-    async def _linger(
-        self, sub: JetStreamContext.PullSubscription, have: int, stop: asyncio.Event
-    ) -> list[Msg]:
+    async def _loop(self, sub: Puller, stop: asyncio.Event) -> None:
+        """Fetch, project and ack, batch after batch, until ``stop``."""
+        backoff = Backoff(self._settings.max_backoff_seconds)
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(
+                    self._settings.batch_size, timeout=self._settings.fetch_timeout_seconds
+                )
+                msgs += await self._linger(sub, len(msgs), stop)
+            except (TimeoutError, nats.errors.TimeoutError):
+                self._last_progress = time.monotonic()
+                continue
+            except Exception as exc:
+                delay = backoff.next()
+                self._log.warning("projector_fetch_failed", error=str(exc), retry_in=round(delay, 2))
+                await wait_or_stop(stop, delay)
+                continue
+            self._last_progress = time.monotonic()
+            try:
+                handled = await finish_within_grace(
+                    self._handle(msgs), stop, self._settings.shutdown_grace_seconds
+                )
+            except GraceExpired:
+                self._log.warning("projector_batch_released_at_shutdown", messages=len(msgs))
+                break
+            except Exception:
+                # An ack/nak/term that could not be sent (connection closed mid-batch):
+                # the unsettled messages come back after ack_wait; keep the loop alive.
+                self._log.exception("projector_batch_failed", messages=len(msgs))
+                handled = False
+            if handled:
+                backoff.reset()
+            else:
+                await wait_or_stop(stop, backoff.next())
+
+    async def _linger(self, sub: Puller, have: int, stop: asyncio.Event) -> list[Msg]:
         """More messages for a batch that is not full: a trickle of events (one execution's
         steps) would otherwise cost a project call, a transaction and a NOTIFY each few
         events. Takes what arrives within ``linger_seconds``, and stops early once the batch
@@ -204,7 +213,7 @@ class Projector:
                 break
         return more
 
-    async def _subscribe(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
+    async def _subscribe(self, stop: asyncio.Event) -> Puller | None:
         backoff = Backoff(self._settings.max_backoff_seconds)
         while not stop.is_set():
             try:
@@ -216,7 +225,8 @@ class Projector:
                 )
                 await self._check_shard_count()
                 await ensure_consumer(self._js, EVENTS_STREAM, consumer_config(self._settings))
-                sub = await self._js.pull_subscribe_bind(self._settings.consumer_name, stream=EVENTS_STREAM)
+                sub = Puller(self._nc, EVENTS_STREAM, self._settings.consumer_name)
+                await sub.start()
             except ConfigError:
                 raise  # a stream or a shard count the suite cannot run on: refuse to start (exit 2)
             except Exception as exc:
@@ -265,10 +275,9 @@ class Projector:
         events: list[Event] = []
         pending: int | None = None
         for msg in msgs:
-            metadata = msg.metadata
-            if metadata.num_delivered > 1:
+            delivered, _, pending = delivery(msg)
+            if delivered > 1:
                 m.REDELIVERED.inc()
-            pending = metadata.num_pending
             try:
                 events.append(self._decode(msg))
             except Undecodable as exc:
