@@ -87,7 +87,7 @@ async def test_a_row_too_large_for_the_server_is_dead_lettered_at_once(
     edge = row(3, pad=SMALL_MAX_PAYLOAD - len(msgspec.json.encode(row(3).payload)) - 4)
     after = row(4)
     publisher = OutboxPublisher(
-        outbox, small_nc.jetstream(), SETTINGS, max_payload=lambda: small_nc.max_payload
+        outbox, small_nc, SETTINGS, max_payload=lambda: small_nc.max_payload
     )
     await outbox.add(small, big, edge, after)
 
@@ -125,7 +125,7 @@ async def test_other_failures_are_retried_until_the_last_attempt_then_dead_lette
     early = row(1, subject="noetl.nowhere.7", attempts=0)
     last = row(2, subject="noetl.nowhere.7", attempts=2)
     publisher = OutboxPublisher(
-        outbox, small_nc.jetstream(), settings, max_payload=lambda: small_nc.max_payload
+        outbox, small_nc, settings, max_payload=lambda: small_nc.max_payload
     )
     await outbox.add(early, last)
 
@@ -147,7 +147,7 @@ async def test_the_loop_refuses_to_start_on_a_server_that_takes_less_than_the_ap
     small_nc: NATS, outbox: Any
 ) -> None:
     publisher = OutboxPublisher(
-        outbox, small_nc.jetstream(), SETTINGS, max_payload=lambda: small_nc.max_payload
+        outbox, small_nc, SETTINGS, max_payload=lambda: small_nc.max_payload
     )
     await outbox.add(row(1))
 

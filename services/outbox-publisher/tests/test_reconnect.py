@@ -31,7 +31,7 @@ async def test_publishing_resumes_after_nats_restarts(tmp_path: Path, outbox: An
     settings = dataclasses.replace(
         RelaySettings(), wait_ms=100, ack_timeout_seconds=1, max_backoff_seconds=0.2
     )
-    publisher = OutboxPublisher(outbox, nc.jetstream(), settings, connected=lambda: link.connected)
+    publisher = OutboxPublisher(outbox, nc, settings, connected=lambda: link.connected)
     task = asyncio.create_task(publisher.run(stop))
     try:
         await outbox.add(row(1))

@@ -68,7 +68,7 @@ class Running:
 
 @pytest.fixture
 async def running(nc: NATS, outbox: Any) -> AsyncIterator[Running]:
-    loop = Running(OutboxPublisher(outbox, nc.jetstream(), SETTINGS))
+    loop = Running(OutboxPublisher(outbox, nc, SETTINGS))
     yield loop
     await loop.finish()
 
@@ -168,7 +168,7 @@ async def test_claim_errors_back_off_then_recover(outbox: Any, running: Running)
 
 async def test_stop_finishes_the_batch_in_hand_and_claims_no_more(nc: NATS, outbox: Any) -> None:
     outbox.claim_gate = asyncio.Event()
-    loop = Running(OutboxPublisher(outbox, nc.jetstream(), SETTINGS))
+    loop = Running(OutboxPublisher(outbox, nc, SETTINGS))
     await outbox.wait_for(lambda: outbox.claim_calls == 1)
 
     loop.stop.set()  # SIGTERM arrives while a claim is in flight
@@ -186,7 +186,7 @@ async def test_stop_finishes_the_batch_in_hand_and_claims_no_more(nc: NATS, outb
 async def test_a_claim_that_outlives_the_shutdown_grace_is_abandoned(nc: NATS, outbox: Any) -> None:
     outbox.claim_gate = asyncio.Event()  # never opened: the API hangs
     settings = dataclasses.replace(SETTINGS, shutdown_grace_seconds=0.1)
-    loop = Running(OutboxPublisher(outbox, nc.jetstream(), settings))
+    loop = Running(OutboxPublisher(outbox, nc, settings))
     await outbox.wait_for(lambda: outbox.claim_calls == 1)
 
     await loop.finish()
@@ -219,7 +219,7 @@ def parked(outbox: Any, nc: NATS, interval: float, clock: Clock | None = None) -
     settings = dataclasses.replace(
         SETTINGS, wait_ms=60_000, mark_interval_seconds=interval, shutdown_grace_seconds=0.1
     )
-    return Running(OutboxPublisher(outbox, nc.jetstream(), settings, clock=clock or time.monotonic))
+    return Running(OutboxPublisher(outbox, nc, settings, clock=clock or time.monotonic))
 
 
 async def test_marks_due_ride_on_the_next_claim_and_need_no_call_of_their_own(nc: NATS, outbox: Any) -> None:

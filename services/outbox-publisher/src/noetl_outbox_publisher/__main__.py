@@ -27,7 +27,7 @@ async def serve(stop: asyncio.Event) -> None:
         max_backoff=config.relay.max_backoff_seconds,
         build=lambda client, nc, connected: OutboxPublisher(
             client,
-            nc.jetstream(),
+            nc,
             config.relay,
             connected=connected,
             log=log,

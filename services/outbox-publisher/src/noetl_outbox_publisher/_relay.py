@@ -1,7 +1,7 @@
 """The relay loop: claim outbox rows → publish to JetStream → mark published/failed.
 
 Shape (architecture.md §6, STYLE "worker loop"): one loop long-polls ``outbox_claim``;
-each batch is sent with ``publish_async`` (pipelined, one ack future per row) carrying
+each batch is sent pipelined (:mod:`._acks`: one ack future per row) carrying
 ``Nats-Msg-Id: <execution_id>:<event_id>`` (the outbox's key); the batch is then *settled* — acks awaited, its published
 rows marked once per ``OUTBOX_MARK_INTERVAL_MS`` (or per batch size of rows) — carried by
 the first claim after the interval (``published``: the server marks them in the claim's
@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 import structlog
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
 from noetl_common import (
     Backoff,
     GraceExpired,
@@ -42,6 +42,7 @@ from noetl_common import (
 from structlog.typing import FilteringBoundLogger
 
 from . import _metrics as m
+from ._acks import AckedPublisher
 from ._config import RelaySettings
 from ._deadletter import PayloadOverMax, message_bytes
 from ._limits import check_max_payload
@@ -59,7 +60,7 @@ class OutboxPublisher:
     def __init__(
         self,
         source: OutboxSource,
-        js: JetStreamContext,
+        nc: NATS,
         settings: RelaySettings,
         *,
         connected: Callable[[], bool] = lambda: True,
@@ -68,7 +69,8 @@ class OutboxPublisher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
-        self._js = js
+        self._js = js = nc.jetstream()
+        self._acks = AckedPublisher(nc)
         self._settings = settings
         self._connected = connected
         self._max_payload = max_payload  # the connected server's, which a reconnect may change
@@ -117,6 +119,7 @@ class OutboxPublisher:
         try:
             if not await self._ensure_streams(stop) or not await self._check_limits(stop):
                 return
+            await self._acks.start()
             while not stop.is_set():
                 if not self._connected():
                     # Claiming now would only lease rows we cannot publish. Short checks
@@ -158,6 +161,7 @@ class OutboxPublisher:
         finally:
             await self._await_settled(set(settling), stop)
             await self._settler.finish(stop)
+            await self._acks.stop()
             self._running = False
 
     async def _make_room(self, settling: dict[asyncio.Task[None], int], rows: int) -> None:
@@ -231,7 +235,7 @@ class OutboxPublisher:
                     # nats-py checks the body alone; over the limit by its headers, the
                     # server would drop the connection instead of refusing one message
                     raise PayloadOverMax(size, limit)
-                future = await self._js.publish_async(row.subject, data, headers=headers)
+                future = await self._acks.publish(row.subject, data, headers)
             except Exception as exc:
                 outcomes.append(exc)
             else:

@@ -20,11 +20,11 @@ from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 from noetl_common import GraceExpired, MarkDeadRequest, MarkFailedRequest, OutboxRow, finish_within_grace
 from structlog.typing import FilteringBoundLogger
 
 from . import _metrics as m
+from ._acks import Ack
 from ._config import RelaySettings
 from ._deadletter import dead_letter_message, is_permanent
 from ._ports import OutboxSource
@@ -32,7 +32,7 @@ from ._ports import OutboxSource
 _MARK_FAILED_CONCURRENCY = 16
 
 #: One row's publish: its ack future, or the error that kept it from being sent.
-Outcome = asyncio.Future[PubAck] | BaseException
+Outcome = asyncio.Future[Ack] | BaseException
 
 
 class Settler:
