@@ -152,6 +152,7 @@ class EventIngest:
         commands = await store.commands.read_locked(locking_commands)
         seen: set[tuple[int, int]] = set()
         applied = 0
+        received_at = utc_now_iso()  # of every event of the batch that came without a time
         issued: list[tuple[ExecutionRef, NewCommand]] = []
         for item in incoming:
             execution = executions[item.event.execution_id]
@@ -165,7 +166,7 @@ class EventIngest:
                 command.status in store.commands.TERMINAL or command.command_id in writes.finished
             ):
                 continue  # the command is finished: a late or repeated event changes nothing
-            event = self._complete(item.event, ref)
+            event = self._complete(item.event, ref, received_at)
             assert event.event_id is not None
             key = (event.execution_id, event.event_id)
             if key in seen:
@@ -210,7 +211,7 @@ class EventIngest:
                 claimed.append(claim_reply(claimed_row(new_command), ref.catalog_path, self._lease))
         return applied
 
-    def _complete(self, event: Event, ref: ExecutionRef) -> Event:
+    def _complete(self, event: Event, ref: ExecutionRef, received_at: str) -> Event:
         """Fill what the server knows: an id when the worker sent none, time, catalog path;
         on a terminal event ``meta.applied_id``, a server id minted under the execution lock:
         the order outcomes are applied in, which a replay folds them by."""
@@ -220,7 +221,7 @@ class EventIngest:
         return msgspec.structs.replace(
             event,
             event_id=event.event_id if event.event_id is not None else self._recorder.ids.next_id(),
-            created_at=event.created_at or utc_now_iso(),
+            created_at=event.created_at or received_at,
             catalog_path=ref.catalog_path,
             parent_execution_id=ref.parent_execution_id,
             meta=meta,

@@ -32,7 +32,7 @@ from noetl_common import (
     Snowflake,
     command_subject,
     event_subject,
-    scrub,
+    scrubbed_json,
     utc_now_iso,
 )
 from psycopg import AsyncConnection, AsyncCursor
@@ -132,7 +132,7 @@ class Recorder:
         encoded here (the store writes the JSON text as is): :class:`EventTooLarge` when it is
         over ``max_event_bytes``."""
         assert event.event_id is not None
-        payload = self._encode(scrub(msgspec.to_builtins(event)), event.event_type, event.step)
+        payload = self._checked(scrubbed_json(event, _ENCODER.encode), event.event_type, event.step)
         return (
             event.execution_id,
             event.event_id,
@@ -140,8 +140,7 @@ class Recorder:
             payload,
         )
 
-    def _encode(self, payload: Any, kind: str, step: str | None) -> bytes:
-        data = _ENCODER.encode(payload)
+    def _checked(self, data: bytes, kind: str, step: str | None) -> bytes:
         if len(data) > self.max_event_bytes:
             raise EventTooLarge(kind, step, len(data), self.max_event_bytes)
         if b"u0000" in data and _NUL.search(data):  # the outbox (json) would take it, the log (jsonb) not
@@ -174,7 +173,7 @@ class Recorder:
             execution_id,
             command_id if notice_id is None else notice_id,
             command_subject(pool, execution_id),
-            self._encode(notification, "command notification", step),
+            self._checked(_ENCODER.encode(notification), "command notification", step),
         )
 
     async def send_new_events(self, conn: AsyncConnection[Any], events: Sequence[Event]) -> None:

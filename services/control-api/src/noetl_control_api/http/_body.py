@@ -16,6 +16,14 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     return convert(decode_typed(body, object), kind)
 
 
+class BodyShape(msgspec.Struct):
+    """Which of ``POST /api/events``'s bodies came: an ``EventBatch`` has ``events`` and no
+    ``event_type`` (the values are skipped, not built; an empty ``Raw`` is an absent key)."""
+
+    events: msgspec.Raw = msgspec.Raw(b"")
+    event_type: msgspec.Raw = msgspec.Raw(b"")
+
+
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 

@@ -52,7 +52,7 @@ from ..application import (
     optional_id,
 )
 from ._auth import action
-from ._body import convert, decode_json
+from ._body import BodyShape, decode_json, decode_typed
 
 
 class EventList(msgspec.Struct, kw_only=True):
@@ -224,11 +224,12 @@ class EventController(Controller):
     ) -> EventsReply:
         """Body: one ``Event`` or an ``EventBatch {events, eager?, logs?}`` (``logs``: step logs
         of the commands whose terminal events the batch carries)."""
-        raw = decode_json(await request.body(), object)
-        if isinstance(raw, dict) and "events" in raw and "event_type" not in raw:
-            batch = convert(raw, EventBatch)
+        body = await request.body()
+        shape = decode_typed(body, BodyShape)  # a scan of the keys, then one typed decode
+        if shape.events and not shape.event_type:
+            batch = decode_typed(body, EventBatch)
             return await ingest.ingest(batch.events, principal, batch.eager, batch.logs or ())
-        return await ingest.ingest([convert(raw, Event)], principal)
+        return await ingest.ingest([decode_typed(body, Event)], principal)
 
 
 class CommandController(Controller):
