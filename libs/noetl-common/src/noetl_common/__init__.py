@@ -61,7 +61,7 @@ from ._ops import serve_ops
 from ._pull import Delivery, Puller, PullFailed, delivery
 from ._relay import RelayLoop, run_relay
 from ._runner import run_service
-from ._scrub import REDACTED, needs_scrub, scrub, scrub_text, scrubbed_json
+from ._scrub import REDACTED, scrub, scrub_text
 from ._snowflake import Snowflake, node_id_from_env, parse_id
 from ._stream_check import StreamConfigConflict, StreamDifference, stream_differences
 from ._streams import (
@@ -185,7 +185,6 @@ __all__ = [
     "gauge",
     "histogram",
     "metric_name",
-    "needs_scrub",
     "node_id_from_env",
     "outbox_delay_seconds",
     "outbox_dlq_subject",
@@ -196,7 +195,6 @@ __all__ = [
     "run_service",
     "scrub",
     "scrub_text",
-    "scrubbed_json",
     "serve_ops",
     "stream_differences",
     "stream_replicas",

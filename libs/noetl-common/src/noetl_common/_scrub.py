@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
 from typing import Any
-
-import msgspec
 
 REDACTED = "[REDACTED]"
 
@@ -64,7 +61,6 @@ _MARKERS = (
 )
 _SHORTEST_SECRET = 7  # "://a:b@"
 _LEAVES = frozenset({int, float, bool, type(None)})
-_MAX_DEPTH = 64  # deeper containers are redacted whole
 
 
 def _sensitive(key: str) -> bool:
@@ -103,7 +99,7 @@ def scrub(value: Any, _depth: int = 0) -> Any:
         return scrub_text(value)
     if kind in _LEAVES:
         return value
-    if _depth > _MAX_DEPTH:
+    if _depth > 64:
         return REDACTED
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
@@ -118,29 +114,3 @@ def scrub(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
     return value
-
-
-# Every name _SENSITIVE_KEY matches holds one of these (lower case), so JSON text without any
-# of them has no sensitive key. ASCII only: re.IGNORECASE also folds the long s (U+017F) and the Kelvin sign.
-_KEY_FRAGMENTS = (b"pass", b"secret", b"token", b"key", b"credential", b"auth", b"cookie", b"dsn", b"connection")
-_MARKER_BYTES = tuple(marker.encode() for marker in _MARKERS)
-def needs_scrub(data: bytes) -> bool:
-    """False when ``scrub`` could not change the value whose JSON text is ``data``: no sensitive
-    key, no secret marker, not nested past the depth ``scrub`` keeps. True may be a false alarm."""
-    if not data.isascii() or data.count(b"{") + data.count(b"[") > _MAX_DEPTH:
-        return True
-    lowered = data.lower()
-    if any(fragment in lowered for fragment in _KEY_FRAGMENTS):
-        return True
-    if any(marker in data for marker in _MARKER_BYTES):
-        return True
-    return b"://" in data and b"@" in data
-
-
-def scrubbed_json(value: Any, encode: Callable[[Any], bytes]) -> bytes:
-    """``encode(scrub(msgspec.to_builtins(value)))``; when the plain encoding shows nothing to
-    redact (:func:`needs_scrub`) that encoding is the answer, without walking the value."""
-    data = encode(value)
-    if needs_scrub(data):
-        data = encode(scrub(msgspec.to_builtins(value)))
-    return data

@@ -32,7 +32,7 @@ from noetl_common import (
     Snowflake,
     command_subject,
     event_subject,
-    scrubbed_json,
+    scrub,
     utc_now_iso,
 )
 from psycopg import AsyncConnection, AsyncCursor
@@ -132,7 +132,7 @@ class Recorder:
         encoded here (the store writes the JSON text as is): :class:`EventTooLarge` when it is
         over ``max_event_bytes``."""
         assert event.event_id is not None
-        payload = self._checked(scrubbed_json(event, _ENCODER.encode), event.event_type, event.step)
+        payload = self._checked(_ENCODER.encode(scrub(msgspec.to_builtins(event))), event.event_type, event.step)
         return (
             event.execution_id,
             event.event_id,
