@@ -53,6 +53,7 @@ from ._envelopes import (
     outbox_delay_seconds,
 )
 from ._failover import ApiUnreachable, api_urls
+from ._gc import settle_heap
 from ._logging import configure_logging
 from ._loop import EVENT_LOOPS, event_loop_factory, event_loop_name
 from ._metrics import counter, gauge, histogram, metric_name
@@ -196,6 +197,7 @@ __all__ = [
     "scrub",
     "scrub_text",
     "serve_ops",
+    "settle_heap",
     "stream_differences",
     "stream_replicas",
     "tree_depths",

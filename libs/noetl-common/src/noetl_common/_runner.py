@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from ._config import ConfigError
+from ._gc import settle_heap
 from ._loop import event_loop_factory
 
 
@@ -22,6 +23,7 @@ def run_service(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        settle_heap()  # the modules are loaded: set them aside from the collector
         try:
             await main(stop)
         finally:

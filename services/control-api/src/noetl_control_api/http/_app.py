@@ -11,7 +11,7 @@ from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from noetl_common import Snowflake, configure_logging
+from noetl_common import Snowflake, configure_logging, settle_heap
 
 from .._settings import Settings
 from ..application import Principal
@@ -109,4 +109,5 @@ def app_from_env() -> Litestar:
         release_long_polls_on_signal(services.outbox.close, services.executions.close)
 
     app.on_startup.append(release_on_signal)
+    app.on_startup.append(settle_heap)  # the app is built: set its objects aside from the collector
     return app
