@@ -18,7 +18,7 @@ from noetl_common import (
 class RelaySettings:
     """How the relay loop batches, waits and backs off."""
 
-    batch_size: int = 500
+    batch_size: int = 1000
     wait_ms: int = 1000
     #: published rows are marked together at most this often (0: each batch at once)
     mark_interval_seconds: float = 0.05
@@ -48,7 +48,7 @@ class PublisherConfig(ServiceEnv):
             metrics_host=host,
             metrics_port=port,
             relay=RelaySettings(
-                batch_size=env_int("OUTBOX_BATCH_SIZE", 500, minimum=1, maximum=2000, env=env),
+                batch_size=env_int("OUTBOX_BATCH_SIZE", 1000, minimum=1, maximum=2000, env=env),
                 wait_ms=env_int("OUTBOX_WAIT_MS", 1000, minimum=0, maximum=60_000, env=env),
                 mark_interval_seconds=env_int(
                     "OUTBOX_MARK_INTERVAL_MS", 50, minimum=0, maximum=5_000, env=env

@@ -165,8 +165,7 @@ class OutboxPublisher:
             self._running = False
 
     async def _make_room(self, settling: dict[asyncio.Task[None], int], rows: int) -> None:
-        """Wait for earlier settles until ``rows`` more stay within two batch sizes in flight
-        (inside nats-py's pending window of 4000 with OUTBOX_BATCH_SIZE ≤ 2000)."""
+        """Wait for earlier settles until ``rows`` more stay within two batch sizes in flight."""
         limit = 2 * self._settings.batch_size
         while settling and sum(settling.values()) + rows > limit:
             await asyncio.wait(set(settling), return_when=asyncio.FIRST_COMPLETED)

@@ -27,7 +27,7 @@ class ProjectorSettings:
 
     shard: int = 0
     shard_count: int = 1
-    batch_size: int = 500
+    batch_size: int = 1000
     fetch_timeout_seconds: float = 1.0
     #: a fetch that brought less than a batch waits this long for more before projecting
     linger_seconds: float = 0.02
@@ -93,7 +93,7 @@ class ProjectorConfig(ServiceEnv):
             settings=ProjectorSettings(
                 shard=resolve_shard(shard_count, env),
                 shard_count=shard_count,
-                batch_size=env_int("PROJECTOR_BATCH_SIZE", 500, minimum=1, maximum=10_000, env=env),
+                batch_size=env_int("PROJECTOR_BATCH_SIZE", 1000, minimum=1, maximum=10_000, env=env),
                 fetch_timeout_seconds=env_float(
                     "PROJECTOR_FETCH_TIMEOUT_SECONDS", 1.0, minimum=0.05, env=env
                 ),
