@@ -90,3 +90,17 @@ async def test_project_keeps_documents_as_sent_and_refuses_ones_that_are_not_obj
     reply = await api.client.post("/api/internal/events/project", content=malformed, headers=api.auth)
     assert reply.status_code == 400 and "malformed JSON" in reply.json()["detail"]
     assert len((await api.client.get(f"/api/executions/{execution_id}/events")).json()["events"]) == 3
+
+
+async def test_project_reads_each_time_python_accepts_as_that_instant(api: Any) -> None:
+    await api.register()
+    execution_id = await api.execute()
+    sent = _events(execution_id, [1, 2, 3, 4])
+    sent[0]["created_at"] = "2026-01-02T03:04:05"  # naive: UTC, the suite's only zone
+    sent[1]["created_at"] = "2026-01-02T05:04:05+02:00"
+    sent[2]["created_at"] = "2026-W01-5T03:04:05Z"  # an ISO week date, which Postgres does not read
+    sent[3]["created_at"] = "not a time"  # the projection's own time
+    assert (await _project(api, sent)).json() == {"projected": 4, "duplicates": 0}
+    listed = (await api.client.get(f"/api/executions/{execution_id}/events")).json()["events"]
+    assert {e["created_at"] for e in listed[:3]} == {"2026-01-02T03:04:05.000000Z"}
+    assert listed[3]["created_at"] > "2026-01-03"  # the time it was projected at: later than any sent
