@@ -101,3 +101,16 @@ async def test_delivery_refuses_a_message_that_is_not_from_jetstream() -> None:
 
     with pytest.raises(nats.errors.NotJSMessageError):
         delivery(Msg(None, subject="a", reply="_INBOX.x.y"))  # type: ignore[arg-type]
+
+
+async def test_a_filling_fetch_waits_for_the_batch_and_a_plain_one_does_not(consumer: Consumer) -> None:
+    puller = await _puller(consumer)
+    await consumer.publish(1)
+    assert [m.data for m in await puller.fetch(3, timeout=30)] == [b"0"]  # what there is, at once
+    filling = asyncio.create_task(puller.fetch(3, timeout=30, fill=True))
+    for i in range(1, 4):  # one at a time: a plain fetch would return with the first
+        await consumer.publish(1, start=i)
+    assert [m.data for m in await filling] == [b"1", b"2", b"3"]  # long before the 30 s
+    with pytest.raises(nats.errors.TimeoutError):
+        await puller.fetch(5, timeout=0.2, fill=True)  # nothing came by the timeout
+    await puller.stop()

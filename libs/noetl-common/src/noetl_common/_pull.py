@@ -104,20 +104,23 @@ class Puller:
                 request.done.set_result(f"{status} {description}".strip())
         # else an idle heartbeat, or the end of a request nobody waits for any more
 
-    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+    async def fetch(self, batch: int, timeout: float, *, fill: bool = False) -> list[Msg]:
         """Up to ``batch`` messages: those already delivered, else what the consumer has now,
-        else the first that come within ``timeout``. Raises ``nats.errors.TimeoutError`` when
-        none came, and :class:`PullFailed` when the server refused the request before any came.
+        else the first that come within ``timeout``; with ``fill``, whatever comes within
+        ``timeout`` until the batch is full (a linger). Raises ``nats.errors.TimeoutError``
+        when none came, and :class:`PullFailed` when the server refused the request before
+        any came.
 
         A waiting request outlives the fetch it served (until its batch is delivered or it
         expires, within ``timeout``): what it delivers later is in hand for the next fetch."""
         deadline = time.monotonic() + timeout
-        if not self._received:
-            status = await self._pull(batch, batch, deadline, wait=False)
+        if not self._received or (fill and len(self._received) < batch):
+            status = await self._pull(batch - len(self._received), batch, deadline, wait=False)
             if not self._received and status is not None and not status.startswith(_NO_MESSAGES):
                 raise PullFailed(f"pull request ended: {status}")
-        if not self._received:
-            status = await self._pull(batch, 1, deadline, wait=True)
+        if not self._received or (fill and len(self._received) < batch):
+            enough = batch if fill else 1
+            status = await self._pull(batch - len(self._received), enough, deadline, wait=True)
             if not self._received:
                 if status is not None and not status.startswith(_EXPIRED):
                     raise PullFailed(f"pull request ended: {status}")
@@ -130,8 +133,8 @@ class Puller:
         request, or ``deadline``; returns that status (None when there was none)."""
         left = deadline - time.monotonic()
         body: dict[str, Any] = {"batch": batch}
-        if wait:
-            body["expires"] = int((left - _EXPIRES_MARGIN_SECONDS) * 1_000_000_000)
+        if wait:  # the server gives up first, so its 408 ends the wait, not the timer
+            body["expires"] = int((left - min(_EXPIRES_MARGIN_SECONDS, left / 4)) * 1_000_000_000)
         else:
             body["no_wait"] = True
         if left <= 0 or body.get("expires", 1) <= 0:

@@ -205,10 +205,10 @@ class Projector:
             if left <= 0:
                 break
             try:
-                # returns as soon as something is there (a no_wait pull first, then a pull
-                # that expires with ``left``); what is delivered after it gave up waits in the
-                # subscription's queue for the next fetch
-                more += await sub.fetch(missing - len(more), timeout=max(left, 0.01))
+                # what is there now (a no_wait pull), then what comes until the batch is full
+                # or ``left`` runs out (one pull that expires with it); what is delivered after
+                # it gave up is in the puller's hands for the next fetch
+                more += await sub.fetch(missing - len(more), timeout=max(left, 0.01), fill=True)
             except (TimeoutError, nats.errors.TimeoutError):
                 break
         return more
