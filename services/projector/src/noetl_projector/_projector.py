@@ -346,7 +346,7 @@ class Projector:
         self._log.warning("projector_project_failed", messages=len(msgs), error=str(exc), kind=kind)
         settings = self._settings
         for msg in msgs:
-            delivered = msg.metadata.num_delivered
+            delivered = delivery(msg).delivered
             if delivered >= settings.max_deliver:
                 await self._dead_letter(msg, f"max_deliver ({delivered}) reached: {exc}", "max_deliver")
                 continue
@@ -357,7 +357,7 @@ class Projector:
 
     async def _dead_letter(self, msg: Msg, error: str, reason: str) -> None:
         """Copy ``msg`` to NOETL_DLQ with its subject and error, then terminate it."""
-        seq = msg.metadata.sequence.stream
+        seq = delivery(msg).stream_seq
         headers = {
             HEADER_ORIGINAL_SUBJECT: msg.subject,
             HEADER_ERROR: _header_safe(error),
