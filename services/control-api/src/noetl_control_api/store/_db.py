@@ -17,14 +17,14 @@ def _dumps(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
-def as_is(raw: Any) -> Any:
+def _as_is(raw: Any) -> Any:
     """A ``dumps`` for JSON text already encoded: it is written as it is."""
     return raw
 
 
 def json_param(value: Any) -> Json:
     """A ``json`` parameter: JSON text already encoded (bytes) as it is, anything else encoded."""
-    return Json(value, dumps=as_is) if isinstance(value, bytes) else Json(value)
+    return Json(value, dumps=_as_is) if isinstance(value, bytes) else Json(value)
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
