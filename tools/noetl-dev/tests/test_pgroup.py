@@ -80,7 +80,7 @@ def test_kill_server_leaves_no_child_alive_even_one_forked_during_the_kill(tmp_p
             pids.write_text("")
             proc = subprocess.Popen([sys.executable, "-c", FORKER, str(pids)], start_new_session=True)
             while len(pids.read_text().split()) < 20:  # wait for the server to be forking
-                pass
+                assert proc.poll() is None, "the forking server exited"
             assert kill_server(proc.pid) == []
             proc.wait(5)
             seen += [int(pid) for pid in pids.read_text().split()]
